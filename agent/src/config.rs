@@ -1,0 +1,780 @@
+//! The board configuration: a TOML file (default `/etc/firmcast/agent.toml`)
+//! parsed into [`Config`]. Every key is documented, with its default and an
+//! example, in `board-configs/README.md`.
+//!
+//! Every error is one line naming the file and the key ([`ConfigError`]); the
+//! agent turns it into exit code 2.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// Where the agent looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/firmcast/agent.toml";
+
+/// Default data group.
+pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 1), 7854);
+/// Default repair group.
+pub const DEFAULT_REPAIR_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 2), 7855);
+/// Default boot window.
+pub const DEFAULT_BOOT_WINDOW_SECS: u64 = 30;
+/// Default receive window, in blocks.
+pub const DEFAULT_WINDOW_BLOCKS: u32 = 8;
+/// Default largest block size accepted.
+pub const DEFAULT_MAX_BLOCK_SIZE: u32 = 262_144;
+/// Default stall timeout.
+pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 60;
+/// Default socket receive buffer.
+pub const DEFAULT_RCVBUF_BYTES: u64 = 2 * 1024 * 1024;
+
+/// How a written image becomes the one that boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Overwrite the running slot; the header block (block 0) is written last,
+    /// after being invalidated, so a torn update never shows a valid header.
+    InPlace,
+    /// Write the image in block order; activation is someone else's job.
+    None,
+}
+
+impl Activation {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activation::InPlace => "in-place",
+            Activation::None => "none",
+        }
+    }
+}
+
+/// Test-only options (the `[test]` table). Never set these on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestOptions {
+    /// Drop this many per thousand received datagrams before the protocol sees them.
+    pub rx_loss_permille: u32,
+    /// Seed of the loss generator.
+    pub rx_loss_seed: u64,
+    /// Sleep this long after each block write.
+    pub block_delay: Duration,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Board id, e.g. `acme,rt1`.
+    pub board: String,
+    /// The version running now.
+    pub current_version: String,
+    /// Where `current_version` was read from, if from a file.
+    pub current_version_file: Option<PathBuf>,
+    /// Data multicast group.
+    pub group: SocketAddrV4,
+    /// Repair multicast group.
+    pub repair_group: SocketAddrV4,
+    /// Address of the interface to join on (`0.0.0.0`: let the kernel choose).
+    pub interface: Ipv4Addr,
+    /// Where NACKs and Status reports go.
+    pub repair_server: SocketAddrV4,
+    /// The operator's Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// Where `public_key` was read from, if from a file.
+    pub public_key_file: Option<PathBuf>,
+    /// Target spec: `file:PATH`, `simnor:PATH`, `simnand:PATH`, `mtd:NAME`.
+    pub target: String,
+    /// Size used to create a missing sim/file target.
+    pub target_size: Option<u64>,
+    /// How long to wait for an Announce before exiting 0.
+    pub boot_window: Duration,
+    /// Block buffers in the receive window.
+    pub window_blocks: u32,
+    /// Largest block size accepted.
+    pub max_block_size: u32,
+    /// This device's id.
+    pub device_id: u64,
+    /// Whether `device_id` was derived (not configured).
+    pub device_id_derived: bool,
+    /// Activation method.
+    pub activation: Activation,
+    /// No progress for this long while receiving → exit 5.
+    pub stall_timeout: Duration,
+    /// Requested SO_RCVBUF.
+    pub rcvbuf_bytes: usize,
+    /// Exit 0 at once when the offered image is not newer.
+    pub exit_when_current: bool,
+    /// Test-only knobs.
+    pub test: TestOptions,
+}
+
+/// A configuration error: one line naming the file and, where it can, the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// The key at fault (`test.rx_loss_permille` for keys in `[test]`).
+    pub key: Option<String>,
+    /// The 1-based line, when the TOML parser knows it.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn key(file: &Path, key: &str, message: impl Into<String>) -> Self {
+        ConfigError { file: file.to_path_buf(), key: Some(key.to_string()), line: None, message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        // One line, whatever the parser said.
+        let msg: String = self.message.split_whitespace().collect::<Vec<_>>().join(" ");
+        write!(f, ": {msg}")
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `device_id`: an integer, or a hex string (`"0x1a2b"` or `"1a2b"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DeviceIdValue(Result<u64, &'static str>);
+
+impl<'de> Deserialize<'de> for DeviceIdValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DeviceIdValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative integer or a hex string")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DeviceIdValue, E> {
+                Ok(DeviceIdValue(Ok(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DeviceIdValue, E> {
+                Ok(DeviceIdValue(u64::try_from(v).map_err(|_| "must not be negative")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DeviceIdValue, E> {
+                Ok(DeviceIdValue(parse_hex_u64(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_hex_u64(s: &str) -> Result<u64, &'static str> {
+    let t = s.trim();
+    let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+    if t.is_empty() || t.len() > 16 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("must be an integer or 1 to 16 hex digits (optionally 0x-prefixed)");
+    }
+    u64::from_str_radix(t, 16).map_err(|_| "not a hex number")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTest {
+    rx_loss_permille: Option<u32>,
+    rx_loss_seed: Option<u64>,
+    block_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    board: Option<String>,
+    current_version: Option<String>,
+    current_version_file: Option<String>,
+    group: Option<String>,
+    repair_group: Option<String>,
+    interface: Option<String>,
+    repair_server: Option<String>,
+    public_key: Option<String>,
+    target: Option<String>,
+    target_size: Option<u64>,
+    boot_window_secs: Option<u64>,
+    window_blocks: Option<u32>,
+    max_block_size: Option<u32>,
+    device_id: Option<DeviceIdValue>,
+    activation: Option<String>,
+    stall_timeout_secs: Option<u64>,
+    rcvbuf_bytes: Option<u64>,
+    exit_when_current: Option<bool>,
+    test: Option<RawTest>,
+}
+
+/// FNV-1a, 64 bit: the default device id hashes `hostname/target`.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The default device id: FNV-1a-64 of `hostname + "/" + target`, so that
+/// several agents on one host (different targets) differ.
+pub fn default_device_id(hostname: &str, target: &str) -> u64 {
+    fnv1a64(format!("{hostname}/{target}").as_bytes())
+}
+
+/// This host's name (from /proc; `localhost` when unknown).
+pub fn hostname() -> String {
+    for p in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            let s = s.trim();
+            if !s.is_empty() {
+                return s.to_string();
+            }
+        }
+    }
+    "localhost".to_string()
+}
+
+/// Read and resolve the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        key: None,
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(path, &text, &hostname())
+}
+
+/// Resolve `text` (the content of `path`); relative paths in it are relative
+/// to the file's directory. `hostname` feeds the default device id.
+pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigError> {
+    let raw: Raw = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let file = path;
+
+    let board = required(file, "board", raw.board, "the board id, e.g. board = \"acme,rt1\"")?;
+    if board.is_empty() || board.len() > proto::wire::MAX_BOARD_LEN {
+        return Err(ConfigError::key(file, "board", format!("must be 1 to {} bytes", proto::wire::MAX_BOARD_LEN)));
+    }
+
+    let (current_version, current_version_file) = match (raw.current_version, raw.current_version_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(file, "current_version", "set only one of current_version and current_version_file"))
+        }
+        (Some(v), None) => (v.trim().to_string(), None),
+        (None, Some(p)) => {
+            let p = resolve(base, &p);
+            let text = std::fs::read_to_string(&p).map_err(|e| {
+                ConfigError::key(file, "current_version_file", format!("cannot read {}: {e}", p.display()))
+            })?;
+            let first = text.lines().next().unwrap_or("").trim().to_string();
+            if first.is_empty() {
+                return Err(ConfigError::key(file, "current_version_file", format!("first line of {} is empty", p.display())));
+            }
+            (first, Some(p))
+        }
+        (None, None) => {
+            return Err(ConfigError::key(
+                file,
+                "current_version",
+                "missing (required: current_version = \"1.0.0\" or current_version_file = \"/etc/version\")",
+            ))
+        }
+    };
+    let key = if current_version_file.is_some() { "current_version_file" } else { "current_version" };
+    if current_version.is_empty() || current_version.len() > proto::wire::MAX_VERSION_LEN {
+        return Err(ConfigError::key(file, key, format!("version must be 1 to {} bytes", proto::wire::MAX_VERSION_LEN)));
+    }
+
+    let group = multicast(file, "group", raw.group, DEFAULT_GROUP)?;
+    let repair_group = multicast(file, "repair_group", raw.repair_group, DEFAULT_REPAIR_GROUP)?;
+    let interface = match raw.interface {
+        None => Ipv4Addr::UNSPECIFIED,
+        Some(s) => s.trim().parse::<Ipv4Addr>().map_err(|_| {
+            ConfigError::key(file, "interface", format!("`{s}` is not an IPv4 address (e.g. \"192.168.1.1\")"))
+        })?,
+    };
+    if interface.is_multicast() {
+        return Err(ConfigError::key(file, "interface", "must be the address of a local interface, not a multicast group"));
+    }
+    let repair_server = required(file, "repair_server", raw.repair_server, "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\"")?;
+    let repair_server = repair_server.trim().parse::<SocketAddrV4>().map_err(|_| {
+        ConfigError::key(file, "repair_server", format!("`{repair_server}` is not IPv4:port (e.g. \"10.0.0.2:7855\")"))
+    })?;
+
+    let pk = required(file, "public_key", raw.public_key, "64 hex characters, or the path of a `firmcast keygen` .pub file")?;
+    let (public_key, public_key_file) = public_key(file, base, &pk)?;
+
+    let target = required(file, "target", raw.target, "e.g. target = \"mtd:firmware\"")?;
+    check_target(file, &target)?;
+    if raw.target_size == Some(0) {
+        return Err(ConfigError::key(file, "target_size", "must be greater than 0"));
+    }
+
+    let window_blocks = raw.window_blocks.unwrap_or(DEFAULT_WINDOW_BLOCKS);
+    if !(1..=1024).contains(&window_blocks) {
+        return Err(ConfigError::key(file, "window_blocks", "must be 1 to 1024"));
+    }
+    let max_block_size = raw.max_block_size.unwrap_or(DEFAULT_MAX_BLOCK_SIZE);
+    if !(proto::wire::MIN_CHUNK_SIZE..=proto::wire::MAX_BLOCK_SIZE).contains(&max_block_size) {
+        return Err(ConfigError::key(
+            file,
+            "max_block_size",
+            format!("must be {} to {} bytes", proto::wire::MIN_CHUNK_SIZE, proto::wire::MAX_BLOCK_SIZE),
+        ));
+    }
+    let (device_id, device_id_derived) = match raw.device_id {
+        Some(DeviceIdValue(Ok(id))) => (id, false),
+        Some(DeviceIdValue(Err(why))) => return Err(ConfigError::key(file, "device_id", why)),
+        None => (default_device_id(hostname, &target), true),
+    };
+    let activation = match raw.activation.as_deref() {
+        None | Some("in-place") => Activation::InPlace,
+        Some("none") => Activation::None,
+        Some(other) => {
+            return Err(ConfigError::key(file, "activation", format!("`{other}` is not one of \"in-place\", \"none\"")))
+        }
+    };
+    let stall = raw.stall_timeout_secs.unwrap_or(DEFAULT_STALL_TIMEOUT_SECS);
+    if stall == 0 {
+        return Err(ConfigError::key(file, "stall_timeout_secs", "must be at least 1"));
+    }
+    let rcvbuf = raw.rcvbuf_bytes.unwrap_or(DEFAULT_RCVBUF_BYTES);
+    let rcvbuf_bytes = match usize::try_from(rcvbuf) {
+        Ok(n) if (1024..=1 << 30).contains(&n) => n,
+        _ => return Err(ConfigError::key(file, "rcvbuf_bytes", "must be 1024 to 1073741824")),
+    };
+    let boot_window_secs = raw.boot_window_secs.unwrap_or(DEFAULT_BOOT_WINDOW_SECS);
+    if boot_window_secs > 86_400 * 365 {
+        return Err(ConfigError::key(file, "boot_window_secs", "must be at most a year"));
+    }
+    let t = raw.test.unwrap_or_default();
+    let rx_loss_permille = t.rx_loss_permille.unwrap_or(0);
+    if rx_loss_permille > 1000 {
+        return Err(ConfigError::key(file, "test.rx_loss_permille", "must be 0 to 1000"));
+    }
+    let test = TestOptions {
+        rx_loss_permille,
+        rx_loss_seed: t.rx_loss_seed.unwrap_or(1),
+        block_delay: Duration::from_millis(t.block_delay_ms.unwrap_or(0)),
+    };
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        board,
+        current_version,
+        current_version_file,
+        group,
+        repair_group,
+        interface,
+        repair_server,
+        public_key,
+        public_key_file,
+        target,
+        target_size: raw.target_size,
+        boot_window: Duration::from_secs(boot_window_secs),
+        window_blocks,
+        max_block_size,
+        device_id,
+        device_id_derived,
+        activation,
+        stall_timeout: Duration::from_secs(stall),
+        rcvbuf_bytes,
+        exit_when_current: raw.exit_when_current.unwrap_or(true),
+        test,
+    })
+}
+
+fn required(file: &Path, key: &str, value: Option<String>, hint: &str) -> Result<String, ConfigError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        Some(_) => Err(ConfigError::key(file, key, format!("is empty ({hint})"))),
+        None => Err(ConfigError::key(file, key, format!("missing (required: {hint})"))),
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p.trim());
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn multicast(file: &Path, key: &str, value: Option<String>, default: SocketAddrV4) -> Result<SocketAddrV4, ConfigError> {
+    let Some(s) = value else { return Ok(default) };
+    let addr = s.trim().parse::<SocketAddrV4>().map_err(|_| {
+        ConfigError::key(file, key, format!("`{s}` is not IPv4:port (e.g. \"{default}\")"))
+    })?;
+    if !addr.ip().is_multicast() {
+        return Err(ConfigError::key(file, key, format!("{} is not a multicast address (224.0.0.0/4)", addr.ip())));
+    }
+    if addr.port() == 0 {
+        return Err(ConfigError::key(file, key, "port must not be 0"));
+    }
+    Ok(addr)
+}
+
+fn decode_hex32(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// `public_key`: 64 hex characters inline, or a path to a file whose first
+/// line holds them (the `firmcast keygen` .pub format).
+fn public_key(file: &Path, base: &Path, value: &str) -> Result<([u8; 32], Option<PathBuf>), ConfigError> {
+    let v = value.trim();
+    let looks_inline = v.len() == 64 || (!v.contains('/') && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    if looks_inline {
+        return match decode_hex32(v) {
+            Some(k) => Ok((k, None)),
+            None if v.len() == 64 => Err(ConfigError::key(file, "public_key", "not hex: expected 64 hex characters")),
+            None => Err(ConfigError::key(
+                file,
+                "public_key",
+                format!("expected 64 hex characters, got {} (or give the path of a .pub file)", v.len()),
+            )),
+        };
+    }
+    let p = resolve(base, v);
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| ConfigError::key(file, "public_key", format!("cannot read key file {}: {e}", p.display())))?;
+    let line = text.lines().next().unwrap_or("").trim();
+    match decode_hex32(line) {
+        Some(k) => Ok((k, Some(p))),
+        None => Err(ConfigError::key(
+            file,
+            "public_key",
+            format!("key file {} does not start with a line of 64 hex characters", p.display()),
+        )),
+    }
+}
+
+fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
+    let ok = ["file:", "simnor:", "simnand:", "mtd:"]
+        .iter()
+        .any(|p| target.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::key(
+            file,
+            "target",
+            format!("`{target}` is not one of file:PATH, simnor:PATH, simnand:PATH, mtd:PARTITION-NAME"),
+        ))
+    }
+}
+
+/// Turn a TOML/serde error into one line naming the key when possible.
+fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().to_string();
+    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    // serde names the key in "unknown field `x`" and "missing field `x`".
+    let named = ["unknown field `", "missing field `", "duplicate key `", "duplicate field `"]
+        .iter()
+        .find_map(|p| message.split(p).nth(1).and_then(|r| r.split('`').next()).map(str::to_string));
+    let key = named.or_else(|| line.and_then(|l| key_on_line(text, l)));
+    let message = if message.starts_with("unknown field") {
+        "unknown key (see board-configs/README.md for the schema)".to_string()
+    } else {
+        message
+    };
+    ConfigError { file: file.to_path_buf(), key, line, message }
+}
+
+/// The key assigned on 1-based `line` (`table.key` inside a table).
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let mut table: Option<String> = None;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        }
+        if i + 1 == line {
+            let (k, _) = t.split_once('=')?;
+            let k = k.trim().trim_matches('"');
+            return Some(match &table {
+                Some(tb) => format!("{tb}.{k}"),
+                None => k.to_string(),
+            });
+        }
+    }
+    None
+}
+
+impl Config {
+    /// The resolved settings, one `key = value` per line (for `--check-config`).
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let mut kv = |k: &str, v: String| {
+            s.push_str(&format!("{k:<22} = {v}\n"));
+        };
+        kv("config", self.path.display().to_string());
+        kv("board", format!("{:?}", self.board));
+        let from = self.current_version_file.as_ref().map(|p| format!(" (from {})", p.display())).unwrap_or_default();
+        kv("current_version", format!("{:?}{from}", self.current_version));
+        kv("group", self.group.to_string());
+        kv("repair_group", self.repair_group.to_string());
+        kv("interface", self.interface.to_string());
+        kv("repair_server", self.repair_server.to_string());
+        let hex: String = self.public_key.iter().map(|b| format!("{b:02x}")).collect();
+        let from = self.public_key_file.as_ref().map(|p| format!(" (from {})", p.display())).unwrap_or_default();
+        kv("public_key", format!("{hex}{from}"));
+        kv("target", self.target.clone());
+        kv("target_size", self.target_size.map_or_else(|| "(not set)".to_string(), |n| n.to_string()));
+        kv("boot_window_secs", self.boot_window.as_secs().to_string());
+        kv("window_blocks", self.window_blocks.to_string());
+        kv("max_block_size", self.max_block_size.to_string());
+        let how = if self.device_id_derived { " (derived from hostname/target)" } else { "" };
+        kv("device_id", format!("{:016x}{how}", self.device_id));
+        kv("activation", self.activation.as_str().to_string());
+        kv("stall_timeout_secs", self.stall_timeout.as_secs().to_string());
+        kv("rcvbuf_bytes", self.rcvbuf_bytes.to_string());
+        kv("exit_when_current", self.exit_when_current.to_string());
+        if self.test != TestOptions::default() {
+            kv("test.rx_loss_permille", self.test.rx_loss_permille.to_string());
+            kv("test.rx_loss_seed", self.test.rx_loss_seed.to_string());
+            kv("test.block_delay_ms", self.test.block_delay.as_millis().to_string());
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+
+    fn full() -> String {
+        format!(
+            r#"
+board = "acme,rt1"
+current_version = "2.0.0"
+group = "239.255.77.1:7854"
+repair_group = "239.255.77.2:7855"
+interface = "127.0.0.1"
+repair_server = "127.0.0.1:7855"
+public_key = "{KEY}"
+target = "simnor:/tmp/fc-nor.bin"
+target_size = 1048576
+boot_window_secs = 10
+window_blocks = 4
+max_block_size = 65536
+device_id = "0xdeadbeef"
+activation = "none"
+stall_timeout_secs = 20
+rcvbuf_bytes = 1048576
+exit_when_current = false
+
+[test]
+rx_loss_permille = 50
+rx_loss_seed = 7
+block_delay_ms = 3
+"#
+        )
+    }
+
+    fn p(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("/etc/firmcast/agent.toml"), text, "host1")
+    }
+
+    fn minimal_without(key: &str) -> String {
+        let lines = [
+            ("board", "board = \"acme,rt1\"".to_string()),
+            ("current_version", "current_version = \"1.0\"".to_string()),
+            ("repair_server", "repair_server = \"10.0.0.2:7855\"".to_string()),
+            ("public_key", format!("public_key = \"{KEY}\"")),
+            ("target", "target = \"mtd:firmware\"".to_string()),
+        ];
+        lines.iter().filter(|(k, _)| *k != key).map(|(_, l)| format!("{l}\n")).collect()
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = p(&full()).expect("parses");
+        assert_eq!(c.board, "acme,rt1");
+        assert_eq!(c.current_version, "2.0.0");
+        assert_eq!(c.group, "239.255.77.1:7854".parse().unwrap());
+        assert_eq!(c.interface, Ipv4Addr::LOCALHOST);
+        assert_eq!(c.repair_server, "127.0.0.1:7855".parse().unwrap());
+        assert_eq!(c.public_key[0], 0x3b);
+        assert_eq!(c.public_key[31], 0x29);
+        assert_eq!(c.target_size, Some(1 << 20));
+        assert_eq!(c.boot_window, Duration::from_secs(10));
+        assert_eq!(c.window_blocks, 4);
+        assert_eq!(c.max_block_size, 65536);
+        assert_eq!(c.device_id, 0xdead_beef);
+        assert!(!c.device_id_derived);
+        assert_eq!(c.activation, Activation::None);
+        assert_eq!(c.stall_timeout, Duration::from_secs(20));
+        assert_eq!(c.rcvbuf_bytes, 1 << 20);
+        assert!(!c.exit_when_current);
+        assert_eq!(c.test, TestOptions { rx_loss_permille: 50, rx_loss_seed: 7, block_delay: Duration::from_millis(3) });
+        let d = c.describe();
+        assert!(d.contains("device_id              = 00000000deadbeef"), "{d}");
+        assert!(d.contains("test.rx_loss_permille"));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = p(&minimal_without("")).expect("parses");
+        assert_eq!(c.group, DEFAULT_GROUP);
+        assert_eq!(c.repair_group, DEFAULT_REPAIR_GROUP);
+        assert_eq!(c.interface, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(c.boot_window, Duration::from_secs(30));
+        assert_eq!(c.window_blocks, 8);
+        assert_eq!(c.max_block_size, 262_144);
+        assert_eq!(c.activation, Activation::InPlace);
+        assert_eq!(c.stall_timeout, Duration::from_secs(60));
+        assert_eq!(c.rcvbuf_bytes, 2 << 20);
+        assert!(c.exit_when_current);
+        assert_eq!(c.test, TestOptions { rx_loss_seed: 1, ..TestOptions::default() });
+        assert!(c.device_id_derived);
+        assert_eq!(c.device_id, default_device_id("host1", "mtd:firmware"));
+    }
+
+    #[test]
+    fn each_required_key_missing_is_named() {
+        for key in ["board", "current_version", "repair_server", "public_key", "target"] {
+            let e = p(&minimal_without(key)).expect_err(key);
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            let line = e.to_string();
+            assert!(line.contains(&format!("key `{key}`")) && line.contains("/etc/firmcast/agent.toml"), "{line}");
+            assert!(line.contains("missing"), "{line}");
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = p(&format!("{}bogus_key = 1\n", minimal_without(""))).expect_err("unknown");
+        assert_eq!(e.key.as_deref(), Some("bogus_key"), "{e}");
+        assert_eq!(e.line, Some(6));
+        assert!(!e.to_string().contains('\n'), "{e}");
+        let e = p(&format!("{}[test]\nrx_loss = 5\n", minimal_without(""))).expect_err("unknown in [test]");
+        assert_eq!(e.key.as_deref(), Some("rx_loss"), "{e}");
+        let e = p(&format!("{}[other]\nx = 5\n", minimal_without(""))).expect_err("unknown table");
+        assert_eq!(e.key.as_deref(), Some("other"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let e = p(&format!("{}window_blocks = \"many\"\n", minimal_without(""))).expect_err("type");
+        assert_eq!(e.key.as_deref(), Some("window_blocks"), "{e}");
+        let e = p(&format!("{}[test]\nrx_loss_permille = 1001\n", minimal_without(""))).expect_err("range");
+        assert_eq!(e.key.as_deref(), Some("test.rx_loss_permille"), "{e}");
+        let e = p(&format!("{}group = \"10.0.0.1:7854\"\n", minimal_without(""))).expect_err("unicast group");
+        assert_eq!(e.key.as_deref(), Some("group"), "{e}");
+        let e = p(&format!("{}activation = \"ab-uboot\"\n", minimal_without(""))).expect_err("activation");
+        assert_eq!(e.key.as_deref(), Some("activation"), "{e}");
+        let e = p(&format!("{}device_id = \"xyz\"\n", minimal_without(""))).expect_err("device id");
+        assert_eq!(e.key.as_deref(), Some("device_id"), "{e}");
+        let e = p("board = \n").expect_err("syntax");
+        assert!(e.line.is_some() && !e.to_string().contains('\n'), "{e}");
+        let e = p(&minimal_without("target").replace("board", "target = \"flash0\"\nboard")).expect_err("target");
+        assert_eq!(e.key.as_deref(), Some("target"), "{e}");
+    }
+
+    #[test]
+    fn device_id_forms() {
+        let base = minimal_without("");
+        assert_eq!(p(&format!("{base}device_id = 42\n")).unwrap().device_id, 42);
+        assert_eq!(p(&format!("{base}device_id = \"ff\"\n")).unwrap().device_id, 255);
+        assert_eq!(p(&format!("{base}device_id = \"0x10\"\n")).unwrap().device_id, 16);
+        assert!(p(&format!("{base}device_id = -1\n")).is_err());
+    }
+
+    #[test]
+    fn device_id_default_differs_per_target() {
+        let a = default_device_id("router", "simnor:/tmp/a");
+        let b = default_device_id("router", "simnor:/tmp/b");
+        let c = default_device_id("other", "simnor:/tmp/a");
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        // FNV-1a-64 reference values.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("fc-agent-cfg-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn public_key_inline_and_from_file() {
+        let dir = TempDir::new("pk");
+        std::fs::write(dir.0.join("op.pub"), format!("{KEY}\n")).expect("write");
+        let cfg = dir.0.join("agent.toml");
+        let text = minimal_without("public_key");
+        // relative to the config file's directory
+        let c = parse(&cfg, &format!("{text}public_key = \"op.pub\"\n"), "h").expect("relative");
+        assert_eq!(c.public_key, p(&minimal_without("")).unwrap().public_key);
+        assert_eq!(c.public_key_file, Some(dir.0.join("op.pub")));
+        let abs = dir.0.join("op.pub");
+        let c = parse(&cfg, &format!("{text}public_key = \"{}\"\n", abs.display()), "h").expect("absolute");
+        assert_eq!(c.public_key[0], 0x3b);
+        // a missing file
+        let e = parse(&cfg, &format!("{text}public_key = \"nope.pub\"\n"), "h").expect_err("missing file");
+        assert_eq!(e.key.as_deref(), Some("public_key"));
+        // a file with junk
+        std::fs::write(dir.0.join("bad.pub"), "hello\n").expect("write");
+        let e = parse(&cfg, &format!("{text}public_key = \"bad.pub\"\n"), "h").expect_err("junk file");
+        assert!(e.to_string().contains("64 hex"), "{e}");
+    }
+
+    #[test]
+    fn bad_hex_key_is_an_error() {
+        let text = minimal_without("public_key");
+        let bad = KEY.replace('3', "g");
+        let e = p(&format!("{text}public_key = \"{bad}\"\n")).expect_err("bad hex");
+        assert_eq!(e.key.as_deref(), Some("public_key"));
+        assert!(e.to_string().contains("not hex"), "{e}");
+        let e = p(&format!("{text}public_key = \"{}\"\n", &KEY[..62])).expect_err("short");
+        assert!(e.to_string().contains("got 62"), "{e}");
+    }
+
+    #[test]
+    fn current_version_from_file() {
+        let dir = TempDir::new("ver");
+        std::fs::write(dir.0.join("version"), "3.1.4\nbuilt by ci\n").expect("write");
+        let cfg = dir.0.join("agent.toml");
+        let text = minimal_without("current_version");
+        let c = parse(&cfg, &format!("{text}current_version_file = \"version\"\n"), "h").expect("file");
+        assert_eq!(c.current_version, "3.1.4");
+        let e = parse(&cfg, &format!("{text}current_version_file = \"nope\"\n"), "h").expect_err("missing");
+        assert_eq!(e.key.as_deref(), Some("current_version_file"));
+        let both = format!("{text}current_version_file = \"version\"\ncurrent_version = \"1\"\n");
+        assert!(parse(&cfg, &both, "h").is_err());
+    }
+}

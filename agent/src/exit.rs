@@ -1,0 +1,67 @@
+//! Exit codes: what the init script (or the integration test) learns from
+//! the agent's exit status. Documented in `--help` and `board-configs/README.md`.
+
+/// The agent's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Updated, or nothing to do (no announce in the boot window, image not newer).
+    Ok,
+    /// Bad command line or configuration.
+    Usage,
+    /// An image was refused for security reasons (bad signature, manifest
+    /// mismatch) and no good one followed before the boot window ended.
+    Refused,
+    /// Flash or read-back verification failure; progress so far stays on flash.
+    Flash,
+    /// Receiving, but no progress for `stall_timeout_secs`; the next run resumes.
+    Stalled,
+    /// Stopped by SIGTERM or SIGINT (flash is consistent after every block write).
+    Signal,
+}
+
+impl ExitCode {
+    /// The numeric process exit status.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::Usage => 2,
+            ExitCode::Refused => 3,
+            ExitCode::Flash => 4,
+            ExitCode::Stalled => 5,
+            ExitCode::Signal => 130,
+        }
+    }
+}
+
+/// The exit code table as printed by `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+EXIT CODES:
+    0    updated, or nothing to do (no announce within the boot window, image not newer)
+    2    command line or configuration error
+    3    an image was refused for security reasons (bad signature, manifest mismatch)
+         and no acceptable image followed before the boot window ended
+    4    flash write, bad-block or read-back verify failure (progress stays on flash)
+    5    stalled: receiving but no progress for stall_timeout_secs (next run resumes)
+    130  stopped by SIGTERM/SIGINT (flash is consistent after every block write)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_documented() {
+        let all = [
+            ExitCode::Ok,
+            ExitCode::Usage,
+            ExitCode::Refused,
+            ExitCode::Flash,
+            ExitCode::Stalled,
+            ExitCode::Signal,
+        ];
+        let codes: Vec<i32> = all.iter().map(|c| c.code()).collect();
+        assert_eq!(codes, [0, 2, 3, 4, 5, 130]);
+        for c in codes {
+            assert!(EXIT_CODES_HELP.contains(&format!("    {c} ")), "{c} missing from help");
+        }
+    }
+}

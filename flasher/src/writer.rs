@@ -1,0 +1,533 @@
+//! [`ImageWriter`]: writes an image, block by block in any order, onto a
+//! [`Flash`] following the rules of SWUpdate's flash handler and mtd-utils'
+//! `nandwrite`.
+//!
+//! - **Logical addressing.** Image block `i` lives at logical offset
+//!   `i * block_size`. Logical eraseblock `k` is the `k`-th good physical
+//!   eraseblock (bad ones are skipped, as `nandwrite` and U-Boot's
+//!   `nand write` do). The map is built once in [`ImageWriter::new`]; if the
+//!   good blocks cannot hold the image, `new` fails with
+//!   [`ErrorKind::NoSpareBlocks`] before anything is written.
+//! - **Erase just before write, whole pages, read back.** A block covering
+//!   whole eraseblocks erases each and writes it. Several blocks sharing one
+//!   eraseblock are written directly when the eraseblock was erased in this
+//!   run and the target still reads `0xFF`; otherwise read-modify-write (the
+//!   other blocks in it are preserved, the new block is programmed last). The
+//!   short last block is padded with `0xFF` to the page. All-`0xFF` NAND pages
+//!   are not programmed, so they stay programmable.
+//! - **New bad blocks.** On NAND an erase or write failing with EIO marks the
+//!   physical block bad and returns [`ErrorKind::NewBadBlock`]: the writer has
+//!   already rebuilt its map, and the caller must rescan (`read_block`) since
+//!   every later logical block moved.
+//! - **Header last** ([`WriterOptions::header_last`], in-place updates): the
+//!   caller calls [`ImageWriter::invalidate_header`] first, writes blocks
+//!   `1..n`, then block 0. Then, after a power cut at any point, the flash
+//!   holds a complete new image whenever it holds the new header.
+//!
+//! Buffers are allocated in `new`; writing allocates nothing.
+
+use crate::{Error, ErrorKind, Flash, FlashKind, Geometry, Op, ReadStatus};
+
+/// How an [`ImageWriter`] behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// In-place update: block 0 (the header) is written last by the caller,
+    /// and the old header is invalidated first ([`ImageWriter::invalidate_header`]).
+    pub header_last: bool,
+    /// Read back and compare every write (default true).
+    pub verify: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            header_last: false,
+            verify: true,
+        }
+    }
+}
+
+/// The flash plus the logical → physical eraseblock map.
+#[derive(Debug)]
+struct Mapped<F> {
+    flash: F,
+    geo: Geometry,
+    /// `map[k]` = physical eraseblock of logical eraseblock `k`.
+    map: Vec<u32>,
+    /// Bad physical eraseblocks skipped while building `map`.
+    skipped: u32,
+}
+
+impl<F: Flash> Mapped<F> {
+    fn erase_size(&self) -> u64 {
+        u64::from(self.geo.erase_size)
+    }
+
+    /// Rebuilds the map for `needed` logical eraseblocks.
+    fn build_map(&mut self, needed: u32) -> Result<(), Error> {
+        self.map.clear();
+        self.skipped = 0;
+        let total = self.geo.eraseblocks();
+        let mut p = 0;
+        while self.map.len() < needed as usize && p < total {
+            if self.flash.is_bad(p)? {
+                self.skipped += 1;
+            } else {
+                self.map.push(p);
+            }
+            p += 1;
+        }
+        if self.map.len() < needed as usize {
+            return Err(Error::new(ErrorKind::NoSpareBlocks, Op::BadBlockQuery).with_detail(
+                format!(
+                    "image needs {needed} eraseblocks, only {} of {total} are good",
+                    self.map.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Physical byte offset of logical byte offset `off`, and the physical block.
+    fn locate(&self, off: u64) -> (u32, u64) {
+        let es = self.erase_size();
+        let p = self.map[(off / es) as usize];
+        (p, u64::from(p) * es + off % es)
+    }
+
+    fn read(&mut self, off: u64, buf: &mut [u8]) -> Result<(), Error> {
+        for (at, range) in PieceIter::new(off, buf.len(), self.erase_size()) {
+            let (p, phys) = self.locate(at);
+            match self.flash.read(phys, &mut buf[range]) {
+                Ok(ReadStatus::Clean) => {}
+                Ok(ReadStatus::Corrected(bits)) => {
+                    log::debug!("eraseblock {p}: ECC corrected {bits} bitflips");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// An erase or write on NAND failing with EIO: mark the block bad.
+    fn went_bad(&mut self, e: Error, p: u32) -> Error {
+        if self.geo.kind != FlashKind::Nand || e.kind != ErrorKind::Io {
+            return e;
+        }
+        log::warn!("{e}; marking eraseblock {p} bad");
+        if let Err(m) = self.flash.mark_bad(p) {
+            return m.with_detail(format!("after {e}"));
+        }
+        let mut out = Error::new(ErrorKind::NewBadBlock, e.op).with_block(p);
+        out.errno = e.errno;
+        out.offset = e.offset;
+        out
+    }
+
+    fn erase(&mut self, logical_block: u32) -> Result<(), Error> {
+        let p = self.map[logical_block as usize];
+        match self.flash.erase_block(p) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.went_bad(e, p)),
+        }
+    }
+
+    /// Programs `data` (a multiple of the write size) at logical `off`.
+    /// On NAND, all-`0xFF` pages are skipped so they stay programmable.
+    fn program(&mut self, off: u64, data: &[u8]) -> Result<(), Error> {
+        let ws = self.geo.write_size as usize;
+        let skip_ff = self.geo.kind == FlashKind::Nand;
+        for (at, range) in PieceIter::new(off, data.len(), self.erase_size()) {
+            let (p, phys) = self.locate(at);
+            let piece = &data[range];
+            if !skip_ff {
+                if let Err(e) = self.flash.write(phys, piece) {
+                    return Err(self.went_bad(e, p));
+                }
+                continue;
+            }
+            // Runs of pages that are not all 0xFF.
+            let mut page = 0usize;
+            let pages = piece.len().div_ceil(ws);
+            while page < pages {
+                let is_ff = |i: usize| piece[i * ws..((i + 1) * ws).min(piece.len())].iter().all(|&b| b == 0xFF);
+                if is_ff(page) {
+                    page += 1;
+                    continue;
+                }
+                let start = page;
+                while page < pages && !is_ff(page) {
+                    page += 1;
+                }
+                let bytes = start * ws..(page * ws).min(piece.len());
+                if let Err(e) = self.flash.write(phys + bytes.start as u64, &piece[bytes]) {
+                    return Err(self.went_bad(e, p));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits logical `[off, off + len)` at eraseblock boundaries:
+/// yields (logical offset, range within the buffer).
+struct PieceIter {
+    off: u64,
+    len: usize,
+    done: usize,
+    es: u64,
+}
+
+impl PieceIter {
+    fn new(off: u64, len: usize, es: u64) -> Self {
+        PieceIter { off, len, done: 0, es }
+    }
+}
+
+impl Iterator for PieceIter {
+    type Item = (u64, std::ops::Range<usize>);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done >= self.len {
+            return None;
+        }
+        let at = self.off + self.done as u64;
+        let n = ((self.es - at % self.es) as usize).min(self.len - self.done);
+        let r = self.done..self.done + n;
+        self.done += n;
+        Some((at, r))
+    }
+}
+
+/// Writes `data` at logical `off`, padding a partial last page with `0xFF`.
+fn program_padded<F: Flash>(
+    m: &mut Mapped<F>,
+    page_buf: &mut [u8],
+    off: u64,
+    data: &[u8],
+) -> Result<(), Error> {
+    let ws = page_buf.len();
+    let full = data.len() / ws * ws;
+    m.program(off, &data[..full])?;
+    let tail = &data[full..];
+    if !tail.is_empty() {
+        page_buf[..tail.len()].copy_from_slice(tail);
+        page_buf[tail.len()..].fill(0xFF);
+        m.program(off + full as u64, page_buf)?;
+    }
+    Ok(())
+}
+
+fn round_up(n: u64, to: u64) -> u64 {
+    n.div_ceil(to) * to
+}
+
+/// Writes an image of `image_len` bytes in blocks of `block_size` onto a
+/// [`Flash`], skipping bad blocks; see the module docs for the rules.
+#[derive(Debug)]
+pub struct ImageWriter<F: Flash> {
+    m: Mapped<F>,
+    image_len: u64,
+    block_size: u32,
+    opts: WriterOptions,
+    /// Logical eraseblocks needed for the image.
+    needed: u32,
+    /// Per logical eraseblock: erased in this run (the shared-eraseblock case).
+    erased: Vec<bool>,
+    /// One image block: read-back for verify, and the `0xFF` fill on plain files.
+    block_buf: Vec<u8>,
+    /// One page, for padding the short last block.
+    page_buf: Vec<u8>,
+    /// One eraseblock, for read-modify-write when blocks share an eraseblock.
+    erase_buf: Vec<u8>,
+}
+
+impl<F: Flash> ImageWriter<F> {
+    /// Prepares to write an image of `image_len` bytes in blocks of
+    /// `block_size` bytes: checks the geometry, builds the bad-block map and
+    /// allocates the buffers. Writes nothing.
+    ///
+    /// Errors: [`ErrorKind::Geometry`] unless `block_size` is a multiple of
+    /// the eraseblock size or divides it (and is a multiple of the page size);
+    /// [`ErrorKind::OutOfRange`] if the image is larger than the device;
+    /// [`ErrorKind::NoSpareBlocks`] if the good eraseblocks cannot hold it.
+    pub fn new(flash: F, image_len: u64, block_size: u32, opts: WriterOptions) -> Result<Self, Error> {
+        let geo = flash.geometry();
+        let geometry_err = |msg: String| Err(Error::new(ErrorKind::Geometry, Op::Open).with_detail(msg));
+        let (es, ws, bs) = (geo.erase_size, geo.write_size, block_size);
+        if es == 0 || ws == 0 || bs == 0 {
+            return geometry_err(format!(
+                "zero size (block {bs}, eraseblock {es}, write {ws})"
+            ));
+        }
+        if geo.kind != FlashKind::Plain {
+            if es % ws != 0 {
+                return geometry_err(format!("eraseblock {es} is not a multiple of the page {ws}"));
+            }
+            if !(bs % es == 0 || es % bs == 0) || bs % ws != 0 {
+                return geometry_err(format!(
+                    "block size {bs} must be a multiple or a divisor of the eraseblock size {es} and a multiple of the page size {ws}"
+                ));
+            }
+        }
+        let padded = round_up(image_len, u64::from(ws));
+        if padded > geo.size {
+            return Err(Error::new(ErrorKind::OutOfRange, Op::Open).with_detail(format!(
+                "image of {image_len} bytes does not fit in {} bytes of flash",
+                geo.size
+            )));
+        }
+        let needed = u32::try_from(padded.div_ceil(u64::from(es)))
+            .map_err(|_| Error::new(ErrorKind::OutOfRange, Op::Open))?;
+        if image_len > u64::from(u32::MAX) * u64::from(bs) {
+            return Err(Error::new(ErrorKind::OutOfRange, Op::Open)
+                .with_detail("more than 2^32 image blocks"));
+        }
+        let mut m = Mapped {
+            flash,
+            geo,
+            map: Vec::with_capacity(needed as usize),
+            skipped: 0,
+        };
+        m.build_map(needed)?;
+        let shares_eraseblocks = geo.kind != FlashKind::Plain && bs < es;
+        Ok(ImageWriter {
+            m,
+            image_len,
+            block_size,
+            opts,
+            needed,
+            erased: vec![false; needed as usize],
+            block_buf: vec![0; round_up(u64::from(bs), u64::from(ws)) as usize],
+            page_buf: vec![0xFF; ws as usize],
+            erase_buf: if shares_eraseblocks { vec![0; es as usize] } else { Vec::new() },
+        })
+    }
+
+    /// The flash.
+    #[must_use]
+    pub fn flash(&self) -> &F {
+        &self.m.flash
+    }
+
+    /// The flash, mutably (e.g. to `sync` or inject faults in tests).
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.m.flash
+    }
+
+    /// Gives the flash back.
+    #[must_use]
+    pub fn into_inner(self) -> F {
+        self.m.flash
+    }
+
+    /// Number of image blocks (the last may be short).
+    #[must_use]
+    pub fn block_count(&self) -> u32 {
+        // `new` bounds the count to u32.
+        self.image_len.div_ceil(u64::from(self.block_size)) as u32
+    }
+
+    /// Bad physical eraseblocks skipped by the current map.
+    #[must_use]
+    pub fn bad_blocks_skipped(&self) -> u32 {
+        self.m.skipped
+    }
+
+    /// Logical offset and length of image block `index`.
+    fn block_range(&self, op: Op, index: u32) -> Result<(u64, usize), Error> {
+        if index >= self.block_count() {
+            return Err(Error::new(ErrorKind::OutOfRange, op).with_detail(format!(
+                "image block {index} of {}",
+                self.block_count()
+            )));
+        }
+        let start = u64::from(index) * u64::from(self.block_size);
+        let len = (self.image_len - start).min(u64::from(self.block_size)) as usize;
+        Ok((start, len))
+    }
+
+    /// Reads image block `index` into `buf` (at least the block's length,
+    /// normally `block_size`) and returns the block's length (the last block
+    /// may be short). For the resume scan.
+    pub fn read_block(&mut self, index: u32, buf: &mut [u8]) -> Result<usize, Error> {
+        let (start, len) = self.block_range(Op::Read, index)?;
+        if buf.len() < len {
+            return Err(Error::new(ErrorKind::OutOfRange, Op::Read).with_detail(format!(
+                "buffer of {} bytes for image block {index} of {len} bytes",
+                buf.len()
+            )));
+        }
+        self.m.read(start, &mut buf[..len])?;
+        Ok(len)
+    }
+
+    /// Erases what holds image block 0, so that an old header never sits in
+    /// front of a half-written new image. Other image blocks sharing that
+    /// eraseblock are preserved. Idempotent; meant for
+    /// [`WriterOptions::header_last`].
+    pub fn invalidate_header(&mut self) -> Result<(), Error> {
+        if self.image_len == 0 {
+            return Ok(());
+        }
+        let r = self.invalidate_header_inner();
+        let r = self.after(r);
+        r?;
+        self.m.flash.sync()
+    }
+
+    fn invalidate_header_inner(&mut self) -> Result<(), Error> {
+        let (_, len) = self.block_range(Op::Erase, 0)?;
+        let ws = u64::from(self.m.geo.write_size);
+        let es = self.m.erase_size();
+        let padded = round_up(len as u64, ws);
+        match self.m.geo.kind {
+            FlashKind::Plain => {
+                let buf = &mut self.block_buf[..len];
+                buf.fill(0xFF);
+                self.m.program(0, buf)
+            }
+            _ if u64::from(self.block_size) >= es => {
+                for l in 0..padded.div_ceil(es) as u32 {
+                    self.m.erase(l)?;
+                    self.erased[l as usize] = true;
+                }
+                Ok(())
+            }
+            _ => {
+                let buf = &mut self.block_buf[..padded as usize];
+                self.m.read(0, buf)?;
+                if buf.iter().all(|&b| b == 0xFF) {
+                    return Ok(());
+                }
+                self.read_modify_erase(0, 0, padded as usize)
+            }
+        }
+    }
+
+    /// Reads logical eraseblock `l`, erases it, and rewrites everything but
+    /// `[skip_at, skip_at + skip_len)` (offsets within the eraseblock).
+    fn read_modify_erase(&mut self, l: u32, skip_at: usize, skip_len: usize) -> Result<(), Error> {
+        let es = self.m.erase_size();
+        let base = u64::from(l) * es;
+        if let Err(e) = self.m.read(base, &mut self.erase_buf) {
+            if e.kind != ErrorKind::Uncorrectable {
+                return Err(e);
+            }
+            // Unreadable neighbours are lost either way; their digests will not
+            // match on the next scan and they get written again.
+            log::warn!("{e}; rewriting logical eraseblock {l} without its old contents");
+            self.erase_buf.fill(0xFF);
+        }
+        self.m.erase(l)?;
+        self.erased[l as usize] = true;
+        let end = skip_at + skip_len;
+        self.m.program(base, &self.erase_buf[..skip_at])?;
+        self.m.program(base + end as u64, &self.erase_buf[end..])
+    }
+
+    /// Erases what image block `index` occupies (just before writing it),
+    /// writes `data` (exactly the block's length; the last block may be
+    /// short and is padded with `0xFF` to the page) and, with
+    /// [`WriterOptions::verify`], reads it back and compares.
+    ///
+    /// With [`WriterOptions::header_last`], writing block 0 first syncs
+    /// everything written before it, and syncs again after.
+    ///
+    /// On [`ErrorKind::NewBadBlock`] the map has already been rebuilt (every
+    /// later logical eraseblock moved): rescan with [`ImageWriter::read_block`].
+    pub fn write_block(&mut self, index: u32, data: &[u8]) -> Result<(), Error> {
+        let (start, len) = self.block_range(Op::Write, index)?;
+        if data.len() != len {
+            return Err(Error::new(ErrorKind::OutOfRange, Op::Write).with_detail(format!(
+                "image block {index} is {len} bytes, got {}",
+                data.len()
+            )));
+        }
+        let header = self.opts.header_last && index == 0;
+        if header {
+            self.m.flash.sync()?;
+        }
+        let r = self.write_inner(start, data);
+        self.after(r)?;
+        if self.opts.verify {
+            self.verify(start, data)?;
+        }
+        if header {
+            self.m.flash.sync()?;
+        }
+        Ok(())
+    }
+
+    fn write_inner(&mut self, start: u64, data: &[u8]) -> Result<(), Error> {
+        let es = self.m.erase_size();
+        let ws = u64::from(self.m.geo.write_size);
+        let padded = round_up(data.len() as u64, ws);
+        if self.m.geo.kind == FlashKind::Plain {
+            return self.m.program(start, data);
+        }
+        if u64::from(self.block_size) >= es {
+            let first = (start / es) as u32;
+            let last = ((start + padded - 1) / es) as u32;
+            for l in first..=last {
+                self.m.erase(l)?;
+                self.erased[l as usize] = true;
+                let lo = (u64::from(l) * es).max(start) - start;
+                let hi = (u64::from(l + 1) * es).min(start + data.len() as u64) - start;
+                program_padded(
+                    &mut self.m,
+                    &mut self.page_buf,
+                    start + lo,
+                    &data[lo as usize..hi as usize],
+                )?;
+            }
+            return Ok(());
+        }
+        // Several image blocks share this eraseblock.
+        let l = (start / es) as u32;
+        let direct = self.erased[l as usize] && {
+            let buf = &mut self.block_buf[..padded as usize];
+            self.m.read(start, buf)?;
+            buf.iter().all(|&b| b == 0xFF)
+        };
+        if !direct {
+            self.read_modify_erase(l, (start % es) as usize, padded as usize)?;
+        }
+        program_padded(&mut self.m, &mut self.page_buf, start, data)
+    }
+
+    fn verify(&mut self, start: u64, data: &[u8]) -> Result<(), Error> {
+        let buf = &mut self.block_buf[..data.len()];
+        if let Err(mut e) = self.m.read(start, buf) {
+            e.op = Op::Verify;
+            return Err(e);
+        }
+        if let Some(i) = buf.iter().zip(data).position(|(a, b)| a != b) {
+            let (p, phys) = self.m.locate(start + i as u64);
+            return Err(Error::new(ErrorKind::VerifyMismatch, Op::Verify)
+                .with_block(p)
+                .with_offset(phys)
+                .with_detail(format!("image offset {:#x}", start + i as u64)));
+        }
+        Ok(())
+    }
+
+    /// After a failed step: on a new bad block, rebuild the map now.
+    fn after(&mut self, r: Result<(), Error>) -> Result<(), Error> {
+        match r {
+            Err(e) if e.kind == ErrorKind::NewBadBlock => {
+                self.erased.fill(false);
+                self.m.build_map(self.needed)?;
+                Err(e)
+            }
+            r => r,
+        }
+    }
+
+    #[cfg(test)]
+    fn physical_of(&self, logical_block: u32) -> u32 {
+        self.m.map[logical_block as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests;

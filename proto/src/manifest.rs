@@ -1,0 +1,311 @@
+//! The signed manifest: what an image is (board, version, length, geometry)
+//! and the SHA-256 of every block, signed with the operator's Ed25519 key.
+//!
+//! ```text
+//!  "FCMF" | format u8 = 1 | 3 reserved (0) | body_len u32 BE | body (postcard) | Ed25519 signature (64)
+//! ```
+//! The signature covers every byte before it (R-MAN-1). A receiver verifies
+//! the signature before it decodes the body, and checks the body's geometry
+//! before it allocates anything (R-MAN-2).
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::wire::{check_geometry, Bytes, ImageId, MAX_BOARD_LEN, MAX_MANIFEST_LEN, MAX_VERSION_LEN};
+
+/// Magic bytes of a signed manifest.
+pub const MANIFEST_MAGIC: [u8; 4] = *b"FCMF";
+/// Manifest format version.
+pub const MANIFEST_FORMAT: u8 = 1;
+const PREFIX_LEN: usize = 12;
+/// Bytes of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+/// Bytes of an Ed25519 public key.
+pub const PUBLIC_KEY_LEN: usize = 32;
+/// Bytes of a SHA-256 digest.
+pub const DIGEST_LEN: usize = 32;
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Too short, bad magic or unknown format.
+    NotAManifest,
+    /// The signature does not verify with the given key.
+    BadSignature,
+    /// The signed body does not decode, or its fields are inconsistent; names the field.
+    Malformed(&'static str),
+}
+
+impl core::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ManifestError::NotAManifest => f.write_str("not a firmcast manifest (bad magic or format)"),
+            ManifestError::BadSignature => f.write_str("signature does not verify with the configured public key"),
+            ManifestError::Malformed(field) => write!(f, "malformed manifest: field `{field}`"),
+        }
+    }
+}
+
+/// The signed content, as encoded on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Body<'a> {
+    board: &'a str,
+    version: &'a str,
+    image_len: u64,
+    block_size: u32,
+    chunk_size: u32,
+    created_unix: u64,
+    key_id: [u8; 8],
+    #[serde(borrow)]
+    digests: Bytes<'a>,
+}
+
+/// What an operator signs: everything but the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestSpec<'a> {
+    /// Board id, e.g. `acme,rt1`.
+    pub board: &'a str,
+    /// Image version, e.g. `2.1.0`.
+    pub version: &'a str,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Chunk size in bytes.
+    pub chunk_size: u32,
+    /// Creation time, seconds since the Unix epoch (informational).
+    pub created_unix: u64,
+}
+
+/// A verified manifest, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Board id.
+    pub board: heapless::String<MAX_BOARD_LEN>,
+    /// Image version.
+    pub version: heapless::String<MAX_VERSION_LEN>,
+    /// Image length in bytes.
+    pub image_len: u64,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Chunk size in bytes.
+    pub chunk_size: u32,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// First 8 bytes of SHA-256 of the signing public key.
+    pub key_id: [u8; 8],
+    /// The id of this image: first 8 bytes of SHA-256 of the signed manifest.
+    pub image_id: ImageId,
+    digests: Vec<[u8; DIGEST_LEN]>,
+}
+
+/// The key id of a public key: first 8 bytes of its SHA-256.
+pub fn key_id(public_key: &[u8; PUBLIC_KEY_LEN]) -> [u8; 8] {
+    let d = Sha256::digest(public_key);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&d[..8]);
+    id
+}
+
+/// The image id of a signed manifest.
+pub fn image_id(signed: &[u8]) -> ImageId {
+    let d = Sha256::digest(signed);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&d[..8]);
+    ImageId(id)
+}
+
+/// SHA-256 of one block.
+pub fn block_digest(data: &[u8]) -> [u8; DIGEST_LEN] {
+    Sha256::digest(data).into()
+}
+
+impl Manifest {
+    /// Number of blocks in the image.
+    pub fn block_count(&self) -> u32 {
+        self.digests.len() as u32
+    }
+
+    /// Chunks in a full block.
+    pub fn chunks_per_block(&self) -> u32 {
+        self.block_size / self.chunk_size
+    }
+
+    /// Length of block `index` (the last may be short); 0 past the end.
+    pub fn block_len(&self, index: u32) -> usize {
+        let start = u64::from(index) * u64::from(self.block_size);
+        if start >= self.image_len {
+            return 0;
+        }
+        (self.image_len - start).min(u64::from(self.block_size)) as usize
+    }
+
+    /// Chunks in block `index` (the last block may have fewer).
+    pub fn chunks_in_block(&self, index: u32) -> u32 {
+        (self.block_len(index) as u32).div_ceil(self.chunk_size)
+    }
+
+    /// Expected SHA-256 of block `index`.
+    pub fn digest(&self, index: u32) -> Option<&[u8; DIGEST_LEN]> {
+        self.digests.get(index as usize)
+    }
+
+    /// `true` when `data` is block `index` of this image (R-BLK-1).
+    pub fn block_matches(&self, index: u32, data: &[u8]) -> bool {
+        data.len() == self.block_len(index)
+            && self.digest(index).is_some_and(|d| *d == block_digest(data))
+    }
+
+    /// Verify `signed` with `public_key` and decode it (R-MAN-1, R-MAN-2).
+    pub fn verify(signed: &[u8], public_key: &[u8; PUBLIC_KEY_LEN]) -> Result<Manifest, ManifestError> {
+        if signed.len() < PREFIX_LEN + SIGNATURE_LEN || signed.len() > MAX_MANIFEST_LEN as usize {
+            return Err(ManifestError::NotAManifest);
+        }
+        if signed[0..4] != MANIFEST_MAGIC || signed[4] != MANIFEST_FORMAT || signed[5..8] != [0, 0, 0] {
+            return Err(ManifestError::NotAManifest);
+        }
+        let (message, signature) = signed.split_at(signed.len() - SIGNATURE_LEN);
+        let key = ed25519_compact::PublicKey::new(*public_key);
+        let sig = ed25519_compact::Signature::from_slice(signature).map_err(|_| ManifestError::BadSignature)?;
+        key.verify(message, &sig).map_err(|_| ManifestError::BadSignature)?;
+        let body_len = u32::from_be_bytes([signed[8], signed[9], signed[10], signed[11]]) as usize;
+        if body_len != message.len() - PREFIX_LEN {
+            return Err(ManifestError::Malformed("body_len"));
+        }
+        Self::decode_body(&message[PREFIX_LEN..], image_id(signed))
+    }
+
+    fn decode_body(bytes: &[u8], image_id: ImageId) -> Result<Manifest, ManifestError> {
+        let (body, rest) = postcard::take_from_bytes::<Body<'_>>(bytes).map_err(|_| ManifestError::Malformed("body"))?;
+        if !rest.is_empty() {
+            return Err(ManifestError::Malformed("body"));
+        }
+        let board = heapless::String::try_from(body.board).map_err(|_| ManifestError::Malformed("board"))?;
+        let version = heapless::String::try_from(body.version).map_err(|_| ManifestError::Malformed("version"))?;
+        if board.is_empty() || version.is_empty() {
+            return Err(ManifestError::Malformed("board"));
+        }
+        check_geometry(body.image_len, body.block_size, body.chunk_size).map_err(ManifestError::Malformed)?;
+        let blocks = body.image_len.div_ceil(u64::from(body.block_size));
+        if body.digests.0.len() as u64 != blocks * DIGEST_LEN as u64 {
+            return Err(ManifestError::Malformed("digests"));
+        }
+        let digests = body
+            .digests
+            .0
+            .chunks_exact(DIGEST_LEN)
+            .map(|c| {
+                let mut d = [0u8; DIGEST_LEN];
+                d.copy_from_slice(c);
+                d
+            })
+            .collect();
+        Ok(Manifest {
+            board,
+            version,
+            image_len: body.image_len,
+            block_size: body.block_size,
+            chunk_size: body.chunk_size,
+            created_unix: body.created_unix,
+            key_id: body.key_id,
+            image_id,
+            digests,
+        })
+    }
+}
+
+/// Build and sign a manifest for `image` (operator side).
+pub fn sign(
+    spec: &ManifestSpec<'_>,
+    image: &[u8],
+    secret_key: &ed25519_compact::SecretKey,
+) -> Result<Vec<u8>, ManifestError> {
+    if spec.board.is_empty() || spec.board.len() > MAX_BOARD_LEN {
+        return Err(ManifestError::Malformed("board"));
+    }
+    if spec.version.is_empty() || spec.version.len() > MAX_VERSION_LEN {
+        return Err(ManifestError::Malformed("version"));
+    }
+    check_geometry(image.len() as u64, spec.block_size, spec.chunk_size).map_err(ManifestError::Malformed)?;
+    let mut digests = Vec::with_capacity(image.len().div_ceil(spec.block_size as usize) * DIGEST_LEN);
+    for block in image.chunks(spec.block_size as usize) {
+        digests.extend_from_slice(&block_digest(block));
+    }
+    let public: [u8; PUBLIC_KEY_LEN] = *secret_key.public_key();
+    let body = Body {
+        board: spec.board,
+        version: spec.version,
+        image_len: image.len() as u64,
+        block_size: spec.block_size,
+        chunk_size: spec.chunk_size,
+        created_unix: spec.created_unix,
+        key_id: key_id(&public),
+        digests: Bytes(&digests),
+    };
+    let encoded = postcard::to_allocvec(&body).map_err(|_| ManifestError::Malformed("body"))?;
+    let total = PREFIX_LEN + encoded.len() + SIGNATURE_LEN;
+    if total > MAX_MANIFEST_LEN as usize {
+        return Err(ManifestError::Malformed("image_len"));
+    }
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&MANIFEST_MAGIC);
+    out.extend_from_slice(&[MANIFEST_FORMAT, 0, 0, 0]);
+    out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    out.extend_from_slice(&encoded);
+    let signature = secret_key.sign(&out, None);
+    out.extend_from_slice(signature.as_ref());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keypair(seed: u8) -> ed25519_compact::KeyPair {
+        ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]))
+    }
+
+    fn spec() -> ManifestSpec<'static> {
+        ManifestSpec { board: "acme,rt1", version: "2.1.0", block_size: 4096, chunk_size: 1024, created_unix: 1 }
+    }
+
+    #[test]
+    fn sign_then_verify_round_trips() {
+        let kp = keypair(1);
+        let image: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let signed = sign(&spec(), &image, &kp.sk).expect("sign");
+        let m = Manifest::verify(&signed, &kp.pk).expect("verify");
+        assert_eq!(m.block_count(), 3);
+        assert_eq!(m.block_len(2), 10_000 - 8192);
+        assert_eq!(m.chunks_in_block(2), 2);
+        assert!(m.block_matches(0, &image[..4096]));
+        assert!(!m.block_matches(1, &image[..4096]));
+        assert!(m.block_matches(2, &image[8192..]));
+        assert_eq!(m.key_id, key_id(&kp.pk));
+        assert_eq!(m.image_id, image_id(&signed));
+    }
+
+    #[test]
+    fn wrong_key_or_any_flipped_bit_is_refused() {
+        let kp = keypair(1);
+        let image = [0x5au8; 5000];
+        let signed = sign(&spec(), &image, &kp.sk).expect("sign");
+        assert_eq!(Manifest::verify(&signed, &keypair(2).pk), Err(ManifestError::BadSignature));
+        for i in 0..signed.len() {
+            let mut bad = signed.clone();
+            bad[i] ^= 0x10;
+            assert!(Manifest::verify(&bad, &kp.pk).is_err(), "bit flip at {i} accepted");
+        }
+        assert_eq!(Manifest::verify(&signed[..50], &kp.pk), Err(ManifestError::NotAManifest));
+    }
+
+    #[test]
+    fn bad_geometry_cannot_be_signed() {
+        let kp = keypair(1);
+        let mut s = spec();
+        s.block_size = 1000;
+        assert_eq!(sign(&s, &[0u8; 10], &kp.sk), Err(ManifestError::Malformed("block_size")));
+        assert_eq!(sign(&spec(), &[], &kp.sk), Err(ManifestError::Malformed("image_len")));
+    }
+}

@@ -1,0 +1,1103 @@
+//! The device's receiver: a sans-IO state machine that turns datagrams into
+//! verified blocks for the flasher, and missing chunks into NACKs.
+//!
+//! ```text
+//!  Listening ──Announce(for us, newer)──▶ FetchingManifest ──verified──▶ Resuming
+//!      ▲                                        │ refused                   │ scan done
+//!      └───────────── Refused (logged, reported)┘                          ▼
+//!   Done ◀── verify ok ── Verifying ◀── every block flashed ────────── Receiving
+//! ```
+//!
+//! Memory is fixed when the manifest is accepted: `window_blocks` block
+//! buffers with a chunk bitmap each, and one bit per image block. Nothing is
+//! allocated per datagram. The shell drives it by the crate's contract:
+//! `handle_*`, then drain [`Receiver::poll_event`] and
+//! [`Receiver::poll_transmit`], then sleep until [`Receiver::poll_timeout`].
+//!
+//! Rules implemented here are named by their ids in `proto/PROTOCOL.md`.
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::manifest::{block_digest, Manifest, PUBLIC_KEY_LEN};
+use crate::rng::Rng;
+use crate::time::{earliest, Instant};
+use crate::transmit::{Dest, DropReason, Transmit};
+use crate::version;
+use crate::wire::{
+    self, Announce, ChunkRange, Data, DeviceState, Frame, Header, ImageId, ManifestChunk, Nack, Reason, Status,
+    FLAG_REPAIR, MAX_BOARD_LEN, MAX_NACK_RANGES, MAX_VERSION_LEN,
+};
+
+/// How a receiver behaves; fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// This device's id, as reported in NACK and Status frames.
+    pub device_id: u64,
+    /// This device's board id; manifests for other boards are refused.
+    pub board: String,
+    /// The version running now; only strictly newer images are accepted.
+    pub current_version: String,
+    /// The operator's Ed25519 public key.
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// Block buffers in the receive window.
+    pub window_blocks: u32,
+    /// Largest block size accepted (bounds the window's memory).
+    pub max_block_size: u32,
+    /// Largest signed manifest accepted.
+    pub max_manifest_len: u32,
+    /// Bytes the target can hold; larger images are refused.
+    pub capacity: u64,
+    /// Keep block 0 (the image header) until every other block is flashed (in-place updates).
+    pub hold_first_block: bool,
+    /// Shortest random back-off before a NACK (R-NACK-2).
+    pub nack_delay_min: Duration,
+    /// Longest random back-off before a NACK.
+    pub nack_delay_max: Duration,
+    /// Wait before asking again for chunks already NACKed (R-NACK-3).
+    pub nack_retry: Duration,
+    /// NACKs per block before the receiver waits for the next carousel pass instead.
+    pub max_nacks_per_block: u32,
+    /// Interval between Status reports (R-STAT-1).
+    pub status_interval: Duration,
+    /// Seed of the back-off generator.
+    pub rng_seed: u64,
+}
+
+impl ReceiverConfig {
+    /// A configuration with the defaults for everything but identity and key.
+    pub fn new(device_id: u64, board: &str, current_version: &str, public_key: [u8; PUBLIC_KEY_LEN]) -> Self {
+        ReceiverConfig {
+            device_id,
+            board: String::from(board),
+            current_version: String::from(current_version),
+            public_key,
+            window_blocks: 8,
+            max_block_size: 256 * 1024,
+            max_manifest_len: 256 * 1024,
+            capacity: u64::MAX,
+            hold_first_block: false,
+            nack_delay_min: Duration::from_millis(2),
+            nack_delay_max: Duration::from_millis(12),
+            nack_retry: Duration::from_millis(60),
+            max_nacks_per_block: 12,
+            status_interval: Duration::from_secs(1),
+            rng_seed: device_id,
+        }
+    }
+}
+
+/// A refused image, kept for the shell's log line and the Status report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The refused image.
+    pub image_id: ImageId,
+    /// Why.
+    pub reason: Reason,
+    /// The board it was for (from the manifest, or the announce if refused before fetching).
+    pub board: heapless::String<MAX_BOARD_LEN>,
+    /// Its version.
+    pub version: heapless::String<MAX_VERSION_LEN>,
+    /// A detail for the log (e.g. the manifest error).
+    pub detail: &'static str,
+}
+
+/// What the shell must act on.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A manifest verified and was accepted. Scan the target: call
+    /// [`Receiver::handle_block_present`] for every block that already
+    /// matches its digest, then [`Receiver::handle_scan_done`] (R-RES-1).
+    ManifestAccepted,
+    /// An image was refused; nothing was or will be written for it.
+    Refused(&'a Refusal),
+    /// A verified block: write it, then call [`Receiver::handle_flash_done`].
+    WriteBlock {
+        /// Block index.
+        index: u32,
+        /// Its bytes (the last block may be short).
+        data: &'a [u8],
+    },
+    /// Every block is written: read the image back and call [`Receiver::handle_verify_done`].
+    VerifyImage,
+    /// The image is written and verified.
+    Done,
+    /// The update failed.
+    Failed(Reason),
+    /// First datagram of another session or image seen while busy (for the log).
+    Foreign {
+        /// Its session id.
+        session: u32,
+        /// Its image id.
+        image_id: ImageId,
+    },
+}
+
+/// Counters: the receiver's telemetry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Datagrams handed in.
+    pub datagrams: u64,
+    /// Dropped: undecodable (bad magic, version, CRC, body).
+    pub dropped_decode: u64,
+    /// Dropped: bad CRC (also counted in `dropped_decode`).
+    pub dropped_crc: u64,
+    /// Dropped: another image or session.
+    pub dropped_foreign: u64,
+    /// Dropped: not wanted in the current phase.
+    pub dropped_unexpected: u64,
+    /// Dropped: index or length outside the manifest.
+    pub dropped_out_of_manifest: u64,
+    /// Data chunks stored.
+    pub chunks_stored: u64,
+    /// Data chunks that arrived as repairs and were stored.
+    pub repairs_stored: u64,
+    /// Data chunks already held or already flashed.
+    pub chunks_duplicate: u64,
+    /// Data chunks dropped because no window slot was free.
+    pub chunks_no_slot: u64,
+    /// Partly filled blocks evicted to make room.
+    pub evictions: u64,
+    /// Complete blocks whose SHA-256 did not match (forged or corrupt chunks).
+    pub digest_failures: u64,
+    /// NACK datagrams sent.
+    pub nacks_sent: u64,
+    /// Chunks asked for in NACKs.
+    pub chunks_nacked: u64,
+    /// Blocks found already written by the resume scan.
+    pub blocks_resumed: u32,
+    /// Blocks written and verified in this run.
+    pub blocks_flashed: u32,
+    /// Carousel passes seen (wraps of the stream position).
+    pub passes_seen: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    Filling,
+    /// Digest verified; waiting to be handed to the shell.
+    Ready,
+    /// Verified block 0, kept until every other block is flashed.
+    Held,
+    /// Handed to the shell; waiting for `handle_flash_done`.
+    Flashing,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    state: SlotState,
+    block: u32,
+    received: u32,
+    /// Every chunk of this block should have arrived (the stream passed it, or it was asked for whole).
+    expect_all: bool,
+    /// Chunks below this index were included in the last NACK for this slot.
+    nacked_horizon: u32,
+    last_nack_at: Instant,
+    nacks: u32,
+    last_activity: Instant,
+}
+
+impl Slot {
+    const FREE: Slot = Slot {
+        state: SlotState::Free,
+        block: 0,
+        received: 0,
+        expect_all: false,
+        nacked_horizon: 0,
+        last_nack_at: Instant::ZERO,
+        nacks: 0,
+        last_activity: Instant::ZERO,
+    };
+}
+
+struct ManifestFetch {
+    session: u32,
+    image_id: ImageId,
+    chunk_size: u32,
+    buf: Vec<u8>,
+    have: Vec<u64>,
+    missing: u32,
+    board: heapless::String<MAX_BOARD_LEN>,
+    version: heapless::String<MAX_VERSION_LEN>,
+    image_len: u64,
+    block_size: u32,
+}
+
+/// The window and bookkeeping of an accepted image; allocated once.
+struct Transfer {
+    manifest: Manifest,
+    session: u32,
+    /// `window_blocks * block_size` bytes.
+    data: Vec<u8>,
+    /// `window_blocks * words_per_slot` bitmap words.
+    bits: Vec<u64>,
+    words_per_slot: usize,
+    slots: Vec<Slot>,
+    done: Vec<u64>,
+    done_count: u32,
+    /// Global chunk index of the last carousel datagram, and its pass.
+    stream_pos: Option<u32>,
+    verify_attempts: u32,
+}
+
+enum Phase {
+    Listening,
+    FetchingManifest(ManifestFetch),
+    Resuming(Transfer),
+    Receiving(Transfer),
+    Verifying(Transfer),
+    Done(Transfer),
+    Failed(Reason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    ManifestAccepted,
+    Refused,
+    VerifyImage,
+    Done,
+    Failed(Reason),
+    Foreign(u32, ImageId),
+}
+
+const FINAL_STATUS_REPEATS: u32 = 3;
+const FINAL_STATUS_GAP: Duration = Duration::from_millis(50);
+const MAX_REFUSED: usize = 8;
+const MAX_VERIFY_ATTEMPTS: u32 = 3;
+
+/// The device receiver. See the module docs for the driving contract.
+pub struct Receiver {
+    config: ReceiverConfig,
+    phase: Phase,
+    rng: Rng,
+    events: heapless::Deque<Queued, 16>,
+    refused: heapless::Vec<ImageId, MAX_REFUSED>,
+    refusal: Option<Refusal>,
+    foreign_seen: heapless::Vec<(u32, ImageId), 4>,
+    sender: Option<SocketAddr>,
+    /// Session/image the Status frames are stamped with.
+    status_stamp: (u32, ImageId),
+    nack_at: Option<Instant>,
+    nack: heapless::Vec<ChunkRange, MAX_NACK_RANGES>,
+    status_at: Option<Instant>,
+    status_to_sender: Option<SocketAddr>,
+    final_status_left: u32,
+    last_progress_at: Instant,
+    stats: ReceiverStats,
+}
+
+fn set_bit(words: &mut [u64], i: u32) -> bool {
+    let (w, b) = ((i / 64) as usize, i % 64);
+    match words.get_mut(w) {
+        Some(word) => {
+            let was = *word & (1 << b) != 0;
+            *word |= 1 << b;
+            !was
+        }
+        None => false,
+    }
+}
+
+fn get_bit(words: &[u64], i: u32) -> bool {
+    words.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn clear_bit(words: &mut [u64], i: u32) {
+    if let Some(w) = words.get_mut((i / 64) as usize) {
+        *w &= !(1 << (i % 64));
+    }
+}
+
+impl Transfer {
+    fn new(manifest: Manifest, session: u32, window_blocks: u32) -> Transfer {
+        let window = window_blocks.max(1) as usize;
+        let words_per_slot = (manifest.chunks_per_block() as usize).div_ceil(64);
+        let done_words = (manifest.block_count() as usize).div_ceil(64);
+        Transfer {
+            data: vec![0u8; window * manifest.block_size as usize],
+            bits: vec![0u64; window * words_per_slot],
+            words_per_slot,
+            slots: vec![Slot::FREE; window],
+            done: vec![0u64; done_words],
+            done_count: 0,
+            stream_pos: None,
+            verify_attempts: 0,
+            manifest,
+            session,
+        }
+    }
+
+    fn slot_bits(&self, s: usize) -> &[u64] {
+        &self.bits[s * self.words_per_slot..(s + 1) * self.words_per_slot]
+    }
+
+    fn slot_bits_mut(&mut self, s: usize) -> &mut [u64] {
+        &mut self.bits[s * self.words_per_slot..(s + 1) * self.words_per_slot]
+    }
+
+    fn slot_data(&self, s: usize) -> &[u8] {
+        let bs = self.manifest.block_size as usize;
+        let len = self.manifest.block_len(self.slots[s].block);
+        &self.data[s * bs..s * bs + len]
+    }
+
+    fn is_done(&self, block: u32) -> bool {
+        get_bit(&self.done, block)
+    }
+
+    fn mark_done(&mut self, block: u32) {
+        if set_bit(&mut self.done, block) {
+            self.done_count += 1;
+        }
+    }
+
+    fn reset_slot(&mut self, s: usize) {
+        self.slots[s] = Slot::FREE;
+        self.slot_bits_mut(s).fill(0);
+    }
+
+    fn find_slot(&self, block: u32) -> Option<usize> {
+        self.slots.iter().position(|sl| sl.state != SlotState::Free && sl.block == block)
+    }
+
+    fn global(&self, block: u32, chunk: u32) -> u32 {
+        block.saturating_mul(self.manifest.chunks_per_block()).saturating_add(chunk)
+    }
+
+    /// Chunks of slot `s` that should have arrived by now (R-NACK-1).
+    fn horizon(&self, s: usize) -> u32 {
+        let slot = &self.slots[s];
+        let n = self.manifest.chunks_in_block(slot.block);
+        if slot.expect_all {
+            return n;
+        }
+        match self.stream_pos {
+            Some(pos) => {
+                let start = self.global(slot.block, 0);
+                if pos >= start {
+                    (pos - start).min(n)
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        }
+    }
+
+    fn has_hole_below(&self, s: usize, from: u32, to: u32) -> bool {
+        let bits = self.slot_bits(s);
+        (from..to).any(|c| !get_bit(bits, c))
+    }
+}
+
+impl Receiver {
+    /// A receiver in the Listening phase. `now` starts its Status timer.
+    pub fn new(config: ReceiverConfig, now: Instant) -> Receiver {
+        let rng = Rng::new(config.rng_seed ^ config.device_id.rotate_left(17));
+        Receiver {
+            config,
+            phase: Phase::Listening,
+            rng,
+            events: heapless::Deque::new(),
+            refused: heapless::Vec::new(),
+            refusal: None,
+            foreign_seen: heapless::Vec::new(),
+            sender: None,
+            status_stamp: (0, ImageId::default()),
+            nack_at: None,
+            nack: heapless::Vec::new(),
+            status_at: Some(now),
+            status_to_sender: None,
+            final_status_left: 0,
+            last_progress_at: now,
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReceiverStats {
+        &self.stats
+    }
+
+    /// The phase, as reported in Status frames.
+    pub fn state(&self) -> DeviceState {
+        match &self.phase {
+            Phase::Listening => DeviceState::Listening,
+            Phase::FetchingManifest(_) => DeviceState::FetchingManifest,
+            Phase::Resuming(_) => DeviceState::Resuming,
+            Phase::Receiving(_) => DeviceState::Receiving,
+            Phase::Verifying(_) => DeviceState::Verifying,
+            Phase::Done(_) => DeviceState::Done,
+            Phase::Failed(_) => DeviceState::Failed,
+        }
+    }
+
+    fn transfer(&self) -> Option<&Transfer> {
+        match &self.phase {
+            Phase::Resuming(t) | Phase::Receiving(t) | Phase::Verifying(t) | Phase::Done(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The accepted manifest, once there is one.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.transfer().map(|t| &t.manifest)
+    }
+
+    /// The last refusal.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refusal.as_ref()
+    }
+
+    /// Blocks written and verified (including those found by the resume scan).
+    pub fn blocks_done(&self) -> u32 {
+        self.transfer().map_or(0, |t| t.done_count)
+    }
+
+    /// When the transfer last made progress (a chunk stored or a block flashed).
+    pub fn last_progress_at(&self) -> Instant {
+        self.last_progress_at
+    }
+
+    /// The sender's address, learned from its Announce.
+    pub fn sender(&self) -> Option<SocketAddr> {
+        self.sender
+    }
+
+    /// `true` once the update is done or failed and the final Status reports are out.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done(_) | Phase::Failed(_)) && self.final_status_left == 0
+    }
+
+    /// Feed one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
+        self.stats.datagrams += 1;
+        let result = self.dispatch(now, from, bytes);
+        match result {
+            Err(DropReason::Decode(e)) => {
+                self.stats.dropped_decode += 1;
+                if e == wire::DecodeError::BadCrc {
+                    self.stats.dropped_crc += 1;
+                }
+            }
+            Err(DropReason::OtherImage | DropReason::OtherSession) => self.stats.dropped_foreign += 1,
+            Err(DropReason::OutOfManifest) => self.stats.dropped_out_of_manifest += 1,
+            Err(DropReason::Unexpected | DropReason::Overload) => self.stats.dropped_unexpected += 1,
+            Ok(()) => {}
+        }
+        result
+    }
+
+    fn dispatch(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
+        let (header, frame) = wire::decode(bytes)?;
+        match frame {
+            Frame::Announce(a) => self.on_announce(now, from, &header, &a),
+            Frame::ManifestChunk(m) => self.on_manifest_chunk(now, &header, &m),
+            Frame::Data(d) => self.on_data(now, &header, &d),
+            Frame::Nack(_) | Frame::Status(_) => Err(DropReason::Unexpected),
+        }
+    }
+
+    fn queue(&mut self, q: Queued) {
+        // The queue holds at most a handful of phase events; if it is ever full the
+        // oldest informational event goes, never a phase event.
+        if self.events.is_full() {
+            if let Some(pos) = self.events.iter().position(|e| matches!(e, Queued::Foreign(..))) {
+                let mut kept: heapless::Deque<Queued, 16> = heapless::Deque::new();
+                for (i, e) in self.events.iter().enumerate() {
+                    if i != pos {
+                        let _ = kept.push_back(*e);
+                    }
+                }
+                self.events = kept;
+            }
+        }
+        let _ = self.events.push_back(q);
+    }
+
+    fn refuse(&mut self, now: Instant, image_id: ImageId, reason: Reason, board: &str, version: &str, detail: &'static str) {
+        if !self.refused.contains(&image_id) {
+            if self.refused.is_full() {
+                self.refused.remove(0);
+            }
+            let _ = self.refused.push(image_id);
+        }
+        let mut b = heapless::String::new();
+        let _ = b.push_str(truncate(board, MAX_BOARD_LEN));
+        let mut v = heapless::String::new();
+        let _ = v.push_str(truncate(version, MAX_VERSION_LEN));
+        self.refusal = Some(Refusal { image_id, reason, board: b, version: v, detail });
+        self.phase = Phase::Listening;
+        self.queue(Queued::Refused);
+        self.final_status_left = FINAL_STATUS_REPEATS;
+        self.status_at = Some(now);
+    }
+
+    fn note_foreign(&mut self, header: &Header) {
+        let key = (header.session, header.image_id);
+        if !self.foreign_seen.contains(&key) && self.foreign_seen.push(key).is_ok() {
+            self.queue(Queued::Foreign(header.session, header.image_id));
+        }
+    }
+
+    // R-ANN-1: an Announce only starts a manifest fetch; the manifest decides.
+    fn on_announce(&mut self, now: Instant, from: SocketAddr, header: &Header, a: &Announce<'_>) -> Result<(), DropReason> {
+        match &mut self.phase {
+            Phase::Listening => {}
+            Phase::FetchingManifest(f) => {
+                return if f.image_id == header.image_id {
+                    f.session = header.session;
+                    self.sender = Some(from);
+                    Ok(())
+                } else {
+                    self.note_foreign(header);
+                    Err(DropReason::OtherImage)
+                };
+            }
+            Phase::Resuming(t) | Phase::Receiving(t) | Phase::Verifying(t) | Phase::Done(t) => {
+                if t.manifest.image_id != header.image_id {
+                    self.note_foreign(header);
+                    return Err(DropReason::OtherImage);
+                }
+                // R-SES-2: a restarted sender of the same image is adopted by its Announce.
+                t.session = header.session;
+                self.status_stamp = (header.session, header.image_id);
+                self.sender = Some(from);
+                return Ok(());
+            }
+            Phase::Failed(_) => return Err(DropReason::Unexpected),
+        }
+        if self.refused.contains(&header.image_id) {
+            return Err(DropReason::OtherImage);
+        }
+        if a.board != self.config.board {
+            self.refuse(now, header.image_id, Reason::WrongBoard, a.board, a.version, "announced for another board");
+            return Ok(());
+        }
+        if !version::is_newer(a.version, &self.config.current_version) {
+            self.refuse(now, header.image_id, Reason::NotNewer, a.board, a.version, "announced version is not newer");
+            return Ok(());
+        }
+        if a.manifest_len > self.config.max_manifest_len {
+            self.refuse(now, header.image_id, Reason::TooLarge, a.board, a.version, "manifest larger than max_manifest_len");
+            return Ok(());
+        }
+        if a.block_size > self.config.max_block_size || a.image_len > self.config.capacity {
+            self.refuse(now, header.image_id, Reason::TooLarge, a.board, a.version, "image or block larger than this device allows");
+            return Ok(());
+        }
+        let chunks = a.manifest_len.div_ceil(a.chunk_size);
+        let mut board = heapless::String::new();
+        let _ = board.push_str(a.board);
+        let mut version = heapless::String::new();
+        let _ = version.push_str(a.version);
+        self.sender = Some(from);
+        self.status_stamp = (header.session, header.image_id);
+        self.phase = Phase::FetchingManifest(ManifestFetch {
+            session: header.session,
+            image_id: header.image_id,
+            chunk_size: a.chunk_size,
+            buf: vec![0u8; a.manifest_len as usize],
+            have: vec![0u64; (chunks as usize).div_ceil(64)],
+            missing: chunks,
+            board,
+            version,
+            image_len: a.image_len,
+            block_size: a.block_size,
+        });
+        self.status_at = Some(now);
+        self.last_progress_at = now;
+        Ok(())
+    }
+
+    fn on_manifest_chunk(&mut self, now: Instant, header: &Header, m: &ManifestChunk<'_>) -> Result<(), DropReason> {
+        let Phase::FetchingManifest(f) = &mut self.phase else {
+            return Err(DropReason::Unexpected);
+        };
+        if f.image_id != header.image_id {
+            return Err(DropReason::OtherImage);
+        }
+        let total = f.buf.len() as u32;
+        let expected_len = total.saturating_sub(m.offset).min(f.chunk_size) as usize;
+        if m.offset % f.chunk_size != 0 || m.offset >= total || m.bytes.0.len() != expected_len {
+            return Err(DropReason::OutOfManifest);
+        }
+        let index = m.offset / f.chunk_size;
+        if !set_bit(&mut f.have, index) {
+            return Ok(());
+        }
+        f.buf[m.offset as usize..m.offset as usize + expected_len].copy_from_slice(m.bytes.0);
+        f.missing -= 1;
+        self.last_progress_at = now;
+        if f.missing == 0 {
+            self.finish_manifest(now);
+        }
+        Ok(())
+    }
+
+    fn finish_manifest(&mut self, now: Instant) {
+        let Phase::FetchingManifest(f) = core::mem::replace(&mut self.phase, Phase::Listening) else {
+            return;
+        };
+        // R-MAN-3: the manifest must be the one the header names.
+        if crate::manifest::image_id(&f.buf) != f.image_id {
+            self.refuse(now, f.image_id, Reason::ManifestMismatch, &f.board, &f.version, "manifest digest differs from the announced image id");
+            return;
+        }
+        let manifest = match Manifest::verify(&f.buf, &self.config.public_key) {
+            Ok(m) => m,
+            Err(crate::manifest::ManifestError::BadSignature) => {
+                self.refuse(now, f.image_id, Reason::BadSignature, &f.board, &f.version, "signature does not verify with the configured public key");
+                return;
+            }
+            Err(_) => {
+                self.refuse(now, f.image_id, Reason::ManifestMismatch, &f.board, &f.version, "signed manifest does not decode");
+                return;
+            }
+        };
+        let (board, version) = (manifest.board.clone(), manifest.version.clone());
+        if manifest.board.as_str() != self.config.board {
+            self.refuse(now, f.image_id, Reason::WrongBoard, &board, &version, "signed for another board");
+        } else if !version::is_newer(&manifest.version, &self.config.current_version) {
+            self.refuse(now, f.image_id, Reason::NotNewer, &board, &version, "signed version is not newer");
+        } else if manifest.board != f.board
+            || manifest.version != f.version
+            || manifest.image_len != f.image_len
+            || manifest.block_size != f.block_size
+            || manifest.chunk_size != f.chunk_size
+        {
+            self.refuse(now, f.image_id, Reason::ManifestMismatch, &board, &version, "announce and signed manifest disagree");
+        } else if manifest.block_size > self.config.max_block_size || manifest.image_len > self.config.capacity {
+            self.refuse(now, f.image_id, Reason::TooLarge, &board, &version, "image or block larger than this device allows");
+        } else {
+            self.phase = Phase::Resuming(Transfer::new(manifest, f.session, self.config.window_blocks));
+            self.queue(Queued::ManifestAccepted);
+            self.status_at = Some(now);
+        }
+    }
+
+    /// During the resume scan: block `index` already holds the right bytes.
+    pub fn handle_block_present(&mut self, index: u32) {
+        if let Phase::Resuming(t) = &mut self.phase {
+            if index < t.manifest.block_count() && !t.is_done(index) {
+                t.mark_done(index);
+                self.stats.blocks_resumed += 1;
+            }
+        }
+    }
+
+    /// The resume scan is over: start receiving (or verifying, if nothing is missing).
+    pub fn handle_scan_done(&mut self, now: Instant) {
+        let phase = core::mem::replace(&mut self.phase, Phase::Listening);
+        self.phase = match phase {
+            Phase::Resuming(t) => {
+                self.last_progress_at = now;
+                self.status_at = Some(now);
+                if t.done_count == t.manifest.block_count() {
+                    self.queue(Queued::VerifyImage);
+                    Phase::Verifying(t)
+                } else {
+                    Phase::Receiving(t)
+                }
+            }
+            other => other,
+        };
+    }
+
+    fn on_data(&mut self, now: Instant, header: &Header, d: &Data<'_>) -> Result<(), DropReason> {
+        let Phase::Receiving(t) = &mut self.phase else {
+            return match &self.phase {
+                Phase::Resuming(t) | Phase::Verifying(t) | Phase::Done(t) if t.manifest.image_id != header.image_id => {
+                    self.note_foreign(header);
+                    Err(DropReason::OtherImage)
+                }
+                _ => Err(DropReason::Unexpected),
+            };
+        };
+        // R-SES-1: only the adopted session's chunks of the accepted image are stored.
+        if header.image_id != t.manifest.image_id {
+            self.note_foreign(header);
+            return Err(DropReason::OtherImage);
+        }
+        if header.session != t.session {
+            self.note_foreign(header);
+            return Err(DropReason::OtherSession);
+        }
+        let m = &t.manifest;
+        if d.block >= m.block_count() || d.chunk >= m.chunks_in_block(d.block) {
+            return Err(DropReason::OutOfManifest);
+        }
+        let chunk_off = (d.chunk * m.chunk_size) as usize;
+        let expected = (m.block_len(d.block) - chunk_off).min(m.chunk_size as usize);
+        if d.payload.0.len() != expected {
+            return Err(DropReason::OutOfManifest);
+        }
+        let is_repair = header.flags & FLAG_REPAIR != 0;
+        if !is_repair {
+            let pos = t.global(d.block, d.chunk);
+            if t.stream_pos.is_some_and(|p| pos < p) {
+                self.stats.passes_seen += 1;
+                // A new pass: every block in the window has now been passed once whole.
+                for sl in t.slots.iter_mut().filter(|s| s.state == SlotState::Filling) {
+                    sl.expect_all = true;
+                }
+            }
+            t.stream_pos = Some(pos);
+            for sl in t.slots.iter_mut().filter(|s| s.state == SlotState::Filling) {
+                if sl.block < d.block {
+                    sl.expect_all = true;
+                }
+            }
+        }
+        if t.is_done(d.block) {
+            self.stats.chunks_duplicate += 1;
+            self.after_data(now);
+            return Ok(());
+        }
+        let s = match t.find_slot(d.block) {
+            Some(s) => s,
+            None => match Self::claim_slot(t, is_repair, &mut self.stats) {
+                Some(s) => {
+                    t.slots[s] = Slot { state: SlotState::Filling, block: d.block, last_activity: now, last_nack_at: now, ..Slot::FREE };
+                    s
+                }
+                None => {
+                    self.stats.chunks_no_slot += 1;
+                    self.after_data(now);
+                    return Ok(());
+                }
+            },
+        };
+        if t.slots[s].state != SlotState::Filling || !set_bit(t.slot_bits_mut(s), d.chunk) {
+            self.stats.chunks_duplicate += 1;
+            self.after_data(now);
+            return Ok(());
+        }
+        let start = s * t.manifest.block_size as usize + chunk_off;
+        t.data[start..start + expected].copy_from_slice(d.payload.0);
+        self.stats.chunks_stored += 1;
+        if is_repair {
+            self.stats.repairs_stored += 1;
+        }
+        self.last_progress_at = now;
+        let slot = &mut t.slots[s];
+        slot.received += 1;
+        slot.last_activity = now;
+        if slot.received == t.manifest.chunks_in_block(slot.block) {
+            // R-BLK-1: a block is flashed only when its SHA-256 matches the manifest.
+            let block = slot.block;
+            let ok = t.manifest.digest(block).is_some_and(|want| *want == block_digest(t.slot_data(s)));
+            if ok {
+                let hold = self.config.hold_first_block && block == 0 && t.done_count + 1 < t.manifest.block_count();
+                t.slots[s].state = if hold { SlotState::Held } else { SlotState::Ready };
+            } else {
+                self.stats.digest_failures += 1;
+                // R-BLK-2: a forged or corrupt chunk costs this block, nothing more.
+                t.slot_bits_mut(s).fill(0);
+                let slot = &mut t.slots[s];
+                slot.received = 0;
+                slot.expect_all = true;
+                slot.nacked_horizon = 0;
+            }
+        }
+        self.after_data(now);
+        Ok(())
+    }
+
+    /// A slot for a block not in the window: a free one, or (for carousel data
+    /// only) the least recently active partly filled one (R-WIN-1).
+    fn claim_slot(t: &mut Transfer, is_repair: bool, stats: &mut ReceiverStats) -> Option<usize> {
+        if let Some(s) = t.slots.iter().position(|sl| sl.state == SlotState::Free) {
+            return Some(s);
+        }
+        if is_repair {
+            return None;
+        }
+        let victim = t
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, sl)| sl.state == SlotState::Filling)
+            .min_by_key(|(_, sl)| sl.last_activity)
+            .map(|(i, _)| i)?;
+        t.reset_slot(victim);
+        stats.evictions += 1;
+        Some(victim)
+    }
+
+    /// After any data: arm the NACK timer if a slot has fresh holes (R-NACK-2).
+    /// A retry timer further out than the back-off is pulled in, so fresh
+    /// holes never wait for an old block's retry.
+    fn after_data(&mut self, now: Instant) {
+        let latest_ok = now + self.config.nack_delay_max;
+        if self.nack_at.is_some_and(|at| at <= latest_ok) {
+            return;
+        }
+        let Phase::Receiving(t) = &self.phase else { return };
+        let fresh = (0..t.slots.len()).any(|s| {
+            let sl = &t.slots[s];
+            sl.state == SlotState::Filling
+                && sl.nacks < self.config.max_nacks_per_block
+                && t.has_hole_below(s, sl.nacked_horizon, t.horizon(s))
+        });
+        if fresh {
+            let delay = self.rng.duration_between(self.config.nack_delay_min, self.config.nack_delay_max);
+            self.nack_at = earliest(self.nack_at, Some(now + delay));
+        }
+    }
+
+    /// The shell finished writing block `index`; `ok` is whether the write
+    /// (with read-back) succeeded.
+    pub fn handle_flash_done(&mut self, now: Instant, index: u32, ok: bool) {
+        let Phase::Receiving(t) = &mut self.phase else { return };
+        let Some(s) = t.slots.iter().position(|sl| sl.state == SlotState::Flashing && sl.block == index) else {
+            return;
+        };
+        t.reset_slot(s);
+        if !ok {
+            self.phase = Phase::Failed(Reason::FlashError);
+            self.queue(Queued::Failed(Reason::FlashError));
+            self.final_status_left = FINAL_STATUS_REPEATS;
+            self.status_at = Some(now);
+            return;
+        }
+        t.mark_done(index);
+        self.stats.blocks_flashed += 1;
+        self.last_progress_at = now;
+        let total = t.manifest.block_count();
+        if t.done_count + 1 == total {
+            // R-HDR-1: the header goes last, once everything else is on flash.
+            if let Some(h) = t.slots.iter_mut().find(|sl| sl.state == SlotState::Held) {
+                h.state = SlotState::Ready;
+            }
+        }
+        if t.done_count == total {
+            self.nack_at = None;
+            let t = match core::mem::replace(&mut self.phase, Phase::Listening) {
+                Phase::Receiving(t) => t,
+                other => {
+                    self.phase = other;
+                    return;
+                }
+            };
+            self.phase = Phase::Verifying(t);
+            self.queue(Queued::VerifyImage);
+            self.status_at = Some(now);
+        }
+    }
+
+    /// The shell read the image back: `bad_blocks` lists blocks that do not
+    /// match (empty when the image is good). Bad blocks are received again,
+    /// a bounded number of times, before the update fails (R-VER-2).
+    pub fn handle_verify_done(&mut self, now: Instant, bad_blocks: &[u32]) {
+        let phase = core::mem::replace(&mut self.phase, Phase::Listening);
+        let Phase::Verifying(mut t) = phase else {
+            self.phase = phase;
+            return;
+        };
+        self.status_at = Some(now);
+        self.final_status_left = FINAL_STATUS_REPEATS;
+        if bad_blocks.is_empty() {
+            self.phase = Phase::Done(t);
+            self.queue(Queued::Done);
+            return;
+        }
+        t.verify_attempts += 1;
+        if t.verify_attempts >= MAX_VERIFY_ATTEMPTS {
+            self.phase = Phase::Failed(Reason::VerifyFailed);
+            self.queue(Queued::Failed(Reason::VerifyFailed));
+            return;
+        }
+        self.final_status_left = 0;
+        for &b in bad_blocks {
+            if t.is_done(b) {
+                clear_bit(&mut t.done, b);
+                t.done_count -= 1;
+            }
+        }
+        self.phase = Phase::Receiving(t);
+    }
+
+    /// Time passed: fire due NACK and Status timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.nack_at.is_some_and(|at| at <= now) {
+            self.nack_at = None;
+            self.build_nack(now);
+        }
+    }
+
+    fn build_nack(&mut self, now: Instant) {
+        let Phase::Receiving(t) = &mut self.phase else { return };
+        self.nack.clear();
+        let cfg = &self.config;
+        let mut retry_at: Option<Instant> = None;
+        let mut order: heapless::Vec<usize, 64> = heapless::Vec::new();
+        for (i, sl) in t.slots.iter().enumerate() {
+            if sl.state == SlotState::Filling && order.push(i).is_err() {
+                break;
+            }
+        }
+        order.sort_unstable_by_key(|&i| t.slots[i].block);
+        for &s in order.iter() {
+            let horizon = t.horizon(s);
+            let sl = &t.slots[s];
+            if sl.nacks >= cfg.max_nacks_per_block || !t.has_hole_below(s, 0, horizon) {
+                continue;
+            }
+            let fresh = t.has_hole_below(s, sl.nacked_horizon, horizon);
+            let retry_due = now >= sl.last_nack_at + cfg.nack_retry;
+            if !fresh && !retry_due {
+                retry_at = earliest(retry_at, Some(sl.last_nack_at + cfg.nack_retry));
+                continue;
+            }
+            // R-NACK-1: ask for every chunk below the horizon not yet held.
+            let base = t.global(sl.block, 0);
+            let bits = t.slot_bits(s);
+            let mut c = 0;
+            let mut full = false;
+            while c < horizon {
+                if get_bit(bits, c) {
+                    c += 1;
+                    continue;
+                }
+                let start = c;
+                while c < horizon && !get_bit(bits, c) {
+                    c += 1;
+                }
+                if self.nack.push(ChunkRange { start: base + start, len: c - start }).is_err() {
+                    full = true;
+                    break;
+                }
+                self.stats.chunks_nacked += u64::from(c - start);
+            }
+            if full {
+                retry_at = earliest(retry_at, Some(now + cfg.nack_delay_max));
+                break;
+            }
+            let sl = &mut t.slots[s];
+            sl.nacks += 1;
+            sl.nacked_horizon = horizon;
+            sl.last_nack_at = now;
+            retry_at = earliest(retry_at, Some(now + cfg.nack_retry));
+        }
+        self.nack_at = earliest(self.nack_at, retry_at);
+    }
+
+    /// The next datagram to send, written into `buf`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let (session, image_id) = self.status_stamp;
+        if !self.nack.is_empty() {
+            let nack = Nack { device_id: self.config.device_id, ranges: core::mem::take(&mut self.nack) };
+            let session = self.transfer().map_or(session, |t| t.session);
+            if let Ok(len) = wire::encode(session, image_id, 0, &Frame::Nack(nack), buf) {
+                self.stats.nacks_sent += 1;
+                return Some(Transmit { dest: Dest::RepairServer, len });
+            }
+        }
+        if let Some(addr) = self.status_to_sender.take() {
+            let len = self.encode_status(buf)?;
+            return Some(Transmit { dest: Dest::Peer(addr), len });
+        }
+        if self.status_at.is_some_and(|at| at <= now) {
+            let len = self.encode_status(buf)?;
+            // R-STAT-1: each report goes to the repair server, then to the sender.
+            self.status_to_sender = self.sender;
+            self.schedule_next_status(now);
+            return Some(Transmit { dest: Dest::RepairServer, len });
+        }
+        None
+    }
+
+    fn encode_status(&self, buf: &mut [u8]) -> Option<usize> {
+        let (session, image_id) = self.status_stamp;
+        let refused_now = matches!(self.phase, Phase::Listening) && self.final_status_left > 0;
+        let (state, reason) = match (&self.phase, &self.refusal) {
+            (Phase::Failed(r), _) => (DeviceState::Failed, *r),
+            (_, Some(r)) if refused_now => (DeviceState::Refused, r.reason),
+            _ => (self.state(), Reason::None),
+        };
+        let blocks_total = self.manifest().map_or(0, Manifest::block_count);
+        let status = Status {
+            device_id: self.config.device_id,
+            state,
+            blocks_done: self.blocks_done().min(blocks_total),
+            blocks_total,
+            current_version: truncate(&self.config.current_version, MAX_VERSION_LEN),
+            reason,
+        };
+        let stamp_image = match (&self.refusal, refused_now) {
+            (Some(r), true) => r.image_id,
+            _ => image_id,
+        };
+        wire::encode(session, stamp_image, 0, &Frame::Status(status), buf).ok()
+    }
+
+    fn schedule_next_status(&mut self, now: Instant) {
+        if self.final_status_left > 0 {
+            self.final_status_left -= 1;
+            self.status_at = Some(now + FINAL_STATUS_GAP);
+            if self.final_status_left == 0 && matches!(self.phase, Phase::Done(_) | Phase::Failed(_)) {
+                self.status_at = None;
+            }
+        } else if matches!(self.phase, Phase::Done(_) | Phase::Failed(_)) {
+            self.status_at = None;
+        } else {
+            self.status_at = Some(now + self.config.status_interval);
+        }
+    }
+
+    /// The next event for the shell.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        if let Some(q) = self.events.pop_front() {
+            return Some(match q {
+                Queued::ManifestAccepted => Event::ManifestAccepted,
+                Queued::Refused => match &self.refusal {
+                    Some(r) => Event::Refused(r),
+                    None => return None,
+                },
+                Queued::VerifyImage => Event::VerifyImage,
+                Queued::Done => Event::Done,
+                Queued::Failed(r) => Event::Failed(r),
+                Queued::Foreign(session, image_id) => Event::Foreign { session, image_id },
+            });
+        }
+        let Phase::Receiving(t) = &mut self.phase else { return None };
+        let s = t.slots.iter().position(|sl| sl.state == SlotState::Ready)?;
+        t.slots[s].state = SlotState::Flashing;
+        let index = t.slots[s].block;
+        Some(Event::WriteBlock { index, data: t.slot_data(s) })
+    }
+
+    /// When the shell must call [`Receiver::handle_timeout`] or poll again.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        earliest(self.nack_at, self.status_at)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests;

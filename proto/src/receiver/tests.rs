@@ -1,0 +1,518 @@
+//! One test per receiver rule (ids from PROTOCOL.md), driven through the
+//! public sans-IO interface with hand-built datagrams and fake time.
+
+use super::*;
+use crate::manifest::{sign, ManifestSpec};
+use alloc::vec::Vec;
+use core::net::{IpAddr, Ipv4Addr};
+
+const SESSION: u32 = 0x5e55_1011;
+const BLOCK: u32 = 4096;
+const CHUNK: u32 = 1024;
+
+fn keypair(seed: u8) -> ed25519_compact::KeyPair {
+    ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]))
+}
+
+fn sender_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 40000)
+}
+
+fn ms(n: u64) -> Instant {
+    Instant::from_micros(n * 1000)
+}
+
+struct Fixture {
+    image: Vec<u8>,
+    signed: Vec<u8>,
+    manifest: Manifest,
+    board: &'static str,
+    version: &'static str,
+}
+
+fn fixture_with(board: &'static str, version: &'static str, key: u8, len: usize) -> Fixture {
+    let image: Vec<u8> = (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let spec = ManifestSpec { board, version, block_size: BLOCK, chunk_size: CHUNK, created_unix: 0 };
+    let signed = sign(&spec, &image, &keypair(key).sk).expect("sign");
+    let manifest = Manifest::verify(&signed, &keypair(key).pk).expect("verify");
+    Fixture { image, signed, manifest, board, version }
+}
+
+fn fixture() -> Fixture {
+    // 5 blocks; the last one is short (2 chunks and a bit).
+    fixture_with("acme,rt1", "2.1.0", 1, 4 * BLOCK as usize + 2100)
+}
+
+fn config() -> ReceiverConfig {
+    let mut c = ReceiverConfig::new(42, "acme,rt1", "2.0.0", *keypair(1).pk);
+    c.window_blocks = 4;
+    c
+}
+
+fn enc(f: &Fixture, flags: u8, frame: &Frame<'_>) -> Vec<u8> {
+    enc_as(SESSION, f.manifest.image_id, flags, frame)
+}
+
+fn enc_as(session: u32, id: ImageId, flags: u8, frame: &Frame<'_>) -> Vec<u8> {
+    let mut buf = [0u8; wire::MAX_DATAGRAM];
+    let n = wire::encode(session, id, flags, frame, &mut buf).expect("encode");
+    buf[..n].to_vec()
+}
+
+fn announce(f: &Fixture) -> Vec<u8> {
+    enc(
+        f,
+        0,
+        &Frame::Announce(Announce {
+            board: f.board,
+            version: f.version,
+            image_len: f.image.len() as u64,
+            block_size: BLOCK,
+            chunk_size: CHUNK,
+            manifest_len: f.signed.len() as u32,
+            rate_kbps: 1000,
+            pass: 0,
+        }),
+    )
+}
+
+fn manifest_chunks(f: &Fixture) -> Vec<Vec<u8>> {
+    f.signed
+        .chunks(CHUNK as usize)
+        .enumerate()
+        .map(|(i, c)| enc(f, 0, &Frame::ManifestChunk(ManifestChunk { offset: i as u32 * CHUNK, bytes: wire::Bytes(c) })))
+        .collect()
+}
+
+fn data(f: &Fixture, block: u32, chunk: u32, flags: u8) -> Vec<u8> {
+    let start = (block * BLOCK + chunk * CHUNK) as usize;
+    let end = (start + CHUNK as usize).min(f.image.len()).min(((block + 1) * BLOCK) as usize);
+    enc(f, flags, &Frame::Data(Data { block, chunk, payload: wire::Bytes(&f.image[start..end]) }))
+}
+
+/// Every (block, chunk) of the image in carousel order.
+fn all_chunks(f: &Fixture) -> Vec<(u32, u32)> {
+    (0..f.manifest.block_count())
+        .flat_map(|b| (0..f.manifest.chunks_in_block(b)).map(move |c| (b, c)))
+        .collect()
+}
+
+/// What the fake shell saw.
+#[derive(Default)]
+struct Shell {
+    flash: Vec<Option<Vec<u8>>>,
+    write_order: Vec<u32>,
+    refusals: Vec<Reason>,
+    accepted: bool,
+    done: bool,
+    failed: Option<Reason>,
+    foreign: u32,
+    nacks: Vec<Nack>,
+    statuses: Vec<(Dest, DeviceState, Reason)>,
+}
+
+impl Shell {
+    fn new(blocks: u32) -> Shell {
+        Shell { flash: (0..blocks).map(|_| None).collect(), ..Shell::default() }
+    }
+
+    /// Drain events and transmits like the agent does; writes always succeed.
+    fn drain(&mut self, rx: &mut Receiver, now: Instant, present: &[u32]) {
+        loop {
+            let mut progressed = false;
+            while let Some(ev) = rx.poll_event() {
+                progressed = true;
+                match ev {
+                    Event::ManifestAccepted => {
+                        self.accepted = true;
+                        for &b in present {
+                            rx.handle_block_present(b);
+                        }
+                        rx.handle_scan_done(now);
+                    }
+                    Event::Refused(r) => self.refusals.push(r.reason),
+                    Event::WriteBlock { index, data } => {
+                        self.flash[index as usize] = Some(data.to_vec());
+                        self.write_order.push(index);
+                        rx.handle_flash_done(now, index, true);
+                    }
+                    Event::VerifyImage => rx.handle_verify_done(now, &[]),
+                    Event::Done => self.done = true,
+                    Event::Failed(r) => self.failed = Some(r),
+                    Event::Foreign { .. } => self.foreign += 1,
+                }
+            }
+            let mut buf = [0u8; wire::MAX_DATAGRAM];
+            while let Some(t) = rx.poll_transmit(now, &mut buf) {
+                progressed = true;
+                match wire::decode(&buf[..t.len]).expect("receiver emits valid frames") {
+                    (_, Frame::Nack(n)) => self.nacks.push(n),
+                    (_, Frame::Status(s)) => self.statuses.push((t.dest, s.state, s.reason)),
+                    other => panic!("unexpected frame from receiver: {other:?}"),
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+}
+
+fn feed(rx: &mut Receiver, shell: &mut Shell, now: Instant, dgram: &[u8]) -> Result<(), DropReason> {
+    let r = rx.handle_datagram(now, sender_addr(), dgram);
+    shell.drain(rx, now, &[]);
+    r
+}
+
+/// Announce + manifest: the receiver ends up Receiving.
+fn start(f: &Fixture, rx: &mut Receiver, shell: &mut Shell, present: &[u32]) {
+    rx.handle_datagram(ms(0), sender_addr(), &announce(f)).expect("announce");
+    for m in manifest_chunks(f) {
+        rx.handle_datagram(ms(0), sender_addr(), &m).expect("manifest chunk");
+    }
+    shell.drain(rx, ms(0), present);
+    assert!(shell.accepted, "manifest accepted");
+}
+
+fn flash_equals_image(f: &Fixture, shell: &Shell) -> bool {
+    let mut all = Vec::new();
+    for b in &shell.flash {
+        match b {
+            Some(d) => all.extend_from_slice(d),
+            None => return false,
+        }
+    }
+    all == f.image
+}
+
+#[test]
+fn lossless_stream_is_written_verified_and_reported_done() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    assert_eq!(rx.state(), DeviceState::Receiving);
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done);
+    assert!(flash_equals_image(&f, &shell));
+    assert!(shell.nacks.is_empty(), "no loss, no NACK");
+    // R-STAT-1: final reports go to the repair server and to the sender.
+    let mut t = 1;
+    while !rx.is_finished() {
+        t += 60;
+        rx.handle_timeout(ms(t));
+        shell.drain(&mut rx, ms(t), &[]);
+        assert!(t < 2000, "final statuses never finished");
+    }
+    let done_reports: Vec<_> = shell.statuses.iter().filter(|s| s.1 == DeviceState::Done).collect();
+    assert!(done_reports.iter().any(|s| s.0 == Dest::RepairServer));
+    assert!(done_reports.iter().any(|s| s.0 == Dest::Peer(sender_addr())));
+}
+
+#[test]
+fn r_ann_1_announce_for_another_board_is_refused_without_fetching() {
+    let f = fixture_with("acme,rt2", "2.1.0", 1, 5000);
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    feed(&mut rx, &mut shell, ms(0), &announce(&f)).expect("announce");
+    assert_eq!(shell.refusals, [Reason::WrongBoard]);
+    assert_eq!(rx.state(), DeviceState::Listening);
+    for m in manifest_chunks(&f) {
+        assert_eq!(feed(&mut rx, &mut shell, ms(1), &m), Err(DropReason::Unexpected));
+    }
+    assert_eq!(feed(&mut rx, &mut shell, ms(1), &data(&f, 0, 0, 0)), Err(DropReason::Unexpected));
+    assert!(shell.write_order.is_empty());
+    assert!(shell.statuses.iter().any(|s| s.1 == DeviceState::Refused && s.2 == Reason::WrongBoard));
+}
+
+#[test]
+fn r_ver_1_version_not_newer_is_refused() {
+    let f = fixture_with("acme,rt1", "2.0.0", 1, 5000);
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    feed(&mut rx, &mut shell, ms(0), &announce(&f)).expect("announce");
+    assert_eq!(shell.refusals, [Reason::NotNewer]);
+    assert_eq!(rx.refusal().map(|r| r.version.as_str()), Some("2.0.0"));
+}
+
+#[test]
+fn r_man_1_manifest_signed_by_another_key_is_refused_and_nothing_written() {
+    let f = fixture_with("acme,rt1", "2.1.0", 9, 5000);
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    feed(&mut rx, &mut shell, ms(0), &announce(&f)).expect("announce");
+    for m in manifest_chunks(&f) {
+        let _ = feed(&mut rx, &mut shell, ms(1), &m);
+    }
+    assert_eq!(shell.refusals, [Reason::BadSignature]);
+    assert!(!shell.accepted);
+    for (b, c) in all_chunks(&f) {
+        let _ = feed(&mut rx, &mut shell, ms(2), &data(&f, b, c, 0));
+    }
+    assert!(shell.write_order.is_empty());
+    // The refused image is remembered: its next announce does not start another fetch.
+    assert_eq!(feed(&mut rx, &mut shell, ms(3), &announce(&f)), Err(DropReason::OtherImage));
+}
+
+#[test]
+fn r_man_3_announce_that_disagrees_with_the_manifest_is_refused() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    let lying = enc(
+        &f,
+        0,
+        &Frame::Announce(Announce {
+            board: f.board,
+            version: f.version,
+            image_len: f.image.len() as u64 - 1,
+            block_size: BLOCK,
+            chunk_size: CHUNK,
+            manifest_len: f.signed.len() as u32,
+            rate_kbps: 1,
+            pass: 0,
+        }),
+    );
+    feed(&mut rx, &mut shell, ms(0), &lying).expect("announce");
+    for m in manifest_chunks(&f) {
+        let _ = feed(&mut rx, &mut shell, ms(1), &m);
+    }
+    assert_eq!(shell.refusals, [Reason::ManifestMismatch]);
+}
+
+#[test]
+fn r_ses_1_datagrams_of_another_image_or_session_are_dropped_and_reported_once() {
+    let f = fixture();
+    let other = fixture_with("acme,rt1", "2.2.0", 1, 5000);
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    for _ in 0..3 {
+        assert_eq!(feed(&mut rx, &mut shell, ms(1), &data(&other, 0, 0, 0)), Err(DropReason::OtherImage));
+    }
+    let wrong_session = enc_as(SESSION + 1, f.manifest.image_id, 0, &Frame::Data(Data { block: 0, chunk: 0, payload: wire::Bytes(&f.image[..1024]) }));
+    assert_eq!(feed(&mut rx, &mut shell, ms(1), &wrong_session), Err(DropReason::OtherSession));
+    assert_eq!(shell.foreign, 2, "one log event per foreign (session, image)");
+    assert_eq!(rx.stats().chunks_stored, 0);
+    assert_eq!(rx.stats().dropped_foreign, 4);
+}
+
+#[test]
+fn r_ses_2_a_restarted_sender_is_adopted_through_its_announce() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let new_session = SESSION ^ 0xffff;
+    let ann = announce(&f);
+    let mut reann = ann.clone();
+    reann[8..12].copy_from_slice(&new_session.to_be_bytes());
+    let n = reann.len();
+    let crc = wire::CRC32.checksum(&reann[..n - 4]);
+    reann[n - 4..].copy_from_slice(&crc.to_be_bytes());
+    feed(&mut rx, &mut shell, ms(1), &reann).expect("re-announce");
+    for (b, c) in all_chunks(&f) {
+        let start = (b * BLOCK + c * CHUNK) as usize;
+        let end = (start + CHUNK as usize).min(f.image.len()).min(((b + 1) * BLOCK) as usize);
+        let d = enc_as(new_session, f.manifest.image_id, 0, &Frame::Data(Data { block: b, chunk: c, payload: wire::Bytes(&f.image[start..end]) }));
+        feed(&mut rx, &mut shell, ms(2), &d).expect("data of adopted session");
+    }
+    assert!(shell.done);
+}
+
+#[test]
+fn r_nack_1_2_holes_are_nacked_after_a_bounded_backoff_and_repairs_complete_the_block() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // Block 1 loses chunks 1 and 2; the stream goes on into block 2.
+    for (b, c) in all_chunks(&f).into_iter().filter(|&(b, _)| b <= 2) {
+        if b == 1 && (c == 1 || c == 2) {
+            continue;
+        }
+        feed(&mut rx, &mut shell, ms(10), &data(&f, b, c, 0)).expect("data");
+    }
+    let due = rx.poll_timeout().expect("NACK timer armed");
+    let cfg = config();
+    assert!(due >= ms(10) + cfg.nack_delay_min && due <= ms(10) + cfg.nack_delay_max, "back-off within bounds");
+    assert!(shell.nacks.is_empty(), "no NACK before the back-off");
+    rx.handle_timeout(due);
+    shell.drain(&mut rx, due, &[]);
+    assert_eq!(shell.nacks.len(), 1);
+    let cpb = f.manifest.chunks_per_block();
+    assert_eq!(shell.nacks[0].ranges.as_slice(), &[ChunkRange { start: cpb + 1, len: 2 }]);
+    assert_eq!(shell.nacks[0].device_id, 42);
+    // Repairs arrive flagged; the block completes and is flashed.
+    for c in [1, 2] {
+        feed(&mut rx, &mut shell, due, &data(&f, 1, c, FLAG_REPAIR)).expect("repair");
+    }
+    assert!(shell.write_order.contains(&1));
+    assert_eq!(rx.stats().repairs_stored, 2);
+}
+
+#[test]
+fn r_nack_3_unanswered_nacks_are_retried_then_given_up() {
+    let f = fixture();
+    let mut cfg = config();
+    cfg.max_nacks_per_block = 3;
+    let mut rx = Receiver::new(cfg.clone(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    for c in 1..f.manifest.chunks_per_block() {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, 0)).expect("data");
+    }
+    let mut now = ms(1);
+    for _ in 0..20 {
+        match rx.poll_timeout() {
+            Some(t) if t < ms(5000) => {
+                now = t;
+                rx.handle_timeout(now);
+                shell.drain(&mut rx, now, &[]);
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(shell.nacks.len(), 3, "retried up to max_nacks_per_block");
+    assert!(shell.nacks.iter().all(|n| n.ranges.as_slice() == [ChunkRange { start: 0, len: 1 }]));
+    assert!(now.saturating_since(ms(1)) >= cfg.nack_retry * 2, "retries are spaced by nack_retry");
+}
+
+#[test]
+fn r_blk_2_a_forged_chunk_costs_one_block_and_is_never_flashed() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let forged = enc(&f, 0, &Frame::Data(Data { block: 0, chunk: 0, payload: wire::Bytes(&[0xEE; CHUNK as usize]) }));
+    feed(&mut rx, &mut shell, ms(1), &forged).expect("CRC is valid, so it is stored");
+    for c in 1..f.manifest.chunks_per_block() {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, 0)).expect("data");
+    }
+    assert_eq!(rx.stats().digest_failures, 1);
+    assert!(shell.write_order.is_empty(), "a block failing its digest is not flashed");
+    // The next pass brings the real block.
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(2), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done);
+    assert!(flash_equals_image(&f, &shell));
+}
+
+#[test]
+fn r_win_1_the_window_never_exceeds_its_bound_and_evicts_the_stalest_block() {
+    let f = fixture_with("acme,rt1", "2.1.0", 1, 12 * BLOCK as usize);
+    let mut cfg = config();
+    cfg.window_blocks = 2;
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // Every block loses its last chunk: none completes, so slots must be recycled.
+    for (i, (b, c)) in all_chunks(&f).into_iter().enumerate() {
+        if c == 3 {
+            continue;
+        }
+        feed(&mut rx, &mut shell, ms(i as u64), &data(&f, b, c, 0)).expect("data");
+    }
+    assert_eq!(rx.stats().evictions, 10, "12 incomplete blocks through 2 slots");
+    assert!(shell.write_order.is_empty());
+    // A lossless second pass completes everything.
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(500), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done);
+    assert!(flash_equals_image(&f, &shell));
+}
+
+#[test]
+fn r_hdr_1_with_hold_first_block_the_header_is_written_last() {
+    let f = fixture();
+    let mut cfg = config();
+    cfg.hold_first_block = true;
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done);
+    assert_eq!(shell.write_order.last(), Some(&0));
+    assert_eq!(shell.write_order.len(), f.manifest.block_count() as usize);
+}
+
+#[test]
+fn r_res_1_blocks_found_by_the_resume_scan_are_not_received_again() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[0, 2, 3]);
+    assert_eq!(rx.stats().blocks_resumed, 3);
+    assert_eq!(rx.blocks_done(), 3);
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done);
+    assert_eq!(shell.write_order, [1, 4]);
+}
+
+#[test]
+fn r_ver_2_blocks_that_fail_read_back_are_received_again() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[0, 1, 2, 3, 4]);
+    // Everything was already there: the receiver goes straight to verifying,
+    // and the fake shell's drain reports a clean read-back.
+    assert!(shell.done);
+    // Now a receiver whose read-back finds block 2 bad.
+    let mut rx = Receiver::new(config(), ms(0));
+    rx.handle_datagram(ms(0), sender_addr(), &announce(&f)).expect("announce");
+    for m in manifest_chunks(&f) {
+        rx.handle_datagram(ms(0), sender_addr(), &m).expect("manifest");
+    }
+    assert!(matches!(rx.poll_event(), Some(Event::ManifestAccepted)));
+    for b in 0..5 {
+        rx.handle_block_present(b);
+    }
+    rx.handle_scan_done(ms(0));
+    assert!(matches!(rx.poll_event(), Some(Event::VerifyImage)));
+    rx.handle_verify_done(ms(0), &[2]);
+    assert_eq!(rx.state(), DeviceState::Receiving);
+    assert_eq!(rx.blocks_done(), 4);
+}
+
+#[test]
+fn garbage_and_truncations_never_panic_and_are_counted() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let good = data(&f, 0, 0, 0);
+    for n in 0..good.len() {
+        assert!(rx.handle_datagram(ms(1), sender_addr(), &good[..n]).is_err());
+    }
+    let mut rng = Rng::new(3);
+    for _ in 0..2000 {
+        let len = rng.below(1200) as usize;
+        let junk: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        assert!(rx.handle_datagram(ms(1), sender_addr(), &junk).is_err());
+    }
+    assert_eq!(rx.stats().chunks_stored, 0);
+    assert!(rx.stats().dropped_decode >= 2000);
+}
+
+#[test]
+fn out_of_manifest_indices_and_lengths_are_dropped() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let beyond = enc(&f, 0, &Frame::Data(Data { block: 99, chunk: 0, payload: wire::Bytes(&[0; 1024]) }));
+    assert_eq!(feed(&mut rx, &mut shell, ms(1), &beyond), Err(DropReason::OutOfManifest));
+    let short = enc(&f, 0, &Frame::Data(Data { block: 0, chunk: 0, payload: wire::Bytes(&[0; 10]) }));
+    assert_eq!(feed(&mut rx, &mut shell, ms(1), &short), Err(DropReason::OutOfManifest));
+    let past_last = enc(&f, 0, &Frame::Data(Data { block: 4, chunk: 3, payload: wire::Bytes(&[0; 1024]) }));
+    assert_eq!(feed(&mut rx, &mut shell, ms(1), &past_last), Err(DropReason::OutOfManifest));
+}

@@ -1,0 +1,746 @@
+//! The repair server, sans-IO: devices NACK the chunks they miss; the server
+//! aggregates NACKs over a short window and sends each missing chunk once —
+//! to the repair group when several devices asked, unicast to the device
+//! when one did (DESIGN.md "Repair"; rules `R-REP-*` in PROTOCOL.md).
+//!
+//! ```text
+//!  Nack ──► clip to image (R-REP-1) ──► cap per NACK (R-REP-2) ──► holdoff (R-REP-3)
+//!       ──► pending batch (aggregation window, R-REP-4) ──► send queue, chunk order
+//!       ──► paced sends (R-REP-6): one requester → unicast, several → group (R-REP-5)
+//! ```
+//!
+//! Driving contract: after every `handle_datagram` or `handle_timeout`, call
+//! `poll_transmit` until `None`, then sleep until `poll_timeout()` or until
+//! the socket is readable; call `handle_timeout(now)` when the deadline passes.
+//!
+//! A NACK is not a traffic amplifier: one NACK yields at most
+//! `max_chunks_per_nack` chunks, all traffic is paced at `rate_bps`, and a
+//! chunk just sent to the group is not sent again within `resend_holdoff`.
+
+use alloc::collections::BTreeMap;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::fleet::{Fleet, DEFAULT_MAX_DEVICES};
+use crate::manifest::Manifest;
+use crate::sender::Pacer;
+use crate::time::{earliest, Instant};
+use crate::transmit::{Dest, DropReason, Transmit};
+use crate::wire::{self, Data, Frame, ImageId, FLAG_REPAIR, HEADER_LEN, TRAILER_LEN};
+
+/// Configuration of a [`RepairServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairConfig {
+    /// Aggregation window, from the first NACK of a batch.
+    pub aggregate: Duration,
+    /// Cap on repair traffic, bits per second (IPv4/UDP headers included).
+    pub rate_bps: u64,
+    /// Most chunks taken from one NACK.
+    pub max_chunks_per_nack: u32,
+    /// A chunk sent to the group less than this ago is not queued again.
+    pub resend_holdoff: Duration,
+    /// Most chunks pending or queued at once.
+    pub max_pending: usize,
+    /// Bound on the fleet table.
+    pub max_devices: usize,
+}
+
+impl Default for RepairConfig {
+    /// 10 ms window, 100 Mbit/s, 256 chunks per NACK, 20 ms holdoff,
+    /// 65536 pending chunks, 65536 devices.
+    fn default() -> Self {
+        RepairConfig {
+            aggregate: Duration::from_millis(10),
+            rate_bps: 100_000_000,
+            max_chunks_per_nack: 256,
+            resend_holdoff: Duration::from_millis(20),
+            max_pending: 65_536,
+            max_devices: DEFAULT_MAX_DEVICES,
+        }
+    }
+}
+
+/// Counters of a [`RepairServer`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairStats {
+    /// NACK frames accepted.
+    pub nacks: u64,
+    /// Chunks those NACKs asked for (after clipping to the image).
+    pub chunks_requested: u64,
+    /// Chunks sent to the repair group.
+    pub chunks_sent_group: u64,
+    /// Chunks sent unicast to one device.
+    pub chunks_sent_unicast: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
+    /// Requests for a chunk sent to the group within the holdoff (R-REP-3).
+    pub suppressed: u64,
+    /// Requests for a chunk already pending or queued (merged into it).
+    pub merged: u64,
+    /// Chunks past the per-NACK cap (R-REP-2).
+    pub capped: u64,
+    /// Chunks refused because the pending table was full.
+    pub overload: u64,
+    /// Status frames taken in.
+    pub status_frames: u64,
+    /// Input datagrams dropped.
+    pub drops: u64,
+}
+
+/// One chunk somebody asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Request {
+    /// The first requester's address and device id.
+    addr: SocketAddr,
+    device_id: u64,
+    /// The header session of the first requester's NACK.
+    session: u32,
+    /// More than one distinct device asked.
+    multi: bool,
+}
+
+impl Request {
+    fn merge(&mut self, device_id: u64) {
+        if device_id != self.device_id {
+            self.multi = true;
+        }
+    }
+}
+
+/// The sans-IO repair server.
+#[derive(Debug, Clone)]
+pub struct RepairServer {
+    config: RepairConfig,
+    image_id: ImageId,
+    image_len: u64,
+    block_size: u32,
+    chunk_size: u32,
+    chunks_per_block: u32,
+    /// One past the last valid global chunk index.
+    chunk_end: u32,
+    /// The batch being aggregated.
+    pending: BTreeMap<u32, Request>,
+    batch_due: Option<Instant>,
+    /// Chunks ready to send, served in ascending order from `cursor`, wrapping.
+    queue: BTreeMap<u32, Request>,
+    cursor: u32,
+    /// When each recently repaired chunk went to the group.
+    group_sent: BTreeMap<u32, Instant>,
+    pacer: Pacer,
+    fleet: Fleet,
+    stats: RepairStats,
+}
+
+impl RepairServer {
+    /// A repair server for the image `manifest` describes.
+    pub fn new(config: RepairConfig, manifest: &Manifest) -> Self {
+        let chunk_size = manifest.chunk_size.max(1);
+        let chunks_per_block = manifest.chunks_per_block().max(1);
+        let blocks = manifest.block_count();
+        let end = u64::from(blocks.saturating_sub(1)) * u64::from(chunks_per_block)
+            + u64::from(manifest.chunks_in_block(blocks.saturating_sub(1)));
+        let typical = chunk_size as usize + HEADER_LEN + TRAILER_LEN + 16;
+        RepairServer {
+            pacer: Pacer::new(config.rate_bps, typical, Instant::ZERO),
+            fleet: Fleet::new(config.max_devices),
+            config,
+            image_id: manifest.image_id,
+            image_len: manifest.image_len,
+            block_size: manifest.block_size,
+            chunk_size,
+            chunks_per_block,
+            chunk_end: u32::try_from(end).unwrap_or(u32::MAX),
+            pending: BTreeMap::new(),
+            batch_due: None,
+            queue: BTreeMap::new(),
+            cursor: 0,
+            group_sent: BTreeMap::new(),
+            stats: RepairStats::default(),
+        }
+    }
+
+    /// Take in a datagram (NACK or Status) that arrived from `from` at `now`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        self.flush_if_due(now);
+        let result = match wire::decode(bytes) {
+            Err(e) => Err(DropReason::Decode(e)),
+            Ok((header, Frame::Status(status))) => {
+                self.stats.status_frames += 1;
+                self.fleet.record(now, from, header.image_id, &status)
+            }
+            Ok((header, Frame::Nack(nack))) => {
+                if header.image_id != self.image_id {
+                    Err(DropReason::OtherImage)
+                } else {
+                    self.handle_nack(now, from, header.session, &nack)
+                }
+            }
+            Ok(_) => Err(DropReason::Unexpected),
+        };
+        if result.is_err() {
+            self.stats.drops += 1;
+        }
+        result
+    }
+
+    fn handle_nack(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        session: u32,
+        nack: &wire::Nack,
+    ) -> Result<(), DropReason> {
+        // R-REP-1: clip ranges to the image; a NACK with nothing inside is refused.
+        let mut in_image = 0u64;
+        for r in &nack.ranges {
+            let start = r.start.min(self.chunk_end);
+            let end = r.end().min(self.chunk_end);
+            in_image += u64::from(end - start);
+        }
+        if in_image == 0 {
+            return Err(DropReason::OutOfManifest);
+        }
+        self.stats.nacks += 1;
+        self.stats.chunks_requested += in_image;
+        // R-REP-2: take at most max_chunks_per_nack; the rest is capped.
+        let take = in_image.min(u64::from(self.config.max_chunks_per_nack));
+        self.stats.capped += in_image - take;
+        let mut taken = 0u64;
+        'ranges: for r in &nack.ranges {
+            let end = r.end().min(self.chunk_end);
+            for chunk in r.start.min(self.chunk_end)..end {
+                if taken == take {
+                    break 'ranges;
+                }
+                taken += 1;
+                self.request(now, from, nack.device_id, session, chunk);
+            }
+        }
+        Ok(())
+    }
+
+    fn request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        device_id: u64,
+        session: u32,
+        chunk: u32,
+    ) {
+        if let Some(req) = self
+            .queue
+            .get_mut(&chunk)
+            .or_else(|| self.pending.get_mut(&chunk))
+        {
+            req.merge(device_id);
+            self.stats.merged += 1;
+            return;
+        }
+        // R-REP-3: a chunk the group got moments ago is not sent again
+        // (unicast sends are not recorded, so they never suppress).
+        if let Some(sent) = self.group_sent.get(&chunk) {
+            if now.saturating_since(*sent) < self.config.resend_holdoff {
+                self.stats.suppressed += 1;
+                return;
+            }
+        }
+        if self.pending.len() + self.queue.len() >= self.config.max_pending {
+            self.stats.overload += 1;
+            return;
+        }
+        self.pending.insert(
+            chunk,
+            Request {
+                addr: from,
+                device_id,
+                session,
+                multi: false,
+            },
+        );
+        // R-REP-4: the window opens with the batch's first NACK.
+        if self.batch_due.is_none() {
+            self.batch_due = Some(now + self.config.aggregate);
+        }
+    }
+
+    fn flush_if_due(&mut self, now: Instant) {
+        if self.batch_due.is_some_and(|due| now >= due) {
+            self.batch_due = None;
+            let batch = core::mem::take(&mut self.pending);
+            for (chunk, req) in batch {
+                match self.queue.get_mut(&chunk) {
+                    Some(q) => q.merge(req.device_id),
+                    None => {
+                        self.queue.insert(chunk, req);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advance timers: close the aggregation window when it is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.flush_if_due(now);
+        self.prune_holdoff(now);
+    }
+
+    fn prune_holdoff(&mut self, now: Instant) {
+        // Bounded memory: forget group sends older than the holdoff once the
+        // table grows past the pending bound.
+        if self.group_sent.len() > self.config.max_pending {
+            let holdoff = self.config.resend_holdoff;
+            self.group_sent
+                .retain(|_, t| now.saturating_since(*t) < holdoff);
+        }
+    }
+
+    /// Write the next repair datagram into `buf` if one is queued and pacing
+    /// allows it at `now`. `image` is the image the manifest describes; `buf`
+    /// should hold [`wire::MAX_DATAGRAM`] bytes.
+    #[must_use]
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        image: &[u8],
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        self.flush_if_due(now);
+        while !self.queue.is_empty() && self.pacer.ready(now) {
+            // Serve in ascending chunk order from the cursor, wrapping, so a
+            // steady stream of low-numbered NACKs cannot starve the rest.
+            let (chunk, req) = match self.queue.range(self.cursor..).next() {
+                Some((c, r)) => (*c, *r),
+                None => {
+                    let (c, r) = self.queue.first_key_value()?;
+                    (*c, *r)
+                }
+            };
+            self.queue.remove(&chunk);
+            self.cursor = chunk.saturating_add(1);
+            let block = chunk / self.chunks_per_block;
+            let index = chunk % self.chunks_per_block;
+            let start = u64::from(block) * u64::from(self.block_size)
+                + u64::from(index) * u64::from(self.chunk_size);
+            let end = (start + u64::from(self.chunk_size)).min(self.image_len);
+            let payload = usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(end).ok())
+                .and_then(|(s, e)| image.get(s..e));
+            let Some(payload) = payload else { continue };
+            let frame = Frame::Data(Data {
+                block,
+                chunk: index,
+                payload: wire::Bytes(payload),
+            });
+            let Ok(len) = wire::encode(req.session, self.image_id, FLAG_REPAIR, &frame, buf) else {
+                continue;
+            };
+            self.pacer.charge(now, len);
+            self.stats.bytes_sent += len as u64;
+            // R-REP-5: one requester → unicast; several → the repair group.
+            let dest = if req.multi {
+                self.stats.chunks_sent_group += 1;
+                self.group_sent.insert(chunk, now);
+                self.prune_holdoff(now);
+                Dest::Group
+            } else {
+                self.stats.chunks_sent_unicast += 1;
+                Dest::Peer(req.addr)
+            };
+            return Some(Transmit { dest, len });
+        }
+        None
+    }
+
+    /// The next deadline: the end of the aggregation window, or when the next
+    /// queued chunk may go.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let send_at = if self.queue.is_empty() {
+            None
+        } else {
+            Some(self.pacer.next_at())
+        };
+        earliest(self.batch_due, send_at)
+    }
+
+    /// Chunks waiting in the current batch plus the send queue.
+    pub fn backlog(&self) -> usize {
+        self.pending.len() + self.queue.len()
+    }
+
+    /// What devices reported.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &RepairStats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sender::testutil::{image, manifest};
+    use crate::sender::IP_UDP_OVERHEAD;
+    use crate::wire::{decode, ChunkRange, Nack, MAX_DATAGRAM};
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::net::{IpAddr, Ipv4Addr};
+
+    fn dev(n: u8) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)), 7000)
+    }
+
+    fn nack_bytes(
+        session: u32,
+        image_id: ImageId,
+        device_id: u64,
+        ranges: &[(u32, u32)],
+    ) -> Vec<u8> {
+        let mut rs = heapless::Vec::new();
+        for &(start, len) in ranges {
+            rs.push(ChunkRange { start, len }).expect("few ranges");
+        }
+        let mut buf = vec![0u8; 1024];
+        let n = wire::encode(
+            session,
+            image_id,
+            0,
+            &Frame::Nack(Nack {
+                device_id,
+                ranges: rs,
+            }),
+            &mut buf,
+        )
+        .expect("encode");
+        buf.truncate(n);
+        buf
+    }
+
+    struct Sent {
+        dest: Dest,
+        session: u32,
+        block: u32,
+        chunk: u32,
+    }
+
+    /// Poll until idle, jumping the clock to each deadline; checks every
+    /// frame decodes as a repair Data frame whose payload is the image's.
+    fn drain(
+        r: &mut RepairServer,
+        img: &[u8],
+        m: &Manifest,
+        mut now: Instant,
+        until: Instant,
+    ) -> (Vec<Sent>, Instant) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut out = Vec::new();
+        loop {
+            r.handle_timeout(now);
+            while let Some(t) = r.poll_transmit(now, img, &mut buf) {
+                let (h, f) = decode(&buf[..t.len]).expect("repair frames decode");
+                assert_eq!(h.flags, FLAG_REPAIR);
+                assert_eq!(h.image_id, m.image_id);
+                let Frame::Data(d) = f else {
+                    panic!("repair sent {f:?}")
+                };
+                let start = d.block as usize * m.block_size as usize
+                    + d.chunk as usize * m.chunk_size as usize;
+                assert_eq!(d.payload.0, &img[start..start + d.payload.0.len()]);
+                out.push(Sent {
+                    dest: t.dest,
+                    session: h.session,
+                    block: d.block,
+                    chunk: d.chunk,
+                });
+            }
+            match r.poll_timeout() {
+                Some(t) if t <= until => now = t.max(now),
+                _ => return (out, now),
+            }
+        }
+    }
+
+    fn setup(config: RepairConfig) -> (RepairServer, Vec<u8>, Manifest) {
+        // 4 blocks of 8 chunks; the last block holds 3 chunks (the last short).
+        let img = image(3 * 8192 + 2 * 1024 + 500);
+        let (m, _signed) = manifest(&img, 8192, 1024);
+        (RepairServer::new(config, &m), img, m)
+    }
+
+    #[test]
+    fn r_rep_4_5_two_devices_same_chunk_one_group_send() {
+        let (mut r, img, m) = setup(RepairConfig::default());
+        let t0 = Instant::from_micros(1_000);
+        r.handle_datagram(t0, dev(1), &nack_bytes(11, m.image_id, 1, &[(9, 1)]))
+            .expect("nack 1");
+        // Inside the window: nothing goes yet.
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        assert!(r.poll_transmit(t0, &img, &mut buf).is_none());
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(10)));
+        r.handle_datagram(
+            t0 + Duration::from_millis(4),
+            dev(2),
+            &nack_bytes(22, m.image_id, 2, &[(9, 1)]),
+        )
+        .expect("nack 2");
+        let (sent, _) = drain(
+            &mut r,
+            &img,
+            &m,
+            t0 + Duration::from_millis(4),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].dest, Dest::Group);
+        assert_eq!((sent[0].block, sent[0].chunk), (1, 1));
+        assert_eq!(sent[0].session, 11, "first requester's session");
+        assert_eq!(r.stats().chunks_sent_group, 1);
+        assert_eq!(r.stats().merged, 1);
+        assert_eq!(r.stats().nacks, 2);
+    }
+
+    #[test]
+    fn r_rep_5_lone_requester_gets_unicast_in_chunk_order() {
+        let (mut r, img, m) = setup(RepairConfig::default());
+        let t0 = Instant::from_micros(500);
+        // Last block: global 24..27, clipped (the range runs past the image).
+        r.handle_datagram(
+            t0,
+            dev(3),
+            &nack_bytes(5, m.image_id, 3, &[(2, 2), (25, 100)]),
+        )
+        .expect("nack");
+        let (sent, _) = drain(&mut r, &img, &m, t0, t0 + Duration::from_secs(1));
+        let got: Vec<(u32, u32)> = sent.iter().map(|s| (s.block, s.chunk)).collect();
+        assert_eq!(got, [(0, 2), (0, 3), (3, 1), (3, 2)]);
+        assert!(sent
+            .iter()
+            .all(|s| s.dest == Dest::Peer(dev(3)) && s.session == 5));
+        assert_eq!(r.stats().chunks_requested, 4);
+        assert_eq!(r.stats().chunks_sent_unicast, 4);
+        assert_eq!(r.stats().capped, 0);
+    }
+
+    #[test]
+    fn r_rep_1_nack_outside_the_image_is_refused() {
+        let (mut r, _img, m) = setup(RepairConfig::default());
+        let res = r.handle_datagram(
+            Instant::ZERO,
+            dev(1),
+            &nack_bytes(1, m.image_id, 1, &[(27, 5), (1000, 1)]),
+        );
+        assert_eq!(res, Err(DropReason::OutOfManifest));
+        assert_eq!(r.backlog(), 0);
+        assert_eq!(r.stats().drops, 1);
+    }
+
+    #[test]
+    fn r_rep_2_per_nack_cap() {
+        let config = RepairConfig {
+            max_chunks_per_nack: 5,
+            ..RepairConfig::default()
+        };
+        let (mut r, img, m) = setup(config);
+        r.handle_datagram(
+            Instant::ZERO,
+            dev(1),
+            &nack_bytes(1, m.image_id, 1, &[(0, 3), (10, 10)]),
+        )
+        .expect("nack");
+        assert_eq!(r.stats().chunks_requested, 13);
+        assert_eq!(r.stats().capped, 8);
+        let (sent, _) = drain(
+            &mut r,
+            &img,
+            &m,
+            Instant::ZERO,
+            Instant::from_micros(1_000_000),
+        );
+        let got: Vec<(u32, u32)> = sent.iter().map(|s| (s.block, s.chunk)).collect();
+        assert_eq!(got, [(0, 0), (0, 1), (0, 2), (1, 2), (1, 3)]);
+    }
+
+    #[test]
+    fn r_rep_3_holdoff_suppresses_group_resends_but_not_after_unicast() {
+        let (mut r, img, m) = setup(RepairConfig::default());
+        let t0 = Instant::from_micros(1_000);
+        r.handle_datagram(t0, dev(1), &nack_bytes(1, m.image_id, 1, &[(0, 1)]))
+            .expect("nack");
+        r.handle_datagram(t0, dev(2), &nack_bytes(1, m.image_id, 2, &[(0, 1)]))
+            .expect("nack");
+        r.handle_datagram(t0, dev(1), &nack_bytes(1, m.image_id, 1, &[(5, 1)]))
+            .expect("nack");
+        let (sent, now) = drain(&mut r, &img, &m, t0, t0 + Duration::from_millis(11));
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].dest, Dest::Group);
+        assert_eq!(sent[1].dest, Dest::Peer(dev(1)));
+        // 5 ms later both ask again: the group chunk is held off, the unicast one is not.
+        let t1 = now + Duration::from_millis(5);
+        r.handle_datagram(t1, dev(3), &nack_bytes(1, m.image_id, 3, &[(0, 1), (5, 1)]))
+            .expect("nack");
+        assert_eq!(r.stats().suppressed, 1);
+        let (sent, now) = drain(&mut r, &img, &m, t1, t1 + Duration::from_millis(50));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            (sent[0].block, sent[0].chunk, sent[0].dest),
+            (0, 5, Dest::Peer(dev(3)))
+        );
+        // After the holdoff the group chunk is served again.
+        let t2 = now + Duration::from_millis(30);
+        r.handle_datagram(t2, dev(3), &nack_bytes(1, m.image_id, 3, &[(0, 1)]))
+            .expect("nack");
+        let (sent, _) = drain(&mut r, &img, &m, t2, t2 + Duration::from_millis(50));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(r.stats().suppressed, 1);
+    }
+
+    #[test]
+    fn r_rep_6_repair_traffic_is_rate_capped() {
+        // A big image and a flood of NACKs: 1 Mbit/s must hold over a second.
+        let img = image(4 << 20);
+        let (m, _signed) = manifest(&img, 64 * 1024, 1024);
+        let rate = 1_000_000;
+        let mut r = RepairServer::new(
+            RepairConfig {
+                rate_bps: rate,
+                ..RepairConfig::default()
+            },
+            &m,
+        );
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut now = Instant::ZERO;
+        let end = Instant::from_micros(1_000_000);
+        let mut bits = 0u64;
+        let mut next_nack = Instant::ZERO;
+        let mut device = 0u64;
+        while now < end {
+            if now >= next_nack {
+                device += 1;
+                let start = (device * 256) as u32 % 4000;
+                let _ = r.handle_datagram(
+                    now,
+                    dev(1),
+                    &nack_bytes(1, m.image_id, device, &[(start, 256)]),
+                );
+                next_nack = now + Duration::from_millis(5);
+            }
+            r.handle_timeout(now);
+            while let Some(t) = r.poll_transmit(now, &img, &mut buf) {
+                bits += (t.len as u64 + IP_UDP_OVERHEAD) * 8;
+            }
+            now = earliest(r.poll_timeout(), Some(next_nack))
+                .expect("deadline")
+                .max(now + Duration::from_micros(1));
+        }
+        assert!(r.backlog() > 0, "the flood must outrun the cap");
+        // One idle-gap burst of credit is allowed on top of the rate.
+        let burst = 16 * (1024 + 64 + IP_UDP_OVERHEAD) * 8;
+        assert!(
+            bits <= rate + burst && bits >= rate * 95 / 100,
+            "sent {bits} bits in 1 s at {rate} bit/s"
+        );
+    }
+
+    #[test]
+    fn wrong_image_or_wrong_kind_is_dropped() {
+        let (mut r, _img, m) = setup(RepairConfig::default());
+        let res = r.handle_datagram(
+            Instant::ZERO,
+            dev(1),
+            &nack_bytes(1, ImageId([0xee; 8]), 1, &[(0, 1)]),
+        );
+        assert_eq!(res, Err(DropReason::OtherImage));
+        let mut buf = vec![0u8; 256];
+        let n = wire::encode(
+            1,
+            m.image_id,
+            0,
+            &Frame::Data(Data {
+                block: 0,
+                chunk: 0,
+                payload: wire::Bytes(&[1]),
+            }),
+            &mut buf,
+        )
+        .expect("encode");
+        assert_eq!(
+            r.handle_datagram(Instant::ZERO, dev(1), &buf[..n]),
+            Err(DropReason::Unexpected)
+        );
+        assert_eq!(r.backlog(), 0);
+        assert_eq!(r.stats().drops, 2);
+        assert_eq!(r.stats().nacks, 0);
+    }
+
+    #[test]
+    fn pending_table_is_bounded() {
+        let config = RepairConfig {
+            max_pending: 10,
+            ..RepairConfig::default()
+        };
+        let (mut r, _img, m) = setup(config);
+        r.handle_datagram(
+            Instant::ZERO,
+            dev(1),
+            &nack_bytes(1, m.image_id, 1, &[(0, 27)]),
+        )
+        .expect("nack");
+        assert_eq!(r.backlog(), 10);
+        assert_eq!(r.stats().overload, 17);
+    }
+
+    #[test]
+    fn status_frames_feed_the_fleet() {
+        let (mut r, _img, m) = setup(RepairConfig::default());
+        let st = wire::Status {
+            device_id: 4,
+            state: wire::DeviceState::Receiving,
+            blocks_done: 1,
+            blocks_total: 4,
+            current_version: "1.0",
+            reason: wire::Reason::None,
+        };
+        let mut buf = vec![0u8; 256];
+        let n = wire::encode(1, m.image_id, 0, &Frame::Status(st), &mut buf).expect("encode");
+        r.handle_datagram(Instant::ZERO, dev(4), &buf[..n])
+            .expect("status");
+        assert_eq!(r.fleet().count(m.image_id, wire::DeviceState::Receiving), 1);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let (mut r, img, m) = setup(RepairConfig::default());
+        let mut rng = crate::rng::Rng::new(11);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut now = Instant::ZERO;
+        for i in 0..20_000u32 {
+            let len = rng.below(200) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            if i % 2 == 0 && len >= 24 {
+                // Valid header and CRC around a random NACK body, to reach the body decoder.
+                bytes[..4].copy_from_slice(&wire::MAGIC);
+                bytes[4] = wire::VERSION;
+                bytes[5] = 4;
+                bytes[6] = 0;
+                bytes[7] = 0;
+                bytes[12..20].copy_from_slice(&m.image_id.0);
+                let crc_at = len - 4;
+                let crc = wire::CRC32.checksum(&bytes[..crc_at]);
+                bytes[crc_at..].copy_from_slice(&crc.to_be_bytes());
+            }
+            let _ = r.handle_datagram(now, dev((i % 200) as u8), &bytes);
+            now = now + Duration::from_micros(rng.below(3000));
+            r.handle_timeout(now);
+            while r.poll_transmit(now, &img, &mut buf).is_some() {}
+        }
+    }
+}

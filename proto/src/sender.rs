@@ -1,0 +1,822 @@
+//! The carousel sender, sans-IO: it decides what goes on the data group and
+//! when; the shell (`firmcast send`) owns the socket and the clock.
+//!
+//! ```text
+//!  pass p:  Announce(p) · ManifestChunk × m · Data(0,0) Data(0,1) … Data(last)
+//!           with an Announce every `announce_every` datagrams (R-CAR-2) and
+//!           `manifest_repeats_per_pass` more copies of the manifest spread
+//!           evenly, one chunk at a time, among the data (R-CAR-3)
+//!  pass p+1: …
+//! ```
+//!
+//! Driving contract: after every `handle_datagram`, call `poll_transmit`
+//! until it returns `None`, send each datagram to the data group, then sleep
+//! until `poll_timeout()` or until the socket is readable.
+//!
+//! Pacing (R-CAR-4) is a token bucket in integer nanoseconds of the caller's
+//! clock: a datagram of `len` UDP payload bytes costs `(len + 28) * 8` bits
+//! (IPv4 + UDP headers included) at `rate_bps`, and after an idle gap the
+//! bucket holds at most [`BURST_DATAGRAMS`] full datagrams' worth of credit.
+
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use crate::fleet::{Fleet, DEFAULT_MAX_DEVICES};
+use crate::manifest::Manifest;
+use crate::time::Instant;
+use crate::transmit::{Dest, DropReason, Transmit};
+use crate::wire::{self, Announce, Data, Frame, ManifestChunk, HEADER_LEN, TRAILER_LEN};
+
+/// Bytes of IPv4 + UDP header counted against the rate for each datagram.
+pub const IP_UDP_OVERHEAD: u64 = 28;
+/// Most datagrams a pacer sends back to back after an idle gap.
+pub const BURST_DATAGRAMS: u64 = 16;
+/// Frame overhead beyond the chunk payload, generously rounded (header,
+/// postcard varints, CRC), used to size the burst allowance.
+const FRAME_OVERHEAD: u64 = (HEADER_LEN + TRAILER_LEN) as u64 + 16;
+
+/// A token bucket over the caller's clock, in integer nanoseconds (no floats,
+/// no clock reads). Shared by the sender and the repair server.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    rate_bps: u64,
+    /// Earliest time the next datagram may go, in nanoseconds.
+    next_ns: u64,
+    /// Largest credit the bucket may hold, in nanoseconds of sending time.
+    burst_ns: u64,
+}
+
+impl Pacer {
+    /// A pacer for `rate_bps` bits per second (at least 1) whose burst after
+    /// an idle gap is [`BURST_DATAGRAMS`] datagrams of `typical_len` bytes.
+    pub fn new(rate_bps: u64, typical_len: usize, now: Instant) -> Self {
+        let rate_bps = rate_bps.max(1);
+        let mut p = Pacer {
+            rate_bps,
+            next_ns: now.as_micros().saturating_mul(1000),
+            burst_ns: 0,
+        };
+        p.burst_ns = p.cost_ns(typical_len).saturating_mul(BURST_DATAGRAMS);
+        p
+    }
+
+    /// The configured rate in bits per second.
+    pub fn rate_bps(&self) -> u64 {
+        self.rate_bps
+    }
+
+    /// Nanoseconds of link time one datagram of `len` payload bytes takes.
+    pub fn cost_ns(&self, len: usize) -> u64 {
+        let bits = (len as u128 + u128::from(IP_UDP_OVERHEAD)) * 8;
+        let ns = bits * 1_000_000_000 / u128::from(self.rate_bps);
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+
+    /// `true` when a datagram may go at `now`.
+    pub fn ready(&self, now: Instant) -> bool {
+        now.as_micros().saturating_mul(1000) >= self.next_ns
+    }
+
+    /// Charge one datagram of `len` bytes sent at `now`.
+    pub fn charge(&mut self, now: Instant, len: usize) {
+        let now_ns = now.as_micros().saturating_mul(1000);
+        // Credit saved during an idle gap is capped at the burst allowance.
+        let base = self.next_ns.max(now_ns.saturating_sub(self.burst_ns));
+        self.next_ns = base.saturating_add(self.cost_ns(len));
+    }
+
+    /// When the next datagram may go (rounded up to the microsecond).
+    pub fn next_at(&self) -> Instant {
+        Instant::from_micros(self.next_ns.div_ceil(1000))
+    }
+}
+
+/// Configuration of a [`Sender`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderConfig {
+    /// Session id carried in every header (random per `firmcast send`).
+    pub session: u32,
+    /// Carousel rate in bits per second, UDP payload plus IPv4/UDP headers.
+    pub rate_bps: u64,
+    /// Datagrams between two Announces (at least 1).
+    pub announce_every: u32,
+    /// Extra copies of the manifest per pass, spread among the data.
+    pub manifest_repeats_per_pass: u32,
+    /// Bound on the fleet table.
+    pub max_devices: usize,
+}
+
+impl SenderConfig {
+    /// Defaults: an Announce every 64 datagrams, 8 manifest repeats per pass,
+    /// 65536 devices.
+    pub fn new(session: u32, rate_bps: u64) -> Self {
+        SenderConfig {
+            session,
+            rate_bps,
+            announce_every: 64,
+            manifest_repeats_per_pass: 8,
+            max_devices: DEFAULT_MAX_DEVICES,
+        }
+    }
+}
+
+/// Counters of a [`Sender`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// Datagrams emitted.
+    pub datagrams: u64,
+    /// UDP payload bytes emitted.
+    pub bytes: u64,
+    /// Data frames emitted.
+    pub data: u64,
+    /// ManifestChunk frames emitted.
+    pub manifest: u64,
+    /// Announce frames emitted.
+    pub announce: u64,
+    /// Status frames taken in.
+    pub status_frames: u64,
+    /// Input datagrams dropped (undecodable, unexpected kind, fleet full).
+    pub drops: u64,
+    /// Chunks skipped because the image given to `poll_transmit` was too short.
+    pub image_short: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The pass's opening Announce is next.
+    PassStart,
+    /// The opening copy of the manifest; the next chunk index.
+    Manifest(u32),
+    /// Data, with repeats and Announces interleaved.
+    Data,
+}
+
+enum Next {
+    Announce,
+    Manifest(u32),
+    Data(u32, u32),
+}
+
+/// The sans-IO carousel sender.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    config: SenderConfig,
+    board: heapless::String<{ wire::MAX_BOARD_LEN }>,
+    version: heapless::String<{ wire::MAX_VERSION_LEN }>,
+    image_id: wire::ImageId,
+    image_len: u64,
+    block_size: u32,
+    chunk_size: u32,
+    block_count: u32,
+    chunks_per_block: u32,
+    last_block_chunks: u32,
+    data_chunks: u64,
+    signed_manifest: Vec<u8>,
+    manifest_chunks: u32,
+    pacer: Pacer,
+    phase: Phase,
+    pass: u32,
+    passes_completed: u32,
+    block: u32,
+    chunk: u32,
+    since_announce: u32,
+    /// Bresenham accumulator spreading the manifest repeats among the data.
+    repeat_acc: u64,
+    repeats_owed: u64,
+    repeat_cursor: u32,
+    fleet: Fleet,
+    stats: SenderStats,
+}
+
+impl Sender {
+    /// A sender for the image `manifest` describes; `signed_manifest` is the
+    /// signed manifest file as devices must receive it.
+    pub fn new(
+        config: SenderConfig,
+        manifest: &Manifest,
+        signed_manifest: Vec<u8>,
+        now: Instant,
+    ) -> Sender {
+        let chunk_size = manifest.chunk_size.max(1);
+        let block_count = manifest.block_count();
+        let last_block_chunks = manifest.chunks_in_block(block_count.saturating_sub(1));
+        let chunks_per_block = manifest.chunks_per_block();
+        let data_chunks = u64::from(block_count.saturating_sub(1)) * u64::from(chunks_per_block)
+            + u64::from(last_block_chunks);
+        let manifest_chunks =
+            u32::try_from(signed_manifest.len().div_ceil(chunk_size as usize)).unwrap_or(u32::MAX);
+        let pacer = Pacer::new(
+            config.rate_bps,
+            chunk_size as usize + FRAME_OVERHEAD as usize,
+            now,
+        );
+        Sender {
+            fleet: Fleet::new(config.max_devices),
+            config,
+            board: manifest.board.clone(),
+            version: manifest.version.clone(),
+            image_id: manifest.image_id,
+            image_len: manifest.image_len,
+            block_size: manifest.block_size,
+            chunk_size,
+            block_count,
+            chunks_per_block,
+            last_block_chunks,
+            data_chunks,
+            signed_manifest,
+            manifest_chunks,
+            pacer,
+            phase: Phase::PassStart,
+            pass: 0,
+            passes_completed: 0,
+            block: 0,
+            chunk: 0,
+            since_announce: 0,
+            repeat_acc: 0,
+            repeats_owed: 0,
+            repeat_cursor: 0,
+            stats: SenderStats::default(),
+        }
+    }
+
+    /// Take in a datagram that arrived on the sender's socket. Status frames
+    /// update the fleet; anything else is dropped and counted.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        let result = match wire::decode(bytes) {
+            Err(e) => Err(DropReason::Decode(e)),
+            Ok((header, Frame::Status(status))) => {
+                self.stats.status_frames += 1;
+                self.fleet.record(now, from, header.image_id, &status)
+            }
+            Ok(_) => Err(DropReason::Unexpected),
+        };
+        if result.is_err() {
+            self.stats.drops += 1;
+        }
+        result
+    }
+
+    /// Write the next carousel datagram into `buf` if pacing allows it at
+    /// `now`. `image` is the image the manifest describes; `buf` should hold
+    /// [`wire::MAX_DATAGRAM`] bytes. The destination is always the data group.
+    #[must_use]
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        image: &[u8],
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        if !self.pacer.ready(now) {
+            return None;
+        }
+        // A bounded number of skips (chunks missing from a short image) per call.
+        for _ in 0..64 {
+            let next = self.advance();
+            match self.emit(next, image, buf) {
+                Some(len) => {
+                    self.pacer.charge(now, len);
+                    self.stats.datagrams += 1;
+                    self.stats.bytes += len as u64;
+                    return Some(Transmit {
+                        dest: Dest::Group,
+                        len,
+                    });
+                }
+                None => continue,
+            }
+        }
+        None
+    }
+
+    /// When the next datagram may go.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.pacer.next_at())
+    }
+
+    /// Complete passes sent so far.
+    pub fn passes_completed(&self) -> u32 {
+        self.passes_completed
+    }
+
+    /// The current pass and the block the data cursor is at.
+    pub fn position(&self) -> (u32, u32) {
+        (self.pass, self.block)
+    }
+
+    /// Fraction of the current pass's data sent, in per-mille (0..=1000).
+    pub fn pass_permille(&self) -> u32 {
+        let done = u64::from(self.block) * u64::from(self.chunks_per_block) + u64::from(self.chunk);
+        let pm = done * 1000 / self.data_chunks.max(1);
+        u32::try_from(pm.min(1000)).unwrap_or(1000)
+    }
+
+    /// What devices reported.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SenderStats {
+        &self.stats
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SenderConfig {
+        &self.config
+    }
+
+    /// Decide the next frame and move the carousel on (R-CAR-1..3).
+    fn advance(&mut self) -> Next {
+        loop {
+            match self.phase {
+                Phase::PassStart => {
+                    self.phase = if self.manifest_chunks > 0 {
+                        Phase::Manifest(0)
+                    } else {
+                        Phase::Data
+                    };
+                    self.since_announce = 0;
+                    return Next::Announce;
+                }
+                _ if self.since_announce >= self.config.announce_every.max(1) => {
+                    self.since_announce = 0;
+                    return Next::Announce;
+                }
+                Phase::Manifest(i) => {
+                    self.phase = if i + 1 >= self.manifest_chunks {
+                        Phase::Data
+                    } else {
+                        Phase::Manifest(i + 1)
+                    };
+                    self.since_announce += 1;
+                    return Next::Manifest(i);
+                }
+                Phase::Data => {
+                    if self.repeats_owed > 0 && self.manifest_chunks > 0 {
+                        self.repeats_owed -= 1;
+                        let i = self.repeat_cursor;
+                        self.repeat_cursor = (i + 1) % self.manifest_chunks;
+                        self.since_announce += 1;
+                        self.finish_pass_if_done();
+                        return Next::Manifest(i);
+                    }
+                    if self.block < self.block_count {
+                        let (b, c) = (self.block, self.chunk);
+                        let in_block = if b + 1 == self.block_count {
+                            self.last_block_chunks
+                        } else {
+                            self.chunks_per_block
+                        };
+                        self.chunk += 1;
+                        if self.chunk >= in_block {
+                            self.chunk = 0;
+                            self.block += 1;
+                        }
+                        // Spread repeats × m manifest chunks evenly over the
+                        // pass's data chunks; exact count per pass.
+                        let per_pass = u64::from(self.config.manifest_repeats_per_pass)
+                            * u64::from(self.manifest_chunks);
+                        self.repeat_acc += per_pass;
+                        while self.repeat_acc >= self.data_chunks.max(1) && per_pass > 0 {
+                            self.repeat_acc -= self.data_chunks.max(1);
+                            self.repeats_owed += 1;
+                        }
+                        self.since_announce += 1;
+                        self.finish_pass_if_done();
+                        return Next::Data(b, c);
+                    }
+                    // Not reached: a pass ends as its last frame is chosen.
+                    self.finish_pass_if_done();
+                    self.phase = Phase::PassStart;
+                }
+            }
+        }
+    }
+
+    /// After the pass's last data chunk and last manifest repeat, count the
+    /// pass and start the next one, so `passes_completed` is exact as soon as
+    /// the last frame of a pass is handed out.
+    fn finish_pass_if_done(&mut self) {
+        if self.block < self.block_count || self.repeats_owed > 0 {
+            return;
+        }
+        self.passes_completed = self.passes_completed.saturating_add(1);
+        self.pass = self.pass.saturating_add(1);
+        self.block = 0;
+        self.chunk = 0;
+        self.repeat_acc = 0;
+        self.repeats_owed = 0;
+        self.repeat_cursor = 0;
+        self.phase = Phase::PassStart;
+    }
+
+    fn emit(&mut self, next: Next, image: &[u8], buf: &mut [u8]) -> Option<usize> {
+        let frame = match next {
+            Next::Announce => Frame::Announce(Announce {
+                board: &self.board,
+                version: &self.version,
+                image_len: self.image_len,
+                block_size: self.block_size,
+                chunk_size: self.chunk_size,
+                manifest_len: u32::try_from(self.signed_manifest.len()).unwrap_or(u32::MAX),
+                rate_kbps: u32::try_from(self.config.rate_bps / 1000).unwrap_or(u32::MAX),
+                pass: self.pass,
+            }),
+            Next::Manifest(i) => {
+                let start = i as usize * self.chunk_size as usize;
+                let end = (start + self.chunk_size as usize).min(self.signed_manifest.len());
+                let bytes = self.signed_manifest.get(start..end)?;
+                Frame::ManifestChunk(ManifestChunk {
+                    offset: start as u32,
+                    bytes: wire::Bytes(bytes),
+                })
+            }
+            Next::Data(block, chunk) => {
+                let start = u64::from(block) * u64::from(self.block_size)
+                    + u64::from(chunk) * u64::from(self.chunk_size);
+                let end = (start + u64::from(self.chunk_size)).min(self.image_len);
+                let payload = usize::try_from(start)
+                    .ok()
+                    .zip(usize::try_from(end).ok())
+                    .and_then(|(s, e)| image.get(s..e));
+                let Some(payload) = payload else {
+                    self.stats.image_short += 1;
+                    return None;
+                };
+                Frame::Data(Data {
+                    block,
+                    chunk,
+                    payload: wire::Bytes(payload),
+                })
+            }
+        };
+        let len = wire::encode(self.config.session, self.image_id, 0, &frame, buf).ok()?;
+        match frame {
+            Frame::Announce(_) => self.stats.announce += 1,
+            Frame::ManifestChunk(_) => self.stats.manifest += 1,
+            _ => self.stats.data += 1,
+        }
+        Some(len)
+    }
+}
+
+/// Test helpers shared by the sender and repair tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use crate::manifest::{sign, ManifestSpec};
+
+    /// A deterministic image of `len` bytes.
+    pub fn image(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
+    }
+
+    /// Sign `image` and return (manifest, signed bytes).
+    pub fn manifest(image: &[u8], block_size: u32, chunk_size: u32) -> (Manifest, Vec<u8>) {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([9; 32]));
+        let spec = ManifestSpec {
+            board: "acme,rt1",
+            version: "2.1.0",
+            block_size,
+            chunk_size,
+            created_unix: 1,
+        };
+        let signed = sign(&spec, image, &kp.sk).expect("sign");
+        let m = Manifest::verify(&signed, &kp.pk).expect("verify");
+        (m, signed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::wire::{decode, DeviceState, Reason, Status, MAX_DATAGRAM};
+    use alloc::collections::BTreeMap;
+    use alloc::vec;
+    use core::net::{IpAddr, Ipv4Addr};
+
+    #[derive(Debug, PartialEq, Eq, Clone, Copy)]
+    enum K {
+        A(u32),
+        M(u32),
+        D(u32, u32),
+    }
+
+    /// Drive the sender with a clock that jumps to each deadline, collecting
+    /// frame kinds and checking every frame decodes with the right header.
+    fn run(sender: &mut Sender, image: &[u8], m: &Manifest, frames: usize) -> Vec<K> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut now = Instant::ZERO;
+        let mut out = Vec::new();
+        while out.len() < frames {
+            match sender.poll_transmit(now, image, &mut buf) {
+                Some(t) => {
+                    assert_eq!(t.dest, Dest::Group);
+                    let (h, f) = decode(&buf[..t.len]).expect("sender frames decode");
+                    assert_eq!(h.session, sender.config().session);
+                    assert_eq!(h.image_id, m.image_id);
+                    assert_eq!(h.flags, 0);
+                    out.push(match f {
+                        Frame::Announce(a) => {
+                            assert_eq!(a.board, "acme,rt1");
+                            assert_eq!(a.image_len, m.image_len);
+                            assert_eq!(a.chunk_size, m.chunk_size);
+                            K::A(a.pass)
+                        }
+                        Frame::ManifestChunk(c) => K::M(c.offset / m.chunk_size),
+                        Frame::Data(d) => {
+                            let start = d.block as usize * m.block_size as usize
+                                + d.chunk as usize * m.chunk_size as usize;
+                            assert_eq!(d.payload.0, &image[start..start + d.payload.0.len()]);
+                            K::D(d.block, d.chunk)
+                        }
+                        other => panic!("sender emitted {other:?}"),
+                    });
+                }
+                None => now = sender.poll_timeout().expect("sender always has a deadline"),
+            }
+        }
+        out
+    }
+
+    fn frames_per_pass(s: &Sender) -> usize {
+        let m = s.manifest_chunks as u64;
+        let body = m + s.data_chunks + u64::from(s.config.manifest_repeats_per_pass) * m;
+        // Announces: one at the start, then one before every announce_every-th
+        // body frame after the first.
+        (body + 1 + (body - 1) / u64::from(s.config.announce_every)) as usize
+    }
+
+    #[test]
+    fn r_car_1_pass_is_announce_then_manifest_then_data() {
+        let img = image(10_000);
+        let (m, signed) = manifest(&img, 4096, 1024);
+        let mut cfg = SenderConfig::new(42, 10_000_000);
+        cfg.manifest_repeats_per_pass = 0;
+        cfg.announce_every = 1000;
+        let mut s = Sender::new(cfg, &m, signed.clone(), Instant::ZERO);
+        let mchunks = signed.len().div_ceil(1024) as u32;
+        let frames = run(&mut s, &img, &m, (1 + mchunks + 10) as usize * 2);
+        let mut expect = vec![K::A(0)];
+        expect.extend((0..mchunks).map(K::M));
+        for b in 0..3 {
+            for c in 0..m.chunks_in_block(b) {
+                expect.push(K::D(b, c));
+            }
+        }
+        assert_eq!(
+            expect.len(),
+            1 + mchunks as usize + 10,
+            "two full blocks + 2-chunk tail"
+        );
+        let mut second = expect.clone();
+        second[0] = K::A(1);
+        expect.extend(second);
+        assert_eq!(frames, expect);
+        assert_eq!(s.passes_completed(), 2);
+        assert_eq!(s.position(), (2, 0));
+        assert_eq!(s.stats().announce, 2);
+    }
+
+    #[test]
+    fn r_car_1_every_chunk_exactly_once_per_pass_with_short_last_chunk() {
+        // 3 full blocks of 8 chunks, then a last block of 2 full chunks + 100 bytes.
+        let img = image(3 * 8192 + 2 * 1024 + 100);
+        let (m, signed) = manifest(&img, 8192, 1024);
+        assert_eq!(m.chunks_in_block(3), 3);
+        let mut s = Sender::new(SenderConfig::new(1, 50_000_000), &m, signed, Instant::ZERO);
+        let per_pass = frames_per_pass(&s);
+        let frames = run(&mut s, &img, &m, per_pass * 3);
+        for pass in 0..3 {
+            let mut seen: BTreeMap<(u32, u32), u32> = BTreeMap::new();
+            for k in &frames[pass * per_pass..(pass + 1) * per_pass] {
+                if let K::D(b, c) = k {
+                    *seen.entry((*b, *c)).or_default() += 1;
+                }
+            }
+            assert_eq!(seen.len(), 27, "pass {pass}");
+            assert!(
+                seen.values().all(|&n| n == 1),
+                "pass {pass} repeats a chunk"
+            );
+            assert!(seen.contains_key(&(3, 2)));
+            assert_eq!(frames[pass * per_pass], K::A(pass as u32));
+        }
+        assert_eq!(s.passes_completed(), 3);
+        assert_eq!(s.stats().data, 81);
+    }
+
+    #[test]
+    fn r_car_2_announce_interleaved_every_n_datagrams() {
+        let img = image(64 * 1024);
+        let (m, signed) = manifest(&img, 16 * 1024, 1024);
+        let mut cfg = SenderConfig::new(1, 50_000_000);
+        cfg.announce_every = 10;
+        let mut s = Sender::new(cfg, &m, signed, Instant::ZERO);
+        let per_pass = frames_per_pass(&s);
+        let frames = run(&mut s, &img, &m, per_pass);
+        let mut gap = 0;
+        for k in &frames {
+            match k {
+                K::A(p) => {
+                    assert_eq!(*p, 0);
+                    gap = 0;
+                }
+                _ => {
+                    gap += 1;
+                    assert!(gap <= 10, "more than 10 datagrams without an announce");
+                }
+            }
+        }
+        let announces = frames.iter().filter(|k| matches!(k, K::A(_))).count();
+        assert_eq!(announces, 1 + (per_pass - announces) / 10);
+    }
+
+    #[test]
+    fn r_car_3_manifest_repeated_as_configured_and_spread() {
+        let img = image(200 * 1024);
+        let (m, signed) = manifest(&img, 64 * 1024, 1024);
+        let mchunks = signed.len().div_ceil(1024);
+        let mut cfg = SenderConfig::new(1, 50_000_000);
+        cfg.manifest_repeats_per_pass = 3;
+        let mut s = Sender::new(cfg, &m, signed, Instant::ZERO);
+        let per_pass = frames_per_pass(&s);
+        let frames = run(&mut s, &img, &m, per_pass);
+        let mut counts = vec![0u32; mchunks];
+        for k in &frames {
+            if let K::M(i) = k {
+                counts[*i as usize] += 1;
+            }
+        }
+        assert!(
+            counts.iter().all(|&n| n == 4),
+            "each manifest chunk once up front + 3 repeats: {counts:?}"
+        );
+        // Spread: the repeats sit among the data, not in a lump.
+        let first_data = frames
+            .iter()
+            .position(|k| matches!(k, K::D(..)))
+            .expect("data");
+        let positions: Vec<usize> = frames
+            .iter()
+            .enumerate()
+            .skip(first_data)
+            .filter(|(_, k)| matches!(k, K::M(_)))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(positions.len(), 3 * mchunks);
+        let data = s.data_chunks as usize;
+        let expected_gap = data / (3 * mchunks);
+        for w in positions.windows(2) {
+            assert!(
+                w[1] - w[0] <= expected_gap + 3,
+                "repeats lumped: gap {}",
+                w[1] - w[0]
+            );
+        }
+    }
+
+    #[test]
+    fn r_car_4_pacing_holds_the_rate_within_two_percent() {
+        for rate in [1_000_000u64, 20_000_000, 1_000_000_000] {
+            let img = image(1 << 20);
+            let (m, signed) = manifest(&img, 64 * 1024, 1024);
+            let mut s = Sender::new(SenderConfig::new(1, rate), &m, signed, Instant::ZERO);
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            let mut now = Instant::ZERO;
+            let end = Instant::from_micros(1_000_000);
+            let mut wire_bits = 0u64;
+            loop {
+                while let Some(t) = s.poll_transmit(now, &img, &mut buf) {
+                    wire_bits += (t.len as u64 + IP_UDP_OVERHEAD) * 8;
+                }
+                let next = s.poll_timeout().expect("deadline");
+                assert!(next > now, "deadline must move forward");
+                if next >= end {
+                    break;
+                }
+                now = next;
+            }
+            let lo = rate * 98 / 100;
+            let hi = rate * 102 / 100;
+            assert!(
+                (lo..=hi).contains(&wire_bits),
+                "rate {rate}: sent {wire_bits} bits in 1 s"
+            );
+        }
+    }
+
+    #[test]
+    fn r_car_4_idle_gap_allows_only_a_bounded_burst() {
+        let img = image(256 * 1024);
+        let (m, signed) = manifest(&img, 64 * 1024, 1024);
+        let mut s = Sender::new(SenderConfig::new(1, 10_000_000), &m, signed, Instant::ZERO);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // Ten seconds pass with nobody polling.
+        let now = Instant::from_micros(10_000_000);
+        let mut burst = 0;
+        while s.poll_transmit(now, &img, &mut buf).is_some() {
+            burst += 1;
+            assert!(burst < 100, "unbounded burst");
+        }
+        assert!(
+            (BURST_DATAGRAMS as usize..=BURST_DATAGRAMS as usize + 2).contains(&burst),
+            "burst {burst}"
+        );
+    }
+
+    #[test]
+    fn status_frames_feed_the_fleet_and_other_kinds_are_dropped() {
+        let img = image(5000);
+        let (m, signed) = manifest(&img, 4096, 1024);
+        let mut s = Sender::new(SenderConfig::new(1, 1_000_000), &m, signed, Instant::ZERO);
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
+        let mut buf = vec![0u8; 256];
+        let st = Status {
+            device_id: 5,
+            state: DeviceState::Done,
+            blocks_done: 2,
+            blocks_total: 2,
+            current_version: "2.1.0",
+            reason: Reason::None,
+        };
+        let n = wire::encode(0, m.image_id, 0, &Frame::Status(st), &mut buf).expect("encode");
+        s.handle_datagram(Instant::from_micros(3), from, &buf[..n])
+            .expect("status accepted");
+        assert_eq!(s.fleet().count(m.image_id, DeviceState::Done), 1);
+        assert_eq!(s.stats().status_frames, 1);
+        let mut big = vec![0u8; MAX_DATAGRAM];
+        let n = wire::encode(
+            0,
+            m.image_id,
+            0,
+            &Frame::Data(Data {
+                block: 0,
+                chunk: 0,
+                payload: wire::Bytes(&[1, 2]),
+            }),
+            &mut big,
+        )
+        .expect("encode");
+        assert_eq!(
+            s.handle_datagram(Instant::ZERO, from, &big[..n]),
+            Err(DropReason::Unexpected)
+        );
+        assert!(matches!(
+            s.handle_datagram(Instant::ZERO, from, b"junk"),
+            Err(DropReason::Decode(_))
+        ));
+        assert_eq!(s.stats().drops, 2);
+    }
+
+    #[test]
+    fn short_image_is_skipped_not_panicked_on() {
+        let img = image(9000);
+        let (m, signed) = manifest(&img, 4096, 1024);
+        let mut s = Sender::new(
+            SenderConfig::new(1, 1_000_000_000),
+            &m,
+            signed,
+            Instant::ZERO,
+        );
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut now = Instant::ZERO;
+        for _ in 0..500 {
+            let _ = s.poll_transmit(now, &img[..3000], &mut buf);
+            now = s.poll_timeout().expect("deadline");
+        }
+        assert!(s.stats().image_short > 0);
+        assert!(s.passes_completed() > 0);
+    }
+
+    #[test]
+    fn garbage_input_never_panics() {
+        let img = image(5000);
+        let (m, signed) = manifest(&img, 4096, 1024);
+        let mut s = Sender::new(SenderConfig::new(1, 1_000_000), &m, signed, Instant::ZERO);
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
+        let mut rng = crate::rng::Rng::new(3);
+        for i in 0..20_000 {
+            let len = rng.below(300) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            if i % 2 == 0 && len >= 8 {
+                bytes[..4].copy_from_slice(&wire::MAGIC);
+                bytes[4] = wire::VERSION;
+                bytes[5] = 5;
+                bytes[6] = 0;
+                bytes[7] = 0;
+                let crc_at = len - 4;
+                let crc = wire::CRC32.checksum(&bytes[..crc_at]);
+                bytes[crc_at..].copy_from_slice(&crc.to_be_bytes());
+            }
+            let _ = s.handle_datagram(Instant::ZERO, from, &bytes);
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Wire format v1: every datagram is a fixed [`Header`], a postcard-encoded
+//! body, and a CRC-32 trailer. [`decode`] checks all three and returns a typed
+//! [`Frame`] that borrows from the datagram; [`encode`] is its inverse.
+//!
+//! Decoding never panics: truncated input, bad magic, unknown version or kind,
+//! bad CRC, trailing bytes and out-of-range fields are all [`DecodeError`]s
+//! (rules `R-WIRE-*` in PROTOCOL.md).
+
+mod bytes;
+mod header;
+
+pub use bytes::Bytes;
+pub use header::{
+    check_crc, FrameKind, Header, ImageId, CRC32, FLAG_REPAIR, HEADER_LEN, MAGIC, TRAILER_LEN,
+    VERSION,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest chunk payload a sender may use (fits a 9000-byte jumbo frame).
+pub const MAX_CHUNK_SIZE: u32 = 8192;
+/// Smallest chunk payload.
+pub const MIN_CHUNK_SIZE: u32 = 64;
+/// Largest block (the unit of SHA-256 verification and flashing).
+pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
+/// Largest signed manifest a receiver accepts.
+pub const MAX_MANIFEST_LEN: u32 = 1 << 20;
+/// Largest datagram any firmcast peer emits or accepts.
+pub const MAX_DATAGRAM: usize = MAX_CHUNK_SIZE as usize + 128;
+/// Most chunk ranges in one NACK.
+pub const MAX_NACK_RANGES: usize = 64;
+/// Longest board id, in bytes.
+pub const MAX_BOARD_LEN: usize = 64;
+/// Longest version string, in bytes.
+pub const MAX_VERSION_LEN: usize = 32;
+
+/// Why a datagram was dropped. Every variant is counted by the receiving machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than header + trailer, or the body ended early.
+    Truncated,
+    /// The first four bytes are not `FMCS`.
+    BadMagic,
+    /// A wire version this build does not speak.
+    UnsupportedVersion(u8),
+    /// A frame kind this build does not know.
+    UnknownKind(u8),
+    /// Unknown flag bits or a non-zero reserved byte.
+    ReservedBits,
+    /// The CRC-32 trailer does not match.
+    BadCrc,
+    /// The body does not decode as the frame kind's structure.
+    Malformed,
+    /// The body decoded but left bytes over.
+    TrailingBytes,
+    /// A field is outside its allowed range; names the field.
+    OutOfRange(&'static str),
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("truncated datagram"),
+            DecodeError::BadMagic => f.write_str("bad magic"),
+            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported wire version {v}"),
+            DecodeError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            DecodeError::ReservedBits => f.write_str("reserved header bits set"),
+            DecodeError::BadCrc => f.write_str("CRC-32 mismatch"),
+            DecodeError::Malformed => f.write_str("malformed body"),
+            DecodeError::TrailingBytes => f.write_str("trailing bytes after body"),
+            DecodeError::OutOfRange(field) => write!(f, "field `{field}` out of range"),
+        }
+    }
+}
+
+/// Why a frame could not be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The output buffer is too small.
+    BufferTooSmall,
+}
+
+impl core::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("output buffer too small for frame")
+    }
+}
+
+/// Sender → group, repeated through the carousel: what is on offer.
+/// Unauthenticated: a receiver uses it only to decide whether to fetch the
+/// manifest, which is authoritative (R-ANN-1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce<'a> {
+    /// Board id the image is for, e.g. `acme,rt1`.
+    pub board: &'a str,
+    /// Version of the image.
+    pub version: &'a str,
+    /// Image length in bytes.
+    pub image_len: u64,
+    /// Bytes per block (the unit of SHA-256 check and flashing).
+    pub block_size: u32,
+    /// Payload bytes per Data chunk.
+    pub chunk_size: u32,
+    /// Length of the signed manifest in bytes.
+    pub manifest_len: u32,
+    /// Carousel rate in kbit/s (for receivers' timers).
+    pub rate_kbps: u32,
+    /// Carousel pass number, from 0.
+    pub pass: u32,
+}
+
+/// Sender → group: bytes `offset..offset+bytes.len()` of the signed manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestChunk<'a> {
+    /// Offset into the signed manifest.
+    pub offset: u32,
+    /// The manifest bytes.
+    #[serde(borrow)]
+    pub bytes: Bytes<'a>,
+}
+
+/// Image bytes: chunk `chunk` of block `block`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data<'a> {
+    /// Block index.
+    pub block: u32,
+    /// Chunk index within the block.
+    pub chunk: u32,
+    /// Chunk payload (`chunk_size` bytes, shorter only at the image's end).
+    #[serde(borrow)]
+    pub payload: Bytes<'a>,
+}
+
+/// A run of chunks by global chunk index (`block * chunks_per_block + chunk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRange {
+    /// First global chunk index.
+    pub start: u32,
+    /// Number of chunks (at least 1).
+    pub len: u32,
+}
+
+impl ChunkRange {
+    /// One past the last chunk.
+    pub fn end(&self) -> u32 {
+        self.start.saturating_add(self.len)
+    }
+}
+
+/// Device → repair server: the chunks this device is missing (R-NACK-*).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    /// The device's id.
+    pub device_id: u64,
+    /// Missing ranges, sorted, non-overlapping, at most [`MAX_NACK_RANGES`].
+    pub ranges: heapless::Vec<ChunkRange, MAX_NACK_RANGES>,
+}
+
+/// Where a device is in an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum DeviceState {
+    /// Waiting for an announce.
+    Listening = 0,
+    /// Fetching and verifying the manifest.
+    FetchingManifest = 1,
+    /// Scanning the target for blocks already written.
+    Resuming = 2,
+    /// Receiving and flashing blocks.
+    Receiving = 3,
+    /// Reading back the whole image.
+    Verifying = 4,
+    /// Image written and verified.
+    Done = 5,
+    /// Refused this image (see the reason).
+    Refused = 6,
+    /// Failed (see the reason).
+    Failed = 7,
+}
+
+/// Why a device refused or failed, or `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Reason {
+    /// No reason: all is well.
+    None = 0,
+    /// The manifest signature does not verify with the device's key.
+    BadSignature = 1,
+    /// The manifest is for another board.
+    WrongBoard = 2,
+    /// The image is not newer than the running version (anti-rollback).
+    NotNewer = 3,
+    /// The manifest does not agree with the announce, or is malformed.
+    ManifestMismatch = 4,
+    /// The manifest asks for more memory or flash than the device has.
+    TooLarge = 5,
+    /// Writing flash failed.
+    FlashError = 6,
+    /// The image read back from flash does not match.
+    VerifyFailed = 7,
+}
+
+impl Reason {
+    /// A short stable name for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::None => "none",
+            Reason::BadSignature => "bad-signature",
+            Reason::WrongBoard => "wrong-board",
+            Reason::NotNewer => "not-newer",
+            Reason::ManifestMismatch => "manifest-mismatch",
+            Reason::TooLarge => "too-large",
+            Reason::FlashError => "flash-error",
+            Reason::VerifyFailed => "verify-failed",
+        }
+    }
+}
+
+impl DeviceState {
+    /// A short stable name for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Listening => "listening",
+            DeviceState::FetchingManifest => "manifest",
+            DeviceState::Resuming => "resuming",
+            DeviceState::Receiving => "receiving",
+            DeviceState::Verifying => "verifying",
+            DeviceState::Done => "done",
+            DeviceState::Refused => "refused",
+            DeviceState::Failed => "failed",
+        }
+    }
+}
+
+/// Device → sender and repair server: progress and outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status<'a> {
+    /// The device's id.
+    pub device_id: u64,
+    /// Where the device is.
+    pub state: DeviceState,
+    /// Blocks written and verified.
+    pub blocks_done: u32,
+    /// Blocks in the image.
+    pub blocks_total: u32,
+    /// The version the device runs now.
+    pub current_version: &'a str,
+    /// Why it refused or failed.
+    pub reason: Reason,
+}
+
+/// A decoded frame body, borrowing from the datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// See [`Announce`].
+    Announce(Announce<'a>),
+    /// See [`ManifestChunk`].
+    ManifestChunk(ManifestChunk<'a>),
+    /// See [`Data`].
+    Data(Data<'a>),
+    /// See [`Nack`].
+    Nack(Nack),
+    /// See [`Status`].
+    Status(Status<'a>),
+}
+
+impl Frame<'_> {
+    /// The header kind for this body.
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Frame::Announce(_) => FrameKind::Announce,
+            Frame::ManifestChunk(_) => FrameKind::ManifestChunk,
+            Frame::Data(_) => FrameKind::Data,
+            Frame::Nack(_) => FrameKind::Nack,
+            Frame::Status(_) => FrameKind::Status,
+        }
+    }
+}
+
+fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+        _ => DecodeError::Malformed,
+    })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    Ok(value)
+}
+
+fn check_announce(a: &Announce<'_>) -> Result<(), DecodeError> {
+    if a.board.is_empty() || a.board.len() > MAX_BOARD_LEN {
+        return Err(DecodeError::OutOfRange("board"));
+    }
+    if a.version.is_empty() || a.version.len() > MAX_VERSION_LEN {
+        return Err(DecodeError::OutOfRange("version"));
+    }
+    check_geometry(a.image_len, a.block_size, a.chunk_size).map_err(DecodeError::OutOfRange)?;
+    if a.manifest_len == 0 || a.manifest_len > MAX_MANIFEST_LEN {
+        return Err(DecodeError::OutOfRange("manifest_len"));
+    }
+    Ok(())
+}
+
+/// Check an image geometry (R-WIRE-5): chunk size in range, block size a
+/// multiple of it and at most [`MAX_BLOCK_SIZE`], at least one block.
+/// Returns the offending field's name.
+pub fn check_geometry(image_len: u64, block_size: u32, chunk_size: u32) -> Result<(), &'static str> {
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        return Err("chunk_size");
+    }
+    if block_size == 0 || block_size > MAX_BLOCK_SIZE || block_size % chunk_size != 0 {
+        return Err("block_size");
+    }
+    if image_len == 0 || image_len.div_ceil(u64::from(block_size)) > u64::from(u32::MAX) {
+        return Err("image_len");
+    }
+    Ok(())
+}
+
+fn check_nack(n: &Nack) -> Result<(), DecodeError> {
+    let mut prev_end = 0u32;
+    for (i, r) in n.ranges.iter().enumerate() {
+        if r.len == 0 || r.start.checked_add(r.len).is_none() || (i > 0 && r.start < prev_end) {
+            return Err(DecodeError::OutOfRange("ranges"));
+        }
+        prev_end = r.end();
+    }
+    Ok(())
+}
+
+/// Decode one datagram: header, CRC, body, field ranges.
+pub fn decode(datagram: &[u8]) -> Result<(Header, Frame<'_>), DecodeError> {
+    let header = Header::parse(datagram)?;
+    let covered = check_crc(datagram)?;
+    let b = &covered[HEADER_LEN..];
+    let frame = match header.kind {
+        FrameKind::Announce => {
+            let a: Announce<'_> = body(b)?;
+            check_announce(&a)?;
+            Frame::Announce(a)
+        }
+        FrameKind::ManifestChunk => {
+            let m: ManifestChunk<'_> = body(b)?;
+            let end = u64::from(m.offset) + m.bytes.0.len() as u64;
+            if m.bytes.0.is_empty() || end > u64::from(MAX_MANIFEST_LEN) {
+                return Err(DecodeError::OutOfRange("offset"));
+            }
+            Frame::ManifestChunk(m)
+        }
+        FrameKind::Data => {
+            let d: Data<'_> = body(b)?;
+            if d.payload.0.is_empty() || d.payload.0.len() > MAX_CHUNK_SIZE as usize {
+                return Err(DecodeError::OutOfRange("payload"));
+            }
+            if d.chunk >= MAX_BLOCK_SIZE / MIN_CHUNK_SIZE {
+                return Err(DecodeError::OutOfRange("chunk"));
+            }
+            Frame::Data(d)
+        }
+        FrameKind::Nack => {
+            let n: Nack = body(b)?;
+            check_nack(&n)?;
+            Frame::Nack(n)
+        }
+        FrameKind::Status => {
+            let s: Status<'_> = body(b)?;
+            if s.current_version.len() > MAX_VERSION_LEN || s.blocks_done > s.blocks_total {
+                return Err(DecodeError::OutOfRange("status"));
+            }
+            Frame::Status(s)
+        }
+    };
+    Ok((header, frame))
+}
+
+/// Encode `frame` with the given session, image id and flags into `out`;
+/// returns the datagram length.
+pub fn encode(
+    session: u32,
+    image_id: ImageId,
+    flags: u8,
+    frame: &Frame<'_>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    if out.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(EncodeError::BufferTooSmall);
+    }
+    let header = Header {
+        kind: frame.kind(),
+        flags,
+        session,
+        image_id,
+    };
+    let (head, rest) = out.split_at_mut(HEADER_LEN);
+    let head: &mut [u8; HEADER_LEN] = head.try_into().map_err(|_| EncodeError::BufferTooSmall)?;
+    header.emit(head);
+    let body_room = rest.len() - TRAILER_LEN;
+    let body_len = {
+        let room = &mut rest[..body_room];
+        let written = match frame {
+            Frame::Announce(a) => postcard::to_slice(a, room),
+            Frame::ManifestChunk(m) => postcard::to_slice(m, room),
+            Frame::Data(d) => postcard::to_slice(d, room),
+            Frame::Nack(n) => postcard::to_slice(n, room),
+            Frame::Status(s) => postcard::to_slice(s, room),
+        }
+        .map_err(|_| EncodeError::BufferTooSmall)?;
+        written.len()
+    };
+    let total = HEADER_LEN + body_len;
+    let crc = CRC32.checksum(&out[..total]);
+    out[total..total + TRAILER_LEN].copy_from_slice(&crc.to_be_bytes());
+    Ok(total + TRAILER_LEN)
+}
+
+#[cfg(test)]
+mod tests;

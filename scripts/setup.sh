@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what firmcast needs on a fresh Debian/Ubuntu machine. Idempotent:
+# running it twice installs nothing the second time.
+#
+#   scripts/setup.sh          # Rust toolchain check + build-essential
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+
+if ((${#need_apt[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: need ${need_apt[*]}; run as root or install them with apt-get" >&2
+        exit 1
+    fi
+    echo "setup: installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found. Install Rust (rustup, stable >= 1.85) and re-run." >&2
+    exit 1
+fi
+echo "setup: $(cargo --version), $(rustc --version)"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit/property/simulation tests,
+# and the integration tests that run the real binaries over real multicast
+# on loopback. This is exactly what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== build binaries (the integration tests run them)"
+cargo build --workspace --bins
+echo "== cargo test"
+cargo test --workspace -- --test-threads 2

@@ -1,0 +1,230 @@
+//! Command-line interface: the subcommands and their flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::units::{parse_rate, parse_size};
+
+/// Multicast firmware updates for fleets of Linux devices: sign an image,
+/// send it once to thousands of devices, repair what they missed.
+#[derive(Debug, Parser)]
+#[command(name = "firmcast", version, about, long_about = None)]
+#[command(after_help = "\
+Typical session:
+  firmcast keygen --out keys
+  firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 --key keys/firmcast.key --out fw.manifest
+  firmcast repair --image fw.img --manifest fw.manifest --listen 0.0.0.0:7855 --interface 192.168.1.10 &
+  firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 --interface 192.168.1.10 --rate 50M
+
+Exit codes: 0 done, 1 runtime failure or goal not reached, 2 usage or configuration error.")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an Ed25519 signing key pair.
+    Keygen(KeygenArgs),
+    /// Sign an image into a manifest, or show (and verify) a manifest.
+    Manifest(ManifestArgs),
+    /// Send an image to a multicast group as a paced carousel.
+    Send(SendArgs),
+    /// Serve NACKs: resend missing chunks to the repair group or one device.
+    Repair(RepairArgs),
+}
+
+/// `firmcast keygen`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Writes DIR/firmcast.key (hex Ed25519 seed, mode 0600: keep it on the build host)
+and DIR/firmcast.pub (hex public key: put it in every device's agent config).
+Prints the key id, the first 8 bytes of SHA-256 of the public key, which every
+manifest signed with this key carries.
+
+Examples:
+  firmcast keygen --out keys
+  firmcast keygen --out keys --force      # replace an existing key pair")]
+pub struct KeygenArgs {
+    /// Directory to write firmcast.key and firmcast.pub into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overwrite an existing key pair.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `firmcast manifest`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Signing binds board, version, image length, block and chunk sizes and the
+SHA-256 of every block; devices check all of it before writing a byte.
+Sizes accept K and M suffixes (powers of 1024). The chunk size is the payload
+of one datagram (64..8192; keep it under the path MTU); the block size is the
+unit of verification and flashing and must be a multiple of it.
+
+Examples:
+  firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 \\
+      --key keys/firmcast.key --out fw.manifest
+  firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 \\
+      --key keys/firmcast.key --out fw.manifest --block-size 128K --chunk-size 1400
+  firmcast manifest --show fw.manifest --public-key keys/firmcast.pub
+  firmcast manifest --show fw.manifest --json")]
+pub struct ManifestArgs {
+    /// Show the fields of an existing manifest instead of signing one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["image", "board", "version", "key", "out"])]
+    pub show: Option<PathBuf>,
+    /// With --show: verify the signature with this public key file.
+    #[arg(long, value_name = "PUBFILE", requires = "show")]
+    pub public_key: Option<PathBuf>,
+    /// With --show: print a JSON object on stdout.
+    #[arg(long, requires = "show")]
+    pub json: bool,
+    /// The firmware image to sign.
+    #[arg(long, value_name = "FILE", required_unless_present = "show")]
+    pub image: Option<PathBuf>,
+    /// Board id the image is for, e.g. acme,rt1.
+    #[arg(long, value_name = "ID", required_unless_present = "show")]
+    pub board: Option<String>,
+    /// Image version, e.g. 2.1.0 (devices refuse versions not newer than theirs).
+    #[arg(long, value_name = "V", required_unless_present = "show")]
+    pub version: Option<String>,
+    /// Secret key file from `firmcast keygen`.
+    #[arg(long, value_name = "KEYFILE", required_unless_present = "show")]
+    pub key: Option<PathBuf>,
+    /// Where to write the signed manifest.
+    #[arg(long, value_name = "FILE", required_unless_present = "show")]
+    pub out: Option<PathBuf>,
+    /// Block size (verification and flashing unit).
+    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
+    pub block_size: u64,
+    /// Chunk size (payload bytes per datagram).
+    #[arg(long, value_name = "SIZE", default_value = "1024", value_parser = parse_size)]
+    pub chunk_size: u64,
+}
+
+/// `firmcast send`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Sends the image as a carousel: an Announce, the manifest, then every chunk in
+order, pass after pass, paced at --rate (bits/s including IP/UDP headers; K, M,
+G suffixes are powers of 1000). Devices report Status to the socket this
+command sends from; progress shows devices by state.
+
+Stops at the first of --until-done, --duration, --passes, or Ctrl-C / SIGTERM
+(without any of them it runs until interrupted), then prints a summary
+(and a JSON object on stdout with --json).
+Exit 0 when the stop condition was met; 1 when --until-done N was given and
+fewer than N devices were done when it stopped.
+
+Examples:
+  firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
+      --interface 192.168.1.10 --rate 50M --until-done 200 --duration 1800
+  firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
+      --interface 127.0.0.1 --rate 5M --passes 2 --json")]
+pub struct SendArgs {
+    /// The firmware image.
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// Its signed manifest (checked against the image block by block).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// Also verify the manifest's signature with this public key file.
+    #[arg(long, value_name = "PUBFILE")]
+    pub public_key: Option<PathBuf>,
+    /// Multicast group and port to send to.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub group: SocketAddr,
+    /// Local IPv4 address of the interface to send from.
+    #[arg(long, value_name = "IP")]
+    pub interface: IpAddr,
+    /// Carousel rate in bits per second, e.g. 50M.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate: u64,
+    /// Multicast TTL (1 = this subnet only).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub ttl: u32,
+    /// Stop once N devices report done for this image.
+    #[arg(long, value_name = "N")]
+    pub until_done: Option<usize>,
+    /// Stop after this many seconds (decimals allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Stop after N complete carousel passes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub passes: Option<u32>,
+    /// Datagrams between two Announces.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub announce_every: u32,
+    /// Extra copies of the manifest per pass, spread among the data.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub manifest_repeats: u32,
+    /// Print a JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Log every device state change and more.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// `firmcast repair`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Listens for NACKs (and Status) from devices, aggregates them for a few
+milliseconds, and resends each missing chunk once: to the repair group when
+several devices asked, unicast to the device when only one did. Repair traffic
+is capped at --rate (bits/s; K, M, G suffixes are powers of 1000).
+Stops after --duration or on Ctrl-C / SIGTERM and prints its counters
+(a JSON object on stdout with --json).
+
+Examples:
+  firmcast repair --image fw.img --manifest fw.manifest --listen 0.0.0.0:7855 \\
+      --interface 192.168.1.10
+  firmcast repair --image fw.img --manifest fw.manifest --listen 127.0.0.1:7855 \\
+      --interface 127.0.0.1 --repair-group 239.255.77.2:7855 --rate 20M --duration 60 --json")]
+pub struct RepairArgs {
+    /// The firmware image.
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// Its signed manifest (checked against the image block by block).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// Also verify the manifest's signature with this public key file.
+    #[arg(long, value_name = "PUBFILE")]
+    pub public_key: Option<PathBuf>,
+    /// Address and port to receive NACKs and Status on.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Local IPv4 address of the interface to send group repairs from.
+    #[arg(long, value_name = "IP")]
+    pub interface: IpAddr,
+    /// Multicast group and port for repairs several devices need.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.77.2:7855")]
+    pub repair_group: SocketAddr,
+    /// Cap on repair traffic in bits per second.
+    #[arg(long, value_name = "RATE", default_value = "20M", value_parser = parse_rate)]
+    pub rate: u64,
+    /// Multicast TTL for group repairs.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub ttl: u32,
+    /// Stop after this many seconds (decimals allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Print a JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Log every NACK.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("invalid duration `{s}`: expected seconds, e.g. 30 or 2.5")),
+    }
+}
