@@ -19,7 +19,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/firmcast/agent.toml";
 /// Default data group.
 pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 1), 7854);
 /// Default repair group.
-pub const DEFAULT_REPAIR_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 2), 7855);
+pub const DEFAULT_REPAIR_GROUP: SocketAddrV4 =
+    SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 2), 7855);
 /// Default boot window.
 pub const DEFAULT_BOOT_WINDOW_SECS: u64 = 30;
 /// Default receive window, in blocks.
@@ -126,7 +127,12 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn key(file: &Path, key: &str, message: impl Into<String>) -> Self {
-        ConfigError { file: file.to_path_buf(), key: Some(key.to_string()), line: None, message: message.into() }
+        ConfigError {
+            file: file.to_path_buf(),
+            key: Some(key.to_string()),
+            line: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -140,7 +146,11 @@ impl fmt::Display for ConfigError {
             write!(f, ": key `{key}`")?;
         }
         // One line, whatever the parser said.
-        let msg: String = self.message.split_whitespace().collect::<Vec<_>>().join(" ");
+        let msg: String = self
+            .message
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         write!(f, ": {msg}")
     }
 }
@@ -163,7 +173,9 @@ impl<'de> Deserialize<'de> for DeviceIdValue {
                 Ok(DeviceIdValue(Ok(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<DeviceIdValue, E> {
-                Ok(DeviceIdValue(u64::try_from(v).map_err(|_| "must not be negative")))
+                Ok(DeviceIdValue(
+                    u64::try_from(v).map_err(|_| "must not be negative"),
+                ))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<DeviceIdValue, E> {
                 Ok(DeviceIdValue(parse_hex_u64(v)))
@@ -175,7 +187,10 @@ impl<'de> Deserialize<'de> for DeviceIdValue {
 
 fn parse_hex_u64(s: &str) -> Result<u64, &'static str> {
     let t = s.trim();
-    let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
     if t.is_empty() || t.len() > 16 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("must be an integer or 1 to 16 hex digits (optionally 0x-prefixed)");
     }
@@ -261,9 +276,18 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     let file = path;
 
-    let board = required(file, "board", raw.board, "the board id, e.g. board = \"acme,rt1\"")?;
+    let board = required(
+        file,
+        "board",
+        raw.board,
+        "the board id, e.g. board = \"acme,rt1\"",
+    )?;
     if board.is_empty() || board.len() > proto::wire::MAX_BOARD_LEN {
-        return Err(ConfigError::key(file, "board", format!("must be 1 to {} bytes", proto::wire::MAX_BOARD_LEN)));
+        return Err(ConfigError::key(
+            file,
+            "board",
+            format!("must be 1 to {} bytes", proto::wire::MAX_BOARD_LEN),
+        ));
     }
 
     let (current_version, current_version_file) = match (raw.current_version, raw.current_version_file) {
@@ -290,9 +314,20 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
             ))
         }
     };
-    let key = if current_version_file.is_some() { "current_version_file" } else { "current_version" };
+    let key = if current_version_file.is_some() {
+        "current_version_file"
+    } else {
+        "current_version"
+    };
     if current_version.is_empty() || current_version.len() > proto::wire::MAX_VERSION_LEN {
-        return Err(ConfigError::key(file, key, format!("version must be 1 to {} bytes", proto::wire::MAX_VERSION_LEN)));
+        return Err(ConfigError::key(
+            file,
+            key,
+            format!(
+                "version must be 1 to {} bytes",
+                proto::wire::MAX_VERSION_LEN
+            ),
+        ));
     }
 
     let group = multicast(file, "group", raw.group, DEFAULT_GROUP)?;
@@ -300,24 +335,50 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
     let interface = match raw.interface {
         None => Ipv4Addr::UNSPECIFIED,
         Some(s) => s.trim().parse::<Ipv4Addr>().map_err(|_| {
-            ConfigError::key(file, "interface", format!("`{s}` is not an IPv4 address (e.g. \"192.168.1.1\")"))
+            ConfigError::key(
+                file,
+                "interface",
+                format!("`{s}` is not an IPv4 address (e.g. \"192.168.1.1\")"),
+            )
         })?,
     };
     if interface.is_multicast() {
-        return Err(ConfigError::key(file, "interface", "must be the address of a local interface, not a multicast group"));
+        return Err(ConfigError::key(
+            file,
+            "interface",
+            "must be the address of a local interface, not a multicast group",
+        ));
     }
-    let repair_server = required(file, "repair_server", raw.repair_server, "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\"")?;
+    let repair_server = required(
+        file,
+        "repair_server",
+        raw.repair_server,
+        "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\"",
+    )?;
     let repair_server = repair_server.trim().parse::<SocketAddrV4>().map_err(|_| {
-        ConfigError::key(file, "repair_server", format!("`{repair_server}` is not IPv4:port (e.g. \"10.0.0.2:7855\")"))
+        ConfigError::key(
+            file,
+            "repair_server",
+            format!("`{repair_server}` is not IPv4:port (e.g. \"10.0.0.2:7855\")"),
+        )
     })?;
 
-    let pk = required(file, "public_key", raw.public_key, "64 hex characters, or the path of a `firmcast keygen` .pub file")?;
+    let pk = required(
+        file,
+        "public_key",
+        raw.public_key,
+        "64 hex characters, or the path of a `firmcast keygen` .pub file",
+    )?;
     let (public_key, public_key_file) = public_key(file, base, &pk)?;
 
     let target = required(file, "target", raw.target, "e.g. target = \"mtd:firmware\"")?;
     check_target(file, &target)?;
     if raw.target_size == Some(0) {
-        return Err(ConfigError::key(file, "target_size", "must be greater than 0"));
+        return Err(ConfigError::key(
+            file,
+            "target_size",
+            "must be greater than 0",
+        ));
     }
 
     let window_blocks = raw.window_blocks.unwrap_or(DEFAULT_WINDOW_BLOCKS);
@@ -329,7 +390,11 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
         return Err(ConfigError::key(
             file,
             "max_block_size",
-            format!("must be {} to {} bytes", proto::wire::MIN_CHUNK_SIZE, proto::wire::MAX_BLOCK_SIZE),
+            format!(
+                "must be {} to {} bytes",
+                proto::wire::MIN_CHUNK_SIZE,
+                proto::wire::MAX_BLOCK_SIZE
+            ),
         ));
     }
     let (device_id, device_id_derived) = match raw.device_id {
@@ -341,26 +406,48 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
         None | Some("in-place") => Activation::InPlace,
         Some("none") => Activation::None,
         Some(other) => {
-            return Err(ConfigError::key(file, "activation", format!("`{other}` is not one of \"in-place\", \"none\"")))
+            return Err(ConfigError::key(
+                file,
+                "activation",
+                format!("`{other}` is not one of \"in-place\", \"none\""),
+            ))
         }
     };
     let stall = raw.stall_timeout_secs.unwrap_or(DEFAULT_STALL_TIMEOUT_SECS);
     if stall == 0 {
-        return Err(ConfigError::key(file, "stall_timeout_secs", "must be at least 1"));
+        return Err(ConfigError::key(
+            file,
+            "stall_timeout_secs",
+            "must be at least 1",
+        ));
     }
     let rcvbuf = raw.rcvbuf_bytes.unwrap_or(DEFAULT_RCVBUF_BYTES);
     let rcvbuf_bytes = match usize::try_from(rcvbuf) {
         Ok(n) if (1024..=1 << 30).contains(&n) => n,
-        _ => return Err(ConfigError::key(file, "rcvbuf_bytes", "must be 1024 to 1073741824")),
+        _ => {
+            return Err(ConfigError::key(
+                file,
+                "rcvbuf_bytes",
+                "must be 1024 to 1073741824",
+            ))
+        }
     };
     let boot_window_secs = raw.boot_window_secs.unwrap_or(DEFAULT_BOOT_WINDOW_SECS);
     if boot_window_secs > 86_400 * 365 {
-        return Err(ConfigError::key(file, "boot_window_secs", "must be at most a year"));
+        return Err(ConfigError::key(
+            file,
+            "boot_window_secs",
+            "must be at most a year",
+        ));
     }
     let t = raw.test.unwrap_or_default();
     let rx_loss_permille = t.rx_loss_permille.unwrap_or(0);
     if rx_loss_permille > 1000 {
-        return Err(ConfigError::key(file, "test.rx_loss_permille", "must be 0 to 1000"));
+        return Err(ConfigError::key(
+            file,
+            "test.rx_loss_permille",
+            "must be 0 to 1000",
+        ));
     }
     let test = TestOptions {
         rx_loss_permille,
@@ -394,11 +481,20 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
     })
 }
 
-fn required(file: &Path, key: &str, value: Option<String>, hint: &str) -> Result<String, ConfigError> {
+fn required(
+    file: &Path,
+    key: &str,
+    value: Option<String>,
+    hint: &str,
+) -> Result<String, ConfigError> {
     match value {
         Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
         Some(_) => Err(ConfigError::key(file, key, format!("is empty ({hint})"))),
-        None => Err(ConfigError::key(file, key, format!("missing (required: {hint})"))),
+        None => Err(ConfigError::key(
+            file,
+            key,
+            format!("missing (required: {hint})"),
+        )),
     }
 }
 
@@ -411,13 +507,26 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-fn multicast(file: &Path, key: &str, value: Option<String>, default: SocketAddrV4) -> Result<SocketAddrV4, ConfigError> {
+fn multicast(
+    file: &Path,
+    key: &str,
+    value: Option<String>,
+    default: SocketAddrV4,
+) -> Result<SocketAddrV4, ConfigError> {
     let Some(s) = value else { return Ok(default) };
     let addr = s.trim().parse::<SocketAddrV4>().map_err(|_| {
-        ConfigError::key(file, key, format!("`{s}` is not IPv4:port (e.g. \"{default}\")"))
+        ConfigError::key(
+            file,
+            key,
+            format!("`{s}` is not IPv4:port (e.g. \"{default}\")"),
+        )
     })?;
     if !addr.ip().is_multicast() {
-        return Err(ConfigError::key(file, key, format!("{} is not a multicast address (224.0.0.0/4)", addr.ip())));
+        return Err(ConfigError::key(
+            file,
+            key,
+            format!("{} is not a multicast address (224.0.0.0/4)", addr.ip()),
+        ));
     }
     if addr.port() == 0 {
         return Err(ConfigError::key(file, key, "port must not be 0"));
@@ -441,30 +550,50 @@ fn decode_hex32(s: &str) -> Option<[u8; 32]> {
 
 /// `public_key`: 64 hex characters inline, or a path to a file whose first
 /// line holds them (the `firmcast keygen` .pub format).
-fn public_key(file: &Path, base: &Path, value: &str) -> Result<([u8; 32], Option<PathBuf>), ConfigError> {
+fn public_key(
+    file: &Path,
+    base: &Path,
+    value: &str,
+) -> Result<([u8; 32], Option<PathBuf>), ConfigError> {
     let v = value.trim();
-    let looks_inline = v.len() == 64 || (!v.contains('/') && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    let looks_inline =
+        v.len() == 64 || (!v.contains('/') && v.bytes().all(|b| b.is_ascii_hexdigit()));
     if looks_inline {
         return match decode_hex32(v) {
             Some(k) => Ok((k, None)),
-            None if v.len() == 64 => Err(ConfigError::key(file, "public_key", "not hex: expected 64 hex characters")),
+            None if v.len() == 64 => Err(ConfigError::key(
+                file,
+                "public_key",
+                "not hex: expected 64 hex characters",
+            )),
             None => Err(ConfigError::key(
                 file,
                 "public_key",
-                format!("expected 64 hex characters, got {} (or give the path of a .pub file)", v.len()),
+                format!(
+                    "expected 64 hex characters, got {} (or give the path of a .pub file)",
+                    v.len()
+                ),
             )),
         };
     }
     let p = resolve(base, v);
-    let text = std::fs::read_to_string(&p)
-        .map_err(|e| ConfigError::key(file, "public_key", format!("cannot read key file {}: {e}", p.display())))?;
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        ConfigError::key(
+            file,
+            "public_key",
+            format!("cannot read key file {}: {e}", p.display()),
+        )
+    })?;
     let line = text.lines().next().unwrap_or("").trim();
     match decode_hex32(line) {
         Some(k) => Ok((k, Some(p))),
         None => Err(ConfigError::key(
             file,
             "public_key",
-            format!("key file {} does not start with a line of 64 hex characters", p.display()),
+            format!(
+                "key file {} does not start with a line of 64 hex characters",
+                p.display()
+            ),
         )),
     }
 }
@@ -479,7 +608,9 @@ fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
         Err(ConfigError::key(
             file,
             "target",
-            format!("`{target}` is not one of file:PATH, simnor:PATH, simnand:PATH, mtd:PARTITION-NAME"),
+            format!(
+                "`{target}` is not one of file:PATH, simnor:PATH, simnand:PATH, mtd:PARTITION-NAME"
+            ),
         ))
     }
 }
@@ -487,18 +618,36 @@ fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
 /// Turn a TOML/serde error into one line naming the key when possible.
 fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().to_string();
-    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
     // serde names the key in "unknown field `x`" and "missing field `x`".
-    let named = ["unknown field `", "missing field `", "duplicate key `", "duplicate field `"]
-        .iter()
-        .find_map(|p| message.split(p).nth(1).and_then(|r| r.split('`').next()).map(str::to_string));
+    let named = [
+        "unknown field `",
+        "missing field `",
+        "duplicate key `",
+        "duplicate field `",
+    ]
+    .iter()
+    .find_map(|p| {
+        message
+            .split(p)
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+            .map(str::to_string)
+    });
     let key = named.or_else(|| line.and_then(|l| key_on_line(text, l)));
     let message = if message.starts_with("unknown field") {
         "unknown key (see board-configs/README.md for the schema)".to_string()
     } else {
         message
     };
-    ConfigError { file: file.to_path_buf(), key, line, message }
+    ConfigError {
+        file: file.to_path_buf(),
+        key,
+        line,
+        message,
+    }
 }
 
 /// The key assigned on 1-based `line` (`table.key` inside a table).
@@ -530,30 +679,58 @@ impl Config {
         };
         kv("config", self.path.display().to_string());
         kv("board", format!("{:?}", self.board));
-        let from = self.current_version_file.as_ref().map(|p| format!(" (from {})", p.display())).unwrap_or_default();
-        kv("current_version", format!("{:?}{from}", self.current_version));
+        let from = self
+            .current_version_file
+            .as_ref()
+            .map(|p| format!(" (from {})", p.display()))
+            .unwrap_or_default();
+        kv(
+            "current_version",
+            format!("{:?}{from}", self.current_version),
+        );
         kv("group", self.group.to_string());
         kv("repair_group", self.repair_group.to_string());
         kv("interface", self.interface.to_string());
         kv("repair_server", self.repair_server.to_string());
         let hex: String = self.public_key.iter().map(|b| format!("{b:02x}")).collect();
-        let from = self.public_key_file.as_ref().map(|p| format!(" (from {})", p.display())).unwrap_or_default();
+        let from = self
+            .public_key_file
+            .as_ref()
+            .map(|p| format!(" (from {})", p.display()))
+            .unwrap_or_default();
         kv("public_key", format!("{hex}{from}"));
         kv("target", self.target.clone());
-        kv("target_size", self.target_size.map_or_else(|| "(not set)".to_string(), |n| n.to_string()));
+        kv(
+            "target_size",
+            self.target_size
+                .map_or_else(|| "(not set)".to_string(), |n| n.to_string()),
+        );
         kv("boot_window_secs", self.boot_window.as_secs().to_string());
         kv("window_blocks", self.window_blocks.to_string());
         kv("max_block_size", self.max_block_size.to_string());
-        let how = if self.device_id_derived { " (derived from hostname/target)" } else { "" };
+        let how = if self.device_id_derived {
+            " (derived from hostname/target)"
+        } else {
+            ""
+        };
         kv("device_id", format!("{:016x}{how}", self.device_id));
         kv("activation", self.activation.as_str().to_string());
-        kv("stall_timeout_secs", self.stall_timeout.as_secs().to_string());
+        kv(
+            "stall_timeout_secs",
+            self.stall_timeout.as_secs().to_string(),
+        );
         kv("rcvbuf_bytes", self.rcvbuf_bytes.to_string());
         kv("exit_when_current", self.exit_when_current.to_string());
         if self.test != TestOptions::default() {
-            kv("test.rx_loss_permille", self.test.rx_loss_permille.to_string());
+            kv(
+                "test.rx_loss_permille",
+                self.test.rx_loss_permille.to_string(),
+            );
             kv("test.rx_loss_seed", self.test.rx_loss_seed.to_string());
-            kv("test.block_delay_ms", self.test.block_delay.as_millis().to_string());
+            kv(
+                "test.block_delay_ms",
+                self.test.block_delay.as_millis().to_string(),
+            );
         }
         s
     }
@@ -602,11 +779,18 @@ block_delay_ms = 3
         let lines = [
             ("board", "board = \"acme,rt1\"".to_string()),
             ("current_version", "current_version = \"1.0\"".to_string()),
-            ("repair_server", "repair_server = \"10.0.0.2:7855\"".to_string()),
+            (
+                "repair_server",
+                "repair_server = \"10.0.0.2:7855\"".to_string(),
+            ),
             ("public_key", format!("public_key = \"{KEY}\"")),
             ("target", "target = \"mtd:firmware\"".to_string()),
         ];
-        lines.iter().filter(|(k, _)| *k != key).map(|(_, l)| format!("{l}\n")).collect()
+        lines
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
     }
 
     #[test]
@@ -614,9 +798,9 @@ block_delay_ms = 3
         let c = p(&full()).expect("parses");
         assert_eq!(c.board, "acme,rt1");
         assert_eq!(c.current_version, "2.0.0");
-        assert_eq!(c.group, "239.255.77.1:7854".parse().unwrap());
+        assert_eq!(c.group, "239.255.77.1:7854".parse().expect("ok"));
         assert_eq!(c.interface, Ipv4Addr::LOCALHOST);
-        assert_eq!(c.repair_server, "127.0.0.1:7855".parse().unwrap());
+        assert_eq!(c.repair_server, "127.0.0.1:7855".parse().expect("ok"));
         assert_eq!(c.public_key[0], 0x3b);
         assert_eq!(c.public_key[31], 0x29);
         assert_eq!(c.target_size, Some(1 << 20));
@@ -629,9 +813,19 @@ block_delay_ms = 3
         assert_eq!(c.stall_timeout, Duration::from_secs(20));
         assert_eq!(c.rcvbuf_bytes, 1 << 20);
         assert!(!c.exit_when_current);
-        assert_eq!(c.test, TestOptions { rx_loss_permille: 50, rx_loss_seed: 7, block_delay: Duration::from_millis(3) });
+        assert_eq!(
+            c.test,
+            TestOptions {
+                rx_loss_permille: 50,
+                rx_loss_seed: 7,
+                block_delay: Duration::from_millis(3)
+            }
+        );
         let d = c.describe();
-        assert!(d.contains("device_id              = 00000000deadbeef"), "{d}");
+        assert!(
+            d.contains("device_id              = 00000000deadbeef"),
+            "{d}"
+        );
         assert!(d.contains("test.rx_loss_permille"));
     }
 
@@ -648,18 +842,33 @@ block_delay_ms = 3
         assert_eq!(c.stall_timeout, Duration::from_secs(60));
         assert_eq!(c.rcvbuf_bytes, 2 << 20);
         assert!(c.exit_when_current);
-        assert_eq!(c.test, TestOptions { rx_loss_seed: 1, ..TestOptions::default() });
+        assert_eq!(
+            c.test,
+            TestOptions {
+                rx_loss_seed: 1,
+                ..TestOptions::default()
+            }
+        );
         assert!(c.device_id_derived);
         assert_eq!(c.device_id, default_device_id("host1", "mtd:firmware"));
     }
 
     #[test]
     fn each_required_key_missing_is_named() {
-        for key in ["board", "current_version", "repair_server", "public_key", "target"] {
+        for key in [
+            "board",
+            "current_version",
+            "repair_server",
+            "public_key",
+            "target",
+        ] {
             let e = p(&minimal_without(key)).expect_err(key);
             assert_eq!(e.key.as_deref(), Some(key), "{e}");
             let line = e.to_string();
-            assert!(line.contains(&format!("key `{key}`")) && line.contains("/etc/firmcast/agent.toml"), "{line}");
+            assert!(
+                line.contains(&format!("key `{key}`")) && line.contains("/etc/firmcast/agent.toml"),
+                "{line}"
+            );
             assert!(line.contains("missing"), "{line}");
             assert!(!line.contains('\n'));
         }
@@ -671,7 +880,8 @@ block_delay_ms = 3
         assert_eq!(e.key.as_deref(), Some("bogus_key"), "{e}");
         assert_eq!(e.line, Some(6));
         assert!(!e.to_string().contains('\n'), "{e}");
-        let e = p(&format!("{}[test]\nrx_loss = 5\n", minimal_without(""))).expect_err("unknown in [test]");
+        let e = p(&format!("{}[test]\nrx_loss = 5\n", minimal_without("")))
+            .expect_err("unknown in [test]");
         assert_eq!(e.key.as_deref(), Some("rx_loss"), "{e}");
         let e = p(&format!("{}[other]\nx = 5\n", minimal_without(""))).expect_err("unknown table");
         assert_eq!(e.key.as_deref(), Some("other"), "{e}");
@@ -679,28 +889,58 @@ block_delay_ms = 3
 
     #[test]
     fn wrong_types_name_the_key() {
-        let e = p(&format!("{}window_blocks = \"many\"\n", minimal_without(""))).expect_err("type");
+        let e = p(&format!(
+            "{}window_blocks = \"many\"\n",
+            minimal_without("")
+        ))
+        .expect_err("type");
         assert_eq!(e.key.as_deref(), Some("window_blocks"), "{e}");
-        let e = p(&format!("{}[test]\nrx_loss_permille = 1001\n", minimal_without(""))).expect_err("range");
+        let e = p(&format!(
+            "{}[test]\nrx_loss_permille = 1001\n",
+            minimal_without("")
+        ))
+        .expect_err("range");
         assert_eq!(e.key.as_deref(), Some("test.rx_loss_permille"), "{e}");
-        let e = p(&format!("{}group = \"10.0.0.1:7854\"\n", minimal_without(""))).expect_err("unicast group");
+        let e = p(&format!(
+            "{}group = \"10.0.0.1:7854\"\n",
+            minimal_without("")
+        ))
+        .expect_err("unicast group");
         assert_eq!(e.key.as_deref(), Some("group"), "{e}");
-        let e = p(&format!("{}activation = \"ab-uboot\"\n", minimal_without(""))).expect_err("activation");
+        let e = p(&format!(
+            "{}activation = \"ab-uboot\"\n",
+            minimal_without("")
+        ))
+        .expect_err("activation");
         assert_eq!(e.key.as_deref(), Some("activation"), "{e}");
         let e = p(&format!("{}device_id = \"xyz\"\n", minimal_without(""))).expect_err("device id");
         assert_eq!(e.key.as_deref(), Some("device_id"), "{e}");
         let e = p("board = \n").expect_err("syntax");
         assert!(e.line.is_some() && !e.to_string().contains('\n'), "{e}");
-        let e = p(&minimal_without("target").replace("board", "target = \"flash0\"\nboard")).expect_err("target");
+        let e = p(&minimal_without("target").replace("board", "target = \"flash0\"\nboard"))
+            .expect_err("target");
         assert_eq!(e.key.as_deref(), Some("target"), "{e}");
     }
 
     #[test]
     fn device_id_forms() {
         let base = minimal_without("");
-        assert_eq!(p(&format!("{base}device_id = 42\n")).unwrap().device_id, 42);
-        assert_eq!(p(&format!("{base}device_id = \"ff\"\n")).unwrap().device_id, 255);
-        assert_eq!(p(&format!("{base}device_id = \"0x10\"\n")).unwrap().device_id, 16);
+        assert_eq!(
+            p(&format!("{base}device_id = 42\n")).expect("ok").device_id,
+            42
+        );
+        assert_eq!(
+            p(&format!("{base}device_id = \"ff\"\n"))
+                .expect("ok")
+                .device_id,
+            255
+        );
+        assert_eq!(
+            p(&format!("{base}device_id = \"0x10\"\n"))
+                .expect("ok")
+                .device_id,
+            16
+        );
         assert!(p(&format!("{base}device_id = -1\n")).is_err());
     }
 
@@ -739,17 +979,27 @@ block_delay_ms = 3
         let text = minimal_without("public_key");
         // relative to the config file's directory
         let c = parse(&cfg, &format!("{text}public_key = \"op.pub\"\n"), "h").expect("relative");
-        assert_eq!(c.public_key, p(&minimal_without("")).unwrap().public_key);
+        assert_eq!(
+            c.public_key,
+            p(&minimal_without("")).expect("ok").public_key
+        );
         assert_eq!(c.public_key_file, Some(dir.0.join("op.pub")));
         let abs = dir.0.join("op.pub");
-        let c = parse(&cfg, &format!("{text}public_key = \"{}\"\n", abs.display()), "h").expect("absolute");
+        let c = parse(
+            &cfg,
+            &format!("{text}public_key = \"{}\"\n", abs.display()),
+            "h",
+        )
+        .expect("absolute");
         assert_eq!(c.public_key[0], 0x3b);
         // a missing file
-        let e = parse(&cfg, &format!("{text}public_key = \"nope.pub\"\n"), "h").expect_err("missing file");
+        let e = parse(&cfg, &format!("{text}public_key = \"nope.pub\"\n"), "h")
+            .expect_err("missing file");
         assert_eq!(e.key.as_deref(), Some("public_key"));
         // a file with junk
         std::fs::write(dir.0.join("bad.pub"), "hello\n").expect("write");
-        let e = parse(&cfg, &format!("{text}public_key = \"bad.pub\"\n"), "h").expect_err("junk file");
+        let e =
+            parse(&cfg, &format!("{text}public_key = \"bad.pub\"\n"), "h").expect_err("junk file");
         assert!(e.to_string().contains("64 hex"), "{e}");
     }
 
@@ -770,11 +1020,58 @@ block_delay_ms = 3
         std::fs::write(dir.0.join("version"), "3.1.4\nbuilt by ci\n").expect("write");
         let cfg = dir.0.join("agent.toml");
         let text = minimal_without("current_version");
-        let c = parse(&cfg, &format!("{text}current_version_file = \"version\"\n"), "h").expect("file");
+        let c = parse(
+            &cfg,
+            &format!("{text}current_version_file = \"version\"\n"),
+            "h",
+        )
+        .expect("file");
         assert_eq!(c.current_version, "3.1.4");
-        let e = parse(&cfg, &format!("{text}current_version_file = \"nope\"\n"), "h").expect_err("missing");
+        let e = parse(
+            &cfg,
+            &format!("{text}current_version_file = \"nope\"\n"),
+            "h",
+        )
+        .expect_err("missing");
         assert_eq!(e.key.as_deref(), Some("current_version_file"));
         let both = format!("{text}current_version_file = \"version\"\ncurrent_version = \"1\"\n");
         assert!(parse(&cfg, &both, "h").is_err());
+    }
+}
+
+#[cfg(test)]
+mod board_configs {
+    use super::*;
+
+    /// Every shipped board file uses only known keys with valid values (file
+    /// references are replaced by inline values, as the device's files are absent here).
+    #[test]
+    fn shipped_board_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("board-configs/") {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            let text: String = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("current_version_file") {
+                        "current_version = \"1.0.0\"".to_string()
+                    } else if l.starts_with("public_key") && l.contains('/') {
+                        format!("public_key = \"{}\"", "ab".repeat(32))
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .map(|l| l + "\n")
+                .collect();
+            let c = parse(&path, &text, "host").unwrap_or_else(|e| panic!("{e}"));
+            assert!(c.board.starts_with("acme,"), "{}", path.display());
+            n += 1;
+        }
+        assert!(n >= 3, "expected the three example boards, found {n}");
     }
 }

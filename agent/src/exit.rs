@@ -61,7 +61,10 @@ mod tests {
         let codes: Vec<i32> = all.iter().map(|c| c.code()).collect();
         assert_eq!(codes, [0, 2, 3, 4, 5, 130]);
         for c in codes {
-            assert!(EXIT_CODES_HELP.contains(&format!("    {c} ")), "{c} missing from help");
+            assert!(
+                EXIT_CODES_HELP.contains(&format!("    {c} ")),
+                "{c} missing from help"
+            );
         }
     }
 }

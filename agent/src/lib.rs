@@ -1,1 +1,219 @@
-//! x
+//! firmcast-agent: the device daemon. It starts at boot, listens for a
+//! firmcast Announce for its board during a bounded boot window, fetches and
+//! verifies the signed manifest, resumes from what is already on flash,
+//! receives the missing blocks over multicast (NACKing gaps to the repair
+//! server), writes them with the flasher, reads the image back, and exits
+//! with a code that tells the init script what happened.
+//!
+//! ```text
+//!  main.rs ─▶ cli (this file): arguments, logger, config
+//!               └─▶ run::run: sockets (net), signals, poll loop
+//!                     └─▶ run::Core: Receiver (proto) + ImageWriter (flasher) + resume scan
+//! ```
+//!
+//! The protocol decisions live in `proto`; this crate only does I/O and
+//! turns outcomes into log lines and [`exit::ExitCode`]s.
+
+pub mod config;
+pub mod exit;
+pub mod logger;
+pub mod net;
+pub mod resume;
+pub mod run;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use exit::{ExitCode, EXIT_CODES_HELP};
+
+/// `--help` text.
+pub fn help() -> String {
+    format!(
+        "\
+firmcast-agent {version}: receive a multicast firmware update and write it to flash
+
+USAGE:
+    firmcast-agent [--config PATH] [--foreground] [--verbose] [--check-config]
+    firmcast-agent --version | --help
+
+Started at boot, the agent joins the firmcast data and repair multicast groups
+and waits up to boot_window_secs for an Announce for its board. No announce, or
+an image that is not newer than current_version: it exits 0 so the boot goes on.
+Otherwise it fetches the signed manifest, checks the Ed25519 signature against
+public_key, scans the target for blocks already written (a power cut costs
+nothing), receives the missing blocks (NACKing gaps to repair_server), writes
+each verified block to the target (header block last for in-place updates),
+reads the whole image back, reports to the operator and exits 0.
+
+OPTIONS:
+    -c, --config PATH   configuration file [default: {default}]
+    -f, --foreground    log to stderr (seconds.millis since start, level) instead of syslog
+    -v, --verbose       log debug messages too
+        --check-config  parse the configuration, print the resolved settings, exit 0 (or 2)
+    -V, --version       print the version
+    -h, --help          print this help
+
+{EXIT_CODES_HELP}
+
+MINIMAL CONFIG (all keys: board-configs/README.md):
+    board = \"acme,rt1\"
+    current_version_file = \"/etc/fw-version\"
+    repair_server = \"10.0.0.2:7855\"
+    public_key = \"/etc/firmcast/operator.pub\"
+    target = \"mtd:firmware\"
+",
+        version = env!("CARGO_PKG_VERSION"),
+        default = config::DEFAULT_CONFIG_PATH,
+    )
+}
+
+/// Parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// `--config`.
+    pub config: PathBuf,
+    /// `--foreground`.
+    pub foreground: bool,
+    /// `--verbose`.
+    pub verbose: bool,
+    /// `--check-config`.
+    pub check_config: bool,
+    /// `--version`.
+    pub version: bool,
+    /// `--help`.
+    pub help: bool,
+}
+
+/// Parse the command line (`args` includes the program name).
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut a = Args {
+        config: PathBuf::from(config::DEFAULT_CONFIG_PATH),
+        foreground: false,
+        verbose: false,
+        check_config: false,
+        version: false,
+        help: false,
+    };
+    let mut p = lexopt::Parser::from_iter(args);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('c') | Long("config") => a.config = PathBuf::from(p.value()?),
+            Short('f') | Long("foreground") => a.foreground = true,
+            Short('v') | Long("verbose") => a.verbose = true,
+            Long("check-config") => a.check_config = true,
+            Short('V') | Long("version") => a.version = true,
+            Short('h') | Long("help") => a.help = true,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(a)
+}
+
+/// The whole program: returns the process exit status.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let a = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("firmcast-agent: {e} (see --help)");
+            return ExitCode::Usage.code();
+        }
+    };
+    if a.help {
+        print!("{}", help());
+        return 0;
+    }
+    if a.version {
+        println!("firmcast-agent {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    if a.check_config {
+        return match config::load(&a.config) {
+            Ok(c) => {
+                print!("{}", c.describe());
+                0
+            }
+            Err(e) => {
+                eprintln!("firmcast-agent: {e}");
+                ExitCode::Usage.code()
+            }
+        };
+    }
+    let target = if a.foreground {
+        logger::Target::Stderr
+    } else {
+        logger::Target::Syslog
+    };
+    let actual = logger::init(target, a.verbose);
+    let cfg = match config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            if actual == logger::Target::Syslog {
+                // Also on the console: whoever runs it by hand should see why.
+                eprintln!("firmcast-agent: {e}");
+            }
+            return ExitCode::Usage.code();
+        }
+    };
+    run::run(&cfg).code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, lexopt::Error> {
+        parse_args(
+            std::iter::once("firmcast-agent")
+                .chain(list.iter().copied())
+                .map(OsString::from),
+        )
+    }
+
+    #[test]
+    fn arguments_parse() {
+        let a = args(&[]).expect("none");
+        assert_eq!(a.config, PathBuf::from("/etc/firmcast/agent.toml"));
+        assert!(!a.foreground && !a.verbose && !a.check_config);
+        let a = args(&[
+            "--config",
+            "/tmp/x.toml",
+            "--foreground",
+            "-v",
+            "--check-config",
+        ])
+        .expect("all");
+        assert_eq!(a.config, PathBuf::from("/tmp/x.toml"));
+        assert!(a.foreground && a.verbose && a.check_config);
+        let a = args(&["--config=/tmp/y.toml"]).expect("eq form");
+        assert_eq!(a.config, PathBuf::from("/tmp/y.toml"));
+        assert!(args(&["--bogus"]).is_err());
+        assert!(args(&["--config"]).is_err());
+        assert!(args(&["stray"]).is_err());
+    }
+
+    #[test]
+    fn help_mentions_config_path_and_exit_codes() {
+        let h = help();
+        assert!(h.contains("/etc/firmcast/agent.toml"));
+        assert!(h.contains("130"));
+        assert!(h.contains("current_version_file"));
+        assert_eq!(
+            main_with_args(["firmcast-agent", "--bogus"].map(OsString::from)),
+            2
+        );
+        assert_eq!(
+            main_with_args(
+                [
+                    "firmcast-agent",
+                    "--check-config",
+                    "--config",
+                    "/nonexistent/x.toml"
+                ]
+                .map(OsString::from)
+            ),
+            2
+        );
+    }
+}

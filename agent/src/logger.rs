@@ -35,7 +35,12 @@ pub fn severity(level: Level) -> u8 {
 
 /// One stderr line: `  12.345 INFO  message`.
 pub fn format_stderr(elapsed: Duration, level: Level, msg: &str) -> String {
-    format!("{:>4}.{:03} {:<5} {msg}\n", elapsed.as_secs(), elapsed.subsec_millis(), level.as_str())
+    format!(
+        "{:>4}.{:03} {:<5} {msg}\n",
+        elapsed.as_secs(),
+        elapsed.subsec_millis(),
+        level.as_str()
+    )
 }
 
 /// One RFC 3164 datagram as syslogd takes it on `/dev/log`:
@@ -101,9 +106,17 @@ pub fn init(target: Target, verbose: bool) -> Target {
         },
         Target::Stderr => (Sink::Stderr, Target::Stderr),
     };
-    let logger = Logger { start: Instant::now(), pid: std::process::id(), sink: Mutex::new(sink) };
+    let logger = Logger {
+        start: Instant::now(),
+        pid: std::process::id(),
+        sink: Mutex::new(sink),
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(if verbose { LevelFilter::Debug } else { LevelFilter::Info });
+        log::set_max_level(if verbose {
+            LevelFilter::Debug
+        } else {
+            LevelFilter::Info
+        });
     }
     actual
 }
@@ -114,7 +127,11 @@ mod tests {
 
     #[test]
     fn stderr_format_has_seconds_millis_and_level() {
-        let l = format_stderr(Duration::from_millis(12_345), Level::Info, "resume: 3 of 8 blocks already on flash");
+        let l = format_stderr(
+            Duration::from_millis(12_345),
+            Level::Info,
+            "resume: 3 of 8 blocks already on flash",
+        );
         assert_eq!(l, "  12.345 INFO  resume: 3 of 8 blocks already on flash\n");
         let l = format_stderr(Duration::from_millis(7), Level::Warn, "x");
         assert_eq!(l, "   0.007 WARN  x\n");
@@ -124,10 +141,22 @@ mod tests {
 
     #[test]
     fn syslog_format_is_rfc3164_for_dev_log() {
-        assert_eq!(format_syslog(Level::Error, 42, "boom"), "<27>firmcast-agent[42]: boom");
-        assert_eq!(format_syslog(Level::Warn, 1, "w"), "<28>firmcast-agent[1]: w");
-        assert_eq!(format_syslog(Level::Info, 1, "i"), "<30>firmcast-agent[1]: i");
-        assert_eq!(format_syslog(Level::Debug, 1, "d"), "<31>firmcast-agent[1]: d");
+        assert_eq!(
+            format_syslog(Level::Error, 42, "boom"),
+            "<27>firmcast-agent[42]: boom"
+        );
+        assert_eq!(
+            format_syslog(Level::Warn, 1, "w"),
+            "<28>firmcast-agent[1]: w"
+        );
+        assert_eq!(
+            format_syslog(Level::Info, 1, "i"),
+            "<30>firmcast-agent[1]: i"
+        );
+        assert_eq!(
+            format_syslog(Level::Debug, 1, "d"),
+            "<31>firmcast-agent[1]: d"
+        );
     }
 
     #[test]

@@ -32,7 +32,8 @@ impl FileFlash {
     /// extended. The size of a block device is taken from the device.
     pub fn open(path: impl AsRef<Path>, size_hint: Option<u64>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let fail = |e: &std::io::Error| Error::io(Op::Open, e).with_detail(path.display().to_string());
+        let fail =
+            |e: &std::io::Error| Error::io(Op::Open, e).with_detail(path.display().to_string());
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -172,7 +173,8 @@ mod tests {
         assert_eq!(g.size, 100_000);
         assert_eq!(g.eraseblocks(), 2);
         f.write(10, b"hello").expect("write");
-        f.write(10, b"HELLO").expect("overwrite is fine on plain files");
+        f.write(10, b"HELLO")
+            .expect("overwrite is fine on plain files");
         let mut buf = [0u8; 5];
         f.read(10, &mut buf).expect("read");
         assert_eq!(&buf, b"HELLO");

@@ -363,7 +363,7 @@ impl std::error::Error for Error {}
 #[cfg(test)]
 pub(crate) mod testutil {
     //! Shared test helpers: temp dirs and a seeded byte generator.
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A temp dir removed on drop.
@@ -380,9 +380,6 @@ pub(crate) mod testutil {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("create temp dir");
             TempDir(dir)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
         }
         pub fn join(&self, name: &str) -> PathBuf {
             self.0.join(name)
@@ -418,7 +415,10 @@ mod tests {
         let e = Error::new(ErrorKind::Io, Op::Erase)
             .with_block(12)
             .with_errno(5);
-        assert_eq!(e.to_string(), "erase of eraseblock 12 failed: I/O error (errno 5)");
+        assert_eq!(
+            e.to_string(),
+            "erase of eraseblock 12 failed: I/O error (errno 5)"
+        );
         let e = Error::new(ErrorKind::NotFound, Op::Open).with_detail("no MTD partition \"x\"");
         assert_eq!(
             e.to_string(),

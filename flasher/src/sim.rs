@@ -54,7 +54,6 @@ pub struct Faults {
 }
 
 /// Shared engine of [`SimNor`] and [`SimNand`].
-#[derive(Debug)]
 struct Sim {
     file: File,
     path: PathBuf,
@@ -68,6 +67,23 @@ struct Sim {
     faults: Faults,
     ops: u64,
     cut: bool,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("path", &self.path)
+            .field("geometry", &self.geometry())
+            .field("bad", &self.bad)
+            .field(
+                "programmed_pages",
+                &self.programmed.iter().filter(|&&p| p).count(),
+            )
+            .field("faults", &self.faults)
+            .field("ops", &self.ops)
+            .field("cut", &self.cut)
+            .finish()
+    }
 }
 
 fn sidecar_path(path: &Path) -> PathBuf {
@@ -106,7 +122,8 @@ impl Sim {
                 format!("bad block {b} outside the {nblocks} eraseblocks"),
             ));
         }
-        let io = |e: std::io::Error| Error::io(Op::Open, &e).with_detail(path.display().to_string());
+        let io =
+            |e: std::io::Error| Error::io(Op::Open, &e).with_detail(path.display().to_string());
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -147,7 +164,8 @@ impl Sim {
     }
 
     fn open(path: &Path, kind: FlashKind) -> Result<Sim, Error> {
-        let io = |e: std::io::Error| Error::io(Op::Open, &e).with_detail(path.display().to_string());
+        let io =
+            |e: std::io::Error| Error::io(Op::Open, &e).with_detail(path.display().to_string());
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -203,9 +221,9 @@ impl Sim {
         self.programmed = Vec::with_capacity((self.size / ws as u64) as usize);
         let mut off = 0u64;
         while off < self.size {
-            self.file
-                .read_exact_at(&mut buf, off)
-                .map_err(|e| Error::io(Op::Open, &e).with_detail(self.path.display().to_string()))?;
+            self.file.read_exact_at(&mut buf, off).map_err(|e| {
+                Error::io(Op::Open, &e).with_detail(self.path.display().to_string())
+            })?;
             self.programmed
                 .extend(buf.chunks(ws).map(|p| p.iter().any(|&b| b != 0xFF)));
             off += buf.len() as u64;
@@ -275,9 +293,11 @@ impl Sim {
     }
 
     fn pwrite(&mut self, op: Op, offset: u64, data: &[u8]) -> Result<(), Error> {
-        self.file
-            .write_all_at(data, offset)
-            .map_err(|e| Error::io(op, &e).with_offset(offset).with_detail(self.path.display().to_string()))
+        self.file.write_all_at(data, offset).map_err(|e| {
+            Error::io(op, &e)
+                .with_offset(offset)
+                .with_detail(self.path.display().to_string())
+        })
     }
 
     fn set_programmed(&mut self, offset: u64, len: u64, value: bool) {
@@ -309,10 +329,18 @@ impl Sim {
 
     fn erase_block(&mut self, block: u32) -> Result<(), Error> {
         let torn = self.begin_op(Op::Erase)?;
-        let cut = |e: Error| if torn { Error::new(ErrorKind::PowerCut, Op::Erase).with_block(block) } else { e };
+        let cut = |e: Error| {
+            if torn {
+                Error::new(ErrorKind::PowerCut, Op::Erase).with_block(block)
+            } else {
+                e
+            }
+        };
         self.check_block(Op::Erase, block).map_err(cut)?;
         if self.bad.binary_search(&block).is_ok() {
-            return Err(cut(Error::new(ErrorKind::BadBlock, Op::Erase).with_block(block)));
+            return Err(cut(
+                Error::new(ErrorKind::BadBlock, Op::Erase).with_block(block)
+            ));
         }
         if self.faults.fail_erase_blocks.contains(&block) {
             return Err(cut(Error::new(ErrorKind::Io, Op::Erase)
@@ -333,7 +361,13 @@ impl Sim {
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
         let torn = self.begin_op(Op::Write)?;
-        let cut = |e: Error| if torn { Error::new(ErrorKind::PowerCut, Op::Write).with_offset(offset) } else { e };
+        let cut = |e: Error| {
+            if torn {
+                Error::new(ErrorKind::PowerCut, Op::Write).with_offset(offset)
+            } else {
+                e
+            }
+        };
         self.check_write(offset, data).map_err(cut)?;
         let len = if torn { data.len() / 2 } else { data.len() };
         self.pwrite(Op::Write, offset, &data[..len])?;
@@ -353,9 +387,8 @@ impl Sim {
         }
         let ws = u64::from(self.write_size);
         if offset % ws != 0 || len % ws != 0 {
-            return Err(err(ErrorKind::Unaligned).with_detail(format!(
-                "{len} bytes at {offset:#x}, write size {ws}"
-            )));
+            return Err(err(ErrorKind::Unaligned)
+                .with_detail(format!("{len} bytes at {offset:#x}, write size {ws}")));
         }
         if len == 0 {
             return Ok(());
@@ -423,7 +456,9 @@ fn check_geometry(path: &Path, size: u64, erase_size: u32, write_size: u32) -> R
         return Err(geometry_error(
             Op::Open,
             path,
-            format!("erase size {erase_size} is not a non-zero multiple of write size {write_size}"),
+            format!(
+                "erase size {erase_size} is not a non-zero multiple of write size {write_size}"
+            ),
         ));
     }
     if size == 0 || size % u64::from(erase_size) != 0 {
@@ -458,12 +493,13 @@ fn parse_sidecar(
             .split_once('=')
             .ok_or_else(|| format!("line {line:?} is not key=value"))?;
         let (key, value) = (key.trim(), value.trim());
-        let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{key}={v}: not a number"));
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{key}={v}: not a number"))
+        };
         match key {
-            "kind" => {
-                if value != kind_name(kind) {
-                    return Err(format!("kind={value}, expected kind={}", kind_name(kind)));
-                }
+            "kind" if value != kind_name(kind) => {
+                return Err(format!("kind={value}, expected kind={}", kind_name(kind)));
             }
             "size" => size = num(value)?,
             "erase_size" => {
@@ -477,7 +513,10 @@ fn parse_sidecar(
                     .split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
-                    .map(|s| s.parse::<u32>().map_err(|_| format!("bad={value}: {s:?} is not a block")))
+                    .map(|s| {
+                        s.parse::<u32>()
+                            .map_err(|_| format!("bad={value}: {s:?} is not a block"))
+                    })
                     .collect::<Result<_, _>>()?;
             }
             _ => {}
@@ -569,7 +608,15 @@ impl SimNor {
         erase_size: u32,
         write_size: u32,
     ) -> Result<SimNor, Error> {
-        Sim::create(path.as_ref(), FlashKind::Nor, size, erase_size, write_size, &[]).map(SimNor)
+        Sim::create(
+            path.as_ref(),
+            FlashKind::Nor,
+            size,
+            erase_size,
+            write_size,
+            &[],
+        )
+        .map(SimNor)
     }
 
     /// Opens an existing NOR image; without a sidecar: 64 KiB eraseblocks,
@@ -596,8 +643,15 @@ impl SimNand {
         page_size: u32,
         bad_blocks: &[u32],
     ) -> Result<SimNand, Error> {
-        Sim::create(path.as_ref(), FlashKind::Nand, size, erase_size, page_size, bad_blocks)
-            .map(SimNand)
+        Sim::create(
+            path.as_ref(),
+            FlashKind::Nand,
+            size,
+            erase_size,
+            page_size,
+            bad_blocks,
+        )
+        .map(SimNand)
     }
 
     /// Opens an existing NAND image; without a sidecar: 128 KiB eraseblocks,
@@ -648,7 +702,12 @@ mod tests {
         let nor = SimNor::open(&p).expect("open");
         assert_eq!(
             nor.geometry(),
-            Geometry { kind: FlashKind::Nor, size: 131_072, erase_size: 65536, write_size: 1 }
+            Geometry {
+                kind: FlashKind::Nor,
+                size: 131_072,
+                erase_size: 65536,
+                write_size: 1
+            }
         );
         let p = dir.join("nand.bin");
         std::fs::write(&p, vec![0xFFu8; 2 * 131_072]).expect("write");
@@ -666,7 +725,8 @@ mod tests {
         let p = dir.join("nor.bin");
         let mut nor = SimNor::create(&p, 4 * 1024, 1024, 1).expect("create");
         nor.write(5, &[0xF0, 0x0F]).expect("write");
-        nor.write(5, &[0xC0, 0x0F]).expect("clearing more bits is fine");
+        nor.write(5, &[0xC0, 0x0F])
+            .expect("clearing more bits is fine");
         let before = contents(&p);
         let e = nor.write(5, &[0xF0]).expect_err("0 -> 1");
         assert_eq!(e.kind, ErrorKind::NotErased);
@@ -677,7 +737,10 @@ mod tests {
         let mut b = [0u8; 2];
         nor.read(5, &mut b).expect("read");
         assert_eq!(b, [0x12, 0xFF]);
-        assert_eq!(nor.mark_bad(1).expect_err("nor").errno, Some(nix::libc::EOPNOTSUPP));
+        assert_eq!(
+            nor.mark_bad(1).expect_err("nor").errno,
+            Some(nix::libc::EOPNOTSUPP)
+        );
     }
 
     #[test]
@@ -695,7 +758,9 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Unaligned);
         let e = nand.write(512, &page).expect_err("second program");
         assert_eq!(e.kind, ErrorKind::PageAlreadyProgrammed);
-        let e = nand.write(512, &[0u8; 512]).expect_err("second program, even clearing bits");
+        let e = nand
+            .write(512, &[0u8; 512])
+            .expect_err("second program, even clearing bits");
         assert_eq!(e.kind, ErrorKind::PageAlreadyProgrammed);
         let e = nand.write(2 * 4096, &page).expect_err("bad block");
         assert_eq!((e.kind, e.block), (ErrorKind::BadBlock, Some(2)));
@@ -710,11 +775,14 @@ mod tests {
         // A restarted process sees page 1 as programmed.
         drop(nand);
         let mut nand = SimNand::open(&p).expect("reopen");
-        let e = nand.write(512, &page).expect_err("still programmed after reopen");
+        let e = nand
+            .write(512, &page)
+            .expect_err("still programmed after reopen");
         assert_eq!(e.kind, ErrorKind::PageAlreadyProgrammed);
         nand.write(0, &page).expect("page 0 is free");
         nand.erase_block(0).expect("erase");
-        nand.write(512, &page).expect("programmable again after erase");
+        nand.write(512, &page)
+            .expect("programmable again after erase");
     }
 
     #[test]
@@ -722,12 +790,18 @@ mod tests {
         let dir = TempDir::new("sim-nor-noterased");
         let p = dir.join("nor.bin");
         let mut nor = SimNor::create(&p, 4 * 4096, 4096, 4).expect("create");
-        nor.write(0, &[0, 0, 0, 0, 0xF0, 0xF0, 0xF0, 0xF0]).expect("write");
+        nor.write(0, &[0, 0, 0, 0, 0xF0, 0xF0, 0xF0, 0xF0])
+            .expect("write");
         let before = contents(&p);
         // First word would be fine, second word sets bits: whole write refused.
-        let e = nor.write(0, &[0, 0, 0, 0, 0xFF, 0, 0, 0]).expect_err("0 -> 1");
+        let e = nor
+            .write(0, &[0, 0, 0, 0, 0xFF, 0, 0, 0])
+            .expect_err("0 -> 1");
         assert_eq!((e.kind, e.offset), (ErrorKind::NotErased, Some(4)));
-        assert_eq!(nor.write(2, &[0; 4]).expect_err("unaligned").kind, ErrorKind::Unaligned);
+        assert_eq!(
+            nor.write(2, &[0; 4]).expect_err("unaligned").kind,
+            ErrorKind::Unaligned
+        );
         assert_eq!(contents(&p), before);
     }
 
@@ -743,7 +817,10 @@ mod tests {
         drop(nand);
         let mut nand = SimNand::open(&p).expect("reopen");
         assert!(nand.is_bad(5).expect("is_bad"));
-        assert_eq!(nand.is_bad(8).expect_err("range").kind, ErrorKind::OutOfRange);
+        assert_eq!(
+            nand.is_bad(8).expect_err("range").kind,
+            ErrorKind::OutOfRange
+        );
     }
 
     #[test]
@@ -758,12 +835,24 @@ mod tests {
             ..Faults::default()
         });
         let e = nand.erase_block(1).expect_err("eio");
-        assert_eq!((e.kind, e.errno, e.block), (ErrorKind::Io, Some(5), Some(1)));
-        assert_eq!(e.to_string(), "erase of eraseblock 1 failed: I/O error (errno 5)");
+        assert_eq!(
+            (e.kind, e.errno, e.block),
+            (ErrorKind::Io, Some(5), Some(1))
+        );
+        assert_eq!(
+            e.to_string(),
+            "erase of eraseblock 1 failed: I/O error (errno 5)"
+        );
         let e = nand.write(2 * 4096 + 512, &[0u8; 512]).expect_err("eio");
-        assert_eq!((e.kind, e.errno, e.block), (ErrorKind::Io, Some(5), Some(2)));
+        assert_eq!(
+            (e.kind, e.errno, e.block),
+            (ErrorKind::Io, Some(5), Some(2))
+        );
         let mut b = [0u8; 16];
-        assert_eq!(nand.read(0, &mut b).expect("read"), ReadStatus::Corrected(1));
+        assert_eq!(
+            nand.read(0, &mut b).expect("read"),
+            ReadStatus::Corrected(1)
+        );
         assert!(contents(&p).iter().all(|&b| b == 0xFF));
         assert_eq!(nand.op_count(), 2);
     }
@@ -774,12 +863,24 @@ mod tests {
         let p = dir.join("nor.bin");
         let mut nor = SimNor::create(&p, 4 * 1024, 1024, 1).expect("create");
         nor.write(0, &[0u8; 1024]).expect("op 0");
-        nor.set_faults(Faults { power_cut_after: Some(2), ..Faults::default() });
+        nor.set_faults(Faults {
+            power_cut_after: Some(2),
+            ..Faults::default()
+        });
         nor.write(1024, &[0x11u8; 8]).expect("op 1");
         // Op 2: torn erase of block 0 -> first half 0xFF, second half unchanged.
-        assert_eq!(nor.erase_block(0).expect_err("cut").kind, ErrorKind::PowerCut);
-        assert_eq!(nor.write(2048, &[0u8; 4]).expect_err("dead").kind, ErrorKind::PowerCut);
-        assert_eq!(nor.erase_block(3).expect_err("dead").kind, ErrorKind::PowerCut);
+        assert_eq!(
+            nor.erase_block(0).expect_err("cut").kind,
+            ErrorKind::PowerCut
+        );
+        assert_eq!(
+            nor.write(2048, &[0u8; 4]).expect_err("dead").kind,
+            ErrorKind::PowerCut
+        );
+        assert_eq!(
+            nor.erase_block(3).expect_err("dead").kind,
+            ErrorKind::PowerCut
+        );
         assert_eq!(nor.op_count(), 5);
         let data = contents(&p);
         assert!(data[..512].iter().all(|&b| b == 0xFF));
@@ -790,7 +891,10 @@ mod tests {
         // Torn write programs the first half of its bytes.
         let p = dir.join("nand.bin");
         let mut nand = SimNand::create(&p, 4 * 4096, 4096, 512, &[]).expect("create");
-        nand.set_faults(Faults { power_cut_after: Some(0), ..Faults::default() });
+        nand.set_faults(Faults {
+            power_cut_after: Some(0),
+            ..Faults::default()
+        });
         assert_eq!(
             nand.write(0, &[0u8; 2048]).expect_err("cut").kind,
             ErrorKind::PowerCut

@@ -32,8 +32,11 @@ fn open(spec: &str, size_hint: Option<u64>) -> Result<Box<dyn Flash + Send>, Err
     let path = Path::new(rest);
     let need_size = |erase: u32| match size_hint {
         Some(n) if n > 0 => Ok(n.div_ceil(u64::from(erase)) * u64::from(erase)),
-        _ => Err(Error::new(ErrorKind::NotFound, Op::Open)
-            .with_detail(format!("{rest} does not exist and no size was given to create it"))),
+        _ => Err(
+            Error::new(ErrorKind::NotFound, Op::Open).with_detail(format!(
+                "{rest} does not exist and no size was given to create it"
+            )),
+        ),
     };
     Ok(match scheme {
         "file" => Box::new(FileFlash::open(path, size_hint)?),
@@ -88,7 +91,10 @@ mod tests {
         assert!(e.to_string().contains("nand.bin"), "{e}");
         let f = open_target(&spec, Some(300_000)).expect("create");
         let g = f.geometry();
-        assert_eq!((g.kind, g.size, g.erase_size, g.write_size), (FlashKind::Nand, 3 * 131_072, 131_072, 2048));
+        assert_eq!(
+            (g.kind, g.size, g.erase_size, g.write_size),
+            (FlashKind::Nand, 3 * 131_072, 131_072, 2048)
+        );
         drop(f);
         let f = open_target(&spec, None).expect("reopen");
         assert_eq!(f.geometry(), g);
@@ -109,7 +115,8 @@ mod tests {
             .expect("writer");
         for i in 0..w.block_count() {
             let s = i as usize * 16_384;
-            w.write_block(i, &image[s..(s + 16_384).min(image.len())]).expect("write");
+            w.write_block(i, &image[s..(s + 16_384).min(image.len())])
+                .expect("write");
         }
         drop(w);
         assert_eq!(&std::fs::read(&p).expect("read")[..image.len()], &image[..]);
@@ -117,11 +124,15 @@ mod tests {
 
     #[test]
     fn mtd_errors_name_the_spec() {
-        let e = open_target("mtd:/nonexistent/mtd7", None).err().expect("missing");
+        let e = open_target("mtd:/nonexistent/mtd7", None)
+            .err()
+            .expect("missing");
         assert!(e.to_string().contains("/nonexistent/mtd7"), "{e}");
         // No MTD on the build machine: the name lookup fails and says which name.
         if !Path::new("/proc/mtd").exists() {
-            let e = open_target("mtd:firmware", None).err().expect("no /proc/mtd");
+            let e = open_target("mtd:firmware", None)
+                .err()
+                .expect("no /proc/mtd");
             assert!(e.to_string().contains("firmware"), "{e}");
         }
     }

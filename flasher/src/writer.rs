@@ -78,12 +78,12 @@ impl<F: Flash> Mapped<F> {
             p += 1;
         }
         if self.map.len() < needed as usize {
-            return Err(Error::new(ErrorKind::NoSpareBlocks, Op::BadBlockQuery).with_detail(
-                format!(
+            return Err(
+                Error::new(ErrorKind::NoSpareBlocks, Op::BadBlockQuery).with_detail(format!(
                     "image needs {needed} eraseblocks, only {} of {total} are good",
                     self.map.len()
-                ),
-            ));
+                )),
+            );
         }
         Ok(())
     }
@@ -150,7 +150,11 @@ impl<F: Flash> Mapped<F> {
             let mut page = 0usize;
             let pages = piece.len().div_ceil(ws);
             while page < pages {
-                let is_ff = |i: usize| piece[i * ws..((i + 1) * ws).min(piece.len())].iter().all(|&b| b == 0xFF);
+                let is_ff = |i: usize| {
+                    piece[i * ws..((i + 1) * ws).min(piece.len())]
+                        .iter()
+                        .all(|&b| b == 0xFF)
+                };
                 if is_ff(page) {
                     page += 1;
                     continue;
@@ -180,7 +184,12 @@ struct PieceIter {
 
 impl PieceIter {
     fn new(off: u64, len: usize, es: u64) -> Self {
-        PieceIter { off, len, done: 0, es }
+        PieceIter {
+            off,
+            len,
+            done: 0,
+            es,
+        }
     }
 }
 
@@ -223,7 +232,6 @@ fn round_up(n: u64, to: u64) -> u64 {
 
 /// Writes an image of `image_len` bytes in blocks of `block_size` onto a
 /// [`Flash`], skipping bad blocks; see the module docs for the rules.
-#[derive(Debug)]
 pub struct ImageWriter<F: Flash> {
     m: Mapped<F>,
     image_len: u64,
@@ -241,6 +249,21 @@ pub struct ImageWriter<F: Flash> {
     erase_buf: Vec<u8>,
 }
 
+impl<F: Flash + std::fmt::Debug> std::fmt::Debug for ImageWriter<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Buffers left out on purpose: they are large and say nothing.
+        f.debug_struct("ImageWriter")
+            .field("flash", &self.m.flash)
+            .field("geometry", &self.m.geo)
+            .field("image_len", &self.image_len)
+            .field("block_size", &self.block_size)
+            .field("opts", &self.opts)
+            .field("map", &self.m.map)
+            .field("bad_blocks_skipped", &self.m.skipped)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F: Flash> ImageWriter<F> {
     /// Prepares to write an image of `image_len` bytes in blocks of
     /// `block_size` bytes: checks the geometry, builds the bad-block map and
@@ -250,9 +273,15 @@ impl<F: Flash> ImageWriter<F> {
     /// the eraseblock size or divides it (and is a multiple of the page size);
     /// [`ErrorKind::OutOfRange`] if the image is larger than the device;
     /// [`ErrorKind::NoSpareBlocks`] if the good eraseblocks cannot hold it.
-    pub fn new(flash: F, image_len: u64, block_size: u32, opts: WriterOptions) -> Result<Self, Error> {
+    pub fn new(
+        flash: F,
+        image_len: u64,
+        block_size: u32,
+        opts: WriterOptions,
+    ) -> Result<Self, Error> {
         let geo = flash.geometry();
-        let geometry_err = |msg: String| Err(Error::new(ErrorKind::Geometry, Op::Open).with_detail(msg));
+        let geometry_err =
+            |msg: String| Err(Error::new(ErrorKind::Geometry, Op::Open).with_detail(msg));
         let (es, ws, bs) = (geo.erase_size, geo.write_size, block_size);
         if es == 0 || ws == 0 || bs == 0 {
             return geometry_err(format!(
@@ -261,7 +290,9 @@ impl<F: Flash> ImageWriter<F> {
         }
         if geo.kind != FlashKind::Plain {
             if es % ws != 0 {
-                return geometry_err(format!("eraseblock {es} is not a multiple of the page {ws}"));
+                return geometry_err(format!(
+                    "eraseblock {es} is not a multiple of the page {ws}"
+                ));
             }
             if !(bs % es == 0 || es % bs == 0) || bs % ws != 0 {
                 return geometry_err(format!(
@@ -271,10 +302,12 @@ impl<F: Flash> ImageWriter<F> {
         }
         let padded = round_up(image_len, u64::from(ws));
         if padded > geo.size {
-            return Err(Error::new(ErrorKind::OutOfRange, Op::Open).with_detail(format!(
-                "image of {image_len} bytes does not fit in {} bytes of flash",
-                geo.size
-            )));
+            return Err(
+                Error::new(ErrorKind::OutOfRange, Op::Open).with_detail(format!(
+                    "image of {image_len} bytes does not fit in {} bytes of flash",
+                    geo.size
+                )),
+            );
         }
         let needed = u32::try_from(padded.div_ceil(u64::from(es)))
             .map_err(|_| Error::new(ErrorKind::OutOfRange, Op::Open))?;
@@ -299,7 +332,11 @@ impl<F: Flash> ImageWriter<F> {
             erased: vec![false; needed as usize],
             block_buf: vec![0; round_up(u64::from(bs), u64::from(ws)) as usize],
             page_buf: vec![0xFF; ws as usize],
-            erase_buf: if shares_eraseblocks { vec![0; es as usize] } else { Vec::new() },
+            erase_buf: if shares_eraseblocks {
+                vec![0; es as usize]
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -336,10 +373,13 @@ impl<F: Flash> ImageWriter<F> {
     /// Logical offset and length of image block `index`.
     fn block_range(&self, op: Op, index: u32) -> Result<(u64, usize), Error> {
         if index >= self.block_count() {
-            return Err(Error::new(ErrorKind::OutOfRange, op).with_detail(format!(
-                "image block {index} of {}",
-                self.block_count()
-            )));
+            return Err(Error::new(ErrorKind::OutOfRange, op)
+                .with_detail(format!("image block {index} of {}", self.block_count())));
+        }
+        if self.m.map.len() < self.needed as usize {
+            // A remap after a new bad block ran out of good blocks.
+            return Err(Error::new(ErrorKind::NoSpareBlocks, op)
+                .with_detail("no good eraseblocks left for the image after a new bad block"));
         }
         let start = u64::from(index) * u64::from(self.block_size);
         let len = (self.image_len - start).min(u64::from(self.block_size)) as usize;
@@ -352,10 +392,12 @@ impl<F: Flash> ImageWriter<F> {
     pub fn read_block(&mut self, index: u32, buf: &mut [u8]) -> Result<usize, Error> {
         let (start, len) = self.block_range(Op::Read, index)?;
         if buf.len() < len {
-            return Err(Error::new(ErrorKind::OutOfRange, Op::Read).with_detail(format!(
-                "buffer of {} bytes for image block {index} of {len} bytes",
-                buf.len()
-            )));
+            return Err(
+                Error::new(ErrorKind::OutOfRange, Op::Read).with_detail(format!(
+                    "buffer of {} bytes for image block {index} of {len} bytes",
+                    buf.len()
+                )),
+            );
         }
         self.m.read(start, &mut buf[..len])?;
         Ok(len)
@@ -438,10 +480,12 @@ impl<F: Flash> ImageWriter<F> {
     pub fn write_block(&mut self, index: u32, data: &[u8]) -> Result<(), Error> {
         let (start, len) = self.block_range(Op::Write, index)?;
         if data.len() != len {
-            return Err(Error::new(ErrorKind::OutOfRange, Op::Write).with_detail(format!(
-                "image block {index} is {len} bytes, got {}",
-                data.len()
-            )));
+            return Err(
+                Error::new(ErrorKind::OutOfRange, Op::Write).with_detail(format!(
+                    "image block {index} is {len} bytes, got {}",
+                    data.len()
+                )),
+            );
         }
         let header = self.opts.header_last && index == 0;
         if header {

@@ -14,7 +14,9 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::wire::{check_geometry, Bytes, ImageId, MAX_BOARD_LEN, MAX_MANIFEST_LEN, MAX_VERSION_LEN};
+use crate::wire::{
+    check_geometry, Bytes, ImageId, MAX_BOARD_LEN, MAX_MANIFEST_LEN, MAX_VERSION_LEN,
+};
 
 /// Magic bytes of a signed manifest.
 pub const MANIFEST_MAGIC: [u8; 4] = *b"FCMF";
@@ -42,8 +44,12 @@ pub enum ManifestError {
 impl core::fmt::Display for ManifestError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ManifestError::NotAManifest => f.write_str("not a firmcast manifest (bad magic or format)"),
-            ManifestError::BadSignature => f.write_str("signature does not verify with the configured public key"),
+            ManifestError::NotAManifest => {
+                f.write_str("not a firmcast manifest (bad magic or format)")
+            }
+            ManifestError::BadSignature => {
+                f.write_str("signature does not verify with the configured public key")
+            }
             ManifestError::Malformed(field) => write!(f, "malformed manifest: field `{field}`"),
         }
     }
@@ -158,35 +164,70 @@ impl Manifest {
     }
 
     /// Verify `signed` with `public_key` and decode it (R-MAN-1, R-MAN-2).
-    pub fn verify(signed: &[u8], public_key: &[u8; PUBLIC_KEY_LEN]) -> Result<Manifest, ManifestError> {
+    pub fn verify(
+        signed: &[u8],
+        public_key: &[u8; PUBLIC_KEY_LEN],
+    ) -> Result<Manifest, ManifestError> {
         if signed.len() < PREFIX_LEN + SIGNATURE_LEN || signed.len() > MAX_MANIFEST_LEN as usize {
             return Err(ManifestError::NotAManifest);
         }
-        if signed[0..4] != MANIFEST_MAGIC || signed[4] != MANIFEST_FORMAT || signed[5..8] != [0, 0, 0] {
+        if signed[0..4] != MANIFEST_MAGIC
+            || signed[4] != MANIFEST_FORMAT
+            || signed[5..8] != [0, 0, 0]
+        {
             return Err(ManifestError::NotAManifest);
         }
         let (message, signature) = signed.split_at(signed.len() - SIGNATURE_LEN);
         let key = ed25519_compact::PublicKey::new(*public_key);
-        let sig = ed25519_compact::Signature::from_slice(signature).map_err(|_| ManifestError::BadSignature)?;
-        key.verify(message, &sig).map_err(|_| ManifestError::BadSignature)?;
+        let sig = ed25519_compact::Signature::from_slice(signature)
+            .map_err(|_| ManifestError::BadSignature)?;
+        key.verify(message, &sig)
+            .map_err(|_| ManifestError::BadSignature)?;
+        Self::decode_unverified(signed)
+    }
+
+    /// Decode `signed` without checking its signature. For operator tools
+    /// that hold the image and check every block digest against it (the
+    /// sender, the repair server); a device must use [`Manifest::verify`].
+    pub fn decode_unverified(signed: &[u8]) -> Result<Manifest, ManifestError> {
+        let message = Self::check_envelope(signed)?;
+        Self::decode_body(&message[PREFIX_LEN..], image_id(signed))
+    }
+
+    /// Check magic, format and length prefix; returns the signed message.
+    fn check_envelope(signed: &[u8]) -> Result<&[u8], ManifestError> {
+        if signed.len() < PREFIX_LEN + SIGNATURE_LEN || signed.len() > MAX_MANIFEST_LEN as usize {
+            return Err(ManifestError::NotAManifest);
+        }
+        if signed[0..4] != MANIFEST_MAGIC
+            || signed[4] != MANIFEST_FORMAT
+            || signed[5..8] != [0, 0, 0]
+        {
+            return Err(ManifestError::NotAManifest);
+        }
+        let message = &signed[..signed.len() - SIGNATURE_LEN];
         let body_len = u32::from_be_bytes([signed[8], signed[9], signed[10], signed[11]]) as usize;
         if body_len != message.len() - PREFIX_LEN {
             return Err(ManifestError::Malformed("body_len"));
         }
-        Self::decode_body(&message[PREFIX_LEN..], image_id(signed))
+        Ok(message)
     }
 
     fn decode_body(bytes: &[u8], image_id: ImageId) -> Result<Manifest, ManifestError> {
-        let (body, rest) = postcard::take_from_bytes::<Body<'_>>(bytes).map_err(|_| ManifestError::Malformed("body"))?;
+        let (body, rest) = postcard::take_from_bytes::<Body<'_>>(bytes)
+            .map_err(|_| ManifestError::Malformed("body"))?;
         if !rest.is_empty() {
             return Err(ManifestError::Malformed("body"));
         }
-        let board = heapless::String::try_from(body.board).map_err(|_| ManifestError::Malformed("board"))?;
-        let version = heapless::String::try_from(body.version).map_err(|_| ManifestError::Malformed("version"))?;
+        let board = heapless::String::try_from(body.board)
+            .map_err(|_| ManifestError::Malformed("board"))?;
+        let version = heapless::String::try_from(body.version)
+            .map_err(|_| ManifestError::Malformed("version"))?;
         if board.is_empty() || version.is_empty() {
             return Err(ManifestError::Malformed("board"));
         }
-        check_geometry(body.image_len, body.block_size, body.chunk_size).map_err(ManifestError::Malformed)?;
+        check_geometry(body.image_len, body.block_size, body.chunk_size)
+            .map_err(ManifestError::Malformed)?;
         let blocks = body.image_len.div_ceil(u64::from(body.block_size));
         if body.digests.0.len() as u64 != blocks * DIGEST_LEN as u64 {
             return Err(ManifestError::Malformed("digests"));
@@ -227,8 +268,10 @@ pub fn sign(
     if spec.version.is_empty() || spec.version.len() > MAX_VERSION_LEN {
         return Err(ManifestError::Malformed("version"));
     }
-    check_geometry(image.len() as u64, spec.block_size, spec.chunk_size).map_err(ManifestError::Malformed)?;
-    let mut digests = Vec::with_capacity(image.len().div_ceil(spec.block_size as usize) * DIGEST_LEN);
+    check_geometry(image.len() as u64, spec.block_size, spec.chunk_size)
+        .map_err(ManifestError::Malformed)?;
+    let mut digests =
+        Vec::with_capacity(image.len().div_ceil(spec.block_size as usize) * DIGEST_LEN);
     for block in image.chunks(spec.block_size as usize) {
         digests.extend_from_slice(&block_digest(block));
     }
@@ -267,13 +310,21 @@ mod tests {
     }
 
     fn spec() -> ManifestSpec<'static> {
-        ManifestSpec { board: "acme,rt1", version: "2.1.0", block_size: 4096, chunk_size: 1024, created_unix: 1 }
+        ManifestSpec {
+            board: "acme,rt1",
+            version: "2.1.0",
+            block_size: 4096,
+            chunk_size: 1024,
+            created_unix: 1,
+        }
     }
 
     #[test]
     fn sign_then_verify_round_trips() {
         let kp = keypair(1);
-        let image: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let image: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
         let signed = sign(&spec(), &image, &kp.sk).expect("sign");
         let m = Manifest::verify(&signed, &kp.pk).expect("verify");
         assert_eq!(m.block_count(), 3);
@@ -284,6 +335,7 @@ mod tests {
         assert!(m.block_matches(2, &image[8192..]));
         assert_eq!(m.key_id, key_id(&kp.pk));
         assert_eq!(m.image_id, image_id(&signed));
+        assert_eq!(Manifest::decode_unverified(&signed), Ok(m));
     }
 
     #[test]
@@ -291,13 +343,22 @@ mod tests {
         let kp = keypair(1);
         let image = [0x5au8; 5000];
         let signed = sign(&spec(), &image, &kp.sk).expect("sign");
-        assert_eq!(Manifest::verify(&signed, &keypair(2).pk), Err(ManifestError::BadSignature));
+        assert_eq!(
+            Manifest::verify(&signed, &keypair(2).pk),
+            Err(ManifestError::BadSignature)
+        );
         for i in 0..signed.len() {
             let mut bad = signed.clone();
             bad[i] ^= 0x10;
-            assert!(Manifest::verify(&bad, &kp.pk).is_err(), "bit flip at {i} accepted");
+            assert!(
+                Manifest::verify(&bad, &kp.pk).is_err(),
+                "bit flip at {i} accepted"
+            );
         }
-        assert_eq!(Manifest::verify(&signed[..50], &kp.pk), Err(ManifestError::NotAManifest));
+        assert_eq!(
+            Manifest::verify(&signed[..50], &kp.pk),
+            Err(ManifestError::NotAManifest)
+        );
     }
 
     #[test]
@@ -305,7 +366,13 @@ mod tests {
         let kp = keypair(1);
         let mut s = spec();
         s.block_size = 1000;
-        assert_eq!(sign(&s, &[0u8; 10], &kp.sk), Err(ManifestError::Malformed("block_size")));
-        assert_eq!(sign(&spec(), &[], &kp.sk), Err(ManifestError::Malformed("image_len")));
+        assert_eq!(
+            sign(&s, &[0u8; 10], &kp.sk),
+            Err(ManifestError::Malformed("block_size"))
+        );
+        assert_eq!(
+            sign(&spec(), &[], &kp.sk),
+            Err(ManifestError::Malformed("image_len"))
+        );
     }
 }

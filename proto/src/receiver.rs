@@ -30,8 +30,8 @@ use crate::time::{earliest, Instant};
 use crate::transmit::{Dest, DropReason, Transmit};
 use crate::version;
 use crate::wire::{
-    self, Announce, ChunkRange, Data, DeviceState, Frame, Header, ImageId, ManifestChunk, Nack, Reason, Status,
-    FLAG_REPAIR, MAX_BOARD_LEN, MAX_NACK_RANGES, MAX_VERSION_LEN,
+    self, Announce, ChunkRange, Data, DeviceState, Frame, Header, ImageId, ManifestChunk, Nack,
+    Reason, Status, FLAG_REPAIR, MAX_BOARD_LEN, MAX_NACK_RANGES, MAX_VERSION_LEN,
 };
 
 /// How a receiver behaves; fixed for its lifetime.
@@ -71,7 +71,12 @@ pub struct ReceiverConfig {
 
 impl ReceiverConfig {
     /// A configuration with the defaults for everything but identity and key.
-    pub fn new(device_id: u64, board: &str, current_version: &str, public_key: [u8; PUBLIC_KEY_LEN]) -> Self {
+    pub fn new(
+        device_id: u64,
+        board: &str,
+        current_version: &str,
+        public_key: [u8; PUBLIC_KEY_LEN],
+    ) -> Self {
         ReceiverConfig {
             device_id,
             board: String::from(board),
@@ -305,7 +310,9 @@ fn set_bit(words: &mut [u64], i: u32) -> bool {
 }
 
 fn get_bit(words: &[u64], i: u32) -> bool {
-    words.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    words
+        .get((i / 64) as usize)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
 fn clear_bit(words: &mut [u64], i: u32) {
@@ -363,11 +370,15 @@ impl Transfer {
     }
 
     fn find_slot(&self, block: u32) -> Option<usize> {
-        self.slots.iter().position(|sl| sl.state != SlotState::Free && sl.block == block)
+        self.slots
+            .iter()
+            .position(|sl| sl.state != SlotState::Free && sl.block == block)
     }
 
     fn global(&self, block: u32, chunk: u32) -> u32 {
-        block.saturating_mul(self.manifest.chunks_per_block()).saturating_add(chunk)
+        block
+            .saturating_mul(self.manifest.chunks_per_block())
+            .saturating_add(chunk)
     }
 
     /// Chunks of slot `s` that should have arrived by now (R-NACK-1).
@@ -445,7 +456,9 @@ impl Receiver {
 
     fn transfer(&self) -> Option<&Transfer> {
         match &self.phase {
-            Phase::Resuming(t) | Phase::Receiving(t) | Phase::Verifying(t) | Phase::Done(t) => Some(t),
+            Phase::Resuming(t) | Phase::Receiving(t) | Phase::Verifying(t) | Phase::Done(t) => {
+                Some(t)
+            }
             _ => None,
         }
     }
@@ -481,7 +494,12 @@ impl Receiver {
     }
 
     /// Feed one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
         self.stats.datagrams += 1;
         let result = self.dispatch(now, from, bytes);
         match result {
@@ -491,9 +509,13 @@ impl Receiver {
                     self.stats.dropped_crc += 1;
                 }
             }
-            Err(DropReason::OtherImage | DropReason::OtherSession) => self.stats.dropped_foreign += 1,
+            Err(DropReason::OtherImage | DropReason::OtherSession) => {
+                self.stats.dropped_foreign += 1
+            }
             Err(DropReason::OutOfManifest) => self.stats.dropped_out_of_manifest += 1,
-            Err(DropReason::Unexpected | DropReason::Overload) => self.stats.dropped_unexpected += 1,
+            Err(DropReason::Unexpected | DropReason::Overload) => {
+                self.stats.dropped_unexpected += 1
+            }
             Ok(()) => {}
         }
         result
@@ -513,7 +535,11 @@ impl Receiver {
         // The queue holds at most a handful of phase events; if it is ever full the
         // oldest informational event goes, never a phase event.
         if self.events.is_full() {
-            if let Some(pos) = self.events.iter().position(|e| matches!(e, Queued::Foreign(..))) {
+            if let Some(pos) = self
+                .events
+                .iter()
+                .position(|e| matches!(e, Queued::Foreign(..)))
+            {
                 let mut kept: heapless::Deque<Queued, 16> = heapless::Deque::new();
                 for (i, e) in self.events.iter().enumerate() {
                     if i != pos {
@@ -526,7 +552,15 @@ impl Receiver {
         let _ = self.events.push_back(q);
     }
 
-    fn refuse(&mut self, now: Instant, image_id: ImageId, reason: Reason, board: &str, version: &str, detail: &'static str) {
+    fn refuse(
+        &mut self,
+        now: Instant,
+        image_id: ImageId,
+        reason: Reason,
+        board: &str,
+        version: &str,
+        detail: &'static str,
+    ) {
         if !self.refused.contains(&image_id) {
             if self.refused.is_full() {
                 self.refused.remove(0);
@@ -537,7 +571,13 @@ impl Receiver {
         let _ = b.push_str(truncate(board, MAX_BOARD_LEN));
         let mut v = heapless::String::new();
         let _ = v.push_str(truncate(version, MAX_VERSION_LEN));
-        self.refusal = Some(Refusal { image_id, reason, board: b, version: v, detail });
+        self.refusal = Some(Refusal {
+            image_id,
+            reason,
+            board: b,
+            version: v,
+            detail,
+        });
         self.phase = Phase::Listening;
         self.queue(Queued::Refused);
         self.final_status_left = FINAL_STATUS_REPEATS;
@@ -552,7 +592,13 @@ impl Receiver {
     }
 
     // R-ANN-1: an Announce only starts a manifest fetch; the manifest decides.
-    fn on_announce(&mut self, now: Instant, from: SocketAddr, header: &Header, a: &Announce<'_>) -> Result<(), DropReason> {
+    fn on_announce(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        a: &Announce<'_>,
+    ) -> Result<(), DropReason> {
         match &mut self.phase {
             Phase::Listening => {}
             Phase::FetchingManifest(f) => {
@@ -582,19 +628,47 @@ impl Receiver {
             return Err(DropReason::OtherImage);
         }
         if a.board != self.config.board {
-            self.refuse(now, header.image_id, Reason::WrongBoard, a.board, a.version, "announced for another board");
+            self.refuse(
+                now,
+                header.image_id,
+                Reason::WrongBoard,
+                a.board,
+                a.version,
+                "announced for another board",
+            );
             return Ok(());
         }
         if !version::is_newer(a.version, &self.config.current_version) {
-            self.refuse(now, header.image_id, Reason::NotNewer, a.board, a.version, "announced version is not newer");
+            self.refuse(
+                now,
+                header.image_id,
+                Reason::NotNewer,
+                a.board,
+                a.version,
+                "announced version is not newer",
+            );
             return Ok(());
         }
         if a.manifest_len > self.config.max_manifest_len {
-            self.refuse(now, header.image_id, Reason::TooLarge, a.board, a.version, "manifest larger than max_manifest_len");
+            self.refuse(
+                now,
+                header.image_id,
+                Reason::TooLarge,
+                a.board,
+                a.version,
+                "manifest larger than max_manifest_len",
+            );
             return Ok(());
         }
         if a.block_size > self.config.max_block_size || a.image_len > self.config.capacity {
-            self.refuse(now, header.image_id, Reason::TooLarge, a.board, a.version, "image or block larger than this device allows");
+            self.refuse(
+                now,
+                header.image_id,
+                Reason::TooLarge,
+                a.board,
+                a.version,
+                "image or block larger than this device allows",
+            );
             return Ok(());
         }
         let chunks = a.manifest_len.div_ceil(a.chunk_size);
@@ -621,7 +695,12 @@ impl Receiver {
         Ok(())
     }
 
-    fn on_manifest_chunk(&mut self, now: Instant, header: &Header, m: &ManifestChunk<'_>) -> Result<(), DropReason> {
+    fn on_manifest_chunk(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        m: &ManifestChunk<'_>,
+    ) -> Result<(), DropReason> {
         let Phase::FetchingManifest(f) = &mut self.phase else {
             return Err(DropReason::Unexpected);
         };
@@ -647,41 +726,97 @@ impl Receiver {
     }
 
     fn finish_manifest(&mut self, now: Instant) {
-        let Phase::FetchingManifest(f) = core::mem::replace(&mut self.phase, Phase::Listening) else {
+        let Phase::FetchingManifest(f) = core::mem::replace(&mut self.phase, Phase::Listening)
+        else {
             return;
         };
         // R-MAN-3: the manifest must be the one the header names.
         if crate::manifest::image_id(&f.buf) != f.image_id {
-            self.refuse(now, f.image_id, Reason::ManifestMismatch, &f.board, &f.version, "manifest digest differs from the announced image id");
+            self.refuse(
+                now,
+                f.image_id,
+                Reason::ManifestMismatch,
+                &f.board,
+                &f.version,
+                "manifest digest differs from the announced image id",
+            );
             return;
         }
         let manifest = match Manifest::verify(&f.buf, &self.config.public_key) {
             Ok(m) => m,
             Err(crate::manifest::ManifestError::BadSignature) => {
-                self.refuse(now, f.image_id, Reason::BadSignature, &f.board, &f.version, "signature does not verify with the configured public key");
+                self.refuse(
+                    now,
+                    f.image_id,
+                    Reason::BadSignature,
+                    &f.board,
+                    &f.version,
+                    "signature does not verify with the configured public key",
+                );
                 return;
             }
             Err(_) => {
-                self.refuse(now, f.image_id, Reason::ManifestMismatch, &f.board, &f.version, "signed manifest does not decode");
+                self.refuse(
+                    now,
+                    f.image_id,
+                    Reason::ManifestMismatch,
+                    &f.board,
+                    &f.version,
+                    "signed manifest does not decode",
+                );
                 return;
             }
         };
         let (board, version) = (manifest.board.clone(), manifest.version.clone());
         if manifest.board.as_str() != self.config.board {
-            self.refuse(now, f.image_id, Reason::WrongBoard, &board, &version, "signed for another board");
+            self.refuse(
+                now,
+                f.image_id,
+                Reason::WrongBoard,
+                &board,
+                &version,
+                "signed for another board",
+            );
         } else if !version::is_newer(&manifest.version, &self.config.current_version) {
-            self.refuse(now, f.image_id, Reason::NotNewer, &board, &version, "signed version is not newer");
+            self.refuse(
+                now,
+                f.image_id,
+                Reason::NotNewer,
+                &board,
+                &version,
+                "signed version is not newer",
+            );
         } else if manifest.board != f.board
             || manifest.version != f.version
             || manifest.image_len != f.image_len
             || manifest.block_size != f.block_size
             || manifest.chunk_size != f.chunk_size
         {
-            self.refuse(now, f.image_id, Reason::ManifestMismatch, &board, &version, "announce and signed manifest disagree");
-        } else if manifest.block_size > self.config.max_block_size || manifest.image_len > self.config.capacity {
-            self.refuse(now, f.image_id, Reason::TooLarge, &board, &version, "image or block larger than this device allows");
+            self.refuse(
+                now,
+                f.image_id,
+                Reason::ManifestMismatch,
+                &board,
+                &version,
+                "announce and signed manifest disagree",
+            );
+        } else if manifest.block_size > self.config.max_block_size
+            || manifest.image_len > self.config.capacity
+        {
+            self.refuse(
+                now,
+                f.image_id,
+                Reason::TooLarge,
+                &board,
+                &version,
+                "image or block larger than this device allows",
+            );
         } else {
-            self.phase = Phase::Resuming(Transfer::new(manifest, f.session, self.config.window_blocks));
+            self.phase = Phase::Resuming(Transfer::new(
+                manifest,
+                f.session,
+                self.config.window_blocks,
+            ));
             self.queue(Queued::ManifestAccepted);
             self.status_at = Some(now);
         }
@@ -718,7 +853,9 @@ impl Receiver {
     fn on_data(&mut self, now: Instant, header: &Header, d: &Data<'_>) -> Result<(), DropReason> {
         let Phase::Receiving(t) = &mut self.phase else {
             return match &self.phase {
-                Phase::Resuming(t) | Phase::Verifying(t) | Phase::Done(t) if t.manifest.image_id != header.image_id => {
+                Phase::Resuming(t) | Phase::Verifying(t) | Phase::Done(t)
+                    if t.manifest.image_id != header.image_id =>
+                {
                     self.note_foreign(header);
                     Err(DropReason::OtherImage)
                 }
@@ -769,7 +906,13 @@ impl Receiver {
             Some(s) => s,
             None => match Self::claim_slot(t, is_repair, &mut self.stats) {
                 Some(s) => {
-                    t.slots[s] = Slot { state: SlotState::Filling, block: d.block, last_activity: now, last_nack_at: now, ..Slot::FREE };
+                    t.slots[s] = Slot {
+                        state: SlotState::Filling,
+                        block: d.block,
+                        last_activity: now,
+                        last_nack_at: now,
+                        ..Slot::FREE
+                    };
                     s
                 }
                 None => {
@@ -797,10 +940,19 @@ impl Receiver {
         if slot.received == t.manifest.chunks_in_block(slot.block) {
             // R-BLK-1: a block is flashed only when its SHA-256 matches the manifest.
             let block = slot.block;
-            let ok = t.manifest.digest(block).is_some_and(|want| *want == block_digest(t.slot_data(s)));
+            let ok = t
+                .manifest
+                .digest(block)
+                .is_some_and(|want| *want == block_digest(t.slot_data(s)));
             if ok {
-                let hold = self.config.hold_first_block && block == 0 && t.done_count + 1 < t.manifest.block_count();
-                t.slots[s].state = if hold { SlotState::Held } else { SlotState::Ready };
+                let hold = self.config.hold_first_block
+                    && block == 0
+                    && t.done_count + 1 < t.manifest.block_count();
+                t.slots[s].state = if hold {
+                    SlotState::Held
+                } else {
+                    SlotState::Ready
+                };
             } else {
                 self.stats.digest_failures += 1;
                 // R-BLK-2: a forged or corrupt chunk costs this block, nothing more.
@@ -844,7 +996,9 @@ impl Receiver {
         if self.nack_at.is_some_and(|at| at <= latest_ok) {
             return;
         }
-        let Phase::Receiving(t) = &self.phase else { return };
+        let Phase::Receiving(t) = &self.phase else {
+            return;
+        };
         let fresh = (0..t.slots.len()).any(|s| {
             let sl = &t.slots[s];
             sl.state == SlotState::Filling
@@ -852,7 +1006,9 @@ impl Receiver {
                 && t.has_hole_below(s, sl.nacked_horizon, t.horizon(s))
         });
         if fresh {
-            let delay = self.rng.duration_between(self.config.nack_delay_min, self.config.nack_delay_max);
+            let delay = self
+                .rng
+                .duration_between(self.config.nack_delay_min, self.config.nack_delay_max);
             self.nack_at = earliest(self.nack_at, Some(now + delay));
         }
     }
@@ -860,8 +1016,14 @@ impl Receiver {
     /// The shell finished writing block `index`; `ok` is whether the write
     /// (with read-back) succeeded.
     pub fn handle_flash_done(&mut self, now: Instant, index: u32, ok: bool) {
-        let Phase::Receiving(t) = &mut self.phase else { return };
-        let Some(s) = t.slots.iter().position(|sl| sl.state == SlotState::Flashing && sl.block == index) else {
+        let Phase::Receiving(t) = &mut self.phase else {
+            return;
+        };
+        let Some(s) = t
+            .slots
+            .iter()
+            .position(|sl| sl.state == SlotState::Flashing && sl.block == index)
+        else {
             return;
         };
         t.reset_slot(s);
@@ -938,7 +1100,9 @@ impl Receiver {
     }
 
     fn build_nack(&mut self, now: Instant) {
-        let Phase::Receiving(t) = &mut self.phase else { return };
+        let Phase::Receiving(t) = &mut self.phase else {
+            return;
+        };
         self.nack.clear();
         let cfg = &self.config;
         let mut retry_at: Option<Instant> = None;
@@ -975,7 +1139,14 @@ impl Receiver {
                 while c < horizon && !get_bit(bits, c) {
                     c += 1;
                 }
-                if self.nack.push(ChunkRange { start: base + start, len: c - start }).is_err() {
+                if self
+                    .nack
+                    .push(ChunkRange {
+                        start: base + start,
+                        len: c - start,
+                    })
+                    .is_err()
+                {
                     full = true;
                     break;
                 }
@@ -999,23 +1170,35 @@ impl Receiver {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let (session, image_id) = self.status_stamp;
         if !self.nack.is_empty() {
-            let nack = Nack { device_id: self.config.device_id, ranges: core::mem::take(&mut self.nack) };
+            let nack = Nack {
+                device_id: self.config.device_id,
+                ranges: core::mem::take(&mut self.nack),
+            };
             let session = self.transfer().map_or(session, |t| t.session);
             if let Ok(len) = wire::encode(session, image_id, 0, &Frame::Nack(nack), buf) {
                 self.stats.nacks_sent += 1;
-                return Some(Transmit { dest: Dest::RepairServer, len });
+                return Some(Transmit {
+                    dest: Dest::RepairServer,
+                    len,
+                });
             }
         }
         if let Some(addr) = self.status_to_sender.take() {
             let len = self.encode_status(buf)?;
-            return Some(Transmit { dest: Dest::Peer(addr), len });
+            return Some(Transmit {
+                dest: Dest::Peer(addr),
+                len,
+            });
         }
         if self.status_at.is_some_and(|at| at <= now) {
             let len = self.encode_status(buf)?;
             // R-STAT-1: each report goes to the repair server, then to the sender.
             self.status_to_sender = self.sender;
             self.schedule_next_status(now);
-            return Some(Transmit { dest: Dest::RepairServer, len });
+            return Some(Transmit {
+                dest: Dest::RepairServer,
+                len,
+            });
         }
         None
     }
@@ -1048,7 +1231,9 @@ impl Receiver {
         if self.final_status_left > 0 {
             self.final_status_left -= 1;
             self.status_at = Some(now + FINAL_STATUS_GAP);
-            if self.final_status_left == 0 && matches!(self.phase, Phase::Done(_) | Phase::Failed(_)) {
+            if self.final_status_left == 0
+                && matches!(self.phase, Phase::Done(_) | Phase::Failed(_))
+            {
                 self.status_at = None;
             }
         } else if matches!(self.phase, Phase::Done(_) | Phase::Failed(_)) {
@@ -1074,11 +1259,16 @@ impl Receiver {
                 Queued::Foreign(session, image_id) => Event::Foreign { session, image_id },
             });
         }
-        let Phase::Receiving(t) = &mut self.phase else { return None };
+        let Phase::Receiving(t) = &mut self.phase else {
+            return None;
+        };
         let s = t.slots.iter().position(|sl| sl.state == SlotState::Ready)?;
         t.slots[s].state = SlotState::Flashing;
         let index = t.slots[s].block;
-        Some(Event::WriteBlock { index, data: t.slot_data(s) })
+        Some(Event::WriteBlock {
+            index,
+            data: t.slot_data(s),
+        })
     }
 
     /// When the shell must call [`Receiver::handle_timeout`] or poll again.

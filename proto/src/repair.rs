@@ -43,6 +43,9 @@ pub struct RepairConfig {
     pub max_pending: usize,
     /// Bound on the fleet table.
     pub max_devices: usize,
+    /// Unicast is used only while one device alone has been NACKing for
+    /// this long (R-REP-5): a lone straggler.
+    pub straggler_window: Duration,
 }
 
 impl Default for RepairConfig {
@@ -56,6 +59,7 @@ impl Default for RepairConfig {
             resend_holdoff: Duration::from_millis(20),
             max_pending: 65_536,
             max_devices: DEFAULT_MAX_DEVICES,
+            straggler_window: Duration::from_millis(500),
         }
     }
 }
@@ -127,6 +131,10 @@ pub struct RepairServer {
     /// When each recently repaired chunk went to the group.
     group_sent: BTreeMap<u32, Instant>,
     pacer: Pacer,
+    /// The device that sent the last NACK, and when.
+    last_nacker: Option<(u64, Instant)>,
+    /// Until then, more than one device is NACKing: repairs go to the group.
+    crowd_until: Instant,
     fleet: Fleet,
     stats: RepairStats,
 }
@@ -155,6 +163,8 @@ impl RepairServer {
             queue: BTreeMap::new(),
             cursor: 0,
             group_sent: BTreeMap::new(),
+            last_nacker: None,
+            crowd_until: Instant::ZERO,
             stats: RepairStats::default(),
         }
     }
@@ -207,6 +217,13 @@ impl RepairServer {
         }
         self.stats.nacks += 1;
         self.stats.chunks_requested += in_image;
+        // R-REP-5: several devices NACKing within the straggler window make a crowd.
+        if let Some((id, at)) = self.last_nacker {
+            if id != nack.device_id && now.saturating_since(at) < self.config.straggler_window {
+                self.crowd_until = now + self.config.straggler_window;
+            }
+        }
+        self.last_nacker = Some((nack.device_id, now));
         // R-REP-2: take at most max_chunks_per_nack; the rest is capped.
         let take = in_image.min(u64::from(self.config.max_chunks_per_nack));
         self.stats.capped += in_image - take;
@@ -342,8 +359,9 @@ impl RepairServer {
             };
             self.pacer.charge(now, len);
             self.stats.bytes_sent += len as u64;
-            // R-REP-5: one requester → unicast; several → the repair group.
-            let dest = if req.multi {
+            // R-REP-5: a lone straggler gets unicast; a chunk several devices
+            // asked for, or any chunk while a crowd is NACKing, goes to the group.
+            let dest = if req.multi || now < self.crowd_until {
                 self.stats.chunks_sent_group += 1;
                 self.group_sent.insert(chunk, now);
                 self.prune_holdoff(now);
@@ -425,6 +443,7 @@ mod tests {
         buf
     }
 
+    #[derive(Debug)]
     struct Sent {
         dest: Dest,
         session: u32,
@@ -571,7 +590,11 @@ mod tests {
 
     #[test]
     fn r_rep_3_holdoff_suppresses_group_resends_but_not_after_unicast() {
-        let (mut r, img, m) = setup(RepairConfig::default());
+        // Per-chunk decisions only: no crowd detection.
+        let (mut r, img, m) = setup(RepairConfig {
+            straggler_window: Duration::ZERO,
+            ..RepairConfig::default()
+        });
         let t0 = Instant::from_micros(1_000);
         r.handle_datagram(t0, dev(1), &nack_bytes(1, m.image_id, 1, &[(0, 1)]))
             .expect("nack");
@@ -601,6 +624,26 @@ mod tests {
         let (sent, _) = drain(&mut r, &img, &m, t2, t2 + Duration::from_millis(50));
         assert_eq!(sent.len(), 1);
         assert_eq!(r.stats().suppressed, 1);
+    }
+
+    #[test]
+    fn r_rep_5_while_a_crowd_nacks_even_single_requests_go_to_the_group() {
+        let (mut r, img, m) = setup(RepairConfig::default());
+        let t0 = Instant::from_micros(1_000);
+        r.handle_datagram(t0, dev(1), &nack_bytes(1, m.image_id, 1, &[(0, 1)]))
+            .expect("nack");
+        r.handle_datagram(t0, dev(2), &nack_bytes(1, m.image_id, 2, &[(3, 1)]))
+            .expect("nack");
+        let (sent, now) = drain(&mut r, &img, &m, t0, t0 + Duration::from_millis(11));
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|s| s.dest == Dest::Group), "{sent:?}");
+        // Once the crowd has been quiet for the straggler window, a lone device gets unicast.
+        let later = now + RepairConfig::default().straggler_window + Duration::from_millis(1);
+        r.handle_datagram(later, dev(2), &nack_bytes(1, m.image_id, 2, &[(7, 1)]))
+            .expect("nack");
+        let (sent, _) = drain(&mut r, &img, &m, later, later + Duration::from_millis(11));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].dest, Dest::Peer(dev(2)));
     }
 
     #[test]

@@ -66,10 +66,7 @@ mod tests {
         assert_eq!((t - Duration::from_secs(1)).as_micros(), 0);
         assert_eq!((t + Duration::from_millis(1)).as_micros(), 1010);
         assert_eq!(t.saturating_since(Instant::from_micros(20)), Duration::ZERO);
-        assert_eq!(
-            earliest(Some(t), Some(Instant::ZERO)),
-            Some(Instant::ZERO)
-        );
+        assert_eq!(earliest(Some(t), Some(Instant::ZERO)), Some(Instant::ZERO));
         assert_eq!(earliest(None, Some(t)), Some(t));
     }
 }

@@ -43,12 +43,13 @@ fn split_segment(s: &str) -> (u64, &str) {
 fn compare_segment(a: &str, b: &str) -> Ordering {
     let (na, sa) = split_segment(a);
     let (nb, sb) = split_segment(b);
-    na.cmp(&nb).then_with(|| match (sa.is_empty(), sb.is_empty()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Greater,
-        (false, true) => Ordering::Less,
-        (false, false) => sa.cmp(sb),
-    })
+    na.cmp(&nb)
+        .then_with(|| match (sa.is_empty(), sb.is_empty()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => sa.cmp(sb),
+        })
 }
 
 #[cfg(test)]

@@ -35,9 +35,16 @@ impl Loss {
     fn describe(&self) -> String {
         match *self {
             Loss::Bernoulli { ppm } => format!("bernoulli {:.1}%", ppm as f64 / 10_000.0),
-            Loss::Burst { enter_ppm, leave_ppm } => {
+            Loss::Burst {
+                enter_ppm,
+                leave_ppm,
+            } => {
                 let bad = enter_ppm as f64 / (enter_ppm + leave_ppm) as f64;
-                format!("burst {:.1}% (mean run {:.0})", bad * 100.0, 1e6 / leave_ppm as f64)
+                format!(
+                    "burst {:.1}% (mean run {:.0})",
+                    bad * 100.0,
+                    1e6 / leave_ppm as f64
+                )
             }
         }
     }
@@ -53,7 +60,10 @@ impl Link {
     fn lose(&mut self, loss: Loss) -> bool {
         match loss {
             Loss::Bernoulli { ppm } => self.rng.below(1_000_000) < ppm,
-            Loss::Burst { enter_ppm, leave_ppm } => {
+            Loss::Burst {
+                enter_ppm,
+                leave_ppm,
+            } => {
                 let flip = if self.bad { leave_ppm } else { enter_ppm };
                 if self.rng.below(1_000_000) < flip {
                     self.bad = !self.bad;
@@ -102,25 +112,42 @@ struct Outcome {
     identical: usize,
 }
 
+/// A datagram in flight: (arrival time, sequence, destination, bytes).
+type Delivery = (Instant, u64, To, Vec<u8>);
+
 const LATENCY: Duration = Duration::from_millis(1);
 
 fn addr(i: usize) -> SocketAddr {
     // In-memory identities only: nothing is ever sent to these addresses.
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 1, (i >> 8) as u8, i as u8)), 7000)
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(127, 1, (i >> 8) as u8, i as u8)),
+        7000,
+    )
 }
 
 fn run(s: &Scenario) -> Outcome {
     let mut gen = Rng::new(s.seed);
     let image: Vec<u8> = (0..s.image_len).map(|_| gen.next_u64() as u8).collect();
     let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]));
-    let spec = ManifestSpec { board: "sim,board", version: "2.0.0", block_size: 65536, chunk_size: 1024, created_unix: 0 };
+    let spec = ManifestSpec {
+        board: "sim,board",
+        version: "2.0.0",
+        block_size: 65536,
+        chunk_size: 1024,
+        created_unix: 0,
+    };
     let signed = sign(&spec, &image, &kp.sk).expect("sign");
     let manifest = Manifest::verify(&signed, &kp.pk).expect("verify");
 
     let start = Instant::ZERO;
     let sender_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 40000);
     let repair_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), 7855);
-    let mut sender = Sender::new(SenderConfig::new(0xC0FFEE, s.rate_bps), &manifest, signed.clone(), start);
+    let mut sender = Sender::new(
+        SenderConfig::new(0xC0FFEE, s.rate_bps),
+        &manifest,
+        signed.clone(),
+        start,
+    );
     let mut repair = RepairServer::new(RepairConfig::default(), &manifest);
     let mut rxs: Vec<Receiver> = (0..s.receivers)
         .map(|i| {
@@ -130,11 +157,21 @@ fn run(s: &Scenario) -> Outcome {
         })
         .collect();
     let mut flash: Vec<Vec<u8>> = vec![vec![0xFF; s.image_len]; s.receivers];
-    let mut down: Vec<Link> = (0..s.receivers).map(|i| Link { rng: Rng::new(s.seed.wrapping_add(i as u64 * 31 + 1)), bad: false }).collect();
-    let mut up: Vec<Link> = (0..s.receivers).map(|i| Link { rng: Rng::new(s.seed.wrapping_add(i as u64 * 77 + 5)), bad: false }).collect();
+    let mut down: Vec<Link> = (0..s.receivers)
+        .map(|i| Link {
+            rng: Rng::new(s.seed.wrapping_add(i as u64 * 31 + 1)),
+            bad: false,
+        })
+        .collect();
+    let mut up: Vec<Link> = (0..s.receivers)
+        .map(|i| Link {
+            rng: Rng::new(s.seed.wrapping_add(i as u64 * 77 + 5)),
+            bad: false,
+        })
+        .collect();
     let mut done = vec![false; s.receivers];
 
-    let mut heap: BinaryHeap<Reverse<(Instant, u64, To, Vec<u8>)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<Reverse<Delivery>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut now = start;
@@ -147,10 +184,16 @@ fn run(s: &Scenario) -> Outcome {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, _, to, bytes))) = heap.pop() else { break };
+            let Some(Reverse((_, _, to, bytes))) = heap.pop() else {
+                break;
+            };
             match to {
                 To::DataGroup | To::RepairGroup => {
-                    let from = if to == To::DataGroup { sender_addr } else { repair_addr };
+                    let from = if to == To::DataGroup {
+                        sender_addr
+                    } else {
+                        repair_addr
+                    };
                     for i in 0..s.receivers {
                         if !down[i].lose(s.loss) {
                             let _ = rxs[i].handle_datagram(now, from, &bytes);
@@ -179,7 +222,12 @@ fn run(s: &Scenario) -> Outcome {
             while let Some(t) = sender.poll_transmit(now, &image, &mut buf) {
                 sender_bytes += t.len as u64;
                 seq += 1;
-                heap.push(Reverse((now + LATENCY, seq, To::DataGroup, buf[..t.len].to_vec())));
+                heap.push(Reverse((
+                    now + LATENCY,
+                    seq,
+                    To::DataGroup,
+                    buf[..t.len].to_vec(),
+                )));
             }
         }
         repair.handle_timeout(now);
@@ -213,7 +261,8 @@ fn run(s: &Scenario) -> Outcome {
                         let bad: Vec<u32> = (0..manifest.block_count())
                             .filter(|&b| {
                                 let off = b as usize * 65536;
-                                !manifest.block_matches(b, &flash[i][off..off + manifest.block_len(b)])
+                                !manifest
+                                    .block_matches(b, &flash[i][off..off + manifest.block_len(b)])
                             })
                             .collect();
                         rx.handle_verify_done(now, &bad);
@@ -292,11 +341,20 @@ fn check(s: &Scenario, max_repair_ratio: f64, max_nacks_per_rx: f64) -> Outcome 
     let o = run(s);
     report(s, &o);
     assert_eq!(o.done, s.receivers, "every receiver completes: {o:?}");
-    assert_eq!(o.identical, s.receivers, "every flash is byte-identical to the image: {o:?}");
+    assert_eq!(
+        o.identical, s.receivers,
+        "every flash is byte-identical to the image: {o:?}"
+    );
     let ratio = o.repair_bytes as f64 / o.image_bytes as f64;
-    assert!(ratio <= max_repair_ratio, "repair/image {ratio:.3} over {max_repair_ratio}: {o:?}");
+    assert!(
+        ratio <= max_repair_ratio,
+        "repair/image {ratio:.3} over {max_repair_ratio}: {o:?}"
+    );
     let per_rx = o.nacks as f64 / s.receivers as f64;
-    assert!(per_rx <= max_nacks_per_rx, "NACKs per receiver {per_rx:.1} over {max_nacks_per_rx}: {o:?}");
+    assert!(
+        per_rx <= max_nacks_per_rx,
+        "NACKs per receiver {per_rx:.1} over {max_nacks_per_rx}: {o:?}"
+    );
     o
 }
 
@@ -319,7 +377,10 @@ fn fleet_of_200_at_1_percent_bernoulli_loss() {
         max_passes: 20,
     };
     let o = check(&s, 1.3, 40.0);
-    assert!(o.passes <= 2, "repair finishes the fleet within two passes: {o:?}");
+    assert!(
+        o.passes <= 2,
+        "repair finishes the fleet within two passes: {o:?}"
+    );
 }
 
 #[test]
@@ -342,7 +403,10 @@ fn fleet_of_200_with_burst_loss() {
     let s = Scenario {
         receivers: 200,
         image_len: 2 * MIB,
-        loss: Loss::Burst { enter_ppm: 1_010, leave_ppm: 100_000 },
+        loss: Loss::Burst {
+            enter_ppm: 1_010,
+            leave_ppm: 100_000,
+        },
         uplink_loss: Loss::Bernoulli { ppm: 10_000 },
         rate_bps: 50_000_000,
         seed: 3,
@@ -368,7 +432,13 @@ fn lossless_fleet_needs_one_pass_and_no_repair() {
 
 #[test]
 fn loss_sweep_table() {
-    for (n, ppm) in [(20, 0), (20, 10_000), (20, 50_000), (100, 10_000), (100, 100_000)] {
+    for (n, ppm) in [
+        (20, 0),
+        (20, 10_000),
+        (20, 50_000),
+        (100, 10_000),
+        (100, 100_000),
+    ] {
         let s = Scenario {
             receivers: n,
             image_len: MIB,

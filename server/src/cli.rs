@@ -36,6 +36,57 @@ pub enum Command {
     Send(SendArgs),
     /// Serve NACKs: resend missing chunks to the repair group or one device.
     Repair(RepairArgs),
+    /// Listen for device Status reports and print the fleet table.
+    Status(StatusArgs),
+    /// Run a real multicast update of several agents on this machine (loopback).
+    Demo(DemoArgs),
+}
+
+/// `firmcast demo`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Runs the real binaries, as an operator and a fleet would: firmcast keygen,
+firmcast manifest, firmcast repair, N x firmcast-agent (each writing a simulated
+NOR flash file), then firmcast send --until-done N, all over multicast on the
+loopback interface. Then it compares every device's flash with the image byte
+for byte and prints a summary. Needs firmcast-agent next to firmcast
+(cargo build --release --workspace --bins). No root needed.
+
+Examples:
+  firmcast demo                                # 5 devices, 16 MiB
+  firmcast demo --devices 10 --size 32 --loss 20   # 2% receive loss per device
+  firmcast demo --keep --dir /tmp/fc           # keep flash files and logs")]
+pub struct DemoArgs {
+    /// Number of devices (agents) to run.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub devices: u32,
+    /// Image size in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MB")]
+    pub size: u32,
+    /// Receive loss at each device, in permille (the agent's rx-loss test option).
+    #[arg(long, default_value_t = 0, value_name = "PERMILLE")]
+    pub loss: u32,
+    /// Carousel rate (bits/s; K/M/G suffixes).
+    #[arg(long, default_value = "100M", value_name = "RATE", value_parser = parse_rate)]
+    pub rate: u64,
+    /// Work directory (default: a fresh temp dir, removed on success).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the work directory (flash files, logs) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Data multicast group.
+    #[arg(long, default_value = "239.255.77.1:7854", value_name = "ADDR:PORT")]
+    pub group: SocketAddr,
+    /// Repair multicast group.
+    #[arg(long, default_value = "239.255.77.2:7855", value_name = "ADDR:PORT")]
+    pub repair_group: SocketAddr,
+    /// Repair server's listen address.
+    #[arg(long, default_value = "127.0.0.1:7855", value_name = "ADDR:PORT")]
+    pub repair_listen: SocketAddr,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `firmcast keygen`.
@@ -222,9 +273,35 @@ pub struct RepairArgs {
     pub verbose: bool,
 }
 
+/// `firmcast status`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Collects the Status reports devices send (every second while busy, three
+times on a terminal state) and prints one line per device: id, address,
+state, blocks done, running version and reason. Useful on a host where
+devices report but no sender or repair server runs, or to watch a fleet
+from a second host. Stops after --duration or on Ctrl-C / SIGTERM.
+
+Examples:
+  firmcast status --listen 0.0.0.0:7855 --duration 10
+  firmcast status --listen 127.0.0.1:7856 --duration 5 --json")]
+pub struct StatusArgs {
+    /// Address and port to receive Status reports on.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Stop after this many seconds (decimals allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Print a JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
-        _ => Err(format!("invalid duration `{s}`: expected seconds, e.g. 30 or 2.5")),
+        _ => Err(format!(
+            "invalid duration `{s}`: expected seconds, e.g. 30 or 2.5"
+        )),
     }
 }

@@ -73,17 +73,24 @@ pub fn generate(dir: &Path, force: bool) -> Result<Generated, Error> {
         .mode(0o600)
         .open(&secret_path)
         .map_err(|e| runtime(format!("creating {}: {e}", secret_path.display())))?;
-    writeln!(f, "{}", hex(&seed)).map_err(|e| runtime(format!("writing {}: {e}", secret_path.display())))?;
+    writeln!(f, "{}", hex(&seed))
+        .map_err(|e| runtime(format!("writing {}: {e}", secret_path.display())))?;
     fs::write(&public_path, format!("{}\n", hex(&public_key)))
         .map_err(|e| runtime(format!("writing {}: {e}", public_path.display())))?;
-    Ok(Generated { secret_path, public_path, public_key })
+    Ok(Generated {
+        secret_path,
+        public_path,
+        public_key,
+    })
 }
 
 /// Load a secret key file: 64 hex chars (seed) or 128 (secret key = seed ‖ public key).
 pub fn load_secret(path: &Path) -> Result<KeyPair, Error> {
-    let text = fs::read_to_string(path).map_err(|e| config(format!("key {}: {e}", path.display())))?;
+    let text =
+        fs::read_to_string(path).map_err(|e| config(format!("key {}: {e}", path.display())))?;
     let bad = |what: &str| config(format!("key {}: {what}", path.display()));
-    let bytes = unhex(&text).ok_or_else(|| bad("not a hex-encoded Ed25519 key (expected 64 or 128 hex digits)"))?;
+    let bytes = unhex(&text)
+        .ok_or_else(|| bad("not a hex-encoded Ed25519 key (expected 64 or 128 hex digits)"))?;
     match bytes.len() {
         32 => {
             let seed = Seed::from_slice(&bytes).map_err(|_| bad("bad seed"))?;
@@ -93,23 +100,37 @@ pub fn load_secret(path: &Path) -> Result<KeyPair, Error> {
             let seed = Seed::from_slice(&bytes[..32]).map_err(|_| bad("bad seed"))?;
             let kp = KeyPair::from_seed(seed);
             if kp.pk.as_ref() != &bytes[32..] {
-                return Err(bad("public half does not match the seed (corrupt key file)"));
+                return Err(bad(
+                    "public half does not match the seed (corrupt key file)",
+                ));
             }
             let sk = SecretKey::from_slice(&bytes).map_err(|_| bad("bad secret key"))?;
             Ok(KeyPair { pk: kp.pk, sk })
         }
-        n => Err(bad(&format!("{n} bytes; expected a 32-byte seed or 64-byte secret key"))),
+        n => Err(bad(&format!(
+            "{n} bytes; expected a 32-byte seed or 64-byte secret key"
+        ))),
     }
 }
 
 /// Load a public key file: 64 hex chars.
 pub fn load_public(path: &Path) -> Result<[u8; PUBLIC_KEY_LEN], Error> {
-    let text = fs::read_to_string(path).map_err(|e| config(format!("public key {}: {e}", path.display())))?;
+    let text = fs::read_to_string(path)
+        .map_err(|e| config(format!("public key {}: {e}", path.display())))?;
     let bytes = unhex(&text)
         .filter(|b| b.len() == PUBLIC_KEY_LEN)
-        .ok_or_else(|| config(format!("public key {}: expected 64 hex digits (32 bytes)", path.display())))?;
-    PublicKey::from_slice(&bytes)
-        .map_err(|_| config(format!("public key {}: not an Ed25519 public key", path.display())))?;
+        .ok_or_else(|| {
+            config(format!(
+                "public key {}: expected 64 hex digits (32 bytes)",
+                path.display()
+            ))
+        })?;
+    PublicKey::from_slice(&bytes).map_err(|_| {
+        config(format!(
+            "public key {}: not an Ed25519 public key",
+            path.display()
+        ))
+    })?;
     let mut pk = [0u8; PUBLIC_KEY_LEN];
     pk.copy_from_slice(&bytes);
     Ok(pk)
@@ -121,7 +142,10 @@ mod tests {
 
     #[test]
     fn hex_round_trips_and_rejects_junk() {
-        assert_eq!(unhex(&hex(&[0, 1, 0xab, 0xff])), Some(vec![0, 1, 0xab, 0xff]));
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
+        );
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("é1"), None);
@@ -144,7 +168,10 @@ mod tests {
         fs::write(&long, format!("{}{}", hex(&seed), hex(&g2.public_key))).expect("write");
         assert_eq!(*load_secret(&long).expect("long form").pk, g2.public_key);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(&g2.secret_path).expect("meta").permissions().mode();
+        let mode = fs::metadata(&g2.secret_path)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -1,1 +1,76 @@
-//! placeholder
+//! `firmcast`, the operator binary, as a library so tests can call into it.
+//!
+//! ```text
+//!   main.rs ── cli (clap) ── sign   (keygen, manifest)
+//!                          ├─ send   ── net (socket, clock, wait) ── proto::sender::Sender
+//!                          ├─ repair ── net                         ── proto::repair::RepairServer
+//!                          ├─ status ── net                         ── proto::fleet::Fleet
+//!                          └─ demo   (runs the binaries above + N × firmcast-agent on loopback)
+//! ```
+//!
+//! The shells follow `proto`'s driving contract: after every input, drain
+//! every output, then sleep until `poll_timeout()` or a readable socket. No
+//! protocol decisions are made here; this crate owns files, sockets, the
+//! clock, signals and the human interface (progress, summaries, exit codes:
+//! 0 done, 1 runtime failure or goal not reached, 2 usage/configuration).
+
+pub mod cli;
+pub mod demo;
+pub mod error;
+pub mod keys;
+pub mod logger;
+pub mod manifest_file;
+pub mod net;
+pub mod repair;
+pub mod report;
+pub mod send;
+pub mod sign;
+pub mod status;
+pub mod units;
+
+pub use error::Error;
+
+/// Run a parsed command line; returns the process exit code.
+pub fn run(cli: cli::Cli) -> Result<u8, Error> {
+    match cli.command {
+        cli::Command::Keygen(a) => {
+            logger::init(false);
+            sign::keygen(&a)
+        }
+        cli::Command::Manifest(a) => {
+            logger::init(false);
+            sign::manifest(&a)
+        }
+        cli::Command::Send(a) => {
+            logger::init(a.verbose);
+            send::run(&a)
+        }
+        cli::Command::Repair(a) => {
+            logger::init(a.verbose);
+            repair::run(&a)
+        }
+        cli::Command::Status(a) => {
+            logger::init(false);
+            status::run(&a)
+        }
+        cli::Command::Demo(a) => {
+            logger::init(false);
+            let opts = demo::DemoOptions {
+                devices: a.devices,
+                size_mib: a.size,
+                loss_permille: a.loss,
+                rate_bps: a.rate,
+                dir: a.dir,
+                keep: a.keep,
+                group: a.group.to_string(),
+                repair_group: a.repair_group.to_string(),
+                repair_listen: a.repair_listen.to_string(),
+                json: a.json,
+            };
+            match demo::run(&opts) {
+                Ok(code) => Ok(code as u8),
+                Err(e) => Err(error::config(e.to_string())),
+            }
+        }
+    }
+}

@@ -30,5 +30,9 @@ impl Log for StderrLogger {
 /// Install the logger: `info` and up, `debug` with `verbose`. Idempotent.
 pub fn init(verbose: bool) {
     let _ = log::set_logger(&LOGGER);
-    log::set_max_level(if verbose { LevelFilter::Debug } else { LevelFilter::Info });
+    log::set_max_level(if verbose {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
 }

@@ -3,38 +3,17 @@
 //! check that an image agrees with it block by block, and the [`Manifest`]
 //! value the sans-IO machines take.
 //!
-//! `proto` only builds a [`Manifest`] by verifying the signature, and the
-//! operator's `send`/`repair` commands are not given the public key. So
-//! without `--public-key` this module decodes the signed body itself (the
-//! format in `proto::manifest`), checks every block digest against the image,
-//! and then obtains an identical [`Manifest`] by signing the same body with a
-//! throw-away key and patching `image_id`/`key_id` back to the file's. The
-//! result equals what `Manifest::verify` with the real key yields; nothing
-//! signed with the throw-away key ever leaves the process.
+//! `send` and `repair` are not given the public key: they decode the manifest
+//! with `Manifest::decode_unverified` and check every block digest against the
+//! image they hold, so an image that does not match its manifest never goes
+//! out. With `--public-key` they verify the signature as a device would.
 
 use std::path::Path;
 
-use proto::manifest::{self as pm, Manifest, ManifestSpec, DIGEST_LEN, SIGNATURE_LEN};
-use proto::wire::{check_geometry, Bytes, ImageId};
-use serde::Deserialize;
+use proto::manifest::{self as pm, Manifest, DIGEST_LEN};
+use proto::wire::ImageId;
 
 use crate::error::{config, runtime, Error};
-
-const PREFIX_LEN: usize = 12;
-
-/// The signed body, as `proto::manifest` encodes it.
-#[derive(Deserialize)]
-struct Body<'a> {
-    board: &'a str,
-    version: &'a str,
-    image_len: u64,
-    block_size: u32,
-    chunk_size: u32,
-    created_unix: u64,
-    key_id: [u8; 8],
-    #[serde(borrow)]
-    digests: Bytes<'a>,
-}
 
 /// A manifest's fields, decoded without checking the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,49 +40,24 @@ pub struct ManifestInfo {
 
 /// Decode `signed` without verifying its signature; the error names the field.
 pub fn parse_unverified(signed: &[u8]) -> Result<ManifestInfo, String> {
-    if signed.len() < PREFIX_LEN + SIGNATURE_LEN
-        || signed[0..4] != pm::MANIFEST_MAGIC
-        || signed[4] != pm::MANIFEST_FORMAT
-        || signed[5..8] != [0, 0, 0]
-    {
-        return Err("not a firmcast manifest (bad magic or format)".into());
-    }
-    let body_len = u32::from_be_bytes([signed[8], signed[9], signed[10], signed[11]]) as usize;
-    if body_len != signed.len() - PREFIX_LEN - SIGNATURE_LEN {
-        return Err("malformed manifest: field `body_len`".into());
-    }
-    let bytes = &signed[PREFIX_LEN..PREFIX_LEN + body_len];
-    let (body, rest) =
-        postcard::take_from_bytes::<Body<'_>>(bytes).map_err(|_| "malformed manifest: field `body`".to_string())?;
-    if !rest.is_empty() {
-        return Err("malformed manifest: field `body`".into());
-    }
-    check_geometry(body.image_len, body.block_size, body.chunk_size)
-        .map_err(|f| format!("malformed manifest: field `{f}`"))?;
-    let blocks = body.image_len.div_ceil(u64::from(body.block_size));
-    if body.digests.0.len() as u64 != blocks * DIGEST_LEN as u64 {
-        return Err("malformed manifest: field `digests`".into());
-    }
-    Ok(ManifestInfo {
-        board: body.board.to_string(),
-        version: body.version.to_string(),
-        image_len: body.image_len,
-        block_size: body.block_size,
-        chunk_size: body.chunk_size,
-        created_unix: body.created_unix,
-        key_id: body.key_id,
-        image_id: pm::image_id(signed),
-        digests: body
-            .digests
-            .0
-            .chunks_exact(DIGEST_LEN)
-            .map(|c| {
-                let mut d = [0u8; DIGEST_LEN];
-                d.copy_from_slice(c);
-                d
-            })
+    let m = Manifest::decode_unverified(signed).map_err(|e| e.to_string())?;
+    Ok(info_of(&m))
+}
+
+fn info_of(m: &Manifest) -> ManifestInfo {
+    ManifestInfo {
+        board: m.board.to_string(),
+        version: m.version.to_string(),
+        image_len: m.image_len,
+        block_size: m.block_size,
+        chunk_size: m.chunk_size,
+        created_unix: m.created_unix,
+        key_id: m.key_id,
+        image_id: m.image_id,
+        digests: (0..m.block_count())
+            .filter_map(|i| m.digest(i).copied())
             .collect(),
-    })
+    }
 }
 
 impl ManifestInfo {
@@ -115,7 +69,12 @@ impl ManifestInfo {
 
 /// Check that `image` is the image `info` describes: length, then every
 /// block digest; the error names the first mismatching block.
-pub fn check_image(info: &ManifestInfo, image: &[u8], image_path: &Path, manifest_path: &Path) -> Result<(), Error> {
+pub fn check_image(
+    info: &ManifestInfo,
+    image: &[u8],
+    image_path: &Path,
+    manifest_path: &Path,
+) -> Result<(), Error> {
     if image.len() as u64 != info.image_len {
         return Err(config(format!(
             "image {} is {} bytes but manifest {} describes {} bytes",
@@ -125,7 +84,11 @@ pub fn check_image(info: &ManifestInfo, image: &[u8], image_path: &Path, manifes
             info.image_len
         )));
     }
-    for (i, (block, digest)) in image.chunks(info.block_size as usize).zip(&info.digests).enumerate() {
+    for (i, (block, digest)) in image
+        .chunks(info.block_size as usize)
+        .zip(&info.digests)
+        .enumerate()
+    {
         if pm::block_digest(block) != *digest {
             return Err(config(format!(
                 "image {} does not match manifest {}: block {i} (bytes {}..{}) has a different SHA-256",
@@ -158,20 +121,9 @@ pub fn to_manifest(
             other => config(format!("manifest {}: {other}", manifest_path.display())),
         });
     }
-    let throwaway = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([0x5a; 32]));
-    let spec = ManifestSpec {
-        board: &info.board,
-        version: &info.version,
-        block_size: info.block_size,
-        chunk_size: info.chunk_size,
-        created_unix: info.created_unix,
-    };
-    let internal = |what: String| runtime(format!("manifest {}: {what}", manifest_path.display()));
-    let resigned = pm::sign(&spec, image, &throwaway.sk).map_err(|e| internal(e.to_string()))?;
-    let mut m = Manifest::verify(&resigned, &throwaway.pk).map_err(|e| internal(e.to_string()))?;
-    m.image_id = info.image_id;
-    m.key_id = info.key_id;
-    Ok(m)
+    let _ = (info, image);
+    Manifest::decode_unverified(signed)
+        .map_err(|e| config(format!("manifest {}: {e}", manifest_path.display())))
 }
 
 /// Read a file whole, naming it in the error.
@@ -182,7 +134,8 @@ pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
 /// Read and decode a manifest file, naming it in the error.
 pub fn load(path: &Path) -> Result<(Vec<u8>, ManifestInfo), Error> {
     let signed = read_file(path, "manifest")?;
-    let info = parse_unverified(&signed).map_err(|e| config(format!("manifest {}: {e}", path.display())))?;
+    let info = parse_unverified(&signed)
+        .map_err(|e| config(format!("manifest {}: {e}", path.display())))?;
     Ok((signed, info))
 }
 
@@ -200,7 +153,11 @@ pub struct Loaded {
 }
 
 /// Load image + manifest (+ optional public key) and check they agree.
-pub fn load_for_image(image_path: &Path, manifest_path: &Path, public_key: Option<&Path>) -> Result<Loaded, Error> {
+pub fn load_for_image(
+    image_path: &Path,
+    manifest_path: &Path,
+    public_key: Option<&Path>,
+) -> Result<Loaded, Error> {
     let image = read_file(image_path, "image")?;
     let (signed, info) = load(manifest_path)?;
     check_image(&info, &image, image_path, manifest_path)?;
@@ -208,18 +165,36 @@ pub fn load_for_image(image_path: &Path, manifest_path: &Path, public_key: Optio
         Some(p) => Some((crate::keys::load_public(p)?, p)),
         None => None,
     };
-    let manifest = to_manifest(&signed, &info, &image, pk.as_ref().map(|(k, p)| (k, *p)), manifest_path)?;
-    Ok(Loaded { image, signed, info, manifest })
+    let manifest = to_manifest(
+        &signed,
+        &info,
+        &image,
+        pk.as_ref().map(|(k, p)| (k, *p)),
+        manifest_path,
+    )?;
+    Ok(Loaded {
+        image,
+        signed,
+        info,
+        manifest,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::manifest::ManifestSpec;
 
     fn fixture() -> (ed25519_compact::KeyPair, Vec<u8>, Vec<u8>) {
         let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32]));
         let image: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        let spec = ManifestSpec { board: "acme,rt1", version: "2.0", block_size: 4096, chunk_size: 1024, created_unix: 77 };
+        let spec = ManifestSpec {
+            board: "acme,rt1",
+            version: "2.0",
+            block_size: 4096,
+            chunk_size: 1024,
+            created_unix: 77,
+        };
         let signed = pm::sign(&spec, &image, &kp.sk).expect("sign");
         (kp, image, signed)
     }
@@ -254,7 +229,18 @@ mod tests {
             assert!(parse_unverified(&signed[..cut]).is_err());
         }
         let other = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([4; 32]));
-        let err = to_manifest(&signed, &info, &image, Some((&other.pk, Path::new("k.pub"))), p).expect_err("bad sig");
-        assert!(err.to_string().contains("signature does not verify with k.pub"), "{err}");
+        let err = to_manifest(
+            &signed,
+            &info,
+            &image,
+            Some((&other.pk, Path::new("k.pub"))),
+            p,
+        )
+        .expect_err("bad sig");
+        assert!(
+            err.to_string()
+                .contains("signature does not verify with k.pub"),
+            "{err}"
+        );
     }
 }

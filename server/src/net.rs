@@ -21,12 +21,16 @@ pub struct Clock {
 impl Clock {
     /// A clock whose origin is now.
     pub fn start() -> Self {
-        Clock { origin: std::time::Instant::now() }
+        Clock {
+            origin: std::time::Instant::now(),
+        }
     }
 
     /// The current instant.
     pub fn now(&self) -> proto::Instant {
-        proto::Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+        proto::Instant::from_micros(
+            u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX),
+        )
     }
 
     /// Seconds since the origin.
@@ -39,7 +43,9 @@ impl Clock {
 pub fn ipv4(addr: IpAddr, flag: &str) -> Result<Ipv4Addr, Error> {
     match addr {
         IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(crate::error::config(format!("{flag} {addr}: only IPv4 is supported"))),
+        IpAddr::V6(_) => Err(crate::error::config(format!(
+            "{flag} {addr}: only IPv4 is supported"
+        ))),
     }
 }
 
@@ -55,28 +61,47 @@ pub fn group(addr: SocketAddr, flag: &str) -> Result<SocketAddrV4, Error> {
 
 /// A non-blocking UDP socket bound to `bind`, sending multicast out of
 /// `interface` with `ttl`, multicast loop on (devices may share the host).
-pub fn multicast_socket(bind: SocketAddrV4, interface: Ipv4Addr, ttl: u32) -> Result<UdpSocket, Error> {
+pub fn multicast_socket(
+    bind: SocketAddrV4,
+    interface: Ipv4Addr,
+    ttl: u32,
+) -> Result<UdpSocket, Error> {
     let ctx = |what: &str, e: io::Error| runtime(format!("{what}: {e}"));
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| ctx("creating UDP socket", e))?;
-    sock.set_multicast_if_v4(&interface)
-        .map_err(|e| ctx(&format!("--interface {interface}: setting IP_MULTICAST_IF"), e))?;
-    sock.set_multicast_loop_v4(true).map_err(|e| ctx("setting IP_MULTICAST_LOOP", e))?;
-    sock.set_multicast_ttl_v4(ttl).map_err(|e| ctx(&format!("--ttl {ttl}"), e))?;
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| ctx("creating UDP socket", e))?;
+    sock.set_multicast_if_v4(&interface).map_err(|e| {
+        ctx(
+            &format!("--interface {interface}: setting IP_MULTICAST_IF"),
+            e,
+        )
+    })?;
+    sock.set_multicast_loop_v4(true)
+        .map_err(|e| ctx("setting IP_MULTICAST_LOOP", e))?;
+    sock.set_multicast_ttl_v4(ttl)
+        .map_err(|e| ctx(&format!("--ttl {ttl}"), e))?;
     // Room for bursts of Status/NACK replies from a large fleet.
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
-    sock.bind(&SocketAddr::V4(bind).into()).map_err(|e| ctx(&format!("binding {bind}"), e))?;
-    sock.set_nonblocking(true).map_err(|e| ctx("setting non-blocking mode", e))?;
+    sock.bind(&SocketAddr::V4(bind).into())
+        .map_err(|e| ctx(&format!("binding {bind}"), e))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| ctx("setting non-blocking mode", e))?;
     Ok(sock.into())
 }
 
 /// Receive every datagram waiting on `sock` (non-blocking), handing each to `f`.
-pub fn drain(sock: &UdpSocket, buf: &mut [u8], mut f: impl FnMut(SocketAddr, &[u8])) -> Result<(), Error> {
+pub fn drain(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    mut f: impl FnMut(SocketAddr, &[u8]),
+) -> Result<(), Error> {
     // Bounded, so a flood cannot starve the sending side.
     for _ in 0..4096 {
         match sock.recv_from(buf) {
             Ok((n, from)) => f(from, &buf[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                return Ok(())
+            }
             // ICMP errors from an earlier unicast send surface here; not fatal.
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(runtime(format!("receiving: {e}"))),
@@ -105,9 +130,13 @@ pub fn wait(
         std::thread::sleep(wait);
         return Ok(());
     }
-    let set = |nb: bool| sock.set_nonblocking(nb).map_err(|e| runtime(format!("socket mode: {e}")));
+    let set = |nb: bool| {
+        sock.set_nonblocking(nb)
+            .map_err(|e| runtime(format!("socket mode: {e}")))
+    };
     set(false)?;
-    sock.set_read_timeout(Some(wait)).map_err(|e| runtime(format!("socket timeout: {e}")))?;
+    sock.set_read_timeout(Some(wait))
+        .map_err(|e| runtime(format!("socket timeout: {e}")))?;
     let result = sock.recv_from(buf);
     set(true)?;
     match result {
@@ -115,7 +144,10 @@ pub fn wait(
         Err(e)
             if matches!(
                 e.kind(),
-                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted | ErrorKind::ConnectionRefused
+                ErrorKind::WouldBlock
+                    | ErrorKind::TimedOut
+                    | ErrorKind::Interrupted
+                    | ErrorKind::ConnectionRefused
             ) => {}
         Err(e) => return Err(runtime(format!("receiving: {e}"))),
     }
@@ -128,7 +160,10 @@ pub fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
     loop {
         match sock.send_to(bytes, to) {
             Ok(_) => return Ok(()),
-            Err(e) if (e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted) && tries < 200 => {
+            Err(e)
+                if (e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted)
+                    && tries < 200 =>
+            {
                 tries += 1;
                 std::thread::sleep(Duration::from_micros(100));
             }

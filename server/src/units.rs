@@ -11,7 +11,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// `G` suffix (powers of 1000; case-insensitive; decimals like `1.5M` allowed;
 /// an optional trailing `bit`, `bps` or `bit/s`).
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let v = parse_scaled(s, 1000, &["bit/s", "bps", "bit"]).map_err(|e| format!("invalid rate `{s}`: {e}"))?;
+    let v = parse_scaled(s, 1000, &["bit/s", "bps", "bit"])
+        .map_err(|e| format!("invalid rate `{s}`: {e}"))?;
     if v == 0 {
         return Err(format!("invalid rate `{s}`: must be more than 0"));
     }
@@ -36,7 +37,10 @@ fn parse_scaled(s: &str, base: u64, units: &[&str]) -> Result<u64, String> {
         Some((i, f)) => (i, f),
         None => (num, ""),
     };
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err("expected a number with an optional K/M/G suffix".into());
     }
     let int: u64 = int.parse().map_err(|_| "number too large".to_string())?;
@@ -51,7 +55,9 @@ fn parse_scaled(s: &str, base: u64, units: &[&str]) -> Result<u64, String> {
             }
             continue;
         }
-        value = value.checked_add(u64::from(d - b'0') * scale).ok_or("number too large")?;
+        value = value
+            .checked_add(u64::from(d - b'0') * scale)
+            .ok_or("number too large")?;
     }
     Ok(value)
 }

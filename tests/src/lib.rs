@@ -1,1 +1,425 @@
-//! placeholder
+//! Harness for the cross-crate scenarios in `tests/tests/`: locate the real
+//! binaries, make scratch directories, start processes that are ended (by
+//! PID, through their `Child` handle) when the test lets go of them, pick
+//! multicast groups and ports that no other test uses, and write agent configs.
+//!
+//! Everything here sends only to 127.0.0.1 and to 239.x groups on the
+//! loopback interface.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    let dir = if deps.ends_with("deps") {
+        deps.parent().expect("profile dir")
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+/// Path of a workspace binary; fails with a clear message if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the integration tests",
+        p.display()
+    );
+    p
+}
+
+/// A scratch directory, removed on drop unless `FIRMCAST_KEEP_TMP` is set.
+pub struct Scratch {
+    path: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Scratch {
+    /// A new empty directory under the system temp dir.
+    pub fn new(label: &str) -> Scratch {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("firmcast-it-{label}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create scratch dir");
+        Scratch { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("FIRMCAST_KEEP_TMP").is_none() && !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A started process with its output captured to files; killed on drop.
+pub struct Proc {
+    /// What it is, for messages.
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Start `program args…`, stdout and stderr appended to `dir/<name>.log`.
+    pub fn start(name: &str, program: &Path, args: &[&str], dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open log");
+        let err = out.try_clone().expect("clone log handle");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Wait up to `timeout` for it to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Wait for it to exit and return its exit code; panics with its output on timeout.
+    pub fn expect_exit(&mut self, timeout: Duration) -> i32 {
+        match self.wait(timeout) {
+            Some(status) => status.code().unwrap_or(-1),
+            None => {
+                self.kill();
+                panic!(
+                    "{} did not exit within {timeout:?}; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+        }
+    }
+
+    /// Wait until its output contains `needle` (or it exits, or time runs out).
+    pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return true;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return self.output().contains(needle);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// End it now (SIGKILL, like a power cut) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Multicast groups and ports for one test, disjoint from other tests in the
+/// same run (keyed on the test's number and the process id).
+#[derive(Debug, Clone)]
+pub struct Net {
+    /// Data group `239.255.A.B:port`.
+    pub group: String,
+    /// Repair group.
+    pub repair_group: String,
+    /// Repair server's unicast listen address on 127.0.0.1.
+    pub repair_listen: String,
+}
+
+impl Net {
+    /// Addresses for test number `n` (0..=99).
+    pub fn for_test(n: u32) -> Net {
+        let pid = std::process::id();
+        let base = 20_000 + (pid % 300) * 100 + n * 3 % 100;
+        let a = 1 + (pid % 200) as u8;
+        Net {
+            group: format!("239.255.{a}.{}:{}", 2 * n + 1, base),
+            repair_group: format!("239.255.{a}.{}:{}", 2 * n + 2, base + 1),
+            repair_listen: format!("127.0.0.1:{}", base + 2),
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (SplitMix64).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A signed image ready to send: keys, image, manifest in a scratch dir.
+pub struct Release {
+    /// Image file.
+    pub image: PathBuf,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Signed manifest file.
+    pub manifest: PathBuf,
+    /// Public key file.
+    pub public_key: PathBuf,
+}
+
+/// Run `firmcast` with `args`; panics with its output unless it exits 0.
+pub fn firmcast_ok(args: &[&str]) -> String {
+    let out = Command::new(bin("firmcast"))
+        .args(args)
+        .output()
+        .expect("run firmcast");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "firmcast {args:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+/// Keys (in `dir/keys`), a random image of `len` bytes and its signed manifest.
+pub fn release(dir: &Scratch, len: usize, board: &str, version: &str, seed: u64) -> Release {
+    let keys = dir.join("keys");
+    if !keys.join("firmcast.key").exists() {
+        firmcast_ok(&["keygen", "--out", path_str(&keys)]);
+    }
+    let image = dir.join(&format!("fw-{version}-{seed}.bin"));
+    let bytes = random_bytes(len, seed);
+    fs::write(&image, &bytes).expect("write image");
+    let manifest = dir.join(&format!("fw-{version}-{seed}.manifest"));
+    firmcast_ok(&[
+        "manifest",
+        "--image",
+        path_str(&image),
+        "--board",
+        board,
+        "--version",
+        version,
+        "--key",
+        path_str(&keys.join("firmcast.key")),
+        "--out",
+        path_str(&manifest),
+    ]);
+    Release {
+        image,
+        bytes,
+        manifest,
+        public_key: keys.join("firmcast.pub"),
+    }
+}
+
+/// A path as `&str` (test paths are ASCII).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Settings for one agent's config file.
+pub struct AgentSpec<'a> {
+    /// Config and target file names are derived from this.
+    pub name: &'a str,
+    /// Board id.
+    pub board: &'a str,
+    /// Running version.
+    pub current_version: &'a str,
+    /// Public key file.
+    pub public_key: &'a Path,
+    /// Boot window.
+    pub boot_window_secs: u32,
+    /// Test option: receive loss in permille.
+    pub rx_loss_permille: u32,
+    /// Test option: delay after each block write.
+    pub block_delay_ms: u32,
+    /// Target size for the simulated NOR flash.
+    pub target_size: u64,
+}
+
+impl<'a> AgentSpec<'a> {
+    /// Defaults for a device of board `acme,rt1` running 1.0.0.
+    pub fn new(name: &'a str, public_key: &'a Path, target_size: u64) -> Self {
+        AgentSpec {
+            name,
+            board: "acme,rt1",
+            current_version: "1.0.0",
+            public_key,
+            boot_window_secs: 20,
+            rx_loss_permille: 0,
+            block_delay_ms: 0,
+            target_size,
+        }
+    }
+}
+
+/// Write an agent config for `spec` on `net`; returns (config path, target path).
+pub fn agent_config(dir: &Scratch, net: &Net, spec: &AgentSpec<'_>) -> (PathBuf, PathBuf) {
+    let target = dir.join(&format!("{}.flash", spec.name));
+    let config = dir.join(&format!("{}.toml", spec.name));
+    let mut text = format!(
+        "board = \"{board}\"\ncurrent_version = \"{ver}\"\ngroup = \"{group}\"\nrepair_group = \"{rgroup}\"\n\
+         interface = \"127.0.0.1\"\nrepair_server = \"{repair}\"\npublic_key = \"{key}\"\n\
+         target = \"simnor:{target}\"\ntarget_size = {size}\nboot_window_secs = {window}\nwindow_blocks = 8\n\
+         stall_timeout_secs = 30\n",
+        board = spec.board,
+        ver = spec.current_version,
+        group = net.group,
+        rgroup = net.repair_group,
+        repair = net.repair_listen,
+        key = path_str(spec.public_key),
+        target = path_str(&target),
+        size = spec.target_size,
+        window = spec.boot_window_secs,
+    );
+    if spec.rx_loss_permille > 0 || spec.block_delay_ms > 0 {
+        text.push_str(&format!(
+            "\n[test]\nrx_loss_permille = {}\nrx_loss_seed = {}\nblock_delay_ms = {}\n",
+            spec.rx_loss_permille,
+            spec.name.len() as u64 * 7919 + spec.rx_loss_permille as u64,
+            spec.block_delay_ms
+        ));
+    }
+    fs::write(&config, text).expect("write agent config");
+    (config, target)
+}
+
+/// Start an agent in the foreground with `config`.
+pub fn start_agent(dir: &Scratch, name: &str, config: &Path) -> Proc {
+    Proc::start(
+        name,
+        &bin("firmcast-agent"),
+        &["--config", path_str(config), "--foreground", "--verbose"],
+        dir.path(),
+    )
+}
+
+/// Start a repair server for `rel` on `net`.
+pub fn start_repair(dir: &Scratch, net: &Net, rel: &Release, name: &str) -> Proc {
+    Proc::start(
+        name,
+        &bin("firmcast"),
+        &[
+            "repair",
+            "--image",
+            path_str(&rel.image),
+            "--manifest",
+            path_str(&rel.manifest),
+            "--listen",
+            &net.repair_listen,
+            "--interface",
+            "127.0.0.1",
+            "--repair-group",
+            &net.repair_group,
+            "--duration",
+            "120",
+        ],
+        dir.path(),
+    )
+}
+
+/// Start a sender for `rel` on `net` with extra arguments (stop conditions, rate).
+pub fn start_sender(dir: &Scratch, net: &Net, rel: &Release, name: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "send",
+        "--image",
+        path_str(&rel.image),
+        "--manifest",
+        path_str(&rel.manifest),
+        "--group",
+        &net.group,
+        "--interface",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(name, &bin("firmcast"), &args, dir.path())
+}
+
+/// `true` when the first `image.len()` bytes of `target` equal `image`.
+pub fn target_holds(target: &Path, image: &[u8]) -> bool {
+    match fs::read(target) {
+        Ok(flash) => flash.len() >= image.len() && flash[..image.len()] == *image,
+        Err(_) => false,
+    }
+}
+
+/// `true` when `target` does not exist or holds only erased bytes (0xFF).
+pub fn target_untouched(target: &Path) -> bool {
+    match fs::read(target) {
+        Ok(flash) => flash.iter().all(|b| *b == 0xFF),
+        Err(_) => true,
+    }
+}

@@ -54,7 +54,10 @@ impl Mtd {
         let info = sys::get_info(file.as_fd()).map_err(|errno| {
             Error::new(ErrorKind::Io, Op::Open)
                 .with_errno(errno as i32)
-                .with_detail(format!("MEMGETINFO on {} (not an MTD device?)", path.display()))
+                .with_detail(format!(
+                    "MEMGETINFO on {} (not an MTD device?)",
+                    path.display()
+                ))
         })?;
         let geometry = Geometry {
             kind: kind_of(&info),
@@ -169,7 +172,12 @@ impl Flash for Mtd {
 
     fn erase_block(&mut self, block: u32) -> Result<(), Error> {
         let start = self.block_offset(Op::Erase, block)? as u64;
-        sys::erase(self.file.as_fd(), start, u64::from(self.geometry.erase_size)).map_err(|errno| {
+        sys::erase(
+            self.file.as_fd(),
+            start,
+            u64::from(self.geometry.erase_size),
+        )
+        .map_err(|errno| {
             Error::new(ErrorKind::Io, Op::Erase)
                 .with_block(block)
                 .with_errno(errno as i32)
@@ -217,7 +225,9 @@ impl Flash for Mtd {
 /// Lines look like `mtd3: 00700000 00010000 "firmware"`.
 #[must_use]
 pub fn parse_proc_mtd(text: &str, name: &str) -> Option<u32> {
-    proc_mtd_entries(text).find(|(_, n)| *n == name).map(|(i, _)| i)
+    proc_mtd_entries(text)
+        .find(|(_, n)| *n == name)
+        .map(|(i, _)| i)
 }
 
 fn proc_mtd_entries(text: &str) -> impl Iterator<Item = (u32, &str)> {
@@ -233,8 +243,10 @@ fn proc_mtd_entries(text: &str) -> impl Iterator<Item = (u32, &str)> {
 /// Finds the MTD partition called `name` in `/proc/mtd` and returns its
 /// character device, e.g. `/dev/mtd3`.
 pub fn find_partition(name: &str) -> Result<PathBuf, Error> {
-    let text = std::fs::read_to_string("/proc/mtd")
-        .map_err(|e| Error::io(Op::Open, &e).with_detail(format!("/proc/mtd (looking for MTD partition \"{name}\")")))?;
+    let text = std::fs::read_to_string("/proc/mtd").map_err(|e| {
+        Error::io(Op::Open, &e)
+            .with_detail(format!("/proc/mtd (looking for MTD partition \"{name}\")"))
+    })?;
     find_in(&text, name)
 }
 
@@ -250,9 +262,11 @@ fn find_in(text: &str, name: &str) -> Result<PathBuf, Error> {
             } else {
                 have.join(", ")
             };
-            Err(Error::new(ErrorKind::NotFound, Op::Open).with_detail(format!(
-                "no MTD partition named \"{name}\" in /proc/mtd (partitions: {have})"
-            )))
+            Err(
+                Error::new(ErrorKind::NotFound, Op::Open).with_detail(format!(
+                    "no MTD partition named \"{name}\" in /proc/mtd (partitions: {have})"
+                )),
+            )
         }
     }
 }
@@ -293,7 +307,10 @@ mtd11: 00020000 00020000 \"name with \"quotes\"\"\n";
         assert_eq!(parse_proc_mtd(OPENWRT, "name"), None);
         assert_eq!(parse_proc_mtd(OPENWRT, ""), None);
         assert_eq!(parse_proc_mtd("", "firmware"), None);
-        assert_eq!(parse_proc_mtd("garbage\nmtdx: 1 2 \"firmware\"\n", "firmware"), None);
+        assert_eq!(
+            parse_proc_mtd("garbage\nmtdx: 1 2 \"firmware\"\n", "firmware"),
+            None
+        );
     }
 
     #[test]
@@ -304,14 +321,21 @@ mtd11: 00020000 00020000 \"name with \"quotes\"\"\n";
         assert!(s.contains("\"kernel2\""), "{s}");
         assert!(s.contains("mtd3 \"firmware\""), "{s}");
         assert!(!s.contains('\n'));
-        assert_eq!(find_in(OPENWRT, "firmware").expect("found"), PathBuf::from("/dev/mtd3"));
+        assert_eq!(
+            find_in(OPENWRT, "firmware").expect("found"),
+            PathBuf::from("/dev/mtd3")
+        );
         let e = find_in("dev:    size   erasesize  name\n", "firmware").expect_err("empty");
         assert!(e.to_string().contains("partitions: none"), "{e}");
     }
 
     #[test]
     fn kind_from_geometry_not_type() {
-        let info = |type_, writesize| sys::MtdInfoUser { type_, writesize, ..Default::default() };
+        let info = |type_, writesize| sys::MtdInfoUser {
+            type_,
+            writesize,
+            ..Default::default()
+        };
         assert_eq!(kind_of(&info(sys::MTD_NANDFLASH, 2048)), FlashKind::Nand);
         assert_eq!(kind_of(&info(sys::MTD_MLCNANDFLASH, 4096)), FlashKind::Nand);
         assert_eq!(kind_of(&info(3, 1)), FlashKind::Nor); // MTD_NORFLASH

@@ -143,13 +143,33 @@ mod tests {
         // MEMGETINFO 0x80204d01, MEMERASE64 0x40104d14, MEMGETBADBLOCK 0x40084d0b,
         // MEMSETBADBLOCK 0x40084d0c, ECCGETSTATS 0x80104d12. (MIPS/PowerPC use a
         // different encoding; nix picks it per target.)
-        #[cfg(any(target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64", target_arch = "arm"))]
+        #[cfg(any(
+            target_arch = "x86_64",
+            target_arch = "x86",
+            target_arch = "aarch64",
+            target_arch = "arm"
+        ))]
         {
-            assert_eq!(nix::request_code_read!(b'M', 1, size_of::<MtdInfoUser>()) as u32, 0x8020_4d01);
-            assert_eq!(nix::request_code_write!(b'M', 20, size_of::<EraseInfoUser64>()) as u32, 0x4010_4d14);
-            assert_eq!(nix::request_code_write!(b'M', 11, size_of::<i64>()) as u32, 0x4008_4d0b);
-            assert_eq!(nix::request_code_write!(b'M', 12, size_of::<i64>()) as u32, 0x4008_4d0c);
-            assert_eq!(nix::request_code_read!(b'M', 18, size_of::<MtdEccStats>()) as u32, 0x8010_4d12);
+            assert_eq!(
+                nix::request_code_read!(b'M', 1, size_of::<MtdInfoUser>()) as u32,
+                0x8020_4d01
+            );
+            assert_eq!(
+                nix::request_code_write!(b'M', 20, size_of::<EraseInfoUser64>()) as u32,
+                0x4010_4d14
+            );
+            assert_eq!(
+                nix::request_code_write!(b'M', 11, size_of::<i64>()) as u32,
+                0x4008_4d0b
+            );
+            assert_eq!(
+                nix::request_code_write!(b'M', 12, size_of::<i64>()) as u32,
+                0x4008_4d0c
+            );
+            assert_eq!(
+                nix::request_code_read!(b'M', 18, size_of::<MtdEccStats>()) as u32,
+                0x8010_4d12
+            );
         }
     }
 

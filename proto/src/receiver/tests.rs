@@ -31,11 +31,25 @@ struct Fixture {
 }
 
 fn fixture_with(board: &'static str, version: &'static str, key: u8, len: usize) -> Fixture {
-    let image: Vec<u8> = (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let spec = ManifestSpec { board, version, block_size: BLOCK, chunk_size: CHUNK, created_unix: 0 };
+    let image: Vec<u8> = (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let spec = ManifestSpec {
+        board,
+        version,
+        block_size: BLOCK,
+        chunk_size: CHUNK,
+        created_unix: 0,
+    };
     let signed = sign(&spec, &image, &keypair(key).sk).expect("sign");
     let manifest = Manifest::verify(&signed, &keypair(key).pk).expect("verify");
-    Fixture { image, signed, manifest, board, version }
+    Fixture {
+        image,
+        signed,
+        manifest,
+        board,
+        version,
+    }
 }
 
 fn fixture() -> Fixture {
@@ -80,14 +94,33 @@ fn manifest_chunks(f: &Fixture) -> Vec<Vec<u8>> {
     f.signed
         .chunks(CHUNK as usize)
         .enumerate()
-        .map(|(i, c)| enc(f, 0, &Frame::ManifestChunk(ManifestChunk { offset: i as u32 * CHUNK, bytes: wire::Bytes(c) })))
+        .map(|(i, c)| {
+            enc(
+                f,
+                0,
+                &Frame::ManifestChunk(ManifestChunk {
+                    offset: i as u32 * CHUNK,
+                    bytes: wire::Bytes(c),
+                }),
+            )
+        })
         .collect()
 }
 
 fn data(f: &Fixture, block: u32, chunk: u32, flags: u8) -> Vec<u8> {
     let start = (block * BLOCK + chunk * CHUNK) as usize;
-    let end = (start + CHUNK as usize).min(f.image.len()).min(((block + 1) * BLOCK) as usize);
-    enc(f, flags, &Frame::Data(Data { block, chunk, payload: wire::Bytes(&f.image[start..end]) }))
+    let end = (start + CHUNK as usize)
+        .min(f.image.len())
+        .min(((block + 1) * BLOCK) as usize);
+    enc(
+        f,
+        flags,
+        &Frame::Data(Data {
+            block,
+            chunk,
+            payload: wire::Bytes(&f.image[start..end]),
+        }),
+    )
 }
 
 /// Every (block, chunk) of the image in carousel order.
@@ -113,7 +146,10 @@ struct Shell {
 
 impl Shell {
     fn new(blocks: u32) -> Shell {
-        Shell { flash: (0..blocks).map(|_| None).collect(), ..Shell::default() }
+        Shell {
+            flash: (0..blocks).map(|_| None).collect(),
+            ..Shell::default()
+        }
     }
 
     /// Drain events and transmits like the agent does; writes always succeed.
@@ -158,7 +194,12 @@ impl Shell {
     }
 }
 
-fn feed(rx: &mut Receiver, shell: &mut Shell, now: Instant, dgram: &[u8]) -> Result<(), DropReason> {
+fn feed(
+    rx: &mut Receiver,
+    shell: &mut Shell,
+    now: Instant,
+    dgram: &[u8],
+) -> Result<(), DropReason> {
     let r = rx.handle_datagram(now, sender_addr(), dgram);
     shell.drain(rx, now, &[]);
     r
@@ -166,9 +207,11 @@ fn feed(rx: &mut Receiver, shell: &mut Shell, now: Instant, dgram: &[u8]) -> Res
 
 /// Announce + manifest: the receiver ends up Receiving.
 fn start(f: &Fixture, rx: &mut Receiver, shell: &mut Shell, present: &[u32]) {
-    rx.handle_datagram(ms(0), sender_addr(), &announce(f)).expect("announce");
+    rx.handle_datagram(ms(0), sender_addr(), &announce(f))
+        .expect("announce");
     for m in manifest_chunks(f) {
-        rx.handle_datagram(ms(0), sender_addr(), &m).expect("manifest chunk");
+        rx.handle_datagram(ms(0), sender_addr(), &m)
+            .expect("manifest chunk");
     }
     shell.drain(rx, ms(0), present);
     assert!(shell.accepted, "manifest accepted");
@@ -206,9 +249,15 @@ fn lossless_stream_is_written_verified_and_reported_done() {
         shell.drain(&mut rx, ms(t), &[]);
         assert!(t < 2000, "final statuses never finished");
     }
-    let done_reports: Vec<_> = shell.statuses.iter().filter(|s| s.1 == DeviceState::Done).collect();
+    let done_reports: Vec<_> = shell
+        .statuses
+        .iter()
+        .filter(|s| s.1 == DeviceState::Done)
+        .collect();
     assert!(done_reports.iter().any(|s| s.0 == Dest::RepairServer));
-    assert!(done_reports.iter().any(|s| s.0 == Dest::Peer(sender_addr())));
+    assert!(done_reports
+        .iter()
+        .any(|s| s.0 == Dest::Peer(sender_addr())));
 }
 
 #[test]
@@ -220,11 +269,20 @@ fn r_ann_1_announce_for_another_board_is_refused_without_fetching() {
     assert_eq!(shell.refusals, [Reason::WrongBoard]);
     assert_eq!(rx.state(), DeviceState::Listening);
     for m in manifest_chunks(&f) {
-        assert_eq!(feed(&mut rx, &mut shell, ms(1), &m), Err(DropReason::Unexpected));
+        assert_eq!(
+            feed(&mut rx, &mut shell, ms(1), &m),
+            Err(DropReason::Unexpected)
+        );
     }
-    assert_eq!(feed(&mut rx, &mut shell, ms(1), &data(&f, 0, 0, 0)), Err(DropReason::Unexpected));
+    assert_eq!(
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, 0, 0)),
+        Err(DropReason::Unexpected)
+    );
     assert!(shell.write_order.is_empty());
-    assert!(shell.statuses.iter().any(|s| s.1 == DeviceState::Refused && s.2 == Reason::WrongBoard));
+    assert!(shell
+        .statuses
+        .iter()
+        .any(|s| s.1 == DeviceState::Refused && s.2 == Reason::WrongBoard));
 }
 
 #[test]
@@ -253,7 +311,10 @@ fn r_man_1_manifest_signed_by_another_key_is_refused_and_nothing_written() {
     }
     assert!(shell.write_order.is_empty());
     // The refused image is remembered: its next announce does not start another fetch.
-    assert_eq!(feed(&mut rx, &mut shell, ms(3), &announce(&f)), Err(DropReason::OtherImage));
+    assert_eq!(
+        feed(&mut rx, &mut shell, ms(3), &announce(&f)),
+        Err(DropReason::OtherImage)
+    );
 }
 
 #[test]
@@ -290,11 +351,29 @@ fn r_ses_1_datagrams_of_another_image_or_session_are_dropped_and_reported_once()
     let mut shell = Shell::new(f.manifest.block_count());
     start(&f, &mut rx, &mut shell, &[]);
     for _ in 0..3 {
-        assert_eq!(feed(&mut rx, &mut shell, ms(1), &data(&other, 0, 0, 0)), Err(DropReason::OtherImage));
+        assert_eq!(
+            feed(&mut rx, &mut shell, ms(1), &data(&other, 0, 0, 0)),
+            Err(DropReason::OtherImage)
+        );
     }
-    let wrong_session = enc_as(SESSION + 1, f.manifest.image_id, 0, &Frame::Data(Data { block: 0, chunk: 0, payload: wire::Bytes(&f.image[..1024]) }));
-    assert_eq!(feed(&mut rx, &mut shell, ms(1), &wrong_session), Err(DropReason::OtherSession));
-    assert_eq!(shell.foreign, 2, "one log event per foreign (session, image)");
+    let wrong_session = enc_as(
+        SESSION + 1,
+        f.manifest.image_id,
+        0,
+        &Frame::Data(Data {
+            block: 0,
+            chunk: 0,
+            payload: wire::Bytes(&f.image[..1024]),
+        }),
+    );
+    assert_eq!(
+        feed(&mut rx, &mut shell, ms(1), &wrong_session),
+        Err(DropReason::OtherSession)
+    );
+    assert_eq!(
+        shell.foreign, 2,
+        "one log event per foreign (session, image)"
+    );
     assert_eq!(rx.stats().chunks_stored, 0);
     assert_eq!(rx.stats().dropped_foreign, 4);
 }
@@ -315,8 +394,19 @@ fn r_ses_2_a_restarted_sender_is_adopted_through_its_announce() {
     feed(&mut rx, &mut shell, ms(1), &reann).expect("re-announce");
     for (b, c) in all_chunks(&f) {
         let start = (b * BLOCK + c * CHUNK) as usize;
-        let end = (start + CHUNK as usize).min(f.image.len()).min(((b + 1) * BLOCK) as usize);
-        let d = enc_as(new_session, f.manifest.image_id, 0, &Frame::Data(Data { block: b, chunk: c, payload: wire::Bytes(&f.image[start..end]) }));
+        let end = (start + CHUNK as usize)
+            .min(f.image.len())
+            .min(((b + 1) * BLOCK) as usize);
+        let d = enc_as(
+            new_session,
+            f.manifest.image_id,
+            0,
+            &Frame::Data(Data {
+                block: b,
+                chunk: c,
+                payload: wire::Bytes(&f.image[start..end]),
+            }),
+        );
         feed(&mut rx, &mut shell, ms(2), &d).expect("data of adopted session");
     }
     assert!(shell.done);
@@ -337,13 +427,22 @@ fn r_nack_1_2_holes_are_nacked_after_a_bounded_backoff_and_repairs_complete_the_
     }
     let due = rx.poll_timeout().expect("NACK timer armed");
     let cfg = config();
-    assert!(due >= ms(10) + cfg.nack_delay_min && due <= ms(10) + cfg.nack_delay_max, "back-off within bounds");
+    assert!(
+        due >= ms(10) + cfg.nack_delay_min && due <= ms(10) + cfg.nack_delay_max,
+        "back-off within bounds"
+    );
     assert!(shell.nacks.is_empty(), "no NACK before the back-off");
     rx.handle_timeout(due);
     shell.drain(&mut rx, due, &[]);
     assert_eq!(shell.nacks.len(), 1);
     let cpb = f.manifest.chunks_per_block();
-    assert_eq!(shell.nacks[0].ranges.as_slice(), &[ChunkRange { start: cpb + 1, len: 2 }]);
+    assert_eq!(
+        shell.nacks[0].ranges.as_slice(),
+        &[ChunkRange {
+            start: cpb + 1,
+            len: 2
+        }]
+    );
     assert_eq!(shell.nacks[0].device_id, 42);
     // Repairs arrive flagged; the block completes and is flashed.
     for c in [1, 2] {
@@ -376,8 +475,14 @@ fn r_nack_3_unanswered_nacks_are_retried_then_given_up() {
         }
     }
     assert_eq!(shell.nacks.len(), 3, "retried up to max_nacks_per_block");
-    assert!(shell.nacks.iter().all(|n| n.ranges.as_slice() == [ChunkRange { start: 0, len: 1 }]));
-    assert!(now.saturating_since(ms(1)) >= cfg.nack_retry * 2, "retries are spaced by nack_retry");
+    assert!(shell
+        .nacks
+        .iter()
+        .all(|n| n.ranges.as_slice() == [ChunkRange { start: 0, len: 1 }]));
+    assert!(
+        now.saturating_since(ms(1)) >= cfg.nack_retry * 2,
+        "retries are spaced by nack_retry"
+    );
 }
 
 #[test]
@@ -386,13 +491,24 @@ fn r_blk_2_a_forged_chunk_costs_one_block_and_is_never_flashed() {
     let mut rx = Receiver::new(config(), ms(0));
     let mut shell = Shell::new(f.manifest.block_count());
     start(&f, &mut rx, &mut shell, &[]);
-    let forged = enc(&f, 0, &Frame::Data(Data { block: 0, chunk: 0, payload: wire::Bytes(&[0xEE; CHUNK as usize]) }));
+    let forged = enc(
+        &f,
+        0,
+        &Frame::Data(Data {
+            block: 0,
+            chunk: 0,
+            payload: wire::Bytes(&[0xEE; CHUNK as usize]),
+        }),
+    );
     feed(&mut rx, &mut shell, ms(1), &forged).expect("CRC is valid, so it is stored");
     for c in 1..f.manifest.chunks_per_block() {
         feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, 0)).expect("data");
     }
     assert_eq!(rx.stats().digest_failures, 1);
-    assert!(shell.write_order.is_empty(), "a block failing its digest is not flashed");
+    assert!(
+        shell.write_order.is_empty(),
+        "a block failing its digest is not flashed"
+    );
     // The next pass brings the real block.
     for (b, c) in all_chunks(&f) {
         feed(&mut rx, &mut shell, ms(2), &data(&f, b, c, 0)).expect("data");
@@ -416,7 +532,11 @@ fn r_win_1_the_window_never_exceeds_its_bound_and_evicts_the_stalest_block() {
         }
         feed(&mut rx, &mut shell, ms(i as u64), &data(&f, b, c, 0)).expect("data");
     }
-    assert_eq!(rx.stats().evictions, 10, "12 incomplete blocks through 2 slots");
+    assert_eq!(
+        rx.stats().evictions,
+        10,
+        "12 incomplete blocks through 2 slots"
+    );
     assert!(shell.write_order.is_empty());
     // A lossless second pass completes everything.
     for (b, c) in all_chunks(&f) {
@@ -468,9 +588,11 @@ fn r_ver_2_blocks_that_fail_read_back_are_received_again() {
     assert!(shell.done);
     // Now a receiver whose read-back finds block 2 bad.
     let mut rx = Receiver::new(config(), ms(0));
-    rx.handle_datagram(ms(0), sender_addr(), &announce(&f)).expect("announce");
+    rx.handle_datagram(ms(0), sender_addr(), &announce(&f))
+        .expect("announce");
     for m in manifest_chunks(&f) {
-        rx.handle_datagram(ms(0), sender_addr(), &m).expect("manifest");
+        rx.handle_datagram(ms(0), sender_addr(), &m)
+            .expect("manifest");
     }
     assert!(matches!(rx.poll_event(), Some(Event::ManifestAccepted)));
     for b in 0..5 {
@@ -491,7 +613,9 @@ fn garbage_and_truncations_never_panic_and_are_counted() {
     start(&f, &mut rx, &mut shell, &[]);
     let good = data(&f, 0, 0, 0);
     for n in 0..good.len() {
-        assert!(rx.handle_datagram(ms(1), sender_addr(), &good[..n]).is_err());
+        assert!(rx
+            .handle_datagram(ms(1), sender_addr(), &good[..n])
+            .is_err());
     }
     let mut rng = Rng::new(3);
     for _ in 0..2000 {
@@ -509,10 +633,43 @@ fn out_of_manifest_indices_and_lengths_are_dropped() {
     let mut rx = Receiver::new(config(), ms(0));
     let mut shell = Shell::new(f.manifest.block_count());
     start(&f, &mut rx, &mut shell, &[]);
-    let beyond = enc(&f, 0, &Frame::Data(Data { block: 99, chunk: 0, payload: wire::Bytes(&[0; 1024]) }));
-    assert_eq!(feed(&mut rx, &mut shell, ms(1), &beyond), Err(DropReason::OutOfManifest));
-    let short = enc(&f, 0, &Frame::Data(Data { block: 0, chunk: 0, payload: wire::Bytes(&[0; 10]) }));
-    assert_eq!(feed(&mut rx, &mut shell, ms(1), &short), Err(DropReason::OutOfManifest));
-    let past_last = enc(&f, 0, &Frame::Data(Data { block: 4, chunk: 3, payload: wire::Bytes(&[0; 1024]) }));
-    assert_eq!(feed(&mut rx, &mut shell, ms(1), &past_last), Err(DropReason::OutOfManifest));
+    let beyond = enc(
+        &f,
+        0,
+        &Frame::Data(Data {
+            block: 99,
+            chunk: 0,
+            payload: wire::Bytes(&[0; 1024]),
+        }),
+    );
+    assert_eq!(
+        feed(&mut rx, &mut shell, ms(1), &beyond),
+        Err(DropReason::OutOfManifest)
+    );
+    let short = enc(
+        &f,
+        0,
+        &Frame::Data(Data {
+            block: 0,
+            chunk: 0,
+            payload: wire::Bytes(&[0; 10]),
+        }),
+    );
+    assert_eq!(
+        feed(&mut rx, &mut shell, ms(1), &short),
+        Err(DropReason::OutOfManifest)
+    );
+    let past_last = enc(
+        &f,
+        0,
+        &Frame::Data(Data {
+            block: 4,
+            chunk: 3,
+            payload: wire::Bytes(&[0; 1024]),
+        }),
+    );
+    assert_eq!(
+        feed(&mut rx, &mut shell, ms(1), &past_last),
+        Err(DropReason::OutOfManifest)
+    );
 }

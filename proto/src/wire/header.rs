@@ -86,9 +86,7 @@ impl Header {
     /// Parse and check the header of `datagram` (R-WIRE-1: magic, version,
     /// kind, reserved bits). Does not check the CRC; see [`check_crc`].
     pub fn parse(datagram: &[u8]) -> Result<Header, DecodeError> {
-        let h = datagram
-            .get(..HEADER_LEN)
-            .ok_or(DecodeError::Truncated)?;
+        let h = datagram.get(..HEADER_LEN).ok_or(DecodeError::Truncated)?;
         if h[0..4] != MAGIC {
             return Err(DecodeError::BadMagic);
         }

@@ -250,6 +250,9 @@ pub struct Status<'a> {
 }
 
 /// A decoded frame body, borrowing from the datagram.
+// Nack carries its bounded range list inline (about 520 bytes): frames are
+// decoded on the stack, and boxing it would allocate for every NACK.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// See [`Announce`].
@@ -277,13 +280,22 @@ impl Frame<'_> {
     }
 }
 
-fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+fn body<'a, T: Deserialize<'a> + Serialize>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| match e {
         postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
         _ => DecodeError::Malformed,
     })?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
+    }
+    // R-WIRE-3: one frame has one encoding. Postcard's reader accepts
+    // overlong varints (`81 81 00` for 129); the canonical size exposes them.
+    let canonical = postcard::serialize_with_flavor::<T, _, usize>(
+        &value,
+        postcard::ser_flavors::Size::default(),
+    );
+    if canonical.map_err(|_| DecodeError::Malformed)? != bytes.len() {
+        return Err(DecodeError::Malformed);
     }
     Ok(value)
 }
@@ -305,7 +317,11 @@ fn check_announce(a: &Announce<'_>) -> Result<(), DecodeError> {
 /// Check an image geometry (R-WIRE-5): chunk size in range, block size a
 /// multiple of it and at most [`MAX_BLOCK_SIZE`], at least one block.
 /// Returns the offending field's name.
-pub fn check_geometry(image_len: u64, block_size: u32, chunk_size: u32) -> Result<(), &'static str> {
+pub fn check_geometry(
+    image_len: u64,
+    block_size: u32,
+    chunk_size: u32,
+) -> Result<(), &'static str> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
         return Err("chunk_size");
     }

@@ -1,0 +1,183 @@
+//! The agent's three UDP sockets, all non-blocking:
+//!
+//! ```text
+//!  data    bound to group:port         IP_ADD_MEMBERSHIP(group, interface)   carousel
+//!  repair  bound to repair_group:port  IP_ADD_MEMBERSHIP(repair, interface)  multicast repairs
+//!  unicast bound to interface:0        sends NACK + Status, receives unicast repairs
+//! ```
+//!
+//! The group sockets set SO_REUSEADDR and SO_REUSEPORT so several agents on
+//! one host all receive the groups; binding to the group address (not
+//! INADDR_ANY) keeps other groups on the same port out.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The sockets of one agent.
+#[derive(Debug)]
+pub struct Sockets {
+    /// Data group.
+    pub data: UdpSocket,
+    /// Repair group.
+    pub repair: UdpSocket,
+    /// Unicast: NACK/Status out, unicast repairs in.
+    pub unicast: UdpSocket,
+    /// SO_RCVBUF the kernel granted on the group sockets (as read back).
+    pub rcvbuf_effective: usize,
+}
+
+/// Which step of [`open`] failed.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The interface address does not exist (yet): binding to it or joining on it failed.
+    /// Worth retrying while the boot window lasts.
+    Interface(String),
+    /// Anything else (permissions, bad addresses): retrying will not help.
+    Fatal(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Interface(s) | OpenError::Fatal(s) => f.write_str(s),
+        }
+    }
+}
+
+fn udp() -> io::Result<Socket> {
+    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+}
+
+/// Set SO_RCVBUF to `bytes` and return what the kernel granted (Linux reports
+/// twice the usable size, capped by `net.core.rmem_max`).
+pub fn set_rcvbuf(sock: &Socket, bytes: usize) -> io::Result<usize> {
+    sock.set_recv_buffer_size(bytes)?;
+    sock.recv_buffer_size()
+}
+
+/// A non-blocking socket bound to `group` with address reuse, not yet joined.
+pub fn group_socket(group: SocketAddrV4, rcvbuf: usize) -> io::Result<(Socket, usize)> {
+    let s = udp()?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    let granted = set_rcvbuf(&s, rcvbuf)?;
+    s.bind(&SocketAddr::V4(group).into())?;
+    s.set_nonblocking(true)?;
+    Ok((s, granted))
+}
+
+/// A non-blocking socket bound to `interface:0`.
+pub fn unicast_socket(interface: Ipv4Addr, rcvbuf: usize) -> io::Result<Socket> {
+    let s = udp()?;
+    let _ = set_rcvbuf(&s, rcvbuf)?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(interface, 0)).into())?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn is_interface_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            nix::libc::EADDRNOTAVAIL
+                | nix::libc::ENODEV
+                | nix::libc::ENETUNREACH
+                | nix::libc::ENETDOWN
+        )
+    )
+}
+
+/// One attempt at opening and joining everything. The caller retries on
+/// [`OpenError::Interface`] while the boot window lasts.
+pub fn open(
+    group: SocketAddrV4,
+    repair_group: SocketAddrV4,
+    interface: Ipv4Addr,
+    rcvbuf: usize,
+) -> Result<Sockets, OpenError> {
+    let classify = |what: String, e: io::Error| {
+        if is_interface_error(&e) {
+            OpenError::Interface(format!("{what}: {e}"))
+        } else {
+            OpenError::Fatal(format!("{what}: {e}"))
+        }
+    };
+    let unicast = unicast_socket(interface, rcvbuf)
+        .map_err(|e| classify(format!("bind {interface}:0"), e))?;
+    let (data, granted) =
+        group_socket(group, rcvbuf).map_err(|e| OpenError::Fatal(format!("bind {group}: {e}")))?;
+    data.join_multicast_v4(group.ip(), &interface)
+        .map_err(|e| classify(format!("join {} on {interface}", group.ip()), e))?;
+    let (repair, _) = group_socket(repair_group, rcvbuf)
+        .map_err(|e| OpenError::Fatal(format!("bind {repair_group}: {e}")))?;
+    repair
+        .join_multicast_v4(repair_group.ip(), &interface)
+        .map_err(|e| classify(format!("join {} on {interface}", repair_group.ip()), e))?;
+    Ok(Sockets {
+        data: data.into(),
+        repair: repair.into(),
+        unicast: unicast.into(),
+        rcvbuf_effective: granted,
+    })
+}
+
+/// One datagram from a non-blocking socket: `Ok(None)` when none is waiting.
+pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+    loop {
+        match sock.recv_from(buf) {
+            Ok((n, from)) => return Ok(Some((n, from))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unicast_socket_round_trip_and_nonblocking() {
+        let a = UdpSocket::from(unicast_socket(Ipv4Addr::LOCALHOST, 65536).expect("a"));
+        let b = UdpSocket::from(unicast_socket(Ipv4Addr::LOCALHOST, 65536).expect("b"));
+        let mut buf = [0u8; 64];
+        assert!(recv(&b, &mut buf).expect("empty").is_none());
+        a.send_to(b"hi", b.local_addr().expect("addr"))
+            .expect("send");
+        // Loopback delivery is synchronous, but allow the kernel a moment.
+        let mut got = None;
+        for _ in 0..100 {
+            got = recv(&b, &mut buf).expect("recv");
+            if got.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let (n, from) = got.expect("datagram");
+        assert_eq!(&buf[..n], b"hi");
+        assert_eq!(from, a.local_addr().expect("addr"));
+    }
+
+    #[test]
+    fn missing_interface_address_is_retryable() {
+        // TEST-NET-3: never configured on a test host.
+        let e = open(
+            SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 9), 17854),
+            SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 10), 17855),
+            Ipv4Addr::new(203, 0, 113, 77),
+            65536,
+        )
+        .expect_err("no such interface");
+        assert!(matches!(e, OpenError::Interface(_)), "{e}");
+    }
+
+    #[test]
+    fn rcvbuf_reads_back_granted_size() {
+        let s = udp().expect("socket");
+        let granted = set_rcvbuf(&s, 65536).expect("rcvbuf");
+        assert!(granted >= 4096, "{granted}");
+    }
+}

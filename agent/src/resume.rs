@@ -1,0 +1,249 @@
+//! The resume scan and the final read-back: hash every block of the target
+//! against the signed manifest.
+//!
+//! A power cut mid-update costs nothing already written: on the next run the
+//! scan finds every block whose SHA-256 matches and reports it to the
+//! receiver (R-RES-1), which then only asks for the rest.
+//!
+//! In-place rule: the header (block 0) is written last, after the old one is
+//! invalidated. If block 0 already matches but some other block does not, the
+//! header is *not* reported present: the receiver then fetches it again and
+//! the shell writes it last, after invalidating it, so the flash never shows a
+//! valid header in front of a partial image.
+
+use flasher::{Flash, ImageWriter};
+use proto::manifest::Manifest;
+
+/// What the resume scan found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scan {
+    /// Blocks to report with `handle_block_present`.
+    pub present: Vec<u32>,
+    /// Blocks whose bytes matched (including a withheld header).
+    pub matched: u32,
+    /// Block 0 matched but was withheld (in-place rule).
+    pub header_withheld: bool,
+    /// Blocks that could not be read (they are simply received again).
+    pub unreadable: u32,
+}
+
+/// Which matching blocks to report, given which blocks match.
+pub fn blocks_to_report(matches: &[bool], in_place: bool) -> Scan {
+    let matched = matches.iter().filter(|&&m| m).count() as u32;
+    let all = matched as usize == matches.len();
+    let withhold = in_place && !all && matches.first() == Some(&true);
+    let present = matches
+        .iter()
+        .enumerate()
+        .filter(|&(i, &m)| m && !(withhold && i == 0))
+        .map(|(i, _)| i as u32)
+        .collect();
+    Scan {
+        present,
+        matched,
+        header_withheld: withhold,
+        unreadable: 0,
+    }
+}
+
+/// Read every block of the image from the target and compare it with the
+/// manifest. `buf` must hold one block.
+pub fn scan<F: Flash>(
+    writer: &mut ImageWriter<F>,
+    manifest: &Manifest,
+    buf: &mut [u8],
+    in_place: bool,
+) -> Scan {
+    let n = manifest.block_count();
+    let mut matches = Vec::with_capacity(n as usize);
+    let mut unreadable = 0;
+    for i in 0..n {
+        let ok = match writer.read_block(i, buf) {
+            Ok(len) => manifest.block_matches(i, &buf[..len]),
+            Err(e) => {
+                log::debug!("resume: block {i} unreadable ({e}); it will be received again");
+                unreadable += 1;
+                false
+            }
+        };
+        matches.push(ok);
+    }
+    let mut s = blocks_to_report(&matches, in_place);
+    s.unreadable = unreadable;
+    s
+}
+
+/// Read the whole image back and return the blocks that do not match.
+pub fn verify<F: Flash>(
+    writer: &mut ImageWriter<F>,
+    manifest: &Manifest,
+    buf: &mut [u8],
+) -> Vec<u32> {
+    let mut bad = Vec::new();
+    for i in 0..manifest.block_count() {
+        let ok = match writer.read_block(i, buf) {
+            Ok(len) => manifest.block_matches(i, &buf[..len]),
+            Err(e) => {
+                log::warn!("verify: block {i} unreadable: {e}");
+                false
+            }
+        };
+        if !ok {
+            bad.push(i);
+        }
+    }
+    bad
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use flasher::{Error, ErrorKind, FlashKind, Geometry, Op, ReadStatus, WriterOptions};
+
+    /// A plain in-memory flash (no physics), for tests of the shell.
+    #[derive(Debug, Clone)]
+    pub struct MemFlash {
+        pub bytes: Vec<u8>,
+        /// Writes covering this offset fail with EIO.
+        pub fail_write_at: Option<u64>,
+        /// The first write covering this offset fails with NewBadBlock (once).
+        pub new_bad_at: Option<u64>,
+        /// (offset, len) of every write, in order.
+        pub writes: Vec<(u64, usize)>,
+    }
+
+    impl MemFlash {
+        pub fn new(size: usize) -> Self {
+            MemFlash {
+                bytes: vec![0xFF; size],
+                fail_write_at: None,
+                new_bad_at: None,
+                writes: Vec::new(),
+            }
+        }
+    }
+
+    impl Flash for MemFlash {
+        fn geometry(&self) -> Geometry {
+            Geometry {
+                kind: FlashKind::Plain,
+                size: self.bytes.len() as u64,
+                erase_size: 4096,
+                write_size: 1,
+            }
+        }
+        fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadStatus, Error> {
+            let o = offset as usize;
+            let src = self
+                .bytes
+                .get(o..o + buf.len())
+                .ok_or_else(|| Error::new(ErrorKind::OutOfRange, Op::Read))?;
+            buf.copy_from_slice(src);
+            Ok(ReadStatus::Clean)
+        }
+        fn erase_block(&mut self, block: u32) -> Result<(), Error> {
+            let o = block as usize * 4096;
+            self.bytes[o..o + 4096].fill(0xFF);
+            Ok(())
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+            if self
+                .fail_write_at
+                .is_some_and(|f| (offset..offset + data.len() as u64).contains(&f))
+            {
+                return Err(Error::new(ErrorKind::Io, Op::Write).with_errno(5));
+            }
+            if self
+                .new_bad_at
+                .is_some_and(|f| (offset..offset + data.len() as u64).contains(&f))
+            {
+                self.new_bad_at = None;
+                return Err(Error::new(ErrorKind::NewBadBlock, Op::Write)
+                    .with_block((offset / 4096) as u32));
+            }
+            self.writes.push((offset, data.len()));
+            let o = offset as usize;
+            let dst = self
+                .bytes
+                .get_mut(o..o + data.len())
+                .ok_or_else(|| Error::new(ErrorKind::OutOfRange, Op::Write))?;
+            dst.copy_from_slice(data);
+            Ok(())
+        }
+        fn is_bad(&mut self, _block: u32) -> Result<bool, Error> {
+            Ok(false)
+        }
+        fn mark_bad(&mut self, _block: u32) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    pub fn keypair() -> ed25519_compact::KeyPair {
+        ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]))
+    }
+
+    pub fn image(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
+    }
+
+    pub fn signed(image: &[u8], block_size: u32, version: &str) -> (Manifest, Vec<u8>) {
+        let kp = keypair();
+        let spec = proto::manifest::ManifestSpec {
+            board: "acme,rt1",
+            version,
+            block_size,
+            chunk_size: 1024,
+            created_unix: 1,
+        };
+        let signed = proto::manifest::sign(&spec, image, &kp.sk).expect("sign");
+        (Manifest::verify(&signed, &kp.pk).expect("verify"), signed)
+    }
+
+    #[test]
+    fn in_place_withholds_a_matching_header_unless_everything_matches() {
+        let s = blocks_to_report(&[true, false, true], true);
+        assert_eq!(s.present, [2]);
+        assert_eq!(s.matched, 2);
+        assert!(s.header_withheld);
+        let s = blocks_to_report(&[true, true, true], true);
+        assert_eq!(s.present, [0, 1, 2]);
+        assert!(!s.header_withheld);
+        let s = blocks_to_report(&[true, false, true], false);
+        assert_eq!(s.present, [0, 2]);
+        let s = blocks_to_report(&[false, true, true], true);
+        assert_eq!(s.present, [1, 2]);
+        assert!(!s.header_withheld);
+    }
+
+    #[test]
+    fn scan_finds_written_blocks_and_verify_finds_bad_ones() {
+        let img = image(4096 * 3 + 100);
+        let (m, _) = signed(&img, 4096, "2.0");
+        let mut flash = MemFlash::new(64 * 1024);
+        // blocks 0 and 2 already written, block 3 (the short tail) corrupt
+        flash.bytes[..4096].copy_from_slice(&img[..4096]);
+        flash.bytes[8192..12288].copy_from_slice(&img[8192..12288]);
+        let mut w = ImageWriter::new(
+            flash,
+            img.len() as u64,
+            4096,
+            WriterOptions {
+                header_last: true,
+                verify: true,
+            },
+        )
+        .expect("writer");
+        let mut buf = vec![0u8; 4096];
+        let s = scan(&mut w, &m, &mut buf, true);
+        assert_eq!(s.matched, 2);
+        assert_eq!(s.present, [2]);
+        assert!(s.header_withheld);
+        let s = scan(&mut w, &m, &mut buf, false);
+        assert_eq!(s.present, [0, 2]);
+        assert_eq!(verify(&mut w, &m, &mut buf), [1, 3]);
+        w.write_block(1, &img[4096..8192]).expect("write 1");
+        w.write_block(3, &img[12288..]).expect("write 3");
+        assert!(verify(&mut w, &m, &mut buf).is_empty());
+        assert_eq!(scan(&mut w, &m, &mut buf, true).present, [0, 1, 2, 3]);
+    }
+}

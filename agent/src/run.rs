@@ -1,0 +1,854 @@
+//! The agent's main loop, split in two:
+//!
+//! - [`Core`]: the shell around [`proto::receiver::Receiver`] that needs no
+//!   network — it takes datagrams and time in, writes flash, hands out the
+//!   datagrams to send, and decides when and how the process exits. Tests
+//!   drive it with a fake clock and an in-process sender.
+//! - [`run`]: sockets, signals and `poll`, following the driving contract of
+//!   `proto`: after every input drain every output (events, then transmits),
+//!   then sleep until the next deadline or a readable socket.
+//!
+//! ```text
+//!  poll(signalfd, data, repair, unicast; timeout = earliest deadline)
+//!    ├─ datagram ─▶ Core::handle_datagram ─▶ Receiver::handle_datagram
+//!    │                 └─ events: ManifestAccepted → open target, resume scan
+//!    │                            WriteBlock → ImageWriter::write_block → handle_flash_done
+//!    │                            VerifyImage → read back → handle_verify_done
+//!    │                            Done / Failed / Refused → decide the exit
+//!    ├─ deadline ─▶ Core::handle_timeout
+//!    └─ Core::poll_transmit ─▶ unicast socket (repair server, sender)
+//! ```
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use flasher::{ErrorKind, Flash, ImageWriter, WriterOptions};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use proto::manifest::Manifest;
+use proto::receiver::{Event, Receiver, ReceiverConfig, Refusal};
+use proto::rng::Rng;
+use proto::wire::{DeviceState, FrameKind, Header, Reason, MAX_DATAGRAM};
+use proto::{Dest, Instant};
+
+use crate::config::{Activation, Config};
+use crate::exit::ExitCode;
+use crate::{net, resume};
+
+/// Opens the flash target (the real one calls `flasher::open_target`).
+pub type Opener<F> = Box<dyn FnMut() -> Result<F, flasher::Error>>;
+/// Reads the monotonic clock.
+pub type Clock = Box<dyn Fn() -> Instant>;
+
+/// How often the progress line is logged while receiving.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How long final Status reports may take before the process exits anyway.
+const FINAL_STATUS_GRACE: Duration = Duration::from_secs(2);
+/// Final Status reports the receiver sends after a refusal.
+const REFUSAL_STATUSES: u32 = 3;
+/// Restarts after a new bad block before giving up.
+const MAX_RESTARTS: u32 = 3;
+/// Datagrams read from one socket per wakeup.
+const MAX_READS_PER_WAKEUP: usize = 64;
+
+/// When the process exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    /// Once the receiver's final Status reports are out (or `by`).
+    WhenFinished { code: ExitCode, by: Instant },
+    /// After `left` more Status reports to the repair server (or `by`).
+    AfterStatuses {
+        code: ExitCode,
+        left: u32,
+        by: Instant,
+    },
+    /// At once.
+    Now(ExitCode),
+}
+
+/// The settings of [`Core`], taken from the [`Config`].
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    /// This device's board.
+    pub board: String,
+    /// The running version.
+    pub current_version: String,
+    /// The target spec (for log lines).
+    pub target: String,
+    /// Activation method.
+    pub activation: Activation,
+    /// Exit 0 at once on a not-newer image.
+    pub exit_when_current: bool,
+    /// Listening this long with no update → exit 0.
+    pub boot_window: Duration,
+    /// No progress for this long while receiving → exit 5.
+    pub stall_timeout: Duration,
+    /// Where `Dest::RepairServer` goes.
+    pub repair_server: SocketAddrV4,
+    /// Test: drop this many per thousand received datagrams.
+    pub rx_loss_permille: u32,
+    /// Test: seed of the loss generator.
+    pub rx_loss_seed: u64,
+    /// Test: sleep after each block write.
+    pub block_delay: Duration,
+}
+
+impl CoreSettings {
+    /// From the config file.
+    pub fn from_config(c: &Config) -> Self {
+        CoreSettings {
+            board: c.board.clone(),
+            current_version: c.current_version.clone(),
+            target: c.target.clone(),
+            activation: c.activation,
+            exit_when_current: c.exit_when_current,
+            boot_window: c.boot_window,
+            stall_timeout: c.stall_timeout,
+            repair_server: c.repair_server,
+            rx_loss_permille: c.test.rx_loss_permille,
+            rx_loss_seed: c.test.rx_loss_seed,
+            block_delay: c.test.block_delay,
+        }
+    }
+}
+
+/// The receiver configuration for `c`, seeded with `rng_seed`.
+pub fn receiver_config(c: &Config, rng_seed: u64) -> ReceiverConfig {
+    let mut rc = ReceiverConfig::new(c.device_id, &c.board, &c.current_version, c.public_key);
+    rc.window_blocks = c.window_blocks;
+    rc.max_block_size = c.max_block_size;
+    rc.hold_first_block = c.activation == Activation::InPlace;
+    rc.rng_seed = rng_seed;
+    rc
+}
+
+/// Counters of the shell itself (the receiver keeps its own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Datagrams dropped by the test loss knob.
+    pub test_dropped: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Blocks written in this run.
+    pub blocks_written: u32,
+    /// Bytes written in this run.
+    pub bytes_written: u64,
+    /// Blocks found on flash by the last resume scan.
+    pub resumed: u32,
+    /// Receiver restarts after a new bad block.
+    pub restarts: u32,
+}
+
+/// The network-free part of the agent. See the module docs.
+pub struct Core<F: Flash> {
+    s: CoreSettings,
+    rx_config: ReceiverConfig,
+    rx: Receiver,
+    open: Opener<F>,
+    clock: Clock,
+    writer: Option<ImageWriter<F>>,
+    /// The open target between a restart and the next manifest.
+    spare_flash: Option<F>,
+    manifest: Option<Manifest>,
+    block_buf: Vec<u8>,
+    header_invalidated: bool,
+    listen_until: Instant,
+    accepted_at: Instant,
+    next_progress_at: Instant,
+    finish: Option<Finish>,
+    security_refusal: Option<Reason>,
+    loss: Rng,
+    stats: CoreStats,
+}
+
+/// Write one block, invalidating the header first on the first write of an
+/// in-place run. Free function so it can borrow the writer while the block
+/// data still borrows the receiver.
+fn write_block<F: Flash>(
+    writer: &mut Option<ImageWriter<F>>,
+    header_invalidated: &mut bool,
+    in_place: bool,
+    index: u32,
+    data: &[u8],
+) -> Result<(), flasher::Error> {
+    let Some(w) = writer.as_mut() else {
+        return Err(flasher::Error::new(ErrorKind::NotFound, flasher::Op::Write)
+            .with_detail("no target open"));
+    };
+    if in_place && !*header_invalidated {
+        w.invalidate_header()?;
+        *header_invalidated = true;
+        log::info!("in-place: old header invalidated; it is rewritten last");
+    }
+    w.write_block(index, data)
+}
+
+impl<F: Flash> Core<F> {
+    /// A core listening for an announce; the boot window runs from `started`.
+    pub fn new(
+        s: CoreSettings,
+        rx_config: ReceiverConfig,
+        open: Opener<F>,
+        clock: Clock,
+        started: Instant,
+    ) -> Self {
+        let now = clock();
+        let rx = Receiver::new(rx_config.clone(), now);
+        let loss = Rng::new(s.rx_loss_seed);
+        Core {
+            listen_until: started + s.boot_window,
+            s,
+            rx_config,
+            rx,
+            open,
+            clock,
+            writer: None,
+            spare_flash: None,
+            manifest: None,
+            block_buf: Vec::new(),
+            header_invalidated: false,
+            accepted_at: now,
+            next_progress_at: now + PROGRESS_EVERY,
+            finish: None,
+            security_refusal: None,
+            loss,
+            stats: CoreStats::default(),
+        }
+    }
+
+    /// The receiver (for its state and counters).
+    pub fn receiver(&self) -> &Receiver {
+        &self.rx
+    }
+
+    /// The shell's counters.
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// The writer, once a target is open.
+    pub fn writer_mut(&mut self) -> Option<&mut ImageWriter<F>> {
+        self.writer.as_mut()
+    }
+
+    /// Feed one received datagram, then act on every event.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if self.s.rx_loss_permille > 0 && self.loss.below(1000) < u64::from(self.s.rx_loss_permille)
+        {
+            self.stats.test_dropped += 1;
+            return;
+        }
+        if let Err(why) = self.rx.handle_datagram(now, from, bytes) {
+            log::debug!("dropped {} bytes from {from}: {why}", bytes.len());
+        }
+        self.process_events(now);
+    }
+
+    /// Fire the receiver's timers if due, then act on every event.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.rx.poll_timeout().is_some_and(|t| t <= now) {
+            self.rx.handle_timeout(now);
+            self.process_events(now);
+        }
+    }
+
+    /// The next datagram to send: where, and `buf[..len]`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        loop {
+            let t = self.rx.poll_transmit(now, buf)?;
+            let to = match t.dest {
+                Dest::RepairServer => SocketAddr::V4(self.s.repair_server),
+                Dest::Peer(a) => a,
+                Dest::Group => {
+                    log::debug!("receiver asked to send to the group; not used on a device");
+                    continue;
+                }
+            };
+            if let Some(Finish::AfterStatuses { left, .. }) = &mut self.finish {
+                let is_status =
+                    Header::parse(&buf[..t.len]).is_ok_and(|h| h.kind == FrameKind::Status);
+                if t.dest == Dest::RepairServer && is_status {
+                    *left = left.saturating_sub(1);
+                }
+            }
+            self.stats.sent += 1;
+            return Some((to, t.len));
+        }
+    }
+
+    /// The earliest time something is due (timer, window end, stall, progress log).
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut d = self.rx.poll_timeout();
+        let mut add = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        match self.finish {
+            Some(Finish::Now(_)) => return Some(Instant::ZERO),
+            Some(Finish::WhenFinished { by, .. } | Finish::AfterStatuses { by, .. }) => add(by),
+            None => {}
+        }
+        match self.rx.state() {
+            DeviceState::Listening => add(self.listen_until),
+            DeviceState::FetchingManifest | DeviceState::Receiving => {
+                add(self.rx.last_progress_at() + self.s.stall_timeout);
+                add(self.next_progress_at);
+            }
+            _ => {}
+        }
+        d
+    }
+
+    /// Whether the process should exit now, and how. Also logs progress.
+    pub fn exit_check(&mut self, now: Instant) -> Option<ExitCode> {
+        match self.finish {
+            Some(Finish::Now(code)) => return Some(code),
+            Some(Finish::WhenFinished { code, by }) if self.rx.is_finished() || now >= by => {
+                return Some(code)
+            }
+            Some(Finish::AfterStatuses { code, left, by }) if left == 0 || now >= by => {
+                return Some(code)
+            }
+            Some(_) => return None,
+            None => {}
+        }
+        match self.rx.state() {
+            DeviceState::Listening if now >= self.listen_until => {
+                let secs = self.s.boot_window.as_secs();
+                if let Some(r) = self.security_refusal {
+                    log::error!(
+                        "boot window over: only refused images were offered ({}); no update for board {} within {secs} s",
+                        r.as_str(),
+                        self.s.board
+                    );
+                    return Some(ExitCode::Refused);
+                }
+                log::info!("no update for board {} announced within {secs} s; exiting so the boot continues", self.s.board);
+                Some(ExitCode::Ok)
+            }
+            DeviceState::FetchingManifest | DeviceState::Receiving => {
+                let stalled_at = self.rx.last_progress_at() + self.s.stall_timeout;
+                if now >= stalled_at {
+                    let st = self.rx.stats();
+                    log::error!(
+                        "stalled: no progress for {} s ({}, {} of {} blocks on flash); exiting, the next run resumes",
+                        self.s.stall_timeout.as_secs(),
+                        self.rx.state().as_str(),
+                        self.rx.blocks_done(),
+                        self.manifest.as_ref().map_or(0, Manifest::block_count),
+                    );
+                    log::debug!("receiver counters at stall: {st:?}");
+                    return Some(ExitCode::Stalled);
+                }
+                if now >= self.next_progress_at {
+                    self.log_progress();
+                    self.next_progress_at = now + PROGRESS_EVERY;
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn log_progress(&self) {
+        let st = self.rx.stats();
+        let total = self.manifest.as_ref().map_or(0, Manifest::block_count);
+        let drops = st.dropped_decode
+            + st.dropped_foreign
+            + st.dropped_unexpected
+            + st.dropped_out_of_manifest
+            + st.chunks_no_slot
+            + self.stats.test_dropped;
+        log::info!(
+            "progress: {} blocks {}/{}, chunks {} ({} repairs), NACKs {}, drops {}, digest failures {}",
+            self.rx.state().as_str(),
+            self.rx.blocks_done(),
+            total,
+            st.chunks_stored,
+            st.repairs_stored,
+            st.nacks_sent,
+            drops,
+            st.digest_failures
+        );
+    }
+
+    fn now(&self) -> Instant {
+        (self.clock)()
+    }
+
+    fn process_events(&mut self, now: Instant) {
+        let in_place = self.s.activation == Activation::InPlace;
+        while let Some(ev) = self.rx.poll_event() {
+            match ev {
+                Event::ManifestAccepted => self.on_manifest_accepted(),
+                Event::Refused(r) => {
+                    let r: Refusal = r.clone();
+                    self.on_refused(now, &r);
+                }
+                Event::WriteBlock { index, data } => {
+                    let len = data.len();
+                    let r = write_block(
+                        &mut self.writer,
+                        &mut self.header_invalidated,
+                        in_place,
+                        index,
+                        data,
+                    );
+                    self.on_written(index, len, r);
+                }
+                Event::VerifyImage => self.on_verify(),
+                Event::Done => self.on_done(),
+                Event::Failed(reason) => {
+                    log::error!(
+                        "update failed: {} ({} of {} blocks on flash; the next run resumes)",
+                        reason.as_str(),
+                        self.rx.blocks_done(),
+                        self.manifest.as_ref().map_or(0, Manifest::block_count)
+                    );
+                    let now = self.now();
+                    self.finish = Some(Finish::WhenFinished {
+                        code: ExitCode::Flash,
+                        by: now + FINAL_STATUS_GRACE,
+                    });
+                }
+                Event::Foreign { session, image_id } => {
+                    log::info!("ignoring datagrams of session {session:08x} image {image_id}");
+                }
+            }
+            if matches!(self.finish, Some(Finish::Now(_))) {
+                break;
+            }
+        }
+    }
+
+    fn on_manifest_accepted(&mut self) {
+        let Some(m) = self.rx.manifest().cloned() else {
+            return;
+        };
+        log::info!(
+            "manifest accepted: image {} version {} for {}: {} bytes, {} blocks of {} bytes, chunks of {}",
+            m.image_id,
+            m.version,
+            m.board,
+            m.image_len,
+            m.block_count(),
+            m.block_size,
+            m.chunk_size
+        );
+        let opened = match self.spare_flash.take() {
+            Some(f) => Ok(f),
+            None => (self.open)(),
+        };
+        let flash = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!("cannot open target {}: {e}", self.s.target);
+                self.finish = Some(Finish::Now(ExitCode::Flash));
+                return;
+            }
+        };
+        let opts = WriterOptions {
+            header_last: self.s.activation == Activation::InPlace,
+            verify: true,
+        };
+        let mut writer = match ImageWriter::new(flash, m.image_len, m.block_size, opts) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("target {} cannot take this image: {e}", self.s.target);
+                self.finish = Some(Finish::Now(ExitCode::Flash));
+                return;
+            }
+        };
+        if writer.bad_blocks_skipped() > 0 {
+            log::info!(
+                "target {}: {} bad eraseblocks skipped",
+                self.s.target,
+                writer.bad_blocks_skipped()
+            );
+        }
+        self.block_buf.clear();
+        self.block_buf.resize(m.block_size as usize, 0);
+        let scan = resume::scan(
+            &mut writer,
+            &m,
+            &mut self.block_buf,
+            self.s.activation == Activation::InPlace,
+        );
+        for &i in &scan.present {
+            self.rx.handle_block_present(i);
+        }
+        let mut note = String::new();
+        if scan.header_withheld {
+            note.push_str("; header block matches but is rewritten last");
+        }
+        if scan.unreadable > 0 {
+            note.push_str(&format!("; {} unreadable", scan.unreadable));
+        }
+        log::info!(
+            "resume: {} of {} blocks already on flash{note}",
+            scan.present.len(),
+            m.block_count()
+        );
+        self.stats.resumed = scan.present.len() as u32;
+        self.writer = Some(writer);
+        self.manifest = Some(m);
+        let now = self.now();
+        self.accepted_at = now;
+        self.next_progress_at = now + PROGRESS_EVERY;
+        self.rx.handle_scan_done(now);
+    }
+
+    fn on_refused(&mut self, now: Instant, r: &Refusal) {
+        log::warn!(
+            "refused image {}: {} ({}): board {} version {}; this device: board {} version {}",
+            r.image_id,
+            r.reason.as_str(),
+            r.detail,
+            r.board,
+            r.version,
+            self.s.board,
+            self.s.current_version
+        );
+        match r.reason {
+            Reason::NotNewer if self.s.exit_when_current => {
+                log::info!(
+                    "version {} is current; nothing to do",
+                    self.s.current_version
+                );
+                self.finish = Some(Finish::AfterStatuses {
+                    code: ExitCode::Ok,
+                    left: REFUSAL_STATUSES,
+                    by: now + FINAL_STATUS_GRACE,
+                });
+            }
+            Reason::BadSignature | Reason::ManifestMismatch => {
+                self.security_refusal = Some(r.reason)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_written(&mut self, index: u32, len: usize, r: Result<(), flasher::Error>) {
+        let now = self.now();
+        match r {
+            Ok(()) => {
+                self.stats.blocks_written += 1;
+                self.stats.bytes_written += len as u64;
+                log::debug!("block {index} written ({len} bytes)");
+                self.rx.handle_flash_done(now, index, true);
+                if !self.s.block_delay.is_zero() {
+                    std::thread::sleep(self.s.block_delay);
+                }
+            }
+            Err(e) if e.kind == ErrorKind::NewBadBlock => {
+                log::warn!(
+                    "flash: {e}; the eraseblock was marked bad and later blocks moved: rescanning"
+                );
+                self.restart(now);
+            }
+            Err(e) => {
+                log::error!("flash: writing block {index} failed: {e}");
+                self.rx.handle_flash_done(now, index, false);
+            }
+        }
+    }
+
+    /// After a new bad block every later logical block moved: start over with
+    /// a fresh receiver, which fetches the manifest again and rescans.
+    fn restart(&mut self, now: Instant) {
+        self.stats.restarts += 1;
+        if self.stats.restarts > MAX_RESTARTS {
+            log::error!(
+                "flash: {} new bad blocks in one run; giving up (exit 4)",
+                self.stats.restarts
+            );
+            self.finish = Some(Finish::Now(ExitCode::Flash));
+            return;
+        }
+        // Keep the target open; the next manifest builds a new writer (and map) on it.
+        self.spare_flash = self.writer.take().map(ImageWriter::into_inner);
+        self.manifest = None;
+        self.header_invalidated = false;
+        let mut cfg = self.rx_config.clone();
+        cfg.rng_seed = cfg.rng_seed.wrapping_add(u64::from(self.stats.restarts));
+        self.rx = Receiver::new(cfg, now);
+        // Not a boot any more: wait for the next announce as long as a stall would.
+        self.listen_until = now + self.s.boot_window.max(self.s.stall_timeout);
+    }
+
+    fn on_verify(&mut self) {
+        let (Some(w), Some(m)) = (self.writer.as_mut(), self.manifest.as_ref()) else {
+            log::error!("verify requested with no target open");
+            self.finish = Some(Finish::Now(ExitCode::Flash));
+            return;
+        };
+        let bad = resume::verify(w, m, &mut self.block_buf);
+        if bad.is_empty() {
+            log::info!("verify: all {} blocks read back correctly", m.block_count());
+        } else {
+            let list: Vec<String> = bad.iter().take(16).map(u32::to_string).collect();
+            log::warn!(
+                "verify: {} blocks differ on read-back ({}); receiving them again",
+                bad.len(),
+                list.join(" ")
+            );
+        }
+        let now = self.now();
+        self.rx.handle_verify_done(now, &bad);
+    }
+
+    fn on_done(&mut self) {
+        let now = self.now();
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = w.flash_mut().sync() {
+                log::error!("flash: sync failed: {e}");
+                self.finish = Some(Finish::Now(ExitCode::Flash));
+                return;
+            }
+        }
+        let (version, blocks) = self.manifest.as_ref().map_or((String::new(), 0), |m| {
+            (m.version.to_string(), m.block_count())
+        });
+        let ms = now.saturating_since(self.accepted_at).as_millis().max(1) as u64;
+        let kib_s = self.stats.bytes_written * 1000 / ms / 1024;
+        log::info!(
+            "update complete: version {version}, {blocks} blocks ({} resumed), {} bytes in {ms} ms, {kib_s} KiB/s",
+            self.stats.resumed,
+            self.stats.bytes_written
+        );
+        self.finish = Some(Finish::WhenFinished {
+            code: ExitCode::Ok,
+            by: now + FINAL_STATUS_GRACE,
+        });
+    }
+}
+
+/// 8 bytes from /dev/urandom, or the time if that fails.
+pub fn os_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+fn poll_ms(now: Instant, deadline: Option<Instant>) -> u16 {
+    // Round up so a deadline 0.4 ms away does not spin; wake at least once a second.
+    let ms = deadline.map_or(1000, |d| d.saturating_since(now).as_micros().div_ceil(1000));
+    ms.min(1000) as u16
+}
+
+/// SIGTERM and SIGINT as a readable fd (no handler, no unsafe).
+fn signal_fd() -> Option<SignalFd> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    if let Err(e) = mask.thread_block() {
+        log::warn!(
+            "cannot block SIGTERM/SIGINT ({e}); they will kill the agent without a log line"
+        );
+        return None;
+    }
+    match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::warn!("signalfd: {e}; restoring default SIGTERM/SIGINT");
+            let _ = mask.thread_unblock();
+            None
+        }
+    }
+}
+
+fn check_signal(sfd: Option<&SignalFd>) -> Option<ExitCode> {
+    let sig = sfd?.read_signal().ok()??;
+    let name = Signal::try_from(sig.ssi_signo as i32).map_or("signal", Signal::as_str);
+    log::warn!("{name} received: exiting (flash is consistent after every block write; the next run resumes)");
+    Some(ExitCode::Signal)
+}
+
+/// Sleep up to `ms`, waking early on a signal.
+fn sleep_or_signal(sfd: Option<&SignalFd>, ms: u16) -> Option<ExitCode> {
+    match sfd {
+        Some(fd) => {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms));
+            check_signal(Some(fd))
+        }
+        None => {
+            std::thread::sleep(Duration::from_millis(u64::from(ms)));
+            None
+        }
+    }
+}
+
+/// Run the agent with `cfg` until it exits.
+pub fn run(cfg: &Config) -> ExitCode {
+    let origin = std::time::Instant::now();
+    let clock = move || {
+        Instant::from_micros(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    };
+    let sfd = signal_fd();
+    log::info!(
+        "firmcast-agent {} starting: board {} version {}, target {}, group {} / repair {} on {}, repair server {}, device id {:016x}, boot window {} s",
+        env!("CARGO_PKG_VERSION"),
+        cfg.board,
+        cfg.current_version,
+        cfg.target,
+        cfg.group,
+        cfg.repair_group,
+        cfg.interface,
+        cfg.repair_server,
+        cfg.device_id,
+        cfg.boot_window.as_secs()
+    );
+
+    // At boot the interface may not be up yet: retry, bounded by the boot window.
+    let join_until = clock() + cfg.boot_window;
+    let mut waiting = false;
+    let sockets = loop {
+        match net::open(cfg.group, cfg.repair_group, cfg.interface, cfg.rcvbuf_bytes) {
+            Ok(s) => break s,
+            Err(net::OpenError::Interface(why)) => {
+                if clock() >= join_until {
+                    log::info!(
+                        "interface {} did not come up within {} s ({why}); no update this boot",
+                        cfg.interface,
+                        cfg.boot_window.as_secs()
+                    );
+                    return ExitCode::Ok;
+                }
+                if !waiting {
+                    log::info!(
+                        "waiting for interface address {} ({why}); retrying every 200 ms",
+                        cfg.interface
+                    );
+                    waiting = true;
+                }
+                if let Some(code) = sleep_or_signal(sfd.as_ref(), 200) {
+                    return code;
+                }
+            }
+            Err(net::OpenError::Fatal(why)) => {
+                log::error!("sockets: {why}");
+                return ExitCode::Usage;
+            }
+        }
+    };
+    if sockets.rcvbuf_effective < cfg.rcvbuf_bytes {
+        log::warn!(
+            "SO_RCVBUF: asked for {} bytes, the kernel granted {} (raise net.core.rmem_max)",
+            cfg.rcvbuf_bytes,
+            sockets.rcvbuf_effective
+        );
+    }
+    log::info!(
+        "joined {} and {} on {}; listening (unicast {})",
+        cfg.group.ip(),
+        cfg.repair_group.ip(),
+        cfg.interface,
+        sockets
+            .unicast
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    );
+
+    let target = cfg.target.clone();
+    let size = cfg.target_size;
+    let opener: Opener<Box<dyn Flash + Send>> =
+        Box::new(move || flasher::open_target(&target, size));
+    let rxc = receiver_config(cfg, os_seed() ^ cfg.device_id);
+    let mut core = Core::new(
+        CoreSettings::from_config(cfg),
+        rxc,
+        opener,
+        Box::new(clock),
+        Instant::ZERO,
+    );
+    let mut inbuf = vec![0u8; MAX_DATAGRAM];
+    let mut outbuf = vec![0u8; MAX_DATAGRAM];
+    let mut send_errors = 0u64;
+
+    let flush = |core: &mut Core<_>, out: &mut [u8], errors: &mut u64| {
+        let now = clock();
+        while let Some((to, len)) = core.poll_transmit(now, out) {
+            if let Err(e) = sockets.unicast.send_to(&out[..len], to) {
+                *errors += 1;
+                if *errors == 1 || log::log_enabled!(log::Level::Debug) {
+                    log::warn!("send to {to} failed: {e}");
+                }
+            }
+        }
+    };
+
+    loop {
+        let now = clock();
+        core.handle_timeout(now);
+        flush(&mut core, &mut outbuf, &mut send_errors);
+        if let Some(code) = core.exit_check(clock()) {
+            return code;
+        }
+        let now = clock();
+        let ms = poll_ms(now, core.deadline());
+        let socks = [&sockets.data, &sockets.repair, &sockets.unicast];
+        let mut ready = [false; 3];
+        let mut sig_ready = false;
+        {
+            let mut fds: Vec<PollFd<'_>> = socks
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                .collect();
+            if let Some(fd) = sfd.as_ref() {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
+            match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) => {
+                    for (i, fd) in fds.iter().enumerate() {
+                        let r = fd.revents().is_some_and(|r| !r.is_empty());
+                        if i < 3 {
+                            ready[i] = r;
+                        } else {
+                            sig_ready = r;
+                        }
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    log::error!("poll: {e}");
+                    return ExitCode::Flash;
+                }
+            }
+        }
+        if sig_ready {
+            if let Some(code) = check_signal(sfd.as_ref()) {
+                return code;
+            }
+        }
+        for (i, sock) in socks.iter().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            for _ in 0..MAX_READS_PER_WAKEUP {
+                match net::recv(sock, &mut inbuf) {
+                    Ok(Some((n, from))) => {
+                        core.handle_datagram(clock(), from, &inbuf[..n]);
+                        flush(&mut core, &mut outbuf, &mut send_errors);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::debug!("recv: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,336 @@
+//! Loop-level tests of [`Core`] without a network: an in-process
+//! `proto::sender::Sender` feeds it datagrams on a fake clock, an in-memory
+//! flash takes the writes.
+
+use std::cell::Cell;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use proto::sender::{Sender, SenderConfig};
+use proto::wire::{decode, DeviceState, Frame, MAX_DATAGRAM};
+
+use super::*;
+use crate::resume::tests::{image, keypair, signed, MemFlash};
+
+const BLOCK: u32 = 4096;
+
+struct Harness {
+    core: Core<MemFlash>,
+    clock: Rc<Cell<u64>>,
+    sender: Sender,
+    image: Vec<u8>,
+    /// Feed the sender's datagrams (false: the sender went silent).
+    feeding: bool,
+    opened: Rc<Cell<u32>>,
+    statuses: Vec<(SocketAddr, DeviceState, Reason)>,
+    nacks: u32,
+}
+
+fn settings() -> CoreSettings {
+    CoreSettings {
+        board: "acme,rt1".into(),
+        current_version: "1.0".into(),
+        target: "mem:".into(),
+        activation: Activation::InPlace,
+        exit_when_current: true,
+        boot_window: Duration::from_secs(5),
+        stall_timeout: Duration::from_secs(3),
+        repair_server: "10.0.0.2:7855".parse().expect("addr"),
+        rx_loss_permille: 0,
+        rx_loss_seed: 1,
+        block_delay: Duration::ZERO,
+    }
+}
+
+fn sender_addr() -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), 40000)
+}
+
+impl Harness {
+    fn new(s: CoreSettings, version: &str, pubkey: [u8; 32], flash: MemFlash) -> Harness {
+        let img = image(BLOCK as usize * 6 + 100);
+        let (m, signed_bytes) = signed(&img, BLOCK, version);
+        let clock = Rc::new(Cell::new(0u64));
+        let c = clock.clone();
+        let opened = Rc::new(Cell::new(0u32));
+        let o = opened.clone();
+        let opener: Opener<MemFlash> = Box::new(move || {
+            o.set(o.get() + 1);
+            Ok(flash.clone())
+        });
+        let mut rxc = ReceiverConfig::new(0x42, &s.board, &s.current_version, pubkey);
+        rxc.hold_first_block = s.activation == Activation::InPlace;
+        rxc.window_blocks = 4;
+        let core = Core::new(
+            s,
+            rxc,
+            opener,
+            Box::new(move || Instant::from_micros(c.get())),
+            Instant::ZERO,
+        );
+        let sender = Sender::new(
+            SenderConfig::new(7, 40_000_000),
+            &m,
+            signed_bytes,
+            Instant::ZERO,
+        );
+        Harness {
+            core,
+            clock,
+            sender,
+            image: img,
+            feeding: true,
+            opened,
+            statuses: Vec::new(),
+            nacks: 0,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.clock.get())
+    }
+
+    /// Run until the core exits (or `limit` of fake time passes).
+    fn run(&mut self, limit: Duration) -> Option<ExitCode> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        while self.now() < Instant::ZERO + limit {
+            let now = self.now();
+            if self.feeding {
+                if let Some(t) = self.sender.poll_transmit(now, &self.image, &mut buf) {
+                    self.core.handle_datagram(now, sender_addr(), &buf[..t.len]);
+                }
+            }
+            self.core.handle_timeout(now);
+            while let Some((to, len)) = self.core.poll_transmit(now, &mut out) {
+                match decode(&out[..len]) {
+                    Ok((_, Frame::Status(s))) => self.statuses.push((to, s.state, s.reason)),
+                    Ok((_, Frame::Nack(_))) => self.nacks += 1,
+                    other => panic!("unexpected transmit {other:?}"),
+                }
+            }
+            if let Some(code) = self.core.exit_check(now) {
+                return Some(code);
+            }
+            let mut next = self
+                .core
+                .deadline()
+                .unwrap_or(now + Duration::from_millis(100));
+            if self.feeding {
+                next = next.min(self.sender.poll_timeout().unwrap_or(next));
+            }
+            let next = next.max(now + Duration::from_micros(1));
+            self.clock.set(next.as_micros());
+        }
+        None
+    }
+
+    fn flash(&mut self) -> Vec<u8> {
+        self.core
+            .writer_mut()
+            .expect("writer")
+            .flash_mut()
+            .bytes
+            .clone()
+    }
+}
+
+fn pk() -> [u8; 32] {
+    *keypair().pk
+}
+
+#[test]
+fn full_update_from_erased_flash_with_loss() {
+    let mut s = settings();
+    s.rx_loss_permille = 100;
+    let mut h = Harness::new(s, "2.0", pk(), MemFlash::new(64 * 1024));
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Ok));
+    let flash = h.flash();
+    assert_eq!(&flash[..h.image.len()], &h.image[..]);
+    assert_eq!(h.core.receiver().state(), DeviceState::Done);
+    assert!(h.core.receiver().is_finished());
+    assert_eq!(h.core.stats().resumed, 0);
+    assert_eq!(h.core.stats().blocks_written, 7);
+    assert!(h.core.stats().test_dropped > 0);
+    assert_eq!(h.opened.get(), 1);
+    // Final reports went to the repair server and to the sender.
+    let done: Vec<_> = h
+        .statuses
+        .iter()
+        .filter(|s| s.1 == DeviceState::Done)
+        .collect();
+    assert!(done.iter().any(|s| s.0 == sender_addr()));
+    assert!(done
+        .iter()
+        .any(|s| s.0 == "10.0.0.2:7855".parse().expect("addr")));
+}
+
+#[test]
+fn resume_skips_blocks_on_flash_and_rewrites_the_header_last() {
+    let img = image(BLOCK as usize * 6 + 100);
+    let mut flash = MemFlash::new(64 * 1024);
+    // A previous run wrote the header and blocks 1..=3 before the power went.
+    flash.bytes[..BLOCK as usize * 4].copy_from_slice(&img[..BLOCK as usize * 4]);
+    let mut h = Harness::new(settings(), "2.0", pk(), flash);
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Ok));
+    // The matching header is withheld: 3 resumed, header + 3 tail blocks written.
+    assert_eq!(h.core.stats().resumed, 3);
+    assert_eq!(h.core.stats().blocks_written, 4);
+    assert_eq!(&h.flash()[..img.len()], &img[..]);
+    // Header invalidated first, written last.
+    let writes = h
+        .core
+        .writer_mut()
+        .expect("writer")
+        .flash_mut()
+        .writes
+        .clone();
+    assert_eq!(writes.first(), Some(&(0, BLOCK as usize)), "{writes:?}");
+    assert_eq!(writes.last(), Some(&(0, BLOCK as usize)), "{writes:?}");
+    assert!(
+        writes[1..writes.len() - 1]
+            .iter()
+            .all(|w| w.0 >= u64::from(BLOCK)),
+        "{writes:?}"
+    );
+}
+
+#[test]
+fn resume_without_in_place_counts_the_header() {
+    let img = image(BLOCK as usize * 6 + 100);
+    let mut flash = MemFlash::new(64 * 1024);
+    flash.bytes[..BLOCK as usize * 4].copy_from_slice(&img[..BLOCK as usize * 4]);
+    let mut s = settings();
+    s.activation = Activation::None;
+    let mut h = Harness::new(s, "2.0", pk(), flash);
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Ok));
+    assert_eq!(h.core.stats().resumed, 4);
+    assert_eq!(h.core.stats().blocks_written, 3);
+    assert_eq!(&h.flash()[..img.len()], &img[..]);
+}
+
+#[test]
+fn image_already_complete_is_verified_without_writing() {
+    let img = image(BLOCK as usize * 6 + 100);
+    let mut flash = MemFlash::new(64 * 1024);
+    flash.bytes[..img.len()].copy_from_slice(&img);
+    let mut h = Harness::new(settings(), "2.0", pk(), flash);
+    assert_eq!(h.run(Duration::from_secs(10)), Some(ExitCode::Ok));
+    assert_eq!(h.core.stats().resumed, 7);
+    assert_eq!(h.core.stats().blocks_written, 0);
+}
+
+#[test]
+fn not_newer_exits_zero_after_final_statuses_and_writes_nothing() {
+    let mut h = Harness::new(settings(), "1.0", pk(), MemFlash::new(64 * 1024));
+    assert_eq!(h.run(Duration::from_secs(10)), Some(ExitCode::Ok));
+    assert!(
+        h.now() < Instant::ZERO + Duration::from_secs(2),
+        "exits at once, not at the window's end"
+    );
+    assert_eq!(h.opened.get(), 0);
+    let refused = h
+        .statuses
+        .iter()
+        .filter(|s| s.1 == DeviceState::Refused && s.2 == Reason::NotNewer)
+        .count();
+    assert!(refused >= 3, "{:?}", h.statuses);
+}
+
+#[test]
+fn not_newer_without_exit_when_current_waits_for_the_window() {
+    let mut s = settings();
+    s.exit_when_current = false;
+    let mut h = Harness::new(s, "1.0", pk(), MemFlash::new(64 * 1024));
+    assert_eq!(h.run(Duration::from_secs(10)), Some(ExitCode::Ok));
+    assert!(h.now() >= Instant::ZERO + Duration::from_secs(5));
+}
+
+#[test]
+fn bad_signature_keeps_listening_then_exits_three() {
+    let other = *ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([8; 32])).pk;
+    let mut h = Harness::new(settings(), "2.0", other, MemFlash::new(64 * 1024));
+    assert_eq!(h.run(Duration::from_secs(20)), Some(ExitCode::Refused));
+    assert!(h.now() >= Instant::ZERO + Duration::from_secs(5));
+    assert_eq!(h.opened.get(), 0);
+    assert!(h
+        .statuses
+        .iter()
+        .any(|s| s.1 == DeviceState::Refused && s.2 == Reason::BadSignature));
+}
+
+#[test]
+fn no_announce_exits_zero_at_the_end_of_the_boot_window() {
+    let mut h = Harness::new(settings(), "2.0", pk(), MemFlash::new(64 * 1024));
+    h.feeding = false;
+    assert_eq!(h.run(Duration::from_secs(20)), Some(ExitCode::Ok));
+    let t = h.now();
+    assert!(
+        t >= Instant::ZERO + Duration::from_secs(5) && t < Instant::ZERO + Duration::from_secs(6),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn silence_mid_transfer_is_a_stall() {
+    let mut h = Harness::new(settings(), "2.0", pk(), MemFlash::new(64 * 1024));
+    // Run until receiving has started, then the sender goes away.
+    while h.core.receiver().state() != DeviceState::Receiving || h.core.receiver().blocks_done() < 2
+    {
+        assert_eq!(
+            h.run(h.now().saturating_since(Instant::ZERO) + Duration::from_millis(1)),
+            None
+        );
+    }
+    h.feeding = false;
+    let silent_at = h.now();
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Stalled));
+    let waited = h.now().saturating_since(silent_at);
+    assert!(
+        waited >= Duration::from_millis(2900) && waited <= Duration::from_millis(3100),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn flash_write_failure_exits_four_after_reporting() {
+    let mut flash = MemFlash::new(64 * 1024);
+    flash.fail_write_at = Some(u64::from(BLOCK) * 2 + 10);
+    let mut h = Harness::new(settings(), "2.0", pk(), flash);
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Flash));
+    assert_eq!(h.core.receiver().state(), DeviceState::Failed);
+    assert!(h
+        .statuses
+        .iter()
+        .any(|s| s.1 == DeviceState::Failed && s.2 == Reason::FlashError));
+}
+
+#[test]
+fn poll_timeout_rounds_up_and_is_capped() {
+    let now = Instant::from_micros(1_000);
+    assert_eq!(poll_ms(now, Some(Instant::from_micros(1_400))), 1);
+    assert_eq!(poll_ms(now, Some(Instant::from_micros(500))), 0);
+    assert_eq!(poll_ms(now, Some(Instant::from_micros(60_000_000))), 1000);
+    assert_eq!(poll_ms(now, None), 1000);
+}
+
+#[test]
+fn new_bad_block_restarts_with_a_rescan_and_completes() {
+    let mut flash = MemFlash::new(64 * 1024);
+    flash.new_bad_at = Some(u64::from(BLOCK) * 3 + 1);
+    let mut h = Harness::new(settings(), "2.0", pk(), flash);
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Ok));
+    assert_eq!(h.core.stats().restarts, 1);
+    assert_eq!(
+        h.opened.get(),
+        1,
+        "the open target is kept across the restart"
+    );
+    assert!(
+        h.core.stats().resumed >= 1,
+        "blocks written before the restart are resumed"
+    );
+    let img = h.image.clone();
+    assert_eq!(&h.flash()[..img.len()], &img[..]);
+}

@@ -1,0 +1,174 @@
+//! `firmcast repair`: the shell around [`proto::repair::RepairServer`].
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use proto::repair::{RepairConfig, RepairServer};
+use proto::wire::{self, Frame, MAX_DATAGRAM};
+use proto::Dest;
+use serde_json::json;
+
+use crate::cli::RepairArgs;
+use crate::error::{config, runtime, Error, EXIT_OK};
+use crate::manifest_file::load_for_image;
+use crate::net::{self, Clock};
+use crate::report::{devices_json, devices_line, Progress};
+
+/// Run `firmcast repair`; returns the exit code.
+pub fn run(args: &RepairArgs) -> Result<u8, Error> {
+    let repair_group = net::group(args.repair_group, "--repair-group")?;
+    let iface = net::ipv4(args.interface, "--interface")?;
+    let listen = match args.listen {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => {
+            return Err(config(format!(
+                "--listen {}: only IPv4 is supported",
+                args.listen
+            )))
+        }
+    };
+    if args.ttl > 255 {
+        return Err(config(format!("--ttl {}: must be 0..=255", args.ttl)));
+    }
+    let loaded = load_for_image(&args.image, &args.manifest, args.public_key.as_deref())?;
+    let sock = net::multicast_socket(
+        SocketAddrV4::new(*listen.ip(), listen.port()),
+        iface,
+        args.ttl,
+    )?;
+    let local = sock
+        .local_addr()
+        .map_err(|e| runtime(format!("socket address: {e}")))?;
+    let interrupted = net::interrupted();
+    let clock = Clock::start();
+    let cfg = RepairConfig {
+        rate_bps: args.rate,
+        ..RepairConfig::default()
+    };
+    let mut server = RepairServer::new(cfg, &loaded.manifest);
+    let stop_at = args
+        .duration
+        .map(|d| clock.now() + Duration::from_secs_f64(d));
+    log::info!(
+        "repairing {} (image id {}) on {local}; group repairs to {repair_group} via {iface}, cap {} bit/s",
+        args.image.display(),
+        loaded.manifest.image_id,
+        args.rate
+    );
+
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut rbuf = vec![0u8; 65_536];
+    let mut progress = Progress::new(args.verbose);
+    let mut send_errors = 0u64;
+    let verbose = args.verbose;
+    let handle =
+        |server: &mut RepairServer, now: proto::Instant, from: SocketAddr, bytes: &[u8]| {
+            if verbose {
+                if let Ok((h, Frame::Nack(n))) = wire::decode(bytes) {
+                    log::debug!(
+                        "NACK from {from} device {:016x} session {:08x}: {} ranges",
+                        n.device_id,
+                        h.session,
+                        n.ranges.len()
+                    );
+                }
+            }
+            if let Err(e) = server.handle_datagram(now, from, bytes) {
+                log::debug!("dropped datagram from {from}: {e}");
+            }
+        };
+
+    let interrupted_by_signal = loop {
+        net::drain(&sock, &mut rbuf, |from, bytes| {
+            handle(&mut server, clock.now(), from, bytes)
+        })?;
+        server.handle_timeout(clock.now());
+        while let Some(t) = server.poll_transmit(clock.now(), &loaded.image, &mut buf) {
+            let to = match t.dest {
+                Dest::Group => SocketAddr::V4(repair_group),
+                Dest::Peer(a) => a,
+                Dest::RepairServer => continue,
+            };
+            if let Err(e) = net::send(&sock, &buf[..t.len], to) {
+                send_errors += 1;
+                log::debug!("sending repair to {to}: {e}");
+                if send_errors == 1 {
+                    log::warn!("sending repair to {to}: {e}");
+                }
+            }
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            break true;
+        }
+        let now = clock.now();
+        if stop_at.is_some_and(|t| now >= t) {
+            break false;
+        }
+        progress.tick(|| {
+            let s = server.stats();
+            format!(
+                "{} NACKs, {} chunks asked, {} sent to group, {} unicast, backlog {}; {}",
+                s.nacks,
+                s.chunks_requested,
+                s.chunks_sent_group,
+                s.chunks_sent_unicast,
+                server.backlog(),
+                devices_line(server.fleet())
+            )
+        });
+        let next_tick = now + Duration::from_millis(250);
+        let deadline = [server.poll_timeout(), stop_at, Some(next_tick)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_tick);
+        net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
+            handle(&mut server, clock.now(), from, bytes)
+        })?;
+    };
+    progress.finish();
+
+    let secs = clock.secs();
+    let s = server.stats();
+    let summary = format!(
+        "repair: {} NACKs, {} chunks asked, {} sent to group, {} unicast, {} repair bytes in {secs:.1} s \
+         ({} suppressed, {} capped, {} dropped); {}; stopped by {}",
+        s.nacks,
+        s.chunks_requested,
+        s.chunks_sent_group,
+        s.chunks_sent_unicast,
+        s.bytes_sent,
+        s.suppressed,
+        s.capped,
+        s.drops,
+        devices_line(server.fleet()),
+        if interrupted_by_signal { "interrupted" } else { "duration" }
+    );
+    if args.json {
+        eprintln!("{summary}");
+        let obj = json!({
+            "nacks": s.nacks,
+            "chunks_requested": s.chunks_requested,
+            "chunks_sent_group": s.chunks_sent_group,
+            "chunks_sent_unicast": s.chunks_sent_unicast,
+            "bytes_sent": s.bytes_sent,
+            "suppressed": s.suppressed,
+            "merged": s.merged,
+            "capped": s.capped,
+            "overload": s.overload,
+            "status_frames": s.status_frames,
+            "drops": s.drops,
+            "send_errors": send_errors,
+            "seconds": secs,
+            "image_id": loaded.manifest.image_id.to_string(),
+            "devices": devices_json(server.fleet()),
+            "devices_total": server.fleet().len(),
+            "stopped_by": if interrupted_by_signal { "interrupted" } else { "duration" },
+        });
+        println!("{obj}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,234 @@
+//! `firmcast send`: the shell around [`proto::sender::Sender`].
+//!
+//! Loop, per the driving contract: read the clock, drain the socket into
+//! `handle_datagram`, drain `poll_transmit` to the group, check the stop
+//! conditions, then sleep until `poll_timeout()` or a readable socket.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use proto::sender::{Sender, SenderConfig};
+use proto::wire::{self, DeviceState, Frame, MAX_DATAGRAM};
+use serde_json::json;
+
+use crate::cli::SendArgs;
+use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
+use crate::manifest_file::load_for_image;
+use crate::net::{self, Clock};
+use crate::report::{devices_json, devices_line, Progress};
+
+/// Why the send loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    UntilDone,
+    Passes,
+    Duration,
+    Interrupted,
+}
+
+impl Stop {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stop::UntilDone => "until-done",
+            Stop::Passes => "passes",
+            Stop::Duration => "duration",
+            Stop::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Run `firmcast send`; returns the exit code.
+pub fn run(args: &SendArgs) -> Result<u8, Error> {
+    let group = net::group(args.group, "--group")?;
+    let iface = net::ipv4(args.interface, "--interface")?;
+    if args.ttl > 255 {
+        return Err(config(format!("--ttl {}: must be 0..=255", args.ttl)));
+    }
+    let loaded = load_for_image(&args.image, &args.manifest, args.public_key.as_deref())?;
+    let image_id = loaded.manifest.image_id;
+    let mut session = [0u8; 4];
+    getrandom::getrandom(&mut session)
+        .map_err(|e| runtime(format!("reading OS randomness: {e}")))?;
+    let session = u32::from_be_bytes(session);
+
+    let sock = net::multicast_socket(SocketAddrV4::new(iface, 0), iface, args.ttl)?;
+    let local = sock
+        .local_addr()
+        .map_err(|e| runtime(format!("socket address: {e}")))?;
+    let interrupted = net::interrupted();
+    let clock = Clock::start();
+    let mut cfg = SenderConfig::new(session, args.rate);
+    cfg.announce_every = args.announce_every;
+    cfg.manifest_repeats_per_pass = args.manifest_repeats;
+    let mut sender = Sender::new(cfg, &loaded.manifest, loaded.signed.clone(), clock.now());
+    let stop_at = args
+        .duration
+        .map(|d| clock.now() + Duration::from_secs_f64(d));
+    log::info!(
+        "sending {} ({} bytes, {} blocks, image id {image_id}) to {group} via {iface} from {local} at {} bit/s, session {session:08x}",
+        args.image.display(),
+        loaded.image.len(),
+        loaded.info.block_count(),
+        args.rate,
+    );
+
+    let dest = SocketAddr::V4(group);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut rbuf = vec![0u8; 65_536];
+    let mut progress = Progress::new(args.verbose);
+    let mut consecutive_errors = 0u32;
+    let mut send_errors = 0u64;
+    let verbose = args.verbose;
+    let handle = |sender: &mut Sender, now: proto::Instant, from: SocketAddr, bytes: &[u8]| {
+        let before = if verbose {
+            status_of(bytes).and_then(|id| sender.fleet().get(id).map(|r| r.state))
+        } else {
+            None
+        };
+        match sender.handle_datagram(now, from, bytes) {
+            Ok(()) if verbose => {
+                if let Some(id) = status_of(bytes) {
+                    if let Some(r) = sender.fleet().get(id) {
+                        if before != Some(r.state) {
+                            log::debug!(
+                                "device {id:016x} at {from}: {} ({}/{} blocks, version {}, reason {})",
+                                r.state.as_str(),
+                                r.blocks_done,
+                                r.blocks_total,
+                                r.version,
+                                r.reason.as_str()
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(()) => {}
+            Err(e) => log::debug!("dropped datagram from {from}: {e}"),
+        }
+    };
+
+    let stop = loop {
+        net::drain(&sock, &mut rbuf, |from, bytes| {
+            handle(&mut sender, clock.now(), from, bytes)
+        })?;
+        let mut passes_met = false;
+        while let Some(t) = sender.poll_transmit(clock.now(), &loaded.image, &mut buf) {
+            match net::send(&sock, &buf[..t.len], dest) {
+                Ok(()) => consecutive_errors = 0,
+                Err(e) => {
+                    send_errors += 1;
+                    consecutive_errors += 1;
+                    if send_errors == 1 {
+                        log::warn!("sending to {group} via {iface}: {e}");
+                    }
+                    if consecutive_errors >= 100 {
+                        return Err(runtime(format!(
+                            "sending to {group} via --interface {iface}: {e} (100 sends in a row failed)"
+                        )));
+                    }
+                }
+            }
+            if args.passes.is_some_and(|n| sender.passes_completed() >= n) {
+                passes_met = true;
+                break;
+            }
+        }
+        let done = sender.fleet().count(image_id, DeviceState::Done);
+        if args.until_done.is_some_and(|n| done >= n) {
+            break Stop::UntilDone;
+        }
+        if passes_met {
+            break Stop::Passes;
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            break Stop::Interrupted;
+        }
+        let now = clock.now();
+        if stop_at.is_some_and(|t| now >= t) {
+            break Stop::Duration;
+        }
+        progress.tick(|| {
+            let (pass, _) = sender.position();
+            let pm = sender.pass_permille();
+            let mbps = sender.stats().bytes as f64 * 8.0 / clock.secs().max(1e-3) / 1e6;
+            format!(
+                "pass {} {:>3}.{}%  {mbps:.1} Mbit/s  {}",
+                pass + 1,
+                pm / 10,
+                pm % 10,
+                devices_line(sender.fleet())
+            )
+        });
+        let next_tick = now + Duration::from_millis(250);
+        let deadline = [sender.poll_timeout(), stop_at, Some(next_tick)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_tick);
+        net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
+            handle(&mut sender, clock.now(), from, bytes)
+        })?;
+    };
+    progress.finish();
+
+    // Late Status replies already queued on the socket still count.
+    net::drain(&sock, &mut rbuf, |from, bytes| {
+        handle(&mut sender, clock.now(), from, bytes)
+    })?;
+    let secs = clock.secs();
+    let stats = sender.stats();
+    let done = sender.fleet().count(image_id, DeviceState::Done);
+    let reached = args.until_done.is_none_or(|n| done >= n);
+    let mbps = stats.bytes as f64 * 8.0 / secs.max(1e-3) / 1e6;
+    let summary = format!(
+        "sent {} passes, {} datagrams, {} bytes in {secs:.1} s ({mbps:.2} Mbit/s); {}; stopped by {}{}",
+        sender.passes_completed(),
+        stats.datagrams,
+        stats.bytes,
+        devices_line(sender.fleet()),
+        stop.as_str(),
+        match args.until_done {
+            Some(n) if !reached => format!(" before {n} devices were done ({done} done)"),
+            _ => String::new(),
+        }
+    );
+    if args.json {
+        eprintln!("{summary}");
+        let obj = json!({
+            "passes": sender.passes_completed(),
+            "datagrams": stats.datagrams,
+            "bytes": stats.bytes,
+            "data": stats.data,
+            "manifest": stats.manifest,
+            "announce": stats.announce,
+            "seconds": secs,
+            "mbit_per_s": mbps,
+            "rate_bps": args.rate,
+            "session": format!("{session:08x}"),
+            "image_id": image_id.to_string(),
+            "group": group.to_string(),
+            "devices": devices_json(sender.fleet()),
+            "devices_total": sender.fleet().len(),
+            "done": done,
+            "until_done": args.until_done,
+            "reached": reached,
+            "stopped_by": stop.as_str(),
+            "status_frames": stats.status_frames,
+            "drops": stats.drops,
+            "send_errors": send_errors,
+        });
+        println!("{obj}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(if reached { EXIT_OK } else { EXIT_FAILURE })
+}
+
+/// The device id of a Status datagram, for verbose logging.
+fn status_of(bytes: &[u8]) -> Option<u64> {
+    match wire::decode(bytes) {
+        Ok((_, Frame::Status(s))) => Some(s.device_id),
+        _ => None,
+    }
+}
