@@ -60,6 +60,10 @@ struct Job {
     log: PathBuf,
     exit: Option<ExitStatus>,
     exited_after: Option<Duration>,
+    /// Highest VmHWM (peak resident set, KiB) seen in /proc while it ran.
+    peak_rss_kib: u64,
+    /// Highest RssAnon (resident memory not backed by files: the process's own heap, stack, buffers).
+    peak_anon_kib: u64,
 }
 
 impl Job {
@@ -88,12 +92,20 @@ impl Job {
             log,
             exit: None,
             exited_after: None,
+            peak_rss_kib: 0,
+            peak_anon_kib: 0,
         })
     }
 
     fn poll(&mut self, started: Instant) -> Option<ExitStatus> {
         if self.exit.is_none() {
             if let Some(c) = self.child.as_mut() {
+                if let Some(kib) = proc_status_kib(c.id(), "VmHWM:") {
+                    self.peak_rss_kib = self.peak_rss_kib.max(kib);
+                }
+                if let Some(kib) = proc_status_kib(c.id(), "RssAnon:") {
+                    self.peak_anon_kib = self.peak_anon_kib.max(kib);
+                }
                 if let Ok(Some(status)) = c.try_wait() {
                     self.exit = Some(status);
                     self.exited_after = Some(started.elapsed());
@@ -399,22 +411,29 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
             .map(|f| f.len() >= image.len() && f[..image.len()] == image[..])
             .unwrap_or(false);
         all_ok &= identical && code == 0;
-        rows.push((
-            job.name.clone(),
-            code,
-            job.exited_after.unwrap_or(wall),
+        rows.push(Row {
+            device: job.name.clone(),
+            exit: code,
+            took: job.exited_after.unwrap_or(wall),
             identical,
-        ));
+            peak_rss_kib: job.peak_rss_kib,
+            peak_anon_kib: job.peak_anon_kib,
+        });
     }
     let repair_bytes = json_field(&repair.output(), "bytes_sent").unwrap_or(0);
     let sender_bytes = json_field(&sender.output(), "bytes").unwrap_or(0);
     if opts.json {
         let devices: Vec<String> = rows
             .iter()
-            .map(|(n, c, t, ok)| {
+            .map(|r| {
                 format!(
-                    "{{\"device\":\"{n}\",\"exit\":{c},\"seconds\":{:.3},\"identical\":{ok}}}",
-                    t.as_secs_f64()
+                    "{{\"device\":\"{}\",\"exit\":{},\"seconds\":{:.3},\"identical\":{},\"peak_rss_kib\":{},\"peak_anon_kib\":{}}}",
+                    r.device,
+                    r.exit,
+                    r.took.as_secs_f64(),
+                    r.identical,
+                    r.peak_rss_kib,
+                    r.peak_anon_kib
                 )
             })
             .collect();
@@ -430,17 +449,25 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
             devices.join(",")
         );
     } else {
-        println!("  device      exit   time      flash");
-        for (n, c, t, ok) in &rows {
+        println!("  device      exit   time     peak RSS   peak anon   flash");
+        for r in &rows {
             println!(
-                "  {n:<10}  {c:>4}  {:>6.2} s  {}",
-                t.as_secs_f64(),
-                if *ok { "identical to image" } else { "DIFFERS" }
+                "  {:<10}  {:>4}  {:>6.2} s  {:>6} KiB  {:>6} KiB  {}",
+                r.device,
+                r.exit,
+                r.took.as_secs_f64(),
+                r.peak_rss_kib,
+                r.peak_anon_kib,
+                if r.identical {
+                    "identical to image"
+                } else {
+                    "DIFFERS"
+                }
             );
         }
         println!(
             "summary: {}/{} devices verified byte for byte, {} MiB each, {:.2} s wall, {} Mbit/s goodput per device; sender sent {:.2} × image, repair {:.3} × image",
-            rows.iter().filter(|r| r.3).count(),
+            rows.iter().filter(|r| r.identical).count(),
             rows.len(),
             opts.size_mib,
             wall.as_secs_f64(),
@@ -458,6 +485,23 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         println!("work dir kept: {}", dir.display());
     }
     Ok(if all_ok { 0 } else { 1 })
+}
+
+/// One device's outcome.
+struct Row {
+    device: String,
+    exit: i32,
+    took: Duration,
+    identical: bool,
+    peak_rss_kib: u64,
+    peak_anon_kib: u64,
+}
+
+/// A KiB field (`VmHWM:`, `RssAnon:`) of a running process's /proc status.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Bytes of `target` that already equal the image, sampled per 64 KiB block.
