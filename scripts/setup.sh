@@ -24,3 +24,4 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 echo "setup: $(cargo --version), $(rustc --version)"
+bash "$(dirname "$0")/setup-uboot.sh"
