@@ -83,6 +83,10 @@ const REFUSAL_STATUSES: u32 = 3;
 const MAX_RESTARTS: u32 = 3;
 /// Datagrams read from one socket per wakeup.
 const MAX_READS_PER_WAKEUP: usize = 64;
+/// After a wakeup that found fewer datagrams than this, nap for [`COALESCE`].
+const COALESCE_BELOW: usize = 8;
+/// The nap: about 11 datagrams at 90 Mbit/s, so wakeups drop ~10-fold.
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// When the process exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1126,16 +1130,21 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
         let mut ready = [false; 3];
         let mut sig_ready = false;
         {
-            let mut fds: Vec<PollFd<'_>> = socks
-                .iter()
-                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
-                .collect();
-            if let Some(fd) = sfd.as_ref() {
-                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-            }
-            match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            // Fixed array, no allocation per wakeup; the signalfd is the fourth entry.
+            let mut fds = [
+                PollFd::new(sockets.data.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sockets.repair.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sockets.unicast.as_fd(), PollFlags::POLLIN),
+                PollFd::new(
+                    sfd.as_ref()
+                        .map_or(sockets.unicast.as_fd(), |fd| fd.as_fd()),
+                    PollFlags::POLLIN,
+                ),
+            ];
+            let n = if sfd.is_some() { 4 } else { 3 };
+            match nix::poll::poll(&mut fds[..n], PollTimeout::from(ms)) {
                 Ok(_) => {
-                    for (i, fd) in fds.iter().enumerate() {
+                    for (i, fd) in fds[..n].iter().enumerate() {
                         let r = fd.revents().is_some_and(|r| !r.is_empty());
                         if i < 3 {
                             ready[i] = r;
@@ -1156,6 +1165,7 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
                 return code;
             }
         }
+        let mut received = 0usize;
         for (i, sock) in socks.iter().enumerate() {
             if !ready[i] {
                 continue;
@@ -1163,6 +1173,7 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
             for _ in 0..MAX_READS_PER_WAKEUP {
                 match net::recv(sock, &mut inbuf) {
                     Ok(Some((n, from))) => {
+                        received += 1;
                         core.handle_datagram(clock(), from, &inbuf[..n]);
                         flush(&mut core, &mut outbuf, &mut send_errors);
                     }
@@ -1172,6 +1183,16 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
                         break;
                     }
                 }
+            }
+        }
+        // A stream of datagrams would wake us once per datagram; a short nap
+        // after a thin wakeup lets the socket buffer collect a batch instead
+        // (the kernel buffer holds far more than COALESCE of traffic). Never
+        // past a protocol deadline: NACK timing is unchanged to within COALESCE.
+        if (1..COALESCE_BELOW).contains(&received) {
+            let now = clock();
+            if core.deadline().is_none_or(|d| d >= now + COALESCE * 2) {
+                std::thread::sleep(COALESCE);
             }
         }
     }

@@ -90,7 +90,7 @@ fn twenty_devices_at_1_percent_loss_each_receive_a_16_mb_image() {
         &dir,
         &rel,
         "repair",
-        &["--rate", "20M", "--duration", "300"],
+        &["--rate", "80M", "--duration", "300"],
     );
     let mut agents = Vec::new();
     let mut targets = Vec::new();
