@@ -24,3 +24,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 echo "setup: $(cargo --version), $(rustc --version)"
+bash "$(dirname "$0")/setup-uboot.sh"
+# Network-namespace tests (tier 4) need iproute2, nftables, ethtool (root only:
+# without root those tests print NOT RUN and why).
+if [[ $(id -u) -eq 0 ]]; then bash "$(dirname "$0")/setup-netns.sh"; fi

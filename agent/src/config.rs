@@ -40,6 +40,12 @@ pub enum Activation {
     InPlace,
     /// Write the image in block order; activation is someone else's job.
     None,
+    /// A/B slots through the U-Boot environment: write the inactive slot,
+    /// verify, then one environment write flips the slot variable and arms
+    /// the bootloader's bootcount rollback (see [`AbConfig`]).
+    AbUboot,
+    /// Hand the verified image to a board command (see [`CommandConfig`]).
+    Command,
 }
 
 impl Activation {
@@ -48,8 +54,99 @@ impl Activation {
         match self {
             Activation::InPlace => "in-place",
             Activation::None => "none",
+            Activation::AbUboot => "ab-uboot",
+            Activation::Command => "command",
         }
     }
+}
+
+/// Default U-Boot variable holding the active slot.
+pub const DEFAULT_SLOT_VAR: &str = "boot_slot";
+/// Default U-Boot variable armed after an update (U-Boot's bootcount feature).
+pub const DEFAULT_UPGRADE_AVAILABLE_VAR: &str = "upgrade_available";
+/// Default U-Boot boot counter variable.
+pub const DEFAULT_BOOTCOUNT_VAR: &str = "bootcount";
+/// Default variable in which the agent records the slot it activated.
+pub const DEFAULT_ACTIVATED_VAR: &str = "firmcast_activated";
+/// Default timeout of the activation command.
+pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 600;
+/// Default timeout of the health check.
+pub const DEFAULT_HEALTH_TIMEOUT_SECS: u64 = 60;
+
+/// Byte order of the environment's CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvEndian {
+    /// The CPU's own (what U-Boot on this board writes).
+    Native,
+    /// Little-endian.
+    Little,
+    /// Big-endian.
+    Big,
+}
+
+impl EnvEndian {
+    /// The flasher's value.
+    pub fn resolve(self) -> flasher::uboot_env::Endian {
+        use flasher::uboot_env::Endian;
+        match self {
+            EnvEndian::Native => Endian::native(),
+            EnvEndian::Little => Endian::Little,
+            EnvEndian::Big => Endian::Big,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            EnvEndian::Native => "native",
+            EnvEndian::Little => "little",
+            EnvEndian::Big => "big",
+        }
+    }
+}
+
+/// The `[ab]` table: A/B slots and the U-Boot variables that choose between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbConfig {
+    /// Target spec of slot A (e.g. `mtd:firmware_a`).
+    pub slot_a: String,
+    /// Target spec of slot B.
+    pub slot_b: String,
+    /// Variable naming the slot U-Boot boots.
+    pub slot_var: String,
+    /// Its value for slot A.
+    pub slot_a_value: String,
+    /// Its value for slot B.
+    pub slot_b_value: String,
+    /// Set to 1 when a new slot is activated, cleared on confirm.
+    pub upgrade_available_var: String,
+    /// Reset to 0 on activation and confirm.
+    pub bootcount_var: String,
+    /// Where the agent records the slot value it activated (rollback detection).
+    pub activated_var: String,
+    /// fw_env.config describing where the environment lives.
+    pub env_config: PathBuf,
+    /// CRC byte order.
+    pub env_endian: EnvEndian,
+}
+
+/// The `[command]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandConfig {
+    /// argv; `{image}`, `{size}`, `{version}` are replaced.
+    pub argv: Vec<String>,
+    /// Killed after this long.
+    pub timeout: Duration,
+}
+
+/// The `[confirm]` table and the reboot command.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfirmConfig {
+    /// Run the confirm step at every start, before listening.
+    pub at_startup: bool,
+    /// argv of the health check; empty = healthy once the agent runs.
+    pub health_check: Vec<String>,
+    /// Killed (and counted as failed) after this long.
+    pub health_timeout: Duration,
 }
 
 /// Test-only options (the `[test]` table). Never set these on a device.
@@ -110,6 +207,14 @@ pub struct Config {
     pub exit_when_current: bool,
     /// Test-only knobs.
     pub test: TestOptions,
+    /// `[ab]`: required with `activation = "ab-uboot"`.
+    pub ab: Option<AbConfig>,
+    /// `[command]`: required with `activation = "command"`.
+    pub command: Option<CommandConfig>,
+    /// `[confirm]`.
+    pub confirm: ConfirmConfig,
+    /// Run after a successful activation (`ab-uboot`, `command`); empty = none.
+    pub reboot_command: Vec<String>,
 }
 
 /// A configuration error: one line naming the file and, where it can, the key.
@@ -207,6 +312,36 @@ struct RawTest {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawAb {
+    slot_a: Option<String>,
+    slot_b: Option<String>,
+    slot_var: Option<String>,
+    slot_a_value: Option<String>,
+    slot_b_value: Option<String>,
+    upgrade_available_var: Option<String>,
+    bootcount_var: Option<String>,
+    activated_var: Option<String>,
+    env_config: Option<String>,
+    env_endian: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    run: Option<Vec<String>>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfirm {
+    at_startup: Option<bool>,
+    health_check: Option<Vec<String>>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw {
     board: Option<String>,
     current_version: Option<String>,
@@ -226,6 +361,10 @@ struct Raw {
     stall_timeout_secs: Option<u64>,
     rcvbuf_bytes: Option<u64>,
     exit_when_current: Option<bool>,
+    reboot_command: Option<Vec<String>>,
+    ab: Option<RawAb>,
+    command: Option<RawCommand>,
+    confirm: Option<RawConfirm>,
     test: Option<RawTest>,
 }
 
@@ -371,7 +510,13 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
     )?;
     let (public_key, public_key_file) = public_key(file, base, &pk)?;
 
-    let target = required(file, "target", raw.target, "e.g. target = \"mtd:firmware\"")?;
+    // With A/B slots the target is whichever slot is inactive; `target`
+    // (only used for the default device id then) defaults to slot A.
+    let target = match (&raw.target, raw.activation.as_deref(), &raw.ab) {
+        (None, Some("ab-uboot"), Some(ab)) => ab.slot_a.clone(),
+        _ => raw.target.clone(),
+    };
+    let target = required(file, "target", target, "e.g. target = \"mtd:firmware\"")?;
     check_target(file, &target)?;
     if raw.target_size == Some(0) {
         return Err(ConfigError::key(
@@ -405,14 +550,97 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
     let activation = match raw.activation.as_deref() {
         None | Some("in-place") => Activation::InPlace,
         Some("none") => Activation::None,
+        Some("ab-uboot") => Activation::AbUboot,
+        Some("command") => Activation::Command,
         Some(other) => {
             return Err(ConfigError::key(
                 file,
                 "activation",
-                format!("`{other}` is not one of \"in-place\", \"none\""),
+                format!(
+                    "`{other}` is not one of \"in-place\", \"ab-uboot\", \"command\", \"none\""
+                ),
             ))
         }
     };
+    let ab = match (activation, raw.ab) {
+        (Activation::AbUboot, Some(r)) => Some(ab_config(file, base, r)?),
+        (Activation::AbUboot, None) => {
+            return Err(ConfigError::key(
+                file,
+                "ab",
+                "activation = \"ab-uboot\" needs an [ab] table with slot_a and slot_b",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::key(
+                file,
+                "ab",
+                "[ab] is only used with activation = \"ab-uboot\"",
+            ))
+        }
+        (_, None) => None,
+    };
+    let command = match (activation, raw.command) {
+        (Activation::Command, Some(r)) => {
+            let argv = r.run.unwrap_or_default();
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                return Err(ConfigError::key(
+                    file,
+                    "command.run",
+                    "missing (e.g. run = [\"/sbin/sysupgrade\", \"{image}\"])",
+                ));
+            }
+            let secs = r.timeout_secs.unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECS);
+            if secs == 0 {
+                return Err(ConfigError::key(
+                    file,
+                    "command.timeout_secs",
+                    "must be at least 1",
+                ));
+            }
+            Some(CommandConfig {
+                argv,
+                timeout: Duration::from_secs(secs),
+            })
+        }
+        (Activation::Command, None) => {
+            return Err(ConfigError::key(
+                file,
+                "command",
+                "activation = \"command\" needs a [command] table with run = [...]",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::key(
+                file,
+                "command",
+                "[command] is only used with activation = \"command\"",
+            ))
+        }
+        (_, None) => None,
+    };
+    let rc = raw.confirm.unwrap_or_default();
+    let health_secs = rc.timeout_secs.unwrap_or(DEFAULT_HEALTH_TIMEOUT_SECS);
+    if health_secs == 0 {
+        return Err(ConfigError::key(
+            file,
+            "confirm.timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    let confirm = ConfirmConfig {
+        at_startup: rc.at_startup.unwrap_or(false),
+        health_check: rc.health_check.unwrap_or_default(),
+        health_timeout: Duration::from_secs(health_secs),
+    };
+    if confirm.at_startup && ab.is_none() {
+        return Err(ConfigError::key(
+            file,
+            "confirm.at_startup",
+            "confirming needs activation = \"ab-uboot\" (the U-Boot environment)",
+        ));
+    }
+    let reboot_command = raw.reboot_command.unwrap_or_default();
     let stall = raw.stall_timeout_secs.unwrap_or(DEFAULT_STALL_TIMEOUT_SECS);
     if stall == 0 {
         return Err(ConfigError::key(
@@ -478,6 +706,85 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
         rcvbuf_bytes,
         exit_when_current: raw.exit_when_current.unwrap_or(true),
         test,
+        ab,
+        command,
+        confirm,
+        reboot_command,
+    })
+}
+
+fn ab_config(file: &Path, base: &Path, r: RawAb) -> Result<AbConfig, ConfigError> {
+    let slot = |key: &str, v: Option<String>| -> Result<String, ConfigError> {
+        let v = required(file, key, v, "a target spec, e.g. \"mtd:firmware_a\"")?;
+        check_target(file, &v).map_err(|e| ConfigError {
+            key: Some(key.to_string()),
+            ..e
+        })?;
+        Ok(v)
+    };
+    let slot_a = slot("ab.slot_a", r.slot_a)?;
+    let slot_b = slot("ab.slot_b", r.slot_b)?;
+    if slot_a == slot_b {
+        return Err(ConfigError::key(
+            file,
+            "ab.slot_b",
+            "must differ from ab.slot_a",
+        ));
+    }
+    let var = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+        let v = v.unwrap_or_else(|| default.to_string());
+        flasher::uboot_env::check_variable(&v, "")
+            .map_err(|e| ConfigError::key(file, key, e.to_string()))?;
+        Ok(v)
+    };
+    let value = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+        let v = v.unwrap_or_else(|| default.to_string());
+        if v.is_empty() || v.contains('\0') {
+            return Err(ConfigError::key(file, key, "must be a non-empty string"));
+        }
+        Ok(v)
+    };
+    let slot_a_value = value("ab.slot_a_value", r.slot_a_value, "a")?;
+    let slot_b_value = value("ab.slot_b_value", r.slot_b_value, "b")?;
+    if slot_a_value == slot_b_value {
+        return Err(ConfigError::key(
+            file,
+            "ab.slot_b_value",
+            "must differ from ab.slot_a_value",
+        ));
+    }
+    let env_endian = match r.env_endian.as_deref() {
+        None | Some("native") => EnvEndian::Native,
+        Some("little") => EnvEndian::Little,
+        Some("big") => EnvEndian::Big,
+        Some(other) => {
+            return Err(ConfigError::key(
+                file,
+                "ab.env_endian",
+                format!("`{other}` is not one of \"native\", \"little\", \"big\""),
+            ))
+        }
+    };
+    Ok(AbConfig {
+        slot_a,
+        slot_b,
+        slot_var: var("ab.slot_var", r.slot_var, DEFAULT_SLOT_VAR)?,
+        slot_a_value,
+        slot_b_value,
+        upgrade_available_var: var(
+            "ab.upgrade_available_var",
+            r.upgrade_available_var,
+            DEFAULT_UPGRADE_AVAILABLE_VAR,
+        )?,
+        bootcount_var: var("ab.bootcount_var", r.bootcount_var, DEFAULT_BOOTCOUNT_VAR)?,
+        activated_var: var("ab.activated_var", r.activated_var, DEFAULT_ACTIVATED_VAR)?,
+        env_config: resolve(
+            base,
+            r.env_config
+                .as_deref()
+                .unwrap_or(flasher::uboot_env::DEFAULT_FW_ENV_CONFIG),
+        ),
+        env_endian,
     })
 }
 
@@ -721,6 +1028,32 @@ impl Config {
         );
         kv("rcvbuf_bytes", self.rcvbuf_bytes.to_string());
         kv("exit_when_current", self.exit_when_current.to_string());
+        if let Some(ab) = &self.ab {
+            kv("ab.slot_a", ab.slot_a.clone());
+            kv("ab.slot_b", ab.slot_b.clone());
+            kv("ab.slot_var", ab.slot_var.clone());
+            kv("ab.slot_a_value", format!("{:?}", ab.slot_a_value));
+            kv("ab.slot_b_value", format!("{:?}", ab.slot_b_value));
+            kv("ab.upgrade_available_var", ab.upgrade_available_var.clone());
+            kv("ab.bootcount_var", ab.bootcount_var.clone());
+            kv("ab.activated_var", ab.activated_var.clone());
+            kv("ab.env_config", ab.env_config.display().to_string());
+            kv("ab.env_endian", ab.env_endian.as_str().to_string());
+        }
+        if let Some(c) = &self.command {
+            kv("command.run", format!("{:?}", c.argv));
+            kv("command.timeout_secs", c.timeout.as_secs().to_string());
+        }
+        kv("confirm.at_startup", self.confirm.at_startup.to_string());
+        kv(
+            "confirm.health_check",
+            format!("{:?}", self.confirm.health_check),
+        );
+        kv(
+            "confirm.timeout_secs",
+            self.confirm.health_timeout.as_secs().to_string(),
+        );
+        kv("reboot_command", format!("{:?}", self.reboot_command));
         if self.test != TestOptions::default() {
             kv(
                 "test.rx_loss_permille",
@@ -908,7 +1241,7 @@ block_delay_ms = 3
         .expect_err("unicast group");
         assert_eq!(e.key.as_deref(), Some("group"), "{e}");
         let e = p(&format!(
-            "{}activation = \"ab-uboot\"\n",
+            "{}activation = \"ab-boot\"\n",
             minimal_without("")
         ))
         .expect_err("activation");

@@ -15,6 +15,9 @@ pub enum ExitCode {
     Flash,
     /// Receiving, but no progress for `stall_timeout_secs`; the next run resumes.
     Stalled,
+    /// The image is on flash but activation failed (env write, activation
+    /// command), or `confirm`'s health check failed (rollback stays armed).
+    Activation,
     /// Stopped by SIGTERM or SIGINT (flash is consistent after every block write).
     Signal,
 }
@@ -28,6 +31,7 @@ impl ExitCode {
             ExitCode::Refused => 3,
             ExitCode::Flash => 4,
             ExitCode::Stalled => 5,
+            ExitCode::Activation => 6,
             ExitCode::Signal => 130,
         }
     }
@@ -42,6 +46,8 @@ EXIT CODES:
          and no acceptable image followed before the boot window ended
     4    flash write, bad-block or read-back verify failure (progress stays on flash)
     5    stalled: receiving but no progress for stall_timeout_secs (next run resumes)
+    6    activation failed (U-Boot env write, activation command; the old image still boots),
+         or confirm: the health check failed (the bootloader's rollback stays armed)
     130  stopped by SIGTERM/SIGINT (flash is consistent after every block write)";
 
 #[cfg(test)]
@@ -56,10 +62,11 @@ mod tests {
             ExitCode::Refused,
             ExitCode::Flash,
             ExitCode::Stalled,
+            ExitCode::Activation,
             ExitCode::Signal,
         ];
         let codes: Vec<i32> = all.iter().map(|c| c.code()).collect();
-        assert_eq!(codes, [0, 2, 3, 4, 5, 130]);
+        assert_eq!(codes, [0, 2, 3, 4, 5, 6, 130]);
         for c in codes {
             assert!(
                 EXIT_CODES_HELP.contains(&format!("    {c} ")),

@@ -14,7 +14,9 @@
 //! The protocol decisions live in `proto`; this crate only does I/O and
 //! turns outcomes into log lines and [`exit::ExitCode`]s.
 
+pub mod activate;
 pub mod config;
+pub mod confirm;
 pub mod exit;
 pub mod logger;
 pub mod net;
@@ -33,7 +35,8 @@ pub fn help() -> String {
 firmcast-agent {version}: receive a multicast firmware update and write it to flash
 
 USAGE:
-    firmcast-agent [--config PATH] [--foreground] [--verbose] [--check-config]
+    firmcast-agent [--config PATH] [--foreground] [--verbose] [--check-config] [--dry-run]
+    firmcast-agent confirm [--config PATH] [--foreground] [--verbose] [--dry-run]
     firmcast-agent --version | --help
 
 Started at boot, the agent joins the firmcast data and repair multicast groups
@@ -43,13 +46,22 @@ Otherwise it fetches the signed manifest, checks the Ed25519 signature against
 public_key, scans the target for blocks already written (a power cut costs
 nothing), receives the missing blocks (NACKing gaps to repair_server), writes
 each verified block to the target (header block last for in-place updates),
-reads the whole image back, reports to the operator and exits 0.
+reads the whole image back, activates it (activation = in-place, ab-uboot,
+command or none), reports to the operator and exits 0.
+
+`confirm` runs on the first boot of a new A/B slot (or at every start with
+[confirm] at_startup = true): if upgrade_available=1 and the health check
+passes, it clears upgrade_available and bootcount in the U-Boot environment;
+if the check fails it leaves them, so the bootloader rolls back. It reports
+confirmed / failed / rolled-back to the repair server.
 
 OPTIONS:
     -c, --config PATH   configuration file [default: {default}]
     -f, --foreground    log to stderr (seconds.millis since start, level) instead of syslog
     -v, --verbose       log debug messages too
         --check-config  parse the configuration, print the resolved settings, exit 0 (or 2)
+    -n, --dry-run       do everything but write flash and the U-Boot environment (and run no
+                        activation or reboot command); log what would be done, to stderr
     -V, --version       print the version
     -h, --help          print this help
 
@@ -82,6 +94,10 @@ pub struct Args {
     pub version: bool,
     /// `--help`.
     pub help: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// The `confirm` subcommand.
+    pub confirm: bool,
 }
 
 /// Parse the command line (`args` includes the program name).
@@ -94,6 +110,8 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, lexo
         check_config: false,
         version: false,
         help: false,
+        dry_run: false,
+        confirm: false,
     };
     let mut p = lexopt::Parser::from_iter(args);
     while let Some(arg) = p.next()? {
@@ -104,6 +122,8 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, lexo
             Long("check-config") => a.check_config = true,
             Short('V') | Long("version") => a.version = true,
             Short('h') | Long("help") => a.help = true,
+            Short('n') | Long("dry-run") => a.dry_run = true,
+            Value(v) if v == "confirm" && !a.confirm => a.confirm = true,
             _ => return Err(arg.unexpected()),
         }
     }
@@ -139,7 +159,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
         };
     }
-    let target = if a.foreground {
+    // A dry run is interactive: its account goes to the terminal.
+    let target = if a.foreground || a.dry_run {
         logger::Target::Stderr
     } else {
         logger::Target::Syslog
@@ -156,7 +177,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
             return ExitCode::Usage.code();
         }
     };
-    run::run(&cfg).code()
+    if a.dry_run {
+        log::info!("dry run: nothing is written to flash or the U-Boot environment");
+    }
+    if a.confirm {
+        return confirm::run(&cfg, a.dry_run).code();
+    }
+    run::run(&cfg, a.dry_run).code()
 }
 
 #[cfg(test)]
@@ -191,6 +218,9 @@ mod tests {
         assert!(args(&["--bogus"]).is_err());
         assert!(args(&["--config"]).is_err());
         assert!(args(&["stray"]).is_err());
+        let a = args(&["confirm", "-c", "/tmp/z.toml", "--dry-run"]).expect("confirm");
+        assert!(a.confirm && a.dry_run);
+        assert!(args(&["confirm", "confirm"]).is_err());
     }
 
     #[test]

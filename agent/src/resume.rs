@@ -57,9 +57,10 @@ pub fn scan<F: Flash>(
     let n = manifest.block_count();
     let mut matches = Vec::with_capacity(n as usize);
     let mut unreadable = 0;
+    let mut erased = ErasedDigest::default();
     for i in 0..n {
         let ok = match writer.read_block(i, buf) {
-            Ok(len) => manifest.block_matches(i, &buf[..len]),
+            Ok(len) => erased.block_matches(manifest, i, &buf[..len]),
             Err(e) => {
                 log::debug!("resume: block {i} unreadable ({e}); it will be received again");
                 unreadable += 1;
@@ -71,6 +72,32 @@ pub fn scan<F: Flash>(
     let mut s = blocks_to_report(&matches, in_place);
     s.unreadable = unreadable;
     s
+}
+
+/// Checks a block against the manifest, but hashes an erased (all 0xFF)
+/// block only once per length: a fresh target is all erased, and hashing it
+/// block by block was a third of the agent's CPU time on a first update.
+#[derive(Default)]
+struct ErasedDigest {
+    /// (block length, SHA-256 of that many 0xFF bytes)
+    cached: Option<(usize, [u8; proto::manifest::DIGEST_LEN])>,
+}
+
+impl ErasedDigest {
+    fn block_matches(&mut self, manifest: &Manifest, index: u32, data: &[u8]) -> bool {
+        if data.len() != manifest.block_len(index) || data.iter().any(|b| *b != 0xFF) {
+            return manifest.block_matches(index, data);
+        }
+        let digest = match self.cached {
+            Some((len, d)) if len == data.len() => d,
+            _ => {
+                let d = proto::manifest::block_digest(data);
+                self.cached = Some((data.len(), d));
+                d
+            }
+        };
+        manifest.digest(index) == Some(&digest)
+    }
 }
 
 /// Read the whole image back and return the blocks that do not match.
@@ -213,6 +240,29 @@ pub(crate) mod tests {
         let s = blocks_to_report(&[false, true, true], true);
         assert_eq!(s.present, [1, 2]);
         assert!(!s.header_withheld);
+    }
+
+    #[test]
+    fn erased_blocks_match_only_where_the_image_itself_is_erased() {
+        // Block 1 of this image is all 0xFF: on an erased flash it is already "written".
+        let mut img = image(4096 * 3);
+        img[4096..8192].fill(0xFF);
+        let (m, _) = signed(&img, 4096, "2.0");
+        let flash = MemFlash::new(64 * 1024);
+        let mut w = ImageWriter::new(
+            flash,
+            img.len() as u64,
+            4096,
+            WriterOptions {
+                header_last: false,
+                verify: true,
+            },
+        )
+        .expect("writer");
+        let mut buf = vec![0u8; 4096];
+        let s = scan(&mut w, &m, &mut buf, false);
+        assert_eq!(s.matched, 1);
+        assert_eq!(s.present, [1]);
     }
 
     #[test]

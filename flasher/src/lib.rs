@@ -42,6 +42,7 @@ pub mod file;
 pub mod mtd;
 pub mod sim;
 pub mod target;
+pub mod uboot_env;
 pub mod writer;
 
 pub use file::FileFlash;

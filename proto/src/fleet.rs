@@ -16,7 +16,7 @@ use crate::DropReason;
 pub const DEFAULT_MAX_DEVICES: usize = 65_536;
 
 /// Every [`DeviceState`], in wire order (for per-state tables).
-pub const ALL_STATES: [DeviceState; 8] = [
+pub const ALL_STATES: [DeviceState; 11] = [
     DeviceState::Listening,
     DeviceState::FetchingManifest,
     DeviceState::Resuming,
@@ -25,6 +25,9 @@ pub const ALL_STATES: [DeviceState; 8] = [
     DeviceState::Done,
     DeviceState::Refused,
     DeviceState::Failed,
+    DeviceState::Activated,
+    DeviceState::Confirmed,
+    DeviceState::RolledBack,
 ];
 
 /// What is known about one device: its latest Status report.
@@ -120,8 +123,8 @@ impl Fleet {
     }
 
     /// Devices in each state whatever image they reported, indexed like [`ALL_STATES`].
-    pub fn state_counts(&self) -> [usize; 8] {
-        let mut counts = [0usize; 8];
+    pub fn state_counts(&self) -> [usize; ALL_STATES.len()] {
+        let mut counts = [0usize; ALL_STATES.len()];
         for r in self.devices.values() {
             counts[r.state as usize] += 1;
         }

@@ -220,6 +220,9 @@ fn device_state() -> impl Strategy<Value = DeviceState> {
         Just(DeviceState::Done),
         Just(DeviceState::Refused),
         Just(DeviceState::Failed),
+        Just(DeviceState::Activated),
+        Just(DeviceState::Confirmed),
+        Just(DeviceState::RolledBack),
     ]
 }
 
@@ -233,6 +236,8 @@ fn reason() -> impl Strategy<Value = Reason> {
         Just(Reason::TooLarge),
         Just(Reason::FlashError),
         Just(Reason::VerifyFailed),
+        Just(Reason::ActivationFailed),
+        Just(Reason::HealthCheckFailed),
     ]
 }
 

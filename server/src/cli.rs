@@ -256,8 +256,10 @@ pub struct RepairArgs {
     /// Multicast group and port for repairs several devices need.
     #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.77.2:7855")]
     pub repair_group: SocketAddr,
-    /// Cap on repair traffic in bits per second.
-    #[arg(long, value_name = "RATE", default_value = "20M", value_parser = parse_rate)]
+    /// Cap on repair traffic in bits per second. Give it the carousel's rate (or
+    /// the repair host's share of the link): a repair server slower than the
+    /// loss rate builds a backlog, and devices fall back to the next pass.
+    #[arg(long, value_name = "RATE", default_value = "50M", value_parser = parse_rate)]
     pub rate: u64,
     /// Multicast TTL for group repairs.
     #[arg(long, default_value_t = 1, value_name = "N")]

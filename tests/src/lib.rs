@@ -6,6 +6,8 @@
 //! Everything here sends only to 127.0.0.1 and to 239.x groups on the
 //! loopback interface.
 
+pub mod netns;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};

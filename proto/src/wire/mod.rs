@@ -176,6 +176,15 @@ pub enum DeviceState {
     Refused = 6,
     /// Failed (see the reason).
     Failed = 7,
+    /// The new image is the one the bootloader boots next (A/B slot flipped,
+    /// or the activation command succeeded); not yet confirmed.
+    Activated = 8,
+    /// After booting the new image, the health check passed and the
+    /// bootloader's rollback was disarmed.
+    Confirmed = 9,
+    /// The bootloader fell back to the previous slot (the new image did not
+    /// boot healthily).
+    RolledBack = 10,
 }
 
 /// Why a device refused or failed, or `None`.
@@ -198,6 +207,12 @@ pub enum Reason {
     FlashError = 6,
     /// The image read back from flash does not match.
     VerifyFailed = 7,
+    /// The image is on flash but activation failed (environment write or
+    /// activation command).
+    ActivationFailed = 8,
+    /// The health check failed after booting the new image; the bootloader's
+    /// rollback stays armed.
+    HealthCheckFailed = 9,
 }
 
 impl Reason {
@@ -212,6 +227,8 @@ impl Reason {
             Reason::TooLarge => "too-large",
             Reason::FlashError => "flash-error",
             Reason::VerifyFailed => "verify-failed",
+            Reason::ActivationFailed => "activation-failed",
+            Reason::HealthCheckFailed => "health-check-failed",
         }
     }
 }
@@ -228,6 +245,9 @@ impl DeviceState {
             DeviceState::Done => "done",
             DeviceState::Refused => "refused",
             DeviceState::Failed => "failed",
+            DeviceState::Activated => "activated",
+            DeviceState::Confirmed => "confirmed",
+            DeviceState::RolledBack => "rolled-back",
         }
     }
 }

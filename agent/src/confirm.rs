@@ -1,0 +1,278 @@
+//! Boot confirmation: `firmcast-agent confirm`, or the same at start-up
+//! (`[confirm] at_startup = true`).
+//!
+//! ```text
+//!  activated_var set and != slot_var  → rolled back: U-Boot's altbootcmd went
+//!                                       back to the old slot; disarm, report
+//!  upgrade_available = 1              → health check (optional command)
+//!        passes                       → upgrade_available=0 bootcount=0 (one
+//!                                       env write), report confirmed
+//!        fails                        → write nothing: the bootloader's
+//!                                       bootcount rolls back; report failed
+//!  otherwise                          → nothing pending
+//! ```
+//!
+//! The outcome is one log line and a Status frame to the repair server
+//! (R-STAT-3: three times, 50 ms apart, session 0, image id 0).
+
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::Duration;
+
+use flasher::uboot_env::{EnvError, UbootEnv};
+use flasher::Flash;
+use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status, MAX_DATAGRAM};
+
+use crate::activate::{run_command, Slot};
+use crate::config::{AbConfig, Config};
+use crate::exit::ExitCode;
+
+/// What the confirm step found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No update waits for confirmation.
+    NothingPending,
+    /// Health check passed; rollback disarmed.
+    Confirmed {
+        /// The slot value confirmed.
+        slot: String,
+    },
+    /// Health check failed; rollback left armed.
+    HealthCheckFailed {
+        /// Why.
+        why: String,
+    },
+    /// The bootloader runs another slot than the one activated.
+    RolledBack {
+        /// The slot value activated.
+        activated: String,
+        /// The slot value running now.
+        running: String,
+    },
+}
+
+impl Outcome {
+    /// The Status state and reason to report, if any.
+    pub fn status(&self) -> Option<(DeviceState, Reason)> {
+        match self {
+            Outcome::NothingPending => None,
+            Outcome::Confirmed { .. } => Some((DeviceState::Confirmed, Reason::None)),
+            Outcome::HealthCheckFailed { .. } => {
+                Some((DeviceState::Failed, Reason::HealthCheckFailed))
+            }
+            Outcome::RolledBack { .. } => Some((DeviceState::RolledBack, Reason::None)),
+        }
+    }
+}
+
+/// The confirm step on an open environment. `health` runs only when an
+/// update is pending. With `dry_run` nothing is written.
+pub fn confirm<F: Flash>(
+    env: &mut UbootEnv<F>,
+    ab: &AbConfig,
+    health: impl FnOnce() -> Result<(), String>,
+    dry_run: bool,
+) -> Result<Outcome, EnvError> {
+    let running = env
+        .get(&ab.slot_var)
+        .unwrap_or(&ab.slot_a_value)
+        .to_string();
+    let activated = env.get(&ab.activated_var).map(str::to_string);
+    let pending = env.get(&ab.upgrade_available_var) == Some("1");
+    let disarm = |env: &mut UbootEnv<F>| -> Result<(), EnvError> {
+        env.set(&ab.upgrade_available_var, "0")?;
+        env.set(&ab.bootcount_var, "0")?;
+        env.unset(&ab.activated_var);
+        if dry_run {
+            log::info!(
+                "dry run: would set {}=0 {}=0 and remove {} ({}); nothing written",
+                ab.upgrade_available_var,
+                ab.bootcount_var,
+                ab.activated_var,
+                env.plan()
+            );
+            Ok(())
+        } else {
+            env.save()
+        }
+    };
+    if let Some(a) = activated.filter(|a| *a != running) {
+        disarm(env)?;
+        return Ok(Outcome::RolledBack {
+            activated: a,
+            running,
+        });
+    }
+    if !pending {
+        return Ok(Outcome::NothingPending);
+    }
+    if let Err(why) = health() {
+        return Ok(Outcome::HealthCheckFailed { why });
+    }
+    disarm(env)?;
+    Ok(Outcome::Confirmed { slot: running })
+}
+
+/// The health check from the config: no command = healthy.
+pub fn health_check(cfg: &Config) -> Result<(), String> {
+    let argv = &cfg.confirm.health_check;
+    if argv.is_empty() {
+        return Ok(());
+    }
+    let r = run_command(argv, &[], cfg.confirm.health_timeout);
+    if r.success() {
+        Ok(())
+    } else {
+        Err(format!("health check {argv:?}: {r}"))
+    }
+}
+
+/// Encodes one Status frame (session and image id as given).
+pub fn status_frame(
+    device_id: u64,
+    version: &str,
+    state: DeviceState,
+    reason: Reason,
+    session: u32,
+    image_id: ImageId,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut v = version;
+    while v.len() > wire::MAX_VERSION_LEN {
+        let mut end = wire::MAX_VERSION_LEN;
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        v = &v[..end];
+    }
+    let st = Status {
+        device_id,
+        state,
+        blocks_done: 0,
+        blocks_total: 0,
+        current_version: v,
+        reason,
+    };
+    wire::encode(session, image_id, 0, &Frame::Status(st), buf).ok()
+}
+
+/// Sends a Status three times, 50 ms apart, to `to` (best effort: the
+/// network may not be up this early in the boot; failures are logged).
+pub fn report(cfg: &Config, to: SocketAddrV4, state: DeviceState, reason: Reason) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let Some(len) = status_frame(
+        cfg.device_id,
+        &cfg.current_version,
+        state,
+        reason,
+        0,
+        ImageId([0; 8]),
+        &mut buf,
+    ) else {
+        return;
+    };
+    let sock = match UdpSocket::bind(SocketAddr::from((cfg.interface, 0))) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("status report to {to}: {e}");
+            return;
+        }
+    };
+    for i in 0..3 {
+        if let Err(e) = sock.send_to(&buf[..len], to) {
+            log::warn!("status report to {to}: {e}");
+            return;
+        }
+        if i < 2 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `firmcast-agent confirm` (and the start-up confirm): returns the exit code.
+pub fn run(cfg: &Config, dry_run: bool) -> ExitCode {
+    let Some(ab) = &cfg.ab else {
+        log::error!(
+            "confirm needs activation = \"ab-uboot\" (config {} has {:?})",
+            cfg.path.display(),
+            cfg.activation.as_str()
+        );
+        return ExitCode::Usage;
+    };
+    let mut env =
+        match flasher::uboot_env::open_config_file(&ab.env_config, ab.env_endian.resolve()) {
+            Ok(e) if e.is_valid() => e,
+            Ok(_) => {
+                log::error!(
+                    "confirm: no valid U-Boot environment at {} (both copies fail their CRC)",
+                    ab.env_config.display()
+                );
+                return ExitCode::Activation;
+            }
+            Err(e) => {
+                log::error!("confirm: U-Boot environment: {e}");
+                return ExitCode::Activation;
+            }
+        };
+    let outcome = match confirm(&mut env, ab, || health_check(cfg), dry_run) {
+        Ok(o) => o,
+        Err(e) => {
+            log::error!("confirm: writing the U-Boot environment failed: {e}");
+            return ExitCode::Activation;
+        }
+    };
+    let slot_name = |v: &str| Slot::from_value(ab, v).map_or("?", Slot::name);
+    let code = match &outcome {
+        Outcome::NothingPending => {
+            log::info!(
+                "confirm: no update waiting for confirmation ({}={})",
+                ab.upgrade_available_var,
+                env.get(&ab.upgrade_available_var).unwrap_or("(unset)")
+            );
+            ExitCode::Ok
+        }
+        Outcome::Confirmed { slot } => {
+            log::info!(
+                "confirmed: slot {} ({}={slot}) version {} is healthy; {}=0 {}=0{}",
+                slot_name(slot),
+                ab.slot_var,
+                cfg.current_version,
+                ab.upgrade_available_var,
+                ab.bootcount_var,
+                if dry_run {
+                    " (dry run: not written)"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::Ok
+        }
+        Outcome::HealthCheckFailed { why } => {
+            log::error!(
+                "not confirmed: {why}; {}=1 stays set so the bootloader rolls back after bootlimit failed boots",
+                ab.upgrade_available_var
+            );
+            ExitCode::Activation
+        }
+        Outcome::RolledBack { activated, running } => {
+            log::warn!(
+                "rolled back: slot {} ({activated}) was activated but the bootloader runs slot {} ({running}), version {}; rollback disarmed",
+                slot_name(activated),
+                slot_name(running),
+                cfg.current_version
+            );
+            ExitCode::Ok
+        }
+    };
+    if let Some((state, reason)) = outcome.status() {
+        if dry_run {
+            log::info!(
+                "dry run: would report {} to {}",
+                state.as_str(),
+                cfg.repair_server
+            );
+        } else {
+            report(cfg, cfg.repair_server, state, reason);
+        }
+    }
+    code
+}
