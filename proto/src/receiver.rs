@@ -24,6 +24,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use crate::fec::{self, BlockDecoder};
 use crate::manifest::{block_digest, Manifest, PUBLIC_KEY_LEN};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
@@ -31,7 +32,7 @@ use crate::transmit::{Dest, DropReason, Transmit};
 use crate::version;
 use crate::wire::{
     self, Announce, ChunkRange, Data, DeviceState, Frame, Header, ImageId, ManifestChunk, Nack,
-    Reason, Status, FLAG_REPAIR, MAX_BOARD_LEN, MAX_NACK_RANGES, MAX_VERSION_LEN,
+    Reason, Status, FLAG_PARITY, FLAG_REPAIR, MAX_BOARD_LEN, MAX_NACK_RANGES, MAX_VERSION_LEN,
 };
 
 /// How a receiver behaves; fixed for its lifetime.
@@ -67,6 +68,22 @@ pub struct ReceiverConfig {
     pub status_interval: Duration,
     /// Seed of the back-off generator.
     pub rng_seed: u64,
+    /// Round trip to the repair server, measured by the shell or configured;
+    /// zero when unknown. Scales the back-off (R-NACK-2).
+    pub round_trip: Duration,
+    /// The back-off reaches at least this many round trips.
+    pub nack_backoff_rtts: u32,
+    /// Shape of the back-off: the largest of this many uniform draws (1 =
+    /// uniform). Larger values make early NACKs rare, so that in a big fleet
+    /// few devices ask before the repair is overheard (R-NACK-4).
+    pub nack_backoff_shape: u32,
+    /// After a repair for a block is heard, the block's NACK waits until no
+    /// repair for it has arrived for this long (R-NACK-4).
+    pub nack_suppress: Duration,
+    /// NACK a block only once the carousel has passed all of it (R-NACK-5):
+    /// one NACK then carries the block's whole loss count, which is what a
+    /// parity repair server sizes its answer by.
+    pub nack_whole_blocks: bool,
 }
 
 impl ReceiverConfig {
@@ -93,6 +110,11 @@ impl ReceiverConfig {
             max_nacks_per_block: 12,
             status_interval: Duration::from_secs(1),
             rng_seed: device_id,
+            round_trip: Duration::ZERO,
+            nack_backoff_rtts: 4,
+            nack_backoff_shape: 1,
+            nack_suppress: Duration::from_millis(15),
+            nack_whole_blocks: false,
         }
     }
 }
@@ -162,6 +184,12 @@ pub struct ReceiverStats {
     pub chunks_stored: u64,
     /// Data chunks that arrived as repairs and were stored.
     pub repairs_stored: u64,
+    /// Parity symbols stored (R-PAR-3).
+    pub parity_stored: u64,
+    /// Blocks rebuilt by the erasure decoder.
+    pub blocks_decoded: u64,
+    /// NACKs held back or shrunk because a repair for the block was heard (R-NACK-4).
+    pub nacks_suppressed: u64,
     /// Data chunks already held or already flashed.
     pub chunks_duplicate: u64,
     /// Data chunks dropped because no window slot was free.
@@ -206,6 +234,12 @@ struct Slot {
     last_nack_at: Instant,
     nacks: u32,
     last_activity: Instant,
+    /// Parity symbols held, in positions of missing source chunks (R-PAR-3).
+    parity_held: u32,
+    /// No NACK for this block before then: a repair for it was heard (R-NACK-4).
+    quiet_until: Instant,
+    /// Next retry of an unanswered NACK (R-NACK-3).
+    retry_at: Instant,
 }
 
 impl Slot {
@@ -218,6 +252,9 @@ impl Slot {
         last_nack_at: Instant::ZERO,
         nacks: 0,
         last_activity: Instant::ZERO,
+        parity_held: 0,
+        quiet_until: Instant::ZERO,
+        retry_at: Instant::ZERO,
     };
 }
 
@@ -243,6 +280,13 @@ struct Transfer {
     /// `window_blocks * words_per_slot` bitmap words.
     bits: Vec<u64>,
     words_per_slot: usize,
+    /// `window_blocks * chunks_per_block`: which parity symbol a position
+    /// holds in place of its missing source chunk ([`NO_PARITY`] if none).
+    parity_at: Vec<u16>,
+    /// `window_blocks * words_per_slot`: parity indices already held.
+    parity_bits: Vec<u64>,
+    /// Present when the geometry allows parity repair (R-PAR-2).
+    decoder: Option<BlockDecoder>,
     slots: Vec<Slot>,
     done: Vec<u64>,
     done_count: u32,
@@ -275,6 +319,7 @@ const FINAL_STATUS_REPEATS: u32 = 3;
 const FINAL_STATUS_GAP: Duration = Duration::from_millis(50);
 const MAX_REFUSED: usize = 8;
 const MAX_VERIFY_ATTEMPTS: u32 = 3;
+const NO_PARITY: u16 = fec::SOURCE;
 
 /// The device receiver. See the module docs for the driving contract.
 pub struct Receiver {
@@ -326,9 +371,27 @@ impl Transfer {
         let window = window_blocks.max(1) as usize;
         let words_per_slot = (manifest.chunks_per_block() as usize).div_ceil(64);
         let done_words = (manifest.block_count() as usize).div_ceil(64);
+        let cpb = manifest.chunks_per_block();
+        // R-PAR-3: everything parity needs is allocated here, once.
+        let decoder = BlockDecoder::new(cpb, manifest.chunk_size).ok();
+        let parity_len = if decoder.is_some() {
+            window * cpb as usize
+        } else {
+            0
+        };
         Transfer {
             data: vec![0u8; window * manifest.block_size as usize],
             bits: vec![0u64; window * words_per_slot],
+            parity_at: vec![NO_PARITY; parity_len],
+            parity_bits: vec![
+                0u64;
+                if decoder.is_some() {
+                    window * words_per_slot
+                } else {
+                    0
+                }
+            ],
+            decoder,
             words_per_slot,
             slots: vec![Slot::FREE; window],
             done: vec![0u64; done_words],
@@ -367,6 +430,28 @@ impl Transfer {
     fn reset_slot(&mut self, s: usize) {
         self.slots[s] = Slot::FREE;
         self.slot_bits_mut(s).fill(0);
+        self.clear_parity(s);
+    }
+
+    fn clear_parity(&mut self, s: usize) {
+        if self.decoder.is_some() {
+            let cpb = self.manifest.chunks_per_block() as usize;
+            self.parity_at[s * cpb..(s + 1) * cpb].fill(NO_PARITY);
+            let w = self.words_per_slot;
+            self.parity_bits[s * w..(s + 1) * w].fill(0);
+        }
+        self.slots[s].parity_held = 0;
+    }
+
+    /// A position of slot `s` holding neither its source chunk nor a parity
+    /// symbol, other than `except`.
+    fn free_position(&self, s: usize, except: u32) -> Option<u32> {
+        let cpb = self.manifest.chunks_per_block() as usize;
+        let n = self.manifest.chunks_in_block(self.slots[s].block);
+        let bits = self.slot_bits(s);
+        (0..n).find(|&c| {
+            c != except && !get_bit(bits, c) && self.parity_at[s * cpb + c as usize] == NO_PARITY
+        })
     }
 
     fn find_slot(&self, block: u32) -> Option<usize> {
@@ -872,16 +957,30 @@ impl Receiver {
             return Err(DropReason::OtherSession);
         }
         let m = &t.manifest;
-        if d.block >= m.block_count() || d.chunk >= m.chunks_in_block(d.block) {
+        let is_repair = header.flags & FLAG_REPAIR != 0;
+        let is_parity = header.flags & FLAG_PARITY != 0;
+        if d.block >= m.block_count() {
             return Err(DropReason::OutOfManifest);
         }
-        let chunk_off = (d.chunk * m.chunk_size) as usize;
-        let expected = (m.block_len(d.block) - chunk_off).min(m.chunk_size as usize);
+        let k = m.chunks_in_block(d.block);
+        let cs = m.chunk_size as usize;
+        let (chunk_off, expected) = if is_parity {
+            // R-PAR-1: parity symbol `chunk` of the block; full chunk_size always.
+            if t.decoder.is_none() || d.chunk >= fec::parity_count(k) {
+                return Err(DropReason::OutOfManifest);
+            }
+            (0, cs)
+        } else {
+            if d.chunk >= k {
+                return Err(DropReason::OutOfManifest);
+            }
+            let off = d.chunk as usize * cs;
+            (off, (m.block_len(d.block) - off).min(cs))
+        };
         if d.payload.0.len() != expected {
             return Err(DropReason::OutOfManifest);
         }
-        let is_repair = header.flags & FLAG_REPAIR != 0;
-        if !is_repair {
+        if !is_repair && !is_parity {
             let pos = t.global(d.block, d.chunk);
             if t.stream_pos.is_some_and(|p| pos < p) {
                 self.stats.passes_seen += 1;
@@ -922,28 +1021,87 @@ impl Receiver {
                 }
             },
         };
-        if t.slots[s].state != SlotState::Filling || !set_bit(t.slot_bits_mut(s), d.chunk) {
+        if is_repair && t.slots[s].state == SlotState::Filling {
+            // R-NACK-4: a repair for this block was heard; whoever asked, its
+            // NACK waits until the repairs stop.
+            t.slots[s].quiet_until = now + self.config.nack_suppress;
+        }
+        if t.slots[s].state != SlotState::Filling {
             self.stats.chunks_duplicate += 1;
             self.after_data(now);
             return Ok(());
         }
-        let start = s * t.manifest.block_size as usize + chunk_off;
-        t.data[start..start + expected].copy_from_slice(d.payload.0);
-        self.stats.chunks_stored += 1;
-        if is_repair {
-            self.stats.repairs_stored += 1;
+        let cpb = t.manifest.chunks_per_block() as usize;
+        let base = s * t.manifest.block_size as usize;
+        if is_parity {
+            let w = t.words_per_slot;
+            if !set_bit(&mut t.parity_bits[s * w..(s + 1) * w], d.chunk) {
+                self.stats.chunks_duplicate += 1;
+                self.after_data(now);
+                return Ok(());
+            }
+            // R-PAR-3: a parity symbol lives in the place of a missing source
+            // chunk; held symbols never exceed k, so a place is always free.
+            let Some(c) = t.free_position(s, u32::MAX) else {
+                self.stats.chunks_duplicate += 1;
+                self.after_data(now);
+                return Ok(());
+            };
+            let at = base + c as usize * cs;
+            t.data[at..at + cs].copy_from_slice(d.payload.0);
+            t.parity_at[s * cpb + c as usize] = d.chunk as u16;
+            t.slots[s].parity_held += 1;
+            self.stats.parity_stored += 1;
+        } else {
+            if !set_bit(t.slot_bits_mut(s), d.chunk) {
+                self.stats.chunks_duplicate += 1;
+                self.after_data(now);
+                return Ok(());
+            }
+            if t.decoder.is_some() && t.parity_at[s * cpb + d.chunk as usize] != NO_PARITY {
+                // R-PAR-3: the source chunk takes its place back; the parity
+                // symbol there moves to a free place (one exists: fewer than
+                // k symbols were held).
+                let from = base + chunk_off;
+                let moved = t.parity_at[s * cpb + d.chunk as usize];
+                t.parity_at[s * cpb + d.chunk as usize] = NO_PARITY;
+                match t.free_position(s, d.chunk) {
+                    Some(f) => {
+                        t.data.copy_within(from..from + cs, base + f as usize * cs);
+                        t.parity_at[s * cpb + f as usize] = moved;
+                    }
+                    None => {
+                        let w = t.words_per_slot;
+                        clear_bit(&mut t.parity_bits[s * w..(s + 1) * w], u32::from(moved));
+                        t.slots[s].parity_held -= 1;
+                    }
+                }
+            }
+            let start = base + chunk_off;
+            t.data[start..start + expected].copy_from_slice(d.payload.0);
+            self.stats.chunks_stored += 1;
+            if is_repair {
+                self.stats.repairs_stored += 1;
+            }
+            t.slots[s].received += 1;
         }
         self.last_progress_at = now;
         let slot = &mut t.slots[s];
-        slot.received += 1;
         slot.last_activity = now;
-        if slot.received == t.manifest.chunks_in_block(slot.block) {
-            // R-BLK-1: a block is flashed only when its SHA-256 matches the manifest.
+        if slot.received + slot.parity_held >= k {
             let block = slot.block;
-            let ok = t
-                .manifest
-                .digest(block)
-                .is_some_and(|want| *want == block_digest(t.slot_data(s)));
+            let mut ok = true;
+            if slot.parity_held > 0 {
+                ok = Self::decode_slot(t, s, k).is_ok();
+                if ok {
+                    self.stats.blocks_decoded += 1;
+                }
+            }
+            // R-BLK-1: a block is flashed only when its SHA-256 matches the manifest.
+            let ok = ok
+                && t.manifest
+                    .digest(block)
+                    .is_some_and(|want| *want == block_digest(t.slot_data(s)));
             if ok {
                 let hold = self.config.hold_first_block
                     && block == 0
@@ -955,8 +1113,10 @@ impl Receiver {
                 };
             } else {
                 self.stats.digest_failures += 1;
-                // R-BLK-2: a forged or corrupt chunk costs this block, nothing more.
+                // R-BLK-2 / R-PAR-4: a forged or corrupt chunk or parity
+                // symbol costs this block, nothing more.
                 t.slot_bits_mut(s).fill(0);
+                t.clear_parity(s);
                 let slot = &mut t.slots[s];
                 slot.received = 0;
                 slot.expect_all = true;
@@ -965,6 +1125,22 @@ impl Receiver {
         }
         self.after_data(now);
         Ok(())
+    }
+
+    /// Rebuild slot `s` (k symbols held, some of them parity) in place (R-PAR-3).
+    fn decode_slot(t: &mut Transfer, s: usize, k: u32) -> Result<(), fec::FecError> {
+        let cs = t.manifest.chunk_size as usize;
+        let cpb = t.manifest.chunks_per_block() as usize;
+        let base = s * t.manifest.block_size as usize;
+        let k = k as usize;
+        let block_len = t.manifest.block_len(t.slots[s].block);
+        // The short last chunk is coded padded with zeros.
+        if t.parity_at[s * cpb + k - 1] == NO_PARITY {
+            t.data[base + block_len..base + k * cs].fill(0);
+        }
+        let map = &t.parity_at[s * cpb..s * cpb + k];
+        let decoder = t.decoder.as_mut().ok_or(fec::FecError::Unsupported)?;
+        decoder.decode(&mut t.data[base..base + k * cs], cs, map)
     }
 
     /// A slot for a block not in the window: a free one, or (for carousel data
@@ -1004,15 +1180,39 @@ impl Receiver {
             sl.state == SlotState::Filling
                 && sl.nacks < self.config.max_nacks_per_block
                 && t.has_hole_below(s, sl.nacked_horizon, t.horizon(s))
+                && (!self.config.nack_whole_blocks
+                    || t.horizon(s) >= t.manifest.chunks_in_block(sl.block))
         });
         if fresh {
-            let delay = self
-                .rng
-                .duration_between(self.config.nack_delay_min, self.config.nack_delay_max);
+            let delay = self.backoff();
             self.nack_at = earliest(self.nack_at, Some(now + delay));
         }
     }
 
+    /// A random NACK back-off (R-NACK-2): in `[nack_delay_min, top]`, where
+    /// `top` is `nack_delay_max` or `nack_backoff_rtts` round trips if that
+    /// is longer; the largest of `nack_backoff_shape` uniform draws, so that
+    /// in a large fleet the earliest NACKs are few.
+    fn backoff(&mut self) -> Duration {
+        backoff(&self.config, &mut self.rng)
+    }
+}
+
+/// See [`Receiver::backoff`].
+fn backoff(cfg: &ReceiverConfig, rng: &mut Rng) -> Duration {
+    {
+        let top = cfg
+            .nack_delay_max
+            .max(cfg.round_trip.saturating_mul(cfg.nack_backoff_rtts));
+        let mut d = cfg.nack_delay_min;
+        for _ in 0..cfg.nack_backoff_shape.clamp(1, 64) {
+            d = d.max(rng.duration_between(cfg.nack_delay_min, top));
+        }
+        d
+    }
+}
+
+impl Receiver {
     /// The shell finished writing block `index`; `ok` is whether the write
     /// (with read-back) succeeded.
     pub fn handle_flash_done(&mut self, now: Instant, index: u32, ok: bool) {
@@ -1104,7 +1304,6 @@ impl Receiver {
             return;
         };
         self.nack.clear();
-        let cfg = &self.config;
         let mut retry_at: Option<Instant> = None;
         let mut order: heapless::Vec<usize, 64> = heapless::Vec::new();
         for (i, sl) in t.slots.iter().enumerate() {
@@ -1114,31 +1313,55 @@ impl Receiver {
         }
         order.sort_unstable_by_key(|&i| t.slots[i].block);
         for &s in order.iter() {
+            let cfg = &self.config;
             let horizon = t.horizon(s);
             let sl = &t.slots[s];
             if sl.nacks >= cfg.max_nacks_per_block || !t.has_hole_below(s, 0, horizon) {
                 continue;
             }
-            let fresh = t.has_hole_below(s, sl.nacked_horizon, horizon);
-            let retry_due = now >= sl.last_nack_at + cfg.nack_retry;
-            if !fresh && !retry_due {
-                retry_at = earliest(retry_at, Some(sl.last_nack_at + cfg.nack_retry));
+            if cfg.nack_whole_blocks && horizon < t.manifest.chunks_in_block(sl.block) {
+                // R-NACK-5: wait until the stream has passed the whole block.
                 continue;
             }
-            // R-NACK-1: ask for every chunk below the horizon not yet held.
+            // Missing below the horizon, less the parity symbols already held
+            // (each stands in for one missing chunk).
+            let holes = (0..horizon)
+                .filter(|&c| !get_bit(t.slot_bits(s), c))
+                .count() as u32;
+            let mut needed = holes.saturating_sub(sl.parity_held);
+            if needed == 0 {
+                continue;
+            }
+            if now < sl.quiet_until {
+                // R-NACK-4: repairs for this block are arriving; ask, if still
+                // needed, once they stop, after a fresh back-off.
+                self.stats.nacks_suppressed += 1;
+                let at = sl.quiet_until + backoff(&self.config, &mut self.rng);
+                retry_at = earliest(retry_at, Some(at));
+                continue;
+            }
+            let fresh = t.has_hole_below(s, sl.nacked_horizon, horizon);
+            let retry_due = sl.nacks == 0 || now >= sl.retry_at;
+            if !fresh && !retry_due {
+                retry_at = earliest(retry_at, Some(sl.retry_at));
+                continue;
+            }
+            // R-NACK-1: ask for the chunks below the horizon not yet held, as
+            // many as are still needed (R-PAR-3).
             let base = t.global(sl.block, 0);
             let bits = t.slot_bits(s);
             let mut c = 0;
             let mut full = false;
-            while c < horizon {
+            while c < horizon && needed > 0 {
                 if get_bit(bits, c) {
                     c += 1;
                     continue;
                 }
                 let start = c;
-                while c < horizon && !get_bit(bits, c) {
+                while c < horizon && !get_bit(bits, c) && c - start < needed {
                     c += 1;
                 }
+                needed -= c - start;
                 if self
                     .nack
                     .push(ChunkRange {
@@ -1153,14 +1376,18 @@ impl Receiver {
                 self.stats.chunks_nacked += u64::from(c - start);
             }
             if full {
-                retry_at = earliest(retry_at, Some(now + cfg.nack_delay_max));
+                retry_at = earliest(retry_at, Some(now + self.config.nack_delay_max));
                 break;
             }
+            // R-NACK-3: the retry waits nack_retry plus a back-off, so the
+            // retries of a fleet spread out like its first NACKs.
+            let next = now + self.config.nack_retry + backoff(&self.config, &mut self.rng);
             let sl = &mut t.slots[s];
             sl.nacks += 1;
             sl.nacked_horizon = horizon;
             sl.last_nack_at = now;
-            retry_at = earliest(retry_at, Some(now + cfg.nack_retry));
+            sl.retry_at = next;
+            retry_at = earliest(retry_at, Some(next));
         }
         self.nack_at = earliest(self.nack_at, retry_at);
     }

@@ -21,12 +21,29 @@ use alloc::collections::BTreeMap;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use alloc::vec::Vec;
+
+use crate::fec;
 use crate::fleet::{Fleet, DEFAULT_MAX_DEVICES};
 use crate::manifest::Manifest;
 use crate::sender::Pacer;
 use crate::time::{earliest, Instant};
 use crate::transmit::{Dest, DropReason, Transmit};
-use crate::wire::{self, Data, Frame, ImageId, FLAG_REPAIR, HEADER_LEN, TRAILER_LEN};
+use crate::wire::{self, Data, Frame, ImageId, FLAG_PARITY, FLAG_REPAIR, HEADER_LEN, TRAILER_LEN};
+
+/// How a repair server answers a crowd of NACKs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RepairMode {
+    /// Send every missing source chunk once (R-REP-*).
+    #[default]
+    Retransmit,
+    /// Send fresh parity symbols per block, as many as the neediest device
+    /// asked for (R-PAR-5). A lone straggler still gets source chunks unicast.
+    Parity,
+}
+
+/// Blocks whose parity symbols are kept computed.
+const PARITY_CACHE_BLOCKS: usize = 64;
 
 /// Configuration of a [`RepairServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +63,8 @@ pub struct RepairConfig {
     /// Unicast is used only while one device alone has been NACKing for
     /// this long (R-REP-5): a lone straggler.
     pub straggler_window: Duration,
+    /// Retransmit (default) or parity repair.
+    pub mode: RepairMode,
 }
 
 impl Default for RepairConfig {
@@ -60,6 +79,7 @@ impl Default for RepairConfig {
             max_pending: 65_536,
             max_devices: DEFAULT_MAX_DEVICES,
             straggler_window: Duration::from_millis(500),
+            mode: RepairMode::Retransmit,
         }
     }
 }
@@ -89,6 +109,18 @@ pub struct RepairStats {
     pub status_frames: u64,
     /// Input datagrams dropped.
     pub drops: u64,
+    /// Parity symbols sent to the repair group (R-PAR-5).
+    pub parity_sent: u64,
+    /// Parity symbols not asked again because as many were just sent for the block.
+    pub parity_suppressed: u64,
+}
+
+/// One block some devices need parity for (R-PAR-5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BlockNeed {
+    /// The most symbols one device asked for.
+    need: u32,
+    session: u32,
 }
 
 /// One chunk somebody asked for.
@@ -137,6 +169,16 @@ pub struct RepairServer {
     crowd_until: Instant,
     fleet: Fleet,
     stats: RepairStats,
+    /// Parity mode: the batch being aggregated, and the blocks ready to serve.
+    parity_pending: BTreeMap<u32, BlockNeed>,
+    parity_queue: BTreeMap<u32, BlockNeed>,
+    parity_cursor: u32,
+    /// Next parity index per block: never repeated until all were sent.
+    next_parity: BTreeMap<u32, u32>,
+    /// When parity for a block last went out, and how many symbols since the holdoff began.
+    parity_sent: BTreeMap<u32, (Instant, u32)>,
+    /// Computed parity of recent blocks (bounded).
+    parity_cache: BTreeMap<u32, Vec<u8>>,
 }
 
 impl RepairServer {
@@ -166,6 +208,64 @@ impl RepairServer {
             last_nacker: None,
             crowd_until: Instant::ZERO,
             stats: RepairStats::default(),
+            parity_pending: BTreeMap::new(),
+            parity_queue: BTreeMap::new(),
+            parity_cursor: 0,
+            next_parity: BTreeMap::new(),
+            parity_sent: BTreeMap::new(),
+            parity_cache: BTreeMap::new(),
+        }
+    }
+
+    /// Whether parity repair is in use: asked for, and the geometry allows it
+    /// (R-PAR-2: an even chunk size).
+    pub fn parity_active(&self) -> bool {
+        self.config.mode == RepairMode::Parity
+            && fec::supported(self.chunk_size, self.chunks_per_block)
+    }
+
+    fn chunks_in_block(&self, block: u32) -> u32 {
+        let start = block.saturating_mul(self.chunks_per_block);
+        self.chunk_end
+            .saturating_sub(start)
+            .min(self.chunks_per_block)
+    }
+
+    // R-PAR-5: a NACK asks for `n` symbols of `block`, less those sent to
+    // the group within the holdoff (they are on their way to the requester).
+    fn request_parity(&mut self, now: Instant, session: u32, block: u32, n: u32) {
+        let recent = match self.parity_sent.get(&block) {
+            Some((at, count)) if now.saturating_since(*at) < self.config.resend_holdoff => *count,
+            _ => 0,
+        };
+        let n = n.saturating_sub(recent);
+        if n == 0 {
+            self.stats.parity_suppressed += 1;
+            return;
+        }
+        let k = self.chunks_in_block(block);
+        let n = n.min(fec::parity_count(k));
+        if let Some(q) = self.parity_queue.get_mut(&block) {
+            q.need = q.need.max(n);
+            self.stats.merged += 1;
+            return;
+        }
+        match self.parity_pending.get_mut(&block) {
+            Some(p) => {
+                p.need = p.need.max(n);
+                self.stats.merged += 1;
+            }
+            None => {
+                if self.parity_pending.len() + self.parity_queue.len() >= self.config.max_pending {
+                    self.stats.overload += 1;
+                    return;
+                }
+                self.parity_pending
+                    .insert(block, BlockNeed { need: n, session });
+            }
+        }
+        if self.batch_due.is_none() {
+            self.batch_due = Some(now + self.config.aggregate);
         }
     }
 
@@ -227,6 +327,33 @@ impl RepairServer {
         // R-REP-2: take at most max_chunks_per_nack; the rest is capped.
         let take = in_image.min(u64::from(self.config.max_chunks_per_nack));
         self.stats.capped += in_image - take;
+        if self.parity_active() && now < self.crowd_until {
+            // R-PAR-5: count what this device misses per block.
+            let mut taken = 0u64;
+            let mut cur: Option<(u32, u32)> = None;
+            'pranges: for r in &nack.ranges {
+                let end = r.end().min(self.chunk_end);
+                for chunk in r.start.min(self.chunk_end)..end {
+                    if taken == take {
+                        break 'pranges;
+                    }
+                    taken += 1;
+                    let block = chunk / self.chunks_per_block;
+                    match cur {
+                        Some((b, n)) if b == block => cur = Some((b, n + 1)),
+                        Some((b, n)) => {
+                            self.request_parity(now, session, b, n);
+                            cur = Some((block, 1));
+                        }
+                        None => cur = Some((block, 1)),
+                    }
+                }
+            }
+            if let Some((b, n)) = cur {
+                self.request_parity(now, session, b, n);
+            }
+            return Ok(());
+        }
         let mut taken = 0u64;
         'ranges: for r in &nack.ranges {
             let end = r.end().min(self.chunk_end);
@@ -296,6 +423,11 @@ impl RepairServer {
                         self.queue.insert(chunk, req);
                     }
                 }
+            }
+            let batch = core::mem::take(&mut self.parity_pending);
+            for (block, need) in batch {
+                let q = self.parity_queue.entry(block).or_insert(need);
+                q.need = q.need.max(need.need);
             }
         }
     }
@@ -372,14 +504,97 @@ impl RepairServer {
             };
             return Some(Transmit { dest, len });
         }
+        while !self.parity_queue.is_empty() && self.pacer.ready(now) {
+            if let Some(t) = self.send_parity(now, image, buf) {
+                return Some(t);
+            }
+        }
         None
+    }
+
+    /// One parity symbol of the next block in the parity queue (R-PAR-5).
+    fn send_parity(&mut self, now: Instant, image: &[u8], buf: &mut [u8]) -> Option<Transmit> {
+        let (block, mut need) = match self.parity_queue.range(self.parity_cursor..).next() {
+            Some((b, n)) => (*b, *n),
+            None => {
+                let (b, n) = self.parity_queue.first_key_value()?;
+                (*b, *n)
+            }
+        };
+        self.parity_queue.remove(&block);
+        let k = self.chunks_in_block(block);
+        let r = fec::parity_count(k);
+        if need.need == 0 || r == 0 {
+            return None;
+        }
+        need.need -= 1;
+        if need.need > 0 {
+            self.parity_queue.insert(block, need);
+        } else {
+            self.parity_cursor = block.saturating_add(1);
+        }
+        let index = {
+            let next = self.next_parity.entry(block).or_insert(0);
+            let i = *next % r;
+            *next = (i + 1) % r;
+            i
+        };
+        if !self.parity_cache.contains_key(&block) {
+            let start = usize::try_from(u64::from(block) * u64::from(self.block_size)).ok()?;
+            let end = usize::try_from(
+                (u64::from(block) * u64::from(self.block_size) + u64::from(self.block_size))
+                    .min(self.image_len),
+            )
+            .ok()?;
+            let parity =
+                fec::encode_block(image.get(start..end)?, self.chunk_size as usize).ok()?;
+            if self.parity_cache.len() >= PARITY_CACHE_BLOCKS {
+                // Bounded: forget the block farthest from this one.
+                let far = *self.parity_cache.keys().max_by_key(|b| b.abs_diff(block))?;
+                self.parity_cache.remove(&far);
+            }
+            self.parity_cache.insert(block, parity);
+        }
+        let cs = self.chunk_size as usize;
+        let parity = self.parity_cache.get(&block)?;
+        let payload = parity.get(index as usize * cs..(index as usize + 1) * cs)?;
+        let frame = Frame::Data(Data {
+            block,
+            chunk: index,
+            payload: wire::Bytes(payload),
+        });
+        let len = wire::encode(
+            need.session,
+            self.image_id,
+            FLAG_REPAIR | FLAG_PARITY,
+            &frame,
+            buf,
+        )
+        .ok()?;
+        self.pacer.charge(now, len);
+        self.stats.bytes_sent += len as u64;
+        self.stats.parity_sent += 1;
+        let e = self.parity_sent.entry(block).or_insert((now, 0));
+        if now.saturating_since(e.0) >= self.config.resend_holdoff {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        if self.parity_sent.len() > self.config.max_pending {
+            let holdoff = self.config.resend_holdoff;
+            self.parity_sent
+                .retain(|_, (t, _)| now.saturating_since(*t) < holdoff);
+        }
+        Some(Transmit {
+            dest: Dest::Group,
+            len,
+        })
     }
 
     /// The next deadline: the end of the aggregation window, or when the next
     /// queued chunk may go.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let send_at = if self.queue.is_empty() {
+        let send_at = if self.queue.is_empty() && self.parity_queue.is_empty() {
             None
         } else {
             Some(self.pacer.next_at())
@@ -389,7 +604,7 @@ impl RepairServer {
 
     /// Chunks waiting in the current batch plus the send queue.
     pub fn backlog(&self) -> usize {
-        self.pending.len() + self.queue.len()
+        self.pending.len() + self.queue.len() + self.parity_pending.len() + self.parity_queue.len()
     }
 
     /// What devices reported.

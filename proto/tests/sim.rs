@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use proto::manifest::{sign, Manifest, ManifestSpec};
 use proto::receiver::{Event, Receiver, ReceiverConfig};
-use proto::repair::{RepairConfig, RepairServer};
+use proto::repair::{RepairConfig, RepairMode, RepairServer};
 use proto::rng::Rng;
 use proto::sender::{Sender, SenderConfig};
 use proto::wire::MAX_DATAGRAM;
@@ -97,6 +97,33 @@ struct Scenario {
     rate_bps: u64,
     seed: u64,
     max_passes: u32,
+    /// Repair mode, block size and receive window.
+    mode: RepairMode,
+    block_size: u32,
+    window_blocks: u32,
+    /// NACK back-off shape and reach (R-NACK-2, R-NACK-4).
+    backoff_shape: u32,
+    backoff_rtts: u32,
+}
+
+impl Scenario {
+    /// The retransmit-mode defaults the 200-receiver tests were written for.
+    fn retransmit(receivers: usize, image_len: usize, loss: Loss, seed: u64) -> Scenario {
+        Scenario {
+            receivers,
+            image_len,
+            loss,
+            uplink_loss: loss,
+            rate_bps: 50_000_000,
+            seed,
+            max_passes: 20,
+            mode: RepairMode::Retransmit,
+            block_size: 65536,
+            window_blocks: 8,
+            backoff_shape: 1,
+            backoff_rtts: 4,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -110,6 +137,10 @@ struct Outcome {
     evictions: u64,
     done: usize,
     identical: usize,
+    /// Repair server: parity symbols, source chunks to the group, unicast.
+    parity_sent: u64,
+    source_group: u64,
+    source_unicast: u64,
 }
 
 /// A datagram in flight: (arrival time, sequence, destination, bytes).
@@ -132,7 +163,7 @@ fn run(s: &Scenario) -> Outcome {
     let spec = ManifestSpec {
         board: "sim,board",
         version: "2.0.0",
-        block_size: 65536,
+        block_size: s.block_size,
         chunk_size: 1024,
         created_unix: 0,
     };
@@ -148,11 +179,23 @@ fn run(s: &Scenario) -> Outcome {
         signed.clone(),
         start,
     );
-    let mut repair = RepairServer::new(RepairConfig::default(), &manifest);
+    let mut repair = RepairServer::new(
+        RepairConfig {
+            mode: s.mode,
+            ..RepairConfig::default()
+        },
+        &manifest,
+    );
     let mut rxs: Vec<Receiver> = (0..s.receivers)
         .map(|i| {
             let mut c = ReceiverConfig::new(1000 + i as u64, "sim,board", "1.0.0", *kp.pk);
             c.rng_seed = s.seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
+            c.window_blocks = s.window_blocks;
+            c.max_block_size = s.block_size;
+            c.round_trip = LATENCY * 2;
+            c.nack_backoff_rtts = s.backoff_rtts;
+            c.nack_backoff_shape = s.backoff_shape;
+            c.nack_whole_blocks = s.mode == RepairMode::Parity;
             Receiver::new(c, start)
         })
         .collect();
@@ -253,14 +296,14 @@ fn run(s: &Scenario) -> Outcome {
                 match ev {
                     Event::ManifestAccepted => rx.handle_scan_done(now),
                     Event::WriteBlock { index, data } => {
-                        let off = index as usize * 65536;
+                        let off = index as usize * s.block_size as usize;
                         flash[i][off..off + data.len()].copy_from_slice(data);
                         rx.handle_flash_done(now, index, true);
                     }
                     Event::VerifyImage => {
                         let bad: Vec<u32> = (0..manifest.block_count())
                             .filter(|&b| {
-                                let off = b as usize * 65536;
+                                let off = b as usize * s.block_size as usize;
                                 !manifest
                                     .block_matches(b, &flash[i][off..off + manifest.block_len(b)])
                             })
@@ -316,6 +359,9 @@ fn run(s: &Scenario) -> Outcome {
         evictions: rxs.iter().map(|r| r.stats().evictions).sum(),
         done: done.iter().filter(|d| **d).count(),
         identical,
+        parity_sent: repair.stats().parity_sent,
+        source_group: repair.stats().chunks_sent_group,
+        source_unicast: repair.stats().chunks_sent_unicast,
     }
 }
 
@@ -367,15 +413,8 @@ const MIB: usize = 1 << 20;
 
 #[test]
 fn fleet_of_200_at_1_percent_bernoulli_loss() {
-    let s = Scenario {
-        receivers: 200,
-        image_len: 2 * MIB + 12345,
-        loss: Loss::Bernoulli { ppm: 10_000 },
-        uplink_loss: Loss::Bernoulli { ppm: 10_000 },
-        rate_bps: 50_000_000,
-        seed: 1,
-        max_passes: 20,
-    };
+    let mut s = Scenario::retransmit(200, 2 * MIB + 12345, Loss::Bernoulli { ppm: 10_000 }, 1);
+    s.uplink_loss = Loss::Bernoulli { ppm: 10_000 };
     let o = check(&s, 1.3, 40.0);
     assert!(
         o.passes <= 2,
@@ -385,47 +424,30 @@ fn fleet_of_200_at_1_percent_bernoulli_loss() {
 
 #[test]
 fn fleet_of_200_at_5_percent_bernoulli_loss() {
-    let s = Scenario {
-        receivers: 200,
-        image_len: 2 * MIB,
-        loss: Loss::Bernoulli { ppm: 50_000 },
-        uplink_loss: Loss::Bernoulli { ppm: 50_000 },
-        rate_bps: 50_000_000,
-        seed: 2,
-        max_passes: 20,
-    };
+    let s = Scenario::retransmit(200, 2 * MIB, Loss::Bernoulli { ppm: 50_000 }, 2);
     check(&s, 2.5, 80.0);
 }
 
 #[test]
 fn fleet_of_200_with_burst_loss() {
     // Bad state entered with 0.1% per datagram, left with 10%: ~1% loss in runs of ~10.
-    let s = Scenario {
-        receivers: 200,
-        image_len: 2 * MIB,
-        loss: Loss::Burst {
+    let mut s = Scenario::retransmit(
+        200,
+        2 * MIB,
+        Loss::Burst {
             enter_ppm: 1_010,
             leave_ppm: 100_000,
         },
-        uplink_loss: Loss::Bernoulli { ppm: 10_000 },
-        rate_bps: 50_000_000,
-        seed: 3,
-        max_passes: 20,
-    };
+        3,
+    );
+    s.uplink_loss = Loss::Bernoulli { ppm: 10_000 };
     check(&s, 1.5, 40.0);
 }
 
 #[test]
 fn lossless_fleet_needs_one_pass_and_no_repair() {
-    let s = Scenario {
-        receivers: 50,
-        image_len: MIB,
-        loss: Loss::Bernoulli { ppm: 0 },
-        uplink_loss: Loss::Bernoulli { ppm: 0 },
-        rate_bps: 50_000_000,
-        seed: 4,
-        max_passes: 3,
-    };
+    let mut s = Scenario::retransmit(50, MIB, Loss::Bernoulli { ppm: 0 }, 4);
+    s.max_passes = 3;
     let o = check(&s, 0.0, 0.0);
     assert!(o.passes <= 1, "done within the first pass: {o:?}");
 }
@@ -439,15 +461,145 @@ fn loss_sweep_table() {
         (100, 10_000),
         (100, 100_000),
     ] {
-        let s = Scenario {
-            receivers: n,
-            image_len: MIB,
-            loss: Loss::Bernoulli { ppm },
-            uplink_loss: Loss::Bernoulli { ppm },
-            rate_bps: 50_000_000,
-            seed: 10 + ppm,
-            max_passes: 30,
-        };
+        let mut s = Scenario::retransmit(n, MIB, Loss::Bernoulli { ppm }, 10 + ppm);
+        s.max_passes = 30;
         check(&s, 3.0, 200.0);
     }
+}
+
+// --- parity repair (R-PAR-*) and NACK suppression (R-NACK-4) --------------
+
+/// Expected maximum over `n` devices of the source chunks one device loses
+/// in a block of `k` at loss `p`, divided by `k`: the least parity repair
+/// can cost per image byte (each parity symbol repairs a different loss at
+/// every device). E[max] = sum over j >= 1 of 1 - F(j-1)^n, F the binomial CDF.
+fn binomial_bound(k: u32, p: f64, n: usize) -> f64 {
+    let mut pmf = (1.0 - p).powi(k as i32);
+    let mut cdf = 0.0;
+    let mut e = 0.0;
+    for j in 0..k {
+        cdf += pmf;
+        e += 1.0 - cdf.min(1.0).powf(n as f64);
+        // pmf(j+1) from pmf(j)
+        pmf *= (f64::from(k - j) / f64::from(j + 1)) * (p / (1.0 - p));
+    }
+    e / f64::from(k)
+}
+
+/// A lossy block is one where a device lost at least one chunk: the NACK
+/// target counts NACK datagrams per device per such block.
+fn lossy_blocks_per_device(blocks: u32, k: u32, p: f64) -> f64 {
+    f64::from(blocks) * (1.0 - (1.0 - p).powi(k as i32))
+}
+
+fn parity(receivers: usize, ppm: u64, k: u32, image_len: usize, seed: u64) -> Scenario {
+    let block_size = k * 1024;
+    Scenario {
+        receivers,
+        image_len,
+        loss: Loss::Bernoulli { ppm },
+        uplink_loss: Loss::Bernoulli { ppm },
+        rate_bps: 50_000_000,
+        seed,
+        max_passes: 20,
+        mode: RepairMode::Parity,
+        block_size,
+        // About 1 MiB of window whatever the block size.
+        window_blocks: (MIB as u32 / block_size).max(4),
+        backoff_shape: 8,
+        backoff_rtts: 20,
+    }
+}
+
+/// Run a parity cell and print it beside its bound; returns (repair/image, bound, NACKs per device per lossy block).
+fn parity_cell(s: &Scenario) -> (f64, f64, f64) {
+    let started = std::time::Instant::now();
+    let o = run(s);
+    let k = s.block_size / 1024;
+    let p = match s.loss {
+        Loss::Bernoulli { ppm } => ppm as f64 / 1e6,
+        Loss::Burst { .. } => 0.0,
+    };
+    let blocks = (s.image_len as u64).div_ceil(u64::from(s.block_size)) as u32;
+    let bound = binomial_bound(k, p, s.receivers);
+    let ratio = o.repair_bytes as f64 / o.image_bytes as f64;
+    let per_lossy =
+        o.nacks as f64 / s.receivers as f64 / lossy_blocks_per_device(blocks, k, p).max(1e-9);
+    println!(
+        "parity | {:>5} rx | loss {:>2.0}% | k {:>3} | {:>3} blocks | repair/image {:.3} | bound {:.3} | ratio {:.2} | NACKs/rx {:>5.2} | NACKs/rx/lossy block {:.3} | passes {} | {:>6} ms virtual | done {}/{} identical {} | parity {} src-group {} src-unicast {} | wall {:.1} s",
+        s.receivers,
+        p * 100.0,
+        k,
+        blocks,
+        ratio,
+        bound,
+        ratio / bound,
+        o.nacks as f64 / s.receivers as f64,
+        per_lossy,
+        o.passes,
+        o.virtual_ms,
+        o.done,
+        s.receivers,
+        o.identical,
+        o.parity_sent,
+        o.source_group,
+        o.source_unicast,
+        started.elapsed().as_secs_f64(),
+    );
+    assert_eq!(o.done, s.receivers, "every receiver completes: {o:?}");
+    assert_eq!(o.identical, s.receivers, "byte-identical: {o:?}");
+    (ratio, bound, per_lossy)
+}
+
+#[test]
+fn binomial_bound_matches_the_issue_arithmetic() {
+    // Independent of the issue's figures: a direct check on a tiny case.
+    // k = 1: max of n Bernoulli(p) = 1 - (1-p)^n.
+    let b = binomial_bound(1, 0.01, 50);
+    assert!((b - (1.0 - 0.99f64.powi(50))).abs() < 1e-12);
+    assert!(binomial_bound(64, 0.0, 100) == 0.0);
+}
+
+#[test]
+fn parity_fleet_of_200_at_1_and_5_percent() {
+    for (ppm, k) in [(10_000, 64), (50_000, 64)] {
+        let s = parity(200, ppm, k, 2 * MIB, 20 + ppm);
+        let (ratio, bound, per_lossy) = parity_cell(&s);
+        // Regression guard, not the issue's target (1.5 x bound, not met yet:
+        // see the report of the parity branch). Retransmission costs 0.98
+        // (1%) and 2.2 (5%) of the image in the same fleet.
+        let guard = if ppm == 10_000 { 0.3 } else { 0.8 };
+        assert!(ratio <= guard, "repair {ratio:.3} (bound {bound:.3})");
+        assert!(
+            per_lossy < 1.0,
+            "NACKs per device per lossy block {per_lossy:.3}"
+        );
+    }
+}
+
+/// The issue's table: 10,000 receivers, 1% and 5% loss, k = 64 and 256.
+/// Heavy: run with `cargo test --release -p firmcast-proto --test sim -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn parity_fleet_of_10000_table() {
+    let mut failures = Vec::new();
+    for (ppm, k) in [(10_000, 64), (10_000, 256), (50_000, 64), (50_000, 256)] {
+        let s = parity(10_000, ppm, k, 2 * MIB, 30 + ppm + u64::from(k));
+        let (ratio, bound, per_lossy) = parity_cell(&s);
+        if ratio > 1.5 * bound {
+            // The issue's target; reported, and failing today.
+            failures.push(format!(
+                "k {k} loss {ppm} ppm: repair {ratio:.3} > 1.5 x bound {bound:.3}"
+            ));
+        }
+        if per_lossy >= 1.0 {
+            failures.push(format!(
+                "k {k} loss {ppm} ppm: {per_lossy:.3} NACKs per device per lossy block"
+            ));
+        }
+        if ppm == 10_000 && k == 256 && ratio > 0.06 {
+            failures.push(format!("k 256 at 1%: repair {ratio:.3} > 0.06"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

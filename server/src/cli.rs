@@ -264,6 +264,11 @@ pub struct RepairArgs {
     /// Multicast TTL for group repairs.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub ttl: u32,
+    /// How to answer a crowd of NACKs: resend the missing chunks, or send
+    /// fresh parity symbols per block (each repairs a different loss at each
+    /// device). A lone straggler gets source chunks unicast either way.
+    #[arg(long, value_enum, default_value_t = RepairModeArg::Retransmit)]
+    pub repair: RepairModeArg,
     /// Stop after this many seconds (decimals allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<f64>,
@@ -306,4 +311,13 @@ fn parse_secs(s: &str) -> Result<f64, String> {
             "invalid duration `{s}`: expected seconds, e.g. 30 or 2.5"
         )),
     }
+}
+
+/// `firmcast repair --repair`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RepairModeArg {
+    /// Resend each missing chunk once.
+    Retransmit,
+    /// Send parity symbols (Reed-Solomon over each block).
+    Parity,
 }

@@ -4,12 +4,12 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use proto::repair::{RepairConfig, RepairServer};
+use proto::repair::{RepairConfig, RepairMode, RepairServer};
 use proto::wire::{self, Frame, MAX_DATAGRAM};
 use proto::Dest;
 use serde_json::json;
 
-use crate::cli::RepairArgs;
+use crate::cli::{RepairArgs, RepairModeArg};
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
@@ -44,9 +44,19 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let clock = Clock::start();
     let cfg = RepairConfig {
         rate_bps: args.rate,
+        mode: match args.repair {
+            RepairModeArg::Retransmit => RepairMode::Retransmit,
+            RepairModeArg::Parity => RepairMode::Parity,
+        },
         ..RepairConfig::default()
     };
     let mut server = RepairServer::new(cfg, &loaded.manifest);
+    if args.repair == RepairModeArg::Parity && !server.parity_active() {
+        log::warn!(
+            "--repair parity: chunk size {} is odd, parity needs an even one; retransmitting instead",
+            loaded.manifest.chunk_size
+        );
+    }
     let stop_at = args
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
@@ -159,6 +169,9 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
             "overload": s.overload,
             "status_frames": s.status_frames,
             "drops": s.drops,
+            "parity_sent": s.parity_sent,
+            "parity_suppressed": s.parity_suppressed,
+            "mode": if server.parity_active() { "parity" } else { "retransmit" },
             "send_errors": send_errors,
             "seconds": secs,
             "image_id": loaded.manifest.image_id.to_string(),

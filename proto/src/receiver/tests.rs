@@ -673,3 +673,171 @@ fn out_of_manifest_indices_and_lengths_are_dropped() {
         Err(DropReason::OutOfManifest)
     );
 }
+
+// --- parity repair and NACK suppression ----------------------------------
+
+fn parity_frame(f: &Fixture, block: u32, index: u32, payload: Option<&[u8]>) -> Vec<u8> {
+    let start = (block * BLOCK) as usize;
+    let end = (start + BLOCK as usize).min(f.image.len());
+    let all = crate::fec::encode_block(&f.image[start..end], CHUNK as usize).expect("encode");
+    let sym = &all[index as usize * CHUNK as usize..(index as usize + 1) * CHUNK as usize];
+    enc(
+        f,
+        FLAG_REPAIR | FLAG_PARITY,
+        &Frame::Data(Data {
+            block,
+            chunk: index,
+            payload: wire::Bytes(payload.unwrap_or(sym)),
+        }),
+    )
+}
+
+#[test]
+fn r_par_3_k_distinct_symbols_rebuild_the_block_in_place() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // Block 1 loses chunks 0 and 2; the short last block 4 loses its last chunk.
+    for (b, c) in all_chunks(&f) {
+        if (b == 1 && (c == 0 || c == 2)) || (b == 4 && c == 2) {
+            continue;
+        }
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+    }
+    // A parity symbol, its duplicate, then a late source chunk that takes its place back.
+    feed(&mut rx, &mut shell, ms(2), &parity_frame(&f, 1, 3, None)).expect("parity");
+    feed(&mut rx, &mut shell, ms(2), &parity_frame(&f, 1, 3, None)).expect("dup");
+    assert!(!shell.write_order.contains(&1), "3 of 4 symbols");
+    // Parity index past the block's parity count (k = 4) is out of the manifest.
+    let mut bad = parity_frame(&f, 1, 0, None);
+    let (h, _) = wire::decode(&bad).expect("decodes");
+    bad = enc_as(
+        h.session,
+        h.image_id,
+        h.flags,
+        &Frame::Data(Data {
+            block: 1,
+            chunk: 4,
+            payload: wire::Bytes(&[0u8; CHUNK as usize]),
+        }),
+    );
+    assert_eq!(
+        feed(&mut rx, &mut shell, ms(2), &bad),
+        Err(DropReason::OutOfManifest)
+    );
+    // The 4th symbol is a late source chunk that takes its place back from
+    // the parity symbol; the block decodes.
+    feed(&mut rx, &mut shell, ms(2), &data(&f, 1, 0, FLAG_REPAIR)).expect("late source");
+    assert!(shell.write_order.contains(&1));
+    feed(&mut rx, &mut shell, ms(3), &parity_frame(&f, 4, 0, None)).expect("short block parity");
+    assert!(shell.done, "every block written");
+    assert!(flash_equals_image(&f, &shell));
+    assert_eq!(rx.stats().blocks_decoded, 2);
+    assert_eq!(rx.stats().parity_stored, 2);
+}
+
+#[test]
+fn r_par_4_a_forged_parity_symbol_costs_the_block_never_a_wrong_write() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    for c in 1..f.manifest.chunks_per_block() {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, 0)).expect("data");
+    }
+    let forged = [0x55u8; CHUNK as usize];
+    feed(
+        &mut rx,
+        &mut shell,
+        ms(2),
+        &parity_frame(&f, 0, 0, Some(&forged)),
+    )
+    .expect("stored");
+    assert_eq!(rx.stats().digest_failures, 1);
+    assert!(shell.write_order.is_empty(), "nothing flashed");
+    // The block is received again whole, and then written right.
+    for c in 0..f.manifest.chunks_per_block() {
+        feed(&mut rx, &mut shell, ms(3), &data(&f, 0, c, FLAG_REPAIR)).expect("again");
+    }
+    assert_eq!(shell.flash[0].as_deref(), Some(&f.image[..BLOCK as usize]));
+}
+
+#[test]
+fn r_nack_4_an_overheard_repair_holds_the_nack_and_parity_shrinks_it() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // Block 1 loses chunks 1, 2 and 3; the stream goes on into block 2.
+    for (b, c) in all_chunks(&f).into_iter().filter(|&(b, _)| b <= 2) {
+        if b == 1 && c >= 1 {
+            continue;
+        }
+        feed(&mut rx, &mut shell, ms(10), &data(&f, b, c, 0)).expect("data");
+    }
+    let due = rx.poll_timeout().expect("NACK armed");
+    // Before the back-off ends, another device's parity repair is heard.
+    feed(&mut rx, &mut shell, ms(11), &parity_frame(&f, 1, 0, None)).expect("parity");
+    rx.handle_timeout(due.max(ms(11)));
+    shell.drain(&mut rx, due.max(ms(11)), &[]);
+    assert!(shell.nacks.is_empty(), "held while repairs arrive");
+    assert!(rx.stats().nacks_suppressed >= 1);
+    // Once repairs stop, it asks for what is still needed: 3 holes - 1 parity.
+    let mut now = due.max(ms(11));
+    while shell.nacks.is_empty() {
+        now = rx.poll_timeout().expect("retry armed").max(now);
+        assert!(
+            now >= ms(11) + config().nack_suppress,
+            "not before the quiet period"
+        );
+        rx.handle_timeout(now);
+        shell.drain(&mut rx, now, &[]);
+    }
+    let cpb = f.manifest.chunks_per_block();
+    let asked: u32 = shell.nacks[0].ranges.iter().map(|r| r.len).sum();
+    assert_eq!(asked, 2);
+    assert_eq!(shell.nacks[0].ranges[0].start, cpb + 1);
+}
+
+#[test]
+fn r_nack_5_whole_block_nacks_wait_for_the_stream_to_pass_the_block() {
+    let f = fixture();
+    let mut cfg = config();
+    cfg.nack_whole_blocks = true;
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // Block 0 loses chunk 0; the stream is still inside block 0.
+    for c in 1..3 {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, 0)).expect("data");
+    }
+    rx.handle_timeout(ms(100));
+    shell.drain(&mut rx, ms(100), &[]);
+    assert!(shell.nacks.is_empty(), "no NACK while the block streams");
+    feed(&mut rx, &mut shell, ms(100), &data(&f, 0, 3, 0)).expect("data");
+    feed(&mut rx, &mut shell, ms(100), &data(&f, 1, 0, 0)).expect("data");
+    let due = rx.poll_timeout().expect("armed once the block is passed");
+    assert!(due <= ms(100) + config().nack_delay_max);
+    rx.handle_timeout(due);
+    shell.drain(&mut rx, due, &[]);
+    assert_eq!(shell.nacks.len(), 1);
+}
+
+#[test]
+fn r_nack_2_shaped_backoff_stays_in_bounds_and_reaches_the_round_trips() {
+    let mut cfg = config();
+    cfg.round_trip = Duration::from_millis(2);
+    cfg.nack_backoff_rtts = 20;
+    cfg.nack_backoff_shape = 8;
+    let mut rng = Rng::new(3);
+    let mut late = 0;
+    for _ in 0..1000 {
+        let d = backoff(&cfg, &mut rng);
+        assert!(d >= cfg.nack_delay_min && d <= Duration::from_millis(40));
+        if d > Duration::from_millis(20) {
+            late += 1;
+        }
+    }
+    assert!(late > 950, "max of 8 draws: early NACKs are rare ({late})");
+}

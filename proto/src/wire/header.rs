@@ -22,7 +22,10 @@ pub const TRAILER_LEN: usize = 4;
 
 /// Header flag: this Data frame was sent by a repair server, not the carousel.
 pub const FLAG_REPAIR: u8 = 0x01;
-const KNOWN_FLAGS: u8 = FLAG_REPAIR;
+/// Header flag (Data frames only): the payload is parity symbol number
+/// `chunk` of the block's erasure code, not source chunk `chunk` (R-PAR-1).
+pub const FLAG_PARITY: u8 = 0x02;
+const KNOWN_FLAGS: u8 = FLAG_REPAIR | FLAG_PARITY;
 
 /// The CRC used for the trailer: CRC-32/ISO-HDLC (the zlib/Ethernet CRC).
 pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);

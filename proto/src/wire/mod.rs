@@ -11,8 +11,8 @@ mod header;
 
 pub use bytes::Bytes;
 pub use header::{
-    check_crc, FrameKind, Header, ImageId, CRC32, FLAG_REPAIR, HEADER_LEN, MAGIC, TRAILER_LEN,
-    VERSION,
+    check_crc, FrameKind, Header, ImageId, CRC32, FLAG_PARITY, FLAG_REPAIR, HEADER_LEN, MAGIC,
+    TRAILER_LEN, VERSION,
 };
 
 use serde::{Deserialize, Serialize};
@@ -370,6 +370,10 @@ pub fn decode(datagram: &[u8]) -> Result<(Header, Frame<'_>), DecodeError> {
     let header = Header::parse(datagram)?;
     let covered = check_crc(datagram)?;
     let b = &covered[HEADER_LEN..];
+    // R-PAR-1: the parity flag means something on Data frames only.
+    if header.flags & FLAG_PARITY != 0 && header.kind != FrameKind::Data {
+        return Err(DecodeError::ReservedBits);
+    }
     let frame = match header.kind {
         FrameKind::Announce => {
             let a: Announce<'_> = body(b)?;

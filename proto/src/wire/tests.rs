@@ -46,6 +46,13 @@ const DATA_REPAIR_HEX: &str = concat!(
     " 08 6669726d77617265",
     " c12e3e97",
 );
+// R-PAR-1: repair + parity flags; `chunk` 2 is the parity index.
+const DATA_PARITY_HEX: &str = concat!(
+    "464d4353 01 03 03 00 01020304 a0a1a2a3a4a5a6a7",
+    " 07 02",               // block 7, parity symbol 2
+    " 08 6669726d77617265", // payload: len 8
+    " be8a73f4",
+);
 const NACK_HEX: &str = concat!(
     "464d4353 01 04 00 00 01020304 a0a1a2a3a4a5a6a7",
     " 88ef99abc5e88c9111", // device_id 0x1122_3344_5566_7788
@@ -126,6 +133,16 @@ fn goldens() -> Vec<(&'static str, u8, Frame<'static>, &'static str)> {
             FLAG_REPAIR,
             Frame::Data(data),
             DATA_REPAIR_HEX,
+        ),
+        (
+            "data_parity",
+            FLAG_REPAIR | FLAG_PARITY,
+            Frame::Data(Data {
+                block: 7,
+                chunk: 2,
+                payload: Bytes(b"firmware"),
+            }),
+            DATA_PARITY_HEX,
         ),
         (
             "nack",
@@ -229,6 +246,23 @@ fn golden_data_repair_flag() {
 }
 
 #[test]
+fn golden_data_parity_flag() {
+    check_golden("data_parity");
+}
+
+#[test]
+fn r_par_1_parity_flag_on_other_kinds_is_refused() {
+    for (name, flags, _, hex) in goldens() {
+        let g = unhex(hex);
+        if g[5] == FrameKind::Data as u8 {
+            continue;
+        }
+        let d = with_body(g[5], flags | FLAG_PARITY, body_of(&g));
+        assert_eq!(decode(&d), Err(DecodeError::ReservedBits), "{name}");
+    }
+}
+
+#[test]
 fn golden_nack_two_ranges() {
     check_golden("nack");
 }
@@ -293,7 +327,7 @@ fn every_single_bit_flip_is_an_error() {
                 0..=3 => err == DecodeError::BadMagic,
                 4 => err == DecodeError::UnsupportedVersion(bad[4]),
                 5 => err == DecodeError::UnknownKind(bad[5]) || err == DecodeError::BadCrc,
-                6 if bit % 8 == 0 => err == DecodeError::BadCrc,
+                6 if bit % 8 < 2 => err == DecodeError::BadCrc,
                 6 | 7 => err == DecodeError::ReservedBits,
                 _ => err == DecodeError::BadCrc,
             };
@@ -348,7 +382,7 @@ fn reserved_byte_set_is_refused() {
 
 #[test]
 fn unknown_flag_bits_are_refused() {
-    for bit in 1..8 {
+    for bit in 2..8 {
         let mut d = unhex(DATA_REPAIR_HEX);
         d[6] |= 1 << bit;
         reseal(&mut d);
