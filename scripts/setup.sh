@@ -28,3 +28,10 @@ bash "$(dirname "$0")/setup-uboot.sh"
 # Network-namespace tests (tier 4) need iproute2, nftables, ethtool (root only:
 # without root those tests print NOT RUN and why).
 if [[ $(id -u) -eq 0 ]]; then bash "$(dirname "$0")/setup-netns.sh"; fi
+# Device tier (root): cross toolchains for the static ARM/MIPS agent, and qemu
+# with Debian's Malta/ARM kernels for the emulated device. Skip with
+# FIRMCAST_SKIP_DEVICE_TIER=1.
+if [[ $(id -u) -eq 0 && ${FIRMCAST_SKIP_DEVICE_TIER:-0} != 1 ]]; then
+    bash "$(dirname "$0")/setup-cross.sh"
+    bash "$(dirname "$0")/setup-qemu.sh"
+fi

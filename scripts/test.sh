@@ -12,5 +12,11 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build binaries (the integration tests run them)"
 cargo build --workspace --bins
+if [[ $(id -u) -eq 0 && ${FIRMCAST_SKIP_DEVICE_TIER:-0} != 1 ]]; then
+    echo "== cross builds (static agent for ARM and MIPS) and unit tests under qemu-user"
+    bash cross/build.sh --test
+    # The emulated device tier must run, not skip, when the device tier is on.
+    export FIRMCAST_REQUIRE_EMULATED=1
+fi
 echo "== cargo test"
 cargo test --workspace -- --test-threads 2

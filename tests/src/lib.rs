@@ -7,6 +7,7 @@
 //! loopback interface.
 
 pub mod netns;
+pub mod qemu;
 
 use std::fs;
 use std::io::Read;

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Fully static, stripped firmcast-agent for ARM and MIPS routers, without
+# Docker, with Debian's own rustc/cargo (bookworm-security rustc-web +
+# rust-web-src: scripts/setup-cross.sh installs them). Notes per target:
+# cross/README.md.
+#
+#   cross/build.sh                    # all four targets, prints stripped sizes
+#   cross/build.sh mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf
+#   cross/build.sh --test [TARGET...] # also run agent/flasher/proto unit tests
+#                                     # under qemu-user-static (default: armv7, mipsel)
+#
+# Output: target/cross-build/out/<triple>/firmcast-agent (CARGO_TARGET_DIR is
+# target/cross-build, separate from the host build's target/).
+#
+# Environment: FIRMCAST_CROSS_PROFILE (default release),
+# FIRMCAST_PANIC_IMMEDIATE_ABORT=1 (std without panic messages: smaller).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+ALL=(armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl)
+TEST_DEFAULT=(armv7-unknown-linux-musleabihf mipsel-unknown-linux-musl)
+run_tests=0
+targets=()
+for a in "$@"; do
+    case $a in
+        --test) run_tests=1 ;;
+        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+        *-*) targets+=("$a") ;;
+        *) echo "cross/build.sh: unknown argument $a" >&2; exit 2 ;;
+    esac
+done
+((${#targets[@]})) || targets=("${ALL[@]}")
+
+for tool in /usr/bin/cargo /usr/bin/rustc; do
+    [[ -x $tool ]] || { echo "cross/build.sh: $tool missing: run scripts/setup-cross.sh" >&2; exit 1; }
+done
+[[ -d /usr/lib/rustlib/src/rust/library ]] || { echo "cross/build.sh: rust-web-src missing: run scripts/setup-cross.sh" >&2; exit 1; }
+
+# Debian's toolchain, not rustup's proxies (first in PATH); nightly -Z flags.
+export CARGO=/usr/bin/cargo RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
+unset RUSTUP_TOOLCHAIN RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET
+export CARGO_TARGET_DIR=$ROOT/target/cross-build
+OUT=$CARGO_TARGET_DIR/out
+SUPPORT=$CARGO_TARGET_DIR/support
+PROFILE=${FIRMCAST_CROSS_PROFILE:-release}
+mkdir -p "$OUT" "$SUPPORT"
+
+# target -> "gnu-prefix qemu needs-dl_find_object"
+spec() {
+    case $1 in
+        armv7-unknown-linux-musleabihf) echo "arm-linux-gnueabihf qemu-arm-static 0" ;;
+        aarch64-unknown-linux-musl) echo "aarch64-linux-gnu qemu-aarch64-static 1" ;;
+        mipsel-unknown-linux-musl) echo "mipsel-linux-gnu qemu-mipsel-static 1" ;;
+        mips-unknown-linux-musl) echo "mips-linux-gnu qemu-mips-static 1" ;;
+        *) echo "cross/build.sh: unsupported target $1" >&2; return 1 ;;
+    esac
+}
+
+# The musl gcc wrapper (Debian's musl-dev:ARCH, or our own musl for mips BE).
+musl_cc() {
+    case $1 in
+        armv7-unknown-linux-musleabihf) echo /usr/bin/arm-linux-musleabihf-gcc ;;
+        aarch64-unknown-linux-musl) echo /usr/bin/aarch64-linux-musl-gcc ;;
+        mipsel-unknown-linux-musl) echo /usr/bin/mipsel-linux-musl-gcc ;;
+        mips-unknown-linux-musl) echo "$SUPPORT/musl-mips/bin/musl-gcc" ;;
+    esac
+}
+
+# Big-endian MIPS has no Debian musl: build it from Debian's source package.
+build_musl_mips() {
+    local prefix=$SUPPORT/musl-mips
+    [[ -x $prefix/bin/musl-gcc && -f $prefix/lib/libc.a ]] && return 0
+    command -v mips-linux-gnu-gcc >/dev/null || { echo "cross/build.sh: mips-linux-gnu-gcc missing: run scripts/setup-cross.sh" >&2; return 1; }
+    local src=$SUPPORT/musl-src
+    rm -rf "$src" && mkdir -p "$src"
+    echo "== musl for mips (big-endian) from Debian's source package"
+    (cd "$src" && apt-get source -qq --download-only musl >/dev/null && dpkg-source -x --skip-patches ./musl_*.dsc musl >/dev/null)
+    (cd "$src/musl" && ./configure --quiet --target=mips-linux-gnu --prefix="$prefix" --disable-shared \
+        --enable-wrapper=gcc CROSS_COMPILE=mips-linux-gnu- CC=mips-linux-gnu-gcc >/dev/null &&
+        make -s -j"$(nproc)" >/dev/null && make -s install >/dev/null)
+    [[ -x $prefix/bin/musl-gcc ]]
+}
+
+# libunwind.a = the cross gcc's libgcc_eh.a (+ _dl_find_object where GCC 12 wants it).
+make_support() {
+    local t=$1 gnu=$2 dlfo=$3 cc=$4
+    local dir=$SUPPORT/$t
+    mkdir -p "$dir"
+    if [[ ! -f $dir/libunwind.a || $ROOT/cross/dl_find_object.c -nt $dir/libunwind.a ]]; then
+        local eh
+        eh=$("$gnu-gcc" -print-file-name=libgcc_eh.a)
+        [[ -f $eh ]] || { echo "cross/build.sh: no libgcc_eh.a for $gnu" >&2; return 1; }
+        cp "$eh" "$dir/libunwind.a.tmp"
+        if [[ $dlfo == 1 ]]; then
+            "$cc" -O2 -c "$ROOT/cross/dl_find_object.c" -o "$dir/dl_find_object.o"
+            "$gnu-ar" rs "$dir/libunwind.a.tmp" "$dir/dl_find_object.o"
+        fi
+        mv "$dir/libunwind.a.tmp" "$dir/libunwind.a"
+    fi
+}
+
+# Rust's mips*-musl targets are soft-float; Debian's musl and libgcc are
+# hard-float (fpxx). Mixing links but computes garbage: build Rust hard-float.
+float_rustflags() {
+    case $1 in mips*) echo "-C target-feature=-soft-float,+fpxx,+nooddspreg" ;; esac
+}
+
+env_name() { echo "$1" | tr 'a-z-' 'A-Z_'; }
+
+setup_target() {
+    local t=$1 gnu qemu dlfo
+    read -r gnu qemu dlfo <<<"$(spec "$t")"
+    [[ $t == mips-unknown-linux-musl ]] && build_musl_mips
+    local cc
+    cc=$(musl_cc "$t")
+    [[ -x $cc ]] || { echo "cross/build.sh: $cc missing: run scripts/setup-cross.sh" >&2; return 1; }
+    make_support "$t" "$gnu" "$dlfo" "$cc"
+    local E
+    E=$(env_name "$t")
+    export "CARGO_TARGET_${E}_LINKER=$cc"
+    export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -L native=$SUPPORT/$t $(float_rustflags "$t")"
+    export "CARGO_TARGET_${E}_RUNNER=$qemu"
+    export "CC_${t//-/_}=$cc" "AR_${t//-/_}=$gnu-ar"
+    GNU=$gnu
+}
+
+# std without the `backtrace` feature (cargo's build-std default): a stripped
+# device binary cannot symbolize a backtrace anyway, and gimli, addr2line,
+# rustc-demangle and miniz_oxide cost ~100 KiB. Panic messages stay.
+std_features=(-Zbuild-std-features=std_detect_file_io,std_detect_dlsym_getauxval)
+if [[ ${FIRMCAST_PANIC_IMMEDIATE_ABORT:-0} == 1 ]]; then
+    std_features=(-Zbuild-std-features=std_detect_file_io,std_detect_dlsym_getauxval,panic_immediate_abort)
+fi
+# Smallest code for the device binary; only the cross build, not the host's
+# release profile (override with CARGO_PROFILE_RELEASE_OPT_LEVEL).
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z}
+
+declare -A size
+for t in "${targets[@]}"; do
+    setup_target "$t"
+    start=$(date +%s)
+    echo "== firmcast-agent for $t ($PROFILE)"
+    "$CARGO" build --profile "$PROFILE" -p firmcast-agent --bin firmcast-agent --target "$t" \
+        -Zbuild-std=std,panic_abort "${std_features[@]}"
+    mkdir -p "$OUT/$t"
+    "$GNU-strip" -o "$OUT/$t/firmcast-agent" "$CARGO_TARGET_DIR/$t/$PROFILE/firmcast-agent"
+    f=$OUT/$t/firmcast-agent
+    if "$GNU-readelf" -l "$f" | grep -q INTERP || "$GNU-readelf" -d "$f" 2>/dev/null | grep -q NEEDED; then
+        echo "cross/build.sh: $f is not fully static" >&2
+        exit 1
+    fi
+    size[$t]=$(stat -c %s "$f")
+    echo "   $f: ${size[$t]} bytes ($((size[$t] / 1024)) KiB), $(($(date +%s) - start)) s"
+done
+
+if ((run_tests)); then
+    tt=()
+    for t in "${targets[@]}"; do
+        for d in "${TEST_DEFAULT[@]}"; do [[ $t == "$d" ]] && tt+=("$t"); done
+    done
+    ((${#tt[@]})) || tt=("${TEST_DEFAULT[@]}")
+    for t in "${tt[@]}"; do
+        setup_target "$t"
+        echo "== unit tests for $t under $(spec "$t" | cut -d' ' -f2)"
+        # --ignore-rust-version: proptest (a proto dev-dependency) declares
+        # rustc 1.88; Debian's 1.85 builds it fine. proto's fleet simulation
+        # (tests/sim.rs) takes minutes under qemu-user: FIRMCAST_CROSS_SIM=1.
+        "$CARGO" test --ignore-rust-version --target "$t" -Zbuild-std \
+            -p firmcast-agent -p firmcast-flasher -p firmcast-proto --lib -- --test-threads 2
+        "$CARGO" test --ignore-rust-version --target "$t" -Zbuild-std -p firmcast-proto --test wire_props
+        if [[ ${FIRMCAST_CROSS_SIM:-0} == 1 ]]; then
+            "$CARGO" test --ignore-rust-version --target "$t" -Zbuild-std -p firmcast-proto --test sim
+        fi
+    done
+fi
+
+echo "== stripped sizes (budget: armv7 <= 500 KiB, mipsel <= 700 KiB)"
+for t in "${targets[@]}"; do
+    printf '   %-34s %8d bytes %5d KiB\n' "$t" "${size[$t]}" $((size[$t] / 1024))
+done

@@ -1,0 +1,589 @@
+//! Harness for the emulated-device tier (`tests/tests/emulated.rs`): a real
+//! Linux kernel under `qemu-system-*` with real MTD flash (block2mtd over a
+//! virtio disk, nandsim), the cross-built static `firmcast-agent` started by
+//! the guest's init, and the operator side (`firmcast send`/`repair`) in a
+//! network namespace of its own.
+//!
+//! ```text
+//!  host netns "fcemu-PID-N"                         guest (qemu, TCG)
+//!  ┌──────────────────────────────────┐            ┌──────────────────────────┐
+//!  │ firmcast send / repair           │            │ /init (tests/emulated)   │
+//!  │   10.77.0.1 on br0 ── tap0 ──────┼── virtio ──┼─ eth0 10.77.0.2          │
+//!  └──────────────────────────────────┘   -net     │ firmcast-agent → /dev/mtd0│
+//!                                                   └──────────────────────────┘
+//! ```
+//!
+//! Addresses and groups are fixed (10.77.0.0/24, 239.255.77.1/2): every test
+//! has its own namespace, so nothing is shared with the host or other tests.
+//! The namespace is deleted and every process (qemu included) is killed by
+//! PID through its `Child` handle when the values are dropped, also when the
+//! test panics.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{bin, path_str, Proc, Release, Scratch};
+
+/// Host address on the namespace's bridge.
+pub const HOST_IP: &str = "10.77.0.1";
+/// The guest's address.
+pub const GUEST_IP: &str = "10.77.0.2";
+/// Data group (inside the namespace only).
+pub const GROUP: &str = "239.255.77.1:7854";
+/// Repair group.
+pub const REPAIR_GROUP: &str = "239.255.77.2:7855";
+/// Repair server's unicast address.
+pub const REPAIR_LISTEN: &str = "10.77.0.1:7855";
+
+/// An emulated board: which qemu, kernel and cross-built agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// MIPS Malta (little endian), Debian's 4kc-malta kernel.
+    Mipsel,
+    /// ARM virt (armv7), Debian's armmp kernel (nandsim only).
+    Armhf,
+}
+
+impl Arch {
+    fn triple(self) -> &'static str {
+        match self {
+            Arch::Mipsel => "mipsel-unknown-linux-musl",
+            Arch::Armhf => "armv7-unknown-linux-musleabihf",
+        }
+    }
+    fn deb_arch(self) -> &'static str {
+        match self {
+            Arch::Mipsel => "mipsel",
+            Arch::Armhf => "armhf",
+        }
+    }
+    fn qemu(self) -> &'static str {
+        match self {
+            Arch::Mipsel => "qemu-system-mipsel",
+            Arch::Armhf => "qemu-system-arm",
+        }
+    }
+}
+
+/// The workspace root (`tests/..`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Everything a guest needs, found on this machine.
+#[derive(Debug, Clone)]
+pub struct Emu {
+    /// Which board.
+    pub arch: Arch,
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Extracted Debian packages (busybox, modules, mtd-utils).
+    pub root: PathBuf,
+    /// The static, stripped agent.
+    pub agent: PathBuf,
+}
+
+impl Emu {
+    /// Finds the kernel, the extracted guest packages and the cross-built
+    /// agent, or says which is missing and how to get it.
+    pub fn find(arch: Arch) -> Result<Emu, String> {
+        if nix_euid() != 0 {
+            return Err("not root (network namespaces and tap devices need root)".into());
+        }
+        for tool in [arch.qemu(), "ip", "cpio", "gzip", "sha256sum"] {
+            if !on_path(tool) {
+                return Err(format!("`{tool}` not found (scripts/setup-qemu.sh)"));
+            }
+        }
+        if !Path::new("/dev/net/tun").exists() {
+            return Err("/dev/net/tun missing".into());
+        }
+        let ws = workspace();
+        let emu_dir = std::env::var_os("FIRMCAST_EMU_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ws.join("target/emulated"));
+        let root = emu_dir.join(arch.deb_arch()).join("root");
+        let kernel = fs::read_dir(root.join("boot"))
+            .ok()
+            .and_then(|rd| {
+                rd.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinu"))
+                })
+            })
+            .ok_or_else(|| {
+                format!(
+                    "no {} kernel in {} (scripts/setup-qemu.sh)",
+                    arch.deb_arch(),
+                    root.join("boot").display()
+                )
+            })?;
+        if !root.join("bin/busybox").exists() {
+            return Err(format!(
+                "no busybox in {} (scripts/setup-qemu.sh)",
+                root.display()
+            ));
+        }
+        let out = std::env::var_os("FIRMCAST_CROSS_OUT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ws.join("target/cross-build/out"));
+        let agent = out.join(arch.triple()).join("firmcast-agent");
+        if !agent.exists() {
+            return Err(format!(
+                "no cross-built agent at {} (scripts/setup-cross.sh && cross/build.sh {})",
+                agent.display(),
+                arch.triple()
+            ));
+        }
+        Ok(Emu {
+            arch,
+            kernel,
+            root,
+            agent,
+        })
+    }
+
+    /// Builds the base initramfs into `dir` (busybox, init, modules,
+    /// mtd-utils, agent).
+    pub fn initramfs(&self, dir: &Scratch) -> PathBuf {
+        let out = dir.join("base.cpio.gz");
+        run_ok(
+            Command::new("bash").args([
+                path_str(&workspace().join("tests/emulated/build-initramfs.sh")),
+                path_str(&self.root),
+                path_str(&self.agent),
+                path_str(&out),
+            ]),
+            "build initramfs",
+        );
+        out
+    }
+}
+
+fn nix_euid() -> u32 {
+    // No libc dependency in this crate: /proc/self/status has "Uid: r e s f".
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Run a command; panic with its output unless it exits 0.
+pub fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what}: {cmd:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+/// A network namespace with a bridge `br0` (10.77.0.1/24) and a tap `tap0`
+/// on it for the guest's NIC. Deleted on drop.
+pub struct NetNs {
+    /// Its name.
+    pub name: String,
+}
+
+static NS_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl NetNs {
+    /// Creates the namespace, bridge and tap.
+    pub fn new() -> NetNs {
+        let n = NS_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("fcemu-{}-{n}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run_ok(
+            Command::new("ip").args(["netns", "add", &name]),
+            "netns add",
+        );
+        let ns = NetNs { name };
+        let ip = |args: &[&str]| {
+            let mut full = vec!["-n", ns.name.as_str()];
+            full.extend_from_slice(args);
+            run_ok(Command::new("ip").args(&full), "ip");
+        };
+        ip(&["link", "set", "lo", "up"]);
+        ip(&["link", "add", "br0", "type", "bridge"]);
+        ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        ip(&["link", "set", "tap0", "master", "br0"]);
+        ip(&["link", "set", "tap0", "up"]);
+        ip(&["link", "set", "br0", "up"]);
+        ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", "br0"]);
+        ip(&["route", "add", "224.0.0.0/4", "dev", "br0"]);
+        ns
+    }
+
+    /// Start `program args…` inside the namespace (`ip netns exec` execs the
+    /// program, so the `Child` PID is the program's own).
+    pub fn start(&self, name: &str, program: &Path, args: &[&str], dir: &Scratch) -> Proc {
+        let mut full = vec!["netns", "exec", self.name.as_str(), path_str(program)];
+        full.extend_from_slice(args);
+        Proc::start(name, &which("ip"), &full, dir.path())
+    }
+
+    /// `firmcast repair` for `rel`, in the namespace.
+    pub fn start_repair(&self, dir: &Scratch, rel: &Release) -> Proc {
+        self.start(
+            "repair",
+            &bin("firmcast"),
+            &[
+                "repair",
+                "--image",
+                path_str(&rel.image),
+                "--manifest",
+                path_str(&rel.manifest),
+                "--listen",
+                REPAIR_LISTEN,
+                "--interface",
+                HOST_IP,
+                "--repair-group",
+                REPAIR_GROUP,
+                "--duration",
+                "900",
+            ],
+            dir,
+        )
+    }
+
+    /// `firmcast send` for `rel`, in the namespace, with extra arguments.
+    pub fn start_sender(&self, dir: &Scratch, rel: &Release, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "send",
+            "--image",
+            path_str(&rel.image),
+            "--manifest",
+            path_str(&rel.manifest),
+            "--group",
+            GROUP,
+            "--interface",
+            HOST_IP,
+        ];
+        args.extend_from_slice(extra);
+        self.start("sender", &bin("firmcast"), &args, dir)
+    }
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        NetNs::new()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// The flash the guest's init sets up.
+#[derive(Debug, Clone)]
+pub enum Medium {
+    /// block2mtd over the virtio disk `disk` (persists across boots).
+    Block2mtd {
+        /// Raw disk image on the host.
+        disk: PathBuf,
+        /// Eraseblock size in bytes.
+        erase: u32,
+    },
+    /// nandsim: 128 MiB SLC, 2048-byte pages, 128 KiB eraseblocks.
+    Nandsim {
+        /// Eraseblock numbers nandsim marks bad.
+        bad_blocks: Vec<u32>,
+    },
+}
+
+/// One boot's settings.
+pub struct Boot<'a> {
+    /// The flash.
+    pub medium: &'a Medium,
+    /// `/etc/firmcast/agent.toml`.
+    pub agent_toml: &'a str,
+    /// `/etc/firmcast/operator.pub`.
+    pub public_key: &'a Path,
+    /// `/etc/fw-version`.
+    pub current_version: &'a str,
+    /// After a successful update, read back this many bytes with mtd-utils.
+    pub readback_len: Option<u64>,
+    /// Bytes of flash to dump for that (covers skipped bad blocks).
+    pub dump_len: u64,
+}
+
+/// A running guest; qemu is killed (SIGKILL, a power cut) on drop.
+pub struct Guest {
+    /// qemu, started through `ip netns exec`.
+    pub proc: Proc,
+    /// When qemu was started.
+    pub started: Instant,
+}
+
+impl Guest {
+    /// Boots `emu` with `base` initramfs plus a per-boot overlay archive.
+    pub fn boot(
+        emu: &Emu,
+        ns: &NetNs,
+        dir: &Scratch,
+        name: &str,
+        base: &Path,
+        b: &Boot<'_>,
+    ) -> Guest {
+        let ov = dir.join(&format!("{name}-overlay"));
+        let _ = fs::remove_dir_all(&ov);
+        fs::create_dir_all(ov.join("etc/firmcast")).expect("overlay dir");
+        fs::write(ov.join("etc/firmcast/agent.toml"), b.agent_toml).expect("agent.toml");
+        fs::copy(b.public_key, ov.join("etc/firmcast/operator.pub")).expect("public key");
+        fs::write(
+            ov.join("etc/fw-version"),
+            format!("{}\n", b.current_version),
+        )
+        .expect("fw-version");
+        let mut env = format!(
+            "FC_IP={GUEST_IP}\nFC_HOSTNAME=cpe-{name}\nFC_DUMP_LEN={}\n",
+            b.dump_len
+        );
+        if std::env::var_os("FIRMCAST_EMU_DEBUG").is_some() {
+            env.push_str("FC_DEBUG=1\n");
+        }
+        if let Some(n) = b.readback_len {
+            env.push_str(&format!("FC_READBACK_LEN={n}\n"));
+        }
+        match b.medium {
+            Medium::Block2mtd { erase, .. } => {
+                env.push_str(&format!("FC_MTD=block2mtd\nFC_ERASE={erase}\n"))
+            }
+            Medium::Nandsim { bad_blocks } => {
+                let list: Vec<String> = bad_blocks.iter().map(u32::to_string).collect();
+                env.push_str(&format!(
+                    "FC_MTD=nandsim\nFC_BADBLOCKS={}\n",
+                    list.join(",")
+                ));
+            }
+        }
+        fs::write(ov.join("etc/emulated.env"), env).expect("emulated.env");
+        let initrd = dir.join(&format!("{name}-initrd"));
+        // The kernel unpacks concatenated cpio archives in order; an
+        // uncompressed archive must come before the compressed one (after a
+        // gzip member the kernel expects only more compressed data). The two
+        // hold disjoint files.
+        let mut bytes = run_bytes(
+            Command::new("sh").args([
+                "-c",
+                &format!(
+                    "cd '{}' && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0",
+                    path_str(&ov)
+                ),
+            ]),
+            "overlay cpio",
+        );
+        bytes.extend_from_slice(&fs::read(base).expect("base initramfs"));
+        fs::write(&initrd, bytes).expect("write initrd");
+
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
+        match emu.arch {
+            Arch::Mipsel => push(&["-M", "malta", "-m", "256", "-vga", "none"]),
+            Arch::Armhf => push(&["-M", "virt", "-cpu", "cortex-a15", "-m", "256"]),
+        }
+        push(&[
+            "-kernel",
+            path_str(&emu.kernel),
+            "-initrd",
+            path_str(&initrd),
+            "-append",
+            "console=ttyS0 console=ttyAMA0 rdinit=/init loglevel=4 panic=-1",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        ]);
+        match emu.arch {
+            Arch::Mipsel => push(&[
+                "-device",
+                "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02,romfile=",
+            ]),
+            // armmp (no LPAE) cannot use virt's high PCIe ECAM: virtio-mmio.
+            Arch::Armhf => push(&[
+                "-device",
+                "virtio-net-device,netdev=n0,mac=52:54:00:77:00:02",
+            ]),
+        }
+        if let Medium::Block2mtd { disk, .. } = b.medium {
+            // Malta: the PIIX4 IDE disk (ata_piix, /dev/sda). virtio-blk on
+            // Malta now and then loses a completion under load and the agent
+            // hangs in D state reading the flash.
+            match emu.arch {
+                Arch::Mipsel => push(&[
+                    "-drive",
+                    &format!("file={},format=raw,if=ide,index=0", path_str(disk)),
+                ]),
+                Arch::Armhf => push(&[
+                    "-drive",
+                    &format!("file={},format=raw,if=none,id=d0", path_str(disk)),
+                    "-device",
+                    "virtio-blk-device,drive=d0",
+                ]),
+            }
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let qemu = which(emu.arch.qemu());
+        Guest {
+            proc: ns.start(name, &qemu, &argv, dir),
+            started: Instant::now(),
+        }
+    }
+
+    /// The console so far.
+    pub fn console(&self) -> String {
+        self.proc.output()
+    }
+
+    /// Wait until the console shows `needle`; panics with the console if
+    /// qemu exits or time runs out.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) {
+        if !self.proc.wait_for_output(needle, timeout) {
+            let console = self.console();
+            self.proc.kill();
+            panic!(
+                "{}: no `{needle}` within {timeout:?}; console:\n{console}",
+                self.proc.name
+            );
+        }
+    }
+
+    /// Pull the plug: SIGKILL qemu (by PID, through its Child handle).
+    pub fn power_cut(&mut self) {
+        self.proc.kill();
+    }
+
+    /// The `FCEMU: agent: exit RC vmhwm_kb K ...` line: (exit code, VmHWM kB).
+    pub fn agent_exit(&self) -> Option<(i32, u64)> {
+        let c = self.console();
+        let line = c.lines().find(|l| l.contains("FCEMU: agent: exit "))?;
+        let mut w = line[line.find("exit ")? + 5..].split_whitespace();
+        let rc = w.next()?.parse().ok()?;
+        let _ = w.next()?;
+        let hwm = w.next()?.parse().ok()?;
+        Some((rc, hwm))
+    }
+
+    /// The SHA-256 the guest computed over its mtd-utils read-back.
+    pub fn readback_sha256(&self) -> Option<String> {
+        let c = self.console();
+        let line = c.lines().find(|l| l.contains("FCEMU: readback: "))?;
+        line.split_whitespace().last().map(str::to_string)
+    }
+}
+
+fn run_bytes(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
+/// SHA-256 of a file, hex (the host's `sha256sum`).
+pub fn sha256_file(path: &Path) -> String {
+    let out = run_ok(Command::new("sha256sum").arg(path), "sha256sum");
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_bytes(dir: &Scratch, bytes: &[u8]) -> String {
+    let p = dir.join("sha256-input");
+    fs::write(&p, bytes).expect("write");
+    sha256_file(&p)
+}
+
+/// The agent's config in the guest, as an integrator would write it.
+pub fn agent_toml(activation: &str, block_delay_ms: u32) -> String {
+    let mut t = format!(
+        "board = \"acme,rt1\"\ncurrent_version_file = \"/etc/fw-version\"\n\
+         group = \"{GROUP}\"\nrepair_group = \"{REPAIR_GROUP}\"\ninterface = \"{GUEST_IP}\"\n\
+         repair_server = \"{REPAIR_LISTEN}\"\npublic_key = \"/etc/firmcast/operator.pub\"\n\
+         target = \"mtd:/dev/mtd0\"\nactivation = \"{activation}\"\nwindow_blocks = 4\n\
+         boot_window_secs = 90\nstall_timeout_secs = 90\nrcvbuf_bytes = 1048576\n"
+    );
+    if block_delay_ms > 0 {
+        t.push_str(&format!("\n[test]\nblock_delay_ms = {block_delay_ms}\n"));
+    }
+    t
+}
+
+/// "resume: K of N blocks already on flash" → (K, N).
+pub fn resume_count(log: &str) -> Option<(u32, u32)> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("resume:") && l.contains("already on flash"))?;
+    let after = &line[line.find("resume:")? + "resume:".len()..];
+    let mut words = after.split_whitespace();
+    let k = words.next()?.parse().ok()?;
+    let _of = words.next()?;
+    let n = words.next()?.parse().ok()?;
+    Some((k, n))
+}
+
+/// Skip (print why, return `None`) unless the tier can run; with
+/// `FIRMCAST_REQUIRE_EMULATED=1` a missing prerequisite fails the test instead.
+pub fn require(arch: Arch, test: &str) -> Option<Emu> {
+    match Emu::find(arch) {
+        Ok(e) => Some(e),
+        Err(why) => {
+            let msg = format!("emulated: SKIPPED {test}: {why}");
+            if std::env::var_os("FIRMCAST_REQUIRE_EMULATED").is_some_and(|v| v == "1") {
+                panic!("{msg} (FIRMCAST_REQUIRE_EMULATED=1)");
+            }
+            println!("{msg}");
+            eprintln!("{msg}");
+            None
+        }
+    }
+}

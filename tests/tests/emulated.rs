@@ -1,0 +1,364 @@
+//! Test tier 5: the emulated CPE. A real Linux kernel (Debian's 4kc-malta,
+//! MIPS little endian) under `qemu-system-mipsel` with real MTD flash, a
+//! busybox initramfs whose init starts the cross-built static agent exactly as
+//! a router's init would, and the operator side (`firmcast send` and
+//! `firmcast repair`) in a network namespace whose bridge carries the guest's
+//! tap NIC: real IGMP joins, real multicast, real MTD ioctls.
+//!
+//! Needs root, `qemu-system-mipsel`, the extracted guest packages
+//! (`scripts/setup-qemu.sh`) and the cross-built agent
+//! (`scripts/setup-cross.sh && cross/build.sh mipsel-unknown-linux-musl`).
+//! Without them each test prints `emulated: SKIPPED …` and passes (set
+//! `FIRMCAST_REQUIRE_EMULATED=1` to make that a failure, as CI does after the
+//! setup scripts). The host-side binaries come from `cargo build --bins`.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use firmcast_integration::qemu::*;
+use firmcast_integration::*;
+
+const KIB: usize = 1 << 10;
+const RUN: Duration = Duration::from_secs(180);
+
+fn report(line: &str) {
+    println!("emulated: {line}");
+}
+
+/// A release with an explicit image block size (NAND: one eraseblock).
+fn release_with_block(dir: &Scratch, len: usize, seed: u64, block: &str) -> Release {
+    let rel = release(dir, len, "acme,rt1", "2.1.0", seed);
+    let manifest = dir.join(&format!("fw-{seed}-{block}.manifest"));
+    firmcast_ok(&[
+        "manifest",
+        "--image",
+        path_str(&rel.image),
+        "--board",
+        "acme,rt1",
+        "--version",
+        "2.1.0",
+        "--key",
+        path_str(&dir.join("keys/firmcast.key")),
+        "--block-size",
+        block,
+        "--out",
+        path_str(&manifest),
+    ]);
+    Release { manifest, ..rel }
+}
+
+/// NOR-like flash: block2mtd over a virtio disk that holds the old image.
+/// A full update; the image read back with mtd-utils (`mtd_debug read`) in the
+/// guest, and the disk image on the host, equal the source.
+#[test]
+fn malta_block2mtd_full_update_reads_back_equal() {
+    let Some(emu) = require(Arch::Mipsel, "malta_block2mtd_full_update_reads_back_equal") else {
+        return;
+    };
+    let t0 = Instant::now();
+    let dir = Scratch::new("emu-nor");
+    let base = emu.initramfs(&dir);
+    let erase = 64 * KIB;
+    let disk_len = 2048 * KIB;
+    let old = random_bytes(disk_len, 100);
+    let disk = dir.join("nor.img");
+    fs::write(&disk, &old).expect("disk image");
+    let rel = release(&dir, 1024 * KIB + 4321, "acme,rt1", "2.1.0", 101);
+    let ns = NetNs::new();
+    let _repair = ns.start_repair(&dir, &rel);
+    let mut sender = ns.start_sender(
+        &dir,
+        &rel,
+        &["--rate", "8M", "--until-done", "1", "--duration", "300"],
+    );
+    let medium = Medium::Block2mtd {
+        disk: disk.clone(),
+        erase: erase as u32,
+    };
+    let toml = agent_toml("in-place", 0);
+    let mut g = Guest::boot(
+        &emu,
+        &ns,
+        &dir,
+        "nor",
+        &base,
+        &Boot {
+            medium: &medium,
+            agent_toml: &toml,
+            public_key: &rel.public_key,
+            current_version: "1.0.0",
+            readback_len: Some(rel.bytes.len() as u64),
+            dump_len: rel.bytes.len() as u64,
+        },
+    );
+    g.expect("FCEMU: done", RUN);
+    let console = g.console();
+    let (rc, hwm) = g.agent_exit().expect("agent exit line");
+    assert_eq!(rc, 0, "agent exit code; console:\n{console}");
+    assert!(console.contains("update complete"), "console:\n{console}");
+    assert_eq!(
+        g.readback_sha256().as_deref(),
+        Some(sha256_file(&rel.image).as_str()),
+        "mtd-utils read-back differs from the image; console:\n{console}"
+    );
+    g.power_cut();
+    let flash = fs::read(&disk).expect("read disk");
+    assert!(
+        flash[..rel.bytes.len()] == rel.bytes[..],
+        "disk image differs from the image"
+    );
+    assert_eq!(
+        sender.expect_exit(Duration::from_secs(30)),
+        0,
+        "sender:\n{}",
+        sender.output()
+    );
+    report(&format!(
+        "scenario 1 (malta, block2mtd NOR, {} bytes): {:.1} s, agent VmHWM {hwm} kB",
+        rel.bytes.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+}
+
+/// NAND: nandsim (2048-byte pages, 128 KiB eraseblocks) with eraseblocks 2
+/// and 5 bad. The agent skips them (the logical block maps to the next good
+/// one, as nandwrite does); `nanddump --bb=skipbad` gives the source back.
+#[test]
+fn malta_nandsim_with_two_bad_blocks_full_update() {
+    let Some(emu) = require(
+        Arch::Mipsel,
+        "malta_nandsim_with_two_bad_blocks_full_update",
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let dir = Scratch::new("emu-nand");
+    let base = emu.initramfs(&dir);
+    let erase = 128 * KIB;
+    let rel = release_with_block(&dir, 1024 * KIB + 999, 201, "128K");
+    let blocks = rel.bytes.len().div_ceil(erase);
+    let ns = NetNs::new();
+    let _repair = ns.start_repair(&dir, &rel);
+    let mut sender = ns.start_sender(
+        &dir,
+        &rel,
+        &["--rate", "8M", "--until-done", "1", "--duration", "300"],
+    );
+    let medium = Medium::Nandsim {
+        bad_blocks: vec![2, 5],
+    };
+    let toml = agent_toml("none", 0);
+    let mut g = Guest::boot(
+        &emu,
+        &ns,
+        &dir,
+        "nand",
+        &base,
+        &Boot {
+            medium: &medium,
+            agent_toml: &toml,
+            public_key: &rel.public_key,
+            current_version: "1.0.0",
+            readback_len: Some(rel.bytes.len() as u64),
+            dump_len: ((blocks + 4) * erase) as u64,
+        },
+    );
+    g.expect("FCEMU: done", RUN);
+    let console = g.console();
+    let (rc, hwm) = g.agent_exit().expect("agent exit line");
+    assert_eq!(rc, 0, "agent exit code; console:\n{console}");
+    assert!(console.contains("update complete"), "console:\n{console}");
+    assert!(
+        console.contains("FCEMU: ecc: 2 bad blocks"),
+        "nandsim bad blocks; console:\n{console}"
+    );
+    assert_eq!(
+        g.readback_sha256().as_deref(),
+        Some(sha256_file(&rel.image).as_str()),
+        "nanddump --bb=skipbad read-back differs from the image; console:\n{console}"
+    );
+    g.power_cut();
+    assert_eq!(
+        sender.expect_exit(Duration::from_secs(30)),
+        0,
+        "sender:\n{}",
+        sender.output()
+    );
+    report(&format!(
+        "scenario 2 (malta, nandsim, bad blocks 2 and 5, {} bytes in {blocks} blocks): {:.1} s, agent VmHWM {hwm} kB",
+        rel.bytes.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+}
+
+/// Power cuts: block2mtd over a disk that holds the old image, a per-block
+/// delay so the update takes a while, qemu killed (SIGKILL) at three points;
+/// each boot resumes from what is on flash, the fourth completes. After each
+/// cut the old header is gone and the new one not yet written, so the board
+/// would not boot a half-written image.
+#[test]
+fn malta_block2mtd_power_cuts_resume_and_complete() {
+    let Some(emu) = require(
+        Arch::Mipsel,
+        "malta_block2mtd_power_cuts_resume_and_complete",
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let dir = Scratch::new("emu-cut");
+    let base = emu.initramfs(&dir);
+    let erase = 64 * KIB;
+    let disk_len = 4096 * KIB;
+    let old = random_bytes(disk_len, 300);
+    let disk = dir.join("nor.img");
+    fs::write(&disk, &old).expect("disk image");
+    let rel = release(&dir, 3072 * KIB - 17, "acme,rt1", "2.1.0", 301);
+    let total = rel.bytes.len().div_ceil(erase) as u32;
+    let ns = NetNs::new();
+    let _repair = ns.start_repair(&dir, &rel);
+    let mut sender = ns.start_sender(
+        &dir,
+        &rel,
+        &["--rate", "8M", "--until-done", "1", "--duration", "600"],
+    );
+    let medium = Medium::Block2mtd {
+        disk: disk.clone(),
+        erase: erase as u32,
+    };
+    let toml = agent_toml("in-place", 250);
+    let boot = Boot {
+        medium: &medium,
+        agent_toml: &toml,
+        public_key: &rel.public_key,
+        current_version: "1.0.0",
+        readback_len: Some(rel.bytes.len() as u64),
+        dump_len: rel.bytes.len() as u64,
+    };
+    let mut resumed = Vec::new();
+    let mut last_k = 0;
+    for (i, after_ms) in [2500u64, 2000, 3000].into_iter().enumerate() {
+        let name = format!("cut{}", i + 1);
+        let mut g = Guest::boot(&emu, &ns, &dir, &name, &base, &boot);
+        g.expect("already on flash", RUN);
+        std::thread::sleep(Duration::from_millis(after_ms));
+        g.power_cut();
+        let console = g.console();
+        assert!(
+            !console.contains("update complete"),
+            "{name}: the cut came too late:\n{console}"
+        );
+        let (k, n) = resume_count(&console).expect("resume line");
+        assert_eq!(n, total);
+        if i > 0 {
+            assert!(
+                k > last_k,
+                "{name}: resume found {k} blocks, the run before found {last_k}:\n{console}"
+            );
+        }
+        resumed.push(k);
+        last_k = k;
+        let flash = fs::read(&disk).expect("disk");
+        assert!(
+            flash[..erase] != old[..erase] && flash[..erase] != rel.bytes[..erase],
+            "{name}: after the cut the flash starts with a valid header (old or new)"
+        );
+    }
+    let mut g = Guest::boot(&emu, &ns, &dir, "final", &base, &boot);
+    g.expect("FCEMU: done", Duration::from_secs(300));
+    let console = g.console();
+    let (rc, hwm) = g.agent_exit().expect("agent exit line");
+    assert_eq!(rc, 0, "final boot; console:\n{console}");
+    let (k, _) = resume_count(&console).expect("resume line");
+    assert!(
+        k > last_k,
+        "final boot resumed {k} blocks, before {last_k}:\n{console}"
+    );
+    resumed.push(k);
+    assert_eq!(
+        g.readback_sha256().as_deref(),
+        Some(sha256_file(&rel.image).as_str()),
+        "mtd-utils read-back differs; console:\n{console}"
+    );
+    g.power_cut();
+    let flash = fs::read(&disk).expect("disk");
+    assert!(
+        flash[..rel.bytes.len()] == rel.bytes[..],
+        "disk image differs from the image"
+    );
+    assert_eq!(
+        sender.expect_exit(Duration::from_secs(30)),
+        0,
+        "sender:\n{}",
+        sender.output()
+    );
+    report(&format!(
+        "scenario 3 (malta, block2mtd, 3 power cuts, {total} blocks, 250 ms/block): {:.1} s, \
+         blocks already on flash at each boot after a cut: {:?} of {total}, final VmHWM {hwm} kB",
+        t0.elapsed().as_secs_f64(),
+        &resumed[1..]
+    ));
+}
+
+/// ARM: qemu `virt` (Cortex-A15) with Debian's armmp kernel, nandsim (the
+/// armmp kernel has no mtdram or block2mtd) with one bad block, the armv7
+/// agent: a full update, read back with `nanddump --bb=skipbad`.
+#[test]
+fn arm_virt_nandsim_full_update() {
+    let Some(emu) = require(Arch::Armhf, "arm_virt_nandsim_full_update") else {
+        return;
+    };
+    let t0 = Instant::now();
+    let dir = Scratch::new("emu-arm");
+    let base = emu.initramfs(&dir);
+    let erase = 128 * KIB;
+    let rel = release_with_block(&dir, 1024 * KIB + 555, 401, "128K");
+    let blocks = rel.bytes.len().div_ceil(erase);
+    let ns = NetNs::new();
+    let _repair = ns.start_repair(&dir, &rel);
+    let mut sender = ns.start_sender(
+        &dir,
+        &rel,
+        &["--rate", "8M", "--until-done", "1", "--duration", "300"],
+    );
+    let medium = Medium::Nandsim {
+        bad_blocks: vec![3],
+    };
+    let toml = agent_toml("none", 0);
+    let mut g = Guest::boot(
+        &emu,
+        &ns,
+        &dir,
+        "arm",
+        &base,
+        &Boot {
+            medium: &medium,
+            agent_toml: &toml,
+            public_key: &rel.public_key,
+            current_version: "1.0.0",
+            readback_len: Some(rel.bytes.len() as u64),
+            dump_len: ((blocks + 4) * erase) as u64,
+        },
+    );
+    g.expect("FCEMU: done", RUN);
+    let console = g.console();
+    let (rc, hwm) = g.agent_exit().expect("agent exit line");
+    assert_eq!(rc, 0, "agent exit code; console:\n{console}");
+    assert!(console.contains("update complete"), "console:\n{console}");
+    assert_eq!(
+        g.readback_sha256().as_deref(),
+        Some(sha256_file(&rel.image).as_str()),
+        "nanddump read-back differs from the image; console:\n{console}"
+    );
+    g.power_cut();
+    assert_eq!(
+        sender.expect_exit(Duration::from_secs(30)),
+        0,
+        "sender:\n{}",
+        sender.output()
+    );
+    report(&format!(
+        "scenario 4 (arm virt, nandsim, bad block 3, {} bytes in {blocks} blocks): {:.1} s, agent VmHWM {hwm} kB",
+        rel.bytes.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+}
