@@ -1021,9 +1021,12 @@ impl Receiver {
                 }
             },
         };
-        if is_repair && t.slots[s].state == SlotState::Filling {
-            // R-NACK-4: a repair for this block was heard; whoever asked, its
-            // NACK waits until the repairs stop.
+        if is_parity && t.slots[s].state == SlotState::Filling {
+            // R-NACK-4: a parity symbol for this block was heard; whoever asked,
+            // it repairs a loss here too, so this block's NACK waits until the
+            // symbols stop. A retransmitted source chunk only helps the devices
+            // that lack that very chunk, so it holds nothing back: at fleet
+            // scale others' repairs would otherwise defer ours past the window.
             t.slots[s].quiet_until = now + self.config.nack_suppress;
         }
         if t.slots[s].state != SlotState::Filling {

@@ -801,6 +801,40 @@ fn r_nack_4_an_overheard_repair_holds_the_nack_and_parity_shrinks_it() {
 }
 
 #[test]
+fn r_nack_4_a_retransmitted_chunk_for_another_device_does_not_hold_the_nack() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // Block 1 loses chunks 1 and 2; chunk 3 is lost too but another device's
+    // retransmit of it arrives on the repair group before our back-off ends.
+    for (b, c) in all_chunks(&f).into_iter().filter(|&(b, _)| b <= 2) {
+        if b == 1 && (1..=3).contains(&c) {
+            continue;
+        }
+        feed(&mut rx, &mut shell, ms(10), &data(&f, b, c, 0)).expect("data");
+    }
+    let due = rx.poll_timeout().expect("NACK armed");
+    feed(&mut rx, &mut shell, ms(11), &data(&f, 1, 3, FLAG_REPAIR)).expect("repair");
+    let fire = due.max(ms(11));
+    rx.handle_timeout(fire);
+    shell.drain(&mut rx, fire, &[]);
+    assert_eq!(
+        shell.nacks.len(),
+        1,
+        "not held back by a repair of another chunk"
+    );
+    let cpb = f.manifest.chunks_per_block();
+    assert_eq!(
+        shell.nacks[0].ranges.as_slice(),
+        &[ChunkRange {
+            start: cpb + 1,
+            len: 2
+        }]
+    );
+}
+
+#[test]
 fn r_nack_5_whole_block_nacks_wait_for_the_stream_to_pass_the_block() {
     let f = fixture();
     let mut cfg = config();
