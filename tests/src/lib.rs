@@ -238,12 +238,11 @@ pub struct Release {
     pub public_key: PathBuf,
 }
 
-/// Run `firmcast` with `args`; panics with its output unless it exits 0.
-pub fn firmcast_ok(args: &[&str]) -> String {
-    let out = Command::new(bin("firmcast"))
-        .args(args)
+/// Run a command; panic with its output unless it exits 0.
+pub fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
         .output()
-        .expect("run firmcast");
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -251,10 +250,15 @@ pub fn firmcast_ok(args: &[&str]) -> String {
     );
     assert!(
         out.status.success(),
-        "firmcast {args:?} failed ({}):\n{text}",
+        "{what}: {cmd:?} failed ({}):\n{text}",
         out.status
     );
     text
+}
+
+/// Run `firmcast` with `args`; panics with its output unless it exits 0.
+pub fn firmcast_ok(args: &[&str]) -> String {
+    run_ok(Command::new(bin("firmcast")).args(args), "firmcast")
 }
 
 /// Keys (in `dir/keys`), a random image of `len` bytes and its signed manifest.
@@ -394,19 +398,24 @@ pub fn start_repair(dir: &Scratch, net: &Net, rel: &Release, name: &str) -> Proc
     )
 }
 
-/// Start a sender for `rel` on `net` with extra arguments (stop conditions, rate).
-pub fn start_sender(dir: &Scratch, net: &Net, rel: &Release, name: &str, extra: &[&str]) -> Proc {
-    let mut args = vec![
+/// The arguments of `firmcast send` for `rel` to `group` from `interface`.
+pub fn send_args<'a>(rel: &'a Release, group: &'a str, interface: &'a str) -> Vec<&'a str> {
+    vec![
         "send",
         "--image",
         path_str(&rel.image),
         "--manifest",
         path_str(&rel.manifest),
         "--group",
-        &net.group,
+        group,
         "--interface",
-        "127.0.0.1",
-    ];
+        interface,
+    ]
+}
+
+/// Start a sender for `rel` on `net` with extra arguments (stop conditions, rate).
+pub fn start_sender(dir: &Scratch, net: &Net, rel: &Release, name: &str, extra: &[&str]) -> Proc {
+    let mut args = send_args(rel, &net.group, "127.0.0.1");
     args.extend_from_slice(extra);
     Proc::start(name, &bin("firmcast"), &args, dir.path())
 }

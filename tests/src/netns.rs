@@ -282,18 +282,8 @@ impl Rig {
     /// Start `firmcast send` for `rel` on the sender host with `extra` arguments.
     pub fn start_sender(&self, dir: &Scratch, rel: &Release, name: &str, extra: &[&str]) -> Proc {
         let net = net();
-        let mut args = vec![
-            "send",
-            "--image",
-            path_str(&rel.image),
-            "--manifest",
-            path_str(&rel.manifest),
-            "--group",
-            &net.group,
-            "--interface",
-            SERVER_ADDR,
-            "--json",
-        ];
+        let mut args = crate::send_args(rel, &net.group, SERVER_ADDR);
+        args.push("--json");
         args.extend_from_slice(extra);
         self.start(
             &self.server(),

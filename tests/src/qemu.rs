@@ -25,7 +25,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{bin, path_str, Proc, Release, Scratch};
+use crate::{bin, path_str, run_ok, Proc, Release, Scratch};
 
 /// Host address on the namespace's bridge.
 pub const HOST_IP: &str = "10.77.0.1";
@@ -182,24 +182,6 @@ fn nix_euid() -> u32 {
         })
         .and_then(|u| u.parse().ok())
         .unwrap_or(u32::MAX)
-}
-
-/// Run a command; panic with its output unless it exits 0.
-pub fn run_ok(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{what}: {cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
 }
 
 /// A network namespace with a bridge `br0` (10.77.0.1/24) and a tap `tap0`
