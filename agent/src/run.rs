@@ -689,6 +689,10 @@ impl<F: Flash> Core<F> {
             );
             Vec::new()
         } else {
+            log::info!(
+                "verify: all blocks on flash; reading {} blocks back",
+                m.block_count()
+            );
             resume::verify(w, m, &mut self.block_buf)
         };
         if bad.is_empty() {
@@ -723,6 +727,23 @@ impl<F: Flash> Core<F> {
             "update complete: version {version}, {blocks} blocks ({} resumed), {} bytes in {ms} ms, {kib_s} KiB/s",
             self.stats.resumed,
             self.stats.bytes_written
+        );
+        let st = self.rx.stats();
+        log::info!(
+            "receive counters: datagrams {}, chunks {} ({} repairs, {} parity, {} blocks decoded), duplicates {}, no-slot drops {}, evictions {}, NACKs {} ({} chunks, {} held back), passes seen {}, digest failures {}",
+            st.datagrams,
+            st.chunks_stored,
+            st.repairs_stored,
+            st.parity_stored,
+            st.blocks_decoded,
+            st.chunks_duplicate,
+            st.chunks_no_slot,
+            st.evictions,
+            st.nacks_sent,
+            st.chunks_nacked,
+            st.nacks_suppressed,
+            st.passes_seen,
+            st.digest_failures
         );
         let mut code = ExitCode::Ok;
         if let Some(act) = self.activator.as_mut() {
