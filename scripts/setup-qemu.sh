@@ -2,8 +2,9 @@
 # Install what the emulated device tier (tests/tests/emulated.rs) needs on a
 # Debian bookworm machine: qemu-system-mips (qemu-system-mipsel), and, as
 # *downloaded and extracted* packages (never installed into the host), Debian's
-# 4kc-malta mipsel kernel with its modules, busybox-static:mipsel and
-# mtd-utils:mipsel with its shared libraries. They land in
+# 4kc-malta mipsel kernel with its modules, busybox-static:mipsel,
+# mtd-utils:mipsel and libubootenv-tool:mipsel (fw_printenv, fw_setenv) with
+# their shared libraries. They land in
 # target/emulated/mipsel/root (override with FIRMCAST_EMU_DIR).
 # Also the armhf armmp kernel (nandsim only) for the ARM virt guest.
 # Idempotent: a second run downloads nothing.
@@ -60,6 +61,9 @@ if [[ ! -f $emu/mipsel/.done ]]; then
         libselinux1 libpcre2-8-0 libssl3 libuuid1 libzstd1 zlib1g
     touch "$emu/mipsel/.done"
 fi
+# The real fw_printenv/fw_setenv (libubootenv) for the A/B scenario; fetched
+# outside the .done guard so that an existing guest root gains them too.
+fetch mipsel "$mips_root" libubootenv-tool libubootenv0.1
 
 arm_root=$emu/armhf/root
 if [[ ${FIRMCAST_EMU_ARM:-1} == 1 && ! -f $emu/armhf/.done ]]; then

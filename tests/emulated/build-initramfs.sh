@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the emulated CPE's initramfs (newc cpio, gzip): busybox, the init
 # script next to this file, the kernel's MTD/virtio modules, mtd-utils with
-# its shared libraries (an independent reader), and the static agent at
-# /usr/sbin/firmcast-agent.
+# its shared libraries (an independent reader), libubootenv's fw_printenv and
+# fw_setenv when present, and the static agent at /usr/sbin/firmcast-agent.
 #
 #   tests/emulated/build-initramfs.sh ROOT AGENT OUT.cpio.gz
 #
@@ -32,9 +32,14 @@ done
 find "$stage/lib/modules" -name '*.ko.xz' -exec xz -d {} +
 rm -rf "$stage/lib/modules/$kver/kernel/drivers/mtd/ubi"
 
-# mtd-utils (dynamically linked) and the libraries it needs.
+# mtd-utils (dynamically linked) and, below, the libraries it needs.
 for f in mtd_debug mtdinfo nanddump nandwrite flash_erase; do
     [[ -f $root/usr/sbin/$f ]] && cp "$root/usr/sbin/$f" "$stage/usr/sbin/"
+done
+# libubootenv's fw_printenv and fw_setenv (the A/B scenario sets up and reads
+# the U-Boot environment with them), when scripts/setup-qemu.sh fetched them.
+for f in fw_printenv fw_setenv; do
+    if [[ -f $root/usr/bin/$f ]]; then cp "$root/usr/bin/$f" "$stage/usr/bin/"; fi
 done
 for d in lib usr/lib; do
     for sub in "$root/$d"/*-linux-gnu*; do

@@ -1,6 +1,8 @@
 //! Harness for the emulated-device tier (`tests/tests/emulated.rs`): a real
-//! Linux kernel under `qemu-system-*` with real MTD flash (block2mtd over a
-//! virtio disk, nandsim), the cross-built static `firmcast-agent` started by
+//! Linux kernel under `qemu-system-*` with real MTD flash (block2mtd over an
+//! IDE or virtio disk, nandsim, optionally partitioned into A/B slots and a
+//! U-Boot environment that libubootenv's `fw_setenv`/`fw_printenv` set up and
+//! read in the guest), the cross-built static `firmcast-agent` started by
 //! the guest's init, and the operator side (`firmcast send`/`repair`) in a
 //! network namespace of its own.
 //!
@@ -19,6 +21,7 @@
 //! PID through its `Child` handle when the values are dropped, also when the
 //! test panics.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,7 +91,7 @@ pub struct Emu {
     pub arch: Arch,
     /// Kernel image.
     pub kernel: PathBuf,
-    /// Extracted Debian packages (busybox, modules, mtd-utils).
+    /// Extracted Debian packages (busybox, modules, mtd-utils, libubootenv).
     pub root: PathBuf,
     /// The static, stripped agent.
     pub agent: PathBuf,
@@ -155,7 +158,7 @@ impl Emu {
     }
 
     /// Builds the base initramfs into `dir` (busybox, init, modules,
-    /// mtd-utils, agent).
+    /// mtd-utils, fw_printenv/fw_setenv, agent).
     pub fn initramfs(&self, dir: &Scratch) -> PathBuf {
         let out = dir.join("base.cpio.gz");
         run_ok(
@@ -296,9 +299,46 @@ pub enum Medium {
     },
     /// nandsim: 128 MiB SLC, 2048-byte pages, 128 KiB eraseblocks.
     Nandsim {
-        /// Eraseblock numbers nandsim marks bad.
+        /// Eraseblock numbers nandsim marks bad (of the whole chip).
         bad_blocks: Vec<u32>,
+        /// Partition sizes in eraseblocks: `/dev/mtd0`, `/dev/mtd1`, …, the
+        /// rest of the chip one more. Empty: the whole chip is `/dev/mtd0`.
+        parts: Vec<u32>,
     },
+}
+
+/// nandsim's eraseblock.
+pub const NAND_ERASE: u32 = 128 << 10;
+
+/// A/B through the U-Boot environment (`activation = "ab-uboot"`) on
+/// [`Medium::Nandsim`] with three partitions: `/dev/mtd0` slot A,
+/// `/dev/mtd1` slot B, `/dev/mtd2` the environment. Before the agent starts
+/// the guest's init writes `slot_a` to slot A with `nandwrite` and creates
+/// the environment with libubootenv's `fw_setenv` (`-f initial_env` plus the
+/// slot variable, then `-s second_save`, so both redundant copies are
+/// valid); after the agent it prints `fw_printenv` (`FCEMU: env-before:` /
+/// `env-after:` / `env-confirmed:` lines, see [`Guest::env`]), reads slot A
+/// back (`FCEMU: slot-a:`) and slot B (`FCEMU: readback:`).
+///
+/// Why nandsim: libubootenv only opens MTD devices of type NOR or NAND;
+/// block2mtd and mtdram are `MTD_RAM`, and on them Debian's `fw_setenv` and
+/// `fw_printenv` (0.3.2) say "Configuration file wrong or corrupted" and exit
+/// 234. Debian's Malta kernel has no NOR driver for qemu's Malta flash
+/// (physmap without OF or compat probing).
+pub struct AbSetup<'a> {
+    /// The running image, written to slot A.
+    pub slot_a: &'a [u8],
+    /// Value of `boot_slot` the first `fw_setenv` sets (`a`: slot A runs).
+    pub running_slot: &'a str,
+    /// `/etc/fw_env.config`.
+    pub fw_env_config: &'a str,
+    /// `name=value` lines: the default environment for `fw_setenv -f`.
+    pub initial_env: &'a str,
+    /// `name=value` lines for the second save, `fw_setenv -s`.
+    pub second_save: &'a str,
+    /// After the update, run `firmcast-agent confirm` and print the
+    /// environment again.
+    pub confirm: bool,
 }
 
 /// One boot's settings.
@@ -315,6 +355,8 @@ pub struct Boot<'a> {
     pub readback_len: Option<u64>,
     /// Bytes of flash to dump for that (covers skipped bad blocks).
     pub dump_len: u64,
+    /// A/B slots and the U-Boot environment (nandsim with partitions).
+    pub ab: Option<&'a AbSetup<'a>>,
 }
 
 /// A running guest; qemu is killed (SIGKILL, a power cut) on drop.
@@ -359,12 +401,26 @@ impl Guest {
             Medium::Block2mtd { erase, .. } => {
                 env.push_str(&format!("FC_MTD=block2mtd\nFC_ERASE={erase}\n"))
             }
-            Medium::Nandsim { bad_blocks } => {
-                let list: Vec<String> = bad_blocks.iter().map(u32::to_string).collect();
+            Medium::Nandsim { bad_blocks, parts } => {
+                let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
                 env.push_str(&format!(
-                    "FC_MTD=nandsim\nFC_BADBLOCKS={}\n",
-                    list.join(",")
+                    "FC_MTD=nandsim\nFC_BADBLOCKS={}\nFC_NAND_PARTS={}\n",
+                    list(bad_blocks),
+                    list(parts)
                 ));
+            }
+        }
+        if let Some(ab) = b.ab {
+            fs::write(ov.join("etc/slot-a.img"), ab.slot_a).expect("slot-a.img");
+            fs::write(ov.join("etc/fw_env.config"), ab.fw_env_config).expect("fw_env.config");
+            fs::write(ov.join("etc/u-boot-initial-env"), ab.initial_env).expect("initial env");
+            fs::write(ov.join("etc/u-boot-setenv.script"), ab.second_save).expect("setenv script");
+            env.push_str(&format!(
+                "FC_AB=1\nFC_AB_SLOT={}\nFC_READBACK_DEV=/dev/mtd1\n",
+                ab.running_slot
+            ));
+            if ab.confirm {
+                env.push_str("FC_CONFIRM=1\n");
             }
         }
         fs::write(ov.join("etc/emulated.env"), env).expect("emulated.env");
@@ -481,9 +537,47 @@ impl Guest {
 
     /// The SHA-256 the guest computed over its mtd-utils read-back.
     pub fn readback_sha256(&self) -> Option<String> {
+        self.sha256_line("readback")
+    }
+
+    /// The SHA-256 of a `FCEMU: TAG: N bytes sha256 HEX` line.
+    pub fn sha256_line(&self, tag: &str) -> Option<String> {
         let c = self.console();
-        let line = c.lines().find(|l| l.contains("FCEMU: readback: "))?;
+        let needle = format!("FCEMU: {tag}: ");
+        let line = c.lines().find(|l| l.contains(&needle))?;
         line.split_whitespace().last().map(str::to_string)
+    }
+
+    /// The variables of the `FCEMU: TAG: name=value` lines (`fw_printenv`
+    /// in the guest; TAG `env-before`, `env-after` or `env-confirmed`).
+    pub fn env(&self, tag: &str) -> BTreeMap<String, String> {
+        let needle = format!("FCEMU: {tag}: ");
+        self.console()
+            .lines()
+            .filter_map(|l| {
+                let rest = &l[l.find(&needle)? + needle.len()..];
+                let (k, v) = rest.trim_end_matches('\r').split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+
+    /// The flag bytes of the environment copies (`FCEMU: TAG-flag: DEV OFF
+    /// FLAG` lines), in fw_env.config order.
+    pub fn env_flags(&self, tag: &str) -> Vec<u8> {
+        let needle = format!("FCEMU: {tag}-flag: ");
+        self.console()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+            .collect()
+    }
+
+    /// The exit code of `firmcast-agent confirm` (`FCEMU: confirm: exit RC`).
+    pub fn confirm_exit(&self) -> Option<i32> {
+        let c = self.console();
+        let line = c.lines().find(|l| l.contains("FCEMU: confirm: exit "))?;
+        line.split_whitespace().last()?.parse().ok()
     }
 }
 
@@ -525,18 +619,38 @@ pub fn sha256_bytes(dir: &Scratch, bytes: &[u8]) -> String {
     sha256_file(&p)
 }
 
-/// The agent's config in the guest, as an integrator would write it.
-pub fn agent_toml(activation: &str, block_delay_ms: u32) -> String {
-    let mut t = format!(
+/// The keys every guest config shares.
+fn agent_toml_common(activation: &str) -> String {
+    format!(
         "board = \"acme,rt1\"\ncurrent_version_file = \"/etc/fw-version\"\n\
          group = \"{GROUP}\"\nrepair_group = \"{REPAIR_GROUP}\"\ninterface = \"{GUEST_IP}\"\n\
          repair_server = \"{REPAIR_LISTEN}\"\npublic_key = \"/etc/firmcast/operator.pub\"\n\
-         target = \"mtd:/dev/mtd0\"\nactivation = \"{activation}\"\nwindow_blocks = 4\n\
+         activation = \"{activation}\"\nwindow_blocks = 4\n\
          boot_window_secs = 90\nstall_timeout_secs = 90\nrcvbuf_bytes = 1048576\n"
-    );
+    )
+}
+
+/// The agent's config in the guest, as an integrator would write it.
+pub fn agent_toml(activation: &str, block_delay_ms: u32) -> String {
+    let mut t = agent_toml_common(activation);
+    t.push_str("target = \"mtd:/dev/mtd0\"\n");
     if block_delay_ms > 0 {
         t.push_str(&format!("\n[test]\nblock_delay_ms = {block_delay_ms}\n"));
     }
+    t
+}
+
+/// The agent's config for [`AbSetup`]: `ab-uboot` with slot A `/dev/mtd0`,
+/// slot B `/dev/mtd1`, the environment per `/etc/fw_env.config`, the
+/// default variable names spelled out (`boot_slot=a|b`).
+pub fn agent_toml_ab() -> String {
+    let mut t = agent_toml_common("ab-uboot");
+    t.push_str(
+        "\n[ab]\nslot_a = \"mtd:/dev/mtd0\"\nslot_b = \"mtd:/dev/mtd1\"\n\
+         slot_var = \"boot_slot\"\nslot_a_value = \"a\"\nslot_b_value = \"b\"\n\
+         upgrade_available_var = \"upgrade_available\"\nbootcount_var = \"bootcount\"\n\
+         env_config = \"/etc/fw_env.config\"\n",
+    );
     t
 }
 
@@ -556,7 +670,26 @@ pub fn resume_count(log: &str) -> Option<(u32, u32)> {
 /// Skip (print why, return `None`) unless the tier can run; with
 /// `FIRMCAST_REQUIRE_EMULATED=1` a missing prerequisite fails the test instead.
 pub fn require(arch: Arch, test: &str) -> Option<Emu> {
-    match Emu::find(arch) {
+    require_with(arch, test, &[])
+}
+
+/// [`require`], and also these files (relative to the extracted guest root,
+/// e.g. `usr/bin/fw_setenv`).
+pub fn require_with(arch: Arch, test: &str, guest_files: &[&str]) -> Option<Emu> {
+    let missing = |e: &Emu| {
+        guest_files
+            .iter()
+            .find(|f| !e.root.join(f).exists())
+            .copied()
+    };
+    let found = Emu::find(arch).and_then(|e| match missing(&e) {
+        Some(f) => Err(format!(
+            "no {f} in {} (scripts/setup-qemu.sh)",
+            e.root.display()
+        )),
+        None => Ok(e),
+    });
+    match found {
         Ok(e) => Some(e),
         Err(why) => {
             let msg = format!("emulated: SKIPPED {test}: {why}");

@@ -3,7 +3,10 @@
 //! busybox initramfs whose init starts the cross-built static agent exactly as
 //! a router's init would, and the operator side (`firmcast send` and
 //! `firmcast repair`) in a network namespace whose bridge carries the guest's
-//! tap NIC: real IGMP joins, real multicast, real MTD ioctls.
+//! tap NIC: real IGMP joins, real multicast, real MTD ioctls, and for the A/B
+//! scenario a U-Boot environment on NAND that the guest creates and reads
+//! back with U-Boot's own userspace tools (libubootenv's `fw_setenv`,
+//! `fw_printenv`).
 //!
 //! Needs root, `qemu-system-mipsel`, the extracted guest packages
 //! (`scripts/setup-qemu.sh`) and the cross-built agent
@@ -89,6 +92,7 @@ fn malta_block2mtd_full_update_reads_back_equal() {
             current_version: "1.0.0",
             readback_len: Some(rel.bytes.len() as u64),
             dump_len: rel.bytes.len() as u64,
+            ab: None,
         },
     );
     g.expect("FCEMU: done", RUN);
@@ -146,6 +150,7 @@ fn malta_nandsim_with_two_bad_blocks_full_update() {
     );
     let medium = Medium::Nandsim {
         bad_blocks: vec![2, 5],
+        parts: vec![],
     };
     let toml = agent_toml("none", 0);
     let mut g = Guest::boot(
@@ -161,6 +166,7 @@ fn malta_nandsim_with_two_bad_blocks_full_update() {
             current_version: "1.0.0",
             readback_len: Some(rel.bytes.len() as u64),
             dump_len: ((blocks + 4) * erase) as u64,
+            ab: None,
         },
     );
     g.expect("FCEMU: done", RUN);
@@ -233,6 +239,7 @@ fn malta_block2mtd_power_cuts_resume_and_complete() {
         current_version: "1.0.0",
         readback_len: Some(rel.bytes.len() as u64),
         dump_len: rel.bytes.len() as u64,
+        ab: None,
     };
     let mut resumed = Vec::new();
     let mut last_k = 0;
@@ -299,6 +306,189 @@ fn malta_block2mtd_power_cuts_resume_and_complete() {
     ));
 }
 
+/// A/B through the U-Boot environment, checked with U-Boot's own userspace
+/// tool: nandsim partitioned into slot A (`/dev/mtd0`, 16 eraseblocks), slot
+/// B (`/dev/mtd1`, 16 eraseblocks, one bad) and the environment (`/dev/mtd2`,
+/// two eraseblocks: one redundant copy each, incremental flags as on every
+/// NAND). Before the agent starts, the guest's init writes the running image
+/// to slot A and creates the environment with libubootenv's `fw_setenv`
+/// (twice, so both copies are valid and the agent must pick the newer). The
+/// agent (`ab-uboot`) writes slot B and flips the environment; `fw_printenv`
+/// then shows `boot_slot=b upgrade_available=1 bootcount=0` with every other
+/// variable unchanged, mtd-utils read slot B back equal to the image and
+/// slot A equal to what was there; `firmcast-agent confirm` then clears
+/// `upgrade_available` and removes `firmcast_activated`, again as
+/// `fw_printenv` sees it.
+///
+/// nandsim and not block2mtd or mtdram: those are `MTD_RAM` devices, which
+/// libubootenv refuses to open (it takes only NOR and NAND MTD devices), and
+/// Debian's Malta kernel binds no NOR driver to qemu's Malta flash.
+#[test]
+fn malta_nandsim_ab_uboot_env_flipped_and_read_by_fw_printenv() {
+    let Some(emu) = require_with(
+        Arch::Mipsel,
+        "malta_nandsim_ab_uboot_env_flipped_and_read_by_fw_printenv",
+        &["usr/bin/fw_setenv", "usr/bin/fw_printenv"],
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let dir = Scratch::new("emu-ab");
+    let base = emu.initramfs(&dir);
+    let erase = NAND_ERASE as usize;
+    let slot_blocks = 16u32;
+    let rel = release_with_block(&dir, 1024 * KIB + 777, 501, "128K");
+    let slot_a = random_bytes(1024 * KIB + 123, 500);
+    // The environment: one 128 KiB copy per eraseblock of the env partition.
+    let fw_env_config = "# device offset env-size sector-size sectors\n\
+                         /dev/mtd2 0x0 0x20000 0x20000 1\n\
+                         /dev/mtd2 0x20000 0x20000 0x20000 1\n";
+    let initial_env = "altbootcmd=if test ${boot_slot} = a; then setenv boot_slot b; \
+                       else setenv boot_slot a; fi; saveenv; run bootcmd\n\
+                       boot_a=nand read ${loadaddr} 0x0 0x200000; bootm ${loadaddr}\n\
+                       boot_b=nand read ${loadaddr} 0x200000 0x200000; bootm ${loadaddr}\n\
+                       bootcmd=run boot_${boot_slot}\n\
+                       bootdelay=1\n\
+                       bootlimit=3\n\
+                       ethaddr=52:54:00:77:00:02\n\
+                       loadaddr=0x82000000\n";
+    let second_save = "bootcount=0\nupgrade_available=0\n";
+    let ab = AbSetup {
+        slot_a: &slot_a,
+        running_slot: "a",
+        fw_env_config,
+        initial_env,
+        second_save,
+        confirm: true,
+    };
+    let ns = NetNs::new();
+    let _repair = ns.start_repair(&dir, &rel);
+    let mut sender = ns.start_sender(
+        &dir,
+        &rel,
+        &["--rate", "8M", "--until-done", "1", "--duration", "300"],
+    );
+    let medium = Medium::Nandsim {
+        bad_blocks: vec![slot_blocks + 3],
+        parts: vec![slot_blocks, slot_blocks, 2],
+    };
+    let toml = agent_toml_ab();
+    let mut g = Guest::boot(
+        &emu,
+        &ns,
+        &dir,
+        "ab",
+        &base,
+        &Boot {
+            medium: &medium,
+            agent_toml: &toml,
+            public_key: &rel.public_key,
+            current_version: "1.0.0",
+            readback_len: Some(rel.bytes.len() as u64),
+            dump_len: u64::from(slot_blocks) * erase as u64,
+            ab: Some(&ab),
+        },
+    );
+    g.expect("FCEMU: done", Duration::from_secs(300));
+    let console = g.console();
+    let (rc, hwm) = g.agent_exit().expect("agent exit line");
+    assert_eq!(rc, 0, "agent exit code; console:\n{console}");
+    assert!(
+        console.contains("activated slot B (mtd:/dev/mtd1)"),
+        "console:\n{console}"
+    );
+
+    // What fw_setenv made: the defaults plus the three variables.
+    let mut expected: std::collections::BTreeMap<String, String> = initial_env
+        .lines()
+        .chain(second_save.lines())
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    expected.insert("boot_slot".into(), "a".into());
+    let before = g.env("env-before");
+    assert_eq!(before, expected, "fw_printenv before; console:\n{console}");
+    // What the agent's one write must leave: the slot flipped, the
+    // bootloader armed, everything else as it was.
+    for (k, v) in [
+        ("boot_slot", "b"),
+        ("upgrade_available", "1"),
+        ("bootcount", "0"),
+        ("firmcast_activated", "b"),
+    ] {
+        expected.insert(k.into(), v.into());
+    }
+    let after = g.env("env-after");
+    assert_eq!(after, expected, "fw_printenv after; console:\n{console}");
+    // Incremental flags: the agent wrote the older copy with the newer
+    // copy's flag + 1 and left the newer one alone.
+    let (fb, fa) = (g.env_flags("env-before"), g.env_flags("env-after"));
+    assert_eq!(fb.len(), 2, "flags before; console:\n{console}");
+    let newer = usize::from(fb[1] > fb[0]);
+    let mut want = fb.clone();
+    want[1 - newer] = fb[newer].wrapping_add(1);
+    assert_eq!(
+        fa, want,
+        "env copy flags after the agent; console:\n{console}"
+    );
+
+    assert_eq!(
+        g.readback_sha256().as_deref(),
+        Some(sha256_file(&rel.image).as_str()),
+        "slot B (nanddump --bb=skipbad) differs from the image; console:\n{console}"
+    );
+    assert!(
+        console.contains("FCEMU: ecc: 1 bad blocks"),
+        "nandsim bad block in slot B; console:\n{console}"
+    );
+    assert_eq!(
+        g.sha256_line("slot-a").as_deref(),
+        Some(sha256_bytes(&dir, &slot_a).as_str()),
+        "slot A changed; console:\n{console}"
+    );
+
+    // The new slot confirms itself: upgrade_available cleared and the
+    // activation record removed (rollback disarmed), nothing else.
+    assert_eq!(g.confirm_exit(), Some(0), "confirm; console:\n{console}");
+    expected.insert("upgrade_available".into(), "0".into());
+    expected.remove("firmcast_activated");
+    let confirmed = g.env("env-confirmed");
+    assert_eq!(
+        confirmed, expected,
+        "fw_printenv after confirm; console:\n{console}"
+    );
+    let fc = g.env_flags("env-confirmed");
+    g.power_cut();
+    assert_eq!(
+        sender.expect_exit(Duration::from_secs(30)),
+        0,
+        "sender:\n{}",
+        sender.output()
+    );
+    let show = |m: &std::collections::BTreeMap<String, String>| {
+        [
+            "boot_slot",
+            "upgrade_available",
+            "bootcount",
+            "firmcast_activated",
+        ]
+        .iter()
+        .map(|k| format!("{k}={}", m.get(*k).map_or("-", String::as_str)))
+        .collect::<Vec<_>>()
+        .join(" ")
+    };
+    report(&format!(
+        "scenario 5 (malta, nandsim A/B slots + redundant U-Boot env, bad block in slot B, {} bytes): \
+         {:.1} s, agent VmHWM {hwm} kB; fw_printenv before: {} flags {fb:?}; after: {} flags {fa:?}; \
+         after confirm: {} flags {fc:?}; slot B and slot A read back equal",
+        rel.bytes.len(),
+        t0.elapsed().as_secs_f64(),
+        show(&before),
+        show(&after),
+        show(&confirmed),
+    ));
+}
+
 /// ARM: qemu `virt` (Cortex-A15) with Debian's armmp kernel, nandsim (the
 /// armmp kernel has no mtdram or block2mtd) with one bad block, the armv7
 /// agent: a full update, read back with `nanddump --bb=skipbad`.
@@ -322,6 +512,7 @@ fn arm_virt_nandsim_full_update() {
     );
     let medium = Medium::Nandsim {
         bad_blocks: vec![3],
+        parts: vec![],
     };
     let toml = agent_toml("none", 0);
     let mut g = Guest::boot(
@@ -337,6 +528,7 @@ fn arm_virt_nandsim_full_update() {
             current_version: "1.0.0",
             readback_len: Some(rel.bytes.len() as u64),
             dump_len: ((blocks + 4) * erase) as u64,
+            ab: None,
         },
     );
     g.expect("FCEMU: done", RUN);
