@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The namespace test network of tests/tests/fleet_netns.rs and bench/fleet.
 #
-#   rig.sh up   PREFIX DEVICES [RATE_MBIT] [LOSS_PERMILLE]
-#   rig.sh loss PREFIX HOST PERMILLE       # change one device's loss (0 = none)
+#   rig.sh up   PREFIX DEVICES [RATE_MBIT] [LOSS]    # LOSS: PERMILLE or PERMILLEbLEN (bursts)
+#   rig.sh loss PREFIX HOST LOSS           # change one device's loss (0 = none)
 #   rig.sh down PREFIX                     # delete every namespace PREFIX-*
 #
 # One namespace per host, each with one veth ("eth0") into a Linux bridge that
@@ -16,8 +16,16 @@
 # (so TCP of the unicast baseline is segmented as on a real wire). Loss: an
 # nftables input chain in each device namespace drops PERMILLE/1000 of the
 # UDP and TCP packets it receives, from `numgen random`, independently per
-# device (the kernel here has no netem). There is no burst-loss mode: nftables
-# has no per-packet state to make losses correlated honestly.
+# device (the kernel here has no netem).
+#
+# Burst loss: LOSS written PERMILLEbLEN (e.g. 10b16) drops runs of LEN
+# consecutive UDP/TCP packets, one run in every LEN*1000/PERMILLE packets a
+# device receives (so the long-run rate is still PERMILLE/1000), from an
+# nftables `numgen inc` counter per device whose drop window starts at a
+# random offset per device: each device loses whole runs of chunks, at
+# places of its own. It is periodic, not a Gilbert-Elliott chain (nftables
+# keeps no per-packet state beyond the counter); it models what matters for
+# repair, losses that cluster inside blocks.
 #
 # Traffic stays inside these namespaces: 10.77/16 and 239.x exist only here.
 # PREFIX must be short (at most 10 characters: interface names are <= 15).
@@ -30,19 +38,31 @@ host_addr() { # device number -> address
     echo "10.77.$((1 + (n - 1) / 250)).$((1 + (n - 1) % 250))"
 }
 
-set_loss() { # ns permille
-    local ns=$1 permille=$2
+set_loss() { # ns PERMILLE | PERMILLEbLEN
+    local ns=$1 spec=$2 rule
     ip netns exec "$ns" nft delete table ip fcloss 2>/dev/null || true
-    if ((permille > 0)); then
-        ip netns exec "$ns" nft -f - <<NFT
+    if [[ $spec =~ ^([0-9]+)b([0-9]+)$ ]]; then
+        local permille=${BASH_REMATCH[1]} len=${BASH_REMATCH[2]}
+        ((permille > 0 && permille <= 1000 && len > 0)) || die "bad burst loss '$spec'"
+        local period=$((len * 1000 / permille))
+        ((period > len)) || die "burst loss '$spec': bursts would cover everything"
+        local start=$((RANDOM % (period - len + 1)))
+        rule="numgen inc mod $period $start-$((start + len - 1)) drop"
+    elif [[ $spec =~ ^[0-9]+$ ]]; then
+        ((spec <= 1000)) || die "loss '$spec' is more than 1000 permille"
+        ((spec > 0)) || return 0
+        rule="numgen random mod 1000 < $spec drop"
+    else
+        die "bad loss '$spec' (PERMILLE or PERMILLEbLEN, e.g. 10 or 10b16)"
+    fi
+    ip netns exec "$ns" nft -f - <<NFT
 table ip fcloss {
     chain input {
         type filter hook input priority 0; policy accept;
-        meta l4proto { udp, tcp } numgen random mod 1000 < $permille drop
+        meta l4proto { udp, tcp } $rule
     }
 }
 NFT
-    fi
 }
 
 add_host() { # prefix name address rate_mbit
