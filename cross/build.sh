@@ -175,7 +175,7 @@ if ((run_tests)); then
     done
 fi
 
-echo "== stripped sizes (budget: armv7 <= 500 KiB, mipsel <= 700 KiB)"
+echo "== stripped sizes (budget: armv7 <= 500 KB = 500000 bytes, mipsel <= 700 KB = 700000 bytes)"
 for t in "${targets[@]}"; do
     printf '   %-34s %8d bytes %5d KiB\n' "$t" "${size[$t]}" $((size[$t] / 1024))
 done

@@ -2,16 +2,28 @@
 //! parsed into [`Config`]. Every key is documented, with its default and an
 //! example, in `board-configs/README.md`.
 //!
-//! Every error is one line naming the file and the key ([`ConfigError`]); the
-//! agent turns it into exit code 2.
+//! ```text
+//!  text ─▶ toml_subset::parse ─▶ Document ─▶ read_raw ─▶ Raw ─▶ build ─▶ Config
+//!          (syntax: the TOML      (entries    (known keys,          (values checked,
+//!           the boards use)        + lines)    types)                defaults)
+//! ```
+//!
+//! The file is read by `toml_subset`, a small parser for the part of TOML
+//! that board configurations use, not by the `toml` crate: that one was the
+//! biggest piece of the static device binary (see the module's docs).
+//!
+//! Every error is one line naming the file, the line (when the file has one
+//! for it) and the key ([`ConfigError`]); the agent turns it into exit code 2.
+//! Unknown keys and tables are errors, so a typo never falls back to a default.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use toml_subset::{Document, Entry, Value};
+
+mod toml_subset;
 
 /// Where the agent looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/firmcast/agent.toml";
@@ -24,7 +36,7 @@ pub const DEFAULT_REPAIR_GROUP: SocketAddrV4 =
 /// Default boot window.
 pub const DEFAULT_BOOT_WINDOW_SECS: u64 = 30;
 /// Default receive window, in blocks.
-pub const DEFAULT_WINDOW_BLOCKS: u32 = 8;
+pub const DEFAULT_WINDOW_BLOCKS: u32 = 16;
 /// Default largest block size accepted.
 pub const DEFAULT_MAX_BLOCK_SIZE: u32 = 262_144;
 /// Default stall timeout.
@@ -224,7 +236,8 @@ pub struct ConfigError {
     pub file: PathBuf,
     /// The key at fault (`test.rx_loss_permille` for keys in `[test]`).
     pub key: Option<String>,
-    /// The 1-based line, when the TOML parser knows it.
+    /// The 1-based line: of the syntax error, or of the key at fault when
+    /// the file sets it.
     pub line: Option<usize>,
     /// What is wrong.
     pub message: String,
@@ -262,34 +275,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// `device_id`: an integer, or a hex string (`"0x1a2b"` or `"1a2b"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DeviceIdValue(Result<u64, &'static str>);
-
-impl<'de> Deserialize<'de> for DeviceIdValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = DeviceIdValue;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a non-negative integer or a hex string")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DeviceIdValue, E> {
-                Ok(DeviceIdValue(Ok(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DeviceIdValue, E> {
-                Ok(DeviceIdValue(
-                    u64::try_from(v).map_err(|_| "must not be negative"),
-                ))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<DeviceIdValue, E> {
-                Ok(DeviceIdValue(parse_hex_u64(v)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 fn parse_hex_u64(s: &str) -> Result<u64, &'static str> {
     let t = s.trim();
     let t = t
@@ -302,16 +287,14 @@ fn parse_hex_u64(s: &str) -> Result<u64, &'static str> {
     u64::from_str_radix(t, 16).map_err(|_| "not a hex number")
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawTest {
     rx_loss_permille: Option<u32>,
     rx_loss_seed: Option<u64>,
     block_delay_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawAb {
     slot_a: Option<String>,
     slot_b: Option<String>,
@@ -325,23 +308,20 @@ struct RawAb {
     env_endian: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawCommand {
     run: Option<Vec<String>>,
     timeout_secs: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawConfirm {
     at_startup: Option<bool>,
     health_check: Option<Vec<String>>,
     timeout_secs: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct Raw {
     board: Option<String>,
     current_version: Option<String>,
@@ -356,7 +336,7 @@ struct Raw {
     boot_window_secs: Option<u64>,
     window_blocks: Option<u32>,
     max_block_size: Option<u32>,
-    device_id: Option<DeviceIdValue>,
+    device_id: Option<u64>,
     activation: Option<String>,
     stall_timeout_secs: Option<u64>,
     rcvbuf_bytes: Option<u64>,
@@ -366,6 +346,224 @@ struct Raw {
     command: Option<RawCommand>,
     confirm: Option<RawConfirm>,
     test: Option<RawTest>,
+}
+
+/// One `key = value` of the file on its way into a `Raw*` field; its errors
+/// name the file, the line and the key (`table.key` inside a table).
+struct Field<'a> {
+    file: &'a Path,
+    /// `""` at the top level.
+    table: &'a str,
+    entry: &'a Entry,
+}
+
+impl Field<'_> {
+    fn err(&self, message: impl Into<String>) -> ConfigError {
+        let key = if self.table.is_empty() {
+            self.entry.key.clone()
+        } else {
+            format!("{}.{}", self.table, self.entry.key)
+        };
+        ConfigError {
+            file: self.file.to_path_buf(),
+            key: Some(key),
+            line: Some(self.entry.line),
+            message: message.into(),
+        }
+    }
+
+    fn expected(&self, what: &str) -> ConfigError {
+        self.err(format!(
+            "expected {what}, found {}",
+            self.entry.value.kind()
+        ))
+    }
+
+    /// Unknown keys are errors: a typo must not fall back to a default.
+    fn unknown(&self) -> ConfigError {
+        let within = if self.table.is_empty() {
+            String::new()
+        } else {
+            format!(" in [{}]", self.table)
+        };
+        ConfigError {
+            key: Some(self.entry.key.clone()),
+            message: format!("unknown key{within} (see board-configs/README.md for the schema)"),
+            ..self.err("")
+        }
+    }
+
+    fn string(&self) -> Result<Option<String>, ConfigError> {
+        match &self.entry.value {
+            Value::String(s) => Ok(Some(s.clone())),
+            _ => Err(self.expected("a string")),
+        }
+    }
+
+    fn uint(&self, max: u64) -> Result<u64, ConfigError> {
+        match self.entry.value {
+            Value::Integer(n) => match u64::try_from(n) {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(self.err(format!("{n} is out of range (0 to {max})"))),
+            },
+            _ => Err(self.expected("an integer")),
+        }
+    }
+
+    fn u64(&self) -> Result<Option<u64>, ConfigError> {
+        self.uint(u64::MAX).map(Some)
+    }
+
+    fn u32(&self) -> Result<Option<u32>, ConfigError> {
+        let n = self.uint(u32::MAX.into())?;
+        Ok(u32::try_from(n).ok())
+    }
+
+    fn bool(&self) -> Result<Option<bool>, ConfigError> {
+        match self.entry.value {
+            Value::Boolean(b) => Ok(Some(b)),
+            _ => Err(self.expected("true or false")),
+        }
+    }
+
+    fn strings(&self) -> Result<Option<Vec<String>>, ConfigError> {
+        let Value::Array(items) = &self.entry.value else {
+            return Err(self.expected("an array of strings"));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for v in items {
+            match v {
+                Value::String(s) => out.push(s.clone()),
+                v => {
+                    return Err(self.err(format!(
+                        "expected an array of strings, found {} in it",
+                        v.kind()
+                    )))
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// `device_id`: an integer, or a hex string (`"0x1a2b"` or `"1a2b"`).
+    fn device_id(&self) -> Result<Option<u64>, ConfigError> {
+        match &self.entry.value {
+            Value::Integer(n) => u64::try_from(*n)
+                .map(Some)
+                .map_err(|_| self.err("must not be negative")),
+            Value::String(s) => parse_hex_u64(s).map(Some).map_err(|why| self.err(why)),
+            _ => Err(self.expected("a non-negative integer or a hex string")),
+        }
+    }
+}
+
+/// The parsed file into [`Raw`]: every key known, every value of its type.
+fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
+    let mut raw = Raw::default();
+    for entry in &doc.root {
+        let f = Field {
+            file,
+            table: "",
+            entry,
+        };
+        match entry.key.as_str() {
+            "board" => raw.board = f.string()?,
+            "current_version" => raw.current_version = f.string()?,
+            "current_version_file" => raw.current_version_file = f.string()?,
+            "group" => raw.group = f.string()?,
+            "repair_group" => raw.repair_group = f.string()?,
+            "interface" => raw.interface = f.string()?,
+            "repair_server" => raw.repair_server = f.string()?,
+            "public_key" => raw.public_key = f.string()?,
+            "target" => raw.target = f.string()?,
+            "target_size" => raw.target_size = f.u64()?,
+            "boot_window_secs" => raw.boot_window_secs = f.u64()?,
+            "window_blocks" => raw.window_blocks = f.u32()?,
+            "max_block_size" => raw.max_block_size = f.u32()?,
+            "device_id" => raw.device_id = f.device_id()?,
+            "activation" => raw.activation = f.string()?,
+            "stall_timeout_secs" => raw.stall_timeout_secs = f.u64()?,
+            "rcvbuf_bytes" => raw.rcvbuf_bytes = f.u64()?,
+            "exit_when_current" => raw.exit_when_current = f.bool()?,
+            "reboot_command" => raw.reboot_command = f.strings()?,
+            t @ ("ab" | "command" | "confirm" | "test") => {
+                return Err(f.expected(&format!("a [{t}] table")))
+            }
+            _ => return Err(f.unknown()),
+        }
+    }
+    for table in &doc.tables {
+        let fields = table.entries.iter().map(|entry| Field {
+            file,
+            table: &table.name,
+            entry,
+        });
+        match table.name.as_str() {
+            "ab" => {
+                let mut r = RawAb::default();
+                for f in fields {
+                    match f.entry.key.as_str() {
+                        "slot_a" => r.slot_a = f.string()?,
+                        "slot_b" => r.slot_b = f.string()?,
+                        "slot_var" => r.slot_var = f.string()?,
+                        "slot_a_value" => r.slot_a_value = f.string()?,
+                        "slot_b_value" => r.slot_b_value = f.string()?,
+                        "upgrade_available_var" => r.upgrade_available_var = f.string()?,
+                        "bootcount_var" => r.bootcount_var = f.string()?,
+                        "activated_var" => r.activated_var = f.string()?,
+                        "env_config" => r.env_config = f.string()?,
+                        "env_endian" => r.env_endian = f.string()?,
+                        _ => return Err(f.unknown()),
+                    }
+                }
+                raw.ab = Some(r);
+            }
+            "command" => {
+                let mut r = RawCommand::default();
+                for f in fields {
+                    match f.entry.key.as_str() {
+                        "run" => r.run = f.strings()?,
+                        "timeout_secs" => r.timeout_secs = f.u64()?,
+                        _ => return Err(f.unknown()),
+                    }
+                }
+                raw.command = Some(r);
+            }
+            "confirm" => {
+                let mut r = RawConfirm::default();
+                for f in fields {
+                    match f.entry.key.as_str() {
+                        "at_startup" => r.at_startup = f.bool()?,
+                        "health_check" => r.health_check = f.strings()?,
+                        "timeout_secs" => r.timeout_secs = f.u64()?,
+                        _ => return Err(f.unknown()),
+                    }
+                }
+                raw.confirm = Some(r);
+            }
+            "test" => {
+                let mut r = RawTest::default();
+                for f in fields {
+                    match f.entry.key.as_str() {
+                        "rx_loss_permille" => r.rx_loss_permille = f.u32()?,
+                        "rx_loss_seed" => r.rx_loss_seed = f.u64()?,
+                        "block_delay_ms" => r.block_delay_ms = f.u64()?,
+                        _ => return Err(f.unknown()),
+                    }
+                }
+                raw.test = Some(r);
+            }
+            _ => {
+                return Err(ConfigError {
+                    file: file.to_path_buf(),
+                    key: Some(table.name.clone()),
+                    line: Some(table.line),
+                    message: "unknown table (the tables are [ab], [command], [confirm] and [test]; see board-configs/README.md)".to_string(),
+                })
+            }
+        }
+    }
+    Ok(raw)
 }
 
 /// FNV-1a, 64 bit: the default device id hashes `hostname/target`.
@@ -411,7 +609,24 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Resolve `text` (the content of `path`); relative paths in it are relative
 /// to the file's directory. `hostname` feeds the default device id.
 pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigError> {
-    let raw: Raw = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+    let doc = toml_subset::parse(text).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        key: e.key,
+        line: Some(e.line),
+        message: e.message,
+    })?;
+    let raw = read_raw(path, &doc)?;
+    build(path, raw, hostname).map_err(|mut e| {
+        // The checks below know the key at fault; the document knows its line.
+        if e.line.is_none() {
+            e.line = e.key.as_deref().and_then(|k| doc.line_of(k));
+        }
+        e
+    })
+}
+
+/// Check and resolve the values, fill in the defaults.
+fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     let file = path;
 
@@ -543,8 +758,7 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
         ));
     }
     let (device_id, device_id_derived) = match raw.device_id {
-        Some(DeviceIdValue(Ok(id))) => (id, false),
-        Some(DeviceIdValue(Err(why))) => return Err(ConfigError::key(file, "device_id", why)),
+        Some(id) => (id, false),
         None => (default_device_id(hostname, &target), true),
     };
     let activation = match raw.activation.as_deref() {
@@ -922,61 +1136,6 @@ fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Turn a TOML/serde error into one line naming the key when possible.
-fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
-    let message = e.message().to_string();
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    // serde names the key in "unknown field `x`" and "missing field `x`".
-    let named = [
-        "unknown field `",
-        "missing field `",
-        "duplicate key `",
-        "duplicate field `",
-    ]
-    .iter()
-    .find_map(|p| {
-        message
-            .split(p)
-            .nth(1)
-            .and_then(|r| r.split('`').next())
-            .map(str::to_string)
-    });
-    let key = named.or_else(|| line.and_then(|l| key_on_line(text, l)));
-    let message = if message.starts_with("unknown field") {
-        "unknown key (see board-configs/README.md for the schema)".to_string()
-    } else {
-        message
-    };
-    ConfigError {
-        file: file.to_path_buf(),
-        key,
-        line,
-        message,
-    }
-}
-
-/// The key assigned on 1-based `line` (`table.key` inside a table).
-fn key_on_line(text: &str, line: usize) -> Option<String> {
-    let mut table: Option<String> = None;
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        if t.starts_with('[') {
-            table = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-        }
-        if i + 1 == line {
-            let (k, _) = t.split_once('=')?;
-            let k = k.trim().trim_matches('"');
-            return Some(match &table {
-                Some(tb) => format!("{tb}.{k}"),
-                None => k.to_string(),
-            });
-        }
-    }
-    None
-}
-
 impl Config {
     /// The resolved settings, one `key = value` per line (for `--check-config`).
     pub fn describe(&self) -> String {
@@ -1169,7 +1328,7 @@ block_delay_ms = 3
         assert_eq!(c.repair_group, DEFAULT_REPAIR_GROUP);
         assert_eq!(c.interface, Ipv4Addr::UNSPECIFIED);
         assert_eq!(c.boot_window, Duration::from_secs(30));
-        assert_eq!(c.window_blocks, 8);
+        assert_eq!(c.window_blocks, 16);
         assert_eq!(c.max_block_size, 262_144);
         assert_eq!(c.activation, Activation::InPlace);
         assert_eq!(c.stall_timeout, Duration::from_secs(60));
@@ -1253,6 +1412,151 @@ block_delay_ms = 3
         let e = p(&minimal_without("target").replace("board", "target = \"flash0\"\nboard"))
             .expect_err("target");
         assert_eq!(e.key.as_deref(), Some("target"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let base = minimal_without("");
+        // Type errors, from the parser's view of the file.
+        for (extra, key, what) in [
+            (
+                "window_blocks = \"many\"\n",
+                "window_blocks",
+                "expected an integer, found a string",
+            ),
+            (
+                "window_blocks = 5000000000\n",
+                "window_blocks",
+                "out of range",
+            ),
+            ("target_size = -1\n", "target_size", "out of range"),
+            (
+                "exit_when_current = 1\n",
+                "exit_when_current",
+                "expected true or false",
+            ),
+            (
+                "reboot_command = \"/sbin/reboot\"\n",
+                "reboot_command",
+                "expected an array of strings",
+            ),
+            (
+                "reboot_command = [\"/sbin/reboot\", 1]\n",
+                "reboot_command",
+                "found an integer in it",
+            ),
+            ("device_id = true\n", "device_id", "integer or a hex string"),
+            ("device_id = -1\n", "device_id", "negative"),
+            ("test = 1\n", "test", "expected a [test] table"),
+            ("window_blocks = 0\n", "window_blocks", "must be 1 to 1024"),
+            (
+                "group = \"10.0.0.1:7854\"\n",
+                "group",
+                "not a multicast address",
+            ),
+        ] {
+            let e = p(&format!("{base}{extra}")).expect_err(extra);
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(6), "{e}");
+            let line = e.to_string();
+            assert!(line.contains(what), "{line}");
+            assert!(
+                line.starts_with("config /etc/firmcast/agent.toml line 6: key `"),
+                "{line}"
+            );
+        }
+        // Inside a table: `table.key`, the line of the key.
+        for (table, extra, key) in [
+            ("test", "rx_loss_permille = \"5\"", "test.rx_loss_permille"),
+            ("test", "rx_loss_permille = 1001", "test.rx_loss_permille"),
+            ("confirm", "at_startup = \"yes\"", "confirm.at_startup"),
+            ("confirm", "timeout_secs = 0", "confirm.timeout_secs"),
+            ("command", "run = \"/sbin/sysupgrade\"", "command.run"),
+        ] {
+            let text = format!("{base}\n[{table}]\n# why\n{extra}\n");
+            let e = p(&text).expect_err(extra);
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(9), "{e}");
+        }
+        // Syntax errors.
+        for (extra, key, what) in [
+            (
+                "window_blocks = 8\nwindow_blocks = 8\n",
+                "window_blocks",
+                "duplicate key",
+            ),
+            ("board = \"acme,rt1\n", "board", "unterminated string"),
+            ("window_blocks = 1.5\n", "window_blocks", "floats"),
+            ("test.rx_loss_permille = 5\n", "test", "dotted keys"),
+            ("[test]\n[test]\n", "test", "defined twice"),
+        ] {
+            let e = p(&format!("{base}{extra}")).expect_err(extra);
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(6 + extra.matches('\n').count() - 1), "{e}");
+            assert!(e.to_string().contains(what), "{e}");
+        }
+        // A missing key has no line.
+        let e = p(&minimal_without("board")).expect_err("missing");
+        assert_eq!((e.key.as_deref(), e.line), (Some("board"), None), "{e}");
+        // A check that names a table points at its header.
+        let e = p(&format!("{base}\n[ab]\nslot_a = \"mtd:a\"\n")).expect_err("[ab] unused");
+        assert_eq!((e.key.as_deref(), e.line), (Some("ab"), Some(7)), "{e}");
+    }
+
+    #[test]
+    fn crlf_comments_escapes_and_integer_forms() {
+        let lf = full();
+        let crlf = lf.replace('\n', "\r\n");
+        assert_eq!(p(&crlf).expect("crlf"), p(&lf).expect("lf"));
+        let text = full()
+            .replace(
+                "board = \"acme,rt1\"",
+                "board = \"acme\\u002crt1\"   # escaped comma ",
+            )
+            .replace("target_size = 1048576", "target_size = 0x10_0000")
+            .replace("rcvbuf_bytes = 1048576", "rcvbuf_bytes = 1_048_576\t")
+            .replace(
+                "target = \"simnor:/tmp/fc-nor.bin\"",
+                "target = 'simnor:/tmp/fc-nor.bin'",
+            );
+        assert_eq!(p(&text).expect("variants"), p(&lf).expect("lf"));
+        let c = p(&format!(
+            "{}reboot_command = [\n  \"/bin/sh\", # shell\n  \"-c\",\n  \"echo \\\"bye\\\"\",\n]\n",
+            minimal_without("")
+        ))
+        .expect("multi-line array");
+        assert_eq!(c.reboot_command, ["/bin/sh", "-c", "echo \"bye\""]);
+    }
+
+    /// The shapes the integration tests write (tests/src/lib.rs `agent_config`,
+    /// tests/src/qemu.rs `agent_toml`) and bench/fleet writes.
+    #[test]
+    fn test_harness_configs_parse() {
+        let harness = format!(
+            "board = \"acme,rt1\"\ncurrent_version = \"1.0.0\"\ngroup = \"239.255.77.1:7854\"\nrepair_group = \"239.255.77.2:7855\"\n\
+             interface = \"127.0.0.1\"\nrepair_server = \"127.0.0.1:7855\"\npublic_key = \"{KEY}\"\n\
+             target = \"simnor:/tmp/x/d1.flash\"\ntarget_size = 4194304\nboot_window_secs = 20\nwindow_blocks = 8\n\
+             stall_timeout_secs = 30\n\n[test]\nrx_loss_permille = 20\nrx_loss_seed = 7939\nblock_delay_ms = 0\n"
+        );
+        let c = p(&harness).expect("agent_config");
+        assert_eq!(c.test.rx_loss_permille, 20);
+        assert_eq!(c.test.rx_loss_seed, 7939);
+        let qemu = format!(
+            "board = \"acme,rt1\"\ncurrent_version = \"1.0.0\"\n\
+             group = \"239.255.77.1:7854\"\nrepair_group = \"239.255.77.2:7855\"\ninterface = \"10.0.2.15\"\n\
+             repair_server = \"10.0.2.2:7855\"\npublic_key = \"{KEY}\"\n\
+             target = \"mtd:/dev/mtd0\"\nactivation = \"none\"\nwindow_blocks = 4\n\
+             boot_window_secs = 90\nstall_timeout_secs = 90\nrcvbuf_bytes = 1048576\n\n[test]\nblock_delay_ms = 250\n"
+        );
+        let c = p(&qemu).expect("agent_toml");
+        assert_eq!(c.test.block_delay, Duration::from_millis(250));
+        let bench = format!(
+            "board = \"acme,rt1\"\ncurrent_version = \"1.0.0\"\ngroup = \"239.77.0.1:7854\"\nrepair_group = \"239.77.0.2:7855\"\n\
+             interface = \"10.77.1.3\"\nrepair_server = \"10.77.0.2:7855\"\npublic_key = \"{KEY}\"\n\
+             target = \"file:/tmp/d3.out\"\ntarget_size = 1048576\nboot_window_secs = 60\n\
+             stall_timeout_secs = 60\ndevice_id = 3\n"
+        );
+        assert_eq!(p(&bench).expect("bench/fleet").device_id, 3);
     }
 
     #[test]
