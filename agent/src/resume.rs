@@ -47,31 +47,104 @@ pub fn blocks_to_report(matches: &[bool], in_place: bool) -> Scan {
 }
 
 /// Read every block of the image from the target and compare it with the
-/// manifest. `buf` must hold one block.
+/// manifest, in one go. `buf` must hold one block.
 pub fn scan<F: Flash>(
     writer: &mut ImageWriter<F>,
     manifest: &Manifest,
     buf: &mut [u8],
     in_place: bool,
 ) -> Scan {
-    let n = manifest.block_count();
-    let mut matches = Vec::with_capacity(n as usize);
-    let mut unreadable = 0;
-    let mut uniform = UniformDigest::default();
-    for i in 0..n {
-        let ok = match writer.read_block(i, buf) {
-            Ok(len) => uniform.block_matches(manifest, i, &buf[..len]),
-            Err(e) => {
-                log::debug!("resume: block {i} unreadable ({e}); it will be received again");
-                unreadable += 1;
-                false
-            }
-        };
-        matches.push(ok);
+    let mut scanner = Scanner::new(manifest, in_place);
+    let mut matches = vec![false; manifest.block_count() as usize];
+    while !scanner.is_done() {
+        scanner.step(writer, manifest, buf, u32::MAX, |i| {
+            matches[i as usize] = true
+        });
+    }
+    if scanner.header_matches {
+        matches[0] = true;
     }
     let mut s = blocks_to_report(&matches, in_place);
-    s.unreadable = unreadable;
+    s.unreadable = scanner.unreadable;
     s
+}
+
+/// The resume scan done a few blocks at a time, between socket reads, while
+/// the device already receives (R-RES-2): a scan that blocked the agent for
+/// a whole target cost it the data the carousel sent meanwhile (ten agents
+/// sharing two cores took 0.3-1 s for 32 MiB, far more than the socket
+/// buffer holds; a slow NOR chip takes as long on its own).
+///
+/// Blocks are reported as they are found. In place, a matching header
+/// (block 0) is not reported by [`Scanner::step`] but kept in
+/// [`Scanner::header_matches`]; the shell reports it at the end only if
+/// nothing was written meanwhile and every other block is on flash.
+#[derive(Default)]
+pub struct Scanner {
+    next: u32,
+    total: u32,
+    in_place: bool,
+    uniform: UniformDigest,
+    /// Blocks reported present so far.
+    pub reported: u32,
+    /// In place: block 0 matched and was not reported.
+    pub header_matches: bool,
+    /// Blocks that could not be read (they are simply received again).
+    pub unreadable: u32,
+}
+
+impl Scanner {
+    /// A scan of every block of `manifest`'s image, from block 0.
+    pub fn new(manifest: &Manifest, in_place: bool) -> Self {
+        Scanner {
+            total: manifest.block_count(),
+            in_place,
+            ..Scanner::default()
+        }
+    }
+
+    /// Every block has been looked at.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.total
+    }
+
+    /// Blocks looked at so far.
+    pub fn position(&self) -> u32 {
+        self.next
+    }
+
+    /// Look at up to `max` more blocks; call `present` for each one that
+    /// already holds the right bytes (but see the in-place header rule).
+    pub fn step<F: Flash>(
+        &mut self,
+        writer: &mut ImageWriter<F>,
+        manifest: &Manifest,
+        buf: &mut [u8],
+        max: u32,
+        mut present: impl FnMut(u32),
+    ) {
+        let end = self.next.saturating_add(max).min(self.total);
+        for i in self.next..end {
+            let ok = match writer.read_block(i, buf) {
+                Ok(len) => self.uniform.block_matches(manifest, i, &buf[..len]),
+                Err(e) => {
+                    log::debug!("resume: block {i} unreadable ({e}); it will be received again");
+                    self.unreadable += 1;
+                    false
+                }
+            };
+            if !ok {
+                continue;
+            }
+            if i == 0 && self.in_place {
+                self.header_matches = true;
+            } else {
+                self.reported += 1;
+                present(i);
+            }
+        }
+        self.next = end;
+    }
 }
 
 /// Checks a block against the manifest, but hashes a uniform block (every

@@ -87,6 +87,10 @@ const MAX_READS_PER_WAKEUP: usize = 64;
 const COALESCE_BELOW: usize = 8;
 /// The nap: about 11 datagrams at 90 Mbit/s, so wakeups drop ~10-fold.
 const COALESCE: Duration = Duration::from_millis(1);
+/// Blocks of the resume scan per turn of the loop (R-RES-2): between two
+/// turns the sockets are read, so the scan never holds the data up for
+/// longer than reading this many blocks takes.
+const SCAN_BLOCKS_PER_TURN: u32 = 4;
 
 /// When the process exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +200,8 @@ pub struct Core<F: Flash> {
     manifest: Option<Manifest>,
     block_buf: Vec<u8>,
     header_invalidated: bool,
+    /// The resume scan, while it runs beside receiving (R-RES-2).
+    scan: Option<resume::Scanner>,
     listen_until: Instant,
     accepted_at: Instant,
     next_progress_at: Instant,
@@ -256,6 +262,7 @@ impl<F: Flash> Core<F> {
             manifest: None,
             block_buf: Vec::new(),
             header_invalidated: false,
+            scan: None,
             accepted_at: now,
             next_progress_at: now + PROGRESS_EVERY,
             finish: None,
@@ -312,6 +319,9 @@ impl<F: Flash> Core<F> {
         if self.rx.poll_timeout().is_some_and(|t| t <= now) {
             self.rx.handle_timeout(now);
             self.process_events(now);
+        }
+        if self.scan.is_some() {
+            self.scan_step(now, SCAN_BLOCKS_PER_TURN);
         }
     }
 
@@ -380,6 +390,10 @@ impl<F: Flash> Core<F> {
             Some(Finish::Now(_)) => return Some(Instant::ZERO),
             Some(Finish::WhenFinished { by, .. } | Finish::AfterStatuses { by, .. }) => add(by),
             None => {}
+        }
+        if self.scan.is_some() {
+            // More of the resume scan to do: come back at once.
+            return Some(Instant::ZERO);
         }
         if let Some(p) = self.post.filter(|p| p.left > 0 && self.rx.is_finished()) {
             add(p.next_at);
@@ -550,7 +564,7 @@ impl<F: Flash> Core<F> {
             // A dry run writes nothing, so there is nothing to read back.
             verify: !self.s.dry_run,
         };
-        let mut writer = match ImageWriter::new(flash, m.image_len, m.block_size, opts) {
+        let writer = match ImageWriter::new(flash, m.image_len, m.block_size, opts) {
             Ok(w) => w,
             Err(e) => {
                 log::error!("target {} cannot take this image: {e}", self.s.target);
@@ -567,34 +581,59 @@ impl<F: Flash> Core<F> {
         }
         self.block_buf.clear();
         self.block_buf.resize(m.block_size as usize, 0);
-        let scan = resume::scan(
-            &mut writer,
+        self.scan = Some(resume::Scanner::new(
             &m,
-            &mut self.block_buf,
             self.s.activation == Activation::InPlace,
-        );
-        for &i in &scan.present {
-            self.rx.handle_block_present(i);
-        }
-        let mut note = String::new();
-        if scan.header_withheld {
-            note.push_str("; header block matches but is rewritten last");
-        }
-        if scan.unreadable > 0 {
-            note.push_str(&format!("; {} unreadable", scan.unreadable));
-        }
-        log::info!(
-            "resume: {} of {} blocks already on flash{note}",
-            scan.present.len(),
-            m.block_count()
-        );
-        self.stats.resumed = scan.present.len() as u32;
+        ));
         self.writer = Some(writer);
         self.manifest = Some(m);
         let now = self.now();
         self.accepted_at = now;
         self.next_progress_at = now + PROGRESS_EVERY;
+        // R-RES-2: receive while the scan runs, a few blocks per turn.
         self.rx.handle_scan_done(now);
+        self.scan_step(now, SCAN_BLOCKS_PER_TURN);
+    }
+
+    /// Look at up to `max` more blocks of the resume scan and report those
+    /// already on flash; at the end, apply the in-place header rule and log
+    /// the outcome.
+    fn scan_step(&mut self, now: Instant, max: u32) {
+        let (Some(sc), Some(w), Some(m)) = (
+            self.scan.as_mut(),
+            self.writer.as_mut(),
+            self.manifest.as_ref(),
+        ) else {
+            return;
+        };
+        let rx = &mut self.rx;
+        sc.step(w, m, &mut self.block_buf, max, |i| {
+            rx.handle_block_present(now, i);
+        });
+        if !sc.is_done() {
+            return;
+        }
+        let total = m.block_count();
+        let mut note = String::new();
+        let mut reported = sc.reported;
+        if sc.header_matches {
+            // R-HDR-1: a matching header counts only if nothing was written
+            // in this run (which invalidates it first) and every other block
+            // is on flash; otherwise it is received again and written last.
+            if !self.header_invalidated && self.rx.blocks_done() + 1 == total {
+                self.rx.handle_block_present(now, 0);
+                reported += 1;
+            } else {
+                note.push_str("; header block matches but is rewritten last");
+            }
+        }
+        if sc.unreadable > 0 {
+            note.push_str(&format!("; {} unreadable", sc.unreadable));
+        }
+        log::info!("resume: {reported} of {total} blocks already on flash{note}");
+        self.stats.resumed = reported;
+        self.scan = None;
+        self.process_events(now);
     }
 
     fn on_refused(&mut self, now: Instant, r: &Refusal) {
@@ -668,6 +707,7 @@ impl<F: Flash> Core<F> {
         self.spare_flash = self.writer.take().map(ImageWriter::into_inner);
         self.manifest = None;
         self.header_invalidated = false;
+        self.scan = None;
         let mut cfg = self.rx_config.clone();
         cfg.rng_seed = cfg.rng_seed.wrapping_add(u64::from(self.stats.restarts));
         self.rx = Receiver::new(cfg, now);

@@ -84,6 +84,11 @@ pub struct ReceiverConfig {
     /// one NACK then carries the block's whole loss count, which is what a
     /// parity repair server sizes its answer by.
     pub nack_whole_blocks: bool,
+    /// End-game fetch (R-NACK-6): once every block still missing fits the
+    /// window, blocks the carousel will not bring within `window_blocks`
+    /// blocks are asked for whole from the repair server instead of waiting
+    /// for the next pass.
+    pub endgame_fetch: bool,
 }
 
 impl ReceiverConfig {
@@ -115,6 +120,7 @@ impl ReceiverConfig {
             nack_backoff_shape: 1,
             nack_suppress: Duration::from_millis(15),
             nack_whole_blocks: false,
+            endgame_fetch: true,
         }
     }
 }
@@ -208,6 +214,8 @@ pub struct ReceiverStats {
     pub blocks_flashed: u32,
     /// Carousel passes seen (wraps of the stream position).
     pub passes_seen: u32,
+    /// Blocks asked for whole in the end game (R-NACK-6).
+    pub endgame_fetches: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +300,11 @@ struct Transfer {
     done_count: u32,
     /// Global chunk index of the last carousel datagram, and its pass.
     stream_pos: Option<u32>,
+    /// Block of the first carousel datagram stored or skipped in this
+    /// transfer, and wraps of the stream since: which blocks have gone by
+    /// while this device listened (R-NACK-6).
+    first_block: Option<u32>,
+    wraps: u32,
     verify_attempts: u32,
 }
 
@@ -394,6 +407,8 @@ impl Transfer {
             decoder,
             words_per_slot,
             slots: vec![Slot::FREE; window],
+            first_block: None,
+            wraps: 0,
             done: vec![0u64; done_words],
             done_count: 0,
             stream_pos: None,
@@ -483,6 +498,19 @@ impl Transfer {
                 }
             }
             None => 0,
+        }
+    }
+
+    /// Whether the carousel has sent `block` while this device listened,
+    /// given that it is now in block `current` (R-NACK-6).
+    fn went_by(&self, block: u32, current: u32) -> bool {
+        let Some(first) = self.first_block else {
+            return false;
+        };
+        match self.wraps {
+            0 => block >= first && block < current,
+            1 => block >= first || block < current,
+            _ => true,
         }
     }
 
@@ -907,13 +935,32 @@ impl Receiver {
         }
     }
 
-    /// During the resume scan: block `index` already holds the right bytes.
-    pub fn handle_block_present(&mut self, index: u32) {
-        if let Phase::Resuming(t) = &mut self.phase {
-            if index < t.manifest.block_count() && !t.is_done(index) {
+    /// The resume scan found that block `index` already holds the right
+    /// bytes (R-RES-1). The shell may scan before [`Self::handle_scan_done`]
+    /// or, so that no carousel data is missed meanwhile, after it while
+    /// receiving (R-RES-2): a block being filled in the window is then
+    /// dropped from it, one already complete there is written anyway.
+    pub fn handle_block_present(&mut self, now: Instant, index: u32) {
+        match &mut self.phase {
+            Phase::Resuming(t) if index < t.manifest.block_count() && !t.is_done(index) => {
                 t.mark_done(index);
                 self.stats.blocks_resumed += 1;
             }
+            Phase::Receiving(t) => {
+                if index >= t.manifest.block_count() || t.is_done(index) {
+                    return;
+                }
+                if let Some(s) = t.find_slot(index) {
+                    if t.slots[s].state != SlotState::Filling {
+                        return;
+                    }
+                    t.reset_slot(s);
+                }
+                t.mark_done(index);
+                self.stats.blocks_resumed += 1;
+                self.after_block_done(now);
+            }
+            _ => {}
         }
     }
 
@@ -982,8 +1029,12 @@ impl Receiver {
         }
         if !is_repair && !is_parity {
             let pos = t.global(d.block, d.chunk);
+            if t.first_block.is_none() {
+                t.first_block = Some(d.block);
+            }
             if t.stream_pos.is_some_and(|p| pos < p) {
                 self.stats.passes_seen += 1;
+                t.wraps = t.wraps.saturating_add(1);
                 // A new pass: every block in the window has now been passed once whole.
                 for sl in t.slots.iter_mut().filter(|s| s.state == SlotState::Filling) {
                     sl.expect_all = true;
@@ -1171,6 +1222,7 @@ impl Receiver {
     /// A retry timer further out than the back-off is pulled in, so fresh
     /// holes never wait for an old block's retry.
     fn after_data(&mut self, now: Instant) {
+        self.endgame(now);
         let latest_ok = now + self.config.nack_delay_max;
         if self.nack_at.is_some_and(|at| at <= latest_ok) {
             return;
@@ -1187,6 +1239,73 @@ impl Receiver {
                     || t.horizon(s) >= t.manifest.chunks_in_block(sl.block))
         });
         if fresh {
+            let delay = self.backoff();
+            self.nack_at = earliest(self.nack_at, Some(now + delay));
+        }
+    }
+
+    /// R-NACK-6, the end game: when every block still missing fits the
+    /// window, a free slot is given to each missing block that is not in the
+    /// window, that the carousel has already sent while this device listened
+    /// (so it was lost or evicted here) and that the carousel will not reach
+    /// again within `window_blocks` blocks; the slot is marked as expected
+    /// whole, and a NACK is armed. The repair
+    /// server then brings it in milliseconds instead of the device waiting
+    /// up to a whole carousel pass for it. Before the end game those blocks
+    /// are left to the carousel, which costs the network nothing extra.
+    fn endgame(&mut self, now: Instant) {
+        if !self.config.endgame_fetch {
+            return;
+        }
+        let Phase::Receiving(t) = &mut self.phase else {
+            return;
+        };
+        let total = t.manifest.block_count();
+        let missing = total - t.done_count;
+        let window = self.config.window_blocks;
+        if missing == 0 || missing > window {
+            return;
+        }
+        // Quick exit: a free slot and a missing block outside the window.
+        let in_window = t
+            .slots
+            .iter()
+            .filter(|sl| sl.state != SlotState::Free && !t.is_done(sl.block))
+            .count() as u32;
+        if in_window >= missing || in_window >= window {
+            return;
+        }
+        let Some(pos) = t.stream_pos else {
+            return;
+        };
+        let current = pos / t.manifest.chunks_per_block().max(1);
+        let mut claimed = false;
+        for block in 0..total {
+            if t.is_done(block) || t.find_slot(block).is_some() {
+                continue;
+            }
+            // Blocks the carousel has not sent since this device listens,
+            // or is in, or is about to bring again, are left to it.
+            let ahead = (block + total - current % total) % total;
+            if !t.went_by(block, current) || ahead < window {
+                continue;
+            }
+            let Some(s) = t.slots.iter().position(|sl| sl.state == SlotState::Free) else {
+                break;
+            };
+            t.reset_slot(s);
+            t.slots[s] = Slot {
+                state: SlotState::Filling,
+                block,
+                expect_all: true,
+                last_activity: now,
+                last_nack_at: now,
+                ..Slot::FREE
+            };
+            self.stats.endgame_fetches += 1;
+            claimed = true;
+        }
+        if claimed {
             let delay = self.backoff();
             self.nack_at = earliest(self.nack_at, Some(now + delay));
         }
@@ -1239,6 +1358,16 @@ impl Receiver {
         }
         t.mark_done(index);
         self.stats.blocks_flashed += 1;
+        self.after_block_done(now);
+    }
+
+    /// A block became done (flashed, or found on flash by the scan): release
+    /// a held header when it is the last one missing, start the end game, or
+    /// go on to the read-back when nothing is missing.
+    fn after_block_done(&mut self, now: Instant) {
+        let Phase::Receiving(t) = &mut self.phase else {
+            return;
+        };
         self.last_progress_at = now;
         let total = t.manifest.block_count();
         if t.done_count + 1 == total {
@@ -1246,6 +1375,10 @@ impl Receiver {
             if let Some(h) = t.slots.iter_mut().find(|sl| sl.state == SlotState::Held) {
                 h.state = SlotState::Ready;
             }
+        }
+        if t.done_count < total {
+            self.endgame(now);
+            return;
         }
         if t.done_count == total {
             self.nack_at = None;
@@ -1292,6 +1425,7 @@ impl Receiver {
             }
         }
         self.phase = Phase::Receiving(t);
+        self.endgame(now);
     }
 
     /// Time passed: fire due NACK and Status timers.

@@ -214,6 +214,9 @@ pub struct SendArgs {
     /// Extra copies of the manifest per pass, spread among the data.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub manifest_repeats: u32,
+    /// Copies of the manifest back to back at the start of each pass.
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub manifest_lead: u32,
     /// Print a JSON summary object on stdout.
     #[arg(long)]
     pub json: bool,

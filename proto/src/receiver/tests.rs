@@ -162,7 +162,7 @@ impl Shell {
                     Event::ManifestAccepted => {
                         self.accepted = true;
                         for &b in present {
-                            rx.handle_block_present(b);
+                            rx.handle_block_present(now, b);
                         }
                         rx.handle_scan_done(now);
                     }
@@ -547,6 +547,133 @@ fn r_win_1_the_window_never_exceeds_its_bound_and_evicts_the_stalest_block() {
 }
 
 #[test]
+fn r_nack_6_in_the_end_game_an_evicted_block_is_asked_for_whole_before_the_next_pass() {
+    // 6 full blocks of 4 chunks, a window of 2.
+    let f = fixture_with("acme,rt1", "2.1.0", 1, 6 * BLOCK as usize);
+    let mut cfg = config();
+    cfg.window_blocks = 2;
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let cpb = f.manifest.chunks_per_block();
+    // Blocks 1 and 2 lose chunk 3; block 3's first chunk evicts block 1.
+    for (b, c) in all_chunks(&f) {
+        if (b == 1 || b == 2) && c == 3 {
+            continue;
+        }
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+        if b == 3 && c == 0 {
+            assert_eq!(rx.stats().evictions, 1, "block 1 evicted for block 3");
+        }
+        if b < 4 {
+            // Not yet the end game: 3 or more blocks missing, 2 slots.
+            assert_eq!(rx.stats().endgame_fetches, 0, "after block {b} chunk {c}");
+        }
+    }
+    // Blocks 1 and 2 are all that is missing: block 2 is in the window, and
+    // block 1, which went by and is 3 blocks away from the next pass's
+    // position, is taken back into the window and asked for whole.
+    assert_eq!(rx.stats().endgame_fetches, 1);
+    let due = rx.poll_timeout().expect("NACK armed");
+    rx.handle_timeout(due);
+    shell.drain(&mut rx, due, &[]);
+    let asked: Vec<ChunkRange> = shell
+        .nacks
+        .iter()
+        .flat_map(|n| n.ranges.iter().copied())
+        .collect();
+    assert!(
+        asked.contains(&ChunkRange {
+            start: cpb,
+            len: cpb
+        }),
+        "block 1 asked for whole: {asked:?}"
+    );
+    assert!(
+        asked.contains(&ChunkRange {
+            start: 2 * cpb + 3,
+            len: 1
+        }),
+        "block 2's hole asked for: {asked:?}"
+    );
+    // The repairs complete the image with no second pass.
+    for (b, c) in [(1, 0), (1, 1), (1, 2), (1, 3), (2, 3)] {
+        feed(&mut rx, &mut shell, due, &data(&f, b, c, FLAG_REPAIR)).expect("repair");
+    }
+    assert!(shell.done);
+    assert_eq!(rx.stats().passes_seen, 0);
+    assert!(flash_equals_image(&f, &shell));
+}
+
+#[test]
+fn r_nack_6_blocks_not_yet_sent_while_listening_are_left_to_the_carousel() {
+    // A resumed device holds blocks 0-3 of 6 and misses 4 and 5, which fit
+    // its window of 2: the end game holds from the start. The carousel is at
+    // the start of a pass: blocks 4 and 5 have not gone by while this device
+    // listened, so they are left to the carousel, not asked for.
+    let f = fixture_with("acme,rt1", "2.1.0", 1, 6 * BLOCK as usize);
+    let mut cfg = config();
+    cfg.window_blocks = 2;
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[0, 1, 2, 3]);
+    for (b, c) in all_chunks(&f).into_iter().filter(|&(b, _)| b <= 1) {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+    }
+    assert_eq!(rx.stats().endgame_fetches, 0);
+    if let Some(due) = rx.poll_timeout() {
+        rx.handle_timeout(due);
+        shell.drain(&mut rx, due, &[]);
+    }
+    assert!(shell.nacks.is_empty(), "nothing asked: {:?}", shell.nacks);
+    // The carousel brings them.
+    for (b, c) in all_chunks(&f).into_iter().filter(|&(b, _)| b >= 2) {
+        feed(&mut rx, &mut shell, ms(2), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done);
+    assert_eq!(rx.stats().endgame_fetches, 0);
+}
+
+#[test]
+fn r_res_2_a_block_found_by_the_scan_while_receiving_leaves_the_window() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    // The shell reports the scan done at once and scans while receiving.
+    start(&f, &mut rx, &mut shell, &[]);
+    assert_eq!(rx.state(), DeviceState::Receiving);
+    // Block 1 is half received when the scan finds it on flash.
+    for c in 0..2 {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 1, c, 0)).expect("data");
+    }
+    rx.handle_block_present(ms(2), 1);
+    assert_eq!(rx.blocks_done(), 1);
+    assert_eq!(rx.stats().blocks_resumed, 1);
+    // The rest of the pass: block 1 is not taken again nor written.
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(3), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done);
+    assert!(!shell.write_order.contains(&1), "{:?}", shell.write_order);
+    assert_eq!(shell.write_order.len() as u32, f.manifest.block_count() - 1);
+}
+
+#[test]
+fn r_res_2_the_last_missing_block_found_by_the_scan_starts_the_read_back() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    for (b, c) in all_chunks(&f).into_iter().filter(|&(b, _)| b != 3) {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(!shell.done);
+    rx.handle_block_present(ms(2), 3);
+    shell.drain(&mut rx, ms(2), &[]);
+    assert!(shell.done, "read back and done once block 3 was found");
+}
+
+#[test]
 fn r_hdr_1_with_hold_first_block_the_header_is_written_last() {
     let f = fixture();
     let mut cfg = config();
@@ -596,7 +723,7 @@ fn r_ver_2_blocks_that_fail_read_back_are_received_again() {
     }
     assert!(matches!(rx.poll_event(), Some(Event::ManifestAccepted)));
     for b in 0..5 {
-        rx.handle_block_present(b);
+        rx.handle_block_present(ms(0), b);
     }
     rx.handle_scan_done(ms(0));
     assert!(matches!(rx.poll_event(), Some(Event::VerifyImage)));
