@@ -4,8 +4,13 @@
 # rust-web-src: scripts/setup-cross.sh installs them). Notes per target:
 # cross/README.md.
 #
-#   cross/build.sh                    # all four targets, prints stripped sizes
+#   cross/build.sh                    # the four device targets (armv7, aarch64,
+#                                     # mipsel, mips), prints stripped sizes
 #   cross/build.sh mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf
+#   cross/build.sh x86_64-unknown-linux-musl
+#                                     # only when named: the same static musl
+#                                     # build for this x86_64 host, e.g. for
+#                                     # bench/fleet --agent (not a device target)
 #   cross/build.sh --test [TARGET...] # also run agent/flasher/proto unit tests
 #                                     # under qemu-user-static (default: armv7, mipsel)
 #
@@ -18,6 +23,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
+# The device targets: what a bare `cross/build.sh` (and CI's --test) builds.
+# x86_64-unknown-linux-musl (host benchmarks) is built only when named.
 ALL=(armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl)
 TEST_DEFAULT=(armv7-unknown-linux-musleabihf mipsel-unknown-linux-musl)
 run_tests=0
@@ -25,7 +32,7 @@ targets=()
 for a in "$@"; do
     case $a in
         --test) run_tests=1 ;;
-        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *-*) targets+=("$a") ;;
         *) echo "cross/build.sh: unknown argument $a" >&2; exit 2 ;;
     esac
@@ -46,13 +53,14 @@ SUPPORT=$CARGO_TARGET_DIR/support
 PROFILE=${FIRMCAST_CROSS_PROFILE:-release}
 mkdir -p "$OUT" "$SUPPORT"
 
-# target -> "gnu-prefix qemu needs-dl_find_object"
+# target -> "gnu-prefix qemu needs-dl_find_object" (qemu "-": runs natively)
 spec() {
     case $1 in
         armv7-unknown-linux-musleabihf) echo "arm-linux-gnueabihf qemu-arm-static 0" ;;
         aarch64-unknown-linux-musl) echo "aarch64-linux-gnu qemu-aarch64-static 1" ;;
         mipsel-unknown-linux-musl) echo "mipsel-linux-gnu qemu-mipsel-static 1" ;;
         mips-unknown-linux-musl) echo "mips-linux-gnu qemu-mips-static 1" ;;
+        x86_64-unknown-linux-musl) echo "x86_64-linux-gnu - 1" ;;
         *) echo "cross/build.sh: unsupported target $1" >&2; return 1 ;;
     esac
 }
@@ -64,6 +72,7 @@ musl_cc() {
         aarch64-unknown-linux-musl) echo /usr/bin/aarch64-linux-musl-gcc ;;
         mipsel-unknown-linux-musl) echo /usr/bin/mipsel-linux-musl-gcc ;;
         mips-unknown-linux-musl) echo "$SUPPORT/musl-mips/bin/musl-gcc" ;;
+        x86_64-unknown-linux-musl) echo /usr/bin/x86_64-linux-musl-gcc ;; # musl-tools (= musl-gcc)
     esac
 }
 
@@ -82,7 +91,8 @@ build_musl_mips() {
     [[ -x $prefix/bin/musl-gcc ]]
 }
 
-# libunwind.a = the cross gcc's libgcc_eh.a (+ _dl_find_object where GCC 12 wants it).
+# libunwind.a = the cross (for x86_64: the host) gcc's libgcc_eh.a (+
+# _dl_find_object where GCC 12 wants it).
 make_support() {
     local t=$1 gnu=$2 dlfo=$3 cc=$4
     local dir=$SUPPORT/$t
@@ -120,7 +130,9 @@ setup_target() {
     E=$(env_name "$t")
     export "CARGO_TARGET_${E}_LINKER=$cc"
     export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -L native=$SUPPORT/$t $(float_rustflags "$t")"
-    export "CARGO_TARGET_${E}_RUNNER=$qemu"
+    if [[ $qemu != - ]]; then
+        export "CARGO_TARGET_${E}_RUNNER=$qemu"
+    fi
     export "CC_${t//-/_}=$cc" "AR_${t//-/_}=$gnu-ar"
     GNU=$gnu
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what cross/build.sh needs on a Debian bookworm machine (no Docker):
-# cross gcc, musl for armhf/arm64/mipsel (multiarch), Debian's own rustc/cargo
+# cross gcc, musl for armhf/arm64/mipsel (multiarch) and for the host's amd64
+# (musl-tools: musl-gcc, for the optional x86_64-unknown-linux-musl build that
+# bench/fleet --agent runs on this host), Debian's own rustc/cargo
 # with the std sources (bookworm-security's rustc-web, used with
 # RUSTC_BOOTSTRAP=1 and -Zbuild-std), qemu-user-static for the cross unit
 # tests, and the musl sources for big-endian mips (no Debian musl:mips).
@@ -36,7 +38,7 @@ fi
 
 pkgs=(
     gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu gcc-mipsel-linux-gnu gcc-mips-linux-gnu
-    musl-dev:armhf musl-dev:arm64 musl-dev:mipsel
+    musl-dev:armhf musl-dev:arm64 musl-dev:mipsel musl-tools
     rustc-web cargo-web libstd-rust-web-dev rust-web-src
     qemu-user-static dpkg-dev make
 )
