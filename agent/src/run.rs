@@ -94,7 +94,13 @@ const COALESCE: Duration = Duration::from_millis(1);
 /// Blocks of the resume scan per turn of the loop (R-RES-2): between two
 /// turns the sockets are read, so the scan never holds the data up for
 /// longer than reading this many blocks takes.
-const SCAN_BLOCKS_PER_TURN: u32 = 4;
+const SCAN_BLOCKS_PER_TURN: u32 = 64;
+/// Blocks of the resume scan looked at after each block written, whatever
+/// the time: the scan then outpaces the writes even on slow flash.
+const SCAN_BLOCKS_PER_WRITE: u32 = 4;
+/// Longest a turn of the resume scan may take (after its first block); the socket buffer holds far
+/// more than this of the stream.
+const SCAN_TURN_BUDGET: Duration = Duration::from_millis(10);
 
 /// When the process exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,8 +191,12 @@ pub struct CoreStats {
     pub blocks_written: u32,
     /// Bytes written in this run.
     pub bytes_written: u64,
-    /// Blocks found on flash by the last resume scan.
+    /// Blocks found on flash by the last resume scan (including those read
+    /// before writing and found already there).
     pub resumed: u32,
+    /// Blocks received before the scan reached them and found on flash
+    /// already, so not written again.
+    pub already_there: u32,
     /// Receiver restarts after a new bad block.
     pub restarts: u32,
 }
@@ -206,6 +216,8 @@ pub struct Core<F: Flash> {
     header_invalidated: bool,
     /// The resume scan, while it runs beside receiving (R-RES-2).
     scan: Option<resume::Scanner>,
+    /// Blocks the scan found that the receiver did not have yet.
+    scan_found: u32,
     listen_until: Instant,
     accepted_at: Instant,
     next_progress_at: Instant,
@@ -220,26 +232,46 @@ pub struct Core<F: Flash> {
     stamp: (u32, ImageId),
 }
 
+/// What [`write_block`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Erased and programmed (and read back).
+    Flashed,
+    /// The flash already held exactly these bytes: nothing was written.
+    AlreadyThere,
+}
+
 /// Write one block, invalidating the header first on the first write of an
-/// in-place run. Free function so it can borrow the writer while the block
-/// data still borrows the receiver.
+/// in-place run. While the resume scan has not reached the block yet
+/// (`unscanned`), it is read first and not written again if the flash holds
+/// it already (R-RES-2: a resumed block the stream brings before the scan
+/// finds it costs a read, not an erase and a write). Free function so it can
+/// borrow the writer while the block data still borrows the receiver.
 fn write_block<F: Flash>(
     writer: &mut Option<ImageWriter<F>>,
     header_invalidated: &mut bool,
     in_place: bool,
+    unscanned: Option<&mut [u8]>,
     index: u32,
     data: &[u8],
-) -> Result<(), flasher::Error> {
+) -> Result<Written, flasher::Error> {
     let Some(w) = writer.as_mut() else {
         return Err(flasher::Error::new(ErrorKind::NotFound, flasher::Op::Write)
             .with_detail("no target open"));
     };
+    if let Some(buf) = unscanned {
+        if w.read_block(index, buf)
+            .is_ok_and(|len| buf[..len] == *data)
+        {
+            return Ok(Written::AlreadyThere);
+        }
+    }
     if in_place && !*header_invalidated {
         w.invalidate_header()?;
         *header_invalidated = true;
         log::info!("in-place: old header invalidated; it is rewritten last");
     }
-    w.write_block(index, data)
+    w.write_block(index, data).map(|()| Written::Flashed)
 }
 
 impl<F: Flash> Core<F> {
@@ -267,6 +299,7 @@ impl<F: Flash> Core<F> {
             block_buf: Vec::new(),
             header_invalidated: false,
             scan: None,
+            scan_found: 0,
             accepted_at: now,
             next_progress_at: now + PROGRESS_EVERY,
             finish: None,
@@ -325,7 +358,7 @@ impl<F: Flash> Core<F> {
             self.process_events(now);
         }
         if self.scan.is_some() {
-            self.scan_step(now, SCAN_BLOCKS_PER_TURN);
+            self.scan_step(now, 1, SCAN_BLOCKS_PER_TURN);
         }
     }
 
@@ -503,14 +536,25 @@ impl<F: Flash> Core<F> {
                 }
                 Event::WriteBlock { index, data } => {
                     let len = data.len();
+                    let unscanned = self
+                        .scan
+                        .as_ref()
+                        .is_some_and(|sc| sc.position() <= index)
+                        .then_some(self.block_buf.as_mut_slice());
                     let r = write_block(
                         &mut self.writer,
                         &mut self.header_invalidated,
                         in_place,
+                        unscanned,
                         index,
                         data,
                     );
                     self.on_written(index, len, r);
+                    if self.scan.is_some() {
+                        // Keep the scan ahead of the writes when flash is
+                        // slow and the loop turns seldom.
+                        self.scan_step(now, SCAN_BLOCKS_PER_WRITE, SCAN_BLOCKS_PER_WRITE);
+                    }
                 }
                 Event::VerifyImage => self.on_verify(),
                 Event::Done => self.on_done(),
@@ -585,6 +629,8 @@ impl<F: Flash> Core<F> {
         }
         self.block_buf.clear();
         self.block_buf.resize(m.block_size as usize, 0);
+        self.scan_found = 0;
+        self.stats.already_there = 0;
         self.scan = Some(resume::Scanner::new(
             &m,
             self.s.activation == Activation::InPlace,
@@ -596,13 +642,14 @@ impl<F: Flash> Core<F> {
         self.next_progress_at = now + PROGRESS_EVERY;
         // R-RES-2: receive while the scan runs, a few blocks per turn.
         self.rx.handle_scan_done(now);
-        self.scan_step(now, SCAN_BLOCKS_PER_TURN);
+        self.scan_step(now, 1, SCAN_BLOCKS_PER_TURN);
     }
 
-    /// Look at up to `max` more blocks of the resume scan and report those
+    /// Look at `min` to `max` more blocks of the resume scan (more than `min`
+    /// only within [`SCAN_TURN_BUDGET`]) and report those
     /// already on flash; at the end, apply the in-place header rule and log
     /// the outcome.
-    fn scan_step(&mut self, now: Instant, max: u32) {
+    fn scan_step(&mut self, now: Instant, min: u32, max: u32) {
         let (Some(sc), Some(w), Some(m)) = (
             self.scan.as_mut(),
             self.writer.as_mut(),
@@ -611,15 +658,26 @@ impl<F: Flash> Core<F> {
             return;
         };
         let rx = &mut self.rx;
-        sc.step(w, m, &mut self.block_buf, max, |i| {
-            rx.handle_block_present(now, i);
-        });
+        let before = rx.stats().blocks_resumed;
+        // Time-bounded: between two turns the sockets are read.
+        let started = (self.clock)();
+        let mut looked = 0;
+        while !sc.is_done() && looked < max {
+            sc.step(w, m, &mut self.block_buf, 1, |i| {
+                rx.handle_block_present(now, i);
+            });
+            looked += 1;
+            if looked >= min && (self.clock)().saturating_since(started) >= SCAN_TURN_BUDGET {
+                break;
+            }
+        }
+        self.scan_found += rx.stats().blocks_resumed - before;
         if !sc.is_done() {
             return;
         }
         let total = m.block_count();
         let mut note = String::new();
-        let mut reported = sc.reported;
+        let mut reported = self.scan_found;
         if sc.header_matches {
             // R-HDR-1: a matching header counts only if nothing was written
             // in this run (which invalidates it first) and every other block
@@ -634,8 +692,14 @@ impl<F: Flash> Core<F> {
         if sc.unreadable > 0 {
             note.push_str(&format!("; {} unreadable", sc.unreadable));
         }
+        if self.stats.already_there > 0 {
+            note.push_str(&format!(
+                "; {} more were already there when received before the scan reached them",
+                self.stats.already_there
+            ));
+        }
         log::info!("resume: {reported} of {total} blocks already on flash{note}");
-        self.stats.resumed = reported;
+        self.stats.resumed = reported + self.stats.already_there;
         self.scan = None;
         self.process_events(now);
     }
@@ -670,10 +734,15 @@ impl<F: Flash> Core<F> {
         }
     }
 
-    fn on_written(&mut self, index: u32, len: usize, r: Result<(), flasher::Error>) {
+    fn on_written(&mut self, index: u32, len: usize, r: Result<Written, flasher::Error>) {
         let now = self.now();
         match r {
-            Ok(()) => {
+            Ok(Written::AlreadyThere) => {
+                self.stats.already_there += 1;
+                log::debug!("block {index} already on flash ({len} bytes); not rewritten");
+                self.rx.handle_flash_done(now, index, true);
+            }
+            Ok(Written::Flashed) => {
                 self.stats.blocks_written += 1;
                 self.stats.bytes_written += len as u64;
                 log::debug!("block {index} written ({len} bytes)");

@@ -243,7 +243,7 @@ fn malta_block2mtd_power_cuts_resume_and_complete() {
     };
     let mut resumed = Vec::new();
     let mut last_k = 0;
-    for (i, after_ms) in [2500u64, 2000, 3000].into_iter().enumerate() {
+    for (i, after_ms) in [2500u64, 2000, 1000].into_iter().enumerate() {
         let name = format!("cut{}", i + 1);
         let mut g = Guest::boot(&emu, &ns, &dir, &name, &base, &boot);
         g.expect("already on flash", RUN);
