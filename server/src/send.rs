@@ -86,6 +86,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut rbuf = vec![0u8; 65_536];
     let mut progress = Progress::new(args.verbose);
     let mut consecutive_errors = 0u32;
+    let mut passes_logged = 0u32;
     let mut send_errors = 0u64;
     let verbose = args.verbose;
     let handle = |sender: &mut Sender, now: proto::Instant, from: SocketAddr, bytes: &[u8]| {
@@ -141,6 +142,16 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 passes_met = true;
                 break;
             }
+        }
+        if sender.passes_completed() > passes_logged {
+            passes_logged = sender.passes_completed();
+            let st = sender.stats();
+            log::info!(
+                "pass {passes_logged} complete at {:.2} s: {} datagrams, {:.1} Mbit/s so far",
+                clock.secs(),
+                st.datagrams,
+                st.bytes as f64 * 8.0 / clock.secs().max(1e-3) / 1e6
+            );
         }
         let done = sender.fleet().count(image_id, DeviceState::Done);
         if args.until_done.is_some_and(|n| done >= n) {
