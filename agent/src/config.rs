@@ -43,6 +43,10 @@ pub const DEFAULT_MAX_BLOCK_SIZE: u32 = 262_144;
 pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 60;
 /// Default socket receive buffer.
 pub const DEFAULT_RCVBUF_BYTES: u64 = 2 * 1024 * 1024;
+/// Default longest NACK back-off, milliseconds (R-NACK-2).
+pub const DEFAULT_NACK_BACKOFF_MS: u64 = 12;
+/// Default NACK back-off shape (1: uniform; R-NACK-2).
+pub const DEFAULT_NACK_BACKOFF_SHAPE: u32 = 1;
 
 /// How a written image becomes the one that boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +219,10 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// Requested SO_RCVBUF.
     pub rcvbuf_bytes: usize,
+    /// Longest random wait before a NACK (R-NACK-2).
+    pub nack_backoff: Duration,
+    /// The wait is the largest of this many uniform draws (R-NACK-2).
+    pub nack_backoff_shape: u32,
     /// Exit 0 at once when the offered image is not newer.
     pub exit_when_current: bool,
     /// Test-only knobs.
@@ -340,6 +348,8 @@ struct Raw {
     activation: Option<String>,
     stall_timeout_secs: Option<u64>,
     rcvbuf_bytes: Option<u64>,
+    nack_backoff_ms: Option<u64>,
+    nack_backoff_shape: Option<u32>,
     exit_when_current: Option<bool>,
     reboot_command: Option<Vec<String>>,
     ab: Option<RawAb>,
@@ -486,6 +496,8 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "rcvbuf_bytes" => raw.rcvbuf_bytes = f.u64()?,
             "exit_when_current" => raw.exit_when_current = f.bool()?,
             "reboot_command" => raw.reboot_command = f.strings()?,
+            "nack_backoff_ms" => raw.nack_backoff_ms = f.u64()?,
+            "nack_backoff_shape" => raw.nack_backoff_shape = f.u32()?,
             t @ ("ab" | "command" | "confirm" | "test") => {
                 return Err(f.expected(&format!("a [{t}] table")))
             }
@@ -757,6 +769,22 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let nack_backoff_ms = raw.nack_backoff_ms.unwrap_or(DEFAULT_NACK_BACKOFF_MS);
+    if !(2..=10_000).contains(&nack_backoff_ms) {
+        return Err(ConfigError::key(
+            file,
+            "nack_backoff_ms",
+            "must be 2 to 10000 milliseconds",
+        ));
+    }
+    let nack_backoff_shape = raw.nack_backoff_shape.unwrap_or(DEFAULT_NACK_BACKOFF_SHAPE);
+    if !(1..=64).contains(&nack_backoff_shape) {
+        return Err(ConfigError::key(
+            file,
+            "nack_backoff_shape",
+            "must be 1 to 64",
+        ));
+    }
     let (device_id, device_id_derived) = match raw.device_id {
         Some(id) => (id, false),
         None => (default_device_id(hostname, &target), true),
@@ -918,6 +946,8 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
         activation,
         stall_timeout: Duration::from_secs(stall),
         rcvbuf_bytes,
+        nack_backoff: Duration::from_millis(nack_backoff_ms),
+        nack_backoff_shape,
         exit_when_current: raw.exit_when_current.unwrap_or(true),
         test,
         ab,
@@ -1186,6 +1216,8 @@ impl Config {
             self.stall_timeout.as_secs().to_string(),
         );
         kv("rcvbuf_bytes", self.rcvbuf_bytes.to_string());
+        kv("nack_backoff_ms", self.nack_backoff.as_millis().to_string());
+        kv("nack_backoff_shape", self.nack_backoff_shape.to_string());
         kv("exit_when_current", self.exit_when_current.to_string());
         if let Some(ab) = &self.ab {
             kv("ab.slot_a", ab.slot_a.clone());
@@ -1253,6 +1285,8 @@ device_id = "0xdeadbeef"
 activation = "none"
 stall_timeout_secs = 20
 rcvbuf_bytes = 1048576
+nack_backoff_ms = 40
+nack_backoff_shape = 8
 exit_when_current = false
 
 [test]
@@ -1304,6 +1338,8 @@ block_delay_ms = 3
         assert_eq!(c.activation, Activation::None);
         assert_eq!(c.stall_timeout, Duration::from_secs(20));
         assert_eq!(c.rcvbuf_bytes, 1 << 20);
+        assert_eq!(c.nack_backoff, Duration::from_millis(40));
+        assert_eq!(c.nack_backoff_shape, 8);
         assert!(!c.exit_when_current);
         assert_eq!(
             c.test,
@@ -1333,6 +1369,8 @@ block_delay_ms = 3
         assert_eq!(c.activation, Activation::InPlace);
         assert_eq!(c.stall_timeout, Duration::from_secs(60));
         assert_eq!(c.rcvbuf_bytes, 2 << 20);
+        assert_eq!(c.nack_backoff, Duration::from_millis(12));
+        assert_eq!(c.nack_backoff_shape, 1);
         assert!(c.exit_when_current);
         assert_eq!(
             c.test,

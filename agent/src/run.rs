@@ -177,6 +177,10 @@ pub fn receiver_config(c: &Config, rng_seed: u64) -> ReceiverConfig {
     rc.max_block_size = c.max_block_size;
     rc.hold_first_block = c.activation == Activation::InPlace;
     rc.rng_seed = rng_seed;
+    // R-NACK-2: the round trip is not measured here (0); the operator sizes
+    // the back-off for the fleet.
+    rc.nack_delay_max = c.nack_backoff.max(rc.nack_delay_min);
+    rc.nack_backoff_shape = c.nack_backoff_shape;
     rc
 }
 

@@ -82,7 +82,8 @@ pub struct ReceiverConfig {
     pub nack_suppress: Duration,
     /// NACK a block only once the carousel has passed all of it (R-NACK-5):
     /// one NACK then carries the block's whole loss count, which is what a
-    /// parity repair server sizes its answer by.
+    /// parity repair server sizes its answer by. A receiver also does so,
+    /// without being told, once it has heard a parity symbol.
     pub nack_whole_blocks: bool,
     /// End-game fetch (R-NACK-6): once every block still missing fits the
     /// window, blocks the carousel will not bring within `window_blocks`
@@ -237,17 +238,19 @@ struct Slot {
     received: u32,
     /// Every chunk of this block should have arrived (the stream passed it, or it was asked for whole).
     expect_all: bool,
-    /// Chunks below this index were included in the last NACK for this slot.
-    nacked_horizon: u32,
-    last_nack_at: Instant,
+    /// Holes below this index have been seen (new holes start a back-off).
+    scanned: u32,
     nacks: u32,
     last_activity: Instant,
     /// Parity symbols held, in positions of missing source chunks (R-PAR-3).
     parity_held: u32,
     /// No NACK for this block before then: a repair for it was heard (R-NACK-4).
     quiet_until: Instant,
-    /// Next retry of an unanswered NACK (R-NACK-3).
-    retry_at: Instant,
+    /// When this block's NACK is due: its own back-off after new holes
+    /// (R-NACK-2), a retry (R-NACK-3) or the end of a quiet period (R-NACK-4).
+    nack_due: Option<Instant>,
+    /// `nack_due` is a retry of holes already asked for: new holes pull it in.
+    due_is_retry: bool,
 }
 
 impl Slot {
@@ -256,13 +259,13 @@ impl Slot {
         block: 0,
         received: 0,
         expect_all: false,
-        nacked_horizon: 0,
-        last_nack_at: Instant::ZERO,
+        scanned: 0,
         nacks: 0,
         last_activity: Instant::ZERO,
         parity_held: 0,
         quiet_until: Instant::ZERO,
-        retry_at: Instant::ZERO,
+        nack_due: None,
+        due_is_retry: false,
     };
 }
 
@@ -277,6 +280,9 @@ struct ManifestFetch {
     version: heapless::String<MAX_VERSION_LEN>,
     image_len: u64,
     block_size: u32,
+    /// Global index of the last carousel Data frame of this image heard
+    /// meanwhile: the stream started before the device could store it.
+    deaf_pos: Option<u32>,
 }
 
 /// The window and bookkeeping of an accepted image; allocated once.
@@ -305,6 +311,13 @@ struct Transfer {
     /// while this device listened (R-NACK-6).
     first_block: Option<u32>,
     wraps: u32,
+    /// In the pass the device joined: the last carousel position sent
+    /// before it could store data (it was fetching the manifest or scanning
+    /// its flash). Blocks that began streaming by then are not NACKed until
+    /// the pass wraps (R-NACK-1).
+    late_until: Option<u32>,
+    /// NACK whole blocks (R-NACK-5): configured, or a parity symbol was heard.
+    whole_blocks: bool,
     verify_attempts: u32,
 }
 
@@ -412,6 +425,8 @@ impl Transfer {
             done: vec![0u64; done_words],
             done_count: 0,
             stream_pos: None,
+            late_until: None,
+            whole_blocks: false,
             verify_attempts: 0,
             manifest,
             session,
@@ -484,6 +499,14 @@ impl Transfer {
     /// Chunks of slot `s` that should have arrived by now (R-NACK-1).
     fn horizon(&self, s: usize) -> u32 {
         let slot = &self.slots[s];
+        if self
+            .late_until
+            .is_some_and(|l| self.global(slot.block, 0) <= l)
+        {
+            // R-NACK-1: this block began streaming before the device could
+            // store it; the next pass brings it.
+            return 0;
+        }
         let n = self.manifest.chunks_in_block(slot.block);
         if slot.expect_all {
             return n;
@@ -517,6 +540,22 @@ impl Transfer {
     fn has_hole_below(&self, s: usize, from: u32, to: u32) -> bool {
         let bits = self.slot_bits(s);
         (from..to).any(|c| !get_bit(bits, c))
+    }
+
+    /// Chunks of slot `s` below `to` not held.
+    fn holes_below(&self, s: usize, to: u32) -> u32 {
+        let bits = self.slot_bits(s);
+        let full = (to / 64) as usize;
+        let mut held: u32 = bits[..full.min(bits.len())]
+            .iter()
+            .map(|w| w.count_ones())
+            .sum();
+        if to % 64 != 0 {
+            if let Some(w) = bits.get(full) {
+                held += (w & ((1u64 << (to % 64)) - 1)).count_ones();
+            }
+        }
+        to.saturating_sub(held)
     }
 }
 
@@ -802,6 +841,7 @@ impl Receiver {
             version,
             image_len: a.image_len,
             block_size: a.block_size,
+            deaf_pos: None,
         });
         self.status_at = Some(now);
         self.last_progress_at = now;
@@ -925,11 +965,16 @@ impl Receiver {
                 "image or block larger than this device allows",
             );
         } else {
-            self.phase = Phase::Resuming(Transfer::new(
-                manifest,
-                f.session,
-                self.config.window_blocks,
-            ));
+            let mut t = Transfer::new(manifest, f.session, self.config.window_blocks);
+            t.whole_blocks = self.config.nack_whole_blocks;
+            if let Some(pos) = f
+                .deaf_pos
+                .filter(|&p| p < t.global(t.manifest.block_count(), 0))
+            {
+                t.stream_pos = Some(pos);
+                t.late_until = Some(pos);
+            }
+            self.phase = Phase::Resuming(t);
             self.queue(Queued::ManifestAccepted);
             self.status_at = Some(now);
         }
@@ -982,7 +1027,39 @@ impl Receiver {
         };
     }
 
+    /// R-NACK-1: carousel data of the image heard before the device can
+    /// store it (fetching the manifest, scanning its flash) marks where it
+    /// joined the pass.
+    fn note_deaf(&mut self, header: &Header, d: &Data<'_>) {
+        if header.flags & (FLAG_REPAIR | FLAG_PARITY) != 0 {
+            return;
+        }
+        match &mut self.phase {
+            Phase::FetchingManifest(f)
+                if f.image_id == header.image_id
+                    && d.chunk < f.block_size / f.chunk_size.max(1) =>
+            {
+                let cpb = f.block_size / f.chunk_size.max(1);
+                f.deaf_pos = d
+                    .block
+                    .checked_mul(cpb)
+                    .and_then(|g| g.checked_add(d.chunk));
+            }
+            Phase::Resuming(t)
+                if t.manifest.image_id == header.image_id
+                    && d.block < t.manifest.block_count()
+                    && d.chunk < t.manifest.chunks_in_block(d.block) =>
+            {
+                let pos = t.global(d.block, d.chunk);
+                t.stream_pos = Some(pos);
+                t.late_until = Some(pos);
+            }
+            _ => {}
+        }
+    }
+
     fn on_data(&mut self, now: Instant, header: &Header, d: &Data<'_>) -> Result<(), DropReason> {
+        self.note_deaf(header, d);
         let Phase::Receiving(t) = &mut self.phase else {
             return match &self.phase {
                 Phase::Resuming(t) | Phase::Verifying(t) | Phase::Done(t)
@@ -1027,6 +1104,11 @@ impl Receiver {
         if d.payload.0.len() != expected {
             return Err(DropReason::OutOfManifest);
         }
+        if is_parity {
+            // R-NACK-5: the repair server answers with parity; from now on a
+            // block is NACKed whole, with its whole loss count.
+            t.whole_blocks = true;
+        }
         if !is_repair && !is_parity {
             let pos = t.global(d.block, d.chunk);
             if t.first_block.is_none() {
@@ -1035,9 +1117,13 @@ impl Receiver {
             if t.stream_pos.is_some_and(|p| pos < p) {
                 self.stats.passes_seen += 1;
                 t.wraps = t.wraps.saturating_add(1);
-                // A new pass: every block in the window has now been passed once whole.
+                // A new pass: every block in the window has now been passed
+                // once whole, except those that began streaming before the
+                // device joined: the stream brings them again (R-NACK-1).
+                let late = t.late_until.take();
+                let cpb = t.manifest.chunks_per_block();
                 for sl in t.slots.iter_mut().filter(|s| s.state == SlotState::Filling) {
-                    sl.expect_all = true;
+                    sl.expect_all = late.is_none_or(|l| sl.block.saturating_mul(cpb) > l);
                 }
             }
             t.stream_pos = Some(pos);
@@ -1060,7 +1146,6 @@ impl Receiver {
                         state: SlotState::Filling,
                         block: d.block,
                         last_activity: now,
-                        last_nack_at: now,
                         ..Slot::FREE
                     };
                     s
@@ -1174,7 +1259,7 @@ impl Receiver {
                 let slot = &mut t.slots[s];
                 slot.received = 0;
                 slot.expect_all = true;
-                slot.nacked_horizon = 0;
+                slot.scanned = 0;
             }
         }
         self.after_data(now);
@@ -1218,29 +1303,39 @@ impl Receiver {
         Some(victim)
     }
 
-    /// After any data: arm the NACK timer if a slot has fresh holes (R-NACK-2).
-    /// A retry timer further out than the back-off is pulled in, so fresh
-    /// holes never wait for an old block's retry.
+    /// After any data: a block with new holes gets its own NACK back-off
+    /// (R-NACK-2); a retry further out is pulled in, so new holes never wait
+    /// for an old retry. Each block has its own: a block that rode along in
+    /// another block's NACK would be asked for before its repair could be
+    /// overheard (R-NACK-4).
     fn after_data(&mut self, now: Instant) {
         self.endgame(now);
-        let latest_ok = now + self.config.nack_delay_max;
-        if self.nack_at.is_some_and(|at| at <= latest_ok) {
-            return;
-        }
-        let Phase::Receiving(t) = &self.phase else {
+        let Phase::Receiving(t) = &mut self.phase else {
             return;
         };
-        let fresh = (0..t.slots.len()).any(|s| {
+        let cfg = &self.config;
+        for s in 0..t.slots.len() {
             let sl = &t.slots[s];
-            sl.state == SlotState::Filling
-                && sl.nacks < self.config.max_nacks_per_block
-                && t.has_hole_below(s, sl.nacked_horizon, t.horizon(s))
-                && (!self.config.nack_whole_blocks
-                    || t.horizon(s) >= t.manifest.chunks_in_block(sl.block))
-        });
-        if fresh {
-            let delay = self.backoff();
-            self.nack_at = earliest(self.nack_at, Some(now + delay));
+            if sl.state != SlotState::Filling || sl.nacks >= cfg.max_nacks_per_block {
+                continue;
+            }
+            let horizon = t.horizon(s);
+            if horizon <= sl.scanned
+                || (t.whole_blocks && horizon < t.manifest.chunks_in_block(sl.block))
+            {
+                continue;
+            }
+            let fresh = t.has_hole_below(s, sl.scanned, horizon);
+            let sl = &mut t.slots[s];
+            sl.scanned = horizon;
+            if !fresh || (sl.nack_due.is_some() && !sl.due_is_retry) {
+                continue;
+            }
+            let at = now + backoff(cfg, &mut self.rng);
+            let due = sl.nack_due.map_or(at, |d| d.min(at));
+            sl.nack_due = Some(due);
+            sl.due_is_retry = false;
+            self.nack_at = earliest(self.nack_at, Some(due));
         }
     }
 
@@ -1299,39 +1394,41 @@ impl Receiver {
                 block,
                 expect_all: true,
                 last_activity: now,
-                last_nack_at: now,
                 ..Slot::FREE
             };
             self.stats.endgame_fetches += 1;
             claimed = true;
         }
         if claimed {
-            let delay = self.backoff();
-            self.nack_at = earliest(self.nack_at, Some(now + delay));
+            // Each claimed block gets its own NACK back-off (R-NACK-2).
+            for sl in t.slots.iter_mut().filter(|sl| {
+                sl.state == SlotState::Filling
+                    && sl.expect_all
+                    && sl.nack_due.is_none()
+                    && sl.received == 0
+            }) {
+                let due = now + backoff(&self.config, &mut self.rng);
+                sl.nack_due = Some(due);
+                sl.due_is_retry = false;
+                self.nack_at = earliest(self.nack_at, Some(due));
+            }
         }
-    }
-
-    /// A random NACK back-off (R-NACK-2): in `[nack_delay_min, top]`, where
-    /// `top` is `nack_delay_max` or `nack_backoff_rtts` round trips if that
-    /// is longer; the largest of `nack_backoff_shape` uniform draws, so that
-    /// in a large fleet the earliest NACKs are few.
-    fn backoff(&mut self) -> Duration {
-        backoff(&self.config, &mut self.rng)
     }
 }
 
-/// See [`Receiver::backoff`].
+/// A random NACK back-off (R-NACK-2): in `[nack_delay_min, top]`, where
+/// `top` is `nack_delay_max` or `nack_backoff_rtts` round trips if that is
+/// longer; the largest of `nack_backoff_shape` uniform draws, so that in a
+/// large fleet the earliest NACKs are few.
 fn backoff(cfg: &ReceiverConfig, rng: &mut Rng) -> Duration {
-    {
-        let top = cfg
-            .nack_delay_max
-            .max(cfg.round_trip.saturating_mul(cfg.nack_backoff_rtts));
-        let mut d = cfg.nack_delay_min;
-        for _ in 0..cfg.nack_backoff_shape.clamp(1, 64) {
-            d = d.max(rng.duration_between(cfg.nack_delay_min, top));
-        }
-        d
+    let top = cfg
+        .nack_delay_max
+        .max(cfg.round_trip.saturating_mul(cfg.nack_backoff_rtts));
+    let mut d = cfg.nack_delay_min;
+    for _ in 0..cfg.nack_backoff_shape.clamp(1, 64) {
+        d = d.max(rng.duration_between(cfg.nack_delay_min, top));
     }
+    d
 }
 
 impl Receiver {
@@ -1436,15 +1533,18 @@ impl Receiver {
         }
     }
 
+    /// Send a NACK for every block whose NACK is due (R-NACK-1..5).
     fn build_nack(&mut self, now: Instant) {
         let Phase::Receiving(t) = &mut self.phase else {
             return;
         };
         self.nack.clear();
-        let mut retry_at: Option<Instant> = None;
         let mut order: heapless::Vec<usize, 64> = heapless::Vec::new();
         for (i, sl) in t.slots.iter().enumerate() {
-            if sl.state == SlotState::Filling && order.push(i).is_err() {
+            if sl.state == SlotState::Filling
+                && sl.nack_due.is_some_and(|d| d <= now)
+                && order.push(i).is_err()
+            {
                 break;
             }
         }
@@ -1453,34 +1553,25 @@ impl Receiver {
             let cfg = &self.config;
             let horizon = t.horizon(s);
             let sl = &t.slots[s];
-            if sl.nacks >= cfg.max_nacks_per_block || !t.has_hole_below(s, 0, horizon) {
-                continue;
-            }
-            if cfg.nack_whole_blocks && horizon < t.manifest.chunks_in_block(sl.block) {
-                // R-NACK-5: wait until the stream has passed the whole block.
-                continue;
-            }
+            let whole_pending = t.whole_blocks && horizon < t.manifest.chunks_in_block(sl.block);
             // Missing below the horizon, less the parity symbols already held
-            // (each stands in for one missing chunk).
-            let holes = (0..horizon)
-                .filter(|&c| !get_bit(t.slot_bits(s), c))
-                .count() as u32;
+            // (each stands in for one missing chunk): R-NACK-4, R-PAR-6.
+            let holes = t.holes_below(s, horizon);
             let mut needed = holes.saturating_sub(sl.parity_held);
-            if needed == 0 {
+            if sl.nacks >= cfg.max_nacks_per_block || whole_pending || needed == 0 {
+                // R-NACK-3: out of NACKs, the next pass brings it; R-NACK-5:
+                // not yet passed whole; or nothing is missing any more.
+                t.slots[s].nack_due = None;
                 continue;
             }
             if now < sl.quiet_until {
                 // R-NACK-4: repairs for this block are arriving; ask, if still
                 // needed, once they stop, after a fresh back-off.
                 self.stats.nacks_suppressed += 1;
-                let at = sl.quiet_until + backoff(&self.config, &mut self.rng);
-                retry_at = earliest(retry_at, Some(at));
-                continue;
-            }
-            let fresh = t.has_hole_below(s, sl.nacked_horizon, horizon);
-            let retry_due = sl.nacks == 0 || now >= sl.retry_at;
-            if !fresh && !retry_due {
-                retry_at = earliest(retry_at, Some(sl.retry_at));
+                let at = sl.quiet_until + backoff(cfg, &mut self.rng);
+                let sl = &mut t.slots[s];
+                sl.nack_due = Some(at);
+                sl.due_is_retry = false;
                 continue;
             }
             // R-NACK-1: ask for the chunks below the horizon not yet held, as
@@ -1513,20 +1604,25 @@ impl Receiver {
                 self.stats.chunks_nacked += u64::from(c - start);
             }
             if full {
-                retry_at = earliest(retry_at, Some(now + self.config.nack_delay_max));
+                // The NACK is full: this block goes in the next one.
+                t.slots[s].nack_due = Some(now + cfg.nack_delay_min);
                 break;
             }
             // R-NACK-3: the retry waits nack_retry plus a back-off, so the
             // retries of a fleet spread out like its first NACKs.
-            let next = now + self.config.nack_retry + backoff(&self.config, &mut self.rng);
+            let next = now + cfg.nack_retry + backoff(cfg, &mut self.rng);
             let sl = &mut t.slots[s];
             sl.nacks += 1;
-            sl.nacked_horizon = horizon;
-            sl.last_nack_at = now;
-            sl.retry_at = next;
-            retry_at = earliest(retry_at, Some(next));
+            sl.scanned = sl.scanned.max(horizon);
+            sl.nack_due = Some(next);
+            sl.due_is_retry = true;
         }
-        self.nack_at = earliest(self.nack_at, retry_at);
+        self.nack_at = t
+            .slots
+            .iter()
+            .filter(|sl| sl.state == SlotState::Filling)
+            .filter_map(|sl| sl.nack_due)
+            .min();
     }
 
     /// The next datagram to send, written into `buf`.

@@ -231,8 +231,8 @@ impl RepairServer {
             .min(self.chunks_per_block)
     }
 
-    // R-PAR-5: a NACK asks for `n` symbols of `block`, less those sent to
-    // the group within the holdoff (they are on their way to the requester).
+    // R-PAR-5/6: a NACK asks for `n` symbols of `block`, less those sent to
+    // the group within the holdoff (they may have crossed the NACK).
     fn request_parity(&mut self, now: Instant, session: u32, block: u32, n: u32) {
         let recent = match self.parity_sent.get(&block) {
             Some((at, count)) if now.saturating_since(*at) < self.config.resend_holdoff => *count,
@@ -416,14 +416,36 @@ impl RepairServer {
         if self.batch_due.is_some_and(|due| now >= due) {
             self.batch_due = None;
             let batch = core::mem::take(&mut self.pending);
-            for (chunk, req) in batch {
-                match self.queue.get_mut(&chunk) {
-                    Some(q) => q.merge(req.device_id),
-                    None => {
-                        self.queue.insert(chunk, req);
+            if self.parity_active() && now < self.crowd_until {
+                // R-PAR-5: a crowd formed while the batch aggregated; the
+                // source chunks its first NACK asked for (before anyone knew)
+                // count as parity needs like the rest.
+                let mut cur: Option<(u32, u32, u32)> = None;
+                for (chunk, req) in batch {
+                    let block = chunk / self.chunks_per_block;
+                    cur = match cur {
+                        Some((b, n, session)) if b == block => Some((b, n + 1, session)),
+                        Some((b, n, session)) => {
+                            self.request_parity(now, session, b, n);
+                            Some((block, 1, req.session))
+                        }
+                        None => Some((block, 1, req.session)),
+                    };
+                }
+                if let Some((b, n, session)) = cur {
+                    self.request_parity(now, session, b, n);
+                }
+            } else {
+                for (chunk, req) in batch {
+                    match self.queue.get_mut(&chunk) {
+                        Some(q) => q.merge(req.device_id),
+                        None => {
+                            self.queue.insert(chunk, req);
+                        }
                     }
                 }
             }
+            self.batch_due = None;
             let batch = core::mem::take(&mut self.parity_pending);
             for (block, need) in batch {
                 let q = self.parity_queue.entry(block).or_insert(need);
@@ -708,6 +730,131 @@ mod tests {
         let img = image(3 * 8192 + 2 * 1024 + 500);
         let (m, _signed) = manifest(&img, 8192, 1024);
         (RepairServer::new(config, &m), img, m)
+    }
+
+    /// Poll until idle like [`drain`], for parity mode: returns (dest,
+    /// parity?, block, index) and checks every payload (source chunk or the
+    /// block's parity symbol).
+    fn drain_parity(
+        r: &mut RepairServer,
+        img: &[u8],
+        m: &Manifest,
+        mut now: Instant,
+        until: Instant,
+    ) -> (Vec<(Dest, bool, u32, u32)>, Instant) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut out = Vec::new();
+        loop {
+            r.handle_timeout(now);
+            while let Some(t) = r.poll_transmit(now, img, &mut buf) {
+                let (h, f) = decode(&buf[..t.len]).expect("repair frames decode");
+                let Frame::Data(d) = f else {
+                    panic!("repair sent {f:?}")
+                };
+                let bs = m.block_size as usize;
+                let cs = m.chunk_size as usize;
+                let block =
+                    &img[d.block as usize * bs..((d.block as usize + 1) * bs).min(img.len())];
+                let parity = h.flags & FLAG_PARITY != 0;
+                let want = if parity {
+                    let all = fec::encode_block(block, cs).expect("encode");
+                    all[d.chunk as usize * cs..(d.chunk as usize + 1) * cs].to_vec()
+                } else {
+                    block[d.chunk as usize * cs..((d.chunk as usize + 1) * cs).min(block.len())]
+                        .to_vec()
+                };
+                assert_eq!(d.payload.0, &want[..]);
+                out.push((t.dest, parity, d.block, d.chunk));
+            }
+            match r.poll_timeout() {
+                Some(t) if t <= until => now = t.max(now),
+                _ => return (out, now),
+            }
+        }
+    }
+
+    fn parity_setup() -> (RepairServer, Vec<u8>, Manifest) {
+        setup(RepairConfig {
+            mode: RepairMode::Parity,
+            ..RepairConfig::default()
+        })
+    }
+
+    #[test]
+    fn r_par_5_6_the_neediest_device_sets_the_count_with_fresh_indices() {
+        let (mut r, img, m) = parity_setup();
+        assert!(r.parity_active());
+        let t0 = Instant::from_micros(1_000);
+        // Block 1 (global 8..16): one device misses 2 chunks, another 3.
+        r.handle_datagram(t0, dev(1), &nack_bytes(1, m.image_id, 1, &[(9, 2)]))
+            .expect("nack");
+        r.handle_datagram(
+            t0,
+            dev(2),
+            &nack_bytes(1, m.image_id, 2, &[(8, 1), (12, 2)]),
+        )
+        .expect("nack");
+        let (sent, now) = drain_parity(&mut r, &img, &m, t0, t0 + Duration::from_millis(11));
+        assert_eq!(
+            sent,
+            [0, 1, 2].map(|i| (Dest::Group, true, 1, i)),
+            "as many symbols as the neediest device asked for"
+        );
+        // NACKs built before those symbols arrived, within the holdoff: one
+        // asking no more than was sent adds nothing, one asking more adds the
+        // difference.
+        let t1 = now + Duration::from_millis(2);
+        r.handle_datagram(t1, dev(3), &nack_bytes(1, m.image_id, 3, &[(8, 3)]))
+            .expect("nack");
+        assert_eq!(r.stats().parity_suppressed, 1);
+        r.handle_datagram(t1, dev(4), &nack_bytes(1, m.image_id, 4, &[(8, 4)]))
+            .expect("nack");
+        let (sent, now) = drain_parity(&mut r, &img, &m, t1, t1 + Duration::from_millis(11));
+        assert_eq!(sent, [(Dest::Group, true, 1, 3)]);
+        // After the holdoff a NACK counts only what its device still misses
+        // (it subtracted the symbols it holds): that many fresh ones.
+        let t2 = now + RepairConfig::default().resend_holdoff;
+        r.handle_datagram(t2, dev(1), &nack_bytes(1, m.image_id, 1, &[(9, 2)]))
+            .expect("nack");
+        let (sent, _) = drain_parity(&mut r, &img, &m, t2, t2 + Duration::from_millis(11));
+        assert_eq!(sent, [4, 5].map(|i| (Dest::Group, true, 1, i)));
+        assert_eq!(r.stats().parity_sent, 6);
+        assert_eq!(
+            r.stats().chunks_sent_group + r.stats().chunks_sent_unicast,
+            0
+        );
+    }
+
+    #[test]
+    fn r_par_5_a_crowd_that_forms_within_the_batch_gets_parity_only() {
+        let (mut r, img, m) = parity_setup();
+        let t0 = Instant::from_micros(1_000);
+        // The first NACK comes before anyone knows there is a crowd ...
+        r.handle_datagram(t0, dev(1), &nack_bytes(1, m.image_id, 1, &[(0, 3)]))
+            .expect("nack");
+        // ... a second device's NACK inside the aggregation window makes one.
+        let t1 = t0 + Duration::from_millis(3);
+        r.handle_datagram(t1, dev(2), &nack_bytes(1, m.image_id, 2, &[(1, 2)]))
+            .expect("nack");
+        let (sent, _) = drain_parity(&mut r, &img, &m, t1, t1 + Duration::from_millis(20));
+        assert_eq!(sent, [0, 1, 2].map(|i| (Dest::Group, true, 0, i)));
+    }
+
+    #[test]
+    fn r_par_5_a_lone_straggler_still_gets_source_chunks_unicast() {
+        let (mut r, img, m) = parity_setup();
+        let t0 = Instant::from_micros(1_000);
+        r.handle_datagram(t0, dev(7), &nack_bytes(1, m.image_id, 7, &[(10, 2)]))
+            .expect("nack");
+        let (sent, _) = drain_parity(&mut r, &img, &m, t0, t0 + Duration::from_millis(20));
+        assert_eq!(
+            sent,
+            [
+                (Dest::Peer(dev(7)), false, 1, 2),
+                (Dest::Peer(dev(7)), false, 1, 3)
+            ]
+        );
+        assert_eq!(r.stats().parity_sent, 0);
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! datagram addressed to it independently (Bernoulli) or in bursts
 //! (Gilbert–Elliott: a two-state chain, all datagrams lost in the bad state).
 //! NACKs and Status reports cross the same kind of link toward the servers.
+//!
+//! Scale: the fake flash keeps no bytes (a written block is compared with
+//! the image at once), so a receiver costs its window and decoder, and only
+//! receivers with a datagram or a deadline are touched, so 10,000 of them
+//! fit in a test (`parity_fleet_of_10000_table`). `SIM_TRACE=1` prints, per
+//! block, the most chunks one receiver lost, the parity and source repairs
+//! sent and the NACKs received (`SIM_TRACE_TIMELINE=1`: every event);
+//! `parity_cell_from_env` runs one cell chosen by environment variables.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -18,7 +26,7 @@ use proto::receiver::{Event, Receiver, ReceiverConfig};
 use proto::repair::{RepairConfig, RepairMode, RepairServer};
 use proto::rng::Rng;
 use proto::sender::{Sender, SenderConfig};
-use proto::wire::MAX_DATAGRAM;
+use proto::wire::{self, Frame, FLAG_PARITY, FLAG_REPAIR, MAX_DATAGRAM};
 use proto::{Dest, Instant};
 
 /// How each receiver loses datagrams.
@@ -76,8 +84,8 @@ impl Link {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum To {
-    /// Every receiver, from the sender.
-    DataGroup,
+    /// Every receiver, from the sender; `later`: in a pass after the first.
+    DataGroup { later: bool },
     /// Every receiver, from the repair server.
     RepairGroup,
     /// One receiver, from the repair server.
@@ -94,12 +102,17 @@ struct Scenario {
     loss: Loss,
     /// Loss on the NACK/Status path too.
     uplink_loss: Loss,
+    /// Announce and ManifestChunk frames reach every receiver: only Data
+    /// is lost, so that a small image does not turn the devices that lose
+    /// the first manifest into late joiners needing a second pass.
+    lossless_control: bool,
     rate_bps: u64,
     seed: u64,
     max_passes: u32,
     /// Repair mode, block size and receive window.
     mode: RepairMode,
     block_size: u32,
+    chunk_size: u32,
     window_blocks: u32,
     /// NACK back-off shape and reach (R-NACK-2, R-NACK-4).
     backoff_shape: u32,
@@ -114,11 +127,13 @@ impl Scenario {
             image_len,
             loss,
             uplink_loss: loss,
+            lossless_control: false,
             rate_bps: 50_000_000,
             seed,
             max_passes: 20,
             mode: RepairMode::Retransmit,
             block_size: 65536,
+            chunk_size: 1024,
             window_blocks: 8,
             backoff_shape: 1,
             backoff_rtts: 4,
@@ -137,10 +152,160 @@ struct Outcome {
     evictions: u64,
     done: usize,
     identical: usize,
+    /// Chunks receivers stored from carousel passes after the first.
+    later_pass_chunks: u64,
     /// Repair server: parity symbols, source chunks to the group, unicast.
     parity_sent: u64,
     source_group: u64,
     source_unicast: u64,
+}
+
+/// Per-block detail of a run, printed when `SIM_TRACE` is set: what each
+/// block lost, what the repair server sent for it, and when NACKs came.
+struct Trace {
+    on: bool,
+    blocks: usize,
+    cpb: u32,
+    /// The carousel Data frame being delivered: its block, in the first pass.
+    current: Option<usize>,
+    last_global: Option<u32>,
+    passes: u32,
+    /// Source chunks each receiver lost per block in the first pass.
+    lost: Vec<u16>,
+    parity: Vec<u32>,
+    source: Vec<u32>,
+    /// (time µs, receiver, block, chunks asked) per NACK that arrived.
+    nacks: Vec<(u64, usize, u32, u32)>,
+    /// (time µs, block, parity?) per repair datagram sent.
+    sends: Vec<(u64, u32, bool)>,
+}
+
+impl Trace {
+    fn new(s: &Scenario, blocks: usize) -> Trace {
+        let on = std::env::var_os("SIM_TRACE").is_some();
+        Trace {
+            on,
+            blocks,
+            cpb: s.block_size / s.chunk_size,
+            current: None,
+            last_global: None,
+            passes: 0,
+            lost: if on {
+                vec![0; blocks * s.receivers]
+            } else {
+                Vec::new()
+            },
+            parity: vec![0; blocks],
+            source: vec![0; blocks],
+            nacks: Vec::new(),
+            sends: Vec::new(),
+        }
+    }
+
+    fn group_datagram(&mut self, bytes: &[u8]) {
+        if !self.on {
+            return;
+        }
+        self.current = None;
+        if let Ok((h, Frame::Data(d))) = wire::decode(bytes) {
+            if h.flags & FLAG_REPAIR == 0 {
+                let g = d.block * self.cpb + d.chunk;
+                if self.last_global.is_some_and(|l| g < l) {
+                    self.passes += 1;
+                }
+                self.last_global = Some(g);
+                if self.passes == 0 {
+                    self.current = Some(d.block as usize);
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self, i: usize) {
+        if let Some(b) = self.current {
+            self.lost[i * self.blocks + b] += 1;
+        }
+    }
+
+    fn nack_arrived(&mut self, now: Instant, i: usize, bytes: &[u8]) {
+        if !self.on {
+            return;
+        }
+        if let Ok((_, Frame::Nack(n))) = wire::decode(bytes) {
+            let mut per: Vec<(u32, u32)> = Vec::new();
+            for r in &n.ranges {
+                for c in r.start..r.end() {
+                    let b = c / self.cpb;
+                    match per.last_mut() {
+                        Some((pb, cnt)) if *pb == b => *cnt += 1,
+                        _ => per.push((b, 1)),
+                    }
+                }
+            }
+            for (b, cnt) in per {
+                self.nacks.push((now.as_micros(), i, b, cnt));
+            }
+        }
+    }
+
+    fn repair_sent(&mut self, now: Instant, bytes: &[u8]) {
+        if !self.on {
+            return;
+        }
+        if let Ok((h, Frame::Data(d))) = wire::decode(bytes) {
+            let b = d.block as usize;
+            let parity = h.flags & FLAG_PARITY != 0;
+            if b < self.blocks {
+                if parity {
+                    self.parity[b] += 1;
+                } else {
+                    self.source[b] += 1;
+                }
+            }
+            self.sends.push((now.as_micros(), d.block, parity));
+        }
+    }
+
+    fn print(&self) {
+        if !self.on {
+            return;
+        }
+        let n = self.lost.len() / self.blocks.max(1);
+        for b in 0..self.blocks {
+            let max = (0..n)
+                .map(|i| self.lost[i * self.blocks + b])
+                .max()
+                .unwrap_or(0);
+            let nacks: Vec<_> = self.nacks.iter().filter(|x| x.2 == b as u32).collect();
+            let sends: Vec<_> = self.sends.iter().filter(|x| x.1 == b as u32).collect();
+            println!(
+                "trace block {b:>3}: max lost {max:>3} | parity {:>3} source {:>3} | NACKs {:>5}",
+                self.parity[b],
+                self.source[b],
+                nacks.len(),
+            );
+            if std::env::var_os("SIM_TRACE_TIMELINE").is_some() {
+                let mut ev: Vec<(u64, String)> = nacks
+                    .iter()
+                    .map(|x| (x.0, format!("nack rx{} n={}", x.1, x.3)))
+                    .chain(sends.iter().map(|x| {
+                        (
+                            x.0,
+                            if x.2 {
+                                "parity".to_string()
+                            } else {
+                                "source".to_string()
+                            },
+                        )
+                    }))
+                    .collect();
+                ev.sort();
+                for (t, e) in ev {
+                    println!("    {:>9.3} ms {e}", t as f64 / 1000.0);
+                }
+            }
+        }
+    }
 }
 
 /// A datagram in flight: (arrival time, sequence, destination, bytes).
@@ -156,6 +321,103 @@ fn addr(i: usize) -> SocketAddr {
     )
 }
 
+/// The receiver [`addr`] gave `a`.
+fn device_of(a: SocketAddr) -> Option<usize> {
+    match a.ip() {
+        IpAddr::V4(v4) if v4.octets()[..2] == [127, 1] && a.port() == 7000 => {
+            let o = v4.octets();
+            Some(usize::from(o[2]) << 8 | usize::from(o[3]))
+        }
+        _ => None,
+    }
+}
+
+/// The fake shells of the receivers: the simulated flash keeps no bytes,
+/// each written block is compared with the image as it is written and only
+/// whether its last write matched is kept (memory O(window) per receiver, not
+/// O(image)); receiver deadlines sit in one heap.
+struct Devices<'a> {
+    image: &'a [u8],
+    block_size: usize,
+    sender_addr: SocketAddr,
+    good: Vec<Vec<bool>>,
+    done: Vec<bool>,
+    done_count: usize,
+    /// (deadline, receiver); `armed` holds each receiver's live deadline, so
+    /// stale entries are skipped. Only receivers with something due are
+    /// touched: timers cost O(log N) per step, not O(N).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    armed: Vec<Option<Instant>>,
+}
+
+/// The datagrams in flight, in arrival order (ties in send order).
+struct Net {
+    heap: BinaryHeap<Reverse<Delivery>>,
+    seq: u64,
+    buf: Vec<u8>,
+}
+
+impl Net {
+    /// Send the first `len` bytes of `buf` to arrive after [`LATENCY`].
+    fn send(&mut self, now: Instant, to: To, len: usize) {
+        self.seq += 1;
+        self.heap.push(Reverse((
+            now + LATENCY,
+            self.seq,
+            to,
+            self.buf[..len].to_vec(),
+        )));
+    }
+}
+
+impl Devices<'_> {
+    /// Drain receiver `i`'s events (writing its flash) and transmits, then
+    /// re-arm its timer.
+    fn service(&mut self, i: usize, now: Instant, rx: &mut Receiver, net: &mut Net) {
+        while let Some(ev) = rx.poll_event() {
+            match ev {
+                Event::ManifestAccepted => rx.handle_scan_done(now),
+                Event::WriteBlock { index, data } => {
+                    let off = index as usize * self.block_size;
+                    self.good[i][index as usize] =
+                        self.image.get(off..off + data.len()) == Some(data);
+                    rx.handle_flash_done(now, index, true);
+                }
+                Event::VerifyImage => {
+                    let bad: Vec<u32> = (0..self.good[i].len() as u32)
+                        .filter(|&b| !self.good[i][b as usize])
+                        .collect();
+                    rx.handle_verify_done(now, &bad);
+                }
+                Event::Done => {
+                    if !self.done[i] {
+                        self.done[i] = true;
+                        self.done_count += 1;
+                    }
+                }
+                Event::Refused(r) => panic!("receiver {i} refused: {r:?}"),
+                Event::Failed(r) => panic!("receiver {i} failed: {r:?}"),
+                Event::Foreign { .. } => {}
+            }
+        }
+        while let Some(t) = rx.poll_transmit(now, &mut net.buf) {
+            let to = match t.dest {
+                Dest::RepairServer => To::RepairServer(i),
+                Dest::Peer(a) if a == self.sender_addr => To::Sender(i),
+                _ => continue,
+            };
+            net.send(now, to, t.len);
+        }
+        let t = rx.poll_timeout();
+        if t != self.armed[i] {
+            self.armed[i] = t;
+            if let Some(t) = t {
+                self.timers.push(Reverse((t, i)));
+            }
+        }
+    }
+}
+
 fn run(s: &Scenario) -> Outcome {
     let mut gen = Rng::new(s.seed);
     let image: Vec<u8> = (0..s.image_len).map(|_| gen.next_u64() as u8).collect();
@@ -164,11 +426,12 @@ fn run(s: &Scenario) -> Outcome {
         board: "sim,board",
         version: "2.0.0",
         block_size: s.block_size,
-        chunk_size: 1024,
+        chunk_size: s.chunk_size,
         created_unix: 0,
     };
     let signed = sign(&spec, &image, &kp.sk).expect("sign");
     let manifest = Manifest::verify(&signed, &kp.pk).expect("verify");
+    let blocks = manifest.block_count() as usize;
 
     let start = Instant::ZERO;
     let sender_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 40000);
@@ -195,11 +458,21 @@ fn run(s: &Scenario) -> Outcome {
             c.round_trip = LATENCY * 2;
             c.nack_backoff_rtts = s.backoff_rtts;
             c.nack_backoff_shape = s.backoff_shape;
-            c.nack_whole_blocks = s.mode == RepairMode::Parity;
+            // nack_whole_blocks stays off, as in the agent: a receiver turns it on
+            // when it first hears a parity symbol (R-NACK-5).
             Receiver::new(c, start)
         })
         .collect();
-    let mut flash: Vec<Vec<u8>> = vec![vec![0xFF; s.image_len]; s.receivers];
+    let mut dev = Devices {
+        image: &image,
+        block_size: s.block_size as usize,
+        sender_addr,
+        good: vec![vec![false; blocks]; s.receivers],
+        done: vec![false; s.receivers],
+        done_count: 0,
+        timers: BinaryHeap::new(),
+        armed: vec![None; s.receivers],
+    };
     let mut down: Vec<Link> = (0..s.receivers)
         .map(|i| Link {
             rng: Rng::new(s.seed.wrapping_add(i as u64 * 31 + 1)),
@@ -212,44 +485,60 @@ fn run(s: &Scenario) -> Outcome {
             bad: false,
         })
         .collect();
-    let mut done = vec![false; s.receivers];
+    let mut trace = Trace::new(s, blocks);
 
-    let mut heap: BinaryHeap<Reverse<Delivery>> = BinaryHeap::new();
-    let mut seq = 0u64;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut net = Net {
+        heap: BinaryHeap::new(),
+        seq: 0,
+        buf: vec![0u8; MAX_DATAGRAM],
+    };
     let mut now = start;
     let mut sender_bytes = 0u64;
+    let mut later_pass_chunks = 0u64;
     let limit = Instant::from_micros(600_000_000);
 
     loop {
         // Deliver everything due.
-        while let Some(Reverse((at, _, _, _))) = heap.peek() {
+        while let Some(Reverse((at, _, _, _))) = net.heap.peek() {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, _, to, bytes))) = heap.pop() else {
+            let Some(Reverse((_, _, to, bytes))) = net.heap.pop() else {
                 break;
             };
             match to {
-                To::DataGroup | To::RepairGroup => {
-                    let from = if to == To::DataGroup {
-                        sender_addr
-                    } else {
-                        repair_addr
+                To::DataGroup { .. } | To::RepairGroup => {
+                    let (from, later) = match to {
+                        To::DataGroup { later } => (sender_addr, later),
+                        _ => (repair_addr, false),
                     };
+                    trace.group_datagram(&bytes);
+                    // Byte 5 of the header is the frame kind; 3 is Data.
+                    let lossy = !s.lossless_control || bytes.get(5) == Some(&3);
                     for i in 0..s.receivers {
-                        if !down[i].lose(s.loss) {
-                            let _ = rxs[i].handle_datagram(now, from, &bytes);
+                        if lossy && down[i].lose(s.loss) {
+                            trace.lost(i);
+                        } else {
+                            let rx = &mut rxs[i];
+                            let stored = rx.stats().chunks_stored;
+                            let _ = rx.handle_datagram(now, from, &bytes);
+                            if later && rx.stats().chunks_stored > stored {
+                                later_pass_chunks += 1;
+                            }
+                            dev.service(i, now, rx, &mut net);
                         }
                     }
                 }
                 To::Device(i) => {
                     if !down[i].lose(s.loss) {
-                        let _ = rxs[i].handle_datagram(now, repair_addr, &bytes);
+                        let rx = &mut rxs[i];
+                        let _ = rx.handle_datagram(now, repair_addr, &bytes);
+                        dev.service(i, now, rx, &mut net);
                     }
                 }
                 To::RepairServer(i) => {
                     if !up[i].lose(s.uplink_loss) {
+                        trace.nack_arrived(now, i, &bytes);
                         let _ = repair.handle_datagram(now, addr(i), &bytes);
                     }
                 }
@@ -262,75 +551,50 @@ fn run(s: &Scenario) -> Outcome {
         }
         // Servers.
         if sender.passes_completed() < s.max_passes {
-            while let Some(t) = sender.poll_transmit(now, &image, &mut buf) {
+            let later = sender.passes_completed() > 0;
+            while let Some(t) = sender.poll_transmit(now, &image, &mut net.buf) {
                 sender_bytes += t.len as u64;
-                seq += 1;
-                heap.push(Reverse((
-                    now + LATENCY,
-                    seq,
-                    To::DataGroup,
-                    buf[..t.len].to_vec(),
-                )));
+                net.send(now, To::DataGroup { later }, t.len);
             }
         }
         repair.handle_timeout(now);
-        while let Some(t) = repair.poll_transmit(now, &image, &mut buf) {
+        while let Some(t) = repair.poll_transmit(now, &image, &mut net.buf) {
             let to = match t.dest {
                 Dest::Group => To::RepairGroup,
-                Dest::Peer(a) => match (0..s.receivers).find(|&i| addr(i) == a) {
-                    Some(i) => To::Device(i),
-                    None => continue,
+                Dest::Peer(a) => match device_of(a) {
+                    Some(i) if i < s.receivers => To::Device(i),
+                    _ => continue,
                 },
                 Dest::RepairServer => continue,
             };
-            seq += 1;
-            heap.push(Reverse((now + LATENCY, seq, to, buf[..t.len].to_vec())));
+            trace.repair_sent(now, &net.buf[..t.len]);
+            net.send(now, to, t.len);
         }
-        // Receivers: timers, events (the fake shell writes flash), transmits.
-        for i in 0..s.receivers {
+        // Receiver timers that are due.
+        while let Some(&Reverse((t, i))) = dev.timers.peek() {
+            if t > now {
+                break;
+            }
+            dev.timers.pop();
+            if dev.armed[i] != Some(t) {
+                continue;
+            }
+            dev.armed[i] = None;
             let rx = &mut rxs[i];
-            if rx.poll_timeout().is_some_and(|t| t <= now) {
-                rx.handle_timeout(now);
-            }
-            while let Some(ev) = rx.poll_event() {
-                match ev {
-                    Event::ManifestAccepted => rx.handle_scan_done(now),
-                    Event::WriteBlock { index, data } => {
-                        let off = index as usize * s.block_size as usize;
-                        flash[i][off..off + data.len()].copy_from_slice(data);
-                        rx.handle_flash_done(now, index, true);
-                    }
-                    Event::VerifyImage => {
-                        let bad: Vec<u32> = (0..manifest.block_count())
-                            .filter(|&b| {
-                                let off = b as usize * s.block_size as usize;
-                                !manifest
-                                    .block_matches(b, &flash[i][off..off + manifest.block_len(b)])
-                            })
-                            .collect();
-                        rx.handle_verify_done(now, &bad);
-                    }
-                    Event::Done => done[i] = true,
-                    Event::Refused(r) => panic!("receiver {i} refused: {r:?}"),
-                    Event::Failed(r) => panic!("receiver {i} failed: {r:?}"),
-                    Event::Foreign { .. } => {}
-                }
-            }
-            while let Some(t) = rx.poll_transmit(now, &mut buf) {
-                let to = match t.dest {
-                    Dest::RepairServer => To::RepairServer(i),
-                    Dest::Peer(a) if a == sender_addr => To::Sender(i),
-                    _ => continue,
-                };
-                seq += 1;
-                heap.push(Reverse((now + LATENCY, seq, to, buf[..t.len].to_vec())));
-            }
+            rx.handle_timeout(now);
+            dev.service(i, now, rx, &mut net);
         }
-        if done.iter().all(|d| *d) || now > limit {
+        if dev.done_count == s.receivers || now > limit {
             break;
         }
         // Advance virtual time to the next thing that happens.
-        let mut next: Option<Instant> = heap.peek().map(|Reverse((t, ..))| *t);
+        while let Some(&Reverse((t, i))) = dev.timers.peek() {
+            if dev.armed[i] == Some(t) {
+                break;
+            }
+            dev.timers.pop();
+        }
+        let mut next: Option<Instant> = net.heap.peek().map(|Reverse((t, ..))| *t);
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -340,15 +604,14 @@ fn run(s: &Scenario) -> Outcome {
             consider(sender.poll_timeout());
         }
         consider(repair.poll_timeout());
-        for rx in &rxs {
-            consider(rx.poll_timeout());
-        }
+        consider(dev.timers.peek().map(|Reverse((t, _))| *t));
         match next {
             Some(t) => now = t.max(now + Duration::from_micros(1)),
             None => break,
         }
     }
-    let identical = flash.iter().filter(|f| **f == image).count();
+    trace.print();
+    let identical = dev.good.iter().filter(|g| g.iter().all(|b| *b)).count();
     Outcome {
         image_bytes: s.image_len as u64,
         sender_bytes,
@@ -357,8 +620,9 @@ fn run(s: &Scenario) -> Outcome {
         passes: sender.passes_completed(),
         virtual_ms: now.as_micros() / 1000,
         evictions: rxs.iter().map(|r| r.stats().evictions).sum(),
-        done: done.iter().filter(|d| **d).count(),
+        done: dev.done_count,
         identical,
+        later_pass_chunks,
         parity_sent: repair.stats().parity_sent,
         source_group: repair.stats().chunks_sent_group,
         source_unicast: repair.stats().chunks_sent_unicast,
@@ -492,48 +756,114 @@ fn lossy_blocks_per_device(blocks: u32, k: u32, p: f64) -> f64 {
     f64::from(blocks) * (1.0 - (1.0 - p).powi(k as i32))
 }
 
-fn parity(receivers: usize, ppm: u64, k: u32, image_len: usize, seed: u64) -> Scenario {
-    let block_size = k * 1024;
+/// The rate at which `chunk_size`-byte chunks go out as many datagrams per
+/// second as `bps` would send 1024-byte ones (about 29 bytes of frame and 28
+/// of IP/UDP header each).
+fn pace(chunk_size: u32, bps: u64) -> u64 {
+    bps * u64::from(chunk_size + 57) / (1024 + 57)
+}
+
+/// A parity scenario: `blocks` blocks of `k` chunks of `chunk_size` bytes.
+/// The carousel sends as many datagrams per second as 50 Mbit/s of
+/// 1024-byte chunks, and the window holds as many blocks as 1 MiB of them,
+/// so the protocol's timing does not depend on the chunk size: a small
+/// chunk only makes the simulation cheaper (memory, hashing, decoding).
+/// NACK back-off as R-NACK-2 recommends for a large fleet: shape 8, up to
+/// 20 round trips.
+fn parity(receivers: usize, ppm: u64, k: u32, chunk_size: u32, blocks: u32, seed: u64) -> Scenario {
+    let block_size = k * chunk_size;
     Scenario {
         receivers,
-        image_len,
+        image_len: blocks as usize * block_size as usize,
         loss: Loss::Bernoulli { ppm },
         uplink_loss: Loss::Bernoulli { ppm },
-        rate_bps: 50_000_000,
+        lossless_control: false,
+        rate_bps: pace(chunk_size, 50_000_000),
         seed,
         max_passes: 20,
         mode: RepairMode::Parity,
         block_size,
-        // About 1 MiB of window whatever the block size.
-        window_blocks: (MIB as u32 / block_size).max(4),
+        chunk_size,
+        // About 1 MiB of 1024-byte chunks whatever the block size.
+        window_blocks: (1024 / k).max(4),
         backoff_shape: 8,
         backoff_rtts: 20,
     }
 }
 
-/// Run a parity cell and print it beside its bound; returns (repair/image, bound, NACKs per device per lossy block).
-fn parity_cell(s: &Scenario) -> (f64, f64, f64) {
+/// One row of a parity table.
+#[derive(Debug)]
+struct Cell {
+    /// Repair datagram bytes over the image's data datagram bytes (one
+    /// pass, headers on both sides): comparable with the bound whatever the
+    /// chunk size.
+    repair: f64,
+    bound: f64,
+    /// NACK datagrams per device per block it lost something in.
+    nacks_per_lossy_block: f64,
+    outcome: Outcome,
+}
+
+impl Cell {
+    fn ratio(&self) -> f64 {
+        self.repair / self.bound
+    }
+}
+
+const TABLE_HEADER: &str = "parity | devices | loss | k   | blocks | repair/image | bound | ratio | NACKs/device/lossy block | identical";
+
+/// Bytes of the Data datagrams that carry the image once.
+fn image_wire_bytes(s: &Scenario) -> u64 {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let payload = vec![0u8; s.chunk_size as usize];
+    let mut total = 0u64;
+    let mut off = 0usize;
+    let mut block = 0u32;
+    while off < s.image_len {
+        for chunk in 0..s.block_size / s.chunk_size {
+            let len = (s.image_len - off).min(s.chunk_size as usize);
+            if len == 0 {
+                break;
+            }
+            let frame = Frame::Data(wire::Data {
+                block,
+                chunk,
+                payload: wire::Bytes(&payload[..len]),
+            });
+            total += wire::encode(0, wire::ImageId::default(), 0, &frame, &mut buf).expect("encode")
+                as u64;
+            off += len;
+        }
+        block += 1;
+    }
+    total
+}
+
+/// Run a parity cell and print it beside its bound.
+fn parity_cell(s: &Scenario) -> Cell {
     let started = std::time::Instant::now();
     let o = run(s);
-    let k = s.block_size / 1024;
+    let k = s.block_size / s.chunk_size;
     let p = match s.loss {
         Loss::Bernoulli { ppm } => ppm as f64 / 1e6,
         Loss::Burst { .. } => 0.0,
     };
     let blocks = (s.image_len as u64).div_ceil(u64::from(s.block_size)) as u32;
     let bound = binomial_bound(k, p, s.receivers);
-    let ratio = o.repair_bytes as f64 / o.image_bytes as f64;
+    let repair = o.repair_bytes as f64 / image_wire_bytes(s) as f64;
     let per_lossy =
         o.nacks as f64 / s.receivers as f64 / lossy_blocks_per_device(blocks, k, p).max(1e-9);
     println!(
-        "parity | {:>5} rx | loss {:>2.0}% | k {:>3} | {:>3} blocks | repair/image {:.3} | bound {:.3} | ratio {:.2} | NACKs/rx {:>5.2} | NACKs/rx/lossy block {:.3} | passes {} | {:>6} ms virtual | done {}/{} identical {} | parity {} src-group {} src-unicast {} | wall {:.1} s",
+        "parity | {:>5} rx | loss {:>2.0}% | k {:>3} | {:>3} blocks of {} B chunks | repair/image {:.3} (bytes {:.3}) | bound {:.3} | ratio {:.2} | NACKs/rx {:>5.2} | NACKs/rx/lossy block {:.3} | passes {} | {:>6} ms virtual | done {}/{} identical {} | parity {} src-group {} src-unicast {} | later-pass chunks {} | wall {:.1} s",
         s.receivers,
         p * 100.0,
         k,
         blocks,
-        ratio,
+        s.chunk_size,
+        repair,
+        o.repair_bytes as f64 / o.image_bytes as f64,
         bound,
-        ratio / bound,
+        repair / bound,
         o.nacks as f64 / s.receivers as f64,
         per_lossy,
         o.passes,
@@ -544,11 +874,17 @@ fn parity_cell(s: &Scenario) -> (f64, f64, f64) {
         o.parity_sent,
         o.source_group,
         o.source_unicast,
+        o.later_pass_chunks,
         started.elapsed().as_secs_f64(),
     );
     assert_eq!(o.done, s.receivers, "every receiver completes: {o:?}");
     assert_eq!(o.identical, s.receivers, "byte-identical: {o:?}");
-    (ratio, bound, per_lossy)
+    Cell {
+        repair,
+        bound,
+        nacks_per_lossy_block: per_lossy,
+        outcome: o,
+    }
 }
 
 #[test]
@@ -563,43 +899,144 @@ fn binomial_bound_matches_the_issue_arithmetic() {
 #[test]
 fn parity_fleet_of_200_at_1_and_5_percent() {
     for (ppm, k) in [(10_000, 64), (50_000, 64)] {
-        let s = parity(200, ppm, k, 2 * MIB, 20 + ppm);
-        let (ratio, bound, per_lossy) = parity_cell(&s);
-        // Regression guard, not the issue's target (1.5 x bound, not met yet:
-        // see the report of the parity branch). Retransmission costs 0.98
-        // (1%) and 2.2 (5%) of the image in the same fleet.
-        let guard = if ppm == 10_000 { 0.3 } else { 0.8 };
-        assert!(ratio <= guard, "repair {ratio:.3} (bound {bound:.3})");
+        // Every frame lossy here, Announce and manifest too: devices that
+        // join late wait for the next pass for what they missed (R-NACK-1)
+        // instead of NACKing it whole. Retransmission costs about 0.9 (1%)
+        // and 1.7 (5%) of the image in the same fleet.
+        let s = parity(200, ppm, k, 1024, 32, 20 + ppm);
+        let c = parity_cell(&s);
         assert!(
-            per_lossy < 1.0,
-            "NACKs per device per lossy block {per_lossy:.3}"
+            c.ratio() <= 1.5,
+            "repair {:.3}, bound {:.3}",
+            c.repair,
+            c.bound
+        );
+        assert!(
+            c.nacks_per_lossy_block < 1.0,
+            "NACKs per device per lossy block {:.3}",
+            c.nacks_per_lossy_block
         );
     }
 }
 
-/// The issue's table: 10,000 receivers, 1% and 5% loss, k = 64 and 256.
-/// Heavy: run with `cargo test --release -p firmcast-proto --test sim -- --ignored --nocapture`.
+/// The 10,000-device table (issue 6): 1% and 5% loss, k = 64 and 256,
+/// repair against the binomial bound.
+///
+/// What keeps it within CI time and memory: the fake flash keeps no bytes
+/// (each block is compared with the image as it is written); receiver timers
+/// sit in a heap; 64-byte chunks with the carousel paced by datagrams per
+/// second, so the protocol's timing is that of 1024-byte chunks at 5 Mbit/s
+/// (and repair/image compares datagram bytes on both sides, headers
+/// included); a window of 4 blocks; images of 4 to 8 blocks. Almost all of
+/// the time is the devices' erasure decoding (about 1 ms per lossy block per
+/// device, mostly the code's fixed cost), so the cells run on two threads.
+///
+/// A small image must not let the carousel do the repair's work: at this pace
+/// repair finishes before the next pass reaches a block (asserted: no chunk
+/// is stored from a later pass), and Announce and manifest frames are not
+/// lost, so no device joins late and needs a second pass (late joiners:
+/// `r_nack_1_a_late_joiner_...` in the receiver's tests).
 #[test]
-#[ignore]
 fn parity_fleet_of_10000_table() {
+    const N: usize = 10_000;
+    // (loss ppm, k, blocks): 4 to 8 blocks is ~40,000 lossy blocks per cell.
+    let cells = [
+        (10_000, 64, 8),
+        (10_000, 256, 4),
+        (50_000, 64, 4),
+        (50_000, 256, 4),
+    ];
+    let scenario = |(ppm, k, blocks): (u64, u32, u32)| {
+        let mut s = parity(N, ppm, k, 64, blocks, 30 + ppm + u64::from(k));
+        s.rate_bps = pace(64, 5_000_000);
+        s.window_blocks = 4;
+        s.lossless_control = true;
+        s
+    };
+    let started = std::time::Instant::now();
+    // Two threads, each one k = 256 cell (the heavy ones) and one k = 64 cell.
+    let results: Vec<Cell> = std::thread::scope(|sc| {
+        let halves = [[1, 0], [3, 2]]
+            .map(|idx| sc.spawn(move || idx.map(|i| (i, parity_cell(&scenario(cells[i]))))));
+        let mut all: Vec<(usize, Cell)> = halves
+            .into_iter()
+            .flat_map(|h| h.join().expect("cell thread"))
+            .collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, c)| c).collect()
+    });
+    println!("\n{TABLE_HEADER}");
+    for (&(ppm, k, blocks), c) in cells.iter().zip(&results) {
+        println!(
+            "       | {N:>7} | {:>3.0}% | {k:>3} | {blocks:>6} | {:>12.3} | {:.3} | {:>5.2} | {:>24.3} | {}/{N}",
+            ppm as f64 / 1e4,
+            c.repair,
+            c.bound,
+            c.ratio(),
+            c.nacks_per_lossy_block,
+            c.outcome.identical,
+        );
+    }
+    println!(
+        "10,000-device table: {:.0} s wall",
+        started.elapsed().as_secs_f64()
+    );
     let mut failures = Vec::new();
-    for (ppm, k) in [(10_000, 64), (10_000, 256), (50_000, 64), (50_000, 256)] {
-        let s = parity(10_000, ppm, k, 2 * MIB, 30 + ppm + u64::from(k));
-        let (ratio, bound, per_lossy) = parity_cell(&s);
-        if ratio > 1.5 * bound {
-            // The issue's target; reported, and failing today.
+    for (&(ppm, k, _), c) in cells.iter().zip(&results) {
+        if c.ratio() > 1.5 {
             failures.push(format!(
-                "k {k} loss {ppm} ppm: repair {ratio:.3} > 1.5 x bound {bound:.3}"
+                "k {k} loss {ppm} ppm: repair {:.3} > 1.5 x bound {:.3}",
+                c.repair, c.bound
             ));
         }
-        if per_lossy >= 1.0 {
+        if c.nacks_per_lossy_block >= 1.0 {
             failures.push(format!(
-                "k {k} loss {ppm} ppm: {per_lossy:.3} NACKs per device per lossy block"
+                "k {k} loss {ppm} ppm: {:.3} NACKs per device per lossy block",
+                c.nacks_per_lossy_block
             ));
         }
-        if ppm == 10_000 && k == 256 && ratio > 0.06 {
-            failures.push(format!("k 256 at 1%: repair {ratio:.3} > 0.06"));
+        if ppm == 10_000 && k == 256 && c.repair > 0.06 {
+            failures.push(format!("k 256 at 1%: repair {:.3} > 0.06", c.repair));
+        }
+        if c.outcome.later_pass_chunks > 0 {
+            failures.push(format!(
+                "k {k} loss {ppm} ppm: {} chunks came from a later carousel pass, not from repair",
+                c.outcome.later_pass_chunks
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// One parity cell chosen by environment variables, for exploring:
+/// `SIM_N`, `SIM_PPM`, `SIM_K`, `SIM_BLOCKS`, `SIM_CHUNK`, `SIM_SEED`
+/// (`SIM_TRACE=1` prints each block, `SIM_TRACE_TIMELINE=1` its events).
+#[test]
+#[ignore]
+fn parity_cell_from_env() {
+    let var = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut s = parity(
+        var("SIM_N", 200) as usize,
+        var("SIM_PPM", 10_000),
+        var("SIM_K", 64) as u32,
+        var("SIM_CHUNK", 1024) as u32,
+        var("SIM_BLOCKS", 32) as u32,
+        var("SIM_SEED", 1),
+    );
+    s.lossless_control = var("SIM_LOSSLESS_CONTROL", 0) == 1;
+    if let Ok(r) = std::env::var("SIM_RATE_1024") {
+        s.rate_bps = pace(s.chunk_size, r.parse().expect("SIM_RATE_1024"));
+    }
+    if let Ok(w) = std::env::var("SIM_WINDOW") {
+        s.window_blocks = w.parse().expect("SIM_WINDOW");
+    }
+    if let Ok(p) = std::env::var("SIM_PASSES") {
+        s.max_passes = p.parse().expect("SIM_PASSES");
+    }
+    parity_cell(&s);
 }

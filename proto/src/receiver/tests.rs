@@ -574,9 +574,16 @@ fn r_nack_6_in_the_end_game_an_evicted_block_is_asked_for_whole_before_the_next_
     // block 1, which went by and is 3 blocks away from the next pass's
     // position, is taken back into the window and asked for whole.
     assert_eq!(rx.stats().endgame_fetches, 1);
-    let due = rx.poll_timeout().expect("NACK armed");
-    rx.handle_timeout(due);
-    shell.drain(&mut rx, due, &[]);
+    // Each block has its own back-off (R-NACK-2): fire every NACK due soon.
+    let mut due = rx.poll_timeout().expect("NACK armed");
+    while due <= ms(100) {
+        rx.handle_timeout(due);
+        shell.drain(&mut rx, due, &[]);
+        match rx.poll_timeout() {
+            Some(next) if next > due => due = next,
+            _ => break,
+        }
+    }
     let asked: Vec<ChunkRange> = shell
         .nacks
         .iter()
@@ -1001,4 +1008,146 @@ fn r_nack_2_shaped_backoff_stays_in_bounds_and_reaches_the_round_trips() {
         }
     }
     assert!(late > 950, "max of 8 draws: early NACKs are rare ({late})");
+}
+
+/// Fire every timer due up to `until`, draining after each.
+fn run_timers(rx: &mut Receiver, shell: &mut Shell, until: Instant) {
+    while let Some(t) = rx.poll_timeout() {
+        if t > until {
+            break;
+        }
+        rx.handle_timeout(t);
+        shell.drain(rx, t, &[]);
+    }
+}
+
+#[test]
+fn r_nack_1_a_late_joiner_leaves_what_streamed_before_it_listened_to_the_next_pass() {
+    let f = fixture();
+    let cpb = f.manifest.chunks_per_block();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    // The device hears the Announce; block 0 and the start of block 1 stream
+    // by while it fetches the manifest (nothing of them can be stored).
+    feed(&mut rx, &mut shell, ms(0), &announce(&f)).expect("announce");
+    for (b, c) in [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)] {
+        let _ = feed(&mut rx, &mut shell, ms(0), &data(&f, b, c, 0));
+    }
+    for m in manifest_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(1), &m).expect("manifest chunk");
+    }
+    assert!(shell.accepted);
+    // It stores the rest of block 1 (chunk 1 lost as well), and block 2,
+    // which loses chunk 2.
+    for (b, c) in [(1, 2), (1, 3), (2, 0), (2, 1), (2, 3), (3, 0)] {
+        feed(&mut rx, &mut shell, ms(2), &data(&f, b, c, 0)).expect("data");
+    }
+    run_timers(&mut rx, &mut shell, ms(500));
+    let asked: Vec<ChunkRange> = shell
+        .nacks
+        .iter()
+        .flat_map(|n| n.ranges.iter().copied())
+        .collect();
+    assert!(!asked.is_empty(), "block 2's loss is asked for");
+    assert!(
+        asked.iter().all(|r| r.start == 2 * cpb + 2 && r.len == 1),
+        "blocks that began streaming before the device listened wait for the next pass: {asked:?}"
+    );
+    // The next pass: block 0 streams whole; block 1 loses chunk 1 again.
+    shell.nacks.clear();
+    for (b, c) in [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (1, 0),
+        (1, 2),
+        (1, 3),
+        (2, 0),
+    ] {
+        feed(&mut rx, &mut shell, ms(600), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.write_order.contains(&0), "block 0 came with the pass");
+    run_timers(&mut rx, &mut shell, ms(650));
+    let asked: Vec<ChunkRange> = shell
+        .nacks
+        .iter()
+        .flat_map(|n| n.ranges.iter().copied())
+        .filter(|r| r.start < 2 * cpb)
+        .collect();
+    assert_eq!(
+        asked,
+        [ChunkRange {
+            start: cpb + 1,
+            len: 1
+        }],
+        "in the next pass, what the device missed while it listened"
+    );
+}
+
+#[test]
+fn r_nack_2_each_block_waits_for_its_own_backoff() {
+    let f = fixture();
+    let cpb = f.manifest.chunks_per_block();
+    let mut cfg = config();
+    // A fixed back-off, to see which NACK carries what.
+    cfg.nack_delay_min = Duration::from_millis(10);
+    cfg.nack_delay_max = Duration::from_millis(10);
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // Block 0 loses chunk 1 at 10 ms; block 1 loses chunk 2 at 15 ms.
+    for (b, c) in [(0, 0), (0, 2), (0, 3), (1, 0)] {
+        feed(&mut rx, &mut shell, ms(10), &data(&f, b, c, 0)).expect("data");
+    }
+    for (b, c) in [(1, 1), (1, 3), (2, 0)] {
+        feed(&mut rx, &mut shell, ms(15), &data(&f, b, c, 0)).expect("data");
+    }
+    assert_eq!(rx.poll_timeout(), Some(ms(20)));
+    rx.handle_timeout(ms(20));
+    shell.drain(&mut rx, ms(20), &[]);
+    assert_eq!(shell.nacks.len(), 1);
+    assert_eq!(
+        shell.nacks[0].ranges.as_slice(),
+        &[ChunkRange { start: 1, len: 1 }],
+        "block 1 does not ride along before its own back-off has run"
+    );
+    assert_eq!(rx.poll_timeout(), Some(ms(25)));
+    rx.handle_timeout(ms(25));
+    shell.drain(&mut rx, ms(25), &[]);
+    assert_eq!(shell.nacks.len(), 2);
+    assert_eq!(
+        shell.nacks[1].ranges.as_slice(),
+        &[ChunkRange {
+            start: cpb + 2,
+            len: 1
+        }]
+    );
+}
+
+#[test]
+fn r_nack_5_a_parity_symbol_heard_turns_on_whole_block_nacks() {
+    let f = fixture();
+    let cpb = f.manifest.chunks_per_block();
+    let mut rx = Receiver::new(config(), ms(0));
+    assert!(!rx.config().nack_whole_blocks);
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // A parity symbol (for a block still ahead) says the server repairs with parity.
+    feed(&mut rx, &mut shell, ms(1), &parity_frame(&f, 3, 0, None)).expect("parity");
+    // Block 1 loses chunk 0 while it streams: not asked for yet.
+    for (b, c) in [(0, 0), (0, 1), (0, 2), (0, 3), (1, 1), (1, 2)] {
+        feed(&mut rx, &mut shell, ms(2), &data(&f, b, c, 0)).expect("data");
+    }
+    run_timers(&mut rx, &mut shell, ms(200));
+    assert!(shell.nacks.is_empty(), "no NACK while the block streams");
+    // Once the stream has passed it, the whole block's loss is asked for.
+    for (b, c) in [(1, 3), (2, 0)] {
+        feed(&mut rx, &mut shell, ms(200), &data(&f, b, c, 0)).expect("data");
+    }
+    run_timers(&mut rx, &mut shell, ms(300));
+    assert_eq!(
+        shell.nacks.first().map(|n| n.ranges.as_slice()),
+        Some(&[ChunkRange { start: cpb, len: 1 }][..])
+    );
 }
