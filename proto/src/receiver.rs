@@ -1578,6 +1578,7 @@ impl Receiver {
             // many as are still needed (R-PAR-3).
             let base = t.global(sl.block, 0);
             let bits = t.slot_bits(s);
+            let ranges_before = self.nack.len();
             let mut c = 0;
             let mut full = false;
             while c < horizon && needed > 0 {
@@ -1603,9 +1604,9 @@ impl Receiver {
                 }
                 self.stats.chunks_nacked += u64::from(c - start);
             }
-            if full {
-                // The NACK is full: this block goes in the next one.
-                t.slots[s].nack_due = Some(now + cfg.nack_delay_min);
+            if full && self.nack.len() == ranges_before {
+                // The NACK is full before this block: it stays due and goes
+                // in the next NACK, right after this one.
                 break;
             }
             // R-NACK-3: the retry waits nack_retry plus a back-off, so the
@@ -1616,6 +1617,10 @@ impl Receiver {
             sl.scanned = sl.scanned.max(horizon);
             sl.nack_due = Some(next);
             sl.due_is_retry = true;
+            if full {
+                // What did not fit is asked for with the retry.
+                break;
+            }
         }
         self.nack_at = t
             .slots
