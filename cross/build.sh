@@ -18,7 +18,9 @@
 # target/cross-build, separate from the host build's target/).
 #
 # Environment: FIRMCAST_CROSS_PROFILE (default release),
-# FIRMCAST_PANIC_IMMEDIATE_ABORT=1 (std without panic messages: smaller).
+# FIRMCAST_PANIC_IMMEDIATE_ABORT=1 (std without panic messages: smaller);
+# with --test: FIRMCAST_CROSS_SIM=1 (also proto's fleet simulation, slow),
+# FIRMCAST_CROSS_FEC_BENCH=1 (also proto's erasure-code measurement).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -183,6 +185,12 @@ if ((run_tests)); then
         "$CARGO" test --ignore-rust-version --target "$t" -Zbuild-std -p firmcast-proto --test wire_props
         if [[ ${FIRMCAST_CROSS_SIM:-0} == 1 ]]; then
             "$CARGO" test --ignore-rust-version --target "$t" -Zbuild-std -p firmcast-proto --test sim
+        fi
+        # The erasure-code measurement of issue 6 under qemu-user (decode
+        # time per block relative to a memcpy in the same run): FIRMCAST_CROSS_FEC_BENCH=1.
+        if [[ ${FIRMCAST_CROSS_FEC_BENCH:-0} == 1 ]]; then
+            "$CARGO" run --ignore-rust-version --target "$t" -Zbuild-std=std,panic_abort --release \
+                -p firmcast-proto --example fec_bench
         fi
     done
 fi

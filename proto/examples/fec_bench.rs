@@ -210,22 +210,25 @@ fn tables_child<E: Engine + Default>() {
     println!("{}", CUR.load(Relaxed));
 }
 
-fn tables_in_child(engine: &str) -> usize {
-    let base = std::process::Command::new(std::env::current_exe().unwrap())
+/// Heap the engine's one-time tables take, measured in a fresh child
+/// process; `None` where the binary cannot run itself (qemu-user without
+/// binfmt_misc: "Exec format error").
+fn tables_in_child(engine: &str) -> Option<usize> {
+    let base = std::process::Command::new(std::env::current_exe().ok()?)
         .args(["tables", "none"])
         .output()
-        .unwrap();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .ok()?;
+    let out = std::process::Command::new(std::env::current_exe().ok()?)
         .args(["tables", engine])
         .output()
-        .unwrap();
+        .ok()?;
     let n = |o: &std::process::Output| -> usize {
         String::from_utf8_lossy(&o.stdout)
             .trim()
             .parse()
             .unwrap_or(0)
     };
-    n(&out).saturating_sub(n(&base))
+    Some(n(&out).saturating_sub(n(&base)))
 }
 
 fn main() {
@@ -268,13 +271,13 @@ fn main() {
             } else {
                 "default"
             };
-            r.tables_heap = tables_in_child(engine);
+            r.tables_heap = tables_in_child(engine).unwrap_or(usize::MAX);
         }
     }
     for r in rows {
         let mc = memcpy_ns(r.k, 2000);
         println!(
-            "| {} | {} | {} KiB | {} | {:.1} | {:.2} | {:.0}× | {} KiB | {} KiB |",
+            "| {} | {} | {} KiB | {} | {:.1} | {:.2} | {:.0}× | {} KiB | {} |",
             r.name,
             r.k,
             r.k * CHUNK / 1024,
@@ -283,7 +286,11 @@ fn main() {
             mc / 1000.0,
             r.decode_ns / mc,
             r.decode_heap / 1024,
-            r.tables_heap / 1024,
+            if r.tables_heap == usize::MAX {
+                "n/a (cannot re-exec under qemu-user)".to_string()
+            } else {
+                format!("{} KiB", r.tables_heap / 1024)
+            },
         );
     }
 }
