@@ -341,6 +341,15 @@ pub(crate) mod tests {
         assert!(!s.header_withheld);
     }
 
+    /// A plain writer with 4 KiB image blocks over `flash`.
+    fn writer_4k(flash: MemFlash, image_len: u64) -> ImageWriter<MemFlash> {
+        let opts = WriterOptions {
+            header_last: false,
+            verify: true,
+        };
+        ImageWriter::new(flash, image_len, 4096, opts).expect("writer")
+    }
+
     #[test]
     fn erased_blocks_match_only_where_the_image_itself_is_erased() {
         // Block 1 of this image is all 0xFF: on an erased flash it is already "written".
@@ -348,16 +357,7 @@ pub(crate) mod tests {
         img[4096..8192].fill(0xFF);
         let (m, _) = signed(&img, 4096, "2.0");
         let flash = MemFlash::new(64 * 1024);
-        let mut w = ImageWriter::new(
-            flash,
-            img.len() as u64,
-            4096,
-            WriterOptions {
-                header_last: false,
-                verify: true,
-            },
-        )
-        .expect("writer");
+        let mut w = writer_4k(flash, img.len() as u64);
         let mut buf = vec![0u8; 4096];
         let s = scan(&mut w, &m, &mut buf, false);
         assert_eq!(s.matched, 1);
@@ -375,16 +375,7 @@ pub(crate) mod tests {
         for (fill, want) in [(0x00u8, [0u32]), (0xFF, [2])] {
             let mut flash = MemFlash::new(64 * 1024);
             flash.bytes.fill(fill);
-            let mut w = ImageWriter::new(
-                flash,
-                img.len() as u64,
-                4096,
-                WriterOptions {
-                    header_last: false,
-                    verify: true,
-                },
-            )
-            .expect("writer");
+            let mut w = writer_4k(flash, img.len() as u64);
             let mut buf = vec![0u8; 4096];
             let s = scan(&mut w, &m, &mut buf, false);
             assert_eq!(s.present, want, "target filled with {fill:#04x}");

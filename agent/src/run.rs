@@ -85,7 +85,7 @@ const MAX_RESTARTS: u32 = 3;
 /// timer, handled at the top of the loop, nearly always sees a drained
 /// socket: a device that NACKs while repairs for its holes still wait in its
 /// own socket buffer makes the repair server send them again (50 agents on
-/// two cores: repair traffic three times what the losses needed).
+/// two cores at 1% loss: 286,701 chunks asked for, 1.2 x the image repaired).
 const MAX_READS_PER_WAKEUP: usize = 512;
 /// After a wakeup that found fewer datagrams than this, nap for [`COALESCE`].
 const COALESCE_BELOW: usize = 8;

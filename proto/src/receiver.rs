@@ -1374,7 +1374,6 @@ impl Receiver {
             return;
         };
         let current = pos / t.manifest.chunks_per_block().max(1);
-        let mut claimed = false;
         for block in 0..total {
             if t.is_done(block) || t.find_slot(block).is_some() {
                 continue;
@@ -1389,29 +1388,18 @@ impl Receiver {
                 break;
             };
             t.reset_slot(s);
+            // Its own NACK back-off (R-NACK-2).
+            let due = now + backoff(&self.config, &mut self.rng);
             t.slots[s] = Slot {
                 state: SlotState::Filling,
                 block,
                 expect_all: true,
                 last_activity: now,
+                nack_due: Some(due),
                 ..Slot::FREE
             };
             self.stats.endgame_fetches += 1;
-            claimed = true;
-        }
-        if claimed {
-            // Each claimed block gets its own NACK back-off (R-NACK-2).
-            for sl in t.slots.iter_mut().filter(|sl| {
-                sl.state == SlotState::Filling
-                    && sl.expect_all
-                    && sl.nack_due.is_none()
-                    && sl.received == 0
-            }) {
-                let due = now + backoff(&self.config, &mut self.rng);
-                sl.nack_due = Some(due);
-                sl.due_is_retry = false;
-                self.nack_at = earliest(self.nack_at, Some(due));
-            }
+            self.nack_at = earliest(self.nack_at, Some(due));
         }
     }
 }

@@ -181,6 +181,19 @@ pub struct RepairServer {
     parity_cache: BTreeMap<u32, Vec<u8>>,
 }
 
+/// The chunks a NACK asks for, clipped to the image (R-REP-1), at most
+/// `take` of them (R-REP-2), in order.
+fn taken_chunks(
+    ranges: &[wire::ChunkRange],
+    chunk_end: u32,
+    take: u64,
+) -> impl Iterator<Item = u32> + '_ {
+    ranges
+        .iter()
+        .flat_map(move |r| r.start.min(chunk_end)..r.end().min(chunk_end))
+        .take(usize::try_from(take).unwrap_or(usize::MAX))
+}
+
 impl RepairServer {
     /// A repair server for the image `manifest` describes.
     pub fn new(config: RepairConfig, manifest: &Manifest) -> Self {
@@ -329,24 +342,16 @@ impl RepairServer {
         self.stats.capped += in_image - take;
         if self.parity_active() && now < self.crowd_until {
             // R-PAR-5: count what this device misses per block.
-            let mut taken = 0u64;
             let mut cur: Option<(u32, u32)> = None;
-            'pranges: for r in &nack.ranges {
-                let end = r.end().min(self.chunk_end);
-                for chunk in r.start.min(self.chunk_end)..end {
-                    if taken == take {
-                        break 'pranges;
+            for chunk in taken_chunks(&nack.ranges, self.chunk_end, take) {
+                let block = chunk / self.chunks_per_block;
+                match cur {
+                    Some((b, n)) if b == block => cur = Some((b, n + 1)),
+                    Some((b, n)) => {
+                        self.request_parity(now, session, b, n);
+                        cur = Some((block, 1));
                     }
-                    taken += 1;
-                    let block = chunk / self.chunks_per_block;
-                    match cur {
-                        Some((b, n)) if b == block => cur = Some((b, n + 1)),
-                        Some((b, n)) => {
-                            self.request_parity(now, session, b, n);
-                            cur = Some((block, 1));
-                        }
-                        None => cur = Some((block, 1)),
-                    }
+                    None => cur = Some((block, 1)),
                 }
             }
             if let Some((b, n)) = cur {
@@ -354,16 +359,8 @@ impl RepairServer {
             }
             return Ok(());
         }
-        let mut taken = 0u64;
-        'ranges: for r in &nack.ranges {
-            let end = r.end().min(self.chunk_end);
-            for chunk in r.start.min(self.chunk_end)..end {
-                if taken == take {
-                    break 'ranges;
-                }
-                taken += 1;
-                self.request(now, from, nack.device_id, session, chunk);
-            }
+        for chunk in taken_chunks(&nack.ranges, self.chunk_end, take) {
+            self.request(now, from, nack.device_id, session, chunk);
         }
         Ok(())
     }

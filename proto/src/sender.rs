@@ -108,9 +108,9 @@ pub struct SenderConfig {
     pub manifest_repeats_per_pass: u32,
     /// Whole copies of the manifest back to back at the start of each pass
     /// (at least 1; R-CAR-1). With one copy, a device that lost any one of
-    /// its chunks (16 % of devices at 1 % loss for a 17-chunk manifest of a
-    /// 32 MiB image) waited an eighth of a pass for the repeat and missed
-    /// the data meanwhile; with two, 0.2 %.
+    /// its chunks waited for the next repeat (an eighth of a pass) and
+    /// missed the data meanwhile: in bench/fleet at 1% loss one device of
+    /// ten accepted the manifest 0.6 s after the others.
     pub manifest_lead_copies: u32,
     /// Bound on the fleet table.
     pub max_devices: usize,

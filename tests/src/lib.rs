@@ -435,3 +435,16 @@ pub fn target_untouched(target: &Path) -> bool {
         Err(_) => true,
     }
 }
+
+/// The counts of the agent's "resume: K of N blocks already on flash" line → (K, N).
+pub fn resume_count(log: &str) -> Option<(u32, u32)> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("resume:") && l.contains("already on flash"))?;
+    let after = &line[line.find("resume:")? + "resume:".len()..];
+    let mut words = after.split_whitespace();
+    let k = words.next()?.parse().ok()?;
+    let _of = words.next()?;
+    let n = words.next()?.parse().ok()?;
+    Some((k, n))
+}

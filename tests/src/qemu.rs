@@ -654,19 +654,6 @@ pub fn agent_toml_ab() -> String {
     t
 }
 
-/// "resume: K of N blocks already on flash" → (K, N).
-pub fn resume_count(log: &str) -> Option<(u32, u32)> {
-    let line = log
-        .lines()
-        .find(|l| l.contains("resume:") && l.contains("already on flash"))?;
-    let after = &line[line.find("resume:")? + "resume:".len()..];
-    let mut words = after.split_whitespace();
-    let k = words.next()?.parse().ok()?;
-    let _of = words.next()?;
-    let n = words.next()?.parse().ok()?;
-    Some((k, n))
-}
-
 /// Skip (print why, return `None`) unless the tier can run; with
 /// `FIRMCAST_REQUIRE_EMULATED=1` a missing prerequisite fails the test instead.
 pub fn require(arch: Arch, test: &str) -> Option<Emu> {

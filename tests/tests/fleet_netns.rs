@@ -39,19 +39,6 @@ fn pseudo_random(modulus: u64) -> u64 {
         % modulus
 }
 
-fn resume_count(log: &str) -> Option<(u32, u32)> {
-    // "resume: K of N blocks already on flash"
-    let line = log
-        .lines()
-        .find(|l| l.contains("resume:") && l.contains("already on flash"))?;
-    let after = &line[line.find("resume:")? + "resume:".len()..];
-    let mut words = after.split_whitespace();
-    let k = words.next()?.parse().ok()?;
-    let _of = words.next()?;
-    let n = words.next()?.parse().ok()?;
-    Some((k, n))
-}
-
 fn summary(test: &str, started: Instant, rig: &Rig, image_len: usize, extra: &str) {
     let srv = rig.tx_bytes(&rig.server());
     let rep = rig.tx_bytes(&rig.repair());

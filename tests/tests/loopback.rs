@@ -11,19 +11,6 @@ use firmcast_integration::*;
 const MIB: usize = 1 << 20;
 const FLASH: u64 = 8 << 20;
 
-fn resume_count(log: &str) -> Option<(u32, u32)> {
-    // "resume: K of N blocks already on flash"
-    let line = log
-        .lines()
-        .find(|l| l.contains("resume:") && l.contains("already on flash"))?;
-    let after = &line[line.find("resume:")? + "resume:".len()..];
-    let mut words = after.split_whitespace();
-    let k = words.next()?.parse().ok()?;
-    let _of = words.next()?;
-    let n = words.next()?.parse().ok()?;
-    Some((k, n))
-}
-
 #[test]
 fn five_agents_receive_a_signed_image_over_loopback_multicast() {
     let dir = Scratch::new("five");
