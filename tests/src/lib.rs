@@ -436,15 +436,37 @@ pub fn target_untouched(target: &Path) -> bool {
     }
 }
 
-/// The counts of the agent's "resume: K of N blocks already on flash" line → (K, N).
+/// The agent's "resume: K of N blocks already on flash[; M more were already
+/// there when received before the scan reached them]" line → (K + M, N): every
+/// block this boot found on flash. The scan runs beside receiving (R-RES-2), so
+/// how a boot's finds split between K and M depends on timing; their sum does not.
 pub fn resume_count(log: &str) -> Option<(u32, u32)> {
     let line = log
         .lines()
         .find(|l| l.contains("resume:") && l.contains("already on flash"))?;
     let after = &line[line.find("resume:")? + "resume:".len()..];
     let mut words = after.split_whitespace();
-    let k = words.next()?.parse().ok()?;
+    let scanned: u32 = words.next()?.parse().ok()?;
     let _of = words.next()?;
     let n = words.next()?.parse().ok()?;
-    Some((k, n))
+    let received_first = match after.find(" more were already there when received") {
+        Some(end) => after[..end].rsplit(' ').next()?.parse().ok()?,
+        None => 0,
+    };
+    Some((scanned + received_first, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume_count;
+
+    #[test]
+    fn resume_count_adds_blocks_found_before_the_scan_reached_them() {
+        let log = "   2.272 INFO  resume: 31 of 48 blocks already on flash; 7 more were \
+                   already there when received before the scan reached them\n";
+        assert_eq!(resume_count(log), Some((38, 48)));
+        let plain = "0.1 INFO  resume: 5 of 48 blocks already on flash; 2 unreadable\n";
+        assert_eq!(resume_count(plain), Some((5, 48)));
+        assert_eq!(resume_count("0.1 INFO  manifest accepted\n"), None);
+    }
 }
