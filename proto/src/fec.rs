@@ -1,22 +1,25 @@
-//! The erasure code of parity repair (rules `R-PAR-*` in PROTOCOL.md):
-//! Reed–Solomon over GF(2^16) (`reed-solomon-simd`, Leopard algorithm), one
-//! code per block. A block of `k` source chunks (the short last chunk padded
+//! The erasure code of parity repair (rules `R-PAR-*` in PROTOCOL.md), one
+//! code per block: a block of `k` source chunks (the short last chunk padded
 //! with zeros to `chunk_size`) has `k` parity symbols, indices `0..k`, each
 //! `chunk_size` bytes; any `k` distinct symbols of a block rebuild it.
 //!
-//! Chosen by measurement (`examples/fec_bench.rs`): GF(2^8)
-//! (`reed-solomon-erasure`) is faster but cannot code 256 chunks with their
-//! parity (255 shards at most). The device uses the crate's `Naive` engine:
-//! its global tables are about 450 KiB, where the `NoSimd` and SIMD engines
-//! build 8.6 MiB of multiplication tables, too much for a 64 MB router.
+//! Which code a transfer uses follows from its geometry (R-PAR-2): blocks of
+//! at most 128 chunks use a Cauchy Reed–Solomon code over GF(2^8)
+//! ([`cauchy`]), larger ones Leopard Reed–Solomon over GF(2^16)
+//! ([`leopard`]). Chosen by measurement (`examples/fec_bench.rs`): on a
+//! 64-chunk block the GF(2^8) code decodes about 20 times faster than the
+//! GF(2^16) crate's table-light engine and needs no global tables, but it
+//! cannot code more than 128 chunks with their parity.
 //!
 //! Memory: one [`BlockDecoder`] per transfer, allocated when the manifest is
-//! accepted, reused for every block; its work space is about two blocks.
+//! accepted, reused for every block.
 
+use alloc::vec;
 use alloc::vec::Vec;
 
-use reed_solomon_simd::engine::Naive;
-use reed_solomon_simd::rate::{DefaultRateDecoder, DefaultRateEncoder, RateDecoder, RateEncoder};
+mod cauchy;
+mod gf256;
+mod leopard;
 
 /// Why a block could not be coded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,70 +49,74 @@ pub fn parity_count(k: u32) -> u32 {
     k
 }
 
-/// Whether parity repair is possible for this geometry (R-PAR-2): the shard
-/// size must be even and the block at most 32768 chunks.
-pub fn supported(chunk_size: u32, chunks_per_block: u32) -> bool {
-    chunk_size % 2 == 0 && chunk_size > 0 && (1..=32_768).contains(&chunks_per_block)
+/// Whether a transfer's blocks of `chunks_per_block` chunks are coded over
+/// GF(2^8) (R-PAR-2); otherwise over GF(2^16).
+pub fn uses_gf256(chunks_per_block: u32) -> bool {
+    (1..=cauchy::MAX_CHUNKS).contains(&chunks_per_block)
 }
 
-/// All parity symbols of one block: `block` is its bytes (the last block may
-/// be short); returns `parity_count(k)` symbols of `chunk_size` bytes,
-/// concatenated.
-pub fn encode_block(block: &[u8], chunk_size: usize) -> Result<Vec<u8>, FecError> {
+/// Whether parity repair is possible for this geometry (R-PAR-2): any chunk
+/// size up to 128 chunks per block; beyond that an even chunk size and at
+/// most 32768 chunks.
+pub fn supported(chunk_size: u32, chunks_per_block: u32) -> bool {
+    chunk_size > 0
+        && (uses_gf256(chunks_per_block) || leopard::supported(chunk_size, chunks_per_block))
+}
+
+/// All parity symbols of one block of a transfer with `chunks_per_block`
+/// chunks per block: `block` is its bytes (the last block may be short);
+/// returns `parity_count(k)` symbols of `chunk_size` bytes, concatenated.
+pub fn encode_block(
+    block: &[u8],
+    chunk_size: usize,
+    chunks_per_block: u32,
+) -> Result<Vec<u8>, FecError> {
     let k = block.len().div_ceil(chunk_size.max(1));
-    if k == 0 || !supported(chunk_size as u32, k as u32) {
+    if k == 0 || k > chunks_per_block as usize || !supported(chunk_size as u32, chunks_per_block) {
         return Err(FecError::Unsupported);
     }
-    let r = parity_count(k as u32) as usize;
-    let mut enc = DefaultRateEncoder::<Naive>::new(k, r, chunk_size, Naive::default(), None)
-        .map_err(|_| FecError::Unsupported)?;
-    let mut pad = alloc::vec![0u8; chunk_size];
-    for c in block.chunks(chunk_size) {
-        let shard = if c.len() == chunk_size {
-            c
-        } else {
-            pad[..c.len()].copy_from_slice(c);
-            &pad[..]
-        };
-        enc.add_original_shard(shard)
-            .map_err(|_| FecError::Unsupported)?;
+    let mut source = vec![0u8; k * chunk_size];
+    source[..block.len()].copy_from_slice(block);
+    let mut parity = vec![0u8; parity_count(k as u32) as usize * chunk_size];
+    if uses_gf256(chunks_per_block) {
+        cauchy::encode(&source, &mut parity, chunk_size);
+    } else {
+        leopard::encode(&source, &mut parity, chunk_size)?;
     }
-    let res = enc.encode().map_err(|_| FecError::Unsupported)?;
-    let mut out = Vec::with_capacity(r * chunk_size);
-    for s in res.recovery_iter() {
-        out.extend_from_slice(s);
-    }
-    Ok(out)
+    Ok(parity)
 }
 
 /// A reusable block decoder, sized once for the largest block.
-pub struct BlockDecoder {
-    dec: DefaultRateDecoder<Naive>,
+pub enum BlockDecoder {
+    /// GF(2^8), blocks of at most 128 chunks.
+    Gf256(cauchy::Decoder),
+    /// GF(2^16), larger blocks.
+    Gf65536(leopard::Decoder),
 }
 
 impl core::fmt::Debug for BlockDecoder {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("BlockDecoder")
+        f.write_str(match self {
+            BlockDecoder::Gf256(_) => "BlockDecoder(GF(2^8))",
+            BlockDecoder::Gf65536(_) => "BlockDecoder(GF(2^16))",
+        })
     }
 }
 
 impl BlockDecoder {
-    /// A decoder for blocks of up to `k` chunks of `chunk_size` bytes.
-    /// Allocates its work space (and, the first time in a process, the
-    /// engine's tables) now, not while datagrams arrive.
-    pub fn new(k: u32, chunk_size: u32) -> Result<BlockDecoder, FecError> {
-        if !supported(chunk_size, k) {
+    /// A decoder for a transfer's blocks of up to `chunks_per_block` chunks
+    /// of `chunk_size` bytes. Allocates its work space (and, for GF(2^16)
+    /// the first time in a process, the engine's tables) now, not while
+    /// datagrams arrive.
+    pub fn new(chunks_per_block: u32, chunk_size: u32) -> Result<BlockDecoder, FecError> {
+        if !supported(chunk_size, chunks_per_block) {
             return Err(FecError::Unsupported);
         }
-        let dec = DefaultRateDecoder::<Naive>::new(
-            k as usize,
-            parity_count(k) as usize,
-            chunk_size as usize,
-            Naive::default(),
-            None,
-        )
-        .map_err(|_| FecError::Unsupported)?;
-        Ok(BlockDecoder { dec })
+        if uses_gf256(chunks_per_block) {
+            cauchy::Decoder::new(chunks_per_block).map(BlockDecoder::Gf256)
+        } else {
+            leopard::Decoder::new(chunks_per_block, chunk_size).map(BlockDecoder::Gf65536)
+        }
     }
 
     /// Rebuild a block in place. `buf` holds `k` positions of `chunk_size`
@@ -122,30 +129,10 @@ impl BlockDecoder {
         chunk_size: usize,
         parity_at: &[u16],
     ) -> Result<(), FecError> {
-        let k = parity_at.len();
-        if k == 0 || buf.len() < k * chunk_size {
-            return Err(FecError::Decode);
+        match self {
+            BlockDecoder::Gf256(d) => d.decode(buf, chunk_size, parity_at),
+            BlockDecoder::Gf65536(d) => d.decode(buf, chunk_size, parity_at),
         }
-        let r = parity_count(k as u32) as usize;
-        self.dec
-            .reset(k, r, chunk_size)
-            .map_err(|_| FecError::Decode)?;
-        for (i, p) in parity_at.iter().enumerate() {
-            let shard = &buf[i * chunk_size..(i + 1) * chunk_size];
-            match *p {
-                SOURCE => self.dec.add_original_shard(i, shard),
-                p => self.dec.add_recovery_shard(usize::from(p), shard),
-            }
-            .map_err(|_| FecError::Decode)?;
-        }
-        let res = self.dec.decode().map_err(|_| FecError::Decode)?;
-        for (i, p) in parity_at.iter().enumerate() {
-            if *p != SOURCE {
-                let restored = res.restored_original(i).ok_or(FecError::Decode)?;
-                buf[i * chunk_size..(i + 1) * chunk_size].copy_from_slice(restored);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -159,29 +146,55 @@ mod tests {
         let cs = 64usize;
         let block: Vec<u8> = (0..cs * 5 + 10).map(|i| (i * 31 % 251) as u8).collect();
         let k = block.len().div_ceil(cs);
-        let parity = encode_block(&block, cs).expect("encode");
-        assert_eq!(parity.len(), k * cs);
-        let mut dec = BlockDecoder::new(8, cs as u32).expect("decoder");
-        // Lose chunks 1 and 5 (the short one); hold parity 4 and 0 in their places.
-        let mut buf = vec![0u8; k * cs];
-        buf[..block.len()].copy_from_slice(&block);
-        let mut at = vec![SOURCE; k];
-        buf[cs..2 * cs].copy_from_slice(&parity[4 * cs..5 * cs]);
-        at[1] = 4;
-        buf[5 * cs..6 * cs].copy_from_slice(&parity[..cs]);
-        at[5] = 0;
-        dec.decode(&mut buf, cs, &at).expect("decode");
-        assert_eq!(&buf[..block.len()], &block[..]);
-        assert!(
-            buf[block.len()..].iter().all(|&b| b == 0),
-            "padding is zeros"
-        );
+        for cpb in [8, 200] {
+            let parity = encode_block(&block, cs, cpb).expect("encode");
+            assert_eq!(parity.len(), k * cs);
+            let mut dec = BlockDecoder::new(cpb, cs as u32).expect("decoder");
+            // Lose chunks 1 and 5 (the short one); hold parity 4 and 0 in their places.
+            let mut buf = vec![0u8; k * cs];
+            buf[..block.len()].copy_from_slice(&block);
+            let mut at = vec![SOURCE; k];
+            buf[cs..2 * cs].copy_from_slice(&parity[4 * cs..5 * cs]);
+            at[1] = 4;
+            buf[5 * cs..6 * cs].copy_from_slice(&parity[..cs]);
+            at[5] = 0;
+            dec.decode(&mut buf, cs, &at).expect("decode");
+            assert_eq!(&buf[..block.len()], &block[..]);
+            assert!(
+                buf[block.len()..].iter().all(|&b| b == 0),
+                "padding is zeros"
+            );
+        }
     }
 
     #[test]
-    fn odd_chunk_sizes_are_unsupported() {
-        assert!(!supported(65, 4));
-        assert_eq!(encode_block(&[1, 2, 3], 65), Err(FecError::Unsupported));
-        assert!(BlockDecoder::new(4, 65).is_err());
+    fn odd_chunk_sizes_are_unsupported_only_beyond_128_chunks() {
+        assert!(supported(65, 4));
+        assert!(!supported(65, 129));
+        assert_eq!(
+            encode_block(&[1, 2, 3], 65, 129),
+            Err(FecError::Unsupported)
+        );
+        assert!(BlockDecoder::new(129, 65).is_err());
+        assert!(BlockDecoder::new(4, 65).is_ok());
+        assert!(!supported(0, 4));
+    }
+
+    #[test]
+    fn the_code_follows_the_transfer_geometry_not_the_block() {
+        // A short last block of a 256-chunk transfer is still GF(2^16): its
+        // parity differs from the GF(2^8) parity of the same bytes.
+        let block: Vec<u8> = (0..64 * 4).map(|i| i as u8).collect();
+        let small = encode_block(&block, 64, 128).expect("gf256");
+        let large = encode_block(&block, 64, 256).expect("gf65536");
+        assert_ne!(small, large);
+        assert!(matches!(
+            BlockDecoder::new(128, 64),
+            Ok(BlockDecoder::Gf256(_))
+        ));
+        assert!(matches!(
+            BlockDecoder::new(129, 64),
+            Ok(BlockDecoder::Gf65536(_))
+        ));
     }
 }

@@ -565,8 +565,12 @@ impl RepairServer {
                     .min(self.image_len),
             )
             .ok()?;
-            let parity =
-                fec::encode_block(image.get(start..end)?, self.chunk_size as usize).ok()?;
+            let parity = fec::encode_block(
+                image.get(start..end)?,
+                self.chunk_size as usize,
+                self.chunks_per_block,
+            )
+            .ok()?;
             if self.parity_cache.len() >= PARITY_CACHE_BLOCKS {
                 // Bounded: forget the block farthest from this one.
                 let far = *self.parity_cache.keys().max_by_key(|b| b.abs_diff(block))?;
@@ -754,7 +758,7 @@ mod tests {
                     &img[d.block as usize * bs..((d.block as usize + 1) * bs).min(img.len())];
                 let parity = h.flags & FLAG_PARITY != 0;
                 let want = if parity {
-                    let all = fec::encode_block(block, cs).expect("encode");
+                    let all = fec::encode_block(block, cs, m.chunks_per_block()).expect("encode");
                     all[d.chunk as usize * cs..(d.chunk as usize + 1) * cs].to_vec()
                 } else {
                     block[d.chunk as usize * cs..((d.chunk as usize + 1) * cs).min(block.len())]

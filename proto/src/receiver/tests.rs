@@ -813,7 +813,8 @@ fn out_of_manifest_indices_and_lengths_are_dropped() {
 fn parity_frame(f: &Fixture, block: u32, index: u32, payload: Option<&[u8]>) -> Vec<u8> {
     let start = (block * BLOCK) as usize;
     let end = (start + BLOCK as usize).min(f.image.len());
-    let all = crate::fec::encode_block(&f.image[start..end], CHUNK as usize).expect("encode");
+    let all = crate::fec::encode_block(&f.image[start..end], CHUNK as usize, BLOCK / CHUNK)
+        .expect("encode");
     let sym = &all[index as usize * CHUNK as usize..(index as usize + 1) * CHUNK as usize];
     enc(
         f,
