@@ -86,6 +86,30 @@ pub fn encode_block(
     Ok(parity)
 }
 
+/// Parity symbol `index` alone of one block (`block` its bytes, the last
+/// block may be short), into `out` (`chunk_size` bytes). GF(2^8) only, where
+/// it costs `k` chunk multiply-adds instead of the `k²` of the whole block;
+/// `Unsupported` for GF(2^16) transfers (use [`encode_block`]).
+pub fn encode_symbol(
+    block: &[u8],
+    chunk_size: usize,
+    chunks_per_block: u32,
+    index: u32,
+    out: &mut [u8],
+) -> Result<(), FecError> {
+    let k = block.len().div_ceil(chunk_size.max(1));
+    if k == 0
+        || k > chunks_per_block as usize
+        || !uses_gf256(chunks_per_block)
+        || index as usize >= k
+        || out.len() != chunk_size
+    {
+        return Err(FecError::Unsupported);
+    }
+    cauchy::encode_symbol(block, chunk_size, index as usize, out);
+    Ok(())
+}
+
 /// A reusable block decoder, sized once for the largest block.
 pub enum BlockDecoder {
     /// GF(2^8), blocks of at most 128 chunks.

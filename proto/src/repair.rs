@@ -177,8 +177,10 @@ pub struct RepairServer {
     next_parity: BTreeMap<u32, u32>,
     /// When parity for a block last went out, and how many symbols since the holdoff began.
     parity_sent: BTreeMap<u32, (Instant, u32)>,
-    /// Computed parity of recent blocks (bounded).
+    /// Computed parity of recent blocks, GF(2^16) transfers only (bounded).
     parity_cache: BTreeMap<u32, Vec<u8>>,
+    /// One GF(2^8) parity symbol, computed when it is sent.
+    symbol: Vec<u8>,
 }
 
 /// The chunks a NACK asks for, clipped to the image (R-REP-1), at most
@@ -227,6 +229,7 @@ impl RepairServer {
             next_parity: BTreeMap::new(),
             parity_sent: BTreeMap::new(),
             parity_cache: BTreeMap::new(),
+            symbol: Vec::new(),
         }
     }
 
@@ -280,6 +283,12 @@ impl RepairServer {
         if self.batch_due.is_none() {
             self.batch_due = Some(now + self.config.aggregate);
         }
+    }
+
+    /// Charge the repair pacer for a carousel datagram of `len` bytes sent
+    /// at `now` on the same link (R-REP-7).
+    pub fn charge_shared(&mut self, now: Instant, len: usize) {
+        self.pacer.charge(now, len);
     }
 
     /// Take in a datagram (NACK or Status) that arrived from `from` at `now`.
@@ -558,29 +567,32 @@ impl RepairServer {
             *next = (i + 1) % r;
             i
         };
-        if !self.parity_cache.contains_key(&block) {
-            let start = usize::try_from(u64::from(block) * u64::from(self.block_size)).ok()?;
-            let end = usize::try_from(
-                (u64::from(block) * u64::from(self.block_size) + u64::from(self.block_size))
-                    .min(self.image_len),
-            )
-            .ok()?;
-            let parity = fec::encode_block(
-                image.get(start..end)?,
-                self.chunk_size as usize,
-                self.chunks_per_block,
-            )
-            .ok()?;
-            if self.parity_cache.len() >= PARITY_CACHE_BLOCKS {
-                // Bounded: forget the block farthest from this one.
-                let far = *self.parity_cache.keys().max_by_key(|b| b.abs_diff(block))?;
-                self.parity_cache.remove(&far);
-            }
-            self.parity_cache.insert(block, parity);
-        }
+        let start = usize::try_from(u64::from(block) * u64::from(self.block_size)).ok()?;
+        let end = usize::try_from(
+            (u64::from(block) * u64::from(self.block_size) + u64::from(self.block_size))
+                .min(self.image_len),
+        )
+        .ok()?;
+        let source = image.get(start..end)?;
         let cs = self.chunk_size as usize;
-        let parity = self.parity_cache.get(&block)?;
-        let payload = parity.get(index as usize * cs..(index as usize + 1) * cs)?;
+        let payload: &[u8] = if fec::uses_gf256(self.chunks_per_block) {
+            // One symbol costs k multiply-adds: computed when sent, not cached.
+            self.symbol.resize(cs, 0);
+            fec::encode_symbol(source, cs, self.chunks_per_block, index, &mut self.symbol).ok()?;
+            &self.symbol
+        } else {
+            if !self.parity_cache.contains_key(&block) {
+                let parity = fec::encode_block(source, cs, self.chunks_per_block).ok()?;
+                if self.parity_cache.len() >= PARITY_CACHE_BLOCKS {
+                    // Bounded: forget the block farthest from this one.
+                    let far = *self.parity_cache.keys().max_by_key(|b| b.abs_diff(block))?;
+                    self.parity_cache.remove(&far);
+                }
+                self.parity_cache.insert(block, parity);
+            }
+            let parity = self.parity_cache.get(&block)?;
+            parity.get(index as usize * cs..(index as usize + 1) * cs)?
+        };
         let frame = Frame::Data(Data {
             block,
             chunk: index,

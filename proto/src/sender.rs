@@ -272,6 +272,13 @@ impl Sender {
         result
     }
 
+    /// Charge the carousel's pacer for a datagram of `len` bytes that a
+    /// repair server sharing this sender's link sent at `now` (R-REP-7), so
+    /// that the two together keep to `rate_bps`.
+    pub fn charge_shared(&mut self, now: Instant, len: usize) {
+        self.pacer.charge(now, len);
+    }
+
     /// Write the next carousel datagram into `buf` if pacing allows it at
     /// `now`. `image` is the image the manifest describes; `buf` should hold
     /// [`wire::MAX_DATAGRAM`] bytes. The destination is always the data group.

@@ -176,7 +176,15 @@ Examples:
   firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
       --interface 192.168.1.10 --rate 50M --until-done 200 --duration 1800
   firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
-      --interface 127.0.0.1 --rate 5M --passes 2 --json")]
+      --interface 127.0.0.1 --rate 5M --passes 2 --json
+
+With --repair-listen this process is also the repair server (what `firmcast
+repair` does, on the same host): devices send NACKs to that address, and
+repairs and the carousel share --rate, repairs first, so the uplink is never
+asked for more than --rate. Point the devices' repair server at it.
+  firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
+      --interface 192.168.1.10 --rate 20M --repair-listen 192.168.1.10:7855 \\
+      --repair parity --until-done 50")]
 pub struct SendArgs {
     /// The firmware image.
     #[arg(long, value_name = "FILE")]
@@ -217,6 +225,18 @@ pub struct SendArgs {
     /// Copies of the manifest back to back at the start of each pass.
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
     pub manifest_lead: u32,
+    /// Also serve repairs from this process, receiving NACKs and Status on
+    /// this address (instead of an ephemeral port); repairs share --rate.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub repair_listen: Option<SocketAddr>,
+    /// With --repair-listen: multicast group and port for repairs several
+    /// devices need.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.77.2:7855")]
+    pub repair_group: SocketAddr,
+    /// With --repair-listen: how to answer a crowd of NACKs (as `firmcast
+    /// repair --repair`).
+    #[arg(long, value_enum, default_value_t = RepairModeArg::Retransmit)]
+    pub repair: RepairModeArg,
     /// Print a JSON summary object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -42,21 +42,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         .map_err(|e| runtime(format!("socket address: {e}")))?;
     let interrupted = net::interrupted();
     let clock = Clock::start();
-    let cfg = RepairConfig {
-        rate_bps: args.rate,
-        mode: match args.repair {
-            RepairModeArg::Retransmit => RepairMode::Retransmit,
-            RepairModeArg::Parity => RepairMode::Parity,
-        },
-        ..RepairConfig::default()
-    };
-    let mut server = RepairServer::new(cfg, &loaded.manifest);
-    if args.repair == RepairModeArg::Parity && !server.parity_active() {
-        log::warn!(
-            "--repair parity: chunk size {} is odd, parity needs an even one; retransmitting instead",
-            loaded.manifest.chunk_size
-        );
-    }
+    let mut server = new_server(args.repair, args.rate, &loaded.manifest);
     let stop_at = args
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
@@ -94,20 +80,16 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
             handle(&mut server, clock.now(), from, bytes)
         })?;
         server.handle_timeout(clock.now());
-        while let Some(t) = server.poll_transmit(clock.now(), &loaded.image, &mut buf) {
-            let to = match t.dest {
-                Dest::Group => SocketAddr::V4(repair_group),
-                Dest::Peer(a) => a,
-                Dest::RepairServer => continue,
-            };
-            if let Err(e) = net::send(&sock, &buf[..t.len], to) {
-                send_errors += 1;
-                log::debug!("sending repair to {to}: {e}");
-                if send_errors == 1 {
-                    log::warn!("sending repair to {to}: {e}");
-                }
-            }
-        }
+        send_due(
+            &mut server,
+            &clock,
+            &loaded.image,
+            &mut buf,
+            &sock,
+            repair_group,
+            &mut send_errors,
+            |_, _| {},
+        );
         if interrupted.load(Ordering::SeqCst) {
             break true;
         }
@@ -140,10 +122,102 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     progress.finish();
 
     let secs = clock.secs();
-    let s = server.stats();
     let summary = format!(
-        "repair: {} NACKs, {} chunks asked, {} sent to group, {} unicast, {} repair bytes in {secs:.1} s \
-         ({} suppressed, {} capped, {} dropped); {}; stopped by {}",
+        "{} in {secs:.1} s; {}; stopped by {}",
+        summary_line(&server),
+        devices_line(server.fleet()),
+        if interrupted_by_signal {
+            "interrupted"
+        } else {
+            "duration"
+        }
+    );
+    if args.json {
+        eprintln!("{summary}");
+        let mut obj = stats_json(&server, send_errors);
+        obj["seconds"] = json!(secs);
+        obj["image_id"] = json!(loaded.manifest.image_id.to_string());
+        obj["stopped_by"] = json!(if interrupted_by_signal {
+            "interrupted"
+        } else {
+            "duration"
+        });
+        println!("{obj}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// A repair server for `mode`, paced at `rate_bps`; warns when parity was
+/// asked for but the geometry cannot carry it.
+pub(crate) fn new_server(
+    mode: RepairModeArg,
+    rate_bps: u64,
+    manifest: &proto::manifest::Manifest,
+) -> RepairServer {
+    let cfg = RepairConfig {
+        rate_bps,
+        mode: match mode {
+            RepairModeArg::Retransmit => RepairMode::Retransmit,
+            RepairModeArg::Parity => RepairMode::Parity,
+        },
+        ..RepairConfig::default()
+    };
+    let server = RepairServer::new(cfg, manifest);
+    if mode == RepairModeArg::Parity && !server.parity_active() {
+        log::warn!(
+            "--repair parity: {} chunks of {} bytes per block cannot be coded (more than 128 chunks need an even chunk size); retransmitting instead",
+            manifest.chunks_per_block(),
+            manifest.chunk_size
+        );
+    }
+    server
+}
+
+/// Send every repair datagram the server has due now; `sent(now, len)` is
+/// told of each one that left (R-REP-7: the carousel is charged for it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn send_due(
+    server: &mut RepairServer,
+    clock: &Clock,
+    image: &[u8],
+    buf: &mut [u8],
+    sock: &std::net::UdpSocket,
+    repair_group: SocketAddrV4,
+    send_errors: &mut u64,
+    mut sent: impl FnMut(proto::Instant, usize),
+) {
+    server.handle_timeout(clock.now());
+    loop {
+        let now = clock.now();
+        let Some(t) = server.poll_transmit(now, image, buf) else {
+            break;
+        };
+        let to = match t.dest {
+            Dest::Group => SocketAddr::V4(repair_group),
+            Dest::Peer(a) => a,
+            Dest::RepairServer => continue,
+        };
+        match net::send(sock, &buf[..t.len], to) {
+            Ok(()) => sent(now, t.len),
+            Err(e) => {
+                *send_errors += 1;
+                log::debug!("sending repair to {to}: {e}");
+                if *send_errors == 1 {
+                    log::warn!("sending repair to {to}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The repair counters in one line, for the summary.
+pub(crate) fn summary_line(server: &RepairServer) -> String {
+    let s = server.stats();
+    format!(
+        "repair: {} NACKs, {} chunks asked, {} sent to group, {} unicast, {} repair bytes \
+         ({} suppressed, {} capped, {} dropped)",
         s.nacks,
         s.chunks_requested,
         s.chunks_sent_group,
@@ -152,36 +226,30 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         s.suppressed,
         s.capped,
         s.drops,
-        devices_line(server.fleet()),
-        if interrupted_by_signal { "interrupted" } else { "duration" }
-    );
-    if args.json {
-        eprintln!("{summary}");
-        let obj = json!({
-            "nacks": s.nacks,
-            "chunks_requested": s.chunks_requested,
-            "chunks_sent_group": s.chunks_sent_group,
-            "chunks_sent_unicast": s.chunks_sent_unicast,
-            "bytes_sent": s.bytes_sent,
-            "suppressed": s.suppressed,
-            "merged": s.merged,
-            "capped": s.capped,
-            "overload": s.overload,
-            "status_frames": s.status_frames,
-            "drops": s.drops,
-            "parity_sent": s.parity_sent,
-            "parity_suppressed": s.parity_suppressed,
-            "mode": if server.parity_active() { "parity" } else { "retransmit" },
-            "send_errors": send_errors,
-            "seconds": secs,
-            "image_id": loaded.manifest.image_id.to_string(),
-            "devices": devices_json(server.fleet()),
-            "devices_total": server.fleet().len(),
-            "stopped_by": if interrupted_by_signal { "interrupted" } else { "duration" },
-        });
-        println!("{obj}");
-    } else {
-        println!("{summary}");
-    }
-    Ok(EXIT_OK)
+    )
+}
+
+/// The repair counters as JSON (the `firmcast repair --json` object, also
+/// `repair` in `firmcast send --repair-listen --json`).
+pub(crate) fn stats_json(server: &RepairServer, send_errors: u64) -> serde_json::Value {
+    let s = server.stats();
+    json!({
+        "nacks": s.nacks,
+        "chunks_requested": s.chunks_requested,
+        "chunks_sent_group": s.chunks_sent_group,
+        "chunks_sent_unicast": s.chunks_sent_unicast,
+        "bytes_sent": s.bytes_sent,
+        "suppressed": s.suppressed,
+        "merged": s.merged,
+        "capped": s.capped,
+        "overload": s.overload,
+        "status_frames": s.status_frames,
+        "drops": s.drops,
+        "parity_sent": s.parity_sent,
+        "parity_suppressed": s.parity_suppressed,
+        "mode": if server.parity_active() { "parity" } else { "retransmit" },
+        "send_errors": send_errors,
+        "devices": devices_json(server.fleet()),
+        "devices_total": server.fleet().len(),
+    })
 }

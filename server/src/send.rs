@@ -1,21 +1,26 @@
-//! `firmcast send`: the shell around [`proto::sender::Sender`].
+//! `firmcast send`: the shell around [`proto::sender::Sender`], and with
+//! `--repair-listen` also around a [`proto::repair::RepairServer`] that shares
+//! its socket and its rate (R-REP-7).
 //!
 //! Loop, per the driving contract: read the clock, drain the socket into
-//! `handle_datagram`, drain `poll_transmit` to the group, check the stop
-//! conditions, then sleep until `poll_timeout()` or a readable socket.
+//! `handle_datagram`, send the repairs due, drain `poll_transmit` to the
+//! group, check the stop conditions, then sleep until the earliest
+//! `poll_timeout()` or a readable socket.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use proto::repair::RepairServer;
 use proto::sender::{Sender, SenderConfig};
 use proto::wire::{self, DeviceState, Frame, MAX_DATAGRAM};
 use serde_json::json;
 
-use crate::cli::SendArgs;
+use crate::cli::{RepairModeArg, SendArgs};
 use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
+use crate::repair;
 use crate::report::{devices_json, devices_line, Progress};
 
 /// Why the send loop stopped.
@@ -59,7 +64,25 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         .map_err(|e| runtime(format!("reading OS randomness: {e}")))?;
     let session = u32::from_be_bytes(session);
 
-    let sock = net::multicast_socket(SocketAddrV4::new(iface, 0), iface, args.ttl)?;
+    let inline_repair =
+        match args.repair_listen {
+            Some(SocketAddr::V4(listen)) => {
+                Some((listen, net::group(args.repair_group, "--repair-group")?))
+            }
+            Some(SocketAddr::V6(a)) => {
+                return Err(config(format!(
+                    "--repair-listen {a}: only IPv4 is supported"
+                )))
+            }
+            None if args.repair != RepairModeArg::Retransmit => return Err(config(
+                "--repair parity needs --repair-listen (or run `firmcast repair --repair parity`)",
+            )),
+            None => None,
+        };
+    // With an inline repair server, one socket bound to its address carries
+    // the carousel, the repairs, Status and NACKs.
+    let bind = inline_repair.map_or(SocketAddrV4::new(iface, 0), |(listen, _)| listen);
+    let sock = net::multicast_socket(bind, iface, args.ttl)?;
     let local = sock
         .local_addr()
         .map_err(|e| runtime(format!("socket address: {e}")))?;
@@ -70,6 +93,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     cfg.manifest_repeats_per_pass = args.manifest_repeats;
     cfg.manifest_lead_copies = args.manifest_lead;
     let mut sender = Sender::new(cfg, &loaded.manifest, loaded.signed.clone(), clock.now());
+    let mut repairer: Option<(RepairServer, SocketAddrV4)> = inline_repair.map(|(_, group)| {
+        (
+            repair::new_server(args.repair, args.rate, &loaded.manifest),
+            group,
+        )
+    });
     let stop_at = args
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
@@ -80,6 +109,13 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         loaded.info.block_count(),
         args.rate,
     );
+    if let Some((server, repair_group)) = &repairer {
+        log::info!(
+            "repairing on {local} ({} mode): group repairs to {repair_group}, sharing the {} bit/s with the carousel",
+            if server.parity_active() { "parity" } else { "retransmit" },
+            args.rate
+        );
+    }
 
     let dest = SocketAddr::V4(group);
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -89,7 +125,19 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut passes_logged = 0u32;
     let mut send_errors = 0u64;
     let verbose = args.verbose;
-    let handle = |sender: &mut Sender, now: proto::Instant, from: SocketAddr, bytes: &[u8]| {
+    let mut repair_send_errors = 0u64;
+    let handle = |sender: &mut Sender,
+                  repairer: &mut Option<(RepairServer, SocketAddrV4)>,
+                  now: proto::Instant,
+                  from: SocketAddr,
+                  bytes: &[u8]| {
+        // NACKs are the repair server's; Status frames feed both fleets.
+        let for_repair = repairer
+            .as_mut()
+            .map(|(server, _)| server.handle_datagram(now, from, bytes));
+        if matches!(for_repair, Some(Ok(()))) && !is_status(bytes) {
+            return;
+        }
         let before = if verbose {
             status_of(bytes).and_then(|id| sender.fleet().get(id).map(|r| r.state))
         } else {
@@ -119,10 +167,25 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
 
     let stop = loop {
         net::drain(&sock, &mut rbuf, |from, bytes| {
-            handle(&mut sender, clock.now(), from, bytes)
+            handle(&mut sender, &mut repairer, clock.now(), from, bytes)
         })?;
+        if let Some((server, repair_group)) = &mut repairer {
+            repair::send_due(
+                server,
+                &clock,
+                &loaded.image,
+                &mut buf,
+                &sock,
+                *repair_group,
+                &mut repair_send_errors,
+                |now, len| sender.charge_shared(now, len),
+            );
+        }
         let mut passes_met = false;
         while let Some(t) = sender.poll_transmit(clock.now(), &loaded.image, &mut buf) {
+            if let Some((server, _)) = &mut repairer {
+                server.charge_shared(clock.now(), t.len);
+            }
             match net::send(&sock, &buf[..t.len], dest) {
                 Ok(()) => consecutive_errors = 0,
                 Err(e) => {
@@ -184,20 +247,24 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         // back to back (the pacer's burst credit covers them), one wakeup
         // per ~11 datagrams at 90 Mbit/s instead of one per datagram.
         let next_send = sender.poll_timeout().map(|t| t.max(now + PACING_NAP));
-        let deadline = [next_send, stop_at, Some(next_tick)]
+        let next_repair = repairer
+            .as_ref()
+            .and_then(|(server, _)| server.poll_timeout())
+            .map(|t| t.max(now + PACING_NAP));
+        let deadline = [next_send, next_repair, stop_at, Some(next_tick)]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(next_tick);
         net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
-            handle(&mut sender, clock.now(), from, bytes)
+            handle(&mut sender, &mut repairer, clock.now(), from, bytes)
         })?;
     };
     progress.finish();
 
     // Late Status replies already queued on the socket still count.
     net::drain(&sock, &mut rbuf, |from, bytes| {
-        handle(&mut sender, clock.now(), from, bytes)
+        handle(&mut sender, &mut repairer, clock.now(), from, bytes)
     })?;
     let secs = clock.secs();
     let stats = sender.stats();
@@ -216,9 +283,13 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             _ => String::new(),
         }
     );
+    let summary = match &repairer {
+        Some((server, _)) => format!("{summary}\n{}", repair::summary_line(server)),
+        None => summary,
+    };
     if args.json {
         eprintln!("{summary}");
-        let obj = json!({
+        let mut obj = json!({
             "passes": sender.passes_completed(),
             "datagrams": stats.datagrams,
             "bytes": stats.bytes,
@@ -241,11 +312,19 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             "drops": stats.drops,
             "send_errors": send_errors,
         });
+        if let Some((server, _)) = &repairer {
+            obj["repair"] = repair::stats_json(server, repair_send_errors);
+        }
         println!("{obj}");
     } else {
         println!("{summary}");
     }
     Ok(if reached { EXIT_OK } else { EXIT_FAILURE })
+}
+
+/// Whether a datagram is a Status frame (which both fleets record).
+fn is_status(bytes: &[u8]) -> bool {
+    matches!(wire::decode(bytes), Ok((_, Frame::Status(_))))
 }
 
 /// The device id of a Status datagram, for verbose logging.

@@ -171,6 +171,30 @@ fn refusals_are_one_clear_line_with_the_right_exit_code() {
         "{}",
         text(&out.stderr)
     );
+    // Parity repair from `send` needs the inline repair server's address.
+    let out = firmcast(&[
+        "send",
+        "--image",
+        p(&f.path("fw.img")),
+        "--manifest",
+        p(&f.path("fw.manifest")),
+        "--group",
+        "239.255.77.1:7854",
+        "--interface",
+        "127.0.0.1",
+        "--rate",
+        "1M",
+        "--passes",
+        "1",
+        "--repair",
+        "parity",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--repair parity needs --repair-listen"),
+        "{}",
+        text(&out.stderr)
+    );
     // Not a manifest at all.
     let out = firmcast(&["manifest", "--show", p(&f.path("fw.img"))]);
     assert_eq!(out.status.code(), Some(2));

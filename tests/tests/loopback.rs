@@ -327,3 +327,96 @@ fn datagrams_of_another_session_never_mix_into_the_image() {
         "the target holds neither image whole"
     );
 }
+
+/// `firmcast send --repair-listen --repair parity`: one process sends the
+/// carousel and the parity repairs (R-REP-7). Agents losing 2% and 10% finish
+/// within two passes, and carousel plus repairs together keep to the one
+/// `--rate` (a separate repair server would add its repairs on top).
+#[test]
+fn one_process_sends_and_repairs_with_parity_within_one_rate() {
+    let dir = Scratch::new("inline");
+    let net = Net::for_test(9);
+    let rel = release(&dir, 3 * MIB, "acme,rt1", "2.1.0", 9);
+    let mut agents = Vec::new();
+    let mut targets = Vec::new();
+    for (i, loss) in [20u32, 20, 100, 100].into_iter().enumerate() {
+        let name = format!("inline{loss}-{i}");
+        let mut spec = AgentSpec::new(&name, &rel.public_key, FLASH);
+        spec.rx_loss_permille = loss;
+        let (config, target) = agent_config(&dir, &net, &spec);
+        agents.push(start_agent(&dir, &name, &config));
+        targets.push(target);
+    }
+    let rate_bps = 20_000_000u64;
+    let mut sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &[
+            "--rate",
+            "20M",
+            "--until-done",
+            "4",
+            "--passes",
+            "2",
+            "--repair-listen",
+            &net.repair_listen,
+            "--repair-group",
+            &net.repair_group,
+            "--repair",
+            "parity",
+            "--json",
+        ],
+    );
+    for a in agents.iter_mut() {
+        let code = a.expect_exit(Duration::from_secs(120));
+        assert_eq!(code, 0, "{} exit code; output:\n{}", a.name, a.output());
+    }
+    for t in &targets {
+        assert!(
+            target_holds(t, &rel.bytes),
+            "{} differs from the image",
+            t.display()
+        );
+    }
+    assert_eq!(sender.expect_exit(Duration::from_secs(30)), 0);
+    let out = sender.output();
+    let json = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON summary:\n{out}"));
+    let field = |key: &str| -> f64 {
+        let pat = format!("\"{key}\":");
+        let at = json.find(&pat).map(|i| i + pat.len());
+        at.and_then(|i| {
+            let v: String = json[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            v.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+    };
+    let carousel = field("bytes");
+    let repairs = field("bytes_sent");
+    let parity = field("parity_sent");
+    let datagrams = field("datagrams") + parity + field("chunks_sent_unicast");
+    let secs = field("seconds");
+    assert!(parity > 0.0, "no parity was sent:\n{out}");
+    eprintln!(
+        "inline repair: carousel {carousel} B, repairs {repairs} B ({parity} parity), {secs:.2} s, {:.2} of 20 Mbit/s",
+        (carousel + repairs + 28.0 * datagrams) * 8.0 / secs / rate_bps as f64
+    );
+    // What the pacers charge: payload plus 28 bytes of IP/UDP per datagram.
+    let sent_bits = (carousel + repairs + 28.0 * datagrams) * 8.0;
+    let limit = rate_bps as f64 * secs * 1.03;
+    assert!(
+        sent_bits <= limit,
+        "carousel {carousel} B + repairs {repairs} B in {secs} s exceed 20 Mbit/s:\n{out}"
+    );
+    assert!(
+        repairs / carousel > 0.03,
+        "too few repairs ({repairs} B) for the test to tell a shared rate from two:\n{out}"
+    );
+}

@@ -39,6 +39,17 @@ pub fn encode(source: &[u8], parity: &mut [u8], chunk_size: usize) {
     }
 }
 
+/// Parity symbol `j` alone of a block of `k` chunks held in `source`
+/// (`k · chunk_size` bytes, the last chunk possibly short: it counts as padded
+/// with zeros), written to `out` (`chunk_size` bytes): `k` multiply-adds.
+pub fn encode_symbol(source: &[u8], chunk_size: usize, j: usize, out: &mut [u8]) {
+    out.fill(0);
+    for (i, s) in source.chunks(chunk_size).enumerate() {
+        // A short last chunk: its missing tail is zeros and adds nothing.
+        gf256::mul_add(&mut out[..s.len()], s, coefficient(j, i));
+    }
+}
+
 /// Work space for decoding blocks of up to `max_k` chunks.
 #[derive(Debug)]
 pub struct Decoder {
@@ -212,6 +223,26 @@ mod tests {
             &(0..50).map(|i| i * 2).collect::<Vec<_>>(),
             &(50..100).collect::<Vec<_>>(),
         );
+    }
+
+    #[test]
+    fn one_symbol_equals_the_same_symbol_of_the_whole_block() {
+        let (k, cs) = (5, 16);
+        let src = block(k, cs, 7);
+        let mut all = vec![0u8; k * cs];
+        encode(&src, &mut all, cs);
+        let mut one = vec![0u8; cs];
+        for j in 0..k {
+            encode_symbol(&src, cs, j, &mut one);
+            assert_eq!(one, all[j * cs..(j + 1) * cs], "symbol {j}");
+        }
+        // A short last chunk is coded as if padded with zeros.
+        let short = &src[..4 * cs + 3];
+        let mut padded = short.to_vec();
+        padded.resize(k * cs, 0);
+        encode(&padded, &mut all, cs);
+        encode_symbol(short, cs, 2, &mut one);
+        assert_eq!(one, all[2 * cs..3 * cs]);
     }
 
     #[test]
