@@ -123,6 +123,25 @@ pub fn open(
     })
 }
 
+impl Sockets {
+    /// Leave and join both groups again on `interface`: the kernel sends a
+    /// fresh membership report for each ([`crate::rejoin`]).
+    pub fn rejoin(
+        &self,
+        group: Ipv4Addr,
+        repair_group: Ipv4Addr,
+        interface: Ipv4Addr,
+    ) -> io::Result<()> {
+        for (sock, g) in [(&self.data, group), (&self.repair, repair_group)] {
+            // Not joined any more (e.g. the interface went away and came
+            // back): the join below is what counts.
+            let _ = sock.leave_multicast_v4(&g, &interface);
+            sock.join_multicast_v4(&g, &interface)?;
+        }
+        Ok(())
+    }
+}
+
 /// One datagram from a non-blocking socket: `Ok(None)` when none is waiting.
 pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
     loop {

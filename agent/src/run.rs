@@ -36,7 +36,7 @@ use proto::{Dest, Instant};
 use crate::activate::{self, DryRunFlash};
 use crate::config::{Activation, Config};
 use crate::exit::ExitCode;
-use crate::{confirm, net, resume};
+use crate::{confirm, net, rejoin, resume};
 
 /// Opens the flash target (the real one calls `flasher::open_target`).
 pub type Opener<F> = Box<dyn FnMut() -> Result<F, flasher::Error>>;
@@ -448,6 +448,17 @@ impl<F: Flash> Core<F> {
             _ => {}
         }
         d
+    }
+
+    /// Whether the agent is waiting for the carousel (listening for an
+    /// announce, fetching the manifest or receiving): silence on the data
+    /// group then calls for a re-join ([`crate::rejoin`]).
+    pub fn wants_data(&self) -> bool {
+        self.finish.is_none()
+            && matches!(
+                self.rx.state(),
+                DeviceState::Listening | DeviceState::FetchingManifest | DeviceState::Receiving
+            )
     }
 
     /// Whether the process should exit now, and how. Also logs progress.
@@ -1254,16 +1265,44 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
         }
     };
 
+    let mut watchdog = rejoin::Watchdog::new(clock());
     loop {
         let now = clock();
         core.handle_timeout(now);
         flush(&mut core, &mut outbuf, &mut send_errors);
+        if core.wants_data() {
+            if let Some(silent) = watchdog.poll(now) {
+                match sockets.rejoin(*cfg.group.ip(), *cfg.repair_group.ip(), cfg.interface) {
+                    Ok(()) => log::info!(
+                        "no datagram on {} for {} ms: re-joined {} and {} on {} (a fresh IGMP report)",
+                        cfg.group,
+                        silent.as_millis(),
+                        cfg.group.ip(),
+                        cfg.repair_group.ip(),
+                        cfg.interface
+                    ),
+                    Err(e) => log::warn!(
+                        "no datagram on {} for {} ms; re-joining on {} failed: {e}",
+                        cfg.group,
+                        silent.as_millis(),
+                        cfg.interface
+                    ),
+                }
+            }
+        } else {
+            watchdog.heard(now);
+        }
         if let Some(code) = core.exit_check(clock()) {
             *activated = core.activated();
             return code;
         }
         let now = clock();
-        let ms = poll_ms(now, core.deadline());
+        let deadline = match core.deadline() {
+            Some(d) if core.wants_data() => Some(d.min(watchdog.due_at())),
+            None if core.wants_data() => Some(watchdog.due_at()),
+            d => d,
+        };
+        let ms = poll_ms(now, deadline);
         let socks = [&sockets.data, &sockets.repair, &sockets.unicast];
         let mut ready = [false; 3];
         let mut sig_ready = false;
@@ -1312,6 +1351,9 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
                 match net::recv(sock, &mut inbuf) {
                     Ok(Some((n, from))) => {
                         received += 1;
+                        if i == 0 {
+                            watchdog.heard(clock());
+                        }
                         core.handle_datagram(clock(), from, &inbuf[..n]);
                         flush(&mut core, &mut outbuf, &mut send_errors);
                     }

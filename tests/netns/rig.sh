@@ -6,7 +6,9 @@
 #   rig.sh down PREFIX                     # delete every namespace PREFIX-*
 #
 # One namespace per host, each with one veth ("eth0") into a Linux bridge that
-# lives in its own namespace PREFIX-br (IGMP snooping and querier on):
+# lives in its own namespace PREFIX-br (IGMP snooping and an IGMPv3 querier
+# on; FIRMCAST_RIG_IGMP=2 makes it IGMPv2, where the hosts fall back to v2
+# and, on this bridge, some device ports lose the groups for seconds):
 #
 #   PREFIX-srv  10.77.0.1/16   the sender; its uplink is shaped by tbf at RATE_MBIT
 #   PREFIX-rep  10.77.0.2/16   the repair server (same RATE_MBIT on its own uplink)
@@ -51,7 +53,11 @@ set_loss() { # ns PERMILLE | PERMILLEbLEN
     elif [[ $spec =~ ^[0-9]+$ ]]; then
         ((spec <= 1000)) || die "loss '$spec' is more than 1000 permille"
         ((spec > 0)) || return 0
-        rule="numgen random mod 1000 < $spec drop"
+        if ((spec == 1000)); then
+            rule="drop" # the device hears nothing
+        else
+            rule="numgen random mod 1000 < $spec drop"
+        fi
     else
         die "bad loss '$spec' (PERMILLE or PERMILLEbLEN, e.g. 10 or 10b16)"
     fi
@@ -113,7 +119,7 @@ up)
     down "$p"
     ip netns add "$p-br"
     ip -n "$p-br" link set lo up
-    ip -n "$p-br" link add br0 type bridge mcast_snooping 1 mcast_querier 1 \
+    ip -n "$p-br" link add br0 type bridge mcast_snooping 1 mcast_querier 1 mcast_igmp_version "${FIRMCAST_RIG_IGMP:-3}" \
         mcast_query_interval 1000 mcast_startup_query_interval 100
     ip -n "$p-br" link set br0 up
     add_host "$p" srv 10.77.0.1 "$rate"

@@ -454,3 +454,72 @@ fn devices_with_another_board_or_key_write_nothing_and_say_why() {
     );
     summary("wrong board and wrong key refused", started, &rig, len, "");
 }
+
+/// The group-silence watchdog (agent/src/rejoin.rs) on real sockets: a
+/// device that hears nothing for two seconds mid-update (all its UDP dropped)
+/// re-joins its groups, logs it, and still finishes.
+#[test]
+fn a_device_that_hears_nothing_for_a_while_rejoins_and_finishes() {
+    if not_run("a_device_that_hears_nothing_for_a_while_rejoins_and_finishes").is_some() {
+        return;
+    }
+    let _turn = lock();
+    let started = Instant::now();
+    let rig = Rig::up('f', 2, 100, 0);
+    let dir = Scratch::new("netnsrejoin");
+    let len = 8 * MIB;
+    let rel = release(&dir, len, "acme,rt1", "2.1.0", 36);
+    let _repair = rig.start_repair(&dir, &rel, "repair", &["--duration", "120"]);
+    let mut agents = Vec::new();
+    let mut targets = Vec::new();
+    for n in 1..=2 {
+        let name = format!("quiet{n}");
+        let (config, target) =
+            rig.agent_config(&dir, n, &AgentSpec::new(&name, &rel.public_key, len as u64));
+        agents.push(rig.start_agent(&dir, n, &name, &config));
+        targets.push(target);
+    }
+    // 8 MiB at 10 Mbit/s: a pass takes about 7 s; device 1 goes deaf 2 s in.
+    let mut sender = rig.start_sender(
+        &dir,
+        &rel,
+        "sender",
+        &["--rate", "10M", "--until-done", "2", "--duration", "120"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || agents[0]
+            .output()
+            .contains("in-place: old header invalidated")),
+        "device 1 never started receiving:\n{}",
+        agents[0].output()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let before = agents[0].output().matches("re-joined").count();
+    rig.set_loss(1, 1000);
+    std::thread::sleep(Duration::from_secs(2));
+    rig.set_loss(1, 0);
+    let log = agents[0].output();
+    assert!(
+        log.matches("re-joined").count() > before,
+        "device 1 did not re-join after 2 s of silence:\n{log}"
+    );
+    for a in agents.iter_mut() {
+        expect_done(a, Duration::from_secs(90));
+    }
+    for t in &targets {
+        assert!(target_holds(t, &rel.bytes), "{} differs", t.display());
+    }
+    assert_eq!(
+        sender.expect_exit(Duration::from_secs(30)),
+        0,
+        "{}",
+        sender.output()
+    );
+    summary(
+        "a device deaf for 2 s mid-update",
+        started,
+        &rig,
+        len,
+        ", it re-joined its groups and finished",
+    );
+}
