@@ -150,21 +150,29 @@ fn refusals_are_one_clear_line_with_the_right_exit_code() {
     let mut img = f.image.clone();
     img[9000] ^= 0xff;
     std::fs::write(f.path("bad.img"), &img).expect("write");
-    let out = firmcast(&[
-        "send",
-        "--image",
-        p(&f.path("bad.img")),
-        "--manifest",
-        p(&f.path("fw.manifest")),
-        "--group",
-        "239.255.77.1:7854",
-        "--interface",
-        "127.0.0.1",
-        "--rate",
-        "1M",
-        "--passes",
-        "1",
-    ]);
+    // One pass of `image` at 1 Mbit/s on loopback, plus `extra`.
+    let manifest = f.path("fw.manifest");
+    let send_once = |image: &str, extra: &[&str]| {
+        let mut args = vec![
+            "send",
+            "--image",
+            image,
+            "--manifest",
+            p(&manifest),
+            "--group",
+            "239.255.77.1:7854",
+            "--interface",
+            "127.0.0.1",
+            "--rate",
+            "1M",
+            "--passes",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        firmcast(&args)
+    };
+    let bad = f.path("bad.img");
+    let out = send_once(p(&bad), &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("block 2"),
@@ -172,23 +180,8 @@ fn refusals_are_one_clear_line_with_the_right_exit_code() {
         text(&out.stderr)
     );
     // Parity repair from `send` needs the inline repair server's address.
-    let out = firmcast(&[
-        "send",
-        "--image",
-        p(&f.path("fw.img")),
-        "--manifest",
-        p(&f.path("fw.manifest")),
-        "--group",
-        "239.255.77.1:7854",
-        "--interface",
-        "127.0.0.1",
-        "--rate",
-        "1M",
-        "--passes",
-        "1",
-        "--repair",
-        "parity",
-    ]);
+    let good = f.path("fw.img");
+    let out = send_once(p(&good), &["--repair", "parity"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("--repair parity needs --repair-listen"),

@@ -11,6 +11,42 @@ use firmcast_integration::*;
 const MIB: usize = 1 << 20;
 const FLASH: u64 = 8 << 20;
 
+/// Every agent exits 0 within two minutes and its flash holds `rel`.
+fn expect_all_hold(agents: &mut [Proc], targets: &[std::path::PathBuf], rel: &Release) {
+    for a in agents.iter_mut() {
+        let code = a.expect_exit(Duration::from_secs(120));
+        assert_eq!(code, 0, "{} exit code; output:\n{}", a.name, a.output());
+    }
+    for t in targets {
+        assert!(
+            target_holds(t, &rel.bytes),
+            "{} differs from the image",
+            t.display()
+        );
+    }
+}
+
+/// Four agents for `rel` that drop 2%, 2%, 10% and 10% of what they receive;
+/// their processes and flash files.
+fn start_lossy_agents(
+    dir: &Scratch,
+    net: &Net,
+    rel: &Release,
+    label: &str,
+) -> (Vec<Proc>, Vec<std::path::PathBuf>) {
+    let mut agents = Vec::new();
+    let mut targets = Vec::new();
+    for (i, loss) in [20u32, 20, 100, 100].into_iter().enumerate() {
+        let name = format!("{label}{loss}-{i}");
+        let mut spec = AgentSpec::new(&name, &rel.public_key, FLASH);
+        spec.rx_loss_permille = loss;
+        let (config, target) = agent_config(dir, net, &spec);
+        agents.push(start_agent(dir, &name, &config));
+        targets.push(target);
+    }
+    (agents, targets)
+}
+
 #[test]
 fn five_agents_receive_a_signed_image_over_loopback_multicast() {
     let dir = Scratch::new("five");
@@ -65,16 +101,7 @@ fn agents_with_2_and_10_percent_receive_loss_finish_through_repair() {
     let net = Net::for_test(2);
     let rel = release(&dir, 3 * MIB, "acme,rt1", "2.1.0", 2);
     let mut repair = start_repair(&dir, &net, &rel, "repair");
-    let mut agents = Vec::new();
-    let mut targets = Vec::new();
-    for (i, loss) in [20u32, 20, 100, 100].into_iter().enumerate() {
-        let name = format!("loss{loss}-{i}");
-        let mut spec = AgentSpec::new(&name, &rel.public_key, FLASH);
-        spec.rx_loss_permille = loss;
-        let (config, target) = agent_config(&dir, &net, &spec);
-        agents.push(start_agent(&dir, &name, &config));
-        targets.push(target);
-    }
+    let (mut agents, targets) = start_lossy_agents(&dir, &net, &rel, "loss");
     // Three passes at most: completion must come from repairs, not from many passes.
     let mut sender = start_sender(
         &dir,
@@ -83,17 +110,7 @@ fn agents_with_2_and_10_percent_receive_loss_finish_through_repair() {
         "sender",
         &["--rate", "30M", "--until-done", "4", "--passes", "3"],
     );
-    for a in agents.iter_mut() {
-        let code = a.expect_exit(Duration::from_secs(120));
-        assert_eq!(code, 0, "{} exit code; output:\n{}", a.name, a.output());
-    }
-    for t in &targets {
-        assert!(
-            target_holds(t, &rel.bytes),
-            "{} differs from the image",
-            t.display()
-        );
-    }
+    expect_all_hold(&mut agents, &targets, &rel);
     assert_eq!(
         sender.expect_exit(Duration::from_secs(30)),
         0,
@@ -337,16 +354,7 @@ fn one_process_sends_and_repairs_with_parity_within_one_rate() {
     let dir = Scratch::new("inline");
     let net = Net::for_test(9);
     let rel = release(&dir, 3 * MIB, "acme,rt1", "2.1.0", 9);
-    let mut agents = Vec::new();
-    let mut targets = Vec::new();
-    for (i, loss) in [20u32, 20, 100, 100].into_iter().enumerate() {
-        let name = format!("inline{loss}-{i}");
-        let mut spec = AgentSpec::new(&name, &rel.public_key, FLASH);
-        spec.rx_loss_permille = loss;
-        let (config, target) = agent_config(&dir, &net, &spec);
-        agents.push(start_agent(&dir, &name, &config));
-        targets.push(target);
-    }
+    let (mut agents, targets) = start_lossy_agents(&dir, &net, &rel, "inline");
     let rate_bps = 20_000_000u64;
     let mut sender = start_sender(
         &dir,
@@ -369,17 +377,7 @@ fn one_process_sends_and_repairs_with_parity_within_one_rate() {
             "--json",
         ],
     );
-    for a in agents.iter_mut() {
-        let code = a.expect_exit(Duration::from_secs(120));
-        assert_eq!(code, 0, "{} exit code; output:\n{}", a.name, a.output());
-    }
-    for t in &targets {
-        assert!(
-            target_holds(t, &rel.bytes),
-            "{} differs from the image",
-            t.display()
-        );
-    }
+    expect_all_hold(&mut agents, &targets, &rel);
     assert_eq!(sender.expect_exit(Duration::from_secs(30)), 0);
     let out = sender.output();
     let json = out
