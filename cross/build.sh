@@ -141,11 +141,20 @@ setup_target() {
 
 # std without the `backtrace` feature (cargo's build-std default): a stripped
 # device binary cannot symbolize a backtrace anyway, and gimli, addr2line,
-# rustc-demangle and miniz_oxide cost ~100 KiB. Panic messages stay.
-std_features=(-Zbuild-std-features=std_detect_file_io,std_detect_dlsym_getauxval)
+# rustc-demangle and miniz_oxide cost ~100 KiB. Panic messages stay. The
+# features std declares differ between Rust releases (1.85 has the
+# std_detect_* ones, 1.96 has none of them), so ask the std sources.
+STD_TOML=/usr/lib/rustlib/src/rust/library/std/Cargo.toml
+std_feature_list=()
+for f in std_detect_file_io std_detect_dlsym_getauxval; do
+    grep -q "^$f = " "$STD_TOML" && std_feature_list+=("$f")
+done
 if [[ ${FIRMCAST_PANIC_IMMEDIATE_ABORT:-0} == 1 ]]; then
-    std_features=(-Zbuild-std-features=std_detect_file_io,std_detect_dlsym_getauxval,panic_immediate_abort)
+    grep -q '^panic_immediate_abort = ' "$STD_TOML" ||
+        { echo "cross/build.sh: this std has no panic_immediate_abort feature" >&2; exit 2; }
+    std_feature_list+=(panic_immediate_abort)
 fi
+std_features=("-Zbuild-std-features=$(IFS=,; echo "${std_feature_list[*]}")")
 # Smallest code for the device binary; only the cross build, not the host's
 # release profile (override with CARGO_PROFILE_RELEASE_OPT_LEVEL).
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z}
@@ -178,7 +187,7 @@ if ((run_tests)); then
         setup_target "$t"
         echo "== unit tests for $t under $(spec "$t" | cut -d' ' -f2)"
         # --ignore-rust-version: proptest (a proto dev-dependency) declares
-        # rustc 1.88; Debian's 1.85 builds it fine. proto's fleet simulation
+        # rustc 1.88; Debian's 1.85 (older mirrors) builds it fine. proto's fleet simulation
         # (tests/sim.rs) takes minutes under qemu-user: FIRMCAST_CROSS_SIM=1.
         "$CARGO" test --ignore-rust-version --target "$t" -Zbuild-std \
             -p firmcast-agent -p firmcast-flasher -p firmcast-proto --lib -- --test-threads 2
