@@ -131,7 +131,11 @@ setup_target() {
     local E
     E=$(env_name "$t")
     export "CARGO_TARGET_${E}_LINKER=$cc"
-    export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -L native=$SUPPORT/$t $(float_rustflags "$t")"
+    # -z norelro: GNU_RELRO must end on a max-page-size (64 KiB on MIPS)
+    # boundary, so the linker pads the file up to 64 KiB before the data
+    # segment (the mipsel agent was 657,428 bytes, 61 KiB of them padding).
+    # A static non-PIE binary has no dynamic relocations for RELRO to protect.
+    export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -C link-arg=-Wl,-z,norelro -L native=$SUPPORT/$t $(float_rustflags "$t")"
     if [[ $qemu != - ]]; then
         export "CARGO_TARGET_${E}_RUNNER=$qemu"
     fi

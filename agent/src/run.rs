@@ -220,6 +220,8 @@ pub struct Core<F: Flash> {
     header_invalidated: bool,
     /// The resume scan, while it runs beside receiving (R-RES-2).
     scan: Option<resume::Scanner>,
+    /// CRC-32 of each block once its SHA-256 matched, for the final read-back.
+    prints: resume::Fingerprints,
     /// Blocks the scan found that the receiver did not have yet.
     scan_found: u32,
     listen_until: Instant,
@@ -265,7 +267,7 @@ fn write_block<F: Flash>(
     };
     if let Some(buf) = unscanned {
         if w.read_block(index, buf)
-            .is_ok_and(|len| buf[..len] == *data)
+            .is_ok_and(|len| flasher::same_bytes(&buf[..len], data))
         {
             return Ok(Written::AlreadyThere);
         }
@@ -303,6 +305,7 @@ impl<F: Flash> Core<F> {
             block_buf: Vec::new(),
             header_invalidated: false,
             scan: None,
+            prints: resume::Fingerprints::default(),
             scan_found: 0,
             accepted_at: now,
             next_progress_at: now + PROGRESS_EVERY,
@@ -564,6 +567,10 @@ impl<F: Flash> Core<F> {
                         index,
                         data,
                     );
+                    if r.is_ok() {
+                        // `data` passed its SHA-256 and is on flash now.
+                        self.prints.record(index, data);
+                    }
                     self.on_written(index, len, r);
                     if self.scan.is_some() {
                         // Keep the scan ahead of the writes when flash is
@@ -650,6 +657,7 @@ impl<F: Flash> Core<F> {
             &m,
             self.s.activation == Activation::InPlace,
         ));
+        self.prints = resume::Fingerprints::new(&m);
         self.writer = Some(writer);
         self.manifest = Some(m);
         let now = self.now();
@@ -678,7 +686,7 @@ impl<F: Flash> Core<F> {
         let started = (self.clock)();
         let mut looked = 0;
         while !sc.is_done() && looked < max {
-            sc.step(w, m, &mut self.block_buf, 1, |i| {
+            sc.step(w, m, &mut self.block_buf, 1, &mut self.prints, |i| {
                 rx.handle_block_present(now, i);
             });
             looked += 1;
@@ -821,7 +829,7 @@ impl<F: Flash> Core<F> {
                 "verify: all blocks on flash; reading {} blocks back",
                 m.block_count()
             );
-            resume::verify(w, m, &mut self.block_buf)
+            resume::verify(w, m, &mut self.block_buf, &self.prints)
         };
         if bad.is_empty() {
             log::info!("verify: all {} blocks read back correctly", m.block_count());

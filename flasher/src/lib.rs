@@ -38,6 +38,7 @@
 
 use std::fmt;
 
+pub mod compare;
 pub mod file;
 pub mod mtd;
 pub mod sim;
@@ -45,6 +46,7 @@ pub mod target;
 pub mod uboot_env;
 pub mod writer;
 
+pub use compare::{same_bytes, uniform_byte};
 pub use file::FileFlash;
 pub use mtd::{find_partition, parse_proc_mtd, Mtd};
 pub use sim::{Faults, SimNand, SimNor};

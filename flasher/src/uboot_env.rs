@@ -36,9 +36,6 @@ use std::fmt;
 
 use crate::{Error, ErrorKind, Flash, FlashKind};
 
-/// zlib's CRC-32, as U-Boot uses for the environment.
-pub const ENV_CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
-
 /// The default fw_env.config path.
 pub const DEFAULT_FW_ENV_CONFIG: &str = "/etc/fw_env.config";
 
@@ -387,7 +384,7 @@ pub fn encode(
     if vars.is_empty() {
         out[at + 1] = 0;
     }
-    let crc = ENV_CRC32.checksum(&out[h..]);
+    let crc = crc32fast::hash(&out[h..]);
     out[..4].copy_from_slice(&endian.put(crc));
     if let Some(f) = flag {
         out[4] = f;
@@ -421,7 +418,7 @@ pub fn decode(bytes: &[u8], redundant: bool, endian: Endian) -> Decoded {
     }
     let stored = endian.get([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let data = &bytes[h..];
-    let crc_ok = ENV_CRC32.checksum(data) == stored;
+    let crc_ok = crc32fast::hash(data) == stored;
     let flag = redundant.then(|| bytes[4]);
     let mut vars = Vars::new();
     if crc_ok {

@@ -545,6 +545,11 @@ impl<F: Flash> ImageWriter<F> {
             e.op = Op::Verify;
             return Err(e);
         }
+        // The whole-block compare first: the byte-by-byte search that names
+        // the offset was 17% of an agent's CPU when it ran on every block.
+        if crate::same_bytes(buf, data) {
+            return Ok(());
+        }
         if let Some(i) = buf.iter().zip(data).position(|(a, b)| a != b) {
             let (p, phys) = self.m.locate(start + i as u64);
             return Err(Error::new(ErrorKind::VerifyMismatch, Op::Verify)

@@ -133,9 +133,29 @@ impl Manifest {
         self.digests.len() as u32
     }
 
-    /// Chunks in a full block.
+    /// Chunks in a full block (the last of them short where the chunk size
+    /// does not divide the block size, R-WIRE-6).
     pub fn chunks_per_block(&self) -> u32 {
-        self.block_size / self.chunk_size
+        crate::wire::chunks_per_block(self.block_size, self.chunk_size)
+    }
+
+    /// Bytes a full block takes with its short last chunk padded to a whole
+    /// chunk: the stride of a receive window slot, where parity decoding
+    /// (R-PAR-3) needs every symbol at full length. Equals `block_size`
+    /// when the chunk size divides it.
+    pub fn padded_block_len(&self) -> usize {
+        self.chunks_per_block() as usize * self.chunk_size as usize
+    }
+
+    /// Where chunk `chunk` of block `block` lies in the image: `(offset, len)`.
+    pub fn chunk_span(&self, block: u32, chunk: u32) -> Option<(u64, usize)> {
+        crate::wire::chunk_span(
+            self.image_len,
+            self.block_size,
+            self.chunk_size,
+            block,
+            chunk,
+        )
     }
 
     /// Length of block `index` (the last may be short); 0 past the end.

@@ -289,7 +289,7 @@ struct ManifestFetch {
 struct Transfer {
     manifest: Manifest,
     session: u32,
-    /// `window_blocks * block_size` bytes.
+    /// `window_blocks * padded_block_len` bytes (R-WIRE-6).
     data: Vec<u8>,
     /// `window_blocks * words_per_slot` bitmap words.
     bits: Vec<u64>,
@@ -406,7 +406,7 @@ impl Transfer {
             0
         };
         Transfer {
-            data: vec![0u8; window * manifest.block_size as usize],
+            data: vec![0u8; window * manifest.padded_block_len()],
             bits: vec![0u64; window * words_per_slot],
             parity_at: vec![NO_PARITY; parity_len],
             parity_bits: vec![
@@ -442,7 +442,7 @@ impl Transfer {
     }
 
     fn slot_data(&self, s: usize) -> &[u8] {
-        let bs = self.manifest.block_size as usize;
+        let bs = self.manifest.padded_block_len();
         let len = self.manifest.block_len(self.slots[s].block);
         &self.data[s * bs..s * bs + len]
     }
@@ -1037,9 +1037,9 @@ impl Receiver {
         match &mut self.phase {
             Phase::FetchingManifest(f)
                 if f.image_id == header.image_id
-                    && d.chunk < f.block_size / f.chunk_size.max(1) =>
+                    && d.chunk < wire::chunks_per_block(f.block_size, f.chunk_size) =>
             {
-                let cpb = f.block_size / f.chunk_size.max(1);
+                let cpb = wire::chunks_per_block(f.block_size, f.chunk_size);
                 f.deaf_pos = d
                     .block
                     .checked_mul(cpb)
@@ -1171,7 +1171,7 @@ impl Receiver {
             return Ok(());
         }
         let cpb = t.manifest.chunks_per_block() as usize;
-        let base = s * t.manifest.block_size as usize;
+        let base = s * t.manifest.padded_block_len();
         if is_parity {
             let w = t.words_per_slot;
             if !set_bit(&mut t.parity_bits[s * w..(s + 1) * w], d.chunk) {
@@ -1270,7 +1270,7 @@ impl Receiver {
     fn decode_slot(t: &mut Transfer, s: usize, k: u32) -> Result<(), fec::FecError> {
         let cs = t.manifest.chunk_size as usize;
         let cpb = t.manifest.chunks_per_block() as usize;
-        let base = s * t.manifest.block_size as usize;
+        let base = s * t.manifest.padded_block_len();
         let k = k as usize;
         let block_len = t.manifest.block_len(t.slots[s].block);
         // The short last chunk is coded padded with zeros.

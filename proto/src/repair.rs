@@ -501,13 +501,14 @@ impl RepairServer {
             self.cursor = chunk.saturating_add(1);
             let block = chunk / self.chunks_per_block;
             let index = chunk % self.chunks_per_block;
-            let start = u64::from(block) * u64::from(self.block_size)
-                + u64::from(index) * u64::from(self.chunk_size);
-            let end = (start + u64::from(self.chunk_size)).min(self.image_len);
-            let payload = usize::try_from(start)
-                .ok()
-                .zip(usize::try_from(end).ok())
-                .and_then(|(s, e)| image.get(s..e));
+            let payload = wire::chunk_bytes(
+                image,
+                self.image_len,
+                self.block_size,
+                self.chunk_size,
+                block,
+                index,
+            );
             let Some(payload) = payload else { continue };
             let frame = Frame::Data(Data {
                 block,

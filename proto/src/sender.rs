@@ -459,13 +459,14 @@ impl Sender {
                 })
             }
             Next::Data(block, chunk) => {
-                let start = u64::from(block) * u64::from(self.block_size)
-                    + u64::from(chunk) * u64::from(self.chunk_size);
-                let end = (start + u64::from(self.chunk_size)).min(self.image_len);
-                let payload = usize::try_from(start)
-                    .ok()
-                    .zip(usize::try_from(end).ok())
-                    .and_then(|(s, e)| image.get(s..e));
+                let payload = wire::chunk_bytes(
+                    image,
+                    self.image_len,
+                    self.block_size,
+                    self.chunk_size,
+                    block,
+                    chunk,
+                );
                 let Some(payload) = payload else {
                     self.stats.image_short += 1;
                     return None;

@@ -186,7 +186,7 @@ impl Trace {
         Trace {
             on,
             blocks,
-            cpb: s.block_size / s.chunk_size,
+            cpb: wire::chunks_per_block(s.block_size, s.chunk_size),
             current: None,
             last_global: None,
             passes: 0,
@@ -716,6 +716,20 @@ fn lossless_fleet_needs_one_pass_and_no_repair() {
     assert!(o.passes <= 1, "done within the first pass: {o:?}");
 }
 
+/// R-WIRE-6: 64 KiB blocks in 1408-byte chunks (47 per block, the last 768
+/// bytes), an image that ends mid-chunk, 1% loss both ways; plain
+/// retransmission and parity both end byte-identical.
+#[test]
+fn chunks_that_do_not_divide_the_block() {
+    for mode in [RepairMode::Retransmit, RepairMode::Parity] {
+        let mut s = Scenario::retransmit(50, 2 * MIB + 777, Loss::Bernoulli { ppm: 10_000 }, 7);
+        s.chunk_size = 1408;
+        s.mode = mode;
+        let o = check(&s, 1.3, 40.0);
+        assert!(o.passes <= 2, "{mode:?}: done within two passes: {o:?}");
+    }
+}
+
 #[test]
 fn loss_sweep_table() {
     for (n, ppm) in [
@@ -817,14 +831,14 @@ fn image_wire_bytes(s: &Scenario) -> u64 {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let payload = vec![0u8; s.chunk_size as usize];
     let mut total = 0u64;
-    let mut off = 0usize;
-    let mut block = 0u32;
-    while off < s.image_len {
-        for chunk in 0..s.block_size / s.chunk_size {
-            let len = (s.image_len - off).min(s.chunk_size as usize);
-            if len == 0 {
+    let blocks = (s.image_len as u64).div_ceil(u64::from(s.block_size)) as u32;
+    for block in 0..blocks {
+        for chunk in 0..wire::chunks_per_block(s.block_size, s.chunk_size) {
+            let Some((_, len)) =
+                wire::chunk_span(s.image_len as u64, s.block_size, s.chunk_size, block, chunk)
+            else {
                 break;
-            }
+            };
             let frame = Frame::Data(wire::Data {
                 block,
                 chunk,
@@ -832,9 +846,7 @@ fn image_wire_bytes(s: &Scenario) -> u64 {
             });
             total += wire::encode(0, wire::ImageId::default(), 0, &frame, &mut buf).expect("encode")
                 as u64;
-            off += len;
         }
-        block += 1;
     }
     total
 }
@@ -843,7 +855,7 @@ fn image_wire_bytes(s: &Scenario) -> u64 {
 fn parity_cell(s: &Scenario) -> Cell {
     let started = std::time::Instant::now();
     let o = run(s);
-    let k = s.block_size / s.chunk_size;
+    let k = wire::chunks_per_block(s.block_size, s.chunk_size);
     let p = match s.loss {
         Loss::Bernoulli { ppm } => ppm as f64 / 1e6,
         Loss::Burst { .. } => 0.0,

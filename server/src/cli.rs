@@ -115,14 +115,18 @@ pub struct KeygenArgs {
 Signing binds board, version, image length, block and chunk sizes and the
 SHA-256 of every block; devices check all of it before writing a byte.
 Sizes accept K and M suffixes (powers of 1024). The chunk size is the payload
-of one datagram (64..8192; keep it under the path MTU); the block size is the
-unit of verification and flashing and must be a multiple of it.
+of one datagram (64..8192). The default, 1408, fills a 1500-byte Ethernet
+frame (1408 + 29 bytes of firmcast frame + 28 of IPv4/UDP = 1465); use
+less on paths with a smaller MTU (tunnels, e.g. 1200), more only with jumbo
+frames. The block size is the unit of verification and flashing (at least one
+chunk); where the chunk size does not divide it, each block's last chunk is
+short (64 KiB = 46 chunks of 1408 bytes and one of 768).
 
 Examples:
   firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 \\
       --key keys/firmcast.key --out fw.manifest
   firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 \\
-      --key keys/firmcast.key --out fw.manifest --block-size 128K --chunk-size 1400
+      --key keys/firmcast.key --out fw.manifest --block-size 128K --chunk-size 1200
   firmcast manifest --show fw.manifest --public-key keys/firmcast.pub
   firmcast manifest --show fw.manifest --json")]
 pub struct ManifestArgs {
@@ -154,7 +158,7 @@ pub struct ManifestArgs {
     #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
     pub block_size: u64,
     /// Chunk size (payload bytes per datagram).
-    #[arg(long, value_name = "SIZE", default_value = "1024", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1408", value_parser = parse_size)]
     pub chunk_size: u64,
 }
 

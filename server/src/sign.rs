@@ -60,7 +60,7 @@ pub fn manifest(args: &ManifestArgs) -> Result<u8, Error> {
             proto::wire::MAX_CHUNK_SIZE
         )),
         pm::ManifestError::Malformed("block_size") => config(format!(
-            "--block-size {block_size}: must be a multiple of the chunk size ({chunk_size}) and at most {}",
+            "--block-size {block_size}: must be at least the chunk size ({chunk_size}) and at most {}",
             proto::wire::MAX_BLOCK_SIZE
         )),
         pm::ManifestError::Malformed("image_len") => config(format!(

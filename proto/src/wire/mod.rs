@@ -11,8 +11,8 @@ mod header;
 
 pub use bytes::Bytes;
 pub use header::{
-    check_crc, FrameKind, Header, ImageId, CRC32, FLAG_PARITY, FLAG_REPAIR, HEADER_LEN, MAGIC,
-    TRAILER_LEN, VERSION,
+    check_crc, Crc32, FrameKind, Header, ImageId, CRC32, FLAG_PARITY, FLAG_REPAIR, HEADER_LEN,
+    MAGIC, TRAILER_LEN, VERSION,
 };
 
 use serde::{Deserialize, Serialize};
@@ -334,9 +334,10 @@ fn check_announce(a: &Announce<'_>) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Check an image geometry (R-WIRE-5): chunk size in range, block size a
-/// multiple of it and at most [`MAX_BLOCK_SIZE`], at least one block.
-/// Returns the offending field's name.
+/// Check an image geometry (R-WIRE-5): chunk size in range, block size at
+/// least one chunk and at most [`MAX_BLOCK_SIZE`], at least one block. The
+/// block size need not be a multiple of the chunk size: the last chunk of
+/// every block may be short (R-WIRE-6). Returns the offending field's name.
 pub fn check_geometry(
     image_len: u64,
     block_size: u32,
@@ -345,13 +346,56 @@ pub fn check_geometry(
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
         return Err("chunk_size");
     }
-    if block_size == 0 || block_size > MAX_BLOCK_SIZE || block_size % chunk_size != 0 {
+    if block_size < chunk_size || block_size > MAX_BLOCK_SIZE {
         return Err("block_size");
     }
     if image_len == 0 || image_len.div_ceil(u64::from(block_size)) > u64::from(u32::MAX) {
         return Err("image_len");
     }
     Ok(())
+}
+
+/// Where chunk `chunk` of block `block` lies in the image (R-WIRE-6):
+/// `(offset, len)`, the chunk cut at the end of its block and of the image;
+/// `None` past either end. Sender, repair server and receiver all place
+/// chunks with this one function.
+pub fn chunk_span(
+    image_len: u64,
+    block_size: u32,
+    chunk_size: u32,
+    block: u32,
+    chunk: u32,
+) -> Option<(u64, usize)> {
+    let block_start = u64::from(block) * u64::from(block_size);
+    let block_end = (block_start + u64::from(block_size)).min(image_len);
+    let start = block_start + u64::from(chunk) * u64::from(chunk_size);
+    if start >= block_end {
+        return None;
+    }
+    let len = (block_end - start).min(u64::from(chunk_size));
+    Some((start, len as usize))
+}
+
+/// The bytes of chunk `chunk` of block `block` in `image`, the image of
+/// `image_len` bytes that a manifest describes ([`chunk_span`]); `None` past
+/// its end or where `image` is shorter than `image_len` says.
+pub fn chunk_bytes(
+    image: &[u8],
+    image_len: u64,
+    block_size: u32,
+    chunk_size: u32,
+    block: u32,
+    chunk: u32,
+) -> Option<&[u8]> {
+    let (start, len) = chunk_span(image_len, block_size, chunk_size, block, chunk)?;
+    let start = usize::try_from(start).ok()?;
+    image.get(start..start.checked_add(len)?)
+}
+
+/// Chunks in a full block: the last one short where `chunk_size` does not
+/// divide `block_size` (R-WIRE-6).
+pub fn chunks_per_block(block_size: u32, chunk_size: u32) -> u32 {
+    block_size.div_ceil(chunk_size.max(1))
 }
 
 fn check_nack(n: &Nack) -> Result<(), DecodeError> {

@@ -489,8 +489,7 @@ fn announce_geometry_and_fields_are_checked() {
     );
     type Edit = fn(&mut Announce<'static>);
     let cases: &[(Edit, &str)] = &[
-        (|a| a.block_size = 65536 + 1024 / 2, "block_size"), // not a multiple of chunk_size
-        (|a| a.block_size = 1000, "block_size"),
+        (|a| a.block_size = 1000, "block_size"), // less than one chunk
         (|a| a.block_size = 0, "block_size"),
         (|a| a.block_size = MAX_BLOCK_SIZE + 1024, "block_size"),
         (|a| a.chunk_size = 0, "chunk_size"),
@@ -701,4 +700,34 @@ fn errors_display_one_line() {
         assert!(!s.is_empty() && !s.contains('\n'), "{e:?}");
     }
     assert!(!EncodeError::BufferTooSmall.to_string().is_empty());
+}
+
+#[test]
+fn r_wire_6_a_block_need_not_be_a_multiple_of_the_chunk_size() {
+    let mut a = announce();
+    a.block_size = 65536;
+    a.chunk_size = 1408;
+    let d = encode_vec(0, &Frame::Announce(a.clone()));
+    assert_eq!(decode(&d).map(|(_, f)| f), Ok(Frame::Announce(a)));
+    assert_eq!(chunks_per_block(65536, 1408), 47);
+    assert_eq!(chunks_per_block(65536, 1024), 64);
+    // Chunk 45 is whole, chunk 46 is the short tail of block 0, chunk 47 is past it.
+    assert_eq!(
+        chunk_span(200_000, 65536, 1408, 0, 45),
+        Some((45 * 1408, 1408))
+    );
+    assert_eq!(
+        chunk_span(200_000, 65536, 1408, 0, 46),
+        Some((46 * 1408, 768))
+    );
+    assert_eq!(chunk_span(200_000, 65536, 1408, 0, 47), None);
+    // Block 1 starts at the block boundary, not at 47 chunks.
+    assert_eq!(chunk_span(200_000, 65536, 1408, 1, 0), Some((65536, 1408)));
+    // The last block (200000 - 3 * 65536 = 3392 bytes) is cut at the image end.
+    assert_eq!(
+        chunk_span(200_000, 65536, 1408, 3, 2),
+        Some((3 * 65536 + 2816, 576))
+    );
+    assert_eq!(chunk_span(200_000, 65536, 1408, 3, 3), None);
+    assert_eq!(chunk_span(200_000, 65536, 1408, 4, 0), None);
 }
