@@ -5,7 +5,8 @@
 #
 #   scripts/setup-netns.sh            # rig tools: iproute2, nftables, ethtool
 #   scripts/setup-netns.sh --bench    # plus the peers of the race: uftp,
-#                                     # udpcast, GNU time, curl, python3
+#                                     # udpcast, GNU time, curl, python3,
+#                                     # tcpdump (bench/fleet --capture)
 set -euo pipefail
 
 bench=0
@@ -23,6 +24,7 @@ if ((bench)); then
     [[ -x /usr/bin/time ]] || need+=(time)
     have curl || need+=(curl)
     have python3 || need+=(python3)
+    have tcpdump || need+=(tcpdump)
 fi
 
 if ((${#need[@]} == 0)); then

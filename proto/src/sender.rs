@@ -106,26 +106,28 @@ pub struct SenderConfig {
     pub announce_every: u32,
     /// Extra copies of the manifest per pass, spread among the data.
     pub manifest_repeats_per_pass: u32,
-    /// Whole copies of the manifest back to back at the start of each pass
-    /// (at least 1; R-CAR-1). With one copy, a device that lost any one of
-    /// its chunks waited for the next repeat (an eighth of a pass) and
-    /// missed the data meanwhile: in bench/fleet at 1% loss one device of
-    /// ten accepted the manifest 0.6 s after the others.
+    /// Whole copies of the manifest back to back at the start of each pass,
+    /// each after an Announce (at least 1; R-CAR-1). With one copy, a device
+    /// that lost any one of its chunks waited for the next repeat (an eighth
+    /// of a pass) and missed the data meanwhile: in bench/fleet at 1% loss
+    /// one device of ten accepted the manifest 0.6 s after the others; with
+    /// two copies and one Announce, a device that lost that Announce (1 in
+    /// 100) ignored both copies and was 0.8 s late.
     pub manifest_lead_copies: u32,
     /// Bound on the fleet table.
     pub max_devices: usize,
 }
 
 impl SenderConfig {
-    /// Defaults: an Announce every 64 datagrams, the manifest twice at the
-    /// start of a pass and 8 more times spread over it, 65536 devices.
+    /// Defaults: an Announce every 64 datagrams, the manifest three times at
+    /// the start of a pass and 8 more times spread over it, 65536 devices.
     pub fn new(session: u32, rate_bps: u64) -> Self {
         SenderConfig {
             session,
             rate_bps,
             announce_every: 64,
             manifest_repeats_per_pass: 8,
-            manifest_lead_copies: 2,
+            manifest_lead_copies: 3,
             max_devices: DEFAULT_MAX_DEVICES,
         }
     }
@@ -367,6 +369,13 @@ impl Sender {
                     return Next::Announce;
                 }
                 Phase::Manifest(i) => {
+                    // R-CAR-1: an Announce before every lead copy, so that a
+                    // device that lost the first still collects a later copy
+                    // (a ManifestChunk means nothing before an Announce).
+                    if i > 0 && i % self.manifest_chunks == 0 && self.since_announce > 0 {
+                        self.since_announce = 0;
+                        return Next::Announce;
+                    }
                     let lead = self
                         .manifest_chunks
                         .saturating_mul(self.config.manifest_lead_copies.max(1));
@@ -572,9 +581,11 @@ mod tests {
         let m = s.manifest_chunks as u64;
         let lead = u64::from(s.config.manifest_lead_copies.max(1));
         let body = lead * m + s.data_chunks + u64::from(s.config.manifest_repeats_per_pass) * m;
-        // Announces: one at the start, then one before every announce_every-th
-        // body frame after the first.
-        (body + 1 + (body - 1) / u64::from(s.config.announce_every)) as usize
+        // Announces: one at the start and one before each further lead copy
+        // (R-CAR-1; the copies here are shorter than announce_every), then
+        // one before every announce_every-th body frame after the last of those.
+        let after = body - (lead - 1) * m;
+        (body + lead + (after - 1) / u64::from(s.config.announce_every)) as usize
     }
 
     #[test]
@@ -660,7 +671,9 @@ mod tests {
             }
         }
         let announces = frames.iter().filter(|k| matches!(k, K::A(_))).count();
-        assert_eq!(announces, 1 + (per_pass - announces) / 10);
+        // One before each of the 3 lead copies (R-CAR-1), then every 10th.
+        let lead_extra = 2 * s.manifest_chunks as usize;
+        assert_eq!(announces, 3 + (per_pass - announces - lead_extra - 1) / 10);
     }
 
     #[test]
@@ -680,18 +693,20 @@ mod tests {
             }
         }
         assert!(
-            counts.iter().all(|&n| n == 5),
-            "each manifest chunk twice up front + 3 repeats: {counts:?}"
+            counts.iter().all(|&n| n == 6),
+            "each manifest chunk three times up front + 3 repeats: {counts:?}"
         );
-        // The two lead copies come back to back, in order, before any data.
+        // The three lead copies come in order before any data, each after
+        // an Announce (R-CAR-1).
         let lead: Vec<K> = frames
             .iter()
             .take_while(|k| !matches!(k, K::D(..)))
-            .filter(|k| matches!(k, K::M(_)))
             .cloned()
             .collect();
-        let once: Vec<K> = (0..mchunks as u32).map(K::M).collect();
-        assert_eq!(lead, [once.clone(), once].concat());
+        let once: Vec<K> = core::iter::once(K::A(0))
+            .chain((0..mchunks as u32).map(K::M))
+            .collect();
+        assert_eq!(lead, [once.clone(), once.clone(), once].concat());
         // Spread: the repeats sit among the data, not in a lump.
         let first_data = frames
             .iter()

@@ -1021,8 +1021,8 @@ fn parity_fleet_of_10000_table() {
 }
 
 /// One parity cell chosen by environment variables, for exploring:
-/// `SIM_N`, `SIM_PPM`, `SIM_K`, `SIM_BLOCKS`, `SIM_CHUNK`, `SIM_SEED`
-/// (`SIM_TRACE=1` prints each block, `SIM_TRACE_TIMELINE=1` its events).
+/// `SIM_N`, `SIM_PPM`, `SIM_K`, `SIM_BLOCKS`, `SIM_CHUNK`, `SIM_SEED`,
+/// `SIM_SHAPE`, `SIM_RTTS` (NACK back-off, R-NACK-2) (`SIM_TRACE=1` prints each block, `SIM_TRACE_TIMELINE=1` its events).
 #[test]
 #[ignore]
 fn parity_cell_from_env() {
@@ -1050,5 +1050,7 @@ fn parity_cell_from_env() {
     if let Ok(p) = std::env::var("SIM_PASSES") {
         s.max_passes = p.parse().expect("SIM_PASSES");
     }
+    s.backoff_shape = var("SIM_SHAPE", u64::from(s.backoff_shape)) as u32;
+    s.backoff_rtts = var("SIM_RTTS", u64::from(s.backoff_rtts)) as u32;
     parity_cell(&s);
 }

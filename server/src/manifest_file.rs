@@ -75,31 +75,78 @@ pub fn check_image(
     image_path: &Path,
     manifest_path: &Path,
 ) -> Result<(), Error> {
-    if image.len() as u64 != info.image_len {
-        return Err(config(format!(
-            "image {} is {} bytes but manifest {} describes {} bytes",
-            image_path.display(),
-            image.len(),
-            manifest_path.display(),
-            info.image_len
-        )));
-    }
-    for (i, (block, digest)) in image
-        .chunks(info.block_size as usize)
-        .zip(&info.digests)
-        .enumerate()
-    {
-        if pm::block_digest(block) != *digest {
+    let mut check = ImageCheck::new(info, image, image_path, manifest_path)?;
+    check.through(info.block_count())
+}
+
+/// [`check_image`] a block at a time: `firmcast send` starts the carousel
+/// at once and checks each block just before its first chunk goes out
+/// (hashing 32 MiB up front kept the first datagram back by ~25 ms), so no
+/// chunk of a block that differs from the manifest is ever sent.
+pub struct ImageCheck<'a> {
+    info: &'a ManifestInfo,
+    image: &'a [u8],
+    image_path: &'a Path,
+    manifest_path: &'a Path,
+    /// Blocks `0..checked` match.
+    checked: usize,
+}
+
+impl<'a> ImageCheck<'a> {
+    /// Check the length now, the blocks as [`ImageCheck::through`] asks.
+    pub fn new(
+        info: &'a ManifestInfo,
+        image: &'a [u8],
+        image_path: &'a Path,
+        manifest_path: &'a Path,
+    ) -> Result<Self, Error> {
+        if image.len() as u64 != info.image_len {
             return Err(config(format!(
-                "image {} does not match manifest {}: block {i} (bytes {}..{}) has a different SHA-256",
+                "image {} is {} bytes but manifest {} describes {} bytes",
                 image_path.display(),
+                image.len(),
                 manifest_path.display(),
-                i as u64 * u64::from(info.block_size),
-                i as u64 * u64::from(info.block_size) + block.len() as u64,
+                info.image_len
             )));
         }
+        Ok(ImageCheck {
+            info,
+            image,
+            image_path,
+            manifest_path,
+            checked: 0,
+        })
     }
-    Ok(())
+
+    /// Make sure blocks `0..end` match; the error names the first that does not.
+    pub fn through(&mut self, end: usize) -> Result<(), Error> {
+        let bs = self.info.block_size as usize;
+        while self.checked < end.min(self.info.block_count()) {
+            let i = self.checked;
+            let start = i * bs;
+            let block = &self.image[start..(start + bs).min(self.image.len())];
+            if pm::block_digest(block) != self.info.digests[i] {
+                return Err(config(format!(
+                    "image {} does not match manifest {}: block {i} (bytes {start}..{}) has a different SHA-256",
+                    self.image_path.display(),
+                    self.manifest_path.display(),
+                    start + block.len(),
+                )));
+            }
+            self.checked += 1;
+        }
+        Ok(())
+    }
+
+    /// Check up to `n` more blocks.
+    pub fn more(&mut self, n: usize) -> Result<(), Error> {
+        self.through(self.checked.saturating_add(n))
+    }
+
+    /// Every block matches.
+    pub fn is_complete(&self) -> bool {
+        self.checked >= self.info.block_count()
+    }
 }
 
 /// The [`Manifest`] for a signed file whose image has passed [`check_image`],
@@ -158,9 +205,20 @@ pub fn load_for_image(
     manifest_path: &Path,
     public_key: Option<&Path>,
 ) -> Result<Loaded, Error> {
+    let loaded = load_unchecked(image_path, manifest_path, public_key)?;
+    check_image(&loaded.info, &loaded.image, image_path, manifest_path)?;
+    Ok(loaded)
+}
+
+/// [`load_for_image`] without comparing the image with its digests: the
+/// caller checks it with an [`ImageCheck`] before sending any of it.
+pub fn load_unchecked(
+    image_path: &Path,
+    manifest_path: &Path,
+    public_key: Option<&Path>,
+) -> Result<Loaded, Error> {
     let image = read_file(image_path, "image")?;
     let (signed, info) = load(manifest_path)?;
-    check_image(&info, &image, image_path, manifest_path)?;
     let pk = match public_key {
         Some(p) => Some((crate::keys::load_public(p)?, p)),
         None => None,
@@ -228,6 +286,21 @@ mod tests {
         for cut in [0, 20, signed.len() - 1] {
             assert!(parse_unverified(&signed[..cut]).is_err());
         }
+        // Block by block: block 0 passes, block 1 is named when reached.
+        let mut check = ImageCheck::new(&info, &image, p, p).expect("length agrees");
+        check.through(1).expect("block 0 matches");
+        assert!(!check.is_complete());
+        let err = check.more(5).expect_err("block 1 differs");
+        assert!(
+            err.to_string().contains("block 1 (bytes 4096..8192)"),
+            "{err}"
+        );
+        image[5000] ^= 1;
+        let mut check = ImageCheck::new(&info, &image, p, p).expect("length agrees");
+        check.more(2).expect("blocks 0 and 1");
+        check.through(usize::MAX).expect("all");
+        assert!(check.is_complete());
+        assert!(ImageCheck::new(&info, &image[..100], p, p).is_err());
         let other = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([4; 32]));
         let err = to_manifest(
             &signed,
