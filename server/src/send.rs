@@ -73,21 +73,22 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         .map_err(|e| runtime(format!("reading OS randomness: {e}")))?;
     let session = u32::from_be_bytes(session);
 
-    let inline_repair =
-        match args.repair_listen {
-            Some(SocketAddr::V4(listen)) => {
-                Some((listen, net::group(args.repair_group, "--repair-group")?))
-            }
-            Some(SocketAddr::V6(a)) => {
-                return Err(config(format!(
-                    "--repair-listen {a}: only IPv4 is supported"
-                )))
-            }
-            None if args.repair != RepairModeArg::Retransmit => return Err(config(
-                "--repair parity needs --repair-listen (or run `firmcast repair --repair parity`)",
-            )),
-            None => None,
-        };
+    let inline_repair = match args.repair_listen {
+        Some(SocketAddr::V4(listen)) => {
+            Some((listen, net::group(args.repair_group, "--repair-group")?))
+        }
+        Some(SocketAddr::V6(a)) => {
+            return Err(config(format!(
+                "--repair-listen {a}: only IPv4 is supported"
+            )))
+        }
+        None if args.repair.is_some() => {
+            return Err(config(
+                "--repair needs --repair-listen (or give it to `firmcast repair`)",
+            ))
+        }
+        None => None,
+    };
     // With an inline repair server, one socket bound to its address carries
     // the carousel, the repairs, Status and NACKs.
     let bind = inline_repair.map_or(SocketAddrV4::new(iface, 0), |(listen, _)| listen);
@@ -104,7 +105,11 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut sender = Sender::new(cfg, &loaded.manifest, loaded.signed.clone(), clock.now());
     let mut repairer: Option<(RepairServer, SocketAddrV4)> = inline_repair.map(|(_, group)| {
         (
-            repair::new_server(args.repair, args.rate, &loaded.manifest),
+            repair::new_server(
+                args.repair.unwrap_or(RepairModeArg::Parity),
+                args.rate,
+                &loaded.manifest,
+            ),
             group,
         )
     });

@@ -179,12 +179,12 @@ fn refusals_are_one_clear_line_with_the_right_exit_code() {
         "{}",
         text(&out.stderr)
     );
-    // Parity repair from `send` needs the inline repair server's address.
+    // A repair mode for `send` needs the inline repair server's address.
     let good = f.path("fw.img");
     let out = send_once(p(&good), &["--repair", "parity"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("--repair parity needs --repair-listen"),
+        text(&out.stderr).contains("--repair needs --repair-listen"),
         "{}",
         text(&out.stderr)
     );
@@ -423,6 +423,8 @@ fn nack(session: u32, image_id: wire::ImageId, device_id: u64, start: u32, len: 
 
 #[test]
 fn repair_over_loopback_unicasts_a_lone_request_and_groups_a_shared_one() {
+    // Retransmission (parity is the default; its answers are tested in
+    // proto's repair tests and the loopback and namespace tiers).
     let f = Fixture::new(3 * 4096 + 1500);
     let signed = std::fs::read(f.path("fw.manifest")).expect("manifest");
     let image_id = proto::manifest::image_id(&signed);
@@ -446,6 +448,8 @@ fn repair_over_loopback_unicasts_a_lone_request_and_groups_a_shared_one() {
             "5M",
             "--duration",
             "4",
+            "--repair",
+            "retransmit",
             "--json",
         ])
         .stdout(Stdio::piped())
