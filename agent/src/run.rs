@@ -13,7 +13,7 @@
 //!    ├─ datagram ─▶ Core::handle_datagram ─▶ Receiver::handle_datagram
 //!    │                 └─ events: ManifestAccepted → open target, resume scan
 //!    │                            WriteBlock → ImageWriter::write_block → handle_flash_done
-//!    │                            VerifyImage → read back → handle_verify_done
+//!    │                            VerifyImage → (next turn, after the Status) read back → handle_verify_done
 //!    │                            Done / Failed / Refused → decide the exit
 //!    ├─ deadline ─▶ Core::handle_timeout
 //!    └─ Core::poll_transmit ─▶ unicast socket (repair server, sender)
@@ -225,6 +225,10 @@ pub struct Core<F: Flash> {
     scan: Option<resume::Scanner>,
     /// CRC-32 of each block once its SHA-256 matched, for the final read-back.
     prints: resume::Fingerprints,
+    /// The receiver asked for the final read-back; it runs on the next turn
+    /// of the loop, after the `verifying` Status has gone out, so that a
+    /// sender waiting for its fleet can stop the carousel meanwhile (R-CAR-5).
+    verify_due: bool,
     /// Blocks the scan found that the receiver did not have yet.
     scan_found: u32,
     listen_until: Instant,
@@ -309,6 +313,7 @@ impl<F: Flash> Core<F> {
             header_invalidated: false,
             scan: None,
             prints: resume::Fingerprints::default(),
+            verify_due: false,
             scan_found: 0,
             accepted_at: now,
             next_progress_at: now + PROGRESS_EVERY,
@@ -369,6 +374,10 @@ impl<F: Flash> Core<F> {
         }
         if self.scan.is_some() {
             self.scan_step(now, 1, SCAN_BLOCKS_PER_TURN);
+        }
+        if std::mem::take(&mut self.verify_due) {
+            self.on_verify();
+            self.process_events(self.now());
         }
     }
 
@@ -438,8 +447,8 @@ impl<F: Flash> Core<F> {
             Some(Finish::WhenFinished { by, .. } | Finish::AfterStatuses { by, .. }) => add(by),
             None => {}
         }
-        if self.scan.is_some() {
-            // More of the resume scan to do: come back at once.
+        if self.scan.is_some() || self.verify_due {
+            // More of the resume scan, or the read-back, to do: come back at once.
             return Some(Instant::ZERO);
         }
         if let Some(p) = self.post.filter(|p| p.left > 0 && self.rx.is_finished()) {
@@ -581,7 +590,7 @@ impl<F: Flash> Core<F> {
                         self.scan_step(now, SCAN_BLOCKS_PER_WRITE, SCAN_BLOCKS_PER_WRITE);
                     }
                 }
-                Event::VerifyImage => self.on_verify(),
+                Event::VerifyImage => self.verify_due = true,
                 Event::Done => self.on_done(),
                 Event::Failed(reason) => {
                     log::error!(
@@ -807,6 +816,7 @@ impl<F: Flash> Core<F> {
         self.manifest = None;
         self.header_invalidated = false;
         self.scan = None;
+        self.verify_due = false;
         let mut cfg = self.rx_config.clone();
         cfg.rng_seed = cfg.rng_seed.wrapping_add(u64::from(self.stats.restarts));
         self.rx = Receiver::new(cfg, now);

@@ -20,12 +20,15 @@
 
 use alloc::vec::Vec;
 use core::net::SocketAddr;
+use core::time::Duration;
 
 use crate::fleet::{Fleet, DEFAULT_MAX_DEVICES};
 use crate::manifest::Manifest;
 use crate::time::Instant;
 use crate::transmit::{Dest, DropReason, Transmit};
-use crate::wire::{self, Announce, Data, Frame, ManifestChunk, HEADER_LEN, TRAILER_LEN};
+use crate::wire::{
+    self, Announce, Data, DeviceState, Frame, ManifestChunk, HEADER_LEN, TRAILER_LEN,
+};
 
 /// Bytes of IPv4 + UDP header counted against the rate for each datagram.
 pub const IP_UDP_OVERHEAD: u64 = 28;
@@ -116,6 +119,10 @@ pub struct SenderConfig {
     pub manifest_lead_copies: u32,
     /// Bound on the fleet table.
     pub max_devices: usize,
+    /// The fleet the operator waits for (`firmcast send --until-done N`):
+    /// once this many devices report the image received and none known
+    /// still needs data, the carousel holds (R-CAR-5). `None`: never holds.
+    pub hold_when_received: Option<usize>,
 }
 
 impl SenderConfig {
@@ -129,6 +136,7 @@ impl SenderConfig {
             manifest_repeats_per_pass: 8,
             manifest_lead_copies: 3,
             max_devices: DEFAULT_MAX_DEVICES,
+            hold_when_received: None,
         }
     }
 }
@@ -152,7 +160,14 @@ pub struct SenderStats {
     pub drops: u64,
     /// Chunks skipped because the image given to `poll_transmit` was too short.
     pub image_short: u64,
+    /// Times the carousel started holding (R-CAR-5).
+    pub holds: u64,
 }
+
+/// While the carousel holds, an Announce goes out this often (R-CAR-5), so
+/// a device that boots meanwhile still finds the session and, by asking for
+/// the manifest, resumes the carousel.
+pub const HOLD_ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -198,6 +213,8 @@ pub struct Sender {
     repeats_owed: u64,
     repeat_cursor: u32,
     fleet: Fleet,
+    /// R-CAR-5: holding, and when the next Announce of the hold is due.
+    hold: Option<Instant>,
     stats: SenderStats,
 }
 
@@ -248,6 +265,7 @@ impl Sender {
             repeat_acc: 0,
             repeats_owed: 0,
             repeat_cursor: 0,
+            hold: None,
             stats: SenderStats::default(),
         }
     }
@@ -264,7 +282,9 @@ impl Sender {
             Err(e) => Err(DropReason::Decode(e)),
             Ok((header, Frame::Status(status))) => {
                 self.stats.status_frames += 1;
-                self.fleet.record(now, from, header.image_id, &status)
+                let r = self.fleet.record(now, from, header.image_id, &status);
+                self.update_hold(now);
+                r
             }
             Ok(_) => Err(DropReason::Unexpected),
         };
@@ -291,32 +311,86 @@ impl Sender {
         image: &[u8],
         buf: &mut [u8],
     ) -> Option<Transmit> {
+        if let Some(announce_at) = self.hold {
+            if now < announce_at {
+                return None;
+            }
+            self.hold = Some(now + HOLD_ANNOUNCE_EVERY);
+            let len = self.emit(Next::Announce, image, buf)?;
+            return Some(self.sent(now, len));
+        }
         if !self.pacer.ready(now) {
             return None;
         }
         // A bounded number of skips (chunks missing from a short image) per call.
         for _ in 0..64 {
             let next = self.advance();
-            match self.emit(next, image, buf) {
-                Some(len) => {
-                    self.pacer.charge(now, len);
-                    self.stats.datagrams += 1;
-                    self.stats.bytes += len as u64;
-                    return Some(Transmit {
-                        dest: Dest::Group,
-                        len,
-                    });
-                }
-                None => continue,
+            if let Some(len) = self.emit(next, image, buf) {
+                return Some(self.sent(now, len));
             }
         }
         None
     }
 
+    /// Charge and count a datagram of `len` bytes handed out at `now`.
+    fn sent(&mut self, now: Instant, len: usize) -> Transmit {
+        self.pacer.charge(now, len);
+        self.stats.datagrams += 1;
+        self.stats.bytes += len as u64;
+        Transmit {
+            dest: Dest::Group,
+            len,
+        }
+    }
+
     /// When the next datagram may go.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.pacer.next_at())
+        Some(self.hold.unwrap_or_else(|| self.pacer.next_at()))
+    }
+
+    /// Whether the carousel holds (R-CAR-5): every device the operator
+    /// waits for has the image, and none known still needs data.
+    pub fn holding(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// R-CAR-5, after a Status: hold once `hold_when_received` devices report
+    /// this image verifying or later and no device reports a state that
+    /// needs the carousel (listening, fetching the manifest, resuming,
+    /// receiving); go on as soon as one does.
+    fn update_hold(&mut self, now: Instant) {
+        let Some(want) = self.config.hold_when_received else {
+            return;
+        };
+        let mut received = 0usize;
+        let mut needy = false;
+        for (_, r) in self.fleet.iter() {
+            match r.state {
+                DeviceState::Listening
+                | DeviceState::FetchingManifest
+                | DeviceState::Resuming
+                | DeviceState::Receiving => needy = true,
+                DeviceState::Verifying
+                | DeviceState::Done
+                | DeviceState::Activated
+                | DeviceState::Confirmed
+                    if r.image_id == self.image_id =>
+                {
+                    received += 1
+                }
+                _ => {}
+            }
+        }
+        let hold = !needy && received >= want.max(1);
+        match (hold, self.hold) {
+            (true, None) => {
+                self.hold = Some(now + HOLD_ANNOUNCE_EVERY);
+                self.stats.holds += 1;
+            }
+            (false, Some(_)) => self.hold = None,
+            _ => {}
+        }
     }
 
     /// Complete passes sent so far.
@@ -528,7 +602,7 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
-    use crate::wire::{decode, DeviceState, Reason, Status, MAX_DATAGRAM};
+    use crate::wire::{decode, DeviceState, ImageId, Reason, Status, MAX_DATAGRAM};
     use alloc::collections::BTreeMap;
     use alloc::vec;
     use core::net::{IpAddr, Ipv4Addr};
@@ -824,6 +898,83 @@ mod tests {
             Err(DropReason::Decode(_))
         ));
         assert_eq!(s.stats().drops, 2);
+    }
+
+    #[test]
+    fn r_car_5_holds_while_the_awaited_fleet_verifies_and_goes_on_when_one_needs_data() {
+        let img = image(50_000);
+        let (m, signed) = manifest(&img, 4096, 1024);
+        let mut cfg = SenderConfig::new(1, 8_000_000);
+        cfg.hold_when_received = Some(2);
+        let mut s = Sender::new(cfg, &m, signed, Instant::ZERO);
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
+        let mut sbuf = vec![0u8; 256];
+        let mut report = |s: &mut Sender, now: Instant, id: u64, state: DeviceState, image| {
+            let st = Status {
+                device_id: id,
+                state,
+                blocks_done: 0,
+                blocks_total: 13,
+                current_version: "1.0",
+                reason: Reason::None,
+            };
+            let n = wire::encode(0, image, 0, &Frame::Status(st), &mut sbuf).expect("encode");
+            s.handle_datagram(now, from, &sbuf[..n]).expect("status");
+        };
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // Frames sent from `from` up to `until`, the clock jumping to each deadline.
+        let mut drive = |s: &mut Sender, from: Instant, until: Instant| {
+            let (mut now, mut kinds) = (from, Vec::new());
+            while now < until {
+                match s.poll_transmit(now, &img, &mut buf) {
+                    Some(t) => kinds.push(decode(&buf[..t.len]).expect("decodes").1.kind()),
+                    None => now = s.poll_timeout().expect("a deadline").max(now),
+                }
+            }
+            kinds
+        };
+        let t = |ms: u64| Instant::from_micros(ms * 1000);
+        assert!(drive(&mut s, t(0), t(20)).contains(&wire::FrameKind::Data));
+        // One device has the image, the other still receives: no hold.
+        report(&mut s, t(20), 1, DeviceState::Verifying, m.image_id);
+        report(&mut s, t(20), 2, DeviceState::Receiving, m.image_id);
+        assert!(!s.holding());
+        // A device of another image that is done does not count.
+        report(&mut s, t(20), 3, DeviceState::Done, ImageId([7; 8]));
+        report(&mut s, t(20), 2, DeviceState::Done, m.image_id);
+        assert!(s.holding(), "both awaited devices have the image");
+        assert_eq!(s.stats().holds, 1);
+        // Holding: only an Announce every HOLD_ANNOUNCE_EVERY, nothing else.
+        let (pos, data) = (s.position(), s.stats().data);
+        let held = drive(&mut s, t(20), t(520));
+        assert!(
+            held.iter().all(|k| *k == wire::FrameKind::Announce),
+            "{held:?}"
+        );
+        assert!(
+            (4..=6).contains(&held.len()),
+            "{} announces in 500 ms",
+            held.len()
+        );
+        assert_eq!(
+            (s.position(), s.stats().data),
+            (pos, data),
+            "the carousel did not move"
+        );
+        // A device boots and asks for the manifest: the carousel goes on where it was.
+        report(&mut s, t(520), 4, DeviceState::FetchingManifest, m.image_id);
+        assert!(!s.holding());
+        let after = drive(&mut s, t(520), t(540));
+        assert!(after.contains(&wire::FrameKind::Data), "{after:?}");
+        // Without the option the sender never holds.
+        let mut plain = Sender::new(
+            SenderConfig::new(1, 8_000_000),
+            &m,
+            manifest(&img, 4096, 1024).1,
+            t(0),
+        );
+        report(&mut plain, t(1), 1, DeviceState::Done, m.image_id);
+        assert!(!plain.holding());
     }
 
     #[test]

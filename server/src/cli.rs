@@ -211,7 +211,9 @@ pub struct SendArgs {
     /// Multicast TTL (1 = this subnet only).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub ttl: u32,
-    /// Stop once N devices report done for this image.
+    /// Stop once N devices report done for this image. While the N devices
+    /// read back what they received (and no other needs data), the carousel
+    /// holds: an Announce every 100 ms, no data.
     #[arg(long, value_name = "N")]
     pub until_done: Option<usize>,
     /// Stop after this many seconds (decimals allowed).

@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod image_file;
 pub mod keys;
 pub mod logger;
 pub mod manifest_file;

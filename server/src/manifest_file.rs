@@ -75,86 +75,71 @@ pub fn check_image(
     image_path: &Path,
     manifest_path: &Path,
 ) -> Result<(), Error> {
-    let mut check = ImageCheck::new(info, image, image_path, manifest_path)?;
-    check.through(info.block_count())
-}
-
-/// [`check_image`] a block at a time: `firmcast send` starts the carousel
-/// at once and checks each block just before its first chunk goes out
-/// (hashing 32 MiB up front kept the first datagram back by ~25 ms), so no
-/// chunk of a block that differs from the manifest is ever sent.
-pub struct ImageCheck<'a> {
-    info: &'a ManifestInfo,
-    image: &'a [u8],
-    image_path: &'a Path,
-    manifest_path: &'a Path,
-    /// Blocks `0..checked` match.
-    checked: usize,
-}
-
-impl<'a> ImageCheck<'a> {
-    /// Check the length now, the blocks as [`ImageCheck::through`] asks.
-    pub fn new(
-        info: &'a ManifestInfo,
-        image: &'a [u8],
-        image_path: &'a Path,
-        manifest_path: &'a Path,
-    ) -> Result<Self, Error> {
-        if image.len() as u64 != info.image_len {
-            return Err(config(format!(
-                "image {} is {} bytes but manifest {} describes {} bytes",
-                image_path.display(),
-                image.len(),
-                manifest_path.display(),
-                info.image_len
-            )));
-        }
-        Ok(ImageCheck {
+    check_length(info, image.len() as u64, image_path, manifest_path)?;
+    (0..info.block_count()).try_for_each(|i| {
+        check_block(
             info,
-            image,
+            i,
+            &image[block_span(info, i)],
             image_path,
             manifest_path,
-            checked: 0,
-        })
-    }
-
-    /// Make sure blocks `0..end` match; the error names the first that does not.
-    pub fn through(&mut self, end: usize) -> Result<(), Error> {
-        let bs = self.info.block_size as usize;
-        while self.checked < end.min(self.info.block_count()) {
-            let i = self.checked;
-            let start = i * bs;
-            let block = &self.image[start..(start + bs).min(self.image.len())];
-            if pm::block_digest(block) != self.info.digests[i] {
-                return Err(config(format!(
-                    "image {} does not match manifest {}: block {i} (bytes {start}..{}) has a different SHA-256",
-                    self.image_path.display(),
-                    self.manifest_path.display(),
-                    start + block.len(),
-                )));
-            }
-            self.checked += 1;
-        }
-        Ok(())
-    }
-
-    /// Check up to `n` more blocks.
-    pub fn more(&mut self, n: usize) -> Result<(), Error> {
-        self.through(self.checked.saturating_add(n))
-    }
-
-    /// Every block matches.
-    pub fn is_complete(&self) -> bool {
-        self.checked >= self.info.block_count()
-    }
+        )
+    })
 }
 
-/// The [`Manifest`] for a signed file whose image has passed [`check_image`],
-/// verified with `public_key` when one is given.
+/// Check that an image of `len` bytes has the length the manifest gives.
+pub fn check_length(
+    info: &ManifestInfo,
+    len: u64,
+    image_path: &Path,
+    manifest_path: &Path,
+) -> Result<(), Error> {
+    if len == info.image_len {
+        return Ok(());
+    }
+    Err(config(format!(
+        "image {} is {len} bytes but manifest {} describes {} bytes",
+        image_path.display(),
+        manifest_path.display(),
+        info.image_len
+    )))
+}
+
+/// Bytes of the image that block `index` covers (the last may be short).
+pub fn block_span(info: &ManifestInfo, index: usize) -> std::ops::Range<usize> {
+    let bs = info.block_size as usize;
+    let len = usize::try_from(info.image_len).unwrap_or(usize::MAX);
+    let start = index.saturating_mul(bs).min(len);
+    start..start.saturating_add(bs).min(len)
+}
+
+/// Check that `block` (block `index` of the image) has the SHA-256 the
+/// manifest gives it; the error names the block, its bytes and both files.
+pub fn check_block(
+    info: &ManifestInfo,
+    index: usize,
+    block: &[u8],
+    image_path: &Path,
+    manifest_path: &Path,
+) -> Result<(), Error> {
+    if info.digests.get(index) == Some(&pm::block_digest(block)) {
+        return Ok(());
+    }
+    let span = block_span(info, index);
+    Err(config(format!(
+        "image {} does not match manifest {}: block {index} (bytes {}..{}) has a different SHA-256",
+        image_path.display(),
+        manifest_path.display(),
+        span.start,
+        span.end,
+    )))
+}
+
+/// The [`Manifest`] for a signed file, verified with `public_key` when one
+/// is given (without one, the image check against the digests is what
+/// guards the image).
 pub fn to_manifest(
     signed: &[u8],
-    info: &ManifestInfo,
-    image: &[u8],
     public_key: Option<(&[u8; pm::PUBLIC_KEY_LEN], &Path)>,
     manifest_path: &Path,
 ) -> Result<Manifest, Error> {
@@ -168,7 +153,6 @@ pub fn to_manifest(
             other => config(format!("manifest {}: {other}", manifest_path.display())),
         });
     }
-    let _ = (info, image);
     Manifest::decode_unverified(signed)
         .map_err(|e| config(format!("manifest {}: {e}", manifest_path.display())))
 }
@@ -186,8 +170,8 @@ pub fn load(path: &Path) -> Result<(Vec<u8>, ManifestInfo), Error> {
     Ok((signed, info))
 }
 
-/// Everything `send` and `repair` need: image, signed manifest, fields, and
-/// the [`Manifest`], after checking that image and manifest agree.
+/// Everything `repair` needs: image, signed manifest, fields, and the
+/// [`Manifest`], after checking that image and manifest agree.
 pub struct Loaded {
     /// The image bytes.
     pub image: Vec<u8>,
@@ -205,31 +189,9 @@ pub fn load_for_image(
     manifest_path: &Path,
     public_key: Option<&Path>,
 ) -> Result<Loaded, Error> {
-    let loaded = load_unchecked(image_path, manifest_path, public_key)?;
-    check_image(&loaded.info, &loaded.image, image_path, manifest_path)?;
-    Ok(loaded)
-}
-
-/// [`load_for_image`] without comparing the image with its digests: the
-/// caller checks it with an [`ImageCheck`] before sending any of it.
-pub fn load_unchecked(
-    image_path: &Path,
-    manifest_path: &Path,
-    public_key: Option<&Path>,
-) -> Result<Loaded, Error> {
     let image = read_file(image_path, "image")?;
-    let (signed, info) = load(manifest_path)?;
-    let pk = match public_key {
-        Some(p) => Some((crate::keys::load_public(p)?, p)),
-        None => None,
-    };
-    let manifest = to_manifest(
-        &signed,
-        &info,
-        &image,
-        pk.as_ref().map(|(k, p)| (k, *p)),
-        manifest_path,
-    )?;
+    let (signed, info, manifest) = load_manifest(manifest_path, public_key)?;
+    check_image(&info, &image, image_path, manifest_path)?;
     Ok(Loaded {
         image,
         signed,
@@ -238,12 +200,30 @@ pub fn load_unchecked(
     })
 }
 
+/// The signed manifest file, its fields and its [`Manifest`] (the signature
+/// verified when `public_key` is given), without looking at the image:
+/// `firmcast send` reads and checks that a block at a time
+/// ([`crate::image_file::StreamedImage`]).
+pub fn load_manifest(
+    manifest_path: &Path,
+    public_key: Option<&Path>,
+) -> Result<(Vec<u8>, ManifestInfo, Manifest), Error> {
+    let (signed, info) = load(manifest_path)?;
+    let pk = match public_key {
+        Some(p) => Some((crate::keys::load_public(p)?, p)),
+        None => None,
+    };
+    let manifest = to_manifest(&signed, pk.as_ref().map(|(k, p)| (k, *p)), manifest_path)?;
+    Ok((signed, info, manifest))
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proto::manifest::ManifestSpec;
 
-    fn fixture() -> (ed25519_compact::KeyPair, Vec<u8>, Vec<u8>) {
+    /// A key, a 10,000-byte image in three 4 KiB blocks, and its signed manifest.
+    pub(crate) fn fixture() -> (ed25519_compact::KeyPair, Vec<u8>, Vec<u8>) {
         let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32]));
         let image: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let spec = ManifestSpec {
@@ -266,10 +246,10 @@ mod tests {
         assert_eq!(info.key_id, pm::key_id(&kp.pk));
         let p = Path::new("m");
         check_image(&info, &image, p, p).expect("image agrees");
-        let rebuilt = to_manifest(&signed, &info, &image, None, p).expect("rebuilt");
+        let rebuilt = to_manifest(&signed, None, p).expect("rebuilt");
         let verified = Manifest::verify(&signed, &kp.pk).expect("verify");
         assert_eq!(rebuilt, verified);
-        let via_key = to_manifest(&signed, &info, &image, Some((&kp.pk, p)), p).expect("with key");
+        let via_key = to_manifest(&signed, Some((&kp.pk, p)), p).expect("with key");
         assert_eq!(via_key, verified);
     }
 
@@ -286,30 +266,9 @@ mod tests {
         for cut in [0, 20, signed.len() - 1] {
             assert!(parse_unverified(&signed[..cut]).is_err());
         }
-        // Block by block: block 0 passes, block 1 is named when reached.
-        let mut check = ImageCheck::new(&info, &image, p, p).expect("length agrees");
-        check.through(1).expect("block 0 matches");
-        assert!(!check.is_complete());
-        let err = check.more(5).expect_err("block 1 differs");
-        assert!(
-            err.to_string().contains("block 1 (bytes 4096..8192)"),
-            "{err}"
-        );
-        image[5000] ^= 1;
-        let mut check = ImageCheck::new(&info, &image, p, p).expect("length agrees");
-        check.more(2).expect("blocks 0 and 1");
-        check.through(usize::MAX).expect("all");
-        assert!(check.is_complete());
-        assert!(ImageCheck::new(&info, &image[..100], p, p).is_err());
         let other = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([4; 32]));
-        let err = to_manifest(
-            &signed,
-            &info,
-            &image,
-            Some((&other.pk, Path::new("k.pub"))),
-            p,
-        )
-        .expect_err("bad sig");
+        let err =
+            to_manifest(&signed, Some((&other.pk, Path::new("k.pub"))), p).expect_err("bad sig");
         assert!(
             err.to_string()
                 .contains("signature does not verify with k.pub"),

@@ -18,7 +18,8 @@ use serde_json::json;
 
 use crate::cli::{RepairModeArg, SendArgs};
 use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
-use crate::manifest_file::{load_unchecked, ImageCheck};
+use crate::image_file::StreamedImage;
+use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
 use crate::repair;
 use crate::report::{devices_json, devices_line, Progress};
@@ -50,10 +51,10 @@ impl Stop {
 /// the devices' socket buffers take in stride.
 const PACING_NAP: Duration = Duration::from_millis(1);
 
-/// Blocks of the image checked per turn of the send loop beyond those the
-/// carousel is about to send: 16 x 64 KiB is ~0.6 ms of SHA-256, and a
-/// 32 MiB image is all checked within ~32 turns.
-const CHECK_BLOCKS_PER_TURN: usize = 16;
+/// Blocks of the image read and checked per turn of the send loop beyond
+/// those the carousel is about to send: 16 x 64 KiB is ~1 ms of reading and
+/// SHA-256, and a 32 MiB image is all in within ~32 turns.
+const READ_BLOCKS_PER_TURN: usize = 16;
 
 /// Run `firmcast send`; returns the exit code.
 pub fn run(args: &SendArgs) -> Result<u8, Error> {
@@ -62,12 +63,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     if args.ttl > 255 {
         return Err(config(format!("--ttl {}: must be 0..=255", args.ttl)));
     }
-    let loaded = load_unchecked(&args.image, &args.manifest, args.public_key.as_deref())?;
-    // Each block is checked against the manifest just before the carousel
-    // first reaches it, the rest a few blocks per turn of the loop; repairs
-    // wait until every block is checked.
-    let mut check = ImageCheck::new(&loaded.info, &loaded.image, &args.image, &args.manifest)?;
-    let image_id = loaded.manifest.image_id;
+    let (signed, info, manifest) = load_manifest(&args.manifest, args.public_key.as_deref())?;
+    // Each block is read and checked against the manifest just before the
+    // carousel first reaches it, the rest a few blocks per turn of the loop;
+    // repairs wait until every block is in.
+    let mut image = StreamedImage::open(&info, &args.image, &args.manifest)?;
+    let image_id = manifest.image_id;
     let mut session = [0u8; 4];
     getrandom::getrandom(&mut session)
         .map_err(|e| runtime(format!("reading OS randomness: {e}")))?;
@@ -102,13 +103,16 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     cfg.announce_every = args.announce_every;
     cfg.manifest_repeats_per_pass = args.manifest_repeats;
     cfg.manifest_lead_copies = args.manifest_lead;
-    let mut sender = Sender::new(cfg, &loaded.manifest, loaded.signed.clone(), clock.now());
+    // R-CAR-5: with --until-done N, no data while the N devices read back
+    // what they received (the rest of the pass would reach nobody).
+    cfg.hold_when_received = args.until_done;
+    let mut sender = Sender::new(cfg, &manifest, signed, clock.now());
     let mut repairer: Option<(RepairServer, SocketAddrV4)> = inline_repair.map(|(_, group)| {
         (
             repair::new_server(
                 args.repair.unwrap_or(RepairModeArg::Parity),
                 args.rate,
-                &loaded.manifest,
+                &manifest,
             ),
             group,
         )
@@ -119,8 +123,8 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     log::info!(
         "sending {} ({} bytes, {} blocks, image id {image_id}) to {group} via {iface} from {local} at {} bit/s, session {session:08x}",
         args.image.display(),
-        loaded.image.len(),
-        loaded.info.block_count(),
+        info.image_len,
+        info.block_count(),
         args.rate,
     );
     if let Some((server, repair_group)) = &repairer {
@@ -137,6 +141,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut progress = Progress::new(args.verbose);
     let mut consecutive_errors = 0u32;
     let mut passes_logged = 0u32;
+    let mut holding = false;
     let mut send_errors = 0u64;
     let verbose = args.verbose;
     let mut repair_send_errors = 0u64;
@@ -183,12 +188,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         net::drain(&sock, &mut rbuf, |from, bytes| {
             handle(&mut sender, &mut repairer, clock.now(), from, bytes)
         })?;
-        check.more(CHECK_BLOCKS_PER_TURN)?;
-        if let Some((server, repair_group)) = repairer.as_mut().filter(|_| check.is_complete()) {
+        image.more(READ_BLOCKS_PER_TURN)?;
+        if let Some((server, repair_group)) = repairer.as_mut().filter(|_| image.is_complete()) {
             repair::send_due(
                 server,
                 &clock,
-                &loaded.image,
+                image.bytes(),
                 &mut buf,
                 &sock,
                 *repair_group,
@@ -199,9 +204,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         let mut passes_met = false;
         // The block the next carousel chunk comes from (a Data frame moves
         // the cursor past its block only after that block's last chunk).
-        check.through(sender.position().1 as usize + 1)?;
-        while let Some(t) = sender.poll_transmit(clock.now(), &loaded.image, &mut buf) {
-            check.through(sender.position().1 as usize + 1)?;
+        image.through(sender.position().1 as usize + 1)?;
+        while let Some(t) = sender.poll_transmit(clock.now(), image.bytes(), &mut buf) {
+            image.through(sender.position().1 as usize + 1)?;
             if let Some((server, _)) = &mut repairer {
                 server.charge_shared(clock.now(), t.len);
             }
@@ -223,6 +228,22 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             if args.passes.is_some_and(|n| sender.passes_completed() >= n) {
                 passes_met = true;
                 break;
+            }
+        }
+        if sender.holding() != holding {
+            holding = sender.holding();
+            if holding {
+                log::info!(
+                    "holding the carousel at {:.2} s: every awaited device has the image ({})",
+                    clock.secs(),
+                    devices_line(sender.fleet())
+                );
+            } else {
+                log::info!(
+                    "carousel goes on at {:.2} s: a device needs data ({})",
+                    clock.secs(),
+                    devices_line(sender.fleet())
+                );
             }
         }
         if sender.passes_completed() > passes_logged {
@@ -315,6 +336,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             "data": stats.data,
             "manifest": stats.manifest,
             "announce": stats.announce,
+            "holds": stats.holds,
             "seconds": secs,
             "mbit_per_s": mbps,
             "rate_bps": args.rate,

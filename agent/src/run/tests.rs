@@ -169,6 +169,52 @@ fn full_update_from_erased_flash_with_loss() {
 }
 
 #[test]
+fn the_verifying_status_goes_out_before_the_read_back() {
+    // R-CAR-5: a sender waiting for its fleet holds the carousel once every
+    // device reports `verifying`, so that report must not wait for the
+    // read-back it announces.
+    let mut h = Harness::new(settings(), "2.0", pk(), MemFlash::new(64 * 1024));
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut now = Instant::ZERO;
+    while h.core.receiver().state() != DeviceState::Verifying {
+        assert!(
+            now < Instant::ZERO + Duration::from_secs(10),
+            "never verifying"
+        );
+        if let Some(t) = h.sender.poll_transmit(now, &h.image, &mut buf) {
+            h.core.handle_datagram(now, sender_addr(), &buf[..t.len]);
+        }
+        if h.core.receiver().state() == DeviceState::Verifying {
+            break;
+        }
+        h.core.handle_timeout(now);
+        while h.core.poll_transmit(now, &mut out).is_some() {}
+        now = now + Duration::from_micros(200);
+        h.clock.set(now.as_micros());
+    }
+    // The read-back is due at once, but not done yet: the Status is first.
+    assert_eq!(h.core.deadline(), Some(Instant::ZERO));
+    let mut sent = Vec::new();
+    while let Some((to, len)) = h.core.poll_transmit(now, &mut out) {
+        if let Ok((_, Frame::Status(st))) = decode(&out[..len]) {
+            sent.push((to, st.state));
+        }
+    }
+    assert!(
+        sent.contains(&(sender_addr(), DeviceState::Verifying)),
+        "{sent:?}"
+    );
+    assert_eq!(h.core.receiver().state(), DeviceState::Verifying);
+    h.core.handle_timeout(now);
+    assert_eq!(
+        h.core.receiver().state(),
+        DeviceState::Done,
+        "read back on the next turn"
+    );
+}
+
+#[test]
 fn resume_skips_blocks_on_flash_and_rewrites_the_header_last() {
     let img = image(BLOCK as usize * 6 + 100);
     let mut flash = MemFlash::new(64 * 1024);
