@@ -173,6 +173,10 @@ pub struct RepairServer {
     parity_pending: BTreeMap<u32, BlockNeed>,
     parity_queue: BTreeMap<u32, BlockNeed>,
     parity_cursor: u32,
+    /// The last `poll_transmit` left (source, parity) requests queued
+    /// because its image did not reach their blocks yet; `poll_timeout`
+    /// does not count that queue.
+    waiting_for_image: (bool, bool),
     /// Next parity index per block: never repeated until all were sent.
     next_parity: BTreeMap<u32, u32>,
     /// When parity for a block last went out, and how many symbols since the holdoff began.
@@ -226,6 +230,7 @@ impl RepairServer {
             parity_pending: BTreeMap::new(),
             parity_queue: BTreeMap::new(),
             parity_cursor: 0,
+            waiting_for_image: (false, false),
             next_parity: BTreeMap::new(),
             parity_sent: BTreeMap::new(),
             parity_cache: BTreeMap::new(),
@@ -477,8 +482,11 @@ impl RepairServer {
     }
 
     /// Write the next repair datagram into `buf` if one is queued and pacing
-    /// allows it at `now`. `image` is the image the manifest describes; `buf`
-    /// should hold [`wire::MAX_DATAGRAM`] bytes.
+    /// allows it at `now`. `image` is the image the manifest describes, or
+    /// the part of it read so far (`firmcast send` reads its image as the
+    /// carousel goes): requests for blocks past its end wait in the queue
+    /// until a longer `image` covers them. `buf` should hold
+    /// [`wire::MAX_DATAGRAM`] bytes.
     #[must_use]
     pub fn poll_transmit(
         &mut self,
@@ -487,15 +495,23 @@ impl RepairServer {
         buf: &mut [u8],
     ) -> Option<Transmit> {
         self.flush_if_due(now);
+        let ready_blocks = self.blocks_within(image.len());
+        self.waiting_for_image = (false, false);
         while !self.queue.is_empty() && self.pacer.ready(now) {
             // Serve in ascending chunk order from the cursor, wrapping, so a
             // steady stream of low-numbered NACKs cannot starve the rest.
+            // Blocks not yet in `image` lie past the ready prefix: wrap
+            // there too, and stop when even the lowest is not ready.
+            let ready = |c: &u32| c / self.chunks_per_block < ready_blocks;
             let (chunk, req) = match self.queue.range(self.cursor..).next() {
-                Some((c, r)) => (*c, *r),
-                None => {
-                    let (c, r) = self.queue.first_key_value()?;
-                    (*c, *r)
-                }
+                Some((c, r)) if ready(c) => (*c, *r),
+                _ => match self.queue.first_key_value() {
+                    Some((c, r)) if ready(c) => (*c, *r),
+                    _ => {
+                        self.waiting_for_image.0 = true;
+                        break;
+                    }
+                },
             };
             self.queue.remove(&chunk);
             self.cursor = chunk.saturating_add(1);
@@ -534,23 +550,42 @@ impl RepairServer {
             return Some(Transmit { dest, len });
         }
         while !self.parity_queue.is_empty() && self.pacer.ready(now) {
-            if let Some(t) = self.send_parity(now, image, buf) {
+            let ready = |b: &u32| *b < ready_blocks;
+            let block = match self.parity_queue.range(self.parity_cursor..).next() {
+                Some((b, _)) if ready(b) => *b,
+                _ => match self.parity_queue.first_key_value() {
+                    Some((b, _)) if ready(b) => *b,
+                    _ => {
+                        self.waiting_for_image.1 = true;
+                        break;
+                    }
+                },
+            };
+            if let Some(t) = self.send_parity(now, block, image, buf) {
                 return Some(t);
             }
         }
         None
     }
 
-    /// One parity symbol of the next block in the parity queue (R-PAR-5).
-    fn send_parity(&mut self, now: Instant, image: &[u8], buf: &mut [u8]) -> Option<Transmit> {
-        let (block, mut need) = match self.parity_queue.range(self.parity_cursor..).next() {
-            Some((b, n)) => (*b, *n),
-            None => {
-                let (b, n) = self.parity_queue.first_key_value()?;
-                (*b, *n)
-            }
-        };
-        self.parity_queue.remove(&block);
+    /// Blocks wholly inside the first `len` bytes of the image (all of them
+    /// when `len` covers the image).
+    fn blocks_within(&self, len: usize) -> u32 {
+        if len as u64 >= self.image_len {
+            return u32::MAX;
+        }
+        u32::try_from(len as u64 / u64::from(self.block_size.max(1))).unwrap_or(u32::MAX)
+    }
+
+    /// One parity symbol of `block`, queued in the parity queue (R-PAR-5).
+    fn send_parity(
+        &mut self,
+        now: Instant,
+        block: u32,
+        image: &[u8],
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let mut need = self.parity_queue.remove(&block)?;
         let k = self.chunks_in_block(block);
         let r = fec::parity_count(k);
         if need.need == 0 || r == 0 {
@@ -627,10 +662,15 @@ impl RepairServer {
     }
 
     /// The next deadline: the end of the aggregation window, or when the next
-    /// queued chunk may go.
+    /// queued chunk may go. Requests that wait for more of the image (see
+    /// [`RepairServer::poll_transmit`]) set no deadline: the caller polls
+    /// again once it has read more.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let send_at = if self.queue.is_empty() && self.parity_queue.is_empty() {
+        let (source_waits, parity_waits) = self.waiting_for_image;
+        let idle = (self.queue.is_empty() || source_waits)
+            && (self.parity_queue.is_empty() || parity_waits);
+        let send_at = if idle {
             None
         } else {
             Some(self.pacer.next_at())
@@ -837,6 +877,52 @@ mod tests {
             r.stats().chunks_sent_group + r.stats().chunks_sent_unicast,
             0
         );
+    }
+
+    #[test]
+    fn requests_for_blocks_past_a_partial_image_wait_until_it_covers_them() {
+        // Retransmit: a lone device misses chunks of blocks 0 and 2 while
+        // only block 0 has been read.
+        let (mut r, img, m) = setup(RepairConfig::default());
+        let t0 = Instant::from_micros(1_000);
+        r.handle_datagram(
+            t0,
+            dev(1),
+            &nack_bytes(1, m.image_id, 1, &[(2, 1), (17, 2)]),
+        )
+        .expect("nack");
+        let until = |t: Instant| t + Duration::from_millis(20);
+        let (sent, now) = drain(&mut r, &img[..8192], &m, t0, until(t0));
+        let got: Vec<_> = sent.iter().map(|s| (s.block, s.chunk)).collect();
+        assert_eq!(got, [(0, 2)], "only the block that is read");
+        assert_eq!(r.backlog(), 2, "block 2's chunks wait, not dropped");
+        let (sent, _) = drain(&mut r, &img, &m, now, until(now));
+        let got: Vec<_> = sent.iter().map(|s| (s.block, s.chunk)).collect();
+        assert_eq!(got, [(2, 1), (2, 2)]);
+        assert_eq!(r.backlog(), 0);
+
+        // Parity: a crowd for blocks 0 and 2, then the short last block 3.
+        let (mut r, img, m) = parity_setup();
+        for d in 1..=2 {
+            r.handle_datagram(
+                t0,
+                dev(d),
+                &nack_bytes(1, m.image_id, u64::from(d), &[(1, 1), (16, 2), (24, 1)]),
+            )
+            .expect("nack");
+        }
+        let (sent, now) = drain_parity(&mut r, &img[..3 * 8192], &m, t0, until(t0));
+        assert_eq!(
+            sent,
+            [
+                (Dest::Group, true, 0, 0),
+                (Dest::Group, true, 2, 0),
+                (Dest::Group, true, 2, 1)
+            ]
+        );
+        assert_eq!(r.backlog(), 1, "the last block waits for the whole image");
+        let (sent, _) = drain_parity(&mut r, &img, &m, now, until(now));
+        assert_eq!(sent, [(Dest::Group, true, 3, 0)]);
     }
 
     #[test]

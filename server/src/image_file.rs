@@ -9,8 +9,8 @@
 //! block is read into them), the first block is read at once, and the send
 //! loop asks for the block its next chunk comes from before sending it, and
 //! for a few more each turn, so no byte of a block that differs from the
-//! manifest ever goes out, and the repair server starts once every block is
-//! in ([`StreamedImage::is_complete`]).
+//! manifest ever goes out; the repair server is given the blocks read so far
+//! ([`StreamedImage::ready`]) and keeps requests for the rest queued.
 
 use std::fs::File;
 use std::io::Read;
@@ -99,6 +99,16 @@ impl<'a> StreamedImage<'a> {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// The blocks read and checked so far, as a prefix of the image (the
+    /// repair server serves only blocks inside what it is given).
+    pub fn ready(&self) -> &[u8] {
+        let end = match self.ready {
+            0 => 0,
+            n => block_span(self.info, n - 1).end,
+        };
+        &self.bytes[..end]
+    }
 }
 
 #[cfg(test)]
@@ -135,11 +145,14 @@ mod tests {
         );
         assert!(s.bytes()[4096..].iter().all(|&b| b == 0), "the rest is not");
         assert!(!s.is_complete());
+        assert_eq!(s.ready(), &image[..4096]);
         s.more(1).expect("block 1");
         assert_eq!(&s.bytes()[..8192], &image[..8192]);
+        assert_eq!(s.ready(), &image[..8192]);
         s.through(usize::MAX).expect("all");
         assert!(s.is_complete());
         assert_eq!(s.bytes(), &image[..], "the short last block too");
+        assert_eq!(s.ready(), &image[..]);
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let (signed, info, manifest) = load_manifest(&args.manifest, args.public_key.as_deref())?;
     // Each block is read and checked against the manifest just before the
     // carousel first reaches it, the rest a few blocks per turn of the loop;
-    // repairs wait until every block is in.
+    // repairs are served from the blocks read so far.
     let mut image = StreamedImage::open(&info, &args.image, &args.manifest)?;
     let image_id = manifest.image_id;
     let mut session = [0u8; 4];
@@ -189,11 +189,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             handle(&mut sender, &mut repairer, clock.now(), from, bytes)
         })?;
         image.more(READ_BLOCKS_PER_TURN)?;
-        if let Some((server, repair_group)) = repairer.as_mut().filter(|_| image.is_complete()) {
+        if let Some((server, repair_group)) = repairer.as_mut() {
+            // Repairs for blocks not read yet wait in the server's queue.
             repair::send_due(
                 server,
                 &clock,
-                image.bytes(),
+                image.ready(),
                 &mut buf,
                 &sock,
                 *repair_group,
