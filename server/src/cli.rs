@@ -229,7 +229,7 @@ pub struct SendArgs {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub manifest_repeats: u32,
     /// Copies of the manifest at the start of each pass, each after an Announce.
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
     pub manifest_lead: u32,
     /// Also serve repairs from this process, receiving NACKs and Status on
     /// this address (instead of an ephemeral port); repairs share --rate.
