@@ -2,10 +2,9 @@
 //! just before the carousel first reaches it, each block checked against the
 //! manifest as it is read.
 //!
-//! Reading a 32 MiB image whole before the first datagram kept the carousel
-//! back by ~29 ms (bench/fleet, tmpfs: the copy and 8,192 page faults), 1%
-//! of a 100 Mbit/s update; hashing it whole, by another ~25 ms. Here the
-//! buffer is allocated zeroed (the kernel hands out its pages only when a
+//! Reading a 32 MiB image whole before the first datagram (the copy and
+//! 8,192 page faults) and hashing it kept the carousel back by tens of
+//! milliseconds, a per cent of a 100 Mbit/s update. Here the buffer is allocated zeroed (the kernel hands out its pages only when a
 //! block is read into them), the first block is read at once, and the send
 //! loop asks for the block its next chunk comes from before sending it, and
 //! for a few more each turn, so no byte of a block that differs from the

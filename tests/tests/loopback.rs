@@ -41,7 +41,15 @@ fn start_lossy_agents(
         let mut spec = AgentSpec::new(&name, &rel.public_key, FLASH);
         spec.rx_loss_permille = loss;
         let (config, target) = agent_config(dir, net, &spec);
-        agents.push(start_agent(dir, &name, &config));
+        let mut agent = start_agent(dir, &name, &config);
+        // Joined before the sender starts: it sends at once, and with three
+        // passes at most a device that missed the first has no slack.
+        assert!(
+            agent.wait_for_output("listening", Duration::from_secs(10)),
+            "{name} never listened:\n{}",
+            agent.output()
+        );
+        agents.push(agent);
         targets.push(target);
     }
     (agents, targets)
