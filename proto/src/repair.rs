@@ -177,8 +177,10 @@ pub struct RepairServer {
     /// because its image did not reach their blocks yet; `poll_timeout`
     /// does not count that queue.
     waiting_for_image: (bool, bool),
-    /// Next parity index per block: never repeated until all were sent.
-    next_parity: BTreeMap<u32, u32>,
+    /// Parity symbols of each block sent so far, which is also the next
+    /// index: indices are never repeated, and a block whose `k` symbols all
+    /// went out is served with source chunks (R-PAR-7).
+    parity_issued: BTreeMap<u32, u32>,
     /// When parity for a block last went out, and how many symbols since the holdoff began.
     parity_sent: BTreeMap<u32, (Instant, u32)>,
     /// Computed parity of recent blocks, GF(2^16) transfers only (bounded).
@@ -231,7 +233,7 @@ impl RepairServer {
             parity_queue: BTreeMap::new(),
             parity_cursor: 0,
             waiting_for_image: (false, false),
-            next_parity: BTreeMap::new(),
+            parity_issued: BTreeMap::new(),
             parity_sent: BTreeMap::new(),
             parity_cache: BTreeMap::new(),
             symbol: Vec::new(),
@@ -356,27 +358,49 @@ impl RepairServer {
         self.stats.capped += in_image - take;
         if self.parity_active() && now < self.crowd_until {
             // R-PAR-5: count what this device misses per block.
-            let mut cur: Option<(u32, u32)> = None;
-            for chunk in taken_chunks(&nack.ranges, self.chunk_end, take) {
-                let block = chunk / self.chunks_per_block;
-                match cur {
-                    Some((b, n)) if b == block => cur = Some((b, n + 1)),
-                    Some((b, n)) => {
-                        self.request_parity(now, session, b, n);
-                        cur = Some((block, 1));
-                    }
-                    None => cur = Some((block, 1)),
-                }
-            }
-            if let Some((b, n)) = cur {
-                self.request_parity(now, session, b, n);
-            }
+            let req = Request {
+                addr: from,
+                device_id: nack.device_id,
+                session,
+                multi: false,
+            };
+            let asked: Vec<(u32, Request)> = taken_chunks(&nack.ranges, self.chunk_end, take)
+                .map(|chunk| (chunk, req))
+                .collect();
+            self.request_symbols(now, &asked);
             return Ok(());
         }
         for chunk in taken_chunks(&nack.ranges, self.chunk_end, take) {
             self.request(now, from, nack.device_id, session, chunk);
         }
         Ok(())
+    }
+
+    /// R-PAR-5/7: what one device asked for, `(chunk, request)` in chunk
+    /// order, served per block with parity symbols while the block has
+    /// unsent ones and with the named source chunks beyond that.
+    fn request_symbols(&mut self, now: Instant, asked: &[(u32, Request)]) {
+        let cpb = self.chunks_per_block;
+        for run in asked.chunk_by(|a, b| a.0 / cpb == b.0 / cpb) {
+            let Some(&(first, req)) = run.first() else {
+                continue;
+            };
+            let block = first / cpb;
+            let k = self.chunks_in_block(block);
+            let unsent = fec::parity_count(k)
+                .saturating_sub(self.parity_issued.get(&block).copied().unwrap_or(0));
+            let by_parity = u32::try_from(run.len()).unwrap_or(u32::MAX).min(unsent);
+            if by_parity > 0 {
+                self.request_parity(now, req.session, block, by_parity);
+            }
+            for &(chunk, req) in &run[by_parity as usize..] {
+                if self.admit(now, req.device_id, chunk) {
+                    // Straight to the queue: the batch that would aggregate
+                    // it would turn it back into a parity need.
+                    self.queue.insert(chunk, req);
+                }
+            }
+        }
     }
 
     fn request(
@@ -387,25 +411,7 @@ impl RepairServer {
         session: u32,
         chunk: u32,
     ) {
-        if let Some(req) = self
-            .queue
-            .get_mut(&chunk)
-            .or_else(|| self.pending.get_mut(&chunk))
-        {
-            req.merge(device_id);
-            self.stats.merged += 1;
-            return;
-        }
-        // R-REP-3: a chunk the group got moments ago is not sent again
-        // (unicast sends are not recorded, so they never suppress).
-        if let Some(sent) = self.group_sent.get(&chunk) {
-            if now.saturating_since(*sent) < self.config.resend_holdoff {
-                self.stats.suppressed += 1;
-                return;
-            }
-        }
-        if self.pending.len() + self.queue.len() >= self.config.max_pending {
-            self.stats.overload += 1;
+        if !self.admit(now, device_id, chunk) {
             return;
         }
         self.pending.insert(
@@ -423,6 +429,34 @@ impl RepairServer {
         }
     }
 
+    /// Whether a request of `device_id` for `chunk` needs a new entry: not
+    /// when it merges into a queued or pending one, when the group got the
+    /// chunk moments ago (R-REP-3), or when the table is full.
+    fn admit(&mut self, now: Instant, device_id: u64, chunk: u32) -> bool {
+        if let Some(req) = self
+            .queue
+            .get_mut(&chunk)
+            .or_else(|| self.pending.get_mut(&chunk))
+        {
+            req.merge(device_id);
+            self.stats.merged += 1;
+            return false;
+        }
+        // R-REP-3: a chunk the group got moments ago is not sent again
+        // (unicast sends are not recorded, so they never suppress).
+        if let Some(sent) = self.group_sent.get(&chunk) {
+            if now.saturating_since(*sent) < self.config.resend_holdoff {
+                self.stats.suppressed += 1;
+                return false;
+            }
+        }
+        if self.pending.len() + self.queue.len() >= self.config.max_pending {
+            self.stats.overload += 1;
+            return false;
+        }
+        true
+    }
+
     fn flush_if_due(&mut self, now: Instant) {
         if self.batch_due.is_some_and(|due| now >= due) {
             self.batch_due = None;
@@ -431,21 +465,8 @@ impl RepairServer {
                 // R-PAR-5: a crowd formed while the batch aggregated; the
                 // source chunks its first NACK asked for (before anyone knew)
                 // count as parity needs like the rest.
-                let mut cur: Option<(u32, u32, u32)> = None;
-                for (chunk, req) in batch {
-                    let block = chunk / self.chunks_per_block;
-                    cur = match cur {
-                        Some((b, n, session)) if b == block => Some((b, n + 1, session)),
-                        Some((b, n, session)) => {
-                            self.request_parity(now, session, b, n);
-                            Some((block, 1, req.session))
-                        }
-                        None => Some((block, 1, req.session)),
-                    };
-                }
-                if let Some((b, n, session)) = cur {
-                    self.request_parity(now, session, b, n);
-                }
+                let asked: Vec<(u32, Request)> = batch.into_iter().collect();
+                self.request_symbols(now, &asked);
             } else {
                 for (chunk, req) in batch {
                     match self.queue.get_mut(&chunk) {
@@ -587,22 +608,20 @@ impl RepairServer {
     ) -> Option<Transmit> {
         let mut need = self.parity_queue.remove(&block)?;
         let k = self.chunks_in_block(block);
-        let r = fec::parity_count(k);
-        if need.need == 0 || r == 0 {
+        let issued = self.parity_issued.entry(block).or_insert(0);
+        if need.need == 0 || *issued >= fec::parity_count(k) {
+            // R-PAR-7: every symbol went out; the need is dropped (needs were
+            // capped at the unsent symbols when asked for).
             return None;
         }
+        let index = *issued;
+        *issued += 1;
         need.need -= 1;
         if need.need > 0 {
             self.parity_queue.insert(block, need);
         } else {
             self.parity_cursor = block.saturating_add(1);
         }
-        let index = {
-            let next = self.next_parity.entry(block).or_insert(0);
-            let i = *next % r;
-            *next = (i + 1) % r;
-            i
-        };
         let start = usize::try_from(u64::from(block) * u64::from(self.block_size)).ok()?;
         let end = usize::try_from(
             (u64::from(block) * u64::from(self.block_size) + u64::from(self.block_size))
@@ -938,6 +957,52 @@ mod tests {
             .expect("nack");
         let (sent, _) = drain_parity(&mut r, &img, &m, t1, t1 + Duration::from_millis(20));
         assert_eq!(sent, [0, 1, 2].map(|i| (Dest::Group, true, 0, i)));
+    }
+
+    #[test]
+    fn r_par_7_a_block_whose_parity_is_spent_is_served_with_the_source_chunks_named() {
+        // Blocks of k = 8 chunks have 8 parity symbols. A device that lost a
+        // whole block (an end-game fetch) needs all of them; once each went
+        // out, sending one again would help only a device that lost that very
+        // symbol, so what is asked for beyond them is sent as the source
+        // chunks the NACK names, which the asker lacks for sure.
+        let (mut r, img, m) = parity_setup();
+        let holdoff = RepairConfig::default().resend_holdoff;
+        let crowd = |r: &mut RepairServer, t: Instant, asks: [&[(u32, u32)]; 2]| {
+            for (d, ranges) in (1u8..).zip(asks) {
+                r.handle_datagram(t, dev(d), &nack_bytes(1, m.image_id, u64::from(d), ranges))
+                    .expect("nack");
+            }
+        };
+        let window = |t: Instant| t + Duration::from_millis(20);
+        let t0 = Instant::from_micros(1_000);
+        crowd(&mut r, t0, [&[(8, 5)], &[(8, 5)]]);
+        let (sent, now) = drain_parity(&mut r, &img, &m, t0, window(t0));
+        assert_eq!(sent, [0, 1, 2, 3, 4].map(|i| (Dest::Group, true, 1, i)));
+        // Five asked for again, three symbols unsent: those three, and the
+        // last two chunks named (global 11 and 12) as source.
+        let t1 = now + holdoff;
+        crowd(&mut r, t1, [&[(8, 5)], &[(10, 1)]]);
+        let (sent, now) = drain_parity(&mut r, &img, &m, t1, window(t1));
+        assert_eq!(
+            sent,
+            [
+                (Dest::Group, false, 1, 3),
+                (Dest::Group, false, 1, 4),
+                (Dest::Group, true, 1, 5),
+                (Dest::Group, true, 1, 6),
+                (Dest::Group, true, 1, 7),
+            ]
+        );
+        // Spent: source chunks only, each once for both devices.
+        let t2 = now + holdoff;
+        crowd(&mut r, t2, [&[(9, 2)], &[(9, 1)]]);
+        let (sent, _) = drain_parity(&mut r, &img, &m, t2, window(t2));
+        assert_eq!(
+            sent,
+            [(Dest::Group, false, 1, 1), (Dest::Group, false, 1, 2)]
+        );
+        assert_eq!(r.stats().parity_sent, 8, "no parity index sent twice");
     }
 
     #[test]

@@ -197,8 +197,28 @@ fn malta_nandsim_with_two_bad_blocks_full_update() {
     ));
 }
 
+/// Blocks of `image` on `disk` (the guest's virtio disk, seen from the host)
+/// once they reach `goal`, or what it holds when `limit` runs out.
+fn wait_for_blocks(
+    disk: &std::path::Path,
+    image: &[u8],
+    block: usize,
+    goal: usize,
+    limit: Duration,
+) -> usize {
+    let until = Instant::now() + limit;
+    loop {
+        let n = firmcast_integration::netns::blocks_on_target(disk, image, block);
+        if n >= goal || Instant::now() >= until {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Power cuts: block2mtd over a disk that holds the old image, a per-block
-/// delay so the update takes a while, qemu killed (SIGKILL) at three points;
+/// delay so the update takes a while, qemu killed (SIGKILL) at three points
+/// (when the disk holds a third, two thirds and all but six of the blocks);
 /// each boot resumes from what is on flash, the fourth completes. After each
 /// cut the old header is gone and the new one not yet written, so the board
 /// would not boot a half-written image.
@@ -243,17 +263,24 @@ fn malta_block2mtd_power_cuts_resume_and_complete() {
     };
     let mut resumed = Vec::new();
     let mut last_k = 0;
-    for (i, after_ms) in [2500u64, 2000, 1000].into_iter().enumerate() {
+    // Each boot is cut once the disk holds this many blocks of the new
+    // image: a third, two thirds, and all but six (1.5 s of writing left).
+    // Cutting a fixed time after a console line did not work: with two
+    // guests on two busy cores the console lagged the flash by more than a
+    // second, and a cut 1 s after "old header invalidated" found the whole
+    // image written (the read-back was running).
+    let goals = [total / 3, 2 * total / 3, total - 6];
+    for (i, goal) in goals.into_iter().enumerate() {
         let name = format!("cut{}", i + 1);
         let mut g = Guest::boot(&emu, &ns, &dir, &name, &base, &boot);
         g.expect("already on flash", RUN);
-        // The first write of this boot (in place, the old header goes
-        // first): from here on every cut leaves more on flash than the last
-        // boot found. Cutting a fixed time after the scan alone sometimes
-        // fell while the carousel was still passing blocks already there.
-        g.expect("old header invalidated", RUN);
-        std::thread::sleep(Duration::from_millis(after_ms));
+        let written = wait_for_blocks(&disk, &rel.bytes, erase, goal as usize, RUN);
         g.power_cut();
+        assert!(
+            written >= goal as usize,
+            "{name}: the disk never held {goal} blocks (only {written}):\n{}",
+            g.console()
+        );
         let console = g.console();
         assert!(
             !console.contains("update complete"),
