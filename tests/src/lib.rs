@@ -356,12 +356,22 @@ pub fn agent_config(dir: &Scratch, net: &Net, spec: &AgentSpec<'_>) -> (PathBuf,
         text.push_str(&format!(
             "\n[test]\nrx_loss_permille = {}\nrx_loss_seed = {}\nblock_delay_ms = {}\n",
             spec.rx_loss_permille,
-            spec.name.len() as u64 * 7919 + spec.rx_loss_permille as u64,
+            loss_seed(spec.name),
             spec.block_delay_ms
         ));
     }
     fs::write(&config, text).expect("write agent config");
     (config, target)
+}
+
+/// A receive-loss seed of its own for each agent name, so the agents of one
+/// test lose different datagrams (the seed was the name's length: agents
+/// `loss20-0` and `loss20-1` lost alike). Below 2^63, as TOML integers are.
+fn loss_seed(name: &str) -> u64 {
+    let h = name
+        .bytes()
+        .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    h >> 1
 }
 
 /// Start an agent in the foreground with `config`.
