@@ -386,10 +386,9 @@ impl RepairServer {
                 continue;
             };
             let block = first / cpb;
-            let k = self.chunks_in_block(block);
-            let unsent = fec::parity_count(k)
-                .saturating_sub(self.parity_issued.get(&block).copied().unwrap_or(0));
-            let by_parity = u32::try_from(run.len()).unwrap_or(u32::MAX).min(unsent);
+            let by_parity = u32::try_from(run.len())
+                .unwrap_or(u32::MAX)
+                .min(self.parity_unsent(block));
             if by_parity > 0 {
                 self.request_parity(now, req.session, block, by_parity);
             }
@@ -401,6 +400,12 @@ impl RepairServer {
                 }
             }
         }
+    }
+
+    /// Parity symbols of `block` not sent yet (R-PAR-7).
+    fn parity_unsent(&self, block: u32) -> u32 {
+        let issued = self.parity_issued.get(&block).copied().unwrap_or(0);
+        fec::parity_count(self.chunks_in_block(block)).saturating_sub(issued)
     }
 
     fn request(
@@ -607,13 +612,12 @@ impl RepairServer {
         buf: &mut [u8],
     ) -> Option<Transmit> {
         let mut need = self.parity_queue.remove(&block)?;
-        let k = self.chunks_in_block(block);
-        let issued = self.parity_issued.entry(block).or_insert(0);
-        if need.need == 0 || *issued >= fec::parity_count(k) {
+        if need.need == 0 || self.parity_unsent(block) == 0 {
             // R-PAR-7: every symbol went out; the need is dropped (needs were
             // capped at the unsent symbols when asked for).
             return None;
         }
+        let issued = self.parity_issued.entry(block).or_insert(0);
         let index = *issued;
         *issued += 1;
         need.need -= 1;

@@ -4,8 +4,9 @@
 //!
 //! Reading a 32 MiB image whole before the first datagram (the copy and
 //! 8,192 page faults) and hashing it kept the carousel back by tens of
-//! milliseconds, a per cent of a 100 Mbit/s update. Here the buffer is allocated zeroed (the kernel hands out its pages only when a
-//! block is read into them), the first block is read at once, and the send
+//! milliseconds, a per cent of a 100 Mbit/s update. Here the buffer is
+//! allocated zeroed (the kernel hands out its pages only when a block is
+//! read into them), the first block is read at once, and the send
 //! loop asks for the block its next chunk comes from before sending it, and
 //! for a few more each turn, so no byte of a block that differs from the
 //! manifest ever goes out; the repair server is given the blocks read so far

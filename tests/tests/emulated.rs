@@ -208,7 +208,7 @@ fn wait_for_blocks(
 ) -> usize {
     let until = Instant::now() + limit;
     loop {
-        let n = firmcast_integration::netns::blocks_on_target(disk, image, block);
+        let n = netns::blocks_on_target(disk, image, block);
         if n >= goal || Instant::now() >= until {
             return n;
         }
@@ -265,10 +265,10 @@ fn malta_block2mtd_power_cuts_resume_and_complete() {
     let mut last_k = 0;
     // Each boot is cut once the disk holds this many blocks of the new
     // image: a third, two thirds, and all but six (1.5 s of writing left).
-    // Cutting a fixed time after a console line did not work: with two
-    // guests on two busy cores the console lagged the flash by more than a
-    // second, and a cut 1 s after "old header invalidated" found the whole
-    // image written (the read-back was running).
+    // Cutting a fixed time after a console line did not work with two
+    // guests on two busy cores: a cut meant for 1 s after the third boot's
+    // "old header invalidated", with 9 blocks (2.25 s of writing) to go,
+    // found the whole image on the disk (the read-back was running).
     let goals = [total / 3, 2 * total / 3, total - 6];
     for (i, goal) in goals.into_iter().enumerate() {
         let name = format!("cut{}", i + 1);
