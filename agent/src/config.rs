@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use toml_subset::{Document, Entry, Value};
 
+use crate::resume::FinalReadBack;
+
 mod toml_subset;
 
 /// Where the agent looks for its configuration when `--config` is not given.
@@ -225,6 +227,8 @@ pub struct Config {
     pub nack_backoff_shape: u32,
     /// Exit 0 at once when the offered image is not newer.
     pub exit_when_current: bool,
+    /// Which blocks the final read-back reads (R-VER-2).
+    pub final_read_back: FinalReadBack,
     /// Test-only knobs.
     pub test: TestOptions,
     /// `[ab]`: required with `activation = "ab-uboot"`.
@@ -351,6 +355,7 @@ struct Raw {
     nack_backoff_ms: Option<u64>,
     nack_backoff_shape: Option<u32>,
     exit_when_current: Option<bool>,
+    final_read_back: Option<String>,
     reboot_command: Option<Vec<String>>,
     ab: Option<RawAb>,
     command: Option<RawCommand>,
@@ -495,6 +500,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "stall_timeout_secs" => raw.stall_timeout_secs = f.u64()?,
             "rcvbuf_bytes" => raw.rcvbuf_bytes = f.u64()?,
             "exit_when_current" => raw.exit_when_current = f.bool()?,
+            "final_read_back" => raw.final_read_back = f.string()?,
             "reboot_command" => raw.reboot_command = f.strings()?,
             "nack_backoff_ms" => raw.nack_backoff_ms = f.u64()?,
             "nack_backoff_shape" => raw.nack_backoff_shape = f.u32()?,
@@ -804,6 +810,17 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
             ))
         }
     };
+    let final_read_back = match raw.final_read_back.as_deref() {
+        None | Some("stale") => FinalReadBack::Stale,
+        Some("all") => FinalReadBack::All,
+        Some(other) => {
+            return Err(ConfigError::key(
+                file,
+                "final_read_back",
+                format!("`{other}` is not one of \"stale\", \"all\""),
+            ))
+        }
+    };
     let ab = match (activation, raw.ab) {
         (Activation::AbUboot, Some(r)) => Some(ab_config(file, base, r)?),
         (Activation::AbUboot, None) => {
@@ -949,6 +966,7 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
         nack_backoff: Duration::from_millis(nack_backoff_ms),
         nack_backoff_shape,
         exit_when_current: raw.exit_when_current.unwrap_or(true),
+        final_read_back,
         test,
         ab,
         command,
@@ -1219,6 +1237,14 @@ impl Config {
         kv("nack_backoff_ms", self.nack_backoff.as_millis().to_string());
         kv("nack_backoff_shape", self.nack_backoff_shape.to_string());
         kv("exit_when_current", self.exit_when_current.to_string());
+        kv(
+            "final_read_back",
+            match self.final_read_back {
+                FinalReadBack::Stale => "stale",
+                FinalReadBack::All => "all",
+            }
+            .to_string(),
+        );
         if let Some(ab) = &self.ab {
             kv("ab.slot_a", ab.slot_a.clone());
             kv("ab.slot_b", ab.slot_b.clone());
@@ -1288,6 +1314,7 @@ rcvbuf_bytes = 1048576
 nack_backoff_ms = 40
 nack_backoff_shape = 8
 exit_when_current = false
+final_read_back = "all"
 
 [test]
 rx_loss_permille = 50
@@ -1341,6 +1368,7 @@ block_delay_ms = 3
         assert_eq!(c.nack_backoff, Duration::from_millis(40));
         assert_eq!(c.nack_backoff_shape, 8);
         assert!(!c.exit_when_current);
+        assert_eq!(c.final_read_back, FinalReadBack::All);
         assert_eq!(
             c.test,
             TestOptions {
@@ -1372,6 +1400,7 @@ block_delay_ms = 3
         assert_eq!(c.nack_backoff, Duration::from_millis(12));
         assert_eq!(c.nack_backoff_shape, 1);
         assert!(c.exit_when_current);
+        assert_eq!(c.final_read_back, FinalReadBack::Stale);
         assert_eq!(
             c.test,
             TestOptions {
@@ -1487,6 +1516,11 @@ block_delay_ms = 3
             ("device_id = -1\n", "device_id", "negative"),
             ("test = 1\n", "test", "expected a [test] table"),
             ("window_blocks = 0\n", "window_blocks", "must be 1 to 1024"),
+            (
+                "final_read_back = \"some\"\n",
+                "final_read_back",
+                "`some` is not one of \"stale\", \"all\"",
+            ),
             (
                 "group = \"10.0.0.1:7854\"\n",
                 "group",

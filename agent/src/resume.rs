@@ -170,6 +170,7 @@ impl Scanner {
                     let ok = self.uniform.block_matches(manifest, i, &buf[..len]);
                     if ok {
                         prints.record(i, &buf[..len]);
+                        writer.confirm_read_back(i);
                     }
                     ok
                 }
@@ -226,16 +227,43 @@ impl UniformDigest {
     }
 }
 
-/// Read the whole image back and return the blocks that do not match: each
-/// against its fingerprint, or, where none was recorded, its SHA-256.
+/// Which blocks the final read-back (R-VER-2) reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalReadBack {
+    /// Only blocks not read back right since their eraseblocks were last
+    /// erased or programmed ([`ImageWriter::is_read_back`]).
+    Stale,
+    /// Every block, once more.
+    All,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// Blocks that do not match.
+    pub bad: Vec<u32>,
+    /// Blocks read from flash for it (the others had been read back right
+    /// since their eraseblocks were last written).
+    pub read: u32,
+}
+
+/// Read the image back (every block, or with [`FinalReadBack::Stale`] those
+/// not read back since their last write) and return the blocks that do not
+/// match: each against its fingerprint, or, where none was recorded, its
+/// SHA-256.
 pub fn verify<F: Flash>(
     writer: &mut ImageWriter<F>,
     manifest: &Manifest,
     buf: &mut [u8],
     prints: &Fingerprints,
-) -> Vec<u32> {
-    let mut bad = Vec::new();
+    which: FinalReadBack,
+) -> Verified {
+    let mut out = Verified::default();
     for i in 0..manifest.block_count() {
+        if which == FinalReadBack::Stale && writer.is_read_back(i) {
+            continue;
+        }
+        out.read += 1;
         let ok = match writer.read_block(i, buf) {
             Ok(len) => match prints.get(i) {
                 Some(crc) => proto::wire::CRC32.checksum(&buf[..len]) == crc,
@@ -246,11 +274,13 @@ pub fn verify<F: Flash>(
                 false
             }
         };
-        if !ok {
-            bad.push(i);
+        if ok {
+            writer.confirm_read_back(i);
+        } else {
+            out.bad.push(i);
         }
     }
-    bad
+    out
 }
 
 #[cfg(test)]
@@ -440,10 +470,17 @@ pub(crate) mod tests {
         let s = scan(&mut w, &m, &mut buf, false);
         assert_eq!(s.present, [0, 2]);
         let none = Fingerprints::new(&m);
-        assert_eq!(verify(&mut w, &m, &mut buf, &none), [1, 3]);
+        let all = verify(&mut w, &m, &mut buf, &none, FinalReadBack::All);
+        assert_eq!((all.bad, all.read), (vec![1, 3], 4));
         w.write_block(1, &img[4096..8192]).expect("write 1");
         w.write_block(3, &img[12288..]).expect("write 3");
-        assert!(verify(&mut w, &m, &mut buf, &none).is_empty());
+        assert!(verify(&mut w, &m, &mut buf, &none, FinalReadBack::All)
+            .bad
+            .is_empty());
+        // Blocks 0 and 2 were read back by the scans above, 1 and 3 by their
+        // writes, nothing was written since: none needs reading again.
+        let stale = verify(&mut w, &m, &mut buf, &none, FinalReadBack::Stale);
+        assert_eq!(stale, Verified::default());
         assert_eq!(scan(&mut w, &m, &mut buf, true).present, [0, 1, 2, 3]);
     }
 
@@ -458,13 +495,24 @@ pub(crate) mod tests {
             prints.record(i as u32, block);
         }
         let mut buf = vec![0u8; 4096];
-        assert!(verify(&mut w, &m, &mut buf, &prints).is_empty());
+        let all = verify(&mut w, &m, &mut buf, &prints, FinalReadBack::All);
+        assert_eq!((all.bad.len(), all.read), (0, 3));
         // One bit of block 1 flipped after its write (a disturbed cell, a
-        // stray write): the fingerprint catches it.
-        let mut flash = w.into_inner();
-        flash.bytes[4096 + 77] ^= 0x01;
+        // stray write) by whoever held the flash: the fingerprint catches it,
+        // also in a read-back of the stale blocks only (all are stale now).
+        w.flash_mut().bytes[4096 + 77] ^= 0x01;
+        let stale = verify(&mut w, &m, &mut buf, &prints, FinalReadBack::Stale);
+        assert_eq!((stale.bad, stale.read), (vec![1], 3));
+        let stale = verify(&mut w, &m, &mut buf, &prints, FinalReadBack::Stale);
+        assert_eq!(
+            (stale.bad, stale.read),
+            (vec![1], 1),
+            "only block 1 left to read"
+        );
+        let flash = w.into_inner();
         let mut w = writer_4k(flash, img.len() as u64);
-        assert_eq!(verify(&mut w, &m, &mut buf, &prints), [1]);
+        let all = verify(&mut w, &m, &mut buf, &prints, FinalReadBack::All);
+        assert_eq!(all.bad, [1]);
         // The scan records what it finds: blocks 0 and 2 still match.
         let mut scanned = Fingerprints::new(&m);
         let mut sc = Scanner::new(&m, false);

@@ -133,6 +133,8 @@ pub struct CoreSettings {
     pub activation: Activation,
     /// Exit 0 at once on a not-newer image.
     pub exit_when_current: bool,
+    /// Which blocks the final read-back reads (R-VER-2).
+    pub final_read_back: resume::FinalReadBack,
     /// Listening this long with no update → exit 0.
     pub boot_window: Duration,
     /// No progress for this long while receiving → exit 5.
@@ -161,6 +163,7 @@ impl CoreSettings {
             target: c.target.clone(),
             activation: c.activation,
             exit_when_current: c.exit_when_current,
+            final_read_back: c.final_read_back,
             boot_window: c.boot_window,
             stall_timeout: c.stall_timeout,
             repair_server: c.repair_server,
@@ -838,11 +841,19 @@ impl<F: Flash> Core<F> {
             );
             Vec::new()
         } else {
+            let which = self.s.final_read_back;
+            let due = match which {
+                resume::FinalReadBack::All => m.block_count(),
+                resume::FinalReadBack::Stale => {
+                    (0..m.block_count()).filter(|&i| !w.is_read_back(i)).count() as u32
+                }
+            };
             log::info!(
-                "verify: all blocks on flash; reading {} blocks back",
-                m.block_count()
+                "verify: all blocks on flash; reading {due} of {} blocks back ({} read back right since their last write)",
+                m.block_count(),
+                m.block_count() - due
             );
-            resume::verify(w, m, &mut self.block_buf, &self.prints)
+            resume::verify(w, m, &mut self.block_buf, &self.prints, which).bad
         };
         if bad.is_empty() {
             log::info!("verify: all {} blocks read back correctly", m.block_count());

@@ -24,9 +24,19 @@
 //!   `1..n`, then block 0. Then, after a power cut at any point, the flash
 //!   holds a complete new image whenever it holds the new header.
 //!
+//! - **What has been read back** ([`ImageWriter::is_read_back`]): every
+//!   erase and program stamps its eraseblock first; a block counts as read
+//!   back after its write's verify, or a [`ImageWriter::read_block`] the
+//!   caller confirmed ([`ImageWriter::confirm_read_back`]), until one of its
+//!   eraseblocks is stamped again (module `ledger`). The agent's final
+//!   read-back reads only the blocks that are not.
+//!
 //! Buffers are allocated in `new`; writing allocates nothing.
 
+mod ledger;
+
 use crate::{Error, ErrorKind, Flash, FlashKind, Geometry, Op, ReadStatus};
+use ledger::ReadBackLedger;
 
 /// How an [`ImageWriter`] behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +66,8 @@ struct Mapped<F> {
     map: Vec<u32>,
     /// Bad physical eraseblocks skipped while building `map`.
     skipped: u32,
+    /// Every erase and program is stamped here first.
+    ledger: ReadBackLedger,
 }
 
 impl<F: Flash> Mapped<F> {
@@ -65,6 +77,8 @@ impl<F: Flash> Mapped<F> {
 
     /// Rebuilds the map for `needed` logical eraseblocks.
     fn build_map(&mut self, needed: u32) -> Result<(), Error> {
+        // Every logical eraseblock may move: nothing read back counts.
+        self.ledger.touch_all();
         self.map.clear();
         self.skipped = 0;
         let total = self.geo.eraseblocks();
@@ -125,6 +139,7 @@ impl<F: Flash> Mapped<F> {
     }
 
     fn erase(&mut self, logical_block: u32) -> Result<(), Error> {
+        self.ledger.touch(logical_block);
         let p = self.map[logical_block as usize];
         match self.flash.erase_block(p) {
             Ok(()) => Ok(()),
@@ -138,6 +153,7 @@ impl<F: Flash> Mapped<F> {
         let ws = self.geo.write_size as usize;
         let skip_ff = self.geo.kind == FlashKind::Nand;
         for (at, range) in PieceIter::new(off, data.len(), self.erase_size()) {
+            self.ledger.touch((at / self.erase_size()) as u32);
             let (p, phys) = self.locate(at);
             let piece = &data[range];
             if !skip_ff {
@@ -320,6 +336,7 @@ impl<F: Flash> ImageWriter<F> {
             geo,
             map: Vec::with_capacity(needed as usize),
             skipped: 0,
+            ledger: ReadBackLedger::new(needed, u64::from(es), image_len, u64::from(bs)),
         };
         m.build_map(needed)?;
         let shares_eraseblocks = geo.kind != FlashKind::Plain && bs < es;
@@ -346,8 +363,11 @@ impl<F: Flash> ImageWriter<F> {
         &self.m.flash
     }
 
-    /// The flash, mutably (e.g. to `sync` or inject faults in tests).
+    /// The flash, mutably (e.g. to `sync` or inject faults in tests). The
+    /// caller may change anything: no block counts as read back after this
+    /// ([`ImageWriter::is_read_back`]).
     pub fn flash_mut(&mut self) -> &mut F {
+        self.m.ledger.touch_all();
         &mut self.m.flash
     }
 
@@ -400,7 +420,28 @@ impl<F: Flash> ImageWriter<F> {
             );
         }
         self.m.read(start, &mut buf[..len])?;
+        self.m.ledger.read(index);
         Ok(len)
+    }
+
+    /// The caller found the bytes of its last [`ImageWriter::read_block`] of
+    /// `index` right (against the manifest's SHA-256 or a fingerprint taken
+    /// when it matched). Ignored if anything was erased or programmed since
+    /// that read, or if the last read was of another block.
+    pub fn confirm_read_back(&mut self, index: u32) {
+        self.m.ledger.confirm(index);
+    }
+
+    /// Whether block `index` was read back from flash and found right, by
+    /// [`ImageWriter::write_block`]'s verify or a confirmed
+    /// [`ImageWriter::read_block`], after the last erase or program of every
+    /// eraseblock it lies in (in this writer's life, under its current
+    /// bad-block map, with the flash not handed out by
+    /// [`ImageWriter::flash_mut`] since). A later write into a shared
+    /// eraseblock makes it stale: program disturb is a NAND fact.
+    #[must_use]
+    pub fn is_read_back(&self, index: u32) -> bool {
+        self.m.ledger.is_read_back(index)
     }
 
     /// Erases what holds image block 0, so that an old header never sits in
@@ -495,6 +536,7 @@ impl<F: Flash> ImageWriter<F> {
         self.after(r)?;
         if self.opts.verify {
             self.verify(start, data)?;
+            self.m.ledger.written_and_checked(index);
         }
         if header {
             self.m.flash.sync()?;

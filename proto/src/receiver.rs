@@ -1163,7 +1163,21 @@ impl Receiver {
             // symbols stop. A retransmitted source chunk only helps the devices
             // that lack that very chunk, so it holds nothing back: at fleet
             // scale others' repairs would otherwise defer ours past the window.
-            t.slots[s].quiet_until = now + self.config.nack_suppress;
+            let cfg = &self.config;
+            let sl = &mut t.slots[s];
+            sl.quiet_until = now + cfg.nack_suppress;
+            // R-NACK-3: parity after this block's NACK answers it (or another
+            // device's, which repairs a loss here too). If the block is still
+            // short once the symbols stop, a symbol of the answer was lost
+            // here: the retry comes then, after a fresh back-off, instead of
+            // a whole `nack_retry` later.
+            if sl.due_is_retry {
+                let at = sl.quiet_until + backoff(cfg, &mut self.rng);
+                if sl.nack_due.is_some_and(|due| at < due) {
+                    sl.nack_due = Some(at);
+                    self.nack_at = earliest(self.nack_at, Some(at));
+                }
+            }
         }
         if t.slots[s].state != SlotState::Filling {
             self.stats.chunks_duplicate += 1;

@@ -34,6 +34,7 @@ fn settings() -> CoreSettings {
         target: "mem:".into(),
         activation: Activation::InPlace,
         exit_when_current: true,
+        final_read_back: crate::resume::FinalReadBack::Stale,
         boot_window: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(3),
         repair_server: "10.0.0.2:7855".parse().expect("addr"),

@@ -239,19 +239,26 @@ fn image_larger_than_device_or_bad_geometry_is_refused() {
     assert_eq!(w.block_count(), 0);
 }
 
-#[test]
-fn nand_write_eio_marks_bad_and_remaps() {
-    let dir = TempDir::new("w-nand-eio");
-    let p = dir.join("nand.bin");
-    let image = random_bytes(40, 5 * 4096 - 100);
-    let mut nand = SimNand::create(&p, 8 * 4096, 4096, 512, &[]).expect("create");
+/// A 4 KiB-block writer on `nand` whose physical eraseblock 2 fails writes
+/// with EIO, with image blocks 0 and 1 written.
+fn blocks_0_and_1_before_eio_at_2(mut nand: SimNand, image: &[u8]) -> ImageWriter<SimNand> {
     nand.set_faults(Faults {
         fail_write_blocks: vec![2],
         ..Faults::default()
     });
     let mut w = ImageWriter::new(nand, image.len() as u64, 4096, opts(false)).expect("writer");
-    w.write_block(0, block(&image, 4096, 0)).expect("block 0");
-    w.write_block(1, block(&image, 4096, 1)).expect("block 1");
+    w.write_block(0, block(image, 4096, 0)).expect("block 0");
+    w.write_block(1, block(image, 4096, 1)).expect("block 1");
+    w
+}
+
+#[test]
+fn nand_write_eio_marks_bad_and_remaps() {
+    let dir = TempDir::new("w-nand-eio");
+    let p = dir.join("nand.bin");
+    let image = random_bytes(40, 5 * 4096 - 100);
+    let nand = SimNand::create(&p, 8 * 4096, 4096, 512, &[]).expect("create");
+    let mut w = blocks_0_and_1_before_eio_at_2(nand, &image);
     let e = w.write_block(2, block(&image, 4096, 2)).expect_err("eio");
     assert_eq!(
         (e.kind, e.op, e.block, e.errno),
@@ -627,4 +634,62 @@ fn nand_power_cut_at_every_operation() {
         );
         assert!(total >= 8, "bs {bs}: {total} ops");
     }
+}
+
+#[test]
+fn read_back_lasts_until_the_eraseblock_is_written_again() {
+    let dir = TempDir::new("w-readback");
+    // 2 KiB blocks, four to a 8 KiB NAND eraseblock; 6 blocks, the last short.
+    let image = random_bytes(50, 5 * 2048 + 700);
+    let p = dir.join("nand.bin");
+    let nand = SimNand::create(&p, 8 * 8192, 8192, 512, &[]).expect("create");
+    let mut w = ImageWriter::new(nand, image.len() as u64, 2048, opts(false)).expect("writer");
+    assert!((0..6).all(|i| !w.is_read_back(i)), "nothing read yet");
+    w.write_block(0, block(&image, 2048, 0)).expect("block 0");
+    assert!(w.is_read_back(0), "write_block's verify read it back");
+    // Block 1 is programmed into block 0's eraseblock: 0 must be read again.
+    w.write_block(1, block(&image, 2048, 1)).expect("block 1");
+    assert!(!w.is_read_back(0) && w.is_read_back(1));
+    // Block 4 lies in the next eraseblock: block 1 stays read back.
+    w.write_block(4, block(&image, 2048, 4)).expect("block 4");
+    assert!(w.is_read_back(1) && w.is_read_back(4));
+    let mut buf = vec![0u8; 2048];
+    w.read_block(0, &mut buf).expect("read 0");
+    w.confirm_read_back(0);
+    assert!(w.is_read_back(0), "read and confirmed");
+    // A confirm after another block's read, or after a write, counts for nothing.
+    w.read_block(2, &mut buf).expect("read 2");
+    w.confirm_read_back(3);
+    assert!(!w.is_read_back(3));
+    w.read_block(5, &mut buf).expect("read 5");
+    w.write_block(2, block(&image, 2048, 2)).expect("block 2");
+    w.confirm_read_back(5);
+    assert!(!w.is_read_back(5));
+    assert!(!w.is_read_back(0), "block 2 went into eraseblock 0");
+    // Whoever holds the flash mutably may have changed anything.
+    let _ = w.flash_mut();
+    assert!((0..6).all(|i| !w.is_read_back(i)));
+}
+
+#[test]
+fn nothing_counts_as_read_back_without_verify_or_after_a_remap() {
+    let dir = TempDir::new("w-readback-remap");
+    let image = random_bytes(51, 5 * 4096 - 100);
+    let p = dir.join("nand.bin");
+    let nand = SimNand::create(&p, 8 * 4096, 4096, 512, &[]).expect("create");
+    let no_verify = WriterOptions {
+        header_last: false,
+        verify: false,
+    };
+    let mut w = ImageWriter::new(nand, image.len() as u64, 4096, no_verify).expect("writer");
+    w.write_block(0, block(&image, 4096, 0)).expect("block 0");
+    assert!(!w.is_read_back(0), "not read back: verify is off");
+    let mut w = blocks_0_and_1_before_eio_at_2(w.into_inner(), &image);
+    assert!(w.is_read_back(0) && w.is_read_back(1));
+    let e = w.write_block(2, block(&image, 4096, 2)).expect_err("eio");
+    assert_eq!(e.kind, ErrorKind::NewBadBlock);
+    assert!(
+        (0..w.block_count()).all(|i| !w.is_read_back(i)),
+        "a new map: every block must be read again"
+    );
 }

@@ -485,6 +485,64 @@ fn r_nack_3_unanswered_nacks_are_retried_then_given_up() {
     );
 }
 
+/// Blocks 0 to 2 of the carousel at 10 ms, less chunks `lost` of `block`.
+fn stream_blocks_0_to_2_without(
+    f: &Fixture,
+    rx: &mut Receiver,
+    shell: &mut Shell,
+    block: u32,
+    lost: core::ops::RangeInclusive<u32>,
+) {
+    for (b, c) in all_chunks(f).into_iter().filter(|&(b, _)| b <= 2) {
+        if b == block && lost.contains(&c) {
+            continue;
+        }
+        feed(rx, shell, ms(10), &data(f, b, c, 0)).expect("data");
+    }
+}
+
+#[test]
+fn r_nack_3_an_answer_that_leaves_the_block_short_brings_the_retry_in() {
+    let f = fixture();
+    let cfg = config();
+    let mut rx = Receiver::new(cfg.clone(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // Block 1 loses chunks 1, 2 and 3; the stream goes on into block 2.
+    stream_blocks_0_to_2_without(&f, &mut rx, &mut shell, 1, 1..=3);
+    let due = rx.poll_timeout().expect("NACK armed");
+    rx.handle_timeout(due);
+    shell.drain(&mut rx, due, &[]);
+    assert_eq!(shell.nacks.len(), 1, "the first NACK");
+    // The answer: three symbols, of which the second is lost here.
+    let answer = due + Duration::from_millis(5);
+    for index in [0, 2] {
+        feed(
+            &mut rx,
+            &mut shell,
+            answer,
+            &parity_frame(&f, 1, index, None),
+        )
+        .expect("parity");
+    }
+    let retry = rx.poll_timeout().expect("retry armed");
+    assert!(
+        retry >= answer + cfg.nack_suppress,
+        "not while the answer may still arrive"
+    );
+    assert!(
+        retry <= answer + cfg.nack_suppress + cfg.nack_delay_max,
+        "once the answer stopped, after a back-off: not {:?} after the NACK",
+        retry.saturating_since(due)
+    );
+    assert!(retry < due + cfg.nack_retry);
+    rx.handle_timeout(retry);
+    shell.drain(&mut rx, retry, &[]);
+    assert_eq!(shell.nacks.len(), 2);
+    let asked: u32 = shell.nacks[1].ranges.iter().map(|r| r.len).sum();
+    assert_eq!(asked, 1, "3 holes less 2 symbols held");
+}
+
 #[test]
 fn r_blk_2_a_forged_chunk_costs_one_block_and_is_never_flashed() {
     let f = fixture();
@@ -943,12 +1001,7 @@ fn r_nack_4_a_retransmitted_chunk_for_another_device_does_not_hold_the_nack() {
     start(&f, &mut rx, &mut shell, &[]);
     // Block 1 loses chunks 1 and 2; chunk 3 is lost too but another device's
     // retransmit of it arrives on the repair group before our back-off ends.
-    for (b, c) in all_chunks(&f).into_iter().filter(|&(b, _)| b <= 2) {
-        if b == 1 && (1..=3).contains(&c) {
-            continue;
-        }
-        feed(&mut rx, &mut shell, ms(10), &data(&f, b, c, 0)).expect("data");
-    }
+    stream_blocks_0_to_2_without(&f, &mut rx, &mut shell, 1, 1..=3);
     let due = rx.poll_timeout().expect("NACK armed");
     feed(&mut rx, &mut shell, ms(11), &data(&f, 1, 3, FLAG_REPAIR)).expect("repair");
     let fire = due.max(ms(11));
