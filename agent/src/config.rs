@@ -1237,14 +1237,7 @@ impl Config {
         kv("nack_backoff_ms", self.nack_backoff.as_millis().to_string());
         kv("nack_backoff_shape", self.nack_backoff_shape.to_string());
         kv("exit_when_current", self.exit_when_current.to_string());
-        kv(
-            "final_read_back",
-            match self.final_read_back {
-                FinalReadBack::Stale => "stale",
-                FinalReadBack::All => "all",
-            }
-            .to_string(),
-        );
+        kv("final_read_back", self.final_read_back.as_str().to_string());
         if let Some(ab) = &self.ab {
             kv("ab.slot_a", ab.slot_a.clone());
             kv("ab.slot_b", ab.slot_b.clone());
@@ -1383,6 +1376,7 @@ block_delay_ms = 3
             "{d}"
         );
         assert!(d.contains("test.rx_loss_permille"));
+        assert!(d.contains("final_read_back        = all"), "{d}");
     }
 
     #[test]

@@ -237,6 +237,16 @@ pub enum FinalReadBack {
     All,
 }
 
+impl FinalReadBack {
+    /// The config value (`final_read_back`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalReadBack::Stale => "stale",
+            FinalReadBack::All => "all",
+        }
+    }
+}
+
 /// What [`verify`] found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Verified {

@@ -842,22 +842,27 @@ impl<F: Flash> Core<F> {
             Vec::new()
         } else {
             let which = self.s.final_read_back;
-            let due = match which {
-                resume::FinalReadBack::All => m.block_count(),
-                resume::FinalReadBack::Stale => {
-                    (0..m.block_count()).filter(|&i| !w.is_read_back(i)).count() as u32
-                }
-            };
             log::info!(
-                "verify: all blocks on flash; reading {due} of {} blocks back ({} read back right since their last write)",
+                "verify: all {} blocks on flash; reading back {} (final_read_back = \"{}\")",
                 m.block_count(),
-                m.block_count() - due
+                match which {
+                    resume::FinalReadBack::Stale => "those not read back since their last write",
+                    resume::FinalReadBack::All => "every block",
+                },
+                which.as_str()
             );
-            resume::verify(w, m, &mut self.block_buf, &self.prints, which).bad
+            let v = resume::verify(w, m, &mut self.block_buf, &self.prints, which);
+            if v.bad.is_empty() {
+                log::info!(
+                    "verify: all {} blocks read back correctly ({} read now, {} since their last write)",
+                    m.block_count(),
+                    v.read,
+                    m.block_count() - v.read
+                );
+            }
+            v.bad
         };
-        if bad.is_empty() {
-            log::info!("verify: all {} blocks read back correctly", m.block_count());
-        } else {
+        if !bad.is_empty() {
             let list: Vec<String> = bad.iter().take(16).map(u32::to_string).collect();
             log::warn!(
                 "verify: {} blocks differ on read-back ({}); receiving them again",

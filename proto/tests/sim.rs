@@ -908,6 +908,38 @@ fn binomial_bound_matches_the_issue_arithmetic() {
     assert!(binomial_bound(64, 0.0, 100) == 0.0);
 }
 
+/// The parity the race's cells need at least (README "Ceiling", bench/fleet
+/// --block-size): blocks of 64 and 128 KiB in 1408-byte chunks (k = 47 and
+/// 94), 10 and 50 devices, 1% and 5% loss. `cargo test -p firmcast-proto
+/// --test sim binomial_bound_of_the_race_cells -- --nocapture` prints it.
+#[test]
+fn binomial_bound_of_the_race_cells() {
+    println!("  block | k  | devices | loss | parity at the bound (% of the image)");
+    let mut rows = Vec::new();
+    for (block, k) in [("64 KiB", 47u32), ("128 KiB", 94)] {
+        for n in [10usize, 50] {
+            for p in [0.01, 0.05] {
+                let b = binomial_bound(k, p, n);
+                println!(
+                    "{block:>7} | {k:>2} | {n:>7} | {:>3.0}% | {:.2}",
+                    p * 100.0,
+                    b * 100.0
+                );
+                rows.push(b);
+            }
+        }
+    }
+    // A larger block needs less parity per byte in every cell, a larger
+    // fleet or loss more.
+    for i in 0..4 {
+        assert!(rows[i + 4] < rows[i], "k = 94 below k = 47 in cell {i}");
+    }
+    for base in [0, 4] {
+        assert!(rows[base] < rows[base + 1] && rows[base + 2] < rows[base + 3]);
+        assert!(rows[base] < rows[base + 2] && rows[base + 1] < rows[base + 3]);
+    }
+}
+
 #[test]
 fn parity_fleet_of_200_at_1_and_5_percent() {
     for (ppm, k) in [(10_000, 64), (50_000, 64)] {

@@ -25,8 +25,9 @@ pub(crate) struct ReadBackLedger {
     /// Per image block: generation of its last read that the caller
     /// confirmed right (0 = none).
     confirmed: Vec<u64>,
-    /// The last block read, and the generation its bytes are of.
-    last_read: Option<(u32, u64)>,
+    /// The block last read, if nothing was erased or programmed since: its
+    /// bytes are of the latest generation.
+    last_read: Option<u32>,
     block_size: u64,
     erase_size: u64,
     image_len: u64,
@@ -67,18 +68,17 @@ impl ReadBackLedger {
 
     /// Block `index` was just read: its bytes are those of now.
     pub(crate) fn read(&mut self, index: u32) {
-        self.last_read = Some((index, self.next - 1));
+        self.last_read = Some(index);
     }
 
     /// The bytes of the last [`read`](Self::read) of `index` were found
     /// right. Nothing happens if anything was erased or programmed since.
     pub(crate) fn confirm(&mut self, index: u32) {
-        if let Some((i, generation)) = self.last_read {
-            if i == index {
-                if let Some(c) = self.confirmed.get_mut(index as usize) {
-                    *c = generation;
-                }
-            }
+        if self.last_read != Some(index) {
+            return;
+        }
+        if let Some(c) = self.confirmed.get_mut(index as usize) {
+            *c = self.next - 1;
         }
     }
 
