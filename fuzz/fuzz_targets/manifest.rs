@@ -25,13 +25,29 @@ fn keypair() -> &'static KeyPair {
 fn exercise(m: &Manifest) {
     let blocks = m.image_len.div_ceil(u64::from(m.block_size));
     assert_eq!(u64::from(m.block_count()), blocks);
-    assert!(m.block_size.is_multiple_of(m.chunk_size));
+    // R-WIRE-6: a block need not be a whole number of chunks; its last
+    // chunk is short then, and the chunks of a block cover it exactly.
+    assert_eq!(
+        m.chunks_per_block(),
+        m.block_size.div_ceil(m.chunk_size),
+        "chunks per block"
+    );
     let last = m.block_count() - 1;
     for i in [0, last / 2, last, last.saturating_add(1), u32::MAX] {
         let len = m.block_len(i);
         assert!(len <= m.block_size as usize);
         assert_eq!(len == 0, i > last, "block {i} of {blocks}");
         assert!(m.chunks_in_block(i) <= m.chunks_per_block());
+        if len > 0 {
+            let last = m.chunks_in_block(i) - 1;
+            let (start, n) = m.chunk_span(i, last).expect("the last chunk of a block exists");
+            assert_eq!(
+                start + n as u64,
+                u64::from(i) * u64::from(m.block_size) + len as u64,
+                "block {i}'s chunks end where it ends"
+            );
+            assert_eq!(m.chunk_span(i, last + 1), None);
+        }
         assert_eq!(m.digest(i).is_some(), i <= last);
         let _ = m.block_matches(i, &[]);
     }
