@@ -40,7 +40,9 @@ fn exercise(m: &Manifest) {
         assert!(m.chunks_in_block(i) <= m.chunks_per_block());
         if len > 0 {
             let last = m.chunks_in_block(i) - 1;
-            let (start, n) = m.chunk_span(i, last).expect("the last chunk of a block exists");
+            let (start, n) = m
+                .chunk_span(i, last)
+                .expect("the last chunk of a block exists");
             assert_eq!(
                 start + n as u64,
                 u64::from(i) * u64::from(m.block_size) + len as u64,

@@ -448,17 +448,17 @@ impl<'f> World<'f> {
         if self.recent.len() == 8 {
             self.recent.pop_front();
         }
-        self.to_receiver(a.from, &a.bytes);
+        self.feed_receiver(a.from, &a.bytes);
         self.recent.push_back(a.bytes);
     }
 
-    fn to_receiver(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn feed_receiver(&mut self, from: SocketAddr, bytes: &[u8]) {
         self.tally.datagrams += 1;
         let _ = machine!(self.rx.handle_datagram(self.now, from, bytes));
         self.drain_receiver();
     }
 
-    fn to_repair(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn feed_repair(&mut self, from: SocketAddr, bytes: &[u8]) {
         self.tally.datagrams += 1;
         if matches!(wire::decode(bytes), Ok((_, Frame::Nack(_)))) {
             self.tally.nacks_in += 1;
@@ -467,7 +467,7 @@ impl<'f> World<'f> {
         self.drain_repair();
     }
 
-    fn to_sender(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn feed_sender(&mut self, from: SocketAddr, bytes: &[u8]) {
         self.tally.datagrams += 1;
         let _ = machine!(self.sender.handle_datagram(self.now, from, bytes));
         self.drain_sender();
@@ -615,8 +615,8 @@ impl<'f> World<'f> {
             let bytes = self.buf[..t.len].to_vec();
             match t.dest {
                 _ if self.uplink_down => {}
-                Dest::RepairServer => self.to_repair(DEVICE, &bytes),
-                Dest::Peer(a) if a == SENDER => self.to_sender(DEVICE, &bytes),
+                Dest::RepairServer => self.feed_repair(DEVICE, &bytes),
+                Dest::Peer(a) if a == SENDER => self.feed_sender(DEVICE, &bytes),
                 Dest::Peer(_) => self.tally.status_to_forged += t.len as u64,
                 Dest::Group => panic!("a receiver never sends to a group"),
             }
@@ -676,14 +676,14 @@ impl<'f> World<'f> {
             Self::forged_source(script)
         };
         match to % 3 {
-            0 => self.to_receiver(from, bytes),
+            0 => self.feed_receiver(from, bytes),
             1 => {
                 if matches!(wire::decode(bytes), Ok((_, Frame::Nack(_)))) {
                     self.tally.forged_nack_bytes += bytes.len() as u64;
                 }
-                self.to_repair(from, bytes)
+                self.feed_repair(from, bytes)
             }
-            _ => self.to_sender(from, bytes),
+            _ => self.feed_sender(from, bytes),
         }
     }
 
