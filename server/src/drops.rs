@@ -18,8 +18,11 @@ use proto::{DropReason, Instant};
 /// How often a kind with a count is summarised.
 pub const INTERVAL: Duration = Duration::from_secs(10);
 
+/// One refusal counter of the repair server: what it counts, and how to read it.
+type Refusal = (&'static str, fn(&RepairStats) -> u64);
+
 /// Refusal counters of the repair server, summarised like drops.
-const REFUSALS: [(&str, fn(&RepairStats) -> u64); 4] = [
+const REFUSALS: [Refusal; 4] = [
     (
         "chunks refused over their source's budget (R-REP-10)",
         |s| s.over_budget,
