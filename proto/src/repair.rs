@@ -16,6 +16,13 @@
 //! A NACK is not a traffic amplifier: one NACK yields at most
 //! `max_chunks_per_nack` chunks, all traffic is paced at `rate_bps`, and a
 //! chunk just sent to the group is not sent again within `resend_holdoff`.
+//! Source addresses are unverified, so nothing goes unicast to an address
+//! beyond three times the bytes that came from it (R-REP-8); one source
+//! (address or device id) takes at most its share of the chunks
+//! (R-REP-10); beside a carousel, repairs take at most their share of the
+//! link while the carousel has data to send (R-REP-9). See [`budget`].
+
+pub mod budget;
 
 use alloc::collections::BTreeMap;
 use core::net::SocketAddr;
@@ -23,10 +30,11 @@ use core::time::Duration;
 
 use alloc::vec::Vec;
 
+use self::budget::{Sources, DEFAULT_MAX_SOURCES};
 use crate::fec;
 use crate::fleet::{Fleet, DEFAULT_MAX_DEVICES};
 use crate::manifest::Manifest;
-use crate::sender::Pacer;
+use crate::sender::{Pacer, IP_UDP_OVERHEAD};
 use crate::time::{earliest, Instant};
 use crate::transmit::{Dest, DropReason, Transmit};
 use crate::wire::{self, Data, Frame, ImageId, FLAG_PARITY, FLAG_REPAIR, HEADER_LEN, TRAILER_LEN};
@@ -65,11 +73,21 @@ pub struct RepairConfig {
     pub straggler_window: Duration,
     /// Retransmit (default) or parity repair.
     pub mode: RepairMode,
+    /// Sources (addresses, device ids) whose accounts are kept (R-REP-8, R-REP-10).
+    pub max_sources: usize,
+    /// Chunks one source may ask for, as a percentage of the chunks
+    /// `rate_bps` carries per second, with one second's worth saved up
+    /// (R-REP-10).
+    pub per_source_percent: u32,
+    /// Most of `rate_bps` repairs take while a carousel on the same link
+    /// has data to send, in percent (R-REP-9).
+    pub shared_repair_percent: u32,
 }
 
 impl Default for RepairConfig {
     /// 10 ms window, 100 Mbit/s, 256 chunks per NACK, 20 ms holdoff,
-    /// 65536 pending chunks, 65536 devices.
+    /// 65536 pending chunks, 65536 devices, 1024 sources, 25% of the
+    /// rate per source, 50% beside a sending carousel.
     fn default() -> Self {
         RepairConfig {
             aggregate: Duration::from_millis(10),
@@ -80,6 +98,9 @@ impl Default for RepairConfig {
             max_devices: DEFAULT_MAX_DEVICES,
             straggler_window: Duration::from_millis(500),
             mode: RepairMode::Retransmit,
+            max_sources: DEFAULT_MAX_SOURCES,
+            per_source_percent: 25,
+            shared_repair_percent: 50,
         }
     }
 }
@@ -113,6 +134,11 @@ pub struct RepairStats {
     pub parity_sent: u64,
     /// Parity symbols not asked again because as many were just sent for the block.
     pub parity_suppressed: u64,
+    /// Lone-straggler chunks sent to the group instead of unicast, since the
+    /// address had not sent a third of their bytes (R-REP-8).
+    pub unicast_refused: u64,
+    /// Chunks refused because their source's budget was spent (R-REP-10).
+    pub over_budget: u64,
 }
 
 /// One block some devices need parity for (R-PAR-5).
@@ -163,6 +189,13 @@ pub struct RepairServer {
     /// When each recently repaired chunk went to the group.
     group_sent: BTreeMap<u32, Instant>,
     pacer: Pacer,
+    /// R-REP-9: the repairs' own share of a link shared with a carousel,
+    /// enforced while `carousel_sending`.
+    share: Pacer,
+    carousel_sending: bool,
+    /// R-REP-8 and R-REP-10 per address; R-REP-10 per device id.
+    addrs: Sources<SocketAddr>,
+    devices: Sources<u64>,
     /// The device that sent the last NACK, and when.
     last_nacker: Option<(u64, Instant)>,
     /// Until then, more than one device is NACKing: repairs go to the group.
@@ -211,8 +244,25 @@ impl RepairServer {
         let end = u64::from(blocks.saturating_sub(1)) * u64::from(chunks_per_block)
             + u64::from(manifest.chunks_in_block(blocks.saturating_sub(1)));
         let typical = chunk_size as usize + HEADER_LEN + TRAILER_LEN + 16;
+        // R-REP-10: a source's share of the chunks the rate carries.
+        let chunk_bits = (typical as u64 + IP_UDP_OVERHEAD) * 8;
+        let per_source = config
+            .rate_bps
+            .saturating_mul(u64::from(config.per_source_percent.clamp(1, 100)))
+            / 100
+            / chunk_bits;
+        let per_source = per_source.max(1);
+        let burst = per_source.max(u64::from(config.max_chunks_per_nack));
+        let share_bps = config
+            .rate_bps
+            .saturating_mul(u64::from(config.shared_repair_percent.clamp(1, 100)))
+            / 100;
         RepairServer {
             pacer: Pacer::new(config.rate_bps, typical, Instant::ZERO),
+            share: Pacer::new(share_bps, typical, Instant::ZERO),
+            carousel_sending: false,
+            addrs: Sources::new(config.max_sources, per_source, burst),
+            devices: Sources::new(config.max_sources, per_source, burst),
             fleet: Fleet::new(config.max_devices),
             config,
             image_id: manifest.image_id,
@@ -298,6 +348,34 @@ impl RepairServer {
         self.pacer.charge(now, len);
     }
 
+    /// Tell the server whether a carousel on the same link has data to send
+    /// (it is not holding, R-CAR-5): while it has, repairs keep to
+    /// `shared_repair_percent` of the rate (R-REP-9).
+    pub fn set_carousel_sending(&mut self, sending: bool) {
+        self.carousel_sending = sending;
+    }
+
+    /// Whether pacing lets a repair go at `now` (R-REP-6, R-REP-7, R-REP-9).
+    fn may_send(&self, now: Instant) -> bool {
+        self.pacer.ready(now) && (!self.carousel_sending || self.share.ready(now))
+    }
+
+    /// When pacing next lets a repair go.
+    fn next_send_at(&self) -> Instant {
+        if self.carousel_sending {
+            self.pacer.next_at().max(self.share.next_at())
+        } else {
+            self.pacer.next_at()
+        }
+    }
+
+    /// Charge a repair datagram of `len` bytes sent at `now`.
+    fn charge(&mut self, now: Instant, len: usize) {
+        self.pacer.charge(now, len);
+        self.share.charge(now, len);
+        self.stats.bytes_sent += len as u64;
+    }
+
     /// Take in a datagram (NACK or Status) that arrived from `from` at `now`.
     pub fn handle_datagram(
         &mut self,
@@ -306,6 +384,8 @@ impl RepairServer {
         bytes: &[u8],
     ) -> Result<(), DropReason> {
         self.flush_if_due(now);
+        // R-REP-8: whatever arrives from an address earns it unicast credit.
+        self.addrs.received(now, from, bytes.len());
         let result = match wire::decode(bytes) {
             Err(e) => Err(DropReason::Decode(e)),
             Ok((header, Frame::Status(status))) => {
@@ -344,6 +424,20 @@ impl RepairServer {
         if in_image == 0 {
             return Err(DropReason::OutOfManifest);
         }
+        // R-REP-2: take at most max_chunks_per_nack; the rest is capped.
+        let take = in_image.min(u64::from(self.config.max_chunks_per_nack));
+        // R-REP-10: and no more than the address and the device id have
+        // credit for; a NACK with none left is refused whole.
+        let allowed = self
+            .addrs
+            .available(now, from, take)
+            .min(self.devices.available(now, nack.device_id, take));
+        self.stats.over_budget += take - allowed;
+        if allowed == 0 {
+            return Err(DropReason::Overload);
+        }
+        self.addrs.spend(from, allowed);
+        self.devices.spend(nack.device_id, allowed);
         self.stats.nacks += 1;
         self.stats.chunks_requested += in_image;
         // R-REP-5: several devices NACKing within the straggler window make a crowd.
@@ -353,9 +447,8 @@ impl RepairServer {
             }
         }
         self.last_nacker = Some((nack.device_id, now));
-        // R-REP-2: take at most max_chunks_per_nack; the rest is capped.
-        let take = in_image.min(u64::from(self.config.max_chunks_per_nack));
         self.stats.capped += in_image - take;
+        let take = allowed;
         if self.parity_active() && now < self.crowd_until {
             // R-PAR-5: count what this device misses per block.
             let req = Request {
@@ -523,7 +616,7 @@ impl RepairServer {
         self.flush_if_due(now);
         let ready_blocks = self.blocks_within(image.len());
         self.waiting_for_image = (false, false);
-        while !self.queue.is_empty() && self.pacer.ready(now) {
+        while !self.queue.is_empty() && self.may_send(now) {
             // Serve in ascending chunk order from the cursor, wrapping, so a
             // steady stream of low-numbered NACKs cannot starve the rest.
             // Blocks not yet in `image` lie past the ready prefix: wrap
@@ -560,22 +653,28 @@ impl RepairServer {
             let Ok(len) = wire::encode(req.session, self.image_id, FLAG_REPAIR, &frame, buf) else {
                 continue;
             };
-            self.pacer.charge(now, len);
-            self.stats.bytes_sent += len as u64;
+            self.charge(now, len);
             // R-REP-5: a lone straggler gets unicast; a chunk several devices
-            // asked for, or any chunk while a crowd is NACKing, goes to the group.
-            let dest = if req.multi || now < self.crowd_until {
+            // asked for, or any chunk while a crowd is NACKing, goes to the
+            // group. R-REP-8: so does one for an address that has not sent a
+            // third of its bytes: its NACK may be forged, and the group
+            // reaches the asker too if it is genuine.
+            let lone = !req.multi && now >= self.crowd_until;
+            let dest = if lone && self.addrs.try_unicast(req.addr, len) {
+                self.stats.chunks_sent_unicast += 1;
+                Dest::Peer(req.addr)
+            } else {
+                if lone {
+                    self.stats.unicast_refused += 1;
+                }
                 self.stats.chunks_sent_group += 1;
                 self.group_sent.insert(chunk, now);
                 self.prune_holdoff(now);
                 Dest::Group
-            } else {
-                self.stats.chunks_sent_unicast += 1;
-                Dest::Peer(req.addr)
             };
             return Some(Transmit { dest, len });
         }
-        while !self.parity_queue.is_empty() && self.pacer.ready(now) {
+        while !self.parity_queue.is_empty() && self.may_send(now) {
             let ready = |b: &u32| *b < ready_blocks;
             let block = match self.parity_queue.range(self.parity_cursor..).next() {
                 Some((b, _)) if ready(b) => *b,
@@ -665,8 +764,7 @@ impl RepairServer {
             buf,
         )
         .ok()?;
-        self.pacer.charge(now, len);
-        self.stats.bytes_sent += len as u64;
+        self.charge(now, len);
         self.stats.parity_sent += 1;
         let e = self.parity_sent.entry(block).or_insert((now, 0));
         if now.saturating_since(e.0) >= self.config.resend_holdoff {
@@ -696,7 +794,7 @@ impl RepairServer {
         let send_at = if idle {
             None
         } else {
-            Some(self.pacer.next_at())
+            Some(self.next_send_at())
         };
         earliest(self.batch_due, send_at)
     }
@@ -729,6 +827,13 @@ mod tests {
 
     fn dev(n: u8) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)), 7000)
+    }
+
+    /// R-REP-8: `bytes` arriving from `addr` (any datagram counts, even
+    /// one that is dropped) earn it three times as many unicast bytes.
+    fn earn_unicast(r: &mut RepairServer, now: Instant, addr: SocketAddr, bytes: usize) {
+        let filler = vec![0u8; bytes];
+        assert!(r.handle_datagram(now, addr, &filler).is_err());
     }
 
     fn nack_bytes(
@@ -1013,6 +1118,7 @@ mod tests {
     fn r_par_5_a_lone_straggler_still_gets_source_chunks_unicast() {
         let (mut r, img, m) = parity_setup();
         let t0 = Instant::from_micros(1_000);
+        earn_unicast(&mut r, t0, dev(7), 1_000);
         r.handle_datagram(t0, dev(7), &nack_bytes(1, m.image_id, 7, &[(10, 2)]))
             .expect("nack");
         let (sent, _) = drain_parity(&mut r, &img, &m, t0, t0 + Duration::from_millis(20));
@@ -1062,6 +1168,7 @@ mod tests {
     fn r_rep_5_lone_requester_gets_unicast_in_chunk_order() {
         let (mut r, img, m) = setup(RepairConfig::default());
         let t0 = Instant::from_micros(500);
+        earn_unicast(&mut r, t0, dev(3), 1_500);
         // Last block: global 24..27, clipped (the range runs past the image).
         r.handle_datagram(
             t0,
@@ -1127,6 +1234,8 @@ mod tests {
             ..RepairConfig::default()
         });
         let t0 = Instant::from_micros(1_000);
+        earn_unicast(&mut r, t0, dev(1), 400);
+        earn_unicast(&mut r, t0, dev(3), 400);
         r.handle_datagram(t0, dev(1), &nack_bytes(1, m.image_id, 1, &[(0, 1)]))
             .expect("nack");
         r.handle_datagram(t0, dev(2), &nack_bytes(1, m.image_id, 2, &[(0, 1)]))
@@ -1170,11 +1279,213 @@ mod tests {
         assert!(sent.iter().all(|s| s.dest == Dest::Group), "{sent:?}");
         // Once the crowd has been quiet for the straggler window, a lone device gets unicast.
         let later = now + RepairConfig::default().straggler_window + Duration::from_millis(1);
+        earn_unicast(&mut r, later, dev(2), 400);
         r.handle_datagram(later, dev(2), &nack_bytes(1, m.image_id, 2, &[(7, 1)]))
             .expect("nack");
         let (sent, _) = drain(&mut r, &img, &m, later, later + Duration::from_millis(11));
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].dest, Dest::Peer(dev(2)));
+    }
+
+    /// A forged NACK names its victim as source. (address, device id) of
+    /// NACK `i` when the forger rotates both, so that no per-source account
+    /// holds it back.
+    fn forged(i: u32) -> (SocketAddr, u64) {
+        let [_, _, a, b] = i.to_be_bytes();
+        let ip = Ipv4Addr::new(10, 66, a, b);
+        (
+            SocketAddr::new(IpAddr::V4(ip), 7000),
+            0xF0_0000 + u64::from(i),
+        )
+    }
+
+    #[test]
+    fn r_rep_8_a_forged_nack_gets_no_unicast_beyond_three_times_its_bytes() {
+        // 1 MiB in 1 KiB chunks: 1024 chunks. The victim never sent anything;
+        // a forger sends NACKs for 256 chunks each with the victim's
+        // address, spaced beyond the straggler window so each is a "lone
+        // straggler" (R-REP-5), the case that went unicast unchecked.
+        let img = image(1 << 20);
+        let (m, _signed) = manifest(&img, 8192, 1024);
+        let mut r = RepairServer::new(RepairConfig::default(), &m);
+        let victim = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 66)), 5555);
+        let mut now = Instant::from_micros(1_000);
+        let (mut bytes_in, mut to_victim, mut to_group) = (0u64, 0u64, 0u64);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        for i in 0..60u32 {
+            let nack = nack_bytes(1, m.image_id, 0xBAD, &[((i * 256) % 1024, 256)]);
+            bytes_in += nack.len() as u64;
+            let _ = r.handle_datagram(now, victim, &nack);
+            let until = now + Duration::from_millis(600);
+            loop {
+                r.handle_timeout(now);
+                while let Some(t) = r.poll_transmit(now, &img, &mut buf) {
+                    match t.dest {
+                        Dest::Peer(a) if a == victim => to_victim += t.len as u64,
+                        Dest::Group => to_group += t.len as u64,
+                        d => panic!("repair to {d:?}"),
+                    }
+                }
+                match r.poll_timeout() {
+                    Some(t) if t <= until => now = t.max(now),
+                    _ => break,
+                }
+            }
+            now = until;
+        }
+        std::println!(
+            "R-REP-8 amplification: {to_victim} bytes to the forged source for {bytes_in} bytes in \
+             ({:.2}x); {to_group} bytes went to the repair group instead",
+            to_victim as f64 / bytes_in as f64
+        );
+        assert!(
+            to_victim <= budget::AMPLIFICATION_FACTOR * bytes_in,
+            "{to_victim} bytes to the victim for {bytes_in} in"
+        );
+        assert!(r.stats().unicast_refused > 0);
+        assert!(
+            to_group > 0,
+            "a genuine straggler is still served, by the group"
+        );
+    }
+
+    /// Runs a carousel and an inline repair server sharing one pacer
+    /// (R-REP-7) for `secs` virtual seconds at `rate` while `nacks_per_sec`
+    /// forged NACKs for 256 chunks each arrive; returns (carousel bytes,
+    /// repair bytes) including IPv4/UDP headers.
+    fn shared_link(rate: u64, secs: u64, nacks_per_sec: u64) -> (u64, u64) {
+        use crate::sender::{Sender, SenderConfig};
+        let img = image(4 << 20);
+        let (m, signed) = manifest(&img, 64 * 1024, 1024);
+        let mut sender = Sender::new(SenderConfig::new(7, rate), &m, signed, Instant::ZERO);
+        let mut r = RepairServer::new(
+            RepairConfig {
+                rate_bps: rate,
+                mode: RepairMode::Parity,
+                ..RepairConfig::default()
+            },
+            &m,
+        );
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let (mut carousel, mut repairs) = (0u64, 0u64);
+        let end = Instant::from_micros(secs * 1_000_000);
+        let gap = Duration::from_micros(1_000_000 / nacks_per_sec.max(1));
+        let mut next_nack = if nacks_per_sec == 0 {
+            end
+        } else {
+            Instant::ZERO
+        };
+        let mut now = Instant::ZERO;
+        let mut i = 0u32;
+        while now < end {
+            if now >= next_nack {
+                let (from, id) = forged(i);
+                let start = (i * 256) % 4096;
+                let _ =
+                    r.handle_datagram(now, from, &nack_bytes(7, m.image_id, id, &[(start, 256)]));
+                i += 1;
+                next_nack = now + gap;
+            }
+            // As `firmcast send --repair-listen` drives them: repairs due
+            // first, then the carousel, each charged to the other.
+            r.set_carousel_sending(!sender.holding());
+            r.handle_timeout(now);
+            while let Some(t) = r.poll_transmit(now, &img, &mut buf) {
+                sender.charge_shared(now, t.len);
+                repairs += t.len as u64 + IP_UDP_OVERHEAD;
+            }
+            while let Some(t) = sender.poll_transmit(now, &img, &mut buf) {
+                r.charge_shared(now, t.len);
+                carousel += t.len as u64 + IP_UDP_OVERHEAD;
+            }
+            now = [r.poll_timeout(), sender.poll_timeout(), Some(next_nack)]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("deadline")
+                .max(now + Duration::from_micros(1));
+        }
+        (carousel, repairs)
+    }
+
+    #[test]
+    fn r_rep_9_a_nack_flood_leaves_the_carousel_its_share_of_a_shared_link() {
+        // 50 forged NACKs/s from ever new addresses and device ids (so no
+        // per-source budget holds them, R-REP-10) ask for ten times the link.
+        let rate = 10_000_000;
+        let (alone, _) = shared_link(rate, 2, 0);
+        let (carousel, repairs) = shared_link(rate, 2, 50);
+        let share = carousel as f64 / alone as f64;
+        std::println!(
+            "R-REP-9 carousel under a flood of 50 forged NACKs/s: {carousel} bytes in 2 s \
+             against {alone} alone ({:.0}%), repairs {repairs} bytes",
+            share * 100.0
+        );
+        let min = 100 - u64::from(RepairConfig::default().shared_repair_percent);
+        assert!(
+            carousel * 100 >= alone * (min - 3),
+            "the carousel kept {:.0}% of its rate, under {min}%",
+            share * 100.0
+        );
+        assert!(
+            carousel + repairs <= alone + alone / 50,
+            "together within the one rate"
+        );
+    }
+
+    #[test]
+    fn r_rep_10_one_source_takes_at_most_its_share() {
+        // One host at 50 NACKs/s for 256 chunks each (12,800 chunks/s),
+        // rotating device ids; the link (100 Mbit/s, about 11,500 chunks/s)
+        // is no limit. Its address gets per_source_percent of the chunks the
+        // rate carries, plus one second saved up.
+        let img = image(4 << 20);
+        let (m, _signed) = manifest(&img, 64 * 1024, 1024);
+        let config = RepairConfig::default();
+        let mut r = RepairServer::new(config.clone(), &m);
+        let host = dev(9);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let secs = 2u64;
+        let end = Instant::from_micros(secs * 1_000_000);
+        let mut now = Instant::ZERO;
+        let mut next_nack = Instant::ZERO;
+        let mut i = 0u32;
+        let mut asked = 0u64;
+        while now < end {
+            if now >= next_nack {
+                let start = (i * 256) % 4096;
+                let _ = r.handle_datagram(
+                    now,
+                    host,
+                    &nack_bytes(1, m.image_id, 0xD000 + u64::from(i), &[(start, 256)]),
+                );
+                asked += 256;
+                i += 1;
+                next_nack = now + Duration::from_millis(20);
+            }
+            r.handle_timeout(now);
+            while r.poll_transmit(now, &img, &mut buf).is_some() {}
+            now = earliest(r.poll_timeout(), Some(next_nack))
+                .expect("deadline")
+                .max(now + Duration::from_micros(1));
+        }
+        let sent = r.stats().chunks_sent_group + r.stats().chunks_sent_unicast;
+        let chunk_bits = (1024 + HEADER_LEN + TRAILER_LEN + 16) as u64 * 8 + IP_UDP_OVERHEAD * 8;
+        let per_sec = config.rate_bps * u64::from(config.per_source_percent) / 100 / chunk_bits;
+        let bound = per_sec * (secs + 1);
+        std::println!(
+            "R-REP-10 one host asked for {asked} chunks in {secs} s, {sent} were sent \
+             (budget {per_sec}/s plus one second saved up: {bound})"
+        );
+        assert!(
+            sent <= bound,
+            "{sent} chunks sent to one host, over {bound}"
+        );
+        assert!(
+            sent >= per_sec * secs,
+            "the host still gets its share: {sent}"
+        );
+        assert!(r.stats().over_budget > 0);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod drops;
 pub mod error;
 pub mod image_file;
 pub mod keys;

@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use proto::repair::{RepairConfig, RepairMode, RepairServer};
-use proto::wire::{self, Frame, MAX_DATAGRAM};
+use proto::wire::MAX_DATAGRAM;
 use proto::Dest;
 use serde_json::json;
 
 use crate::cli::{RepairArgs, RepairModeArg};
+use crate::drops::DropLog;
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
@@ -57,27 +58,21 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let mut rbuf = vec![0u8; 65_536];
     let mut progress = Progress::new(args.verbose);
     let mut send_errors = 0u64;
-    let verbose = args.verbose;
-    let handle =
-        |server: &mut RepairServer, now: proto::Instant, from: SocketAddr, bytes: &[u8]| {
-            if verbose {
-                if let Ok((h, Frame::Nack(n))) = wire::decode(bytes) {
-                    log::debug!(
-                        "NACK from {from} device {:016x} session {:08x}: {} ranges",
-                        n.device_id,
-                        h.session,
-                        n.ranges.len()
-                    );
-                }
-            }
-            if let Err(e) = server.handle_datagram(now, from, bytes) {
-                log::debug!("dropped datagram from {from}: {e}");
-            }
-        };
+    // Drops and refusals are summarised per kind, never logged per datagram.
+    let mut drops = DropLog::new("repair", clock.now());
+    let handle = |server: &mut RepairServer,
+                  drops: &mut DropLog,
+                  now: proto::Instant,
+                  from: SocketAddr,
+                  bytes: &[u8]| {
+        if let Err(e) = server.handle_datagram(now, from, bytes) {
+            drops.note(e, from);
+        }
+    };
 
     let interrupted_by_signal = loop {
         net::drain(&sock, &mut rbuf, |from, bytes| {
-            handle(&mut server, clock.now(), from, bytes)
+            handle(&mut server, &mut drops, clock.now(), from, bytes)
         })?;
         server.handle_timeout(clock.now());
         send_due(
@@ -90,6 +85,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
             &mut send_errors,
             |_, _| {},
         );
+        let _ = drops.tick(clock.now(), Some(server.stats()));
         if interrupted.load(Ordering::SeqCst) {
             break true;
         }
@@ -116,10 +112,11 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
             .min()
             .unwrap_or(next_tick);
         net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
-            handle(&mut server, clock.now(), from, bytes)
+            handle(&mut server, &mut drops, clock.now(), from, bytes)
         })?;
     };
     progress.finish();
+    let _ = drops.finish(Some(server.stats()));
 
     let secs = clock.secs();
     let summary = format!(
@@ -217,7 +214,7 @@ pub(crate) fn summary_line(server: &RepairServer) -> String {
     let s = server.stats();
     format!(
         "repair: {} NACKs, {} chunks asked, {} sent to group, {} unicast, {} repair bytes \
-         ({} suppressed, {} capped, {} dropped)",
+         ({} suppressed, {} capped, {} over budget, {} to the group not unicast, {} dropped)",
         s.nacks,
         s.chunks_requested,
         s.chunks_sent_group,
@@ -225,6 +222,8 @@ pub(crate) fn summary_line(server: &RepairServer) -> String {
         s.bytes_sent,
         s.suppressed,
         s.capped,
+        s.over_budget,
+        s.unicast_refused,
         s.drops,
     )
 }
@@ -242,6 +241,8 @@ pub(crate) fn stats_json(server: &RepairServer, send_errors: u64) -> serde_json:
         "suppressed": s.suppressed,
         "merged": s.merged,
         "capped": s.capped,
+        "over_budget": s.over_budget,
+        "unicast_refused": s.unicast_refused,
         "overload": s.overload,
         "status_frames": s.status_frames,
         "drops": s.drops,

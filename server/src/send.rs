@@ -14,9 +14,11 @@ use std::time::Duration;
 use proto::repair::RepairServer;
 use proto::sender::{Sender, SenderConfig};
 use proto::wire::{self, DeviceState, Frame, MAX_DATAGRAM};
+use proto::DropReason;
 use serde_json::json;
 
 use crate::cli::{RepairModeArg, SendArgs};
+use crate::drops::DropLog;
 use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
 use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
@@ -145,8 +147,11 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut send_errors = 0u64;
     let verbose = args.verbose;
     let mut repair_send_errors = 0u64;
+    // Drops and refusals are summarised per kind, never logged per datagram.
+    let mut drops = DropLog::new("send", clock.now());
     let handle = |sender: &mut Sender,
                   repairer: &mut Option<(RepairServer, SocketAddrV4)>,
+                  drops: &mut DropLog,
                   now: proto::Instant,
                   from: SocketAddr,
                   bytes: &[u8]| {
@@ -154,8 +159,14 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         let for_repair = repairer
             .as_mut()
             .map(|(server, _)| server.handle_datagram(now, from, bytes));
-        if matches!(for_repair, Some(Ok(()))) && !is_status(bytes) {
-            return;
+        match for_repair {
+            Some(Ok(())) if !is_status(bytes) => return,
+            // A NACK the repair server refused, or what nobody decodes.
+            Some(Err(e)) if e != DropReason::Unexpected && !is_status(bytes) => {
+                drops.note(e, from);
+                return;
+            }
+            _ => {}
         }
         let before = if verbose {
             status_of(bytes).and_then(|id| sender.fleet().get(id).map(|r| r.state))
@@ -180,16 +191,26 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 }
             }
             Ok(()) => {}
-            Err(e) => log::debug!("dropped datagram from {from}: {e}"),
+            Err(e) => drops.note(e, from),
         }
     };
 
     let stop = loop {
         net::drain(&sock, &mut rbuf, |from, bytes| {
-            handle(&mut sender, &mut repairer, clock.now(), from, bytes)
+            handle(
+                &mut sender,
+                &mut repairer,
+                &mut drops,
+                clock.now(),
+                from,
+                bytes,
+            )
         })?;
         image.more(READ_BLOCKS_PER_TURN)?;
         if let Some((server, repair_group)) = repairer.as_mut() {
+            // R-REP-9: repairs keep to their share while the carousel has
+            // data to send.
+            server.set_carousel_sending(!sender.holding());
             // Repairs for blocks not read yet wait in the server's queue.
             repair::send_due(
                 server,
@@ -257,6 +278,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 st.bytes as f64 * 8.0 / clock.secs().max(1e-3) / 1e6
             );
         }
+        let _ = drops.tick(clock.now(), repairer.as_ref().map(|(s, _)| s.stats()));
         let done = sender.fleet().count(image_id, DeviceState::Done);
         if args.until_done.is_some_and(|n| done >= n) {
             break Stop::UntilDone;
@@ -298,15 +320,30 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             .min()
             .unwrap_or(next_tick);
         net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
-            handle(&mut sender, &mut repairer, clock.now(), from, bytes)
+            handle(
+                &mut sender,
+                &mut repairer,
+                &mut drops,
+                clock.now(),
+                from,
+                bytes,
+            )
         })?;
     };
     progress.finish();
 
     // Late Status replies already queued on the socket still count.
     net::drain(&sock, &mut rbuf, |from, bytes| {
-        handle(&mut sender, &mut repairer, clock.now(), from, bytes)
+        handle(
+            &mut sender,
+            &mut repairer,
+            &mut drops,
+            clock.now(),
+            from,
+            bytes,
+        )
     })?;
+    let _ = drops.finish(repairer.as_ref().map(|(s, _)| s.stats()));
     let secs = clock.secs();
     let stats = sender.stats();
     let done = sender.fleet().count(image_id, DeviceState::Done);

@@ -469,6 +469,10 @@ fn repair_over_loopback_unicasts_a_lone_request_and_groups_a_shared_one() {
             start.elapsed() < Duration::from_secs(3),
             "no unicast repair (is the repair server up?)"
         );
+        // R-REP-8: unicast only within 3x what the address sent; a device's
+        // earlier datagrams (here one of 600 bytes, dropped as undecodable)
+        // earn the credit. Without it the repair would go to the group.
+        dev_a.send_to(&[0u8; 600], listen).expect("filler");
         dev_a
             .send_to(&nack(7, image_id, 1, 13, 1), listen)
             .expect("nack");
