@@ -94,6 +94,10 @@ pub struct ReceiverConfig {
     /// and one that runs four times this long while another announced image
     /// waits goes behind it (R-ANN-3).
     pub manifest_fetch_timeout: Duration,
+    /// Fetch the manifest of an image announced with the running version,
+    /// so that a signed manifest, not the Announce, can say the device is
+    /// current (R-ANN-2; the agent's `exit_when_current`).
+    pub fetch_when_current: bool,
 }
 
 impl ReceiverConfig {
@@ -127,6 +131,7 @@ impl ReceiverConfig {
             nack_whole_blocks: false,
             endgame_fetch: true,
             manifest_fetch_timeout: Duration::from_secs(5),
+            fetch_when_current: false,
         }
     }
 }
@@ -827,7 +832,11 @@ impl Receiver {
     fn announce_hint(&self, a: &Announce<'_>) -> Option<(Reason, &'static str)> {
         if a.board != self.config.board {
             Some((Reason::WrongBoard, "announced for another board"))
-        } else if !version::is_newer(a.version, &self.config.current_version) {
+        } else if !version::is_newer(a.version, &self.config.current_version)
+            && !(self.config.fetch_when_current
+                && version::compare(a.version, &self.config.current_version)
+                    == core::cmp::Ordering::Equal)
+        {
             Some((Reason::NotNewer, "announced version is not newer"))
         } else if a.manifest_len > self.config.max_manifest_len {
             Some((Reason::TooLarge, "manifest larger than max_manifest_len"))
