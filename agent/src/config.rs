@@ -1248,10 +1248,7 @@ impl Config {
             "stall_timeout_secs",
             self.stall_timeout.as_secs().to_string(),
         );
-        kv(
-            "run_deadline_secs",
-            self.run_deadline.as_secs().to_string(),
-        );
+        kv("run_deadline_secs", self.run_deadline.as_secs().to_string());
         kv("rcvbuf_bytes", self.rcvbuf_bytes.to_string());
         kv("nack_backoff_ms", self.nack_backoff.as_millis().to_string());
         kv("nack_backoff_shape", self.nack_backoff_shape.to_string());

@@ -795,32 +795,35 @@ impl<F: Flash> Core<F> {
         if !r.signed {
             // R-ANN-2: unsigned input only hints; a forger sets the rate.
             let line = detail();
-            self.summary
-                .note(now, log::Level::Info, "not following unsigned input", || line);
+            self.summary.note(
+                now,
+                log::Level::Info,
+                "not following unsigned input",
+                || line,
+            );
             return;
         }
         log::warn!("refused {}", detail());
         match r.reason {
             Reason::NotNewer
-                if proto::version::compare(&r.version, &self.s.current_version)
-                    == std::cmp::Ordering::Equal =>
+                if self.s.exit_when_current
+                    && proto::version::compare(&r.version, &self.s.current_version)
+                        == std::cmp::Ordering::Equal =>
             {
-                if self.s.exit_when_current {
-                    log::info!(
-                        "version {} is current (signed manifest); nothing to do",
-                        self.s.current_version
-                    );
-                    self.finish = Some(Finish::AfterStatuses {
-                        code: ExitCode::Ok,
-                        left: REFUSAL_STATUSES,
-                        by: now + FINAL_STATUS_GRACE,
-                    });
-                }
+                log::info!(
+                    "version {} is current (signed manifest); nothing to do",
+                    self.s.current_version
+                );
+                self.finish = Some(Finish::AfterStatuses {
+                    code: ExitCode::Ok,
+                    left: REFUSAL_STATUSES,
+                    by: now + FINAL_STATUS_GRACE,
+                });
             }
             Reason::NotNewer => {
                 // R-ANN-2: an older signed image is a replay or a stale
                 // sender; a newer one may still come within the boot window.
-                log::info!("signed image older than the running version: listening on");
+                log::info!("signed image not newer than the running version: listening on");
             }
             Reason::BadSignature | Reason::ManifestMismatch => {
                 self.security_refusal = Some(r.reason)

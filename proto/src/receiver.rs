@@ -828,20 +828,24 @@ impl Receiver {
         }
     }
 
+    /// Newer, or current when a signed "nothing to do" is wanted (R-ANN-2).
+    fn wanted_version(&self, v: &str) -> bool {
+        match version::compare(v, &self.config.current_version) {
+            core::cmp::Ordering::Greater => true,
+            core::cmp::Ordering::Equal => self.config.fetch_when_current,
+            core::cmp::Ordering::Less => false,
+        }
+    }
+
     /// R-ANN-2: what an Announce alone can rule out, as a hint.
     fn announce_hint(&self, a: &Announce<'_>) -> Option<(Reason, &'static str)> {
         if a.board != self.config.board {
             Some((Reason::WrongBoard, "announced for another board"))
-        } else if !version::is_newer(a.version, &self.config.current_version)
-            && !(self.config.fetch_when_current
-                && version::compare(a.version, &self.config.current_version)
-                    == core::cmp::Ordering::Equal)
-        {
+        } else if !self.wanted_version(a.version) {
             Some((Reason::NotNewer, "announced version is not newer"))
         } else if a.manifest_len > self.config.max_manifest_len {
             Some((Reason::TooLarge, "manifest larger than max_manifest_len"))
-        } else if a.block_size > self.config.max_block_size || a.image_len > self.config.capacity
-        {
+        } else if a.block_size > self.config.max_block_size || a.image_len > self.config.capacity {
             Some((
                 Reason::TooLarge,
                 "image or block larger than this device allows",
@@ -1916,7 +1920,10 @@ impl Receiver {
     /// When the shell must call [`Receiver::handle_timeout`] or poll again.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(earliest(self.nack_at, self.status_at), self.fetch_deadline())
+        earliest(
+            earliest(self.nack_at, self.status_at),
+            self.fetch_deadline(),
+        )
     }
 }
 

@@ -165,7 +165,10 @@ mod tests {
     /// R-VER-1: pre-releases in semver order, numbers numerically.
     #[test]
     fn r_ver_1_pre_releases_order_numerically() {
-        assert!(is_newer("2.1.0-rc10", "2.1.0-rc9"), "rc10 is newer than rc9");
+        assert!(
+            is_newer("2.1.0-rc10", "2.1.0-rc9"),
+            "rc10 is newer than rc9"
+        );
         assert!(!is_newer("2.1.0-rc9", "2.1.0-rc10"));
         let ascending = [
             "1.0.0-alpha",

@@ -387,7 +387,10 @@ fn r_man_3_a_forged_manifest_chunk_costs_a_refetch_not_the_image() {
     feed(&mut rx, &mut shell, ms(1), &forged).expect("forged chunk is stored first");
     assert!(!shell.accepted, "the polluted copy does not hash to the id");
     assert_eq!(shell.hints, [Reason::ManifestMismatch]);
-    assert!(shell.refusals.is_empty(), "nothing is refused or remembered");
+    assert!(
+        shell.refusals.is_empty(),
+        "nothing is refused or remembered"
+    );
     assert_eq!(rx.state(), DeviceState::FetchingManifest, "fetched again");
     for m in manifest_chunks(&f) {
         feed(&mut rx, &mut shell, ms(3), &m).expect("next copy");
@@ -505,7 +508,10 @@ fn r_man_3_where_the_announce_disagrees_with_the_signed_manifest_the_manifest_wi
     assert_eq!(shell.hints, [Reason::ManifestMismatch]);
     assert!(shell.refusals.is_empty());
     assert!(shell.accepted);
-    assert_eq!(rx.manifest().map(|m| m.image_len), Some(f.image.len() as u64));
+    assert_eq!(
+        rx.manifest().map(|m| m.image_len),
+        Some(f.image.len() as u64)
+    );
 }
 
 #[test]
@@ -521,7 +527,10 @@ fn r_ses_1_datagrams_of_another_image_are_dropped_and_reported_once() {
             Err(DropReason::OtherImage)
         );
     }
-    assert_eq!(shell.foreign, 1, "one log event per foreign (session, image)");
+    assert_eq!(
+        shell.foreign, 1,
+        "one log event per foreign (session, image)"
+    );
     assert_eq!(rx.stats().chunks_stored, 0);
     assert_eq!(rx.stats().dropped_foreign, 3);
 }
