@@ -43,6 +43,8 @@ pub const DEFAULT_WINDOW_BLOCKS: u32 = 16;
 pub const DEFAULT_MAX_BLOCK_SIZE: u32 = 262_144;
 /// Default stall timeout.
 pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 60;
+/// Default hard deadline for a whole update run (R-RUN-2).
+pub const DEFAULT_RUN_DEADLINE_SECS: u64 = 3600;
 /// Default socket receive buffer.
 pub const DEFAULT_RCVBUF_BYTES: u64 = 2 * 1024 * 1024;
 /// Default longest NACK back-off, milliseconds (R-NACK-2).
@@ -219,6 +221,8 @@ pub struct Config {
     pub activation: Activation,
     /// No progress for this long while receiving → exit 5.
     pub stall_timeout: Duration,
+    /// A run that has not finished after this long exits 5 (R-RUN-2).
+    pub run_deadline: Duration,
     /// Requested SO_RCVBUF.
     pub rcvbuf_bytes: usize,
     /// Longest random wait before a NACK (R-NACK-2).
@@ -351,6 +355,7 @@ struct Raw {
     device_id: Option<u64>,
     activation: Option<String>,
     stall_timeout_secs: Option<u64>,
+    run_deadline_secs: Option<u64>,
     rcvbuf_bytes: Option<u64>,
     nack_backoff_ms: Option<u64>,
     nack_backoff_shape: Option<u32>,
@@ -498,6 +503,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "device_id" => raw.device_id = f.device_id()?,
             "activation" => raw.activation = f.string()?,
             "stall_timeout_secs" => raw.stall_timeout_secs = f.u64()?,
+            "run_deadline_secs" => raw.run_deadline_secs = f.u64()?,
             "rcvbuf_bytes" => raw.rcvbuf_bytes = f.u64()?,
             "exit_when_current" => raw.exit_when_current = f.bool()?,
             "final_read_back" => raw.final_read_back = f.string()?,
@@ -908,6 +914,14 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
             "must be at least 1",
         ));
     }
+    let run_deadline = raw.run_deadline_secs.unwrap_or(DEFAULT_RUN_DEADLINE_SECS);
+    if run_deadline == 0 || run_deadline > 86_400 * 365 {
+        return Err(ConfigError::key(
+            file,
+            "run_deadline_secs",
+            "must be 1 s to a year",
+        ));
+    }
     let rcvbuf = raw.rcvbuf_bytes.unwrap_or(DEFAULT_RCVBUF_BYTES);
     let rcvbuf_bytes = match usize::try_from(rcvbuf) {
         Ok(n) if (1024..=1 << 30).contains(&n) => n,
@@ -962,6 +976,7 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
         device_id_derived,
         activation,
         stall_timeout: Duration::from_secs(stall),
+        run_deadline: Duration::from_secs(run_deadline),
         rcvbuf_bytes,
         nack_backoff: Duration::from_millis(nack_backoff_ms),
         nack_backoff_shape,
@@ -1233,6 +1248,7 @@ impl Config {
             "stall_timeout_secs",
             self.stall_timeout.as_secs().to_string(),
         );
+        kv("run_deadline_secs", self.run_deadline.as_secs().to_string());
         kv("rcvbuf_bytes", self.rcvbuf_bytes.to_string());
         kv("nack_backoff_ms", self.nack_backoff.as_millis().to_string());
         kv("nack_backoff_shape", self.nack_backoff_shape.to_string());

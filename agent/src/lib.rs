@@ -20,6 +20,7 @@ pub mod confirm;
 pub mod exit;
 pub mod logger;
 pub mod net;
+pub mod quiet;
 pub mod rejoin;
 pub mod resume;
 pub mod run;

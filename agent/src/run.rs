@@ -36,6 +36,7 @@ use proto::{Dest, Instant};
 use crate::activate::{self, DryRunFlash};
 use crate::config::{Activation, Config};
 use crate::exit::ExitCode;
+use crate::quiet::{escape, Summary};
 use crate::{confirm, net, rejoin, resume};
 
 /// Opens the flash target (the real one calls `flasher::open_target`).
@@ -139,6 +140,8 @@ pub struct CoreSettings {
     pub boot_window: Duration,
     /// No progress for this long while receiving → exit 5.
     pub stall_timeout: Duration,
+    /// The whole run ends (exit 5) this long after it started (R-RUN-2).
+    pub run_deadline: Duration,
     /// Where `Dest::RepairServer` goes.
     pub repair_server: SocketAddrV4,
     /// Test: drop this many per thousand received datagrams.
@@ -166,6 +169,7 @@ impl CoreSettings {
             final_read_back: c.final_read_back,
             boot_window: c.boot_window,
             stall_timeout: c.stall_timeout,
+            run_deadline: c.run_deadline,
             repair_server: c.repair_server,
             rx_loss_permille: c.test.rx_loss_permille,
             rx_loss_seed: c.test.rx_loss_seed,
@@ -187,6 +191,8 @@ pub fn receiver_config(c: &Config, rng_seed: u64) -> ReceiverConfig {
     // the back-off for the fleet.
     rc.nack_delay_max = c.nack_backoff.max(rc.nack_delay_min);
     rc.nack_backoff_shape = c.nack_backoff_shape;
+    // R-ANN-2: "nothing to do" needs the signed manifest, not an Announce.
+    rc.fetch_when_current = c.exit_when_current;
     rc
 }
 
@@ -235,6 +241,10 @@ pub struct Core<F: Flash> {
     /// Blocks the scan found that the receiver did not have yet.
     scan_found: u32,
     listen_until: Instant,
+    /// R-RUN-2: the hard deadline of the whole run.
+    run_until: Instant,
+    /// Repeated drops, hints and foreign datagrams, summarised.
+    summary: Summary,
     accepted_at: Instant,
     next_progress_at: Instant,
     finish: Option<Finish>,
@@ -304,6 +314,8 @@ impl<F: Flash> Core<F> {
         let loss = Rng::new(s.rx_loss_seed);
         Core {
             listen_until: started + s.boot_window,
+            run_until: started + s.run_deadline,
+            summary: Summary::default(),
             s,
             rx_config,
             rx,
@@ -364,7 +376,11 @@ impl<F: Flash> Core<F> {
             return;
         }
         if let Err(why) = self.rx.handle_datagram(now, from, bytes) {
-            log::debug!("dropped {} bytes from {from}: {why}", bytes.len());
+            let len = bytes.len();
+            self.summary
+                .note(now, log::Level::Debug, "dropped datagrams", || {
+                    format!("{len} bytes from {from}: {why}")
+                });
         }
         self.process_events(now);
     }
@@ -457,6 +473,12 @@ impl<F: Flash> Core<F> {
         if let Some(p) = self.post.filter(|p| p.left > 0 && self.rx.is_finished()) {
             add(p.next_at);
         }
+        if let Some(t) = self.summary.next_at() {
+            add(t);
+        }
+        if !matches!(self.rx.state(), DeviceState::Done | DeviceState::Failed) {
+            add(self.run_until);
+        }
         match self.rx.state() {
             DeviceState::Listening => add(self.listen_until),
             DeviceState::FetchingManifest | DeviceState::Receiving => {
@@ -493,6 +515,19 @@ impl<F: Flash> Core<F> {
             }
             Some(_) => return None,
             None => {}
+        }
+        self.summary.flush(now);
+        let unfinished = !matches!(self.rx.state(), DeviceState::Done | DeviceState::Failed);
+        if unfinished && now >= self.run_until {
+            // R-RUN-2: whatever arrives, the boot goes on.
+            log::error!(
+                "run deadline: not finished after {} s ({}, {} of {} blocks on flash); exiting as stalled, the next run resumes",
+                self.s.run_deadline.as_secs(),
+                self.rx.state().as_str(),
+                self.rx.blocks_done(),
+                self.manifest.as_ref().map_or(0, Manifest::block_count),
+            );
+            return Some(ExitCode::Stalled);
         }
         match self.rx.state() {
             DeviceState::Listening if now >= self.listen_until => {
@@ -609,7 +644,9 @@ impl<F: Flash> Core<F> {
                     });
                 }
                 Event::Foreign { session, image_id } => {
-                    log::info!("ignoring datagrams of session {session:08x} image {image_id}");
+                    self.summary.note(now, log::Level::Info, "foreign", || {
+                        format!("ignoring datagrams of session {session:08x} image {image_id}")
+                    });
                 }
             }
             if matches!(self.finish, Some(Finish::Now(_))) {
@@ -625,8 +662,8 @@ impl<F: Flash> Core<F> {
         log::info!(
             "manifest accepted: image {} version {} for {}: {} bytes, {} blocks of {} bytes, chunks of {}",
             m.image_id,
-            m.version,
-            m.board,
+            escape(&m.version, 64),
+            escape(&m.board, 64),
             m.image_len,
             m.block_count(),
             m.block_size,
@@ -743,20 +780,38 @@ impl<F: Flash> Core<F> {
     }
 
     fn on_refused(&mut self, now: Instant, r: &Refusal) {
-        log::warn!(
-            "refused image {}: {} ({}): board {} version {}; this device: board {} version {}",
-            r.image_id,
-            r.reason.as_str(),
-            r.detail,
-            r.board,
-            r.version,
-            self.s.board,
-            self.s.current_version
-        );
+        let detail = || {
+            format!(
+                "image {}: {} ({}): board \"{}\" version \"{}\"; this device: board {} version {}",
+                r.image_id,
+                r.reason.as_str(),
+                r.detail,
+                escape(&r.board, 64),
+                escape(&r.version, 32),
+                self.s.board,
+                self.s.current_version
+            )
+        };
+        if !r.signed {
+            // R-ANN-2: unsigned input only hints; a forger sets the rate.
+            let line = detail();
+            self.summary.note(
+                now,
+                log::Level::Info,
+                "not following unsigned input",
+                || line,
+            );
+            return;
+        }
+        log::warn!("refused {}", detail());
         match r.reason {
-            Reason::NotNewer if self.s.exit_when_current => {
+            Reason::NotNewer
+                if self.s.exit_when_current
+                    && proto::version::compare(&r.version, &self.s.current_version)
+                        == std::cmp::Ordering::Equal =>
+            {
                 log::info!(
-                    "version {} is current; nothing to do",
+                    "version {} is current (signed manifest); nothing to do",
                     self.s.current_version
                 );
                 self.finish = Some(Finish::AfterStatuses {
@@ -764,6 +819,11 @@ impl<F: Flash> Core<F> {
                     left: REFUSAL_STATUSES,
                     by: now + FINAL_STATUS_GRACE,
                 });
+            }
+            Reason::NotNewer => {
+                // R-ANN-2: an older signed image is a replay or a stale
+                // sender; a newer one may still come within the boot window.
+                log::info!("signed image not newer than the running version: listening on");
             }
             Reason::BadSignature | Reason::ManifestMismatch => {
                 self.security_refusal = Some(r.reason)

@@ -90,6 +90,14 @@ pub struct ReceiverConfig {
     /// blocks are asked for whole from the repair server instead of waiting
     /// for the next pass.
     pub endgame_fetch: bool,
+    /// A manifest fetch that stores no new chunk for this long is dropped,
+    /// and one that runs four times this long while another announced image
+    /// waits goes behind it (R-ANN-3).
+    pub manifest_fetch_timeout: Duration,
+    /// Fetch the manifest of an image announced with the running version,
+    /// so that a signed manifest, not the Announce, can say the device is
+    /// current (R-ANN-2; the agent's `exit_when_current`).
+    pub fetch_when_current: bool,
 }
 
 impl ReceiverConfig {
@@ -122,6 +130,8 @@ impl ReceiverConfig {
             nack_suppress: Duration::from_millis(15),
             nack_whole_blocks: false,
             endgame_fetch: true,
+            manifest_fetch_timeout: Duration::from_secs(5),
+            fetch_when_current: false,
         }
     }
 }
@@ -139,6 +149,10 @@ pub struct Refusal {
     pub version: heapless::String<MAX_VERSION_LEN>,
     /// A detail for the log (e.g. the manifest error).
     pub detail: &'static str,
+    /// The refusal rests on signed data (a manifest that hashed to its image
+    /// id) and is remembered; `false`: an unsigned Announce or a manifest
+    /// that did not hash to its id was only not followed (R-ANN-2).
+    pub signed: bool,
 }
 
 /// What the shell must act on.
@@ -148,7 +162,8 @@ pub enum Event<'a> {
     /// [`Receiver::handle_block_present`] for every block that already
     /// matches its digest, then [`Receiver::handle_scan_done`] (R-RES-1).
     ManifestAccepted,
-    /// An image was refused; nothing was or will be written for it.
+    /// An image was refused ([`Refusal::signed`]), or an unsigned hint was
+    /// not followed; nothing was or will be written for it.
     Refused(&'a Refusal),
     /// A verified block: write it, then call [`Receiver::handle_flash_done`].
     WriteBlock {
@@ -205,6 +220,12 @@ pub struct ReceiverStats {
     pub evictions: u64,
     /// Complete blocks whose SHA-256 did not match (forged or corrupt chunks).
     pub digest_failures: u64,
+    /// Announces not followed (wrong board, not newer, too large): hints only (R-ANN-2).
+    pub announces_refused: u64,
+    /// Assembled manifests that did not hash to their image id, fetched again (R-MAN-3).
+    pub manifest_refetches: u64,
+    /// Manifest fetches dropped or put back for making no progress (R-ANN-3).
+    pub fetches_abandoned: u64,
     /// NACK datagrams sent.
     pub nacks_sent: u64,
     /// Chunks asked for in NACKs.
@@ -269,6 +290,21 @@ impl Slot {
     };
 }
 
+/// An announced image that passed the hint checks (R-ANN-3): what its
+/// Announce said, unsigned.
+#[derive(Debug, Clone)]
+struct Candidate {
+    session: u32,
+    image_id: ImageId,
+    from: SocketAddr,
+    chunk_size: u32,
+    manifest_len: u32,
+    board: heapless::String<MAX_BOARD_LEN>,
+    version: heapless::String<MAX_VERSION_LEN>,
+    image_len: u64,
+    block_size: u32,
+}
+
 struct ManifestFetch {
     session: u32,
     image_id: ImageId,
@@ -280,6 +316,11 @@ struct ManifestFetch {
     version: heapless::String<MAX_VERSION_LEN>,
     image_len: u64,
     block_size: u32,
+    /// The Announce it came from, to put it back in the candidates (R-ANN-3).
+    from: SocketAddr,
+    started_at: Instant,
+    /// When the last new chunk was stored.
+    progress_at: Instant,
     /// Global index of the last carousel Data frame of this image heard
     /// meanwhile: the stream started before the device could store it.
     deaf_pos: Option<u32>,
@@ -335,6 +376,7 @@ enum Phase {
 enum Queued {
     ManifestAccepted,
     Refused,
+    Hint,
     VerifyImage,
     Done,
     Failed(Reason),
@@ -344,6 +386,8 @@ enum Queued {
 const FINAL_STATUS_REPEATS: u32 = 3;
 const FINAL_STATUS_GAP: Duration = Duration::from_millis(50);
 const MAX_REFUSED: usize = 8;
+/// Announced images waiting for a fetch (R-ANN-3).
+const MAX_CANDIDATES: usize = 4;
 const MAX_VERIFY_ATTEMPTS: u32 = 3;
 const NO_PARITY: u16 = fec::SOURCE;
 
@@ -355,6 +399,9 @@ pub struct Receiver {
     events: heapless::Deque<Queued, 16>,
     refused: heapless::Vec<ImageId, MAX_REFUSED>,
     refusal: Option<Refusal>,
+    /// The last unsigned hint not followed (R-ANN-2).
+    hint: Option<Refusal>,
+    candidates: heapless::Vec<Candidate, MAX_CANDIDATES>,
     foreign_seen: heapless::Vec<(u32, ImageId), 4>,
     sender: Option<SocketAddr>,
     /// Session/image the Status frames are stamped with.
@@ -570,6 +617,8 @@ impl Receiver {
             events: heapless::Deque::new(),
             refused: heapless::Vec::new(),
             refusal: None,
+            hint: None,
+            candidates: heapless::Vec::new(),
             foreign_seen: heapless::Vec::new(),
             sender: None,
             status_stamp: (0, ImageId::default()),
@@ -630,7 +679,9 @@ impl Receiver {
         self.transfer().map_or(0, |t| t.done_count)
     }
 
-    /// When the transfer last made progress (a chunk stored or a block flashed).
+    /// When the transfer last made signed progress (R-RUN-1): the fetch
+    /// began, the manifest was accepted, a block matched its digest or was
+    /// found on flash.
     pub fn last_progress_at(&self) -> Instant {
         self.last_progress_at
     }
@@ -690,7 +741,7 @@ impl Receiver {
             if let Some(pos) = self
                 .events
                 .iter()
-                .position(|e| matches!(e, Queued::Foreign(..)))
+                .position(|e| matches!(e, Queued::Foreign(..) | Queued::Hint))
             {
                 let mut kept: heapless::Deque<Queued, 16> = heapless::Deque::new();
                 for (i, e) in self.events.iter().enumerate() {
@@ -704,6 +755,30 @@ impl Receiver {
         let _ = self.events.push_back(q);
     }
 
+    fn make_refusal(
+        image_id: ImageId,
+        reason: Reason,
+        board: &str,
+        version: &str,
+        detail: &'static str,
+        signed: bool,
+    ) -> Refusal {
+        let mut b = heapless::String::new();
+        let _ = b.push_str(truncate(board, MAX_BOARD_LEN));
+        let mut v = heapless::String::new();
+        let _ = v.push_str(truncate(version, MAX_VERSION_LEN));
+        Refusal {
+            image_id,
+            reason,
+            board: b,
+            version: v,
+            detail,
+            signed,
+        }
+    }
+
+    /// R-ANN-2: a refusal that rests on signed data (a manifest that hashed
+    /// to its image id): remembered, reported, then the next candidate.
     fn refuse(
         &mut self,
         now: Instant,
@@ -719,27 +794,64 @@ impl Receiver {
             }
             let _ = self.refused.push(image_id);
         }
-        let mut b = heapless::String::new();
-        let _ = b.push_str(truncate(board, MAX_BOARD_LEN));
-        let mut v = heapless::String::new();
-        let _ = v.push_str(truncate(version, MAX_VERSION_LEN));
-        self.refusal = Some(Refusal {
-            image_id,
-            reason,
-            board: b,
-            version: v,
-            detail,
-        });
+        self.candidates.retain(|c| c.image_id != image_id);
+        self.refusal = Some(Self::make_refusal(
+            image_id, reason, board, version, detail, true,
+        ));
         self.phase = Phase::Listening;
         self.queue(Queued::Refused);
         self.final_status_left = FINAL_STATUS_REPEATS;
         self.status_at = Some(now);
+        self.next_candidate(now);
+    }
+
+    /// R-ANN-2: unsigned input not followed: counted and handed to the shell
+    /// for its summary, but nothing is remembered and nothing is reported.
+    fn hint(
+        &mut self,
+        image_id: ImageId,
+        reason: Reason,
+        board: &str,
+        version: &str,
+        detail: &'static str,
+    ) {
+        self.hint = Some(Self::make_refusal(
+            image_id, reason, board, version, detail, false,
+        ));
+        self.queue(Queued::Hint);
     }
 
     fn note_foreign(&mut self, header: &Header) {
         let key = (header.session, header.image_id);
         if !self.foreign_seen.contains(&key) && self.foreign_seen.push(key).is_ok() {
             self.queue(Queued::Foreign(header.session, header.image_id));
+        }
+    }
+
+    /// Newer, or current when a signed "nothing to do" is wanted (R-ANN-2).
+    fn wanted_version(&self, v: &str) -> bool {
+        match version::compare(v, &self.config.current_version) {
+            core::cmp::Ordering::Greater => true,
+            core::cmp::Ordering::Equal => self.config.fetch_when_current,
+            core::cmp::Ordering::Less => false,
+        }
+    }
+
+    /// R-ANN-2: what an Announce alone can rule out, as a hint.
+    fn announce_hint(&self, a: &Announce<'_>) -> Option<(Reason, &'static str)> {
+        if a.board != self.config.board {
+            Some((Reason::WrongBoard, "announced for another board"))
+        } else if !self.wanted_version(a.version) {
+            Some((Reason::NotNewer, "announced version is not newer"))
+        } else if a.manifest_len > self.config.max_manifest_len {
+            Some((Reason::TooLarge, "manifest larger than max_manifest_len"))
+        } else if a.block_size > self.config.max_block_size || a.image_len > self.config.capacity {
+            Some((
+                Reason::TooLarge,
+                "image or block larger than this device allows",
+            ))
+        } else {
+            None
         }
     }
 
@@ -752,100 +864,148 @@ impl Receiver {
         a: &Announce<'_>,
     ) -> Result<(), DropReason> {
         match &mut self.phase {
-            Phase::Listening => {}
-            Phase::FetchingManifest(f) => {
-                return if f.image_id == header.image_id {
-                    f.session = header.session;
-                    self.sender = Some(from);
-                    Ok(())
-                } else {
-                    self.note_foreign(header);
-                    Err(DropReason::OtherImage)
-                };
-            }
+            Phase::Listening | Phase::FetchingManifest(_) => {}
             Phase::Resuming(t) | Phase::Receiving(t) | Phase::Verifying(t) | Phase::Done(t) => {
                 if t.manifest.image_id != header.image_id {
                     self.note_foreign(header);
                     return Err(DropReason::OtherImage);
                 }
-                // R-SES-2: a restarted sender of the same image is adopted by its Announce.
-                t.session = header.session;
-                self.status_stamp = (header.session, header.image_id);
+                // R-SES-2: an Announce switches no session; Data decides (R-SES-3).
                 self.sender = Some(from);
                 return Ok(());
             }
             Phase::Failed(_) => return Err(DropReason::Unexpected),
         }
+        if let Phase::FetchingManifest(f) = &mut self.phase {
+            if f.image_id == header.image_id {
+                f.session = header.session;
+                self.sender = Some(from);
+                return Ok(());
+            }
+        }
         if self.refused.contains(&header.image_id) {
             return Err(DropReason::OtherImage);
         }
-        if a.board != self.config.board {
-            self.refuse(
-                now,
-                header.image_id,
-                Reason::WrongBoard,
-                a.board,
-                a.version,
-                "announced for another board",
-            );
+        if let Some((reason, detail)) = self.announce_hint(a) {
+            self.stats.announces_refused += 1;
+            self.hint(header.image_id, reason, a.board, a.version, detail);
             return Ok(());
         }
-        if !version::is_newer(a.version, &self.config.current_version) {
-            self.refuse(
-                now,
-                header.image_id,
-                Reason::NotNewer,
-                a.board,
-                a.version,
-                "announced version is not newer",
-            );
-            return Ok(());
-        }
-        if a.manifest_len > self.config.max_manifest_len {
-            self.refuse(
-                now,
-                header.image_id,
-                Reason::TooLarge,
-                a.board,
-                a.version,
-                "manifest larger than max_manifest_len",
-            );
-            return Ok(());
-        }
-        if a.block_size > self.config.max_block_size || a.image_len > self.config.capacity {
-            self.refuse(
-                now,
-                header.image_id,
-                Reason::TooLarge,
-                a.board,
-                a.version,
-                "image or block larger than this device allows",
-            );
-            return Ok(());
-        }
-        let chunks = a.manifest_len.div_ceil(a.chunk_size);
         let mut board = heapless::String::new();
         let _ = board.push_str(a.board);
         let mut version = heapless::String::new();
         let _ = version.push_str(a.version);
-        self.sender = Some(from);
-        self.status_stamp = (header.session, header.image_id);
-        self.phase = Phase::FetchingManifest(ManifestFetch {
+        let cand = Candidate {
             session: header.session,
             image_id: header.image_id,
+            from,
             chunk_size: a.chunk_size,
-            buf: vec![0u8; a.manifest_len as usize],
-            have: vec![0u64; (chunks as usize).div_ceil(64)],
-            missing: chunks,
+            manifest_len: a.manifest_len,
             board,
             version,
             image_len: a.image_len,
             block_size: a.block_size,
+        };
+        if matches!(self.phase, Phase::FetchingManifest(_)) {
+            // R-ANN-3: another image is announced while fetching: it waits its
+            // turn. A flood of forged ids replaces entries at random, so the
+            // real one, announced again and again, keeps a place.
+            if let Some(c) = self
+                .candidates
+                .iter_mut()
+                .find(|c| c.image_id == cand.image_id)
+            {
+                *c = cand;
+            } else if let Err(cand) = self.candidates.push(cand) {
+                let i = self.rng.below(MAX_CANDIDATES as u64) as usize;
+                self.candidates[i] = cand;
+            }
+            return Ok(());
+        }
+        self.last_progress_at = now;
+        self.start_fetch(now, cand);
+        Ok(())
+    }
+
+    fn start_fetch(&mut self, now: Instant, c: Candidate) {
+        let chunks = c.manifest_len.div_ceil(c.chunk_size);
+        self.sender = Some(c.from);
+        self.status_stamp = (c.session, c.image_id);
+        self.phase = Phase::FetchingManifest(ManifestFetch {
+            session: c.session,
+            image_id: c.image_id,
+            chunk_size: c.chunk_size,
+            buf: vec![0u8; c.manifest_len as usize],
+            have: vec![0u64; (chunks as usize).div_ceil(64)],
+            missing: chunks,
+            board: c.board,
+            version: c.version,
+            image_len: c.image_len,
+            block_size: c.block_size,
+            from: c.from,
+            started_at: now,
+            progress_at: now,
             deaf_pos: None,
         });
         self.status_at = Some(now);
-        self.last_progress_at = now;
-        Ok(())
+    }
+
+    /// Fetch the next announced image waiting, if any (R-ANN-3).
+    fn next_candidate(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Listening) || self.candidates.is_empty() {
+            return;
+        }
+        let c = self.candidates.remove(0);
+        self.start_fetch(now, c);
+    }
+
+    /// Stop fetching `f`; with `keep` it goes behind the other candidates
+    /// (or, alone, is fetched again from scratch).
+    fn abandon_fetch(&mut self, now: Instant, f: ManifestFetch, keep: bool) {
+        self.phase = Phase::Listening;
+        if keep && !self.candidates.is_full() {
+            let _ = self.candidates.push(Candidate {
+                session: f.session,
+                image_id: f.image_id,
+                from: f.from,
+                chunk_size: f.chunk_size,
+                manifest_len: f.buf.len() as u32,
+                board: f.board,
+                version: f.version,
+                image_len: f.image_len,
+                block_size: f.block_size,
+            });
+        }
+        self.next_candidate(now);
+    }
+
+    /// When the current fetch is due to be dropped or put back (R-ANN-3).
+    fn fetch_deadline(&self) -> Option<Instant> {
+        let Phase::FetchingManifest(f) = &self.phase else {
+            return None;
+        };
+        let t = self.config.manifest_fetch_timeout;
+        let stale = f.progress_at + t;
+        if self.candidates.is_empty() {
+            Some(stale)
+        } else {
+            Some(stale.min(f.started_at + t.saturating_mul(4)))
+        }
+    }
+
+    fn check_fetch(&mut self, now: Instant) {
+        if self.fetch_deadline().is_none_or(|d| now < d) {
+            return;
+        }
+        let Phase::FetchingManifest(f) = core::mem::replace(&mut self.phase, Phase::Listening)
+        else {
+            return;
+        };
+        self.stats.fetches_abandoned += 1;
+        // A fetch that stored chunks lately goes behind the others; one that
+        // stored nothing is dropped (its next Announce brings it back).
+        let keep = now < f.progress_at + self.config.manifest_fetch_timeout;
+        self.abandon_fetch(now, f, keep);
     }
 
     fn on_manifest_chunk(
@@ -871,7 +1031,8 @@ impl Receiver {
         }
         f.buf[m.offset as usize..m.offset as usize + expected_len].copy_from_slice(m.bytes.0);
         f.missing -= 1;
-        self.last_progress_at = now;
+        // Unsigned: keeps this fetch alive (R-ANN-3), not the run (R-RUN-1).
+        f.progress_at = now;
         if f.missing == 0 {
             self.finish_manifest(now);
         }
@@ -883,18 +1044,23 @@ impl Receiver {
         else {
             return;
         };
-        // R-MAN-3: the manifest must be the one the header names.
+        // R-MAN-3: the manifest must be the one the header names. If it is
+        // not, a forged chunk got in: the bytes say nothing about the image
+        // id, so it is fetched again, never refused.
         if crate::manifest::image_id(&f.buf) != f.image_id {
-            self.refuse(
-                now,
+            self.stats.manifest_refetches += 1;
+            self.hint(
                 f.image_id,
                 Reason::ManifestMismatch,
                 &f.board,
                 &f.version,
-                "manifest digest differs from the announced image id",
+                "assembled manifest does not hash to its image id; fetching it again",
             );
+            self.abandon_fetch(now, f, true);
             return;
         }
+        // From here the image id names exactly these bytes: a refusal is
+        // remembered whoever sent them (R-ANN-2).
         let manifest = match Manifest::verify(&f.buf, &self.config.public_key) {
             Ok(m) => m,
             Err(crate::manifest::ManifestError::BadSignature) => {
@@ -915,7 +1081,7 @@ impl Receiver {
                     Reason::ManifestMismatch,
                     &f.board,
                     &f.version,
-                    "signed manifest does not decode",
+                    "manifest does not decode",
                 );
                 return;
             }
@@ -939,20 +1105,6 @@ impl Receiver {
                 &version,
                 "signed version is not newer",
             );
-        } else if manifest.board != f.board
-            || manifest.version != f.version
-            || manifest.image_len != f.image_len
-            || manifest.block_size != f.block_size
-            || manifest.chunk_size != f.chunk_size
-        {
-            self.refuse(
-                now,
-                f.image_id,
-                Reason::ManifestMismatch,
-                &board,
-                &version,
-                "announce and signed manifest disagree",
-            );
         } else if manifest.block_size > self.config.max_block_size
             || manifest.image_len > self.config.capacity
         {
@@ -965,6 +1117,22 @@ impl Receiver {
                 "image or block larger than this device allows",
             );
         } else {
+            // R-MAN-3: where the unsigned Announce disagrees with the signed
+            // manifest, the manifest wins.
+            if manifest.board != f.board
+                || manifest.version != f.version
+                || manifest.image_len != f.image_len
+                || manifest.block_size != f.block_size
+                || manifest.chunk_size != f.chunk_size
+            {
+                self.hint(
+                    f.image_id,
+                    Reason::ManifestMismatch,
+                    &f.board,
+                    &f.version,
+                    "announce disagrees with the signed manifest; the manifest wins",
+                );
+            }
             let mut t = Transfer::new(manifest, f.session, self.config.window_blocks);
             t.whole_blocks = self.config.nack_whole_blocks;
             if let Some(pos) = f
@@ -974,6 +1142,8 @@ impl Receiver {
                 t.stream_pos = Some(pos);
                 t.late_until = Some(pos);
             }
+            self.candidates.clear();
+            self.last_progress_at = now;
             self.phase = Phase::Resuming(t);
             self.queue(Queued::ManifestAccepted);
             self.status_at = Some(now);
@@ -1071,14 +1241,11 @@ impl Receiver {
                 _ => Err(DropReason::Unexpected),
             };
         };
-        // R-SES-1: only the adopted session's chunks of the accepted image are stored.
+        // R-SES-1: only chunks of the accepted image are stored, whatever
+        // their session: the image id and the signed digests bind the content.
         if header.image_id != t.manifest.image_id {
             self.note_foreign(header);
             return Err(DropReason::OtherImage);
-        }
-        if header.session != t.session {
-            self.note_foreign(header);
-            return Err(DropReason::OtherSession);
         }
         let m = &t.manifest;
         let is_repair = header.flags & FLAG_REPAIR != 0;
@@ -1238,7 +1405,6 @@ impl Receiver {
             }
             t.slots[s].received += 1;
         }
-        self.last_progress_at = now;
         let slot = &mut t.slots[s];
         slot.last_activity = now;
         if slot.received + slot.parity_held >= k {
@@ -1256,6 +1422,14 @@ impl Receiver {
                     .digest(block)
                     .is_some_and(|want| *want == block_digest(t.slot_data(s)));
             if ok {
+                // R-RUN-1: only a verified block is progress. R-SES-3: the
+                // session of carousel data that completed one is the one
+                // NACKs and Status carry from now on.
+                self.last_progress_at = now;
+                if !is_repair && !is_parity {
+                    t.session = header.session;
+                    self.status_stamp = (header.session, header.image_id);
+                }
                 let hold = self.config.hold_first_block
                     && block == 0
                     && t.done_count + 1 < t.manifest.block_count();
@@ -1529,6 +1703,7 @@ impl Receiver {
 
     /// Time passed: fire due NACK and Status timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_fetch(now);
         if self.nack_at.is_some_and(|at| at <= now) {
             self.nack_at = None;
             self.build_nack(now);
@@ -1720,6 +1895,10 @@ impl Receiver {
                     Some(r) => Event::Refused(r),
                     None => return None,
                 },
+                Queued::Hint => match &self.hint {
+                    Some(r) => Event::Refused(r),
+                    None => return None,
+                },
                 Queued::VerifyImage => Event::VerifyImage,
                 Queued::Done => Event::Done,
                 Queued::Failed(r) => Event::Failed(r),
@@ -1741,7 +1920,10 @@ impl Receiver {
     /// When the shell must call [`Receiver::handle_timeout`] or poll again.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.nack_at, self.status_at)
+        earliest(
+            earliest(self.nack_at, self.status_at),
+            self.fetch_deadline(),
+        )
     }
 }
 

@@ -37,6 +37,7 @@ fn settings() -> CoreSettings {
         final_read_back: crate::resume::FinalReadBack::Stale,
         boot_window: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(3),
+        run_deadline: Duration::from_secs(600),
         repair_server: "10.0.0.2:7855".parse().expect("addr"),
         rx_loss_permille: 0,
         rx_loss_seed: 1,
@@ -64,6 +65,7 @@ impl Harness {
         });
         let mut rxc = ReceiverConfig::new(0x42, &s.board, &s.current_version, pubkey);
         rxc.hold_first_block = s.activation == Activation::InPlace;
+        rxc.fetch_when_current = s.exit_when_current;
         rxc.window_blocks = 4;
         let core = Core::new(
             s,
@@ -285,6 +287,20 @@ fn not_newer_exits_zero_after_final_statuses_and_writes_nothing() {
         .filter(|s| s.1 == DeviceState::Refused && s.2 == Reason::NotNewer)
         .count();
     assert!(refused >= 3, "{:?}", h.statuses);
+}
+
+/// H1 (R-ANN-2): a signed image older than the running one is a replay or
+/// a stale sender: no "nothing to do" exit, the device listens on.
+#[test]
+fn r_ann_2_an_older_signed_image_does_not_end_the_run() {
+    let mut s = settings();
+    s.current_version = "2.0".into();
+    let mut h = Harness::new(s, "1.0", pk(), MemFlash::new(64 * 1024));
+    assert_eq!(h.run(Duration::from_secs(10)), Some(ExitCode::Ok));
+    assert!(
+        h.now() >= Instant::ZERO + Duration::from_secs(5),
+        "listened for the whole boot window"
+    );
 }
 
 #[test]

@@ -136,6 +136,8 @@ struct Shell {
     flash: Vec<Option<Vec<u8>>>,
     write_order: Vec<u32>,
     refusals: Vec<Reason>,
+    /// Unsigned hints not followed (R-ANN-2).
+    hints: Vec<Reason>,
     accepted: bool,
     done: bool,
     failed: Option<Reason>,
@@ -166,7 +168,8 @@ impl Shell {
                         }
                         rx.handle_scan_done(now);
                     }
-                    Event::Refused(r) => self.refusals.push(r.reason),
+                    Event::Refused(r) if r.signed => self.refusals.push(r.reason),
+                    Event::Refused(r) => self.hints.push(r.reason),
                     Event::WriteBlock { index, data } => {
                         self.flash[index as usize] = Some(data.to_vec());
                         self.write_order.push(index);
@@ -260,13 +263,37 @@ fn lossless_stream_is_written_verified_and_reported_done() {
         .any(|s| s.0 == Dest::Peer(sender_addr())));
 }
 
+/// An Announce with these fields for image `id` in `session`.
+fn announce_as(f: &Fixture, session: u32, id: ImageId, board: &str, version: &str) -> Vec<u8> {
+    enc_as(
+        session,
+        id,
+        0,
+        &Frame::Announce(Announce {
+            board,
+            version,
+            image_len: f.image.len() as u64,
+            block_size: BLOCK,
+            chunk_size: CHUNK,
+            manifest_len: f.signed.len() as u32,
+            rate_kbps: 1000,
+            pass: 0,
+        }),
+    )
+}
+
+fn was_refused_in_status(shell: &Shell) -> bool {
+    shell.statuses.iter().any(|s| s.1 == DeviceState::Refused)
+}
+
 #[test]
-fn r_ann_1_announce_for_another_board_is_refused_without_fetching() {
+fn r_ann_2_announce_for_another_board_is_a_hint_neither_fetched_nor_remembered() {
     let f = fixture_with("acme,rt2", "2.1.0", 1, 5000);
     let mut rx = Receiver::new(config(), ms(0));
     let mut shell = Shell::new(f.manifest.block_count());
     feed(&mut rx, &mut shell, ms(0), &announce(&f)).expect("announce");
-    assert_eq!(shell.refusals, [Reason::WrongBoard]);
+    assert_eq!(shell.hints, [Reason::WrongBoard]);
+    assert!(shell.refusals.is_empty(), "nothing signed was refused");
     assert_eq!(rx.state(), DeviceState::Listening);
     for m in manifest_chunks(&f) {
         assert_eq!(
@@ -279,20 +306,138 @@ fn r_ann_1_announce_for_another_board_is_refused_without_fetching() {
         Err(DropReason::Unexpected)
     );
     assert!(shell.write_order.is_empty());
-    assert!(shell
-        .statuses
-        .iter()
-        .any(|s| s.1 == DeviceState::Refused && s.2 == Reason::WrongBoard));
+    assert!(
+        !was_refused_in_status(&shell),
+        "an unsigned Announce is no reason to report a refusal"
+    );
+    // Not remembered: the next one is looked at again.
+    feed(&mut rx, &mut shell, ms(2), &announce(&f)).expect("announce again");
+    assert_eq!(shell.hints.len(), 2);
+    assert_eq!(rx.stats().announces_refused, 2);
 }
 
 #[test]
-fn r_ver_1_version_not_newer_is_refused() {
+fn r_ver_1_announced_version_not_newer_is_a_hint() {
     let f = fixture_with("acme,rt1", "2.0.0", 1, 5000);
     let mut rx = Receiver::new(config(), ms(0));
     let mut shell = Shell::new(f.manifest.block_count());
     feed(&mut rx, &mut shell, ms(0), &announce(&f)).expect("announce");
-    assert_eq!(shell.refusals, [Reason::NotNewer]);
-    assert_eq!(rx.refusal().map(|r| r.version.as_str()), Some("2.0.0"));
+    assert_eq!(shell.hints, [Reason::NotNewer]);
+    assert!(shell.refusals.is_empty());
+}
+
+/// H1: a forged Announce of an older version for this board, then the real
+/// sender: nothing ends, nothing is reported, the real image is written.
+#[test]
+fn r_ann_2_a_forged_older_announce_ends_nothing() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    let forged = announce_as(&f, 0xbad, ImageId([0xEE; 8]), "acme,rt1", "1.0.0");
+    feed(&mut rx, &mut shell, ms(0), &forged).expect("forged announce");
+    assert_eq!(rx.state(), DeviceState::Listening);
+    assert!(
+        !was_refused_in_status(&shell),
+        "no Refused status for a forged Announce"
+    );
+    start(&f, &mut rx, &mut shell, &[]);
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done && flash_equals_image(&f, &shell));
+    assert!(shell.refusals.is_empty());
+    std::println!(
+        "forged older Announce: {} hint(s), 0 refusals, image written",
+        shell.hints.len()
+    );
+}
+
+/// H2: an Announce naming the real image id with another board does not put
+/// the real image on the refused list.
+#[test]
+fn r_ann_2_a_forged_announce_for_the_real_image_id_does_not_block_it() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    let forged = announce_as(&f, SESSION, f.manifest.image_id, "evil,board", "2.1.0");
+    feed(&mut rx, &mut shell, ms(0), &forged).expect("forged announce");
+    assert_eq!(shell.hints, [Reason::WrongBoard]);
+    start(&f, &mut rx, &mut shell, &[]);
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done && flash_equals_image(&f, &shell));
+}
+
+/// H2: a forged ManifestChunk that wins the race costs a re-fetch.
+#[test]
+fn r_man_3_a_forged_manifest_chunk_costs_a_refetch_not_the_image() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    feed(&mut rx, &mut shell, ms(0), &announce(&f)).expect("announce");
+    let forged = enc(
+        &f,
+        0,
+        &Frame::ManifestChunk(ManifestChunk {
+            offset: 0,
+            bytes: wire::Bytes(&[0x55; CHUNK as usize][..f.signed.len().min(CHUNK as usize)]),
+        }),
+    );
+    feed(&mut rx, &mut shell, ms(1), &forged).expect("forged chunk is stored first");
+    assert!(!shell.accepted, "the polluted copy does not hash to the id");
+    assert_eq!(shell.hints, [Reason::ManifestMismatch]);
+    assert!(
+        shell.refusals.is_empty(),
+        "nothing is refused or remembered"
+    );
+    assert_eq!(rx.state(), DeviceState::FetchingManifest, "fetched again");
+    for m in manifest_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(3), &m).expect("next copy");
+    }
+    assert!(shell.accepted);
+    for (b, c) in all_chunks(&f) {
+        feed(&mut rx, &mut shell, ms(4), &data(&f, b, c, 0)).expect("data");
+    }
+    assert!(shell.done && flash_equals_image(&f, &shell));
+    std::println!(
+        "forged manifest chunk: {} re-fetch, image written",
+        rx.stats().manifest_refetches
+    );
+}
+
+/// A forged Announce made the device fetch a fake image id while the real
+/// Announce went by: the fetch that makes no progress gives way.
+#[test]
+fn r_ann_3_a_fetch_that_makes_no_progress_gives_way_to_the_next_candidate() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    let fake = announce_as(&f, 0xbad, ImageId([0x77; 8]), "acme,rt1", "9.9.9");
+    feed(&mut rx, &mut shell, ms(0), &fake).expect("forged announce");
+    assert_eq!(rx.state(), DeviceState::FetchingManifest);
+    feed(&mut rx, &mut shell, ms(10), &announce(&f)).expect("real announce waits");
+    for m in manifest_chunks(&f) {
+        assert_eq!(
+            feed(&mut rx, &mut shell, ms(20), &m),
+            Err(DropReason::OtherImage)
+        );
+    }
+    assert!(rx.poll_timeout().is_some_and(|t| t <= ms(5000)));
+    rx.handle_timeout(ms(4999));
+    assert_eq!(rx.stats().fetches_abandoned, 0);
+    let due = ms(5000);
+    rx.handle_timeout(due);
+    shell.drain(&mut rx, due, &[]);
+    assert_eq!(rx.stats().fetches_abandoned, 1);
+    for m in manifest_chunks(&f) {
+        feed(&mut rx, &mut shell, due, &m).expect("real manifest");
+    }
+    assert!(shell.accepted, "the real image was fetched next");
+    std::println!(
+        "forged image id: gave way after {} ms without progress",
+        due.saturating_since(ms(0)).as_millis()
+    );
 }
 
 #[test]
@@ -318,7 +463,27 @@ fn r_man_1_manifest_signed_by_another_key_is_refused_and_nothing_written() {
 }
 
 #[test]
-fn r_man_3_announce_that_disagrees_with_the_manifest_is_refused() {
+fn r_ann_2_a_signed_not_newer_manifest_is_refused_and_remembered() {
+    let f = fixture_with("acme,rt1", "2.0.0", 1, 5000);
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    // The Announce lies about the version; the signed manifest decides.
+    let lying = announce_as(&f, SESSION, f.manifest.image_id, "acme,rt1", "3.0.0");
+    feed(&mut rx, &mut shell, ms(0), &lying).expect("announce");
+    for m in manifest_chunks(&f) {
+        let _ = feed(&mut rx, &mut shell, ms(1), &m);
+    }
+    assert_eq!(shell.refusals, [Reason::NotNewer]);
+    assert!(rx.refusal().is_some_and(|r| r.signed));
+    assert_eq!(
+        feed(&mut rx, &mut shell, ms(2), &lying),
+        Err(DropReason::OtherImage),
+        "remembered"
+    );
+}
+
+#[test]
+fn r_man_3_where_the_announce_disagrees_with_the_signed_manifest_the_manifest_wins() {
     let f = fixture();
     let mut rx = Receiver::new(config(), ms(0));
     let mut shell = Shell::new(f.manifest.block_count());
@@ -340,11 +505,17 @@ fn r_man_3_announce_that_disagrees_with_the_manifest_is_refused() {
     for m in manifest_chunks(&f) {
         let _ = feed(&mut rx, &mut shell, ms(1), &m);
     }
-    assert_eq!(shell.refusals, [Reason::ManifestMismatch]);
+    assert_eq!(shell.hints, [Reason::ManifestMismatch]);
+    assert!(shell.refusals.is_empty());
+    assert!(shell.accepted);
+    assert_eq!(
+        rx.manifest().map(|m| m.image_len),
+        Some(f.image.len() as u64)
+    );
 }
 
 #[test]
-fn r_ses_1_datagrams_of_another_image_or_session_are_dropped_and_reported_once() {
+fn r_ses_1_datagrams_of_another_image_are_dropped_and_reported_once() {
     let f = fixture();
     let other = fixture_with("acme,rt1", "2.2.0", 1, 5000);
     let mut rx = Receiver::new(config(), ms(0));
@@ -356,60 +527,73 @@ fn r_ses_1_datagrams_of_another_image_or_session_are_dropped_and_reported_once()
             Err(DropReason::OtherImage)
         );
     }
-    let wrong_session = enc_as(
-        SESSION + 1,
-        f.manifest.image_id,
-        0,
-        &Frame::Data(Data {
-            block: 0,
-            chunk: 0,
-            payload: wire::Bytes(&f.image[..1024]),
-        }),
-    );
     assert_eq!(
-        feed(&mut rx, &mut shell, ms(1), &wrong_session),
-        Err(DropReason::OtherSession)
-    );
-    assert_eq!(
-        shell.foreign, 2,
+        shell.foreign, 1,
         "one log event per foreign (session, image)"
     );
     assert_eq!(rx.stats().chunks_stored, 0);
-    assert_eq!(rx.stats().dropped_foreign, 4);
+    assert_eq!(rx.stats().dropped_foreign, 3);
 }
 
+fn data_in(f: &Fixture, session: u32, block: u32, chunk: u32) -> Vec<u8> {
+    let start = (block * BLOCK + chunk * CHUNK) as usize;
+    let end = (start + CHUNK as usize)
+        .min(f.image.len())
+        .min(((block + 1) * BLOCK) as usize);
+    enc_as(
+        session,
+        f.manifest.image_id,
+        0,
+        &Frame::Data(Data {
+            block,
+            chunk,
+            payload: wire::Bytes(&f.image[start..end]),
+        }),
+    )
+}
+
+/// R-SES-1: a restarted sender (new session, same image) is followed
+/// without any Announce: the image id and the digests bind the content.
 #[test]
-fn r_ses_2_a_restarted_sender_is_adopted_through_its_announce() {
+fn r_ses_1_data_of_the_image_in_another_session_is_stored() {
     let f = fixture();
     let mut rx = Receiver::new(config(), ms(0));
     let mut shell = Shell::new(f.manifest.block_count());
     start(&f, &mut rx, &mut shell, &[]);
     let new_session = SESSION ^ 0xffff;
-    let ann = announce(&f);
-    let mut reann = ann.clone();
-    reann[8..12].copy_from_slice(&new_session.to_be_bytes());
-    let n = reann.len();
-    let crc = wire::CRC32.checksum(&reann[..n - 4]);
-    reann[n - 4..].copy_from_slice(&crc.to_be_bytes());
-    feed(&mut rx, &mut shell, ms(1), &reann).expect("re-announce");
     for (b, c) in all_chunks(&f) {
-        let start = (b * BLOCK + c * CHUNK) as usize;
-        let end = (start + CHUNK as usize)
-            .min(f.image.len())
-            .min(((b + 1) * BLOCK) as usize);
-        let d = enc_as(
-            new_session,
-            f.manifest.image_id,
-            0,
-            &Frame::Data(Data {
-                block: b,
-                chunk: c,
-                payload: wire::Bytes(&f.image[start..end]),
-            }),
-        );
-        feed(&mut rx, &mut shell, ms(2), &d).expect("data of adopted session");
+        feed(&mut rx, &mut shell, ms(2), &data_in(&f, new_session, b, c))
+            .expect("data of the image in another session");
     }
-    assert!(shell.done);
+    assert!(shell.done && flash_equals_image(&f, &shell));
+}
+
+/// H5: forged Announces of the real image in a random session switch
+/// nothing; the session the device stamps follows data that completed a
+/// verified block.
+#[test]
+fn r_ses_2_3_a_forged_announce_with_a_random_session_switches_nothing() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let forged = announce_as(&f, 0xdead_beef, f.manifest.image_id, f.board, f.version);
+    let mut stored_before = 0;
+    for (i, (b, c)) in all_chunks(&f).into_iter().enumerate() {
+        feed(&mut rx, &mut shell, ms(2), &forged).expect("forged announce");
+        if i == 3 {
+            stored_before = rx.stats().chunks_stored;
+        }
+        feed(&mut rx, &mut shell, ms(2), &data(&f, b, c, 0)).expect("real data is stored");
+    }
+    assert!(stored_before > 0);
+    assert_eq!(rx.stats().dropped_foreign, 0);
+    assert!(shell.done && flash_equals_image(&f, &shell));
+    let mut buf = [0u8; wire::MAX_DATAGRAM];
+    rx.handle_timeout(ms(5000));
+    let t = rx.poll_transmit(ms(5000), &mut buf).expect("a status");
+    let (h, _) = wire::decode(&buf[..t.len]).expect("valid");
+    assert_eq!(h.session, SESSION, "stamped with the real data's session");
 }
 
 #[test]
@@ -573,6 +757,66 @@ fn r_blk_2_a_forged_chunk_costs_one_block_and_is_never_flashed() {
     }
     assert!(shell.done);
     assert!(flash_equals_image(&f, &shell));
+}
+
+/// H3: forged chunks of the real session and image, each winning the race
+/// against the real one, are not progress: the stall timer runs; once the
+/// forger stops, the blocks are received again and written.
+#[test]
+fn r_run_1_r_blk_2_forged_chunks_are_not_progress_and_cost_only_time() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let accepted_at = rx.last_progress_at();
+    let forged_payload = [0xEE; CHUNK as usize];
+    let mut forged_sent = 0;
+    for pass in 1..=3u64 {
+        for (b, c) in all_chunks(&f) {
+            let real = data(&f, b, c, 0);
+            let want = f.manifest.block_len(b) - c as usize * CHUNK as usize;
+            let forged = enc(
+                &f,
+                0,
+                &Frame::Data(Data {
+                    block: b,
+                    chunk: c,
+                    payload: wire::Bytes(&forged_payload[..want.min(CHUNK as usize)]),
+                }),
+            );
+            forged_sent += 1;
+            feed(&mut rx, &mut shell, ms(1000 * pass), &forged).expect("forged, valid CRC");
+            feed(&mut rx, &mut shell, ms(1000 * pass), &real).expect("real, loses the race");
+        }
+    }
+    assert!(rx.stats().chunks_stored > 0, "forged chunks were stored");
+    assert!(rx.stats().digest_failures > 0);
+    assert!(shell.write_order.is_empty(), "nothing forged is flashed");
+    assert_eq!(
+        rx.last_progress_at(),
+        accepted_at,
+        "stored chunks are not progress: the stall timer runs"
+    );
+    // R-BLK-2: a block still holding forged chunks fails once more and is
+    // received again: two clean passes.
+    for _ in 0..2 {
+        for (b, c) in all_chunks(&f) {
+            let _ = feed(&mut rx, &mut shell, ms(4000), &data(&f, b, c, 0));
+        }
+    }
+    assert!(
+        shell.done && flash_equals_image(&f, &shell),
+        "{:?} {} {:?}",
+        rx.state(),
+        rx.blocks_done(),
+        rx.stats()
+    );
+    assert_eq!(rx.last_progress_at(), ms(4000));
+    std::println!(
+        "forged chunks: {forged_sent} forged, {} digest failures, progress stayed at {:?} for 3 passes, then the image",
+        rx.stats().digest_failures,
+        accepted_at
+    );
 }
 
 #[test]

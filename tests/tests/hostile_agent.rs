@@ -1,0 +1,367 @@
+//! Hostile tier, device side (issue 14: H1, H2, H3, H5, M4): forged datagrams
+//! built with `proto::wire` are sent to the data group on loopback while the
+//! genuine `firmcast send` runs; the real agent must finish with a
+//! byte-identical image (or, under a lasting attack, exit stalled instead of
+//! hanging), and its log must stay small and free of raw control characters.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use firmcast_integration::*;
+use proto::wire::{self, Announce, Data, Frame, ImageId, ManifestChunk};
+
+const MIB: usize = 1 << 20;
+const FLASH: u64 = 4 << 20;
+/// `firmcast manifest`'s default geometry.
+const BLOCK: usize = 64 * 1024;
+const CHUNK: usize = 1408;
+
+/// A forger on the LAN: a socket on its own loopback address that sends to
+/// the data group.
+struct Forger {
+    sock: UdpSocket,
+    group: SocketAddr,
+    sent: u64,
+    bytes: u64,
+}
+
+impl Forger {
+    fn new(net: &Net) -> Forger {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .expect("socket");
+        s.bind(&SocketAddr::from((Ipv4Addr::new(127, 0, 0, 66), 0)).into())
+            .expect("bind forger");
+        s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
+            .expect("multicast if");
+        s.set_multicast_loop_v4(true).expect("multicast loop");
+        let sock = UdpSocket::from(s);
+        Forger {
+            sock,
+            group: net.group.parse().expect("group"),
+            sent: 0,
+            bytes: 0,
+        }
+    }
+
+    fn send(&mut self, session: u32, id: ImageId, frame: &Frame<'_>) {
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let n = wire::encode(session, id, 0, frame, &mut buf).expect("encode");
+        if self.sock.send_to(&buf[..n], self.group).is_ok() {
+            self.sent += 1;
+            self.bytes += n as u64;
+        }
+    }
+
+    fn announce(&mut self, session: u32, id: ImageId, board: &str, version: &str) {
+        self.send(
+            session,
+            id,
+            &Frame::Announce(Announce {
+                board,
+                version,
+                image_len: 2 * MIB as u64,
+                block_size: BLOCK as u32,
+                chunk_size: CHUNK as u32,
+                manifest_len: 2048,
+                rate_kbps: 1000,
+                pass: 0,
+            }),
+        );
+    }
+}
+
+fn image_id(manifest: &Path) -> (ImageId, usize) {
+    let bytes = std::fs::read(manifest).expect("read manifest");
+    (proto::manifest::image_id(&bytes), bytes.len())
+}
+
+fn listening_agent(
+    dir: &Scratch,
+    net: &Net,
+    rel: &Release,
+    name: &str,
+    edit: &[(&str, &str)],
+) -> (Proc, std::path::PathBuf) {
+    let (config, target) = agent_config(dir, net, &AgentSpec::new(name, &rel.public_key, FLASH));
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    for (from, to) in edit {
+        assert!(text.contains(from), "{from} in the agent config");
+        text = text.replace(from, to);
+    }
+    std::fs::write(&config, text).expect("config");
+    let mut agent = start_agent(dir, name, &config);
+    assert!(
+        agent.wait_for_output("listening", Duration::from_secs(10)),
+        "{name} never listened:\n{}",
+        agent.output()
+    );
+    (agent, target)
+}
+
+fn expect_image(agent: &mut Proc, target: &Path, rel: &Release, started: Instant, what: &str) {
+    let code = agent.expect_exit(Duration::from_secs(60));
+    let log = agent.output();
+    assert_eq!(code, 0, "{what}: exit code; log:\n{log}");
+    assert!(
+        target_holds(target, &rel.bytes),
+        "{what}: target differs; log:\n{log}"
+    );
+    println!(
+        "{what}: agent exit 0, image byte-identical after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// H1 (R-ANN-2): unsigned Announces of an older version for this board,
+/// before and while the real sender runs, neither end nor block the update.
+#[test]
+fn h1_a_forged_older_announce_does_not_end_the_run() {
+    let dir = Scratch::new("h1");
+    let net = Net::for_test(40);
+    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 40);
+    let (mut agent, target) = listening_agent(&dir, &net, &rel, "h1", &[]);
+    let mut forger = Forger::new(&net);
+    let started = Instant::now();
+    for i in 0..50u32 {
+        forger.announce(i, ImageId([i as u8; 8]), "acme,rt1", "0.9.0");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        agent.wait(Duration::from_millis(300)).is_none(),
+        "the agent exited on forged Announces:\n{}",
+        agent.output()
+    );
+    let _sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &["--rate", "20M", "--duration", "40"],
+    );
+    for i in 0..200u32 {
+        forger.announce(i, ImageId([i as u8; 8]), "acme,rt1", "0.9.0");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("H1: {} forged older Announces", forger.sent);
+    expect_image(&mut agent, &target, &rel, started, "H1");
+}
+
+/// H2 (R-ANN-2, R-MAN-3): an Announce naming the real image id with another
+/// board, and forged first manifest chunks of the real image id racing the
+/// real ones while the sender starts, cost at most a re-fetch.
+#[test]
+fn h2_forged_announce_and_manifest_chunks_for_the_real_image_cost_a_refetch() {
+    let dir = Scratch::new("h2");
+    let net = Net::for_test(41);
+    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 41);
+    let (id, manifest_len) = image_id(&rel.manifest);
+    let (mut agent, target) = listening_agent(&dir, &net, &rel, "h2", &[]);
+    let mut forger = Forger::new(&net);
+    let started = Instant::now();
+    forger.announce(7, id, "evil,board", "2.1.0");
+    let junk = vec![0x55u8; CHUNK.min(manifest_len)];
+    let _sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &["--rate", "20M", "--duration", "40"],
+    );
+    // The first 0.5 s of the run: the lead copies of the manifest.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        forger.announce(7, id, "evil,board", "2.1.0");
+        forger.send(
+            7,
+            id,
+            &Frame::ManifestChunk(ManifestChunk {
+                offset: 0,
+                bytes: wire::Bytes(&junk),
+            }),
+        );
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    println!(
+        "H2: {} forged frames (Announce of the real id for another board, manifest chunk 0)",
+        forger.sent
+    );
+    expect_image(&mut agent, &target, &rel, started, "H2");
+}
+
+/// H5 (R-SES-1..3): Announces of the real image id in random sessions, all
+/// through the transfer, switch nothing.
+#[test]
+fn h5_forged_announces_with_random_sessions_switch_nothing() {
+    let dir = Scratch::new("h5");
+    let net = Net::for_test(42);
+    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 42);
+    let (id, _) = image_id(&rel.manifest);
+    let (mut agent, target) = listening_agent(&dir, &net, &rel, "h5", &[]);
+    let mut forger = Forger::new(&net);
+    let started = Instant::now();
+    let _sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &["--rate", "20M", "--duration", "40"],
+    );
+    let mut session = 0x1234_5678u32;
+    while agent.wait(Duration::from_millis(2)).is_none()
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        session = session.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        forger.announce(session, id, "acme,rt1", "2.1.0");
+    }
+    println!(
+        "H5: {} forged Announces of the real image id in random sessions",
+        forger.sent
+    );
+    expect_image(&mut agent, &target, &rel, started, "H5");
+}
+
+/// Every chunk of every block of the real image, forged, once.
+fn forge_every_chunk(forger: &mut Forger, id: ImageId, len: usize) {
+    let payload = [0xEEu8; CHUNK];
+    for block in 0..len.div_ceil(BLOCK) {
+        let block_len = BLOCK.min(len - block * BLOCK);
+        for chunk in 0..block_len.div_ceil(CHUNK) {
+            let n = CHUNK.min(block_len - chunk * CHUNK);
+            forger.send(
+                1,
+                id,
+                &Frame::Data(Data {
+                    block: block as u32,
+                    chunk: chunk as u32,
+                    payload: wire::Bytes(&payload[..n]),
+                }),
+            );
+        }
+    }
+}
+
+/// H3 (R-RUN-1, R-BLK-2): forged chunks of the real image racing the real
+/// stream cost time, never the update: once they stop the device finishes.
+#[test]
+fn h3_forged_chunks_delay_the_update_until_they_stop() {
+    let dir = Scratch::new("h3");
+    let net = Net::for_test(43);
+    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 43);
+    let (id, _) = image_id(&rel.manifest);
+    let (mut agent, target) = listening_agent(&dir, &net, &rel, "h3", &[]);
+    let mut forger = Forger::new(&net);
+    let started = Instant::now();
+    let _sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &["--rate", "10M", "--duration", "50"],
+    );
+    let attack = Duration::from_secs(3);
+    while started.elapsed() < attack {
+        forge_every_chunk(&mut forger, id, rel.bytes.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "H3: {} forged chunks ({} bytes) in {} s, every chunk of every block about every 20 ms",
+        forger.sent,
+        forger.bytes,
+        attack.as_secs()
+    );
+    expect_image(&mut agent, &target, &rel, started, "H3");
+}
+
+/// H3 (R-RUN-1, R-RUN-2): an attack that lasts longer than the stall
+/// timeout makes the agent exit stalled (5) instead of sitting forever.
+#[test]
+fn h3_a_lasting_forgery_ends_in_exit_5_not_a_hang() {
+    let dir = Scratch::new("h3s");
+    let net = Net::for_test(44);
+    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 44);
+    let (id, _) = image_id(&rel.manifest);
+    let (mut agent, _target) = listening_agent(
+        &dir,
+        &net,
+        &rel,
+        "h3s",
+        &[(
+            "stall_timeout_secs = 30\n",
+            "stall_timeout_secs = 3\nrun_deadline_secs = 8\n",
+        )],
+    );
+    let mut forger = Forger::new(&net);
+    let started = Instant::now();
+    let _sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &["--rate", "10M", "--duration", "30"],
+    );
+    let mut code = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        forge_every_chunk(&mut forger, id, rel.bytes.len());
+        if let Some(s) = agent.wait(Duration::from_millis(5)) {
+            code = s.code();
+            break;
+        }
+    }
+    let log = agent.output();
+    assert_eq!(
+        code,
+        Some(5),
+        "exit stalled under a lasting forgery; log:\n{log}"
+    );
+    println!(
+        "H3 lasting: {} forged chunks; agent exit 5 after {:.1} s (stall timeout 3 s, run deadline 8 s)",
+        forger.sent,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// M4, device side: 10,000 forged Announces with random image ids and a
+/// board string carrying a newline and ESC give a bounded number of log
+/// lines and no raw control character.
+#[test]
+fn m4_a_flood_of_forged_announces_is_summarised_and_escaped() {
+    let dir = Scratch::new("m4");
+    let net = Net::for_test(45);
+    let rel = release(&dir, 64 * 1024, "acme,rt1", "2.1.0", 45);
+    let (mut agent, _target) = listening_agent(
+        &dir,
+        &net,
+        &rel,
+        "m4",
+        &[("boot_window_secs = 20\n", "boot_window_secs = 4\n")],
+    );
+    let before = agent.output().lines().count();
+    let mut forger = Forger::new(&net);
+    let board = "acme,rt1\n   0.001 INFO  update complete: version 9.9.9\u{1b}[2J";
+    let mut x = 0x9e37_79b9u64;
+    for i in 0..10_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        forger.announce(i, ImageId(x.to_be_bytes()), board, "9.9.9");
+        if i % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let code = agent.expect_exit(Duration::from_secs(20));
+    let log = agent.output();
+    assert_eq!(code, 0, "{log}");
+    let lines = log.lines().count() - before;
+    println!(
+        "M4: {} forged Announces -> {lines} agent log lines",
+        forger.sent
+    );
+    assert!(lines < 20, "{lines} log lines for the flood:\n{log}");
+    assert!(!log.contains('\u{1b}'), "raw ESC in the log:\n{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.trim_start().starts_with("0.001 INFO  update complete")),
+        "an injected log line:\n{log}"
+    );
+}
