@@ -363,8 +363,8 @@ pub struct Receiver {
     nack: heapless::Vec<ChunkRange, MAX_NACK_RANGES>,
     status_at: Option<Instant>,
     status_to_sender: Option<SocketAddr>,
-    /// R-STAT-6: the source of the carousel Data frame being handled, and
-    /// the sender's address once a block it completed matched the manifest.
+    /// R-STAT-6: the source of the last carousel Data frame stored, and the
+    /// sender's address once a block matched the manifest with it.
     carousel_from: Option<SocketAddr>,
     proven_sender: Option<SocketAddr>,
     final_status_left: u32,
@@ -691,10 +691,16 @@ impl Receiver {
             Frame::Announce(a) => self.on_announce(now, from, &header, &a),
             Frame::ManifestChunk(m) => self.on_manifest_chunk(now, &header, &m),
             Frame::Data(d) => {
-                // R-STAT-6: carousel data may prove its source the sender.
-                self.carousel_from = (header.flags & FLAG_REPAIR == 0).then_some(from);
+                // R-STAT-6: the source of the last carousel Data stored is
+                // the sender's candidate address; a verified block proves it.
+                let prev = self.carousel_from;
+                if header.flags & FLAG_REPAIR == 0 {
+                    self.carousel_from = Some(from);
+                }
                 let r = self.on_data(now, &header, &d);
-                self.carousel_from = None;
+                if r.is_err() {
+                    self.carousel_from = prev;
+                }
                 r
             }
             Frame::Nack(_) | Frame::Status(_) => Err(DropReason::Unexpected),
@@ -1274,8 +1280,8 @@ impl Receiver {
                     .digest(block)
                     .is_some_and(|want| *want == block_digest(t.slot_data(s)));
             if ok {
-                // R-STAT-6: the source of carousel data that completed a
-                // block matching the signed manifest is the real sender.
+                // R-STAT-6: the source of the carousel data stored when a
+                // block matched the signed manifest is the real sender.
                 if let Some(addr) = self.carousel_from {
                     self.proven_sender = Some(addr);
                 }

@@ -63,33 +63,19 @@ mod tests {
 
     const KEY: &str = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
 
+    fn bad_line(text: &str) -> usize {
+        parse(text).map(|_| ()).expect_err("refused").0
+    }
+
     #[test]
     fn r_stat_4_roster_lines_comments_and_errors() {
         let text = format!("# fleet\n\n00000000000000ff {KEY}  # lab\n7 {KEY}\n");
         let r = parse(&text).expect("parses");
         assert_eq!(r.len(), 2);
         assert!(r.contains_key(&0xff) && r.contains_key(&7));
-        assert_eq!(
-            parse(&format!("1 {KEY}\nx {KEY}\n"))
-                .map(|_| ())
-                .unwrap_err()
-                .0,
-            2
-        );
-        assert_eq!(parse("1 abcd\n").map(|_| ()).unwrap_err().0, 1);
-        assert_eq!(
-            parse(&format!("1 {KEY} extra\n"))
-                .map(|_| ())
-                .unwrap_err()
-                .0,
-            1
-        );
-        assert_eq!(
-            parse(&format!("1 {KEY}\n1 {KEY}\n"))
-                .map(|_| ())
-                .unwrap_err()
-                .0,
-            2
-        );
+        assert_eq!(bad_line(&format!("1 {KEY}\nx {KEY}\n")), 2);
+        assert_eq!(bad_line("1 abcd\n"), 1);
+        assert_eq!(bad_line(&format!("1 {KEY} extra\n")), 1);
+        assert_eq!(bad_line(&format!("1 {KEY}\n1 {KEY}\n")), 2);
     }
 }

@@ -1276,3 +1276,19 @@ fn r_stat_6_repair_data_proves_no_sender() {
         "a repair server is not the sender"
     );
 }
+
+#[test]
+fn r_stat_6_a_block_completed_by_repair_proves_the_carousel_source() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let k = f.manifest.chunks_in_block(0);
+    // The carousel brings all but the last chunk (lost); a repair completes it.
+    for c in 0..k - 1 {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, 0)).expect("data");
+    }
+    assert_eq!(rx.proven_sender(), None, "no block verified yet");
+    feed(&mut rx, &mut shell, ms(2), &data(&f, 0, k - 1, FLAG_REPAIR)).expect("repair");
+    assert_eq!(rx.proven_sender(), Some(sender_addr()));
+}
