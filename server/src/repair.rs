@@ -13,7 +13,9 @@ use crate::cli::{RepairArgs, RepairModeArg};
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
-use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
+use crate::report::{
+    devices_json, devices_line, fleet_auth_json, DropSummary, Progress, DROP_SUMMARY_EVERY,
+};
 
 /// Run `firmcast repair`; returns the exit code.
 pub fn run(args: &RepairArgs) -> Result<u8, Error> {
@@ -61,6 +63,8 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let mut progress = Progress::new(args.verbose);
     let mut send_errors = 0u64;
     let verbose = args.verbose;
+    // R-STAT-5: drops are summarised, one line per kind per interval.
+    let drops = std::cell::RefCell::new(DropSummary::new(DROP_SUMMARY_EVERY));
     let handle =
         |server: &mut RepairServer, now: proto::Instant, from: SocketAddr, bytes: &[u8]| {
             if verbose {
@@ -74,7 +78,9 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
                 }
             }
             if let Err(e) = server.handle_datagram(now, from, bytes) {
-                log::debug!("dropped datagram from {from}: {e}");
+                for line in drops.borrow_mut().note(now, from, &e) {
+                    log::info!("{line}");
+                }
             }
         };
 
@@ -123,6 +129,9 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         })?;
     };
     progress.finish();
+    for line in drops.borrow_mut().flush() {
+        log::info!("{line}");
+    }
 
     let secs = clock.secs();
     let summary = format!(

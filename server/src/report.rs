@@ -6,6 +6,58 @@ use std::time::{Duration, Instant};
 use proto::fleet::{Fleet, ALL_STATES};
 use serde_json::{Map, Value};
 
+/// How often [`DropSummary`] lines go out while drops continue.
+pub const DROP_SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+/// Dropped datagrams summarised (R-STAT-5): one line per kind of drop per
+/// interval, naming the count and the last source, so a flood of forged
+/// datagrams costs a few log lines, not one per datagram.
+#[derive(Debug)]
+pub struct DropSummary {
+    interval: std::time::Duration,
+    window_start: Option<proto::Instant>,
+    kinds: std::collections::BTreeMap<String, (u64, std::net::SocketAddr)>,
+}
+
+impl DropSummary {
+    /// Summaries every `interval`.
+    pub fn new(interval: std::time::Duration) -> Self {
+        DropSummary {
+            interval,
+            window_start: None,
+            kinds: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Count a drop of kind `why` from `from` at `now`; returns the lines of
+    /// the window that ended, if one did.
+    pub fn note(
+        &mut self,
+        now: proto::Instant,
+        from: std::net::SocketAddr,
+        why: &dyn std::fmt::Display,
+    ) -> Vec<String> {
+        let lines = match self.window_start {
+            Some(start) if now.saturating_since(start) >= self.interval => self.flush(),
+            _ => Vec::new(),
+        };
+        self.window_start.get_or_insert(now);
+        let e = self.kinds.entry(why.to_string()).or_insert((0, from));
+        e.0 += 1;
+        e.1 = from;
+        lines
+    }
+
+    /// The lines of the current window, which starts anew.
+    pub fn flush(&mut self) -> Vec<String> {
+        self.window_start = None;
+        std::mem::take(&mut self.kinds)
+            .into_iter()
+            .map(|(why, (n, from))| format!("dropped {n} datagrams: {why} (last from {from})"))
+            .collect()
+    }
+}
+
 /// A device-supplied string made safe to print or log (R-STAT-5): control
 /// characters (ESC, newline, DEL, C1) escaped as `\u{..}`/`\n`, so a forged
 /// report cannot move the cursor, recolour the terminal or fake a log line.
@@ -124,5 +176,34 @@ impl Progress {
             eprintln!();
             self.dirty = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r_stat_5_drops_are_one_line_per_kind_per_interval() {
+        let mut s = DropSummary::new(Duration::from_secs(5));
+        let from: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let mut lines = Vec::new();
+        for i in 0..10_000u64 {
+            let now = proto::Instant::from_micros(i * 1000);
+            let why = if i % 2 == 0 { "bad CRC" } else { "not signed" };
+            lines.extend(s.note(now, from, &why));
+        }
+        lines.extend(s.flush());
+        // 10 s of drops of two kinds: two windows, two lines each.
+        println!("10000 drops of 2 kinds over 10 s: {} lines", lines.len());
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].starts_with("dropped 2500 datagrams: bad CRC"));
+    }
+
+    #[test]
+    fn r_stat_5_control_characters_are_escaped() {
+        assert_eq!(printable("2.1.0"), "2.1.0");
+        assert_eq!(printable("a\u{1b}[2J\nb\\"), "a\\u{1b}[2J\\nb\\\\");
+        assert_eq!(printable("\u{9b}x\u{7f}"), "\\u{9b}x\\u{7f}");
     }
 }

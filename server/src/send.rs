@@ -22,7 +22,10 @@ use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
 use crate::repair;
-use crate::report::{devices_json, devices_line, fleet_auth_json, printable, Progress};
+use crate::report::{
+    devices_json, devices_line, fleet_auth_json, printable, DropSummary, Progress,
+    DROP_SUMMARY_EVERY,
+};
 
 /// Why the send loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +156,8 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut holding = false;
     let mut send_errors = 0u64;
     let verbose = args.verbose;
+    // R-STAT-5: drops are summarised, one line per kind per interval.
+    let drops = std::cell::RefCell::new(DropSummary::new(DROP_SUMMARY_EVERY));
     let mut repair_send_errors = 0u64;
     let handle = |sender: &mut Sender,
                   repairer: &mut Option<(RepairServer, SocketAddrV4)>,
@@ -189,7 +194,11 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 }
             }
             Ok(()) => {}
-            Err(e) => log::debug!("dropped datagram from {from}: {e}"),
+            Err(e) => {
+                for line in drops.borrow_mut().note(now, from, &e) {
+                    log::info!("{line}");
+                }
+            }
         }
     };
 
@@ -316,6 +325,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     net::drain(&sock, &mut rbuf, |from, bytes| {
         handle(&mut sender, &mut repairer, clock.now(), from, bytes)
     })?;
+    for line in drops.borrow_mut().flush() {
+        log::info!("{line}");
+    }
     let secs = clock.secs();
     let stats = sender.stats();
     let done = sender.fleet().count(image_id, DeviceState::Done);

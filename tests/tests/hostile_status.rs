@@ -168,6 +168,14 @@ fn r_stat_4_forged_status_never_moves_until_done_with_a_roster() {
     assert_eq!(json_field(&json, "reached"), "false", "{}", sender.output());
     assert_eq!(json_field(&json, "done"), "0");
     assert_ne!(code, 0);
+    // R-STAT-5: the dropped forgeries are summarised, not logged one by one.
+    let drop_lines = sender
+        .output()
+        .lines()
+        .filter(|l| l.contains("dropped ") && l.contains(" datagrams: "))
+        .count();
+    println!("forged Status: {drop_lines} drop summary lines for {sent} forged frames");
+    assert!((1..=4).contains(&drop_lines), "{}", sender.output());
 
     // Phase 2: the genuine agent signs its reports; forgeries go on.
     let _repair = start_repair(&dir, &net, &rel, "repair");
