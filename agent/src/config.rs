@@ -203,6 +203,9 @@ pub struct Config {
     pub public_key: [u8; 32],
     /// Where `public_key` was read from, if from a file.
     pub public_key_file: Option<PathBuf>,
+    /// `device_key`: this device's own Ed25519 key file and the seed it
+    /// holds; every Status is signed with it (R-STAT-4, R-WIRE-7).
+    pub device_key: Option<(PathBuf, [u8; 32])>,
     /// Target spec: `file:PATH`, `simnor:PATH`, `simnand:PATH`, `mtd:NAME`.
     pub target: String,
     /// Size used to create a missing sim/file target.
@@ -347,6 +350,7 @@ struct Raw {
     interface: Option<String>,
     repair_server: Option<String>,
     public_key: Option<String>,
+    device_key: Option<String>,
     target: Option<String>,
     target_size: Option<u64>,
     boot_window_secs: Option<u64>,
@@ -495,6 +499,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "interface" => raw.interface = f.string()?,
             "repair_server" => raw.repair_server = f.string()?,
             "public_key" => raw.public_key = f.string()?,
+            "device_key" => raw.device_key = f.string()?,
             "target" => raw.target = f.string()?,
             "target_size" => raw.target_size = f.u64()?,
             "boot_window_secs" => raw.boot_window_secs = f.u64()?,
@@ -748,6 +753,10 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
         "64 hex characters, or the path of a `firmcast keygen` .pub file",
     )?;
     let (public_key, public_key_file) = public_key(file, base, &pk)?;
+    let device_key = match &raw.device_key {
+        Some(v) => Some(device_key(file, base, v)?),
+        None => None,
+    };
 
     // With A/B slots the target is whichever slot is inactive; `target`
     // (only used for the default device id then) defaults to slot A.
@@ -967,6 +976,7 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
         repair_server,
         public_key,
         public_key_file,
+        device_key,
         target,
         target_size: raw.target_size,
         boot_window: Duration::from_secs(boot_window_secs),
@@ -1182,6 +1192,31 @@ fn public_key(
     }
 }
 
+/// `device_key`: the path of a `firmcast keygen --device` secret key file
+/// (a first line of 64 hex characters: the Ed25519 seed).
+fn device_key(file: &Path, base: &Path, value: &str) -> Result<(PathBuf, [u8; 32]), ConfigError> {
+    let p = resolve(base, value.trim());
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        ConfigError::key(
+            file,
+            "device_key",
+            format!("cannot read key file {}: {e}", p.display()),
+        )
+    })?;
+    let line = text.lines().next().unwrap_or("").trim();
+    match decode_hex32(line) {
+        Some(seed) => Ok((p, seed)),
+        None => Err(ConfigError::key(
+            file,
+            "device_key",
+            format!(
+                "key file {} does not start with a line of 64 hex characters (a `firmcast keygen --device` device.key)",
+                p.display()
+            ),
+        )),
+    }
+}
+
 fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
     let ok = ["file:", "simnor:", "simnand:", "mtd:"]
         .iter()
@@ -1228,6 +1263,13 @@ impl Config {
             .map(|p| format!(" (from {})", p.display()))
             .unwrap_or_default();
         kv("public_key", format!("{hex}{from}"));
+        kv(
+            "device_key",
+            match &self.device_key {
+                Some((p, _)) => format!("{} (Status reports signed)", p.display()),
+                None => "none (Status reports unsigned)".to_string(),
+            },
+        );
         kv("target", self.target.clone());
         kv(
             "target_size",

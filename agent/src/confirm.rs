@@ -126,7 +126,26 @@ pub fn health_check(cfg: &Config) -> Result<(), String> {
     }
 }
 
-/// Encodes one Status frame (session and image id as given).
+/// The secret half of the configured `device_key`, if any (R-STAT-4).
+pub fn device_secret(cfg: &Config) -> Option<ed25519_compact::SecretKey> {
+    cfg.device_key
+        .as_ref()
+        .map(|(_, seed)| ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed)).sk)
+}
+
+/// Sign the Status datagram `buf[..len]` in place with the device key, if
+/// one is configured (R-STAT-4, R-WIRE-7); returns the length to send. Every
+/// Status this device sends passes through here.
+pub fn sign(key: Option<&ed25519_compact::SecretKey>, buf: &mut [u8], len: usize) -> Option<usize> {
+    match key {
+        Some(k) => wire::sign_status(buf, len, k).ok(),
+        None => Some(len),
+    }
+}
+
+/// Encodes one Status frame (session and image id as given), signed with
+/// `key` if given.
+#[allow(clippy::too_many_arguments)]
 pub fn status_frame(
     device_id: u64,
     version: &str,
@@ -134,6 +153,7 @@ pub fn status_frame(
     reason: Reason,
     session: u32,
     image_id: ImageId,
+    key: Option<&ed25519_compact::SecretKey>,
     buf: &mut [u8],
 ) -> Option<usize> {
     let mut v = version;
@@ -152,7 +172,8 @@ pub fn status_frame(
         current_version: v,
         reason,
     };
-    wire::encode(session, image_id, 0, &Frame::Status(st), buf).ok()
+    let len = wire::encode(session, image_id, 0, &Frame::Status(st), buf).ok()?;
+    sign(key, buf, len)
 }
 
 /// Sends a Status three times, 50 ms apart, to `to` (best effort: the
@@ -166,6 +187,7 @@ pub fn report(cfg: &Config, to: SocketAddrV4, state: DeviceState, reason: Reason
         reason,
         0,
         ImageId([0; 8]),
+        device_secret(cfg).as_ref(),
         &mut buf,
     ) else {
         return;

@@ -155,6 +155,8 @@ pub struct CoreSettings {
     pub dry_run: bool,
     /// This device's id (for the shell's own Status reports).
     pub device_id: u64,
+    /// The device key every Status is signed with (R-STAT-4), if configured.
+    pub device_key: Option<ed25519_compact::SecretKey>,
 }
 
 impl CoreSettings {
@@ -176,6 +178,7 @@ impl CoreSettings {
             block_delay: c.test.block_delay,
             dry_run: false,
             device_id: c.device_id,
+            device_key: confirm::device_secret(c),
         }
     }
 }
@@ -406,9 +409,16 @@ impl<F: Flash> Core<F> {
             let Some(t) = self.rx.poll_transmit(now, buf) else {
                 return self.poll_post_status(now, buf);
             };
+            let mut len = t.len;
             if let Ok(h) = Header::parse(&buf[..t.len]) {
                 if h.kind == FrameKind::Status {
                     self.stamp = (h.session, h.image_id);
+                    // R-STAT-4: the receiver's reports are signed like our own.
+                    let Some(signed) = confirm::sign(self.s.device_key.as_ref(), buf, len) else {
+                        log::debug!("status report does not fit the buffer once signed");
+                        continue;
+                    };
+                    len = signed;
                 }
             }
             let to = match t.dest {
@@ -427,7 +437,7 @@ impl<F: Flash> Core<F> {
                 }
             }
             self.stats.sent += 1;
-            return Some((to, t.len));
+            return Some((to, len));
         }
     }
 
@@ -445,6 +455,7 @@ impl<F: Flash> Core<F> {
             p.reason,
             session,
             image_id,
+            self.s.device_key.as_ref(),
             buf,
         )?;
         p.left -= 1;

@@ -410,6 +410,10 @@ pub struct Receiver {
     nack: heapless::Vec<ChunkRange, MAX_NACK_RANGES>,
     status_at: Option<Instant>,
     status_to_sender: Option<SocketAddr>,
+    /// R-STAT-6: the source of the last carousel Data frame stored, and the
+    /// sender's address once a block matched the manifest with it.
+    carousel_from: Option<SocketAddr>,
+    proven_sender: Option<SocketAddr>,
     final_status_left: u32,
     last_progress_at: Instant,
     stats: ReceiverStats,
@@ -626,6 +630,8 @@ impl Receiver {
             nack: heapless::Vec::new(),
             status_at: Some(now),
             status_to_sender: None,
+            carousel_from: None,
+            proven_sender: None,
             final_status_left: 0,
             last_progress_at: now,
             stats: ReceiverStats::default(),
@@ -686,9 +692,15 @@ impl Receiver {
         self.last_progress_at
     }
 
-    /// The sender's address, learned from its Announce.
+    /// The sender's address, learned from its Announce (unverified).
     pub fn sender(&self) -> Option<SocketAddr> {
         self.sender
+    }
+
+    /// The sender's address proven by a block it completed (R-STAT-6):
+    /// where Status reports go besides the repair server.
+    pub fn proven_sender(&self) -> Option<SocketAddr> {
+        self.proven_sender
     }
 
     /// `true` once the update is done or failed and the final Status reports are out.
@@ -716,7 +728,7 @@ impl Receiver {
                 self.stats.dropped_foreign += 1
             }
             Err(DropReason::OutOfManifest) => self.stats.dropped_out_of_manifest += 1,
-            Err(DropReason::Unexpected | DropReason::Overload) => {
+            Err(DropReason::Unexpected | DropReason::Overload | DropReason::Unauthenticated) => {
                 self.stats.dropped_unexpected += 1
             }
             Ok(()) => {}
@@ -729,7 +741,19 @@ impl Receiver {
         match frame {
             Frame::Announce(a) => self.on_announce(now, from, &header, &a),
             Frame::ManifestChunk(m) => self.on_manifest_chunk(now, &header, &m),
-            Frame::Data(d) => self.on_data(now, &header, &d),
+            Frame::Data(d) => {
+                // R-STAT-6: the source of the last carousel Data stored is
+                // the sender's candidate address; a verified block proves it.
+                let prev = self.carousel_from;
+                if header.flags & FLAG_REPAIR == 0 {
+                    self.carousel_from = Some(from);
+                }
+                let r = self.on_data(now, &header, &d);
+                if r.is_err() {
+                    self.carousel_from = prev;
+                }
+                r
+            }
             Frame::Nack(_) | Frame::Status(_) => Err(DropReason::Unexpected),
         }
     }
@@ -1430,6 +1454,11 @@ impl Receiver {
                     t.session = header.session;
                     self.status_stamp = (header.session, header.image_id);
                 }
+                // R-STAT-6: the source of the carousel data stored when a
+                // block matched the signed manifest is the real sender.
+                if let Some(addr) = self.carousel_from {
+                    self.proven_sender = Some(addr);
+                }
                 let hold = self.config.hold_first_block
                     && block == 0
                     && t.done_count + 1 < t.manifest.block_count();
@@ -1834,8 +1863,10 @@ impl Receiver {
         }
         if self.status_at.is_some_and(|at| at <= now) {
             let len = self.encode_status(buf)?;
-            // R-STAT-1: each report goes to the repair server, then to the sender.
-            self.status_to_sender = self.sender;
+            // R-STAT-1: each report goes to the repair server, then to the
+            // sender once its address is proven (R-STAT-6), never to the
+            // unverified source of an Announce.
+            self.status_to_sender = self.proven_sender;
             self.schedule_next_status(now);
             return Some(Transmit {
                 dest: Dest::RepairServer,

@@ -388,9 +388,10 @@ impl RepairServer {
         self.addrs.received(now, from, bytes.len());
         let result = match wire::decode(bytes) {
             Err(e) => Err(DropReason::Decode(e)),
-            Ok((header, Frame::Status(status))) => {
+            Ok((_, Frame::Status(_))) => {
                 self.stats.status_frames += 1;
-                self.fleet.record(now, from, header.image_id, &status)
+                // R-STAT-4, R-FLEET-1..3: the fleet decides what the report is worth.
+                self.fleet.record(now, from, bytes)
             }
             Ok((header, Frame::Nack(nack))) => {
                 if header.image_id != self.image_id {
@@ -807,6 +808,11 @@ impl RepairServer {
     /// What devices reported.
     pub fn fleet(&self) -> &Fleet {
         &self.fleet
+    }
+
+    /// The fleet table, to set its roster (R-STAT-4).
+    pub fn fleet_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
     }
 
     /// Counters.

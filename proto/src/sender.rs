@@ -190,40 +190,6 @@ enum Next {
     Data(u32, u32),
 }
 
-/// What a device's latest state means for R-CAR-5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HoldClass {
-    /// Listening, fetching the manifest, resuming or receiving.
-    NeedsData,
-    /// Verifying or later, for this sender's image.
-    HasImage,
-    /// Refused, failed, rolled back, or done with another image.
-    Neither,
-}
-
-/// Devices of the fleet table per [`HoldClass`] that matters.
-#[derive(Debug, Clone, Copy, Default)]
-struct HoldCounts {
-    needs_data: usize,
-    has_image: usize,
-}
-
-impl HoldCounts {
-    /// A device went from `before` (`None`: new to the table) to `after`.
-    fn moved(&mut self, before: Option<HoldClass>, after: HoldClass) {
-        match before {
-            Some(HoldClass::NeedsData) => self.needs_data = self.needs_data.saturating_sub(1),
-            Some(HoldClass::HasImage) => self.has_image = self.has_image.saturating_sub(1),
-            _ => {}
-        }
-        match after {
-            HoldClass::NeedsData => self.needs_data += 1,
-            HoldClass::HasImage => self.has_image += 1,
-            HoldClass::Neither => {}
-        }
-    }
-}
-
 /// The sans-IO carousel sender.
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -254,9 +220,6 @@ pub struct Sender {
     fleet: Fleet,
     /// R-CAR-5: holding, and when the next Announce of the hold is due.
     hold: Option<Instant>,
-    /// R-CAR-5: the fleet's devices by what their latest state means, kept
-    /// as Status frames arrive (O(1) per Status, not a scan of the fleet).
-    hold_counts: HoldCounts,
     stats: SenderStats,
 }
 
@@ -308,7 +271,6 @@ impl Sender {
             repeats_owed: 0,
             repeat_cursor: 0,
             hold: None,
-            hold_counts: HoldCounts::default(),
             stats: SenderStats::default(),
         }
     }
@@ -323,16 +285,11 @@ impl Sender {
     ) -> Result<(), DropReason> {
         let result = match wire::decode(bytes) {
             Err(e) => Err(DropReason::Decode(e)),
-            Ok((header, Frame::Status(status))) => {
+            Ok((_, Frame::Status(_))) => {
                 self.stats.status_frames += 1;
-                let before = self
-                    .fleet
-                    .get(status.device_id)
-                    .map(|d| self.hold_class(d.state, d.image_id));
-                let r = self.fleet.record(now, from, header.image_id, &status);
+                // R-STAT-4, R-FLEET-1..3: the fleet decides what the report is worth.
+                let r = self.fleet.record(now, from, bytes);
                 if r.is_ok() {
-                    let after = self.hold_class(status.state, header.image_id);
-                    self.hold_counts.moved(before, after);
                     self.update_hold(now);
                 }
                 r
@@ -406,25 +363,6 @@ impl Sender {
         self.hold.is_some()
     }
 
-    /// What a device's latest state means for R-CAR-5.
-    fn hold_class(&self, state: DeviceState, image_id: wire::ImageId) -> HoldClass {
-        match state {
-            DeviceState::Listening
-            | DeviceState::FetchingManifest
-            | DeviceState::Resuming
-            | DeviceState::Receiving => HoldClass::NeedsData,
-            DeviceState::Verifying
-            | DeviceState::Done
-            | DeviceState::Activated
-            | DeviceState::Confirmed
-                if image_id == self.image_id =>
-            {
-                HoldClass::HasImage
-            }
-            _ => HoldClass::Neither,
-        }
-    }
-
     /// R-CAR-5, after a Status: hold once `hold_when_received` devices report
     /// this image verifying or later and no device reports a state that
     /// needs the carousel (listening, fetching the manifest, resuming,
@@ -433,10 +371,27 @@ impl Sender {
         let Some(want) = self.config.hold_when_received else {
             return;
         };
-        let HoldCounts {
-            needs_data,
-            has_image,
-        } = self.hold_counts;
+        // Any device that asks for data keeps the carousel going; only
+        // devices that count toward `--until-done` (R-STAT-4) can hold it.
+        let states = self.fleet.state_counts();
+        let needs_data: usize = [
+            DeviceState::Listening,
+            DeviceState::FetchingManifest,
+            DeviceState::Resuming,
+            DeviceState::Receiving,
+        ]
+        .iter()
+        .map(|s| states[*s as usize])
+        .sum();
+        let has_image: usize = [
+            DeviceState::Verifying,
+            DeviceState::Done,
+            DeviceState::Activated,
+            DeviceState::Confirmed,
+        ]
+        .iter()
+        .map(|s| self.fleet.count(self.image_id, *s))
+        .sum();
         let hold = needs_data == 0 && has_image >= want.max(1);
         match (hold, self.hold) {
             (true, None) => {
@@ -468,6 +423,11 @@ impl Sender {
     /// What devices reported.
     pub fn fleet(&self) -> &Fleet {
         &self.fleet
+    }
+
+    /// The fleet table, to set its roster (R-STAT-4).
+    pub fn fleet_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
     }
 
     /// Counters.

@@ -40,6 +40,8 @@ pub enum DropReason {
     OutOfManifest,
     /// A resource bound was hit (pending table full, rate cap).
     Overload,
+    /// A Status for a roster device without a valid signature (R-STAT-4).
+    Unauthenticated,
 }
 
 impl core::fmt::Display for DropReason {
@@ -51,6 +53,7 @@ impl core::fmt::Display for DropReason {
             DropReason::Unexpected => f.write_str("unexpected frame kind"),
             DropReason::OutOfManifest => f.write_str("index or length outside the manifest"),
             DropReason::Overload => f.write_str("over a resource bound"),
+            DropReason::Unauthenticated => f.write_str("not signed by the device's roster key"),
         }
     }
 }

@@ -99,7 +99,8 @@ manifest signed with this key carries.
 
 Examples:
   firmcast keygen --out keys
-  firmcast keygen --out keys --force      # replace an existing key pair")]
+  firmcast keygen --out keys --force      # replace an existing key pair
+  firmcast keygen --device --out dev1     # a device key: dev1/device.key, dev1/device.pub")]
 pub struct KeygenArgs {
     /// Directory to write firmcast.key and firmcast.pub into (created if missing).
     #[arg(long, value_name = "DIR")]
@@ -107,6 +108,10 @@ pub struct KeygenArgs {
     /// Overwrite an existing key pair.
     #[arg(long)]
     pub force: bool,
+    /// Make a device key pair instead (DIR/device.key for the agent's
+    /// `device_key`, DIR/device.pub for the operator's --roster).
+    #[arg(long)]
+    pub device: bool,
 }
 
 /// `firmcast manifest`.
@@ -243,6 +248,10 @@ pub struct SendArgs {
     /// repair --repair`; default parity).
     #[arg(long, value_enum)]
     pub repair: Option<RepairModeArg>,
+    /// Roster of device keys (lines `DEVICE_ID PUBLIC_KEY`): only Status
+    /// reports signed by a roster device count, and are shown as authenticated.
+    #[arg(long, value_name = "FILE")]
+    pub roster: Option<PathBuf>,
     /// Print a JSON summary object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -304,6 +313,10 @@ pub struct RepairArgs {
     /// Stop after this many seconds (decimals allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<f64>,
+    /// Roster of device keys (lines `DEVICE_ID PUBLIC_KEY`): only Status
+    /// reports signed by a roster device count, and are shown as authenticated.
+    #[arg(long, value_name = "FILE")]
+    pub roster: Option<PathBuf>,
     /// Print a JSON summary object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -331,6 +344,10 @@ pub struct StatusArgs {
     /// Stop after this many seconds (decimals allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<f64>,
+    /// Roster of device keys (lines `DEVICE_ID PUBLIC_KEY`): only Status
+    /// reports signed by a roster device count, and are shown as authenticated.
+    #[arg(long, value_name = "FILE")]
+    pub roster: Option<PathBuf>,
     /// Print a JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -15,6 +15,8 @@ use crate::error::{config, runtime, Error};
 pub const SECRET_FILE: &str = "firmcast.key";
 /// File name of the public key inside the `keygen --out` directory.
 pub const PUBLIC_FILE: &str = "firmcast.pub";
+/// File names of a device key pair (`keygen --device`, R-STAT-4).
+pub const DEVICE_FILES: (&str, &str) = ("device.key", "device.pub");
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -46,8 +48,13 @@ pub struct Generated {
 
 /// Generate a key pair into `dir` from a fresh OS-random seed.
 pub fn generate(dir: &Path, force: bool) -> Result<Generated, Error> {
-    let secret_path = dir.join(SECRET_FILE);
-    let public_path = dir.join(PUBLIC_FILE);
+    generate_named(dir, force, (SECRET_FILE, PUBLIC_FILE))
+}
+
+/// Generate a key pair into `dir`, as files named `(secret, public)`.
+pub fn generate_named(dir: &Path, force: bool, names: (&str, &str)) -> Result<Generated, Error> {
+    let secret_path = dir.join(names.0);
+    let public_path = dir.join(names.1);
     if !force {
         for p in [&secret_path, &public_path] {
             if p.exists() {

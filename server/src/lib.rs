@@ -25,6 +25,7 @@ pub mod manifest_file;
 pub mod net;
 pub mod repair;
 pub mod report;
+pub mod roster;
 pub mod send;
 pub mod sign;
 pub mod status;

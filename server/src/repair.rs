@@ -14,7 +14,7 @@ use crate::drops::DropLog;
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
-use crate::report::{devices_json, devices_line, Progress};
+use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
 
 /// Run `firmcast repair`; returns the exit code.
 pub fn run(args: &RepairArgs) -> Result<u8, Error> {
@@ -44,6 +44,9 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let interrupted = net::interrupted();
     let clock = Clock::start();
     let mut server = new_server(args.repair, args.rate, &loaded.manifest);
+    if let Some(path) = &args.roster {
+        server.fleet_mut().set_roster(crate::roster::load(path)?);
+    }
     let stop_at = args
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
@@ -252,5 +255,6 @@ pub(crate) fn stats_json(server: &RepairServer, send_errors: u64) -> serde_json:
         "send_errors": send_errors,
         "devices": devices_json(server.fleet()),
         "devices_total": server.fleet().len(),
+        "fleet": fleet_auth_json(server.fleet()),
     })
 }

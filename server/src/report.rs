@@ -6,6 +6,37 @@ use std::time::{Duration, Instant};
 use proto::fleet::{Fleet, ALL_STATES};
 use serde_json::{Map, Value};
 
+/// A device-supplied string made safe to print or log (R-STAT-5): control
+/// characters (ESC, newline, DEL, C1) escaped as `\u{..}`/`\n`, so a forged
+/// report cannot move the cursor, recolour the terminal or fake a log line.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What the fleet table knows about authentication and what it refused
+/// (R-STAT-4, R-FLEET-1..3), for the JSON summaries.
+pub fn fleet_auth_json(fleet: &Fleet) -> Value {
+    let s = fleet.stats();
+    serde_json::json!({
+        "roster": fleet.has_roster(),
+        "authenticated": fleet.authenticated(),
+        "unauthenticated": fleet.len() - fleet.authenticated(),
+        "dropped_unsigned": s.unsigned,
+        "dropped_bad_signature": s.bad_signature,
+        "dropped_full": s.dropped_full,
+        "evicted": s.evicted,
+        "aged_out": s.aged_out,
+    })
+}
+
 /// "5 devices: receiving 3, done 2" (only non-zero states).
 pub fn devices_line(fleet: &Fleet) -> String {
     let counts = fleet.state_counts();
@@ -15,10 +46,15 @@ pub fn devices_line(fleet: &Fleet) -> String {
         .filter(|(_, n)| *n > 0)
         .map(|(s, n)| format!("{} {n}", s.as_str()))
         .collect();
-    if parts.is_empty() {
+    let line = if parts.is_empty() {
         format!("{} devices", fleet.len())
     } else {
         format!("{} devices: {}", fleet.len(), parts.join(", "))
+    };
+    if fleet.has_roster() {
+        format!("{line} ({} authenticated)", fleet.authenticated())
+    } else {
+        line
     }
 }
 
@@ -88,5 +124,17 @@ impl Progress {
             eprintln!();
             self.dirty = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r_stat_5_control_characters_are_escaped() {
+        assert_eq!(printable("2.1.0"), "2.1.0");
+        assert_eq!(printable("a\u{1b}[2J\nb\\"), "a\\u{1b}[2J\\nb\\\\");
+        assert_eq!(printable("\u{9b}x\u{7f}"), "\\u{9b}x\\u{7f}");
     }
 }

@@ -24,7 +24,7 @@ use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
 use crate::repair;
-use crate::report::{devices_json, devices_line, Progress};
+use crate::report::{devices_json, devices_line, fleet_auth_json, printable, Progress};
 
 /// Why the send loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,15 +109,24 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     // what they received (the rest of the pass would reach nobody).
     cfg.hold_when_received = args.until_done;
     let mut sender = Sender::new(cfg, &manifest, signed, clock.now());
+    let roster = args
+        .roster
+        .as_deref()
+        .map(crate::roster::load)
+        .transpose()?;
+    if let Some(r) = &roster {
+        sender.fleet_mut().set_roster(r.clone());
+    }
     let mut repairer: Option<(RepairServer, SocketAddrV4)> = inline_repair.map(|(_, group)| {
-        (
-            repair::new_server(
-                args.repair.unwrap_or(RepairModeArg::Parity),
-                args.rate,
-                &manifest,
-            ),
-            group,
-        )
+        let mut server = repair::new_server(
+            args.repair.unwrap_or(RepairModeArg::Parity),
+            args.rate,
+            &manifest,
+        );
+        if let Some(r) = &roster {
+            server.fleet_mut().set_roster(r.clone());
+        }
+        (server, group)
     });
     let stop_at = args
         .duration
@@ -183,7 +192,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                                 r.state.as_str(),
                                 r.blocks_done,
                                 r.blocks_total,
-                                r.version,
+                                printable(&r.version),
                                 r.reason.as_str()
                             );
                         }
@@ -383,6 +392,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             "group": group.to_string(),
             "devices": devices_json(sender.fleet()),
             "devices_total": sender.fleet().len(),
+            "fleet": fleet_auth_json(sender.fleet()),
             "done": done,
             "until_done": args.until_done,
             "reached": reached,

@@ -12,6 +12,19 @@ use crate::manifest_file::{self, read_file};
 
 /// `firmcast keygen`.
 pub fn keygen(args: &KeygenArgs) -> Result<u8, Error> {
+    if args.device {
+        let g = keys::generate_named(&args.out, args.force, keys::DEVICE_FILES)?;
+        println!(
+            "wrote {} (secret, mode 0600: the agent's device_key) and {}",
+            g.secret_path.display(),
+            g.public_path.display()
+        );
+        println!(
+            "roster line (DEVICE_ID as `firmcast-agent --check-config` prints it): DEVICE_ID {}",
+            hex(&g.public_key)
+        );
+        return Ok(EXIT_OK);
+    }
     let g = keys::generate(&args.out, args.force)?;
     println!(
         "wrote {} (secret, mode 0600) and {}",

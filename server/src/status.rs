@@ -5,14 +5,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use proto::fleet::{Fleet, DEFAULT_MAX_DEVICES};
-use proto::wire::{self, Frame};
 use serde_json::json;
 
 use crate::cli::StatusArgs;
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::keys::hex;
 use crate::net::{self, Clock};
-use crate::report::{devices_json, devices_line};
+use crate::report::{devices_json, devices_line, fleet_auth_json, printable};
 
 /// Run `firmcast status`; returns the exit code.
 pub fn run(args: &StatusArgs) -> Result<u8, Error> {
@@ -35,14 +34,18 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
     let mut fleet = Fleet::new(DEFAULT_MAX_DEVICES);
+    if let Some(path) = &args.roster {
+        fleet.set_roster(crate::roster::load(path)?);
+    }
     let mut frames = 0u64;
     let mut drops = 0u64;
     let mut rbuf = vec![0u8; 65_536];
     log::info!("listening for device status on {listen}");
-    let mut handle = |now: proto::Instant, from: SocketAddr, bytes: &[u8]| match wire::decode(bytes)
+    let mut handle = |now: proto::Instant, from: SocketAddr, bytes: &[u8]| match fleet
+        .record(now, from, bytes)
     {
-        Ok((h, Frame::Status(s))) if fleet.record(now, from, h.image_id, &s).is_ok() => frames += 1,
-        _ => drops += 1,
+        Ok(()) => frames += 1,
+        Err(_) => drops += 1,
     };
     loop {
         net::drain(&sock, &mut rbuf, |from, bytes| {
@@ -69,6 +72,7 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
                     "blocks_done": r.blocks_done,
                     "blocks_total": r.blocks_total,
                     "version": r.version.as_str(),
+                    "authenticated": r.authenticated,
                     "reason": r.reason.as_str(),
                     "image_id": hex(&r.image_id.0),
                 })
@@ -77,6 +81,7 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
         let obj = json!({
             "devices": devices,
             "states": devices_json(&fleet),
+            "fleet": fleet_auth_json(&fleet),
             "status_frames": frames,
             "drops": drops,
             "seconds": clock.secs(),
@@ -84,16 +89,18 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
         println!("{obj}");
     } else {
         println!(
-            "{:<16}  {:<21}  {:<9}  {:>13}  {:<12}  reason",
-            "device", "address", "state", "blocks", "version"
+            "{:<16}  {:<21}  {:<9}  {:>13}  {:<12}  {:<6}  reason",
+            "device", "address", "state", "blocks", "version", "auth"
         );
         for (id, r) in fleet.iter() {
+            // R-STAT-5: the version is the device's word; escape it.
             println!(
-                "{id:016x}  {:<21}  {:<9}  {:>13}  {:<12}  {}",
+                "{id:016x}  {:<21}  {:<9}  {:>13}  {:<12}  {:<6}  {}",
                 r.addr.to_string(),
                 r.state.as_str(),
                 format!("{}/{}", r.blocks_done, r.blocks_total),
-                r.version.as_str(),
+                printable(r.version.as_str()),
+                if r.authenticated { "signed" } else { "no" },
                 r.reason.as_str()
             );
         }

@@ -44,6 +44,7 @@ fn settings() -> CoreSettings {
         block_delay: Duration::ZERO,
         dry_run: false,
         device_id: 0x42,
+        device_key: None,
     }
 }
 

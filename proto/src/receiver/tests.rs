@@ -1449,3 +1449,90 @@ fn r_nack_5_a_parity_symbol_heard_turns_on_whole_block_nacks() {
         Some(&[ChunkRange { start: cpb, len: 1 }][..])
     );
 }
+
+#[test]
+fn r_stat_6_status_goes_to_the_sender_only_once_a_block_proves_it() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    let spoofed = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66)), 7854);
+    // M1: a forged Announce from a spoofed source starts the fetch...
+    rx.handle_datagram(ms(0), spoofed, &announce(&f))
+        .expect("announce");
+    shell.drain(&mut rx, ms(0), &[]);
+    // ...and status intervals pass while the manifest arrives.
+    for (i, m) in manifest_chunks(&f).iter().enumerate() {
+        let t = ms(1500 * (i as u64 + 1));
+        rx.handle_timeout(t);
+        feed(&mut rx, &mut shell, t, m).expect("manifest chunk");
+    }
+    assert!(shell.accepted);
+    let before = shell.statuses.len();
+    let to_peer = |s: &Shell| {
+        s.statuses
+            .iter()
+            .filter(|s| matches!(s.0, Dest::Peer(_)))
+            .count()
+    };
+    assert!(before > 0, "reports went to the repair server meanwhile");
+    assert_eq!(to_peer(&shell), 0, "no Status to the source of an Announce");
+    // Carousel data of block 0 from the real sender completes a verified block.
+    let mut t = 1500 * 10;
+    for c in 0..f.manifest.chunks_in_block(0) {
+        feed(&mut rx, &mut shell, ms(t), &data(&f, 0, c, 0)).expect("data");
+    }
+    assert_eq!(rx.proven_sender(), Some(sender_addr()));
+    for _ in 0..3 {
+        t += 1100;
+        rx.handle_timeout(ms(t));
+        shell.drain(&mut rx, ms(t), &[]);
+    }
+    let peers: Vec<_> = shell
+        .statuses
+        .iter()
+        .filter_map(|s| match s.0 {
+            Dest::Peer(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    std::println!(
+        "R-STAT-6: {} reports to the spoofed Announce source, {} to the proven sender",
+        peers.iter().filter(|a| **a == spoofed).count(),
+        peers.iter().filter(|a| **a == sender_addr()).count()
+    );
+    assert!(!peers.is_empty(), "the proven sender gets reports");
+    assert!(peers.iter().all(|a| *a == sender_addr()));
+}
+
+#[test]
+fn r_stat_6_repair_data_proves_no_sender() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    for c in 0..f.manifest.chunks_in_block(0) {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, FLAG_REPAIR)).expect("repair data");
+    }
+    assert!(shell.write_order.contains(&0), "the block was written");
+    assert_eq!(
+        rx.proven_sender(),
+        None,
+        "a repair server is not the sender"
+    );
+}
+
+#[test]
+fn r_stat_6_a_block_completed_by_repair_proves_the_carousel_source() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    let k = f.manifest.chunks_in_block(0);
+    // The carousel brings all but the last chunk (lost); a repair completes it.
+    for c in 0..k - 1 {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, 0)).expect("data");
+    }
+    assert_eq!(rx.proven_sender(), None, "no block verified yet");
+    feed(&mut rx, &mut shell, ms(2), &data(&f, 0, k - 1, FLAG_REPAIR)).expect("repair");
+    assert_eq!(rx.proven_sender(), Some(sender_addr()));
+}

@@ -25,7 +25,11 @@ pub const FLAG_REPAIR: u8 = 0x01;
 /// Header flag (Data frames only): the payload is parity symbol number
 /// `chunk` of the block's erasure code, not source chunk `chunk` (R-PAR-1).
 pub const FLAG_PARITY: u8 = 0x02;
-const KNOWN_FLAGS: u8 = FLAG_REPAIR | FLAG_PARITY;
+/// Header flag (Status frames only): the body is followed by a 64-byte
+/// Ed25519 signature over header and body, made with the device's own key
+/// (R-WIRE-7).
+pub const FLAG_SIGNED: u8 = 0x04;
+const KNOWN_FLAGS: u8 = FLAG_REPAIR | FLAG_PARITY | FLAG_SIGNED;
 
 /// The CRC used for the trailer: CRC-32/ISO-HDLC (the zlib/Ethernet CRC).
 pub static CRC32: Crc32 = Crc32;

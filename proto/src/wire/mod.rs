@@ -8,12 +8,14 @@
 
 mod bytes;
 mod header;
+mod signed;
 
 pub use bytes::Bytes;
 pub use header::{
-    check_crc, Crc32, FrameKind, Header, ImageId, CRC32, FLAG_PARITY, FLAG_REPAIR, HEADER_LEN,
-    MAGIC, TRAILER_LEN, VERSION,
+    check_crc, Crc32, FrameKind, Header, ImageId, CRC32, FLAG_PARITY, FLAG_REPAIR, FLAG_SIGNED,
+    HEADER_LEN, MAGIC, TRAILER_LEN, VERSION,
 };
+pub use signed::{sign_status, status_signature, verify_status, SIGNATURE_LEN};
 
 use serde::{Deserialize, Serialize};
 
@@ -413,11 +415,24 @@ fn check_nack(n: &Nack) -> Result<(), DecodeError> {
 pub fn decode(datagram: &[u8]) -> Result<(Header, Frame<'_>), DecodeError> {
     let header = Header::parse(datagram)?;
     let covered = check_crc(datagram)?;
-    let b = &covered[HEADER_LEN..];
     // R-PAR-1: the parity flag means something on Data frames only.
     if header.flags & FLAG_PARITY != 0 && header.kind != FrameKind::Data {
         return Err(DecodeError::ReservedBits);
     }
+    // R-WIRE-7: only a Status carries a signature, between body and CRC.
+    let b = if header.flags & FLAG_SIGNED != 0 {
+        if header.kind != FrameKind::Status {
+            return Err(DecodeError::ReservedBits);
+        }
+        let end = covered
+            .len()
+            .checked_sub(SIGNATURE_LEN)
+            .filter(|end| *end >= HEADER_LEN)
+            .ok_or(DecodeError::Truncated)?;
+        &covered[HEADER_LEN..end]
+    } else {
+        &covered[HEADER_LEN..]
+    };
     let frame = match header.kind {
         FrameKind::Announce => {
             let a: Announce<'_> = body(b)?;

@@ -327,7 +327,8 @@ fn every_single_bit_flip_is_an_error() {
                 0..=3 => err == DecodeError::BadMagic,
                 4 => err == DecodeError::UnsupportedVersion(bad[4]),
                 5 => err == DecodeError::UnknownKind(bad[5]) || err == DecodeError::BadCrc,
-                6 if bit % 8 < 2 => err == DecodeError::BadCrc,
+                // Known flags (R-PAR-1, R-WIRE-7) pass the header check.
+                6 if bit % 8 < 3 => err == DecodeError::BadCrc,
                 6 | 7 => err == DecodeError::ReservedBits,
                 _ => err == DecodeError::BadCrc,
             };
@@ -730,4 +731,101 @@ fn r_wire_6_a_block_need_not_be_a_multiple_of_the_chunk_size() {
     );
     assert_eq!(chunk_span(200_000, 65536, 1408, 3, 3), None);
     assert_eq!(chunk_span(200_000, 65536, 1408, 4, 0), None);
+}
+
+// --- signed Status (R-WIRE-7) ----------------------------------------------
+
+fn device_key() -> ed25519_compact::KeyPair {
+    ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]))
+}
+
+// STATUS_HEX with FLAG_SIGNED, then the Ed25519 signature (seed 07 × 32)
+// over header and body, then the CRC. Signature and CRC were cross-checked
+// with independent implementations (OpenSSL's Ed25519 through Python's
+// `cryptography`, and `zlib.crc32`).
+const SIGNED_STATUS_HEX: &str = concat!(
+    "464d4353 01 05 04 00 01020304 a0a1a2a3a4a5a6a7",
+    " 2a 03 03 10 05 322e302e39 00",
+    " 489cb206624fcbf16196fcf53abea24e9a95d4132becae540fcf467ad00f5a7e",
+    " 25dd0858641e9a627e1b8325e1c75e35cb36fdc32eabaab8da4d9297a00eef00",
+    " 88e02dd3",
+);
+
+fn signed_status() -> Vec<u8> {
+    let mut buf = unhex(STATUS_HEX);
+    let len = buf.len();
+    buf.resize(len + SIGNATURE_LEN, 0);
+    let n = sign_status(&mut buf, len, &device_key().sk).expect("sign");
+    assert_eq!(n, len + SIGNATURE_LEN);
+    buf
+}
+
+#[test]
+fn r_wire_7_golden_signed_status() {
+    let d = signed_status();
+    let hex: alloc::string::String = d.iter().map(|b| alloc::format!("{b:02x}")).collect();
+    std::println!("signed status ({} bytes): {hex}", d.len());
+    assert_eq!(d, unhex(SIGNED_STATUS_HEX), "signed status golden");
+    let (h, f) = decode(&d).expect("signed status decodes");
+    assert_eq!(h.flags, FLAG_SIGNED);
+    let (_, _, want, _) = goldens()
+        .into_iter()
+        .find(|g| g.0 == "status")
+        .expect("status golden");
+    assert_eq!(f, want, "the body is the unsigned Status's");
+    assert!(verify_status(&d, &device_key().pk));
+    let other = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([8; 32]));
+    assert!(!verify_status(&d, &other.pk), "another key does not verify");
+    assert!(
+        !verify_status(&unhex(STATUS_HEX), &device_key().pk),
+        "an unsigned Status is not verified"
+    );
+}
+
+#[test]
+fn r_wire_7_any_change_to_a_signed_status_fails_its_signature() {
+    let d = signed_status();
+    let pk = device_key().pk;
+    let crc_at = d.len() - TRAILER_LEN;
+    for i in 0..crc_at {
+        if i == 6 {
+            continue; // the flag itself: clearing it makes an unsigned (malformed) frame
+        }
+        let mut m = d.clone();
+        m[i] ^= 0x01;
+        reseal(&mut m);
+        assert!(!verify_status(&m, &pk), "byte {i} flipped still verifies");
+    }
+}
+
+#[test]
+fn r_wire_7_signed_flag_only_on_status() {
+    for (name, flags, _, hex) in goldens() {
+        let mut d = unhex(hex);
+        d[6] = flags | FLAG_SIGNED;
+        reseal(&mut d);
+        if name == "status" {
+            // A Status with the flag but no room for a signature is cut short.
+            assert!(decode(&d).is_err(), "{name}");
+        } else {
+            assert_eq!(decode(&d), Err(DecodeError::ReservedBits), "{name}");
+        }
+    }
+    // Signing refuses anything but an unsigned Status.
+    let mut data = unhex(DATA_HEX);
+    let len = data.len();
+    data.resize(len + SIGNATURE_LEN, 0);
+    assert!(sign_status(&mut data, len, &device_key().sk).is_err());
+    let mut twice = signed_status();
+    let len = twice.len();
+    twice.resize(len + SIGNATURE_LEN, 0);
+    assert!(sign_status(&mut twice, len, &device_key().sk).is_err());
+}
+
+#[test]
+fn r_wire_7_truncated_signed_status_is_an_error() {
+    let d = signed_status();
+    for cut in 0..d.len() {
+        assert!(decode(&d[..cut]).is_err(), "cut at {cut}");
+    }
 }
