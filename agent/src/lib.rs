@@ -17,6 +17,7 @@
 pub mod activate;
 pub mod config;
 pub mod confirm;
+pub mod device_id;
 pub mod exit;
 pub mod logger;
 pub mod net;
@@ -152,6 +153,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         return match config::load(&a.config) {
             Ok(c) => {
                 print!("{}", c.describe());
+                if c.device_id_source.is_guess() {
+                    eprintln!("firmcast-agent: warning: {}", guess_warning(&c));
+                }
                 0
             }
             Err(e) => {
@@ -178,6 +182,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
             return ExitCode::Usage.code();
         }
     };
+    if cfg.device_id_source.is_guess() {
+        log::warn!("{}", guess_warning(&cfg));
+    }
     if a.dry_run {
         log::info!("dry run: nothing is written to flash or the U-Boot environment");
     }
@@ -185,6 +192,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         return confirm::run(&cfg, a.dry_run).code();
     }
     run::run(&cfg, a.dry_run).code()
+}
+
+/// R-LOCAL-6: the id had to be guessed from hostname and target.
+fn guess_warning(c: &config::Config) -> String {
+    format!(
+        "device id {:016x} was guessed from hostname and target (no device_id_file, no {}, no MAC for interface {}): identical devices will share it; set device_id_file or device_id",
+        c.device_id,
+        device_id::MACHINE_ID_PATH,
+        c.interface
+    )
 }
 
 #[cfg(test)]

@@ -1034,7 +1034,27 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
                 return Err(ExitCode::Usage);
             };
             let endian = ab.env_endian.resolve();
-            let env = match flasher::uboot_env::open_config_file(&ab.env_config, endian) {
+            let env_cfg = std::fs::read_to_string(&ab.env_config)
+                .map_err(|e| format!("cannot read {}: {e}", ab.env_config.display()))
+                .and_then(|text| {
+                    flasher::uboot_env::parse_fw_env_config(
+                        &ab.env_config.display().to_string(),
+                        &text,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            let env_cfg = match env_cfg {
+                Ok(c) => c,
+                Err(why) => {
+                    log::error!("ab-uboot: U-Boot environment: {why}; not updating");
+                    return Err(ExitCode::Activation);
+                }
+            };
+            if let Err(e) = activate::check_env_copies(&cfg.path, &ab, &env_cfg) {
+                log::error!("{e}");
+                return Err(ExitCode::Usage);
+            }
+            let env = match flasher::uboot_env::open_config(&env_cfg, endian) {
                 Ok(e) if e.is_valid() => e,
                 Ok(_) => {
                     log::error!(
