@@ -21,6 +21,7 @@ pub mod device_id;
 pub mod exit;
 pub mod logger;
 pub mod net;
+pub mod perms;
 pub mod rejoin;
 pub mod resume;
 pub mod run;
@@ -150,7 +151,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         return 0;
     }
     if a.check_config {
-        return match config::load(&a.config) {
+        return match config::load(&a.config).and_then(check_files) {
             Ok(c) => {
                 print!("{}", c.describe());
                 if c.device_id_source.is_guess() {
@@ -171,7 +172,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         logger::Target::Syslog
     };
     let actual = logger::init(target, a.verbose);
-    let cfg = match config::load(&a.config) {
+    let cfg = match config::load(&a.config).and_then(check_files) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -192,6 +193,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         return confirm::run(&cfg, a.dry_run).code();
     }
     run::run(&cfg, a.dry_run).code()
+}
+
+/// R-LOCAL-1: as root, every file the config names must be root's alone.
+fn check_files(c: config::Config) -> Result<config::Config, config::ConfigError> {
+    if perms::running_as_root() {
+        perms::check_config(&c)?;
+    }
+    Ok(c)
 }
 
 /// R-LOCAL-6: the id had to be guessed from hostname and target.

@@ -1309,6 +1309,7 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
     let mut inbuf = vec![0u8; MAX_DATAGRAM];
     let mut outbuf = vec![0u8; MAX_DATAGRAM];
     let mut send_errors = 0u64;
+    let mut unicast_dropped = 0u64;
 
     let flush = |core: &mut Core<_>, out: &mut [u8], errors: &mut u64| {
         let now = clock();
@@ -1408,6 +1409,16 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
                 match net::recv(sock, &mut inbuf) {
                     Ok(Some((n, from))) => {
                         received += 1;
+                        if i == 2 && !net::unicast_admissible(&inbuf[..n]) {
+                            // R-LOCAL-4; logged at 1, 2, 4, 8, ... drops: a flood stays quiet.
+                            unicast_dropped += 1;
+                            if unicast_dropped.is_power_of_two() {
+                                log::warn!(
+                                    "unicast socket: dropped {unicast_dropped} datagram(s) that were not repair Data (last from {from}); only repairs may arrive there"
+                                );
+                            }
+                            continue;
+                        }
                         if i == 0 {
                             watchdog.heard(clock());
                         }

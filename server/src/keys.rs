@@ -119,6 +119,13 @@ pub fn generate(dir: &Path, force: bool) -> Result<Generated, Error> {
         format!("{PUBLIC_HEADER}\n{}\n", hex(&public_key)),
     )
     .map_err(|e| runtime(format!("writing {}: {e}", public_path.display())))?;
+    // Readable by all, writable by its owner only, whatever the umask: an
+    // agent running as root refuses a key others can change (R-LOCAL-1).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&public_path, fs::Permissions::from_mode(0o644))
+            .map_err(|e| runtime(format!("chmod {}: {e}", public_path.display())))?;
+    }
     Ok(Generated {
         secret_path,
         public_path,
