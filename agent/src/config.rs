@@ -243,6 +243,9 @@ pub struct Config {
     pub confirm: ConfirmConfig,
     /// Run after a successful activation (`ab-uboot`, `command`); empty = none.
     pub reboot_command: Vec<String>,
+    /// The user the agent becomes once everything is open (R-LOCAL-3);
+    /// `root` = stay root.
+    pub user: String,
 }
 
 /// A configuration error: one line naming the file and, where it can, the key.
@@ -363,6 +366,7 @@ struct Raw {
     exit_when_current: Option<bool>,
     final_read_back: Option<String>,
     reboot_command: Option<Vec<String>>,
+    user: Option<String>,
     ab: Option<RawAb>,
     command: Option<RawCommand>,
     confirm: Option<RawConfirm>,
@@ -509,6 +513,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "exit_when_current" => raw.exit_when_current = f.bool()?,
             "final_read_back" => raw.final_read_back = f.string()?,
             "reboot_command" => raw.reboot_command = f.strings()?,
+            "user" => raw.user = f.string()?,
             "nack_backoff_ms" => raw.nack_backoff_ms = f.u64()?,
             "nack_backoff_shape" => raw.nack_backoff_shape = f.u32()?,
             t @ ("ab" | "command" | "confirm" | "test") => {
@@ -776,8 +781,15 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
             "must be 1 to 64",
         ));
     }
-    let (device_id, device_id_source) =
-        device_id_of(file, base, raw.device_id, raw.device_id_file, host, interface, &target)?;
+    let (device_id, device_id_source) = device_id_of(
+        file,
+        base,
+        raw.device_id,
+        raw.device_id_file,
+        host,
+        interface,
+        &target,
+    )?;
     let activation = match raw.activation.as_deref() {
         None | Some("in-place") => Activation::InPlace,
         Some("none") => Activation::None,
@@ -883,6 +895,16 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         ));
     }
     let reboot_command = raw.reboot_command.unwrap_or_default();
+    let user = raw
+        .user
+        .unwrap_or_else(|| crate::privdrop::DEFAULT_USER.to_string());
+    if user.is_empty() || user.contains(['\0', ':', '/']) || user.trim() != user {
+        return Err(ConfigError::key(
+            file,
+            "user",
+            "must be a user name (e.g. \"nobody\"), or \"root\" to keep root",
+        ));
+    }
     let stall = raw.stall_timeout_secs.unwrap_or(DEFAULT_STALL_TIMEOUT_SECS);
     if stall == 0 {
         return Err(ConfigError::key(
@@ -955,6 +977,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         command,
         confirm,
         reboot_command,
+        user,
     })
 }
 
@@ -1201,7 +1224,11 @@ fn public_key(
         )
     })?;
     let line = public_key_line(&text).map_err(|why| {
-        ConfigError::key(file, "public_key", format!("key file {} {why}", p.display()))
+        ConfigError::key(
+            file,
+            "public_key",
+            format!("key file {} {why}", p.display()),
+        )
     })?;
     match decode_hex32(line) {
         Some(k) => Ok((k, Some(p))),
@@ -1315,6 +1342,13 @@ impl Config {
             self.confirm.health_timeout.as_secs().to_string(),
         );
         kv("reboot_command", format!("{:?}", self.reboot_command));
+        let how = match crate::privdrop::plan_for(self) {
+            crate::privdrop::Plan::Drop(_) => {
+                "root dropped once sockets and target are open".to_string()
+            }
+            crate::privdrop::Plan::KeepRoot(why) => format!("stays root: {why}"),
+        };
+        kv("user", format!("{:?} ({how})", self.user));
         if self.test != TestOptions::default() {
             kv(
                 "test.rx_loss_permille",
@@ -1725,7 +1759,11 @@ block_delay_ms = 3
         let a = parse_with(path, &text, &host("0123456789abcdef0123456789abcdef")).expect("a");
         let b = parse_with(path, &text, &host("fedcba9876543210fedcba9876543210")).expect("b");
         assert_ne!(a.device_id, b.device_id);
-        assert!(a.describe().contains("from /etc/machine-id"), "{}", a.describe());
+        assert!(
+            a.describe().contains("from /etc/machine-id"),
+            "{}",
+            a.describe()
+        );
         let with_link = HostFacts {
             links: vec![device_id::Link {
                 name: "eth0".into(),
@@ -1740,18 +1778,31 @@ block_delay_ms = 3
             &with_link,
         )
         .expect("mac");
-        assert!(c.describe().contains("MAC 02:00:00:00:00:01 of eth0"), "{}", c.describe());
+        assert!(
+            c.describe().contains("MAC 02:00:00:00:00:01 of eth0"),
+            "{}",
+            c.describe()
+        );
         // device_id_file wins, and must be readable.
         let dir = TempDir::new("idfile");
         std::fs::write(dir.0.join("serial"), "SN-42\n").expect("write");
         let cfg = dir.0.join("agent.toml");
-        let d = parse_with(&cfg, &format!("{text}device_id_file = \"serial\"\n"), &host("0123456789abcdef0123456789abcdef"))
-            .expect("file");
+        let d = parse_with(
+            &cfg,
+            &format!("{text}device_id_file = \"serial\"\n"),
+            &host("0123456789abcdef0123456789abcdef"),
+        )
+        .expect("file");
         assert_eq!(d.device_id_source, IdSource::File(dir.0.join("serial")));
-        let e = parse(&cfg, &format!("{text}device_id_file = \"nope\"\n"), "h").expect_err("missing");
+        let e =
+            parse(&cfg, &format!("{text}device_id_file = \"nope\"\n"), "h").expect_err("missing");
         assert_eq!(e.key.as_deref(), Some("device_id_file"));
-        let e = parse(&cfg, &format!("{text}device_id_file = \"serial\"\ndevice_id = 3\n"), "h")
-            .expect_err("both");
+        let e = parse(
+            &cfg,
+            &format!("{text}device_id_file = \"serial\"\ndevice_id = 3\n"),
+            "h",
+        )
+        .expect_err("both");
         assert_eq!(e.key.as_deref(), Some("device_id_file"));
     }
 

@@ -315,7 +315,10 @@ mod tests {
             mac: Some(("eth0", "02:00:00:00:00:01")),
             ..inputs(t)
         };
-        assert_eq!(derive(all).expect("file").1, IdSource::File(p.to_path_buf()));
+        assert_eq!(
+            derive(all).expect("file").1,
+            IdSource::File(p.to_path_buf())
+        );
         assert!(derive(Inputs {
             file: Some((p, "  \n")),
             ..all
@@ -367,7 +370,9 @@ mod tests {
         let l = pick_link(&links, Ipv4Addr::new(10, 0, 0, 9)).expect("eth1");
         assert_eq!(l.name, "eth1");
         assert_eq!(
-            pick_link(&links, Ipv4Addr::UNSPECIFIED).expect("first").name,
+            pick_link(&links, Ipv4Addr::UNSPECIFIED)
+                .expect("first")
+                .name,
             "eth0"
         );
         assert!(pick_link(&links, Ipv4Addr::new(10, 9, 9, 9)).is_none());

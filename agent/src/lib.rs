@@ -22,6 +22,7 @@ pub mod exit;
 pub mod logger;
 pub mod net;
 pub mod perms;
+pub mod privdrop;
 pub mod rejoin;
 pub mod resume;
 pub mod run;

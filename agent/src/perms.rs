@@ -133,10 +133,16 @@ mod tests {
         assert!(refusal(0o100664, 0, false).is_some(), "group-writable");
         assert!(refusal(0o100646, 0, false).is_some(), "world-writable");
         assert!(refusal(0o100644, 1000, false).is_some(), "not root's");
-        assert!(refusal(0o040777, 0, false).is_some(), "a file is never excused by sticky");
+        assert!(
+            refusal(0o040777, 0, false).is_some(),
+            "a file is never excused by sticky"
+        );
         assert_eq!(refusal(0o041777, 0, true), None, "/tmp: root's and sticky");
         assert!(refusal(0o040777, 0, true).is_some(), "not sticky");
-        assert!(refusal(0o041777, 1000, true).is_some(), "sticky but not root's");
+        assert!(
+            refusal(0o041777, 1000, true).is_some(),
+            "sticky but not root's"
+        );
     }
 
     /// One real file: world-writable is refused with its mode and path named.
@@ -158,12 +164,10 @@ mod tests {
             assert!(msg.contains("op.pub") && msg.contains("0666"), "{msg}");
             assert_eq!(e.key.as_deref(), Some("public_key"));
             println!("world-writable public key: {msg}");
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
-                .expect("chmod");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
             check_path(cfg, Some("public_key"), &key, true).expect("0644 root");
             // A file root does not own.
-            nix::unistd::chown(&key, Some(nix::unistd::Uid::from_raw(65534)), None)
-                .expect("chown");
+            nix::unistd::chown(&key, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
             let e = check_path(cfg, Some("public_key"), &key, true).expect_err("not root's");
             assert!(e.to_string().contains("uid 65534"), "{e}");
         } else {

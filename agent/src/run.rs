@@ -1091,11 +1091,13 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
                 new.target(&ab)
             );
             let target = new.target(&ab).to_string();
+            // The devices stay open: after the privilege drop (R-LOCAL-3)
+            // they could not be opened again.
+            let mut env = env;
             let activator: Activator = Box::new(move |_info: &ImageInfo| {
                 // Read the environment again: it must still name the slot we
                 // started from, or someone else switched meanwhile.
-                let mut env = flasher::uboot_env::open_config_file(&ab.env_config, endian)
-                    .map_err(|e| e.to_string())?;
+                env.reload().map_err(|e| e.to_string())?;
                 match activate::active_slot(&env, &ab) {
                     Ok(s) if s == active => {}
                     Ok(s) => {
@@ -1217,6 +1219,41 @@ pub fn run(cfg: &Config, dry_run: bool) -> ExitCode {
     code
 }
 
+/// R-LOCAL-3: as root, open the target now and become `cfg.user`, unless
+/// the activation needs root or the target cannot be opened yet (then root
+/// is kept for this run, and the log says why once). Returns the open target.
+fn drop_root(cfg: &Config, target: &str) -> Result<Option<Box<dyn Flash + Send>>, ExitCode> {
+    if !crate::perms::running_as_root() {
+        return Ok(None);
+    }
+    let user = match crate::privdrop::plan_for(cfg) {
+        crate::privdrop::Plan::Drop(user) => user,
+        crate::privdrop::Plan::KeepRoot(why) => {
+            log::info!("running as root for the whole run: {why}");
+            return Ok(None);
+        }
+    };
+    let flash = match flasher::open_target(target, cfg.target_size) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("keeping root: the target must be open before dropping it, and opening it failed ({e}); it is opened again when an update comes");
+            return Ok(None);
+        }
+    };
+    match crate::privdrop::drop_to(&user) {
+        Ok((uid, gid)) => {
+            log::info!("dropped root: running as {user} (uid {uid}, gid {gid}) with the sockets, the target and the environment open");
+            Ok(Some(flash))
+        }
+        Err(why) => {
+            // A half-done drop (groups gone, uid not) is not worth keeping
+            // going with: the operator asked for an unprivileged agent.
+            log::error!("dropping root to {user}: {why}; not updating");
+            Err(ExitCode::Usage)
+        }
+    }
+}
+
 /// The receive loop; `activated` tells the caller a reboot is due.
 fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut bool) -> ExitCode {
     let origin = std::time::Instant::now();
@@ -1290,8 +1327,15 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
 
     let target = prepared.target.clone();
     let size = cfg.target_size;
+    let mut opened = match drop_root(cfg, &target) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     let opener: Opener<Box<dyn Flash + Send>> = Box::new(move || {
-        let f = flasher::open_target(&target, size)?;
+        let f = match opened.take() {
+            Some(f) => f,
+            None => flasher::open_target(&target, size)?,
+        };
         Ok(if dry_run {
             Box::new(DryRunFlash::new(f))
         } else {
