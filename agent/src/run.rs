@@ -1174,12 +1174,15 @@ fn image_path(target: &str) -> String {
 /// A `file:` target that is a regular file is cut to the image length, so
 /// the command sees exactly the verified image.
 fn trim_file_target(target: &str, len: u64) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let Some(path) = target.strip_prefix("file:") else {
         return Ok(());
     };
-    match std::fs::metadata(path) {
+    // Not through a link (R-LOCAL-2), like the target itself.
+    match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() && m.len() > len => std::fs::OpenOptions::new()
             .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .and_then(|f| f.set_len(len))
             .map_err(|e| format!("truncating {path} to the image length: {e}")),
