@@ -18,10 +18,42 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flasher::uboot_env::{EnvError, UbootEnv};
+use std::path::Path;
+
+use flasher::uboot_env::{EnvConfig, EnvError, UbootEnv};
 use flasher::{Error, Flash, Geometry, ReadStatus};
 
-use crate::config::AbConfig;
+use crate::config::{AbConfig, ConfigError};
+
+/// R-LOCAL-5: a single-copy environment is refused unless the config says
+/// `ab.allow_single_copy_env = true`. Saving one copy erases it before
+/// writing it: a power cut in between leaves no valid environment, and the
+/// board boots U-Boot's built-in default (the slot choice and the bootcount
+/// rollback are gone). The error names the config file, the key and the
+/// environment's device.
+pub fn check_env_copies(
+    config_file: &Path,
+    ab: &AbConfig,
+    env: &EnvConfig,
+) -> Result<(), ConfigError> {
+    if env.redundant() || ab.allow_single_copy_env {
+        return Ok(());
+    }
+    let device = env
+        .copies
+        .first()
+        .map_or_else(|| "(none)".to_string(), |l| l.describe());
+    Err(ConfigError {
+        file: config_file.to_path_buf(),
+        key: Some("ab.allow_single_copy_env".to_string()),
+        line: None,
+        message: format!(
+            "{} describes a single-copy U-Boot environment ({device}): a power cut while it is saved can leave no valid environment (the board then boots U-Boot's built-in default); add a second copy to {} or set ab.allow_single_copy_env = true to accept that",
+            ab.env_config.display(),
+            ab.env_config.display()
+        ),
+    })
+}
 
 /// One of the two A/B slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +312,47 @@ impl<F: Flash> Flash for DryRunFlash<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// R-LOCAL-5: one copy is refused (naming file, key and device) unless allowed.
+    #[test]
+    fn single_copy_environment_needs_explicit_consent() {
+        use flasher::uboot_env::parse_fw_env_config;
+        let mut ab = crate::config::AbConfig {
+            slot_a: "mtd:a".into(),
+            slot_b: "mtd:b".into(),
+            slot_var: "boot_slot".into(),
+            slot_a_value: "a".into(),
+            slot_b_value: "b".into(),
+            upgrade_available_var: "upgrade_available".into(),
+            bootcount_var: "bootcount".into(),
+            activated_var: "firmcast_activated".into(),
+            env_config: "/etc/fw_env.config".into(),
+            env_endian: crate::config::EnvEndian::Native,
+            allow_single_copy_env: false,
+        };
+        let cfg = Path::new("/etc/firmcast/agent.toml");
+        let single = parse_fw_env_config("fw_env.config", "/dev/mtd3 0x0 0x10000 0x10000\n")
+            .expect("single");
+        let e = check_env_copies(cfg, &ab, &single).expect_err("one copy");
+        let msg = e.to_string();
+        for part in [
+            "/etc/firmcast/agent.toml",
+            "ab.allow_single_copy_env",
+            "/dev/mtd3",
+            "power cut",
+        ] {
+            assert!(msg.contains(part), "{part} missing from: {msg}");
+        }
+        println!("single-copy environment refused: {msg}");
+        let two = parse_fw_env_config(
+            "fw_env.config",
+            "/dev/mtd3 0x0 0x10000 0x10000\n/dev/mtd3 0x10000 0x10000 0x10000\n",
+        )
+        .expect("redundant");
+        check_env_copies(cfg, &ab, &two).expect("two copies");
+        ab.allow_single_copy_env = true;
+        check_env_copies(cfg, &ab, &single).expect("allowed explicitly");
+    }
 
     #[test]
     fn expand_replaces_placeholders() {

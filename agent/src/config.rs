@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use toml_subset::{Document, Entry, Value};
 
+use crate::device_id::{self, HostFacts, IdSource};
 use crate::resume::FinalReadBack;
 
 mod toml_subset;
@@ -147,6 +148,9 @@ pub struct AbConfig {
     pub env_config: PathBuf,
     /// CRC byte order.
     pub env_endian: EnvEndian,
+    /// Accept an environment with one copy (R-LOCAL-5): a power cut while
+    /// saving it can leave no valid environment at all.
+    pub allow_single_copy_env: bool,
 }
 
 /// The `[command]` table.
@@ -218,8 +222,8 @@ pub struct Config {
     pub max_block_size: u32,
     /// This device's id.
     pub device_id: u64,
-    /// Whether `device_id` was derived (not configured).
-    pub device_id_derived: bool,
+    /// Where `device_id` came from (R-LOCAL-6).
+    pub device_id_source: IdSource,
     /// Activation method.
     pub activation: Activation,
     /// No progress for this long while receiving → exit 5.
@@ -246,6 +250,9 @@ pub struct Config {
     pub confirm: ConfirmConfig,
     /// Run after a successful activation (`ab-uboot`, `command`); empty = none.
     pub reboot_command: Vec<String>,
+    /// The user the agent becomes once everything is open (R-LOCAL-3);
+    /// `root` = stay root.
+    pub user: String,
 }
 
 /// A configuration error: one line naming the file and, where it can, the key.
@@ -325,6 +332,7 @@ struct RawAb {
     activated_var: Option<String>,
     env_config: Option<String>,
     env_endian: Option<String>,
+    allow_single_copy_env: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -357,6 +365,7 @@ struct Raw {
     window_blocks: Option<u32>,
     max_block_size: Option<u32>,
     device_id: Option<u64>,
+    device_id_file: Option<String>,
     activation: Option<String>,
     stall_timeout_secs: Option<u64>,
     run_deadline_secs: Option<u64>,
@@ -366,6 +375,7 @@ struct Raw {
     exit_when_current: Option<bool>,
     final_read_back: Option<String>,
     reboot_command: Option<Vec<String>>,
+    user: Option<String>,
     ab: Option<RawAb>,
     command: Option<RawCommand>,
     confirm: Option<RawConfirm>,
@@ -506,6 +516,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "window_blocks" => raw.window_blocks = f.u32()?,
             "max_block_size" => raw.max_block_size = f.u32()?,
             "device_id" => raw.device_id = f.device_id()?,
+            "device_id_file" => raw.device_id_file = f.string()?,
             "activation" => raw.activation = f.string()?,
             "stall_timeout_secs" => raw.stall_timeout_secs = f.u64()?,
             "run_deadline_secs" => raw.run_deadline_secs = f.u64()?,
@@ -513,6 +524,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "exit_when_current" => raw.exit_when_current = f.bool()?,
             "final_read_back" => raw.final_read_back = f.string()?,
             "reboot_command" => raw.reboot_command = f.strings()?,
+            "user" => raw.user = f.string()?,
             "nack_backoff_ms" => raw.nack_backoff_ms = f.u64()?,
             "nack_backoff_shape" => raw.nack_backoff_shape = f.u32()?,
             t @ ("ab" | "command" | "confirm" | "test") => {
@@ -542,6 +554,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
                         "activated_var" => r.activated_var = f.string()?,
                         "env_config" => r.env_config = f.string()?,
                         "env_endian" => r.env_endian = f.string()?,
+                        "allow_single_copy_env" => r.allow_single_copy_env = f.bool()?,
                         _ => return Err(f.unknown()),
                     }
                 }
@@ -595,35 +608,6 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
     Ok(raw)
 }
 
-/// FNV-1a, 64 bit: the default device id hashes `hostname/target`.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The default device id: FNV-1a-64 of `hostname + "/" + target`, so that
-/// several agents on one host (different targets) differ.
-pub fn default_device_id(hostname: &str, target: &str) -> u64 {
-    fnv1a64(format!("{hostname}/{target}").as_bytes())
-}
-
-/// This host's name (from /proc; `localhost` when unknown).
-pub fn hostname() -> String {
-    for p in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            let s = s.trim();
-            if !s.is_empty() {
-                return s.to_string();
-            }
-        }
-    }
-    "localhost".to_string()
-}
-
 /// Read and resolve the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -632,12 +616,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         line: None,
         message: format!("cannot read: {e}"),
     })?;
-    parse(path, &text, &hostname())
+    parse_with(path, &text, &HostFacts::read())
+}
+
+/// [`parse_with`] on a host that offers only its `hostname` for the
+/// default device id.
+pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigError> {
+    parse_with(path, text, &HostFacts::hostname_only(hostname))
 }
 
 /// Resolve `text` (the content of `path`); relative paths in it are relative
-/// to the file's directory. `hostname` feeds the default device id.
-pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigError> {
+/// to the file's directory. `host` feeds the default device id.
+pub fn parse_with(path: &Path, text: &str, host: &HostFacts) -> Result<Config, ConfigError> {
     let doc = toml_subset::parse(text).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         key: e.key,
@@ -645,7 +635,7 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
         message: e.message,
     })?;
     let raw = read_raw(path, &doc)?;
-    build(path, raw, hostname).map_err(|mut e| {
+    build(path, raw, host).map_err(|mut e| {
         // The checks below know the key at fault; the document knows its line.
         if e.line.is_none() {
             e.line = e.key.as_deref().and_then(|k| doc.line_of(k));
@@ -655,7 +645,7 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
 }
 
 /// Check and resolve the values, fill in the defaults.
-fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
+fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     let file = path;
 
@@ -806,10 +796,15 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
             "must be 1 to 64",
         ));
     }
-    let (device_id, device_id_derived) = match raw.device_id {
-        Some(id) => (id, false),
-        None => (default_device_id(hostname, &target), true),
-    };
+    let (device_id, device_id_source) = device_id_of(
+        file,
+        base,
+        raw.device_id,
+        raw.device_id_file,
+        host,
+        interface,
+        &target,
+    )?;
     let activation = match raw.activation.as_deref() {
         None | Some("in-place") => Activation::InPlace,
         Some("none") => Activation::None,
@@ -915,6 +910,16 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
         ));
     }
     let reboot_command = raw.reboot_command.unwrap_or_default();
+    let user = raw
+        .user
+        .unwrap_or_else(|| crate::privdrop::DEFAULT_USER.to_string());
+    if user.is_empty() || user.contains(['\0', ':', '/']) || user.trim() != user {
+        return Err(ConfigError::key(
+            file,
+            "user",
+            "must be a user name (e.g. \"nobody\"), or \"root\" to keep root",
+        ));
+    }
     let stall = raw.stall_timeout_secs.unwrap_or(DEFAULT_STALL_TIMEOUT_SECS);
     if stall == 0 {
         return Err(ConfigError::key(
@@ -983,7 +988,7 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
         window_blocks,
         max_block_size,
         device_id,
-        device_id_derived,
+        device_id_source,
         activation,
         stall_timeout: Duration::from_secs(stall),
         run_deadline: Duration::from_secs(run_deadline),
@@ -997,7 +1002,51 @@ fn build(path: &Path, raw: Raw, hostname: &str) -> Result<Config, ConfigError> {
         command,
         confirm,
         reboot_command,
+        user,
     })
+}
+
+/// `device_id`, or the default of [`device_id::derive`] (R-LOCAL-6).
+fn device_id_of(
+    file: &Path,
+    base: &Path,
+    configured: Option<u64>,
+    id_file: Option<String>,
+    host: &HostFacts,
+    interface: Ipv4Addr,
+    target: &str,
+) -> Result<(u64, IdSource), ConfigError> {
+    let id_file = match (configured, id_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                file,
+                "device_id_file",
+                "set only one of device_id and device_id_file",
+            ))
+        }
+        (Some(id), None) => return Ok((id, IdSource::Configured)),
+        (None, f) => f.map(|p| resolve(base, &p)),
+    };
+    let id_text = match &id_file {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+            ConfigError::key(
+                file,
+                "device_id_file",
+                format!("cannot read {}: {e}", p.display()),
+            )
+        })?),
+        None => None,
+    };
+    let first_line = id_text.as_deref().map(|t| t.lines().next().unwrap_or(""));
+    let link = device_id::pick_link(&host.links, interface);
+    device_id::derive(device_id::Inputs {
+        file: id_file.as_deref().zip(first_line),
+        machine_id: host.machine_id.as_deref(),
+        mac: link.map(|l| (l.name.as_str(), l.mac.as_str())),
+        hostname: &host.hostname,
+        target,
+    })
+    .map_err(|why| ConfigError::key(file, "device_id_file", why))
 }
 
 fn ab_config(file: &Path, base: &Path, r: RawAb) -> Result<AbConfig, ConfigError> {
@@ -1072,6 +1121,7 @@ fn ab_config(file: &Path, base: &Path, r: RawAb) -> Result<AbConfig, ConfigError
                 .unwrap_or(flasher::uboot_env::DEFAULT_FW_ENV_CONFIG),
         ),
         env_endian,
+        allow_single_copy_env: r.allow_single_copy_env.unwrap_or(false),
     })
 }
 
@@ -1142,8 +1192,28 @@ fn decode_hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// `public_key`: 64 hex characters inline, or a path to a file whose first
-/// line holds them (the `firmcast keygen` .pub format).
+/// First line of a typed public key file (`firmcast keygen`, R-LOCAL-7).
+pub const PUBLIC_KEY_HEADER: &str = "firmcast-ed25519-public-key";
+/// First line of a typed secret key file: never a `public_key`.
+pub const SECRET_KEY_HEADER: &str = "firmcast-ed25519-secret-key";
+
+/// The hex line of a key file given as `public_key`: after the
+/// [`PUBLIC_KEY_HEADER`] line, or the first line of an untyped (older) file.
+/// A secret key is refused (R-LOCAL-7).
+pub fn public_key_line(text: &str) -> Result<&str, &'static str> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    match lines.next().unwrap_or("") {
+        SECRET_KEY_HEADER => Err("is a secret key (firmcast-ed25519-secret-key): give the operator's .pub file, and keep the secret key off the device"),
+        PUBLIC_KEY_HEADER => Ok(lines.next().unwrap_or("")),
+        l if l.len() == 128 && l.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Err("holds 128 hex digits, an untyped secret key (seed and public key): give the operator's .pub file")
+        }
+        l => Ok(l),
+    }
+}
+
+/// `public_key`: 64 hex characters inline, or a path to a `firmcast keygen`
+/// .pub file (typed, or one hex line).
 fn public_key(
     file: &Path,
     base: &Path,
@@ -1178,14 +1248,20 @@ fn public_key(
             format!("cannot read key file {}: {e}", p.display()),
         )
     })?;
-    let line = text.lines().next().unwrap_or("").trim();
+    let line = public_key_line(&text).map_err(|why| {
+        ConfigError::key(
+            file,
+            "public_key",
+            format!("key file {} {why}", p.display()),
+        )
+    })?;
     match decode_hex32(line) {
         Some(k) => Ok((k, Some(p))),
         None => Err(ConfigError::key(
             file,
             "public_key",
             format!(
-                "key file {} does not start with a line of 64 hex characters",
+                "key file {} holds no line of 64 hex characters (after its firmcast-ed25519-public-key line)",
                 p.display()
             ),
         )),
@@ -1193,7 +1269,8 @@ fn public_key(
 }
 
 /// `device_key`: the path of a `firmcast keygen --device` secret key file
-/// (a first line of 64 hex characters: the Ed25519 seed).
+/// (its `firmcast-ed25519-secret-key` line, then 64 hex characters: the
+/// Ed25519 seed; an untyped file is the hex line alone).
 fn device_key(file: &Path, base: &Path, value: &str) -> Result<(PathBuf, [u8; 32]), ConfigError> {
     let p = resolve(base, value.trim());
     let text = std::fs::read_to_string(&p).map_err(|e| {
@@ -1203,7 +1280,12 @@ fn device_key(file: &Path, base: &Path, value: &str) -> Result<(PathBuf, [u8; 32
             format!("cannot read key file {}: {e}", p.display()),
         )
     })?;
-    let line = text.lines().next().unwrap_or("").trim();
+    // A typed file (R-LOCAL-7) opens with its kind; an untyped one is the hex line.
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines.next().unwrap_or("");
+    if line == "firmcast-ed25519-secret-key" {
+        line = lines.next().unwrap_or("");
+    }
     match decode_hex32(line) {
         Some(seed) => Ok((p, seed)),
         None => Err(ConfigError::key(
@@ -1279,12 +1361,10 @@ impl Config {
         kv("boot_window_secs", self.boot_window.as_secs().to_string());
         kv("window_blocks", self.window_blocks.to_string());
         kv("max_block_size", self.max_block_size.to_string());
-        let how = if self.device_id_derived {
-            " (derived from hostname/target)"
-        } else {
-            ""
-        };
-        kv("device_id", format!("{:016x}{how}", self.device_id));
+        kv(
+            "device_id",
+            format!("{:016x} ({})", self.device_id, self.device_id_source),
+        );
         kv("activation", self.activation.as_str().to_string());
         kv(
             "stall_timeout_secs",
@@ -1307,6 +1387,10 @@ impl Config {
             kv("ab.activated_var", ab.activated_var.clone());
             kv("ab.env_config", ab.env_config.display().to_string());
             kv("ab.env_endian", ab.env_endian.as_str().to_string());
+            kv(
+                "ab.allow_single_copy_env",
+                ab.allow_single_copy_env.to_string(),
+            );
         }
         if let Some(c) = &self.command {
             kv("command.run", format!("{:?}", c.argv));
@@ -1322,6 +1406,13 @@ impl Config {
             self.confirm.health_timeout.as_secs().to_string(),
         );
         kv("reboot_command", format!("{:?}", self.reboot_command));
+        let how = match crate::privdrop::plan_for(self) {
+            crate::privdrop::Plan::Drop(_) => {
+                "root dropped once sockets and target are open".to_string()
+            }
+            crate::privdrop::Plan::KeepRoot(why) => format!("stays root: {why}"),
+        };
+        kv("user", format!("{:?} ({how})", self.user));
         if self.test != TestOptions::default() {
             kv(
                 "test.rx_loss_permille",
@@ -1412,7 +1503,7 @@ block_delay_ms = 3
         assert_eq!(c.window_blocks, 4);
         assert_eq!(c.max_block_size, 65536);
         assert_eq!(c.device_id, 0xdead_beef);
-        assert!(!c.device_id_derived);
+        assert_eq!(c.device_id_source, IdSource::Configured);
         assert_eq!(c.activation, Activation::None);
         assert_eq!(c.stall_timeout, Duration::from_secs(20));
         assert_eq!(c.rcvbuf_bytes, 1 << 20);
@@ -1460,8 +1551,12 @@ block_delay_ms = 3
                 ..TestOptions::default()
             }
         );
-        assert!(c.device_id_derived);
-        assert_eq!(c.device_id, default_device_id("host1", "mtd:firmware"));
+        assert!(c.device_id_source.is_guess());
+        assert_eq!(
+            c.device_id,
+            device_id::hostname_device_id("host1", "mtd:firmware")
+        );
+        assert!(c.describe().contains("GUESSED"), "{}", c.describe());
     }
 
     #[test]
@@ -1707,14 +1802,72 @@ block_delay_ms = 3
 
     #[test]
     fn device_id_default_differs_per_target() {
-        let a = default_device_id("router", "simnor:/tmp/a");
-        let b = default_device_id("router", "simnor:/tmp/b");
-        let c = default_device_id("other", "simnor:/tmp/a");
+        let a = device_id::hostname_device_id("router", "simnor:/tmp/a");
+        let b = device_id::hostname_device_id("router", "simnor:/tmp/b");
+        let c = device_id::hostname_device_id("other", "simnor:/tmp/a");
         assert_ne!(a, b);
         assert_ne!(a, c);
-        // FNV-1a-64 reference values.
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    /// R-LOCAL-6: identical configs on two hosts with the same hostname get
+    /// different ids from their machine ids, and --check-config says where
+    /// the id came from.
+    #[test]
+    fn default_device_id_from_machine_id_and_mac() {
+        let text = minimal_without("");
+        let host = |mid: &str| HostFacts {
+            machine_id: Some(mid.to_string()),
+            ..HostFacts::hostname_only("router")
+        };
+        let path = Path::new("/etc/firmcast/agent.toml");
+        let a = parse_with(path, &text, &host("0123456789abcdef0123456789abcdef")).expect("a");
+        let b = parse_with(path, &text, &host("fedcba9876543210fedcba9876543210")).expect("b");
+        assert_ne!(a.device_id, b.device_id);
+        assert!(
+            a.describe().contains("from /etc/machine-id"),
+            "{}",
+            a.describe()
+        );
+        let with_link = HostFacts {
+            links: vec![device_id::Link {
+                name: "eth0".into(),
+                addrs: vec![Ipv4Addr::new(192, 168, 1, 1)],
+                mac: "02:00:00:00:00:01".into(),
+            }],
+            ..HostFacts::hostname_only("router")
+        };
+        let c = parse_with(
+            path,
+            &format!("{text}interface = \"192.168.1.1\"\n"),
+            &with_link,
+        )
+        .expect("mac");
+        assert!(
+            c.describe().contains("MAC 02:00:00:00:00:01 of eth0"),
+            "{}",
+            c.describe()
+        );
+        // device_id_file wins, and must be readable.
+        let dir = TempDir::new("idfile");
+        std::fs::write(dir.0.join("serial"), "SN-42\n").expect("write");
+        let cfg = dir.0.join("agent.toml");
+        let d = parse_with(
+            &cfg,
+            &format!("{text}device_id_file = \"serial\"\n"),
+            &host("0123456789abcdef0123456789abcdef"),
+        )
+        .expect("file");
+        assert_eq!(d.device_id_source, IdSource::File(dir.0.join("serial")));
+        let e =
+            parse(&cfg, &format!("{text}device_id_file = \"nope\"\n"), "h").expect_err("missing");
+        assert_eq!(e.key.as_deref(), Some("device_id_file"));
+        let e = parse(
+            &cfg,
+            &format!("{text}device_id_file = \"serial\"\ndevice_id = 3\n"),
+            "h",
+        )
+        .expect_err("both");
+        assert_eq!(e.key.as_deref(), Some("device_id_file"));
     }
 
     struct TempDir(PathBuf);
@@ -1762,6 +1915,37 @@ block_delay_ms = 3
         let e =
             parse(&cfg, &format!("{text}public_key = \"bad.pub\"\n"), "h").expect_err("junk file");
         assert!(e.to_string().contains("64 hex"), "{e}");
+        // The typed format (R-LOCAL-7).
+        std::fs::write(
+            dir.0.join("typed.pub"),
+            format!("{PUBLIC_KEY_HEADER}\n{KEY}\n"),
+        )
+        .expect("write");
+        let c = parse(&cfg, &format!("{text}public_key = \"typed.pub\"\n"), "h").expect("typed");
+        assert_eq!(c.public_key[0], 0x3b);
+    }
+
+    /// R-LOCAL-7: a secret key given as `public_key` is refused, typed or
+    /// in the old 128-hex-digit form.
+    #[test]
+    fn secret_key_as_public_key_is_refused() {
+        let dir = TempDir::new("sk");
+        let cfg = dir.0.join("agent.toml");
+        let text = minimal_without("public_key");
+        std::fs::write(
+            dir.0.join("firmcast.key"),
+            format!("{SECRET_KEY_HEADER}\n{KEY}\n"),
+        )
+        .expect("write");
+        let e = parse(&cfg, &format!("{text}public_key = \"firmcast.key\"\n"), "h")
+            .expect_err("typed secret key");
+        assert_eq!(e.key.as_deref(), Some("public_key"));
+        assert!(e.to_string().contains("is a secret key"), "{e}");
+        println!("secret key as public_key: {e}");
+        std::fs::write(dir.0.join("long.key"), format!("{KEY}{KEY}\n")).expect("write");
+        let e = parse(&cfg, &format!("{text}public_key = \"long.key\"\n"), "h")
+            .expect_err("untyped secret key");
+        assert!(e.to_string().contains("secret key"), "{e}");
     }
 
     #[test]

@@ -17,9 +17,12 @@
 pub mod activate;
 pub mod config;
 pub mod confirm;
+pub mod device_id;
 pub mod exit;
 pub mod logger;
 pub mod net;
+pub mod perms;
+pub mod privdrop;
 pub mod quiet;
 pub mod rejoin;
 pub mod resume;
@@ -150,9 +153,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         return 0;
     }
     if a.check_config {
-        return match config::load(&a.config) {
+        return match config::load(&a.config).and_then(check_files) {
             Ok(c) => {
                 print!("{}", c.describe());
+                if c.device_id_source.is_guess() {
+                    eprintln!("firmcast-agent: warning: {}", guess_warning(&c));
+                }
                 0
             }
             Err(e) => {
@@ -168,7 +174,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         logger::Target::Syslog
     };
     let actual = logger::init(target, a.verbose);
-    let cfg = match config::load(&a.config) {
+    let cfg = match config::load(&a.config).and_then(check_files) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -179,6 +185,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
             return ExitCode::Usage.code();
         }
     };
+    if cfg.device_id_source.is_guess() {
+        log::warn!("{}", guess_warning(&cfg));
+    }
     if a.dry_run {
         log::info!("dry run: nothing is written to flash or the U-Boot environment");
     }
@@ -186,6 +195,24 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         return confirm::run(&cfg, a.dry_run).code();
     }
     run::run(&cfg, a.dry_run).code()
+}
+
+/// R-LOCAL-1: as root, every file the config names must be root's alone.
+fn check_files(c: config::Config) -> Result<config::Config, config::ConfigError> {
+    if perms::running_as_root() {
+        perms::check_config(&c)?;
+    }
+    Ok(c)
+}
+
+/// R-LOCAL-6: the id had to be guessed from hostname and target.
+fn guess_warning(c: &config::Config) -> String {
+    format!(
+        "device id {:016x} was guessed from hostname and target (no device_id_file, no {}, no MAC for interface {}): identical devices will share it; set device_id_file or device_id",
+        c.device_id,
+        device_id::MACHINE_ID_PATH,
+        c.interface
+    )
 }
 
 #[cfg(test)]

@@ -1,9 +1,16 @@
 //! Logging for a daemon on a small device: syslog (RFC 3164 lines on the
 //! `/dev/log` datagram socket) by default, stderr in `--foreground` mode or
 //! when `/dev/log` is absent. No allocation beyond one line per message.
+//!
+//! Logging never blocks the agent (R-LOCAL-8): the syslog socket is
+//! non-blocking, a line syslogd cannot take (queue full, syslogd gone) is
+//! counted and the count goes out with the next line that is sent, and the
+//! socket reconnects (at most once per [`RECONNECT_EVERY`]) when `/dev/log`
+//! comes back after a syslogd restart.
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,6 +20,10 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 pub const IDENT: &str = "firmcast-agent";
 /// syslog facility LOG_DAEMON.
 const FACILITY_DAEMON: u8 = 3;
+/// The syslog socket.
+pub const DEV_LOG: &str = "/dev/log";
+/// Least time between two attempts to reconnect to a vanished syslogd.
+pub const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +61,89 @@ pub fn format_syslog(level: Level, pid: u32, msg: &str) -> String {
     format!("<{pri}>{IDENT}[{pid}]: {msg}")
 }
 
+/// A non-blocking syslog client (R-LOCAL-8).
+#[derive(Debug)]
+pub struct Syslog {
+    path: PathBuf,
+    sock: Option<UnixDatagram>,
+    /// Lines not sent since the last line that was.
+    dropped: u64,
+    last_attempt: Option<Instant>,
+    reconnect_every: Duration,
+}
+
+fn connect(path: &Path) -> Option<UnixDatagram> {
+    let sock = UnixDatagram::unbound().ok()?;
+    sock.set_nonblocking(true).ok()?;
+    sock.connect(path).ok()?;
+    Some(sock)
+}
+
+impl Syslog {
+    /// Connect to the syslog socket at `path` (normally [`DEV_LOG`]);
+    /// `None` when nothing listens there.
+    pub fn connect(path: &Path, reconnect_every: Duration) -> Option<Syslog> {
+        let sock = connect(path)?;
+        Some(Syslog {
+            path: path.to_path_buf(),
+            sock: Some(sock),
+            dropped: 0,
+            last_attempt: None,
+            reconnect_every,
+        })
+    }
+
+    /// Lines counted as dropped and not reported yet.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Send one line, never waiting: a line that cannot go now is counted,
+    /// and the count is appended to the next line that goes out.
+    pub fn send(&mut self, line: &str) -> bool {
+        if self.sock.is_none() {
+            let now = Instant::now();
+            let due = self
+                .last_attempt
+                .is_none_or(|t| now.duration_since(t) >= self.reconnect_every);
+            if due {
+                self.last_attempt = Some(now);
+                self.sock = connect(&self.path);
+            }
+        }
+        let Some(sock) = &self.sock else {
+            self.dropped += 1;
+            return false;
+        };
+        let r = if self.dropped > 0 {
+            let with = format!(
+                "{line} [{} earlier log line(s) dropped: syslog was busy or restarting]",
+                self.dropped
+            );
+            sock.send(with.as_bytes())
+        } else {
+            sock.send(line.as_bytes())
+        };
+        match r {
+            Ok(_) => {
+                self.dropped = 0;
+                true
+            }
+            Err(e) => {
+                self.dropped += 1;
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    // syslogd went away: reconnect when it is back.
+                    self.sock = None;
+                }
+                false
+            }
+        }
+    }
+}
+
 enum Sink {
     Stderr,
-    Syslog(UnixDatagram),
+    Syslog(Syslog),
 }
 
 struct Logger {
@@ -75,13 +166,9 @@ impl Log for Logger {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Sink::Syslog(sock) = &*sink {
-            let line = format_syslog(record.level(), self.pid, &msg);
-            if sock.send(line.as_bytes()).is_ok() {
-                return;
-            }
-            // syslogd went away (or was restarted): keep the message, on stderr.
-            *sink = Sink::Stderr;
+        if let Sink::Syslog(syslog) = &mut *sink {
+            syslog.send(&format_syslog(record.level(), self.pid, &msg));
+            return;
         }
         let line = format_stderr(self.start.elapsed(), record.level(), &msg);
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -90,17 +177,11 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
-fn connect_syslog() -> Option<UnixDatagram> {
-    let sock = UnixDatagram::unbound().ok()?;
-    sock.connect("/dev/log").ok()?;
-    Some(sock)
-}
-
 /// Install the global logger. Returns where lines actually go (syslog falls
 /// back to stderr when `/dev/log` is absent). A second call changes nothing.
 pub fn init(target: Target, verbose: bool) -> Target {
     let (sink, actual) = match target {
-        Target::Syslog => match connect_syslog() {
+        Target::Syslog => match Syslog::connect(Path::new(DEV_LOG), RECONNECT_EVERY) {
             Some(s) => (Sink::Syslog(s), Target::Syslog),
             None => (Sink::Stderr, Target::Stderr),
         },
@@ -174,6 +255,60 @@ mod tests {
         let mut buf = [0u8; 256];
         let n = server.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..n], line.as_bytes());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// R-LOCAL-8: a full syslog queue never blocks; the lines it could not
+    /// take are counted and reported with the next line; a restarted
+    /// syslogd is found again.
+    #[test]
+    fn syslog_never_blocks_counts_drops_and_reconnects() {
+        let dir = std::env::temp_dir().join(format!("fc-agent-log8-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("log");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let mut log = Syslog::connect(&path, Duration::ZERO).expect("connect");
+        // Nobody reads: the queue fills. A blocking socket would hang here.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            let mut failed = 0u32;
+            for i in 0..5_000 {
+                if !log.send(&format!("line {i}")) {
+                    failed += 1;
+                }
+            }
+            let _ = tx.send(());
+            (log, failed)
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("5,000 log lines into a full syslog queue must not block");
+        let (mut log, failed) = sender.join().expect("join");
+        assert!(failed > 0, "the queue never filled");
+        assert_eq!(log.dropped(), u64::from(failed));
+        // Drain, then the next line carries the count.
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 512];
+        while server.recv(&mut buf).is_ok() {}
+        assert!(log.send("after"));
+        let n = server.recv(&mut buf).expect("recv");
+        let got = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(
+            got.contains(&format!("[{failed} earlier log line(s) dropped")),
+            "{got}"
+        );
+        println!(
+            "syslog queue full: 5000 lines in without blocking, {failed} counted; next line: {got}"
+        );
+        // syslogd restarts: the old socket is gone, a new one is bound.
+        drop(server);
+        std::fs::remove_file(&path).expect("rm");
+        assert!(!log.send("while down"));
+        let server = UnixDatagram::bind(&path).expect("rebind");
+        assert!(log.send("back"), "did not reconnect");
+        let n = server.recv(&mut buf).expect("recv");
+        let got = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(got.starts_with("back [1 earlier"), "{got}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,6 +6,11 @@
 //!  unicast bound to interface:0        sends NACK + Status, receives unicast repairs
 //! ```
 //!
+//! Only repair Data may arrive on the unicast socket ([`unicast_admissible`],
+//! R-LOCAL-4): the rest of the protocol comes over the groups, so an
+//! Announce, manifest chunk, NACK or Status sent to a device's own port is
+//! someone talking past the sender, and is dropped and counted.
+//!
 //! The group sockets set SO_REUSEADDR and SO_REUSEPORT so several agents on
 //! one host all receive the groups; binding to the group address (not
 //! INADDR_ANY) keeps other groups on the same port out.
@@ -142,6 +147,13 @@ impl Sockets {
     }
 }
 
+/// R-LOCAL-4: what may arrive on the unicast socket: Data with
+/// `FLAG_REPAIR` (a repair server answering this device's NACK).
+pub fn unicast_admissible(datagram: &[u8]) -> bool {
+    use proto::wire::{FrameKind, Header, FLAG_REPAIR};
+    Header::parse(datagram).is_ok_and(|h| h.kind == FrameKind::Data && h.flags & FLAG_REPAIR != 0)
+}
+
 /// One datagram from a non-blocking socket: `Ok(None)` when none is waiting.
 pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
     loop {
@@ -178,6 +190,44 @@ mod tests {
         let (n, from) = got.expect("datagram");
         assert_eq!(&buf[..n], b"hi");
         assert_eq!(from, a.local_addr().expect("addr"));
+    }
+
+    /// R-LOCAL-4: only repair Data passes the unicast socket's filter.
+    #[test]
+    fn unicast_socket_admits_only_repair_data() {
+        use proto::wire::{FrameKind, Header, ImageId, FLAG_PARITY, FLAG_REPAIR, HEADER_LEN};
+        let frame = |kind, flags| {
+            let mut b = [0u8; HEADER_LEN];
+            Header {
+                kind,
+                flags,
+                session: 7,
+                image_id: ImageId([1; 8]),
+            }
+            .emit(&mut b);
+            b.to_vec()
+        };
+        assert!(unicast_admissible(&frame(FrameKind::Data, FLAG_REPAIR)));
+        assert!(unicast_admissible(&frame(
+            FrameKind::Data,
+            FLAG_REPAIR | FLAG_PARITY
+        )));
+        let refused = [
+            frame(FrameKind::Data, 0),
+            frame(FrameKind::Announce, 0),
+            frame(FrameKind::ManifestChunk, 0),
+            frame(FrameKind::Nack, 0),
+            frame(FrameKind::Status, 0),
+            b"junk".to_vec(),
+        ];
+        for f in &refused {
+            assert!(!unicast_admissible(f), "{f:?}");
+        }
+        println!(
+            "unicast socket: {} of {} non-repair frame kinds dropped",
+            refused.len(),
+            refused.len()
+        );
     }
 
     #[test]

@@ -1105,7 +1105,27 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
                 return Err(ExitCode::Usage);
             };
             let endian = ab.env_endian.resolve();
-            let env = match flasher::uboot_env::open_config_file(&ab.env_config, endian) {
+            let env_cfg = std::fs::read_to_string(&ab.env_config)
+                .map_err(|e| format!("cannot read {}: {e}", ab.env_config.display()))
+                .and_then(|text| {
+                    flasher::uboot_env::parse_fw_env_config(
+                        &ab.env_config.display().to_string(),
+                        &text,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            let env_cfg = match env_cfg {
+                Ok(c) => c,
+                Err(why) => {
+                    log::error!("ab-uboot: U-Boot environment: {why}; not updating");
+                    return Err(ExitCode::Activation);
+                }
+            };
+            if let Err(e) = activate::check_env_copies(&cfg.path, &ab, &env_cfg) {
+                log::error!("{e}");
+                return Err(ExitCode::Usage);
+            }
+            let env = match flasher::uboot_env::open_config(&env_cfg, endian) {
                 Ok(e) if e.is_valid() => e,
                 Ok(_) => {
                     log::error!(
@@ -1142,11 +1162,13 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
                 new.target(&ab)
             );
             let target = new.target(&ab).to_string();
+            // The devices stay open: after the privilege drop (R-LOCAL-3)
+            // they could not be opened again.
+            let mut env = env;
             let activator: Activator = Box::new(move |_info: &ImageInfo| {
                 // Read the environment again: it must still name the slot we
                 // started from, or someone else switched meanwhile.
-                let mut env = flasher::uboot_env::open_config_file(&ab.env_config, endian)
-                    .map_err(|e| e.to_string())?;
+                env.reload().map_err(|e| e.to_string())?;
                 match activate::active_slot(&env, &ab) {
                     Ok(s) if s == active => {}
                     Ok(s) => {
@@ -1223,12 +1245,15 @@ fn image_path(target: &str) -> String {
 /// A `file:` target that is a regular file is cut to the image length, so
 /// the command sees exactly the verified image.
 fn trim_file_target(target: &str, len: u64) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let Some(path) = target.strip_prefix("file:") else {
         return Ok(());
     };
-    match std::fs::metadata(path) {
+    // Not through a link (R-LOCAL-2), like the target itself.
+    match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() && m.len() > len => std::fs::OpenOptions::new()
             .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .and_then(|f| f.set_len(len))
             .map_err(|e| format!("truncating {path} to the image length: {e}")),
@@ -1266,6 +1291,41 @@ pub fn run(cfg: &Config, dry_run: bool) -> ExitCode {
         }
     }
     code
+}
+
+/// R-LOCAL-3: as root, open the target now and become `cfg.user`, unless
+/// the activation needs root or the target cannot be opened yet (then root
+/// is kept for this run, and the log says why once). Returns the open target.
+fn drop_root(cfg: &Config, target: &str) -> Result<Option<Box<dyn Flash + Send>>, ExitCode> {
+    if !crate::perms::running_as_root() {
+        return Ok(None);
+    }
+    let user = match crate::privdrop::plan_for(cfg) {
+        crate::privdrop::Plan::Drop(user) => user,
+        crate::privdrop::Plan::KeepRoot(why) => {
+            log::info!("running as root for the whole run: {why}");
+            return Ok(None);
+        }
+    };
+    let flash = match flasher::open_target(target, cfg.target_size) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("keeping root: the target must be open before dropping it, and opening it failed ({e}); it is opened again when an update comes");
+            return Ok(None);
+        }
+    };
+    match crate::privdrop::drop_to(&user) {
+        Ok((uid, gid)) => {
+            log::info!("dropped root: running as {user} (uid {uid}, gid {gid}) with the sockets, the target and the environment open");
+            Ok(Some(flash))
+        }
+        Err(why) => {
+            // A half-done drop (groups gone, uid not) is not worth keeping
+            // going with: the operator asked for an unprivileged agent.
+            log::error!("dropping root to {user}: {why}; not updating");
+            Err(ExitCode::Usage)
+        }
+    }
 }
 
 /// The receive loop; `activated` tells the caller a reboot is due.
@@ -1341,8 +1401,15 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
 
     let target = prepared.target.clone();
     let size = cfg.target_size;
+    let mut opened = match drop_root(cfg, &target) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     let opener: Opener<Box<dyn Flash + Send>> = Box::new(move || {
-        let f = flasher::open_target(&target, size)?;
+        let f = match opened.take() {
+            Some(f) => f,
+            None => flasher::open_target(&target, size)?,
+        };
         Ok(if dry_run {
             Box::new(DryRunFlash::new(f))
         } else {
@@ -1360,6 +1427,7 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
     let mut inbuf = vec![0u8; MAX_DATAGRAM];
     let mut outbuf = vec![0u8; MAX_DATAGRAM];
     let mut send_errors = 0u64;
+    let mut unicast_dropped = 0u64;
 
     let flush = |core: &mut Core<_>, out: &mut [u8], errors: &mut u64| {
         let now = clock();
@@ -1459,6 +1527,16 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
                 match net::recv(sock, &mut inbuf) {
                     Ok(Some((n, from))) => {
                         received += 1;
+                        if i == 2 && !net::unicast_admissible(&inbuf[..n]) {
+                            // R-LOCAL-4; logged at 1, 2, 4, 8, ... drops: a flood stays quiet.
+                            unicast_dropped += 1;
+                            if unicast_dropped.is_power_of_two() {
+                                log::warn!(
+                                    "unicast socket: dropped {unicast_dropped} datagram(s) that were not repair Data (last from {from}); only repairs may arrive there"
+                                );
+                            }
+                            continue;
+                        }
                         if i == 0 {
                             watchdog.heard(clock());
                         }

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{Error, ErrorKind, Flash, FlashKind, Geometry, Op, ReadStatus};
@@ -30,6 +30,12 @@ impl FileFlash {
     /// If the file does not exist it is created only when `size_hint` is
     /// `Some` (with that length). A regular file shorter than `size_hint` is
     /// extended. The size of a block device is taken from the device.
+    ///
+    /// A symbolic link is never followed (`O_NOFOLLOW`, R-LOCAL-2): whoever
+    /// can plant a link where the target should be would otherwise aim a
+    /// root daemon's writes at any file. Only the last path component is
+    /// checked; the agent checks that the directories above it are root's
+    /// (R-LOCAL-1).
     pub fn open(path: impl AsRef<Path>, size_hint: Option<u64>) -> Result<Self, Error> {
         let path = path.as_ref();
         let fail =
@@ -39,8 +45,18 @@ impl FileFlash {
             .write(true)
             .create(size_hint.is_some())
             .truncate(false)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
-            .map_err(|e| fail(&e))?;
+            .map_err(|e| {
+                if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                    Error::io(Op::Open, &e).with_detail(format!(
+                        "{} is a symbolic link; file: targets are not followed through links (name the real file or device)",
+                        path.display()
+                    ))
+                } else {
+                    fail(&e)
+                }
+            })?;
         let meta = file.metadata().map_err(|e| fail(&e))?;
         if meta.is_file() {
             if let Some(hint) = size_hint {
@@ -161,6 +177,31 @@ mod tests {
         assert_eq!(err.errno, Some(nix::libc::ENOENT));
         assert!(err.to_string().contains("nope.img"), "{err}");
         assert!(!p.exists());
+    }
+
+    /// R-LOCAL-2: a link at the target path is an error naming the path, and
+    /// neither the file it points to nor a dangling link's target is touched.
+    #[test]
+    fn symlink_target_is_refused() {
+        let dir = TempDir::new("file-symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").expect("write");
+        let link = dir.join("slot.img");
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        let err = FileFlash::open(&link, Some(100_000)).expect_err("a link");
+        assert_eq!(err.errno, Some(nix::libc::ELOOP));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("slot.img") && msg.contains("symbolic link"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+        let dangling = dir.join("dangling.img");
+        let nowhere = dir.join("created-through-link");
+        std::os::unix::fs::symlink(&nowhere, &dangling).expect("symlink");
+        assert!(FileFlash::open(&dangling, Some(4096)).is_err());
+        assert!(!nowhere.exists(), "created a file through a dangling link");
+        println!("symlinked file: target refused: {msg}");
     }
 
     #[test]

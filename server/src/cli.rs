@@ -92,8 +92,11 @@ pub struct DemoArgs {
 /// `firmcast keygen`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Writes DIR/firmcast.key (hex Ed25519 seed, mode 0600: keep it on the build host)
-and DIR/firmcast.pub (hex public key: put it in every device's agent config).
+Writes DIR/firmcast.key (a firmcast-ed25519-secret-key line, then the hex Ed25519
+seed; mode 0600: keep it on the build host) and DIR/firmcast.pub (a
+firmcast-ed25519-public-key line, then the hex public key: put it in every
+device's agent config). `manifest` refuses a public key as --key and a secret
+key that group or others may read.
 Prints the key id, the first 8 bytes of SHA-256 of the public key, which every
 manifest signed with this key carries.
 

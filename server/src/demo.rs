@@ -233,6 +233,9 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         None => std::env::temp_dir().join(format!("firmcast-demo-{}", std::process::id())),
     };
     fs::create_dir_all(&dir).map_err(|e| DemoError(format!("create {}: {e}", dir.display())))?;
+    // Agents running as root trust only files root alone can change
+    // (R-LOCAL-1): set the modes, whatever the umask.
+    set_mode(&dir, 0o755)?;
     let say = |s: &str| {
         if !opts.json {
             println!("{s}");
@@ -338,6 +341,7 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         }
         fs::write(&config, text)
             .map_err(|e| DemoError(format!("write {}: {e}", config.display())))?;
+        set_mode(&config, 0o644)?;
         agents.push(Job::start(
             &format!("device{i:02}"),
             &agent,
@@ -527,6 +531,13 @@ fn json_field(text: &str, key: &str) -> Option<u64> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
+}
+
+/// Set `path`'s permission bits.
+fn set_mode(path: &Path, mode: u32) -> Result<(), DemoError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| DemoError(format!("chmod {mode:o} {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -67,8 +67,15 @@ impl Fixture {
 #[test]
 fn keygen_manifest_show_verifies() {
     let f = Fixture::new(10_000);
+    // Typed key file (R-LOCAL-7): a header line, then the 64 hex digits.
     let public = std::fs::read_to_string(f.path("keys/firmcast.pub")).expect("pub");
-    assert_eq!(public.trim().len(), 64);
+    let lines: Vec<&str> = public.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"firmcast-ed25519-public-key"),
+        "{public}"
+    );
+    assert_eq!(lines.get(1).map(|l| l.len()), Some(64), "{public}");
     let out = firmcast(&[
         "manifest",
         "--show",

@@ -55,6 +55,9 @@ impl Scratch {
             std::env::temp_dir().join(format!("firmcast-it-{label}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create scratch dir");
+        // Agents run as root in CI and trust only what root alone can change
+        // (R-LOCAL-1): fix the modes whatever the umask.
+        set_mode(&path, 0o755);
         Scratch { path }
     }
 
@@ -266,6 +269,7 @@ pub fn release(dir: &Scratch, len: usize, board: &str, version: &str, seed: u64)
     let keys = dir.join("keys");
     if !keys.join("firmcast.key").exists() {
         firmcast_ok(&["keygen", "--out", path_str(&keys)]);
+        set_mode(&keys, 0o755);
     }
     let image = dir.join(&format!("fw-{version}-{seed}.bin"));
     let bytes = random_bytes(len, seed);
@@ -295,6 +299,12 @@ pub fn release(dir: &Scratch, len: usize, board: &str, version: &str, seed: u64)
 /// A path as `&str` (test paths are ASCII).
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// Set `path`'s permission bits.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 /// Settings for one agent's config file.
@@ -361,6 +371,7 @@ pub fn agent_config(dir: &Scratch, net: &Net, spec: &AgentSpec<'_>) -> (PathBuf,
         ));
     }
     fs::write(&config, text).expect("write agent config");
+    set_mode(&config, 0o644);
     (config, target)
 }
 

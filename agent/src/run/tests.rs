@@ -425,6 +425,7 @@ mod ab {
             activated_var: "firmcast_activated".into(),
             env_config: PathBuf::from("/unused"),
             env_endian: EnvEndian::Native,
+            allow_single_copy_env: false,
         }
     }
 

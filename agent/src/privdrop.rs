@@ -1,0 +1,117 @@
+//! R-LOCAL-3: root only as long as it is needed. Once the sockets, the
+//! target and the U-Boot environment are open, the agent becomes `user`
+//! (default `nobody`): a bug in the datagram path then holds an
+//! unprivileged process with a few open descriptors, not root.
+//!
+//! ```text
+//!  in-place, none    drop: the target is open, nothing else needs root
+//!  ab-uboot          drop: the environment's devices were opened before
+//!  command           keep root: the board command (sysupgrade, ...) needs it
+//!  reboot_command    keep root: rebooting needs it
+//!  user = "root"     keep root: the operator asked for it
+//! ```
+//!
+//! [`plan`] is the pure decision; [`drop_to`] does it and checks that root
+//! cannot be regained.
+
+use nix::unistd::{Gid, Uid};
+
+use crate::config::{Activation, Config};
+
+/// Default `user`.
+pub const DEFAULT_USER: &str = "nobody";
+/// The traditional overflow id, used for `nobody` on a system that has no
+/// such entry in /etc/passwd.
+const NOBODY_ID: u32 = 65_534;
+
+/// What to do once everything is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Become this user.
+    Drop(String),
+    /// Stay root, for this reason (logged once).
+    KeepRoot(&'static str),
+}
+
+/// The decision for `cfg` (see the module docs).
+pub fn plan(activation: Activation, reboot_command: bool, user: &str) -> Plan {
+    if user == "root" {
+        Plan::KeepRoot("user = \"root\" in the config")
+    } else if activation == Activation::Command {
+        Plan::KeepRoot("activation = \"command\" runs a board command that needs root")
+    } else if reboot_command {
+        Plan::KeepRoot("reboot_command needs root to reboot")
+    } else {
+        Plan::Drop(user.to_string())
+    }
+}
+
+/// [`plan`] for a config.
+pub fn plan_for(cfg: &Config) -> Plan {
+    plan(cfg.activation, !cfg.reboot_command.is_empty(), &cfg.user)
+}
+
+/// Resolve `user` to (uid, its primary gid).
+pub fn resolve(user: &str) -> Result<(Uid, Gid), String> {
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Ok((u.uid, u.gid)),
+        Ok(None) if user == DEFAULT_USER => {
+            Ok((Uid::from_raw(NOBODY_ID), Gid::from_raw(NOBODY_ID)))
+        }
+        Ok(None) => Err(format!("user {user:?} does not exist")),
+        Err(e) => Err(format!("looking up user {user:?}: {e}")),
+    }
+}
+
+/// Become `user`: no supplementary groups, its gid, its uid (real, effective
+/// and saved, so there is no way back), then check that root is gone.
+pub fn drop_to(user: &str) -> Result<(Uid, Gid), String> {
+    let (uid, gid) = resolve(user)?;
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}): {e}"))?;
+    nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}): {e}"))?;
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().is_root() {
+        return Err(format!("still able to become root after setuid({uid})"));
+    }
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_keeps_root() {
+        assert_eq!(
+            plan(Activation::InPlace, false, "nobody"),
+            Plan::Drop("nobody".into())
+        );
+        assert_eq!(
+            plan(Activation::AbUboot, false, "firmcast"),
+            Plan::Drop("firmcast".into())
+        );
+        assert_eq!(
+            plan(Activation::None, false, "nobody"),
+            Plan::Drop("nobody".into())
+        );
+        assert!(matches!(
+            plan(Activation::Command, false, "nobody"),
+            Plan::KeepRoot(_)
+        ));
+        assert!(matches!(
+            plan(Activation::AbUboot, true, "nobody"),
+            Plan::KeepRoot(_)
+        ));
+        assert!(matches!(
+            plan(Activation::InPlace, false, "root"),
+            Plan::KeepRoot(_)
+        ));
+    }
+
+    #[test]
+    fn nobody_resolves_even_without_a_passwd_entry() {
+        let (uid, _) = resolve(DEFAULT_USER).expect("nobody");
+        assert_ne!(uid.as_raw(), 0);
+        assert!(resolve("no-such-user-firmcast").is_err());
+    }
+}
