@@ -55,7 +55,9 @@ pub fn plan_for(cfg: &Config) -> Plan {
 pub fn resolve(user: &str) -> Result<(Uid, Gid), String> {
     match nix::unistd::User::from_name(user) {
         Ok(Some(u)) => Ok((u.uid, u.gid)),
-        Ok(None) if user == DEFAULT_USER => {
+        // A minimal image may have no /etc/passwd at all (musl's lookup then
+        // fails with ENOENT): the default user is still uid/gid 65534.
+        Ok(None) | Err(_) if user == DEFAULT_USER => {
             Ok((Uid::from_raw(NOBODY_ID), Gid::from_raw(NOBODY_ID)))
         }
         Ok(None) => Err(format!("user {user:?} does not exist")),
