@@ -333,6 +333,9 @@ impl<'f> World<'f> {
             max_chunks_per_nack: MAX_CHUNKS_PER_NACK,
             max_devices: 16,
             max_pending: 64,
+            // Per-source accounts (R-REP-8) are a bounded table that fills with
+            // forged sources: small here, so the heap check sees it full.
+            max_sources: 16,
             mode: if knobs & 4 != 0 {
                 RepairMode::Parity
             } else {
