@@ -16,7 +16,17 @@
 //! evicted by others. So a flood of forged ids costs counters, not memory,
 //! and never the operator's count.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+//!
+//! Outcomes (R-FLEET-4, [`outcome`]): a final state stays until another
+//! outcome or a report of a later attempt. With events enabled
+//! ([`Fleet::set_event_capacity`]) every accepted report also queues a
+//! [`FleetEvent`] for the operator's views and records.
+
+mod outcome;
+
+pub use outcome::{is_final, is_success, replaces, FleetEvent};
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use core::net::SocketAddr;
 use core::time::Duration;
 
@@ -35,7 +45,7 @@ pub const DEFAULT_MAX_DEVICES: usize = 65_536;
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(120);
 
 /// Every [`DeviceState`], in wire order (for per-state tables).
-pub const ALL_STATES: [DeviceState; 11] = [
+pub const ALL_STATES: [DeviceState; 12] = [
     DeviceState::Listening,
     DeviceState::FetchingManifest,
     DeviceState::Resuming,
@@ -47,6 +57,7 @@ pub const ALL_STATES: [DeviceState; 11] = [
     DeviceState::Activated,
     DeviceState::Confirmed,
     DeviceState::RolledBack,
+    DeviceState::Stalled,
 ];
 
 /// Device id → Ed25519 public key of the devices the operator knows (R-STAT-4).
@@ -90,18 +101,8 @@ pub struct FleetStats {
     pub unsigned: u64,
     /// Reports for a roster device whose signature does not verify.
     pub bad_signature: u64,
-}
-
-/// Whether a state is an outcome (not repeated by the device, kept longest).
-fn is_final(state: DeviceState) -> bool {
-    !matches!(
-        state,
-        DeviceState::Listening
-            | DeviceState::FetchingManifest
-            | DeviceState::Resuming
-            | DeviceState::Receiving
-            | DeviceState::Verifying
-    )
+    /// Events not queued because nobody drained the queue in time.
+    pub events_dropped: u64,
 }
 
 /// Device id → [`DeviceRecord`], bounded.
@@ -118,6 +119,9 @@ pub struct Fleet {
     states: [usize; ALL_STATES.len()],
     /// Devices that count toward `--until-done`, per (image, state).
     counted: BTreeMap<(ImageId, u8), usize>,
+    /// Accepted reports not yet taken by [`Fleet::poll_event`], at most `event_cap`.
+    events: VecDeque<FleetEvent>,
+    event_cap: usize,
     stats: FleetStats,
 }
 
@@ -132,8 +136,44 @@ impl Fleet {
             idle: DEFAULT_IDLE,
             states: [0; ALL_STATES.len()],
             counted: BTreeMap::new(),
+            events: VecDeque::new(),
+            event_cap: 0,
             stats: FleetStats::default(),
         }
+    }
+
+    /// Queue a [`FleetEvent`] for each accepted report, at most `cap` of them
+    /// until [`Fleet::poll_event`] takes them (the rest are counted in
+    /// [`FleetStats::events_dropped`]). 0, the default, queues none.
+    pub fn set_event_capacity(&mut self, cap: usize) {
+        self.event_cap = cap;
+        self.events = VecDeque::with_capacity(cap);
+    }
+
+    /// The oldest queued event.
+    pub fn poll_event(&mut self) -> Option<FleetEvent> {
+        self.events.pop_front()
+    }
+
+    fn emit(&mut self, at: Instant, device_id: u64, old_state: Option<DeviceState>) {
+        if self.event_cap == 0 {
+            return;
+        }
+        let Some(rec) = self.devices.get(&device_id) else {
+            return;
+        };
+        if self.events.len() >= self.event_cap {
+            self.stats.events_dropped += 1;
+            return;
+        }
+        self.events.push_back(FleetEvent {
+            at,
+            device_id,
+            addr: rec.addr,
+            old_state,
+            new_state: rec.state,
+            record: rec.clone(),
+        });
     }
 
     /// The idle time after which a device in a non-final state leaves (R-FLEET-2).
@@ -174,20 +214,33 @@ impl Fleet {
         let id = status.device_id;
         if let Some(old) = self.devices.remove(&id) {
             self.unindex(id, &old);
-            let rec = DeviceRecord {
-                addr: from,
-                state: status.state,
-                blocks_done: status.blocks_done,
-                blocks_total: status.blocks_total,
-                version,
-                reason: status.reason,
-                image_id: header.image_id,
-                first_seen: old.first_seen,
-                last_seen: now,
-                authenticated,
+            let old_state = old.state;
+            let rec = if replaces(old.state, status.state) {
+                DeviceRecord {
+                    addr: from,
+                    state: status.state,
+                    blocks_done: status.blocks_done,
+                    blocks_total: status.blocks_total,
+                    version,
+                    reason: status.reason,
+                    image_id: header.image_id,
+                    first_seen: old.first_seen,
+                    last_seen: now,
+                    authenticated,
+                }
+            } else {
+                // R-FLEET-4: the outcome stands; the device is alive.
+                DeviceRecord {
+                    addr: from,
+                    version,
+                    last_seen: now,
+                    authenticated,
+                    ..old
+                }
             };
             self.index(id, &rec);
             self.devices.insert(id, rec);
+            self.emit(now, id, Some(old_state));
             return Ok(());
         }
         if !authenticated && self.evictable.len() >= self.max_devices {
@@ -214,6 +267,7 @@ impl Fleet {
         };
         self.index(id, &rec);
         self.devices.insert(id, rec);
+        self.emit(now, id, None);
         Ok(())
     }
 
@@ -257,7 +311,9 @@ impl Fleet {
         }
     }
 
-    fn counts(&self, rec: &DeviceRecord) -> bool {
+    /// Whether a device's reports count toward `--until-done`: with a
+    /// roster only authenticated ones, without one every device (R-STAT-4).
+    pub fn counts(&self, rec: &DeviceRecord) -> bool {
         rec.authenticated || self.roster.is_empty()
     }
 
@@ -300,6 +356,16 @@ impl Fleet {
             .get(&(image_id, state as u8))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Devices whose last Status named `image_id` and reported success
+    /// (done, activated, confirmed), of those that count (as [`Fleet::count`]).
+    pub fn count_success(&self, image_id: ImageId) -> usize {
+        ALL_STATES
+            .iter()
+            .filter(|s| is_success(**s))
+            .map(|s| self.count(image_id, *s))
+            .sum()
     }
 
     /// Devices in each state whatever image they reported, indexed like [`ALL_STATES`].
@@ -517,6 +583,48 @@ mod tests {
             f.len(),
             f.stats().unsigned,
             f.stats().bad_signature
+        );
+    }
+
+    #[test]
+    fn r_fleet_4_an_outcome_stays_until_a_later_attempt_and_every_report_is_an_event() {
+        let img = ImageId([1; 8]);
+        let mut f = Fleet::new(10);
+        f.set_event_capacity(3);
+        f.record(secs(0), addr(1), &plain(1, DeviceState::Refused, img))
+            .expect("new");
+        f.record(secs(1), addr(2), &plain(1, DeviceState::Listening, img))
+            .expect("kept");
+        let r = f.get(1).expect("1");
+        assert_eq!(
+            (r.state, r.last_seen, r.addr),
+            (DeviceState::Refused, secs(1), addr(2))
+        );
+        assert_eq!(f.state_counts()[DeviceState::Refused as usize], 1);
+        f.record(secs(2), addr(2), &plain(1, DeviceState::Receiving, img))
+            .expect("later attempt");
+        assert_eq!(f.get(1).expect("1").state, DeviceState::Receiving);
+        f.record(secs(3), addr(2), &plain(1, DeviceState::Done, img))
+            .expect("queue full");
+        assert_eq!(f.count_success(img), 1);
+        let ev: Vec<_> = core::iter::from_fn(|| f.poll_event()).collect();
+        let seen: Vec<_> = ev
+            .iter()
+            .map(|e| (e.old_state, e.new_state, e.changed()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (None, DeviceState::Refused, true),
+                (Some(DeviceState::Refused), DeviceState::Refused, false),
+                (Some(DeviceState::Refused), DeviceState::Receiving, true),
+            ]
+        );
+        assert_eq!(f.stats().events_dropped, 1);
+        std::println!(
+            "R-FLEET-4: refused kept over listening, replaced by receiving; {} events, {} dropped",
+            ev.len(),
+            f.stats().events_dropped
         );
     }
 

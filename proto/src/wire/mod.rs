@@ -187,6 +187,9 @@ pub enum DeviceState {
     /// The bootloader fell back to the previous slot (the new image did not
     /// boot healthily).
     RolledBack = 10,
+    /// The agent gave up: no progress for its stall timeout, or its run
+    /// deadline passed (R-STAT-7); what is on flash stays, the next run resumes.
+    Stalled = 11,
 }
 
 /// Why a device refused or failed, or `None`.
@@ -215,6 +218,9 @@ pub enum Reason {
     /// The health check failed after booting the new image; the bootloader's
     /// rollback stays armed.
     HealthCheckFailed = 9,
+    /// The flash target could not be opened (missing device, permissions, a
+    /// `file:` target without a size).
+    TargetOpen = 10,
 }
 
 impl Reason {
@@ -231,6 +237,7 @@ impl Reason {
             Reason::VerifyFailed => "verify-failed",
             Reason::ActivationFailed => "activation-failed",
             Reason::HealthCheckFailed => "health-check-failed",
+            Reason::TargetOpen => "target-open",
         }
     }
 }
@@ -250,6 +257,7 @@ impl DeviceState {
             DeviceState::Activated => "activated",
             DeviceState::Confirmed => "confirmed",
             DeviceState::RolledBack => "rolled-back",
+            DeviceState::Stalled => "stalled",
         }
     }
 }
