@@ -16,7 +16,6 @@
 //! (R-STAT-3: three times, 50 ms apart, session 0, image id 0).
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::time::Duration;
 
 use flasher::uboot_env::{EnvError, UbootEnv};
 use flasher::Flash;
@@ -25,6 +24,7 @@ use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status, MAX_DATAGRA
 use crate::activate::{run_command, Slot};
 use crate::config::{AbConfig, Config};
 use crate::exit::ExitCode;
+use crate::outcome;
 
 /// What the confirm step found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,8 +151,8 @@ pub fn status_frame(
     version: &str,
     state: DeviceState,
     reason: Reason,
-    session: u32,
-    image_id: ImageId,
+    (blocks_done, blocks_total): (u32, u32),
+    (session, image_id): (u32, ImageId),
     key: Option<&ed25519_compact::SecretKey>,
     buf: &mut [u8],
 ) -> Option<usize> {
@@ -167,8 +167,8 @@ pub fn status_frame(
     let st = Status {
         device_id,
         state,
-        blocks_done: 0,
-        blocks_total: 0,
+        blocks_done,
+        blocks_total,
         current_version: v,
         reason,
     };
@@ -185,8 +185,8 @@ pub fn report(cfg: &Config, to: SocketAddrV4, state: DeviceState, reason: Reason
         &cfg.current_version,
         state,
         reason,
-        0,
-        ImageId([0; 8]),
+        (0, 0),
+        (0, ImageId([0; 8])),
         device_secret(cfg).as_ref(),
         &mut buf,
     ) else {
@@ -199,13 +199,13 @@ pub fn report(cfg: &Config, to: SocketAddrV4, state: DeviceState, reason: Reason
             return;
         }
     };
-    for i in 0..3 {
+    for i in 0..outcome::REPEATS {
         if let Err(e) = sock.send_to(&buf[..len], to) {
             log::warn!("status report to {to}: {e}");
             return;
         }
-        if i < 2 {
-            std::thread::sleep(Duration::from_millis(50));
+        if i + 1 < outcome::REPEATS {
+            std::thread::sleep(outcome::GAP);
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod device_id;
 pub mod exit;
 pub mod logger;
 pub mod net;
+pub mod outcome;
 pub mod perms;
 pub mod privdrop;
 pub mod quiet;

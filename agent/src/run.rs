@@ -36,6 +36,7 @@ use proto::{Dest, Instant};
 use crate::activate::{self, DryRunFlash};
 use crate::config::{Activation, Config};
 use crate::exit::ExitCode;
+use crate::outcome::FinalReport;
 use crate::quiet::{escape, Summary};
 use crate::{confirm, net, rejoin, resume};
 
@@ -58,20 +59,6 @@ pub struct ImageInfo {
     pub image_id: ImageId,
     /// The target spec it was written to.
     pub target: String,
-}
-
-/// Activation statuses reported after the receiver's final ones (R-STAT-2).
-const ACTIVATION_STATUSES: u32 = 3;
-/// Gap between them.
-const ACTIVATION_STATUS_GAP: Duration = Duration::from_millis(50);
-
-/// Status reports the shell sends itself, after the receiver's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PostStatus {
-    state: DeviceState,
-    reason: Reason,
-    left: u32,
-    next_at: Instant,
 }
 
 /// How often the progress line is logged while receiving.
@@ -117,6 +104,9 @@ enum Finish {
         left: u32,
         by: Instant,
     },
+    /// Once the shell's own final report is out (or `by`), R-STAT-7; the
+    /// receiver sends nothing meanwhile.
+    AfterReport { code: ExitCode, by: Instant },
     /// At once.
     Now(ExitCode),
 }
@@ -256,9 +246,8 @@ pub struct Core<F: Flash> {
     stats: CoreStats,
     activator: Option<Activator>,
     activated: bool,
-    post: Option<PostStatus>,
-    /// Session and image id of the receiver's last Status (for our own).
-    stamp: (u32, ImageId),
+    /// The shell's own final report (R-STAT-2, R-STAT-7).
+    post: Option<FinalReport>,
 }
 
 /// What [`write_block`] did.
@@ -342,7 +331,6 @@ impl<F: Flash> Core<F> {
             activator: None,
             activated: false,
             post: None,
-            stamp: (0, ImageId([0; 8])),
         }
     }
 
@@ -406,13 +394,16 @@ impl<F: Flash> Core<F> {
     /// The next datagram to send: where, and `buf[..len]`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         loop {
+            if matches!(self.finish, Some(Finish::AfterReport { .. })) {
+                // R-FLEET-4: no progress report may follow the outcome.
+                return self.poll_post_status(now, buf);
+            }
             let Some(t) = self.rx.poll_transmit(now, buf) else {
                 return self.poll_post_status(now, buf);
             };
             let mut len = t.len;
             if let Ok(h) = Header::parse(&buf[..t.len]) {
                 if h.kind == FrameKind::Status {
-                    self.stamp = (h.session, h.image_id);
                     // R-STAT-4: the receiver's reports are signed like our own.
                     let Some(signed) = confirm::sign(self.s.device_key.as_ref(), buf, len) else {
                         log::debug!("status report does not fit the buffer once signed");
@@ -441,31 +432,45 @@ impl<F: Flash> Core<F> {
         }
     }
 
-    /// Our own Status reports (R-STAT-2), once the receiver's final ones are out.
+    /// Our own Status reports (R-STAT-2, R-STAT-7), after activation once
+    /// the receiver's final ones are out.
     fn poll_post_status(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let rx_done = self.rx.is_finished();
         let p = self.post.as_mut()?;
-        if p.left == 0 || !self.rx.is_finished() || now < p.next_at {
-            return None;
-        }
-        let (session, image_id) = self.stamp;
-        let len = confirm::status_frame(
+        let repair = SocketAddr::V4(self.s.repair_server);
+        let to = p.poll(now, rx_done, repair, self.rx.proven_sender())?;
+        let len = p.encode(
             self.s.device_id,
             &self.s.current_version,
-            p.state,
-            p.reason,
-            session,
-            image_id,
             self.s.device_key.as_ref(),
             buf,
         )?;
-        p.left -= 1;
-        p.next_at = now + ACTIVATION_STATUS_GAP;
         self.stats.sent += 1;
-        Some((SocketAddr::V4(self.s.repair_server), len))
+        Some((to, len))
     }
 
     fn post_pending(&self) -> bool {
-        self.post.is_some_and(|p| p.left > 0)
+        self.post.is_some_and(|p| p.pending())
+    }
+
+    /// R-STAT-7: report an outcome the shell decided, then exit with `code`.
+    fn report_and_exit(
+        &mut self,
+        now: Instant,
+        code: ExitCode,
+        state: DeviceState,
+        reason: Reason,
+        image_id: Option<ImageId>,
+    ) {
+        let (session, current) = self.rx.status_stamp();
+        let total = self.rx.manifest().map_or(0, Manifest::block_count);
+        let blocks = (self.rx.blocks_done().min(total), total);
+        let stamp = (session, image_id.unwrap_or(current));
+        self.post = Some(FinalReport::new(now, state, reason, blocks, stamp, false));
+        self.finish = Some(Finish::AfterReport {
+            code,
+            by: now + FINAL_STATUS_GRACE,
+        });
     }
 
     /// The earliest time something is due (timer, window end, stall, progress log).
@@ -474,15 +479,19 @@ impl<F: Flash> Core<F> {
         let mut add = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
         match self.finish {
             Some(Finish::Now(_)) => return Some(Instant::ZERO),
-            Some(Finish::WhenFinished { by, .. } | Finish::AfterStatuses { by, .. }) => add(by),
+            Some(
+                Finish::WhenFinished { by, .. }
+                | Finish::AfterStatuses { by, .. }
+                | Finish::AfterReport { by, .. },
+            ) => add(by),
             None => {}
         }
         if self.scan.is_some() || self.verify_due {
             // More of the resume scan, or the read-back, to do: come back at once.
             return Some(Instant::ZERO);
         }
-        if let Some(p) = self.post.filter(|p| p.left > 0 && self.rx.is_finished()) {
-            add(p.next_at);
+        if let Some(t) = self.post.and_then(|p| p.due_at(self.rx.is_finished())) {
+            add(t);
         }
         if let Some(t) = self.summary.next_at() {
             add(t);
@@ -524,6 +533,9 @@ impl<F: Flash> Core<F> {
             Some(Finish::AfterStatuses { code, left, by }) if left == 0 || now >= by => {
                 return Some(code)
             }
+            Some(Finish::AfterReport { code, by }) if !self.post_pending() || now >= by => {
+                return Some(code)
+            }
             Some(_) => return None,
             None => {}
         }
@@ -538,21 +550,42 @@ impl<F: Flash> Core<F> {
                 self.rx.blocks_done(),
                 self.manifest.as_ref().map_or(0, Manifest::block_count),
             );
-            return Some(ExitCode::Stalled);
+            self.report_and_exit(
+                now,
+                ExitCode::Stalled,
+                DeviceState::Stalled,
+                Reason::None,
+                None,
+            );
+            return None;
         }
         match self.rx.state() {
             DeviceState::Listening if now >= self.listen_until => {
                 let secs = self.s.boot_window.as_secs();
-                if let Some(r) = self.security_refusal {
+                let refused = self
+                    .rx
+                    .refusal()
+                    .filter(|r| r.signed)
+                    .map(|r| (r.reason, r.image_id));
+                let code = if let Some(r) = self.security_refusal {
                     log::error!(
                         "boot window over: only refused images were offered ({}); no update for board {} within {secs} s",
                         r.as_str(),
                         self.s.board
                     );
-                    return Some(ExitCode::Refused);
+                    ExitCode::Refused
+                } else {
+                    log::info!("no update for board {} announced within {secs} s; exiting so the boot continues", self.s.board);
+                    ExitCode::Ok
+                };
+                match refused {
+                    // R-STAT-7: the refusal is this run's outcome.
+                    Some((reason, image)) => {
+                        self.report_and_exit(now, code, DeviceState::Refused, reason, Some(image));
+                        None
+                    }
+                    None => Some(code),
                 }
-                log::info!("no update for board {} announced within {secs} s; exiting so the boot continues", self.s.board);
-                Some(ExitCode::Ok)
             }
             DeviceState::FetchingManifest | DeviceState::Receiving => {
                 let stalled_at = self.rx.last_progress_at() + self.s.stall_timeout;
@@ -566,7 +599,14 @@ impl<F: Flash> Core<F> {
                         self.manifest.as_ref().map_or(0, Manifest::block_count),
                     );
                     log::debug!("receiver counters at stall: {st:?}");
-                    return Some(ExitCode::Stalled);
+                    self.report_and_exit(
+                        now,
+                        ExitCode::Stalled,
+                        DeviceState::Stalled,
+                        Reason::None,
+                        None,
+                    );
+                    return None;
                 }
                 if now >= self.next_progress_at {
                     self.log_progress();
@@ -688,7 +728,9 @@ impl<F: Flash> Core<F> {
             Ok(f) => f,
             Err(e) => {
                 log::error!("cannot open target {}: {e}", self.s.target);
-                self.finish = Some(Finish::Now(ExitCode::Flash));
+                let now = self.now();
+                let (state, reason) = (DeviceState::Failed, Reason::TargetOpen);
+                self.report_and_exit(now, ExitCode::Flash, state, reason, None);
                 return;
             }
         };
@@ -701,7 +743,13 @@ impl<F: Flash> Core<F> {
             Ok(w) => w,
             Err(e) => {
                 log::error!("target {} cannot take this image: {e}", self.s.target);
-                self.finish = Some(Finish::Now(ExitCode::Flash));
+                let (state, reason) = if e.kind == ErrorKind::OutOfRange {
+                    (DeviceState::Refused, Reason::TooLarge)
+                } else {
+                    (DeviceState::Failed, Reason::FlashError)
+                };
+                let now = self.now();
+                self.report_and_exit(now, ExitCode::Flash, state, reason, None);
                 return;
             }
         };
@@ -882,7 +930,8 @@ impl<F: Flash> Core<F> {
                 "flash: {} new bad blocks in one run; giving up (exit 4)",
                 self.stats.restarts
             );
-            self.finish = Some(Finish::Now(ExitCode::Flash));
+            let (state, reason) = (DeviceState::Failed, Reason::FlashError);
+            self.report_and_exit(now, ExitCode::Flash, state, reason, None);
             return;
         }
         // Keep the target open; the next manifest builds a new writer (and map) on it.
@@ -950,7 +999,8 @@ impl<F: Flash> Core<F> {
         if let Some(w) = self.writer.as_mut() {
             if let Err(e) = w.flash_mut().sync() {
                 log::error!("flash: sync failed: {e}");
-                self.finish = Some(Finish::Now(ExitCode::Flash));
+                let (state, reason) = (DeviceState::Failed, Reason::FlashError);
+                self.report_and_exit(now, ExitCode::Flash, state, reason, None);
                 return;
             }
         }
@@ -1010,12 +1060,11 @@ impl<F: Flash> Core<F> {
                 }
             };
             if !self.s.dry_run {
-                self.post = Some(PostStatus {
-                    state,
-                    reason,
-                    left: ACTIVATION_STATUSES,
-                    next_at: now,
-                });
+                // R-STAT-2: after the receiver's `done`, same session and image.
+                let stamp = self.rx.status_stamp();
+                let total = self.rx.manifest().map_or(0, Manifest::block_count);
+                let blocks = (total, total);
+                self.post = Some(FinalReport::new(now, state, reason, blocks, stamp, true));
             }
         }
         self.finish = Some(Finish::WhenFinished {

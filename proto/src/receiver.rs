@@ -703,6 +703,12 @@ impl Receiver {
         self.proven_sender
     }
 
+    /// The session and image id its Status frames carry now (R-STAT-7: the
+    /// shell stamps its own final report with them).
+    pub fn status_stamp(&self) -> (u32, ImageId) {
+        self.status_stamp
+    }
+
     /// `true` once the update is done or failed and the final Status reports are out.
     pub fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Done(_) | Phase::Failed(_)) && self.final_status_left == 0

@@ -324,6 +324,33 @@ fn bad_signature_keeps_listening_then_exits_three() {
         .statuses
         .iter()
         .any(|s| s.1 == DeviceState::Refused && s.2 == Reason::BadSignature));
+    // R-STAT-7: the refusal is also the last word before the exit.
+    assert_eq!(
+        last_statuses(&h, 3),
+        [(DeviceState::Refused, Reason::BadSignature); 3]
+    );
+}
+
+/// The states and reasons of the last `n` Status reports.
+fn last_statuses(h: &Harness, n: usize) -> Vec<(DeviceState, Reason)> {
+    let st = &h.statuses[h.statuses.len().saturating_sub(n)..];
+    st.iter().map(|s| (s.1, s.2)).collect()
+}
+
+#[test]
+fn r_stat_7_a_target_too_small_is_reported_refused_too_large_before_exit_four() {
+    let mut h = Harness::new(settings(), "2.0", pk(), MemFlash::new(2 * BLOCK as usize));
+    assert_eq!(h.run(Duration::from_secs(20)), Some(ExitCode::Flash));
+    assert_eq!(
+        last_statuses(&h, 3),
+        [(DeviceState::Refused, Reason::TooLarge); 3]
+    );
+    assert!(
+        h.now() < Instant::ZERO + Duration::from_secs(1),
+        "{:?}",
+        h.now()
+    );
+    println!("R-STAT-7: too large: {:?}", last_statuses(&h, 3));
 }
 
 #[test]
@@ -354,9 +381,23 @@ fn silence_mid_transfer_is_a_stall() {
     assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Stalled));
     let waited = h.now().saturating_since(silent_at);
     assert!(
-        waited >= Duration::from_millis(2900) && waited <= Duration::from_millis(3100),
+        waited >= Duration::from_millis(2900) && waited <= Duration::from_millis(3200),
         "{waited:?}"
     );
+    // R-STAT-7: stalled, three times to the repair server and three to the
+    // proven sender, and nothing after it.
+    let last = last_statuses(&h, 7);
+    assert_eq!(last[0], (DeviceState::Receiving, Reason::None));
+    assert!(last[1..]
+        .iter()
+        .all(|s| *s == (DeviceState::Stalled, Reason::None)));
+    let sender = h
+        .statuses
+        .iter()
+        .rev()
+        .take(6)
+        .filter(|s| s.0 == sender_addr());
+    assert_eq!(sender.count(), 3);
 }
 
 #[test]
@@ -529,10 +570,13 @@ mod ab {
             .iter()
             .filter(|s| s.1 == DeviceState::Activated)
             .collect();
-        assert_eq!(acts.len(), 3);
-        assert!(acts
-            .iter()
-            .all(|s| s.0 == "10.0.0.2:7855".parse().expect("addr")));
+        // R-STAT-2: three to the repair server, each followed by a copy to
+        // the sender whose address a block proved (R-STAT-6).
+        let repair: SocketAddr = "10.0.0.2:7855".parse().expect("addr");
+        let to_repair = acts.iter().filter(|s| s.0 == repair).count();
+        let proven = h.core.receiver().proven_sender().expect("proven");
+        assert_eq!((to_repair, acts.len()), (3, 6), "{acts:?}");
+        assert!(acts.iter().all(|s| s.0 == repair || s.0 == proven));
         let env = open_env(&env_path);
         assert_eq!(env.get("boot_slot"), Some("b"));
         assert_eq!(env.get("upgrade_available"), Some("1"));
