@@ -604,19 +604,20 @@ fn status_fields_are_checked() {
     // blocks_done > blocks_total
     let d = with_body(5, 0, &[0x2a, 0x03, 0x11, 0x10, 0x00, 0x00]);
     assert_eq!(decode(&d), Err(DecodeError::OutOfRange("status")));
-    // The appended activation states and reasons decode; the next values do not.
-    for state in 8..=10 {
+    // The appended activation and stalled states and reasons (up to
+    // target-open, R-STAT-7) decode; the next values do not.
+    for state in 8..=11 {
         let mut body = body_of(&g).to_vec();
         body[1] = state;
         assert!(decode(&with_body(5, 0, &body)).is_ok(), "state {state}");
     }
     let mut body = body_of(&g).to_vec();
-    body[1] = 11;
+    body[1] = 12;
     assert_eq!(decode(&with_body(5, 0, &body)), Err(DecodeError::Malformed));
     let mut body = body_of(&g).to_vec();
-    *body.last_mut().expect("non-empty") = 9;
-    assert!(decode(&with_body(5, 0, &body)).is_ok());
     *body.last_mut().expect("non-empty") = 10;
+    assert!(decode(&with_body(5, 0, &body)).is_ok());
+    *body.last_mut().expect("non-empty") = 11;
     assert_eq!(decode(&with_body(5, 0, &body)), Err(DecodeError::Malformed));
     // current_version that is not UTF-8.
     let mut body = body_of(&g).to_vec();
