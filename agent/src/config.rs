@@ -1044,7 +1044,7 @@ fn device_id_of(
         machine_id: host.machine_id.as_deref(),
         mac: link.map(|l| (l.name.as_str(), l.mac.as_str())),
         hostname: &host.hostname,
-        target,
+        target: &device_id::target_key(target, &std::env::current_dir().unwrap_or_default()),
     })
     .map_err(|why| ConfigError::key(file, "device_id_file", why))
 }

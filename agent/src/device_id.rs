@@ -11,7 +11,10 @@
 //! ```
 //!
 //! The target is in every hash so that several agents on one host (one per
-//! target) differ. [`derive`] is pure; [`HostFacts::read`] gathers its inputs.
+//! target) differ; a relative `file:`/`simnor:`/`simnand:` path is made
+//! absolute first ([`target_key`]), so agents started in different
+//! directories with the same relative spec (different files) differ too.
+//! [`derive`] is pure; [`HostFacts::read`] gathers its inputs.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -19,6 +22,17 @@ use std::path::{Path, PathBuf};
 
 /// Where `/etc/machine-id` is read from.
 pub const MACHINE_ID_PATH: &str = "/etc/machine-id";
+
+/// The target as the id hashes it: a relative path of a path-based scheme
+/// joined to `cwd` (where the agent opens it), anything else as written.
+pub fn target_key(target: &str, cwd: &Path) -> String {
+    match target.split_once(':') {
+        Some((scheme @ ("file" | "simnor" | "simnand"), rest)) if Path::new(rest).is_relative() => {
+            format!("{scheme}:{}", cwd.join(rest).display())
+        }
+        _ => target.to_string(),
+    }
+}
 
 /// FNV-1a, 64 bit.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -303,6 +317,38 @@ mod tests {
         })
         .expect("e");
         assert_ne!(a.0, e.0);
+    }
+
+    #[test]
+    fn agents_in_different_directories_with_one_relative_target_spec_differ() {
+        let spec = "simnor:flash.img";
+        let keys: Vec<String> = ["/srv/a", "/srv/b", "/srv/c"]
+            .iter()
+            .map(|d| target_key(spec, Path::new(d)))
+            .collect();
+        let ids: Vec<u64> = keys
+            .iter()
+            .map(|k| {
+                derive(Inputs {
+                    machine_id: Some(MID),
+                    ..inputs(k)
+                })
+                .expect("id")
+                .0
+            })
+            .collect();
+        assert_eq!(keys[0], "simnor:/srv/a/flash.img");
+        assert!(
+            ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+            "{ids:x?}"
+        );
+        // Absolute paths and MTD names are kept as written: existing ids stay.
+        assert_eq!(target_key("mtd:firmware", Path::new("/x")), "mtd:firmware");
+        assert_eq!(
+            target_key("file:/dev/mmcblk0p2", Path::new("/x")),
+            "file:/dev/mmcblk0p2"
+        );
+        println!("three agents, one host, target {spec} in three directories: ids {ids:016x?}");
     }
 
     #[test]
