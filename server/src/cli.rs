@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::rollout::{parse_until_done, UntilDone};
 use crate::units::{parse_rate, parse_size};
 
 /// Multicast firmware updates for fleets of Linux devices: sign an image,
@@ -178,17 +179,28 @@ order, pass after pass, paced at --rate (bits/s including IP/UDP headers; K, M,
 G suffixes are powers of 1000). Devices report Status to the socket this
 command sends from; progress shows devices by state.
 
-Stops at the first of --until-done, --duration, --passes, or Ctrl-C / SIGTERM
-(without any of them it runs until interrupted), then prints a summary
-(and a JSON object on stdout with --json).
-Exit 0 when the stop condition was met; 1 when --until-done N was given and
-fewer than N devices were done when it stopped.
+Stops at the first of --until-done, --abort-if-failed, --duration, --passes,
+or Ctrl-C / SIGTERM (without any of them it runs until interrupted), then
+prints the device table (stderr) and a summary naming every device that did
+not succeed and why.
+--until-done N stops once N devices succeeded (done, activated), or once every
+device heard from (at least N; with --devices, every listed one) is in a final
+state: done, refused, failed, stalled... --until-done all needs --devices.
+On a terminal, stderr shows a live table of the devices (problems on top),
+totals and an ETA; otherwise one line per device state change. --json writes
+one JSON object per change on stdout, then the summary object as the last line.
+Exit 0 when the stop condition was met; 1 when --until-done was given and not
+met when it stopped, or --abort-if-failed stopped it.
 
 Examples:
   firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
       --interface 192.168.1.10 --rate 50M --until-done 200 --duration 1800
   firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
       --interface 127.0.0.1 --rate 5M --passes 2 --json
+  firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
+      --interface 192.168.1.10 --rate 20M --repair-listen 192.168.1.10:7855 \\
+      --devices wave1.txt --until-done all --abort-if-failed 3 --duration 3600
+    (wave1.txt: one device id or address per line)
 
 With --repair-listen this process is also the repair server (what `firmcast
 repair` does, on the same host): devices send NACKs to that address, and
@@ -219,11 +231,21 @@ pub struct SendArgs {
     /// Multicast TTL (1 = this subnet only).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub ttl: u32,
-    /// Stop once N devices report done for this image. While the N devices
-    /// read back what they received (and no other needs data), the carousel
-    /// holds: an Announce every 100 ms, no data.
-    #[arg(long, value_name = "N")]
-    pub until_done: Option<usize>,
+    /// Stop once N devices succeeded with this image (`all`: every device
+    /// of --devices), or once every awaited device is in a final state. While
+    /// the N devices read back what they received (and no other needs data),
+    /// the carousel holds: an Announce every 100 ms, no data.
+    #[arg(long, value_name = "N|all", value_parser = parse_until_done)]
+    pub until_done: Option<UntilDone>,
+    /// The devices this rollout expects: a file with one device id (16 hex
+    /// digits) or address (IP or IP:PORT) per line. The table shows who never
+    /// reported; --until-done waits for these only.
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
+    /// Stop the carousel (exit 1) once N devices failed verification or
+    /// activation (failed: verify-failed, flash-error, activation-failed).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub abort_if_failed: Option<usize>,
     /// Stop after this many seconds (decimals allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<f64>,
@@ -332,18 +354,28 @@ pub struct RepairArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Collects the Status reports devices send (every second while busy, three
-times on a terminal state) and prints one line per device: id, address,
-state, blocks done, running version and reason. Useful on a host where
-devices report but no sender or repair server runs, or to watch a fleet
-from a second host. Stops after --duration or on Ctrl-C / SIGTERM.
+times on a final state) into a table: id, address, state, blocks done,
+running version, last seen and reason, problems on top. On a terminal the
+table is live (stderr); otherwise one line per state change, and the table
+at the end. --json: one JSON object per change on stdout, then a summary
+object. Useful on a host where devices report but no sender or repair
+server runs. Stops after --duration, on Ctrl-C / SIGTERM, or (with
+--devices) once every listed device is in a final state.
+Exit 0; with --devices, 1 unless every listed device succeeded (done,
+activated, confirmed).
 
 Examples:
   firmcast status --listen 0.0.0.0:7855 --duration 10
-  firmcast status --listen 127.0.0.1:7856 --duration 5 --json")]
+  firmcast status --listen 127.0.0.1:7856 --duration 5 --json
+  firmcast status --listen 0.0.0.0:7855 --devices wave1.txt --duration 600")]
 pub struct StatusArgs {
     /// Address and port to receive Status reports on.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
+    /// The devices expected: a file with one device id (16 hex digits) or
+    /// address (IP or IP:PORT) per line; see the exit status above.
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
     /// Stop after this many seconds (decimals allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<f64>,

@@ -5,6 +5,7 @@
 //!                          ├─ send   ── net (socket, clock, wait) ── proto::sender::Sender
 //!                          ├─ repair ── net                         ── proto::repair::RepairServer
 //!                          ├─ status ── net                         ── proto::fleet::Fleet
+//!                          │  (send and status: view ◀─ FleetEvent, rollout: the goal)
 //!                          └─ demo   (runs the binaries above + N × firmcast-agent on loopback)
 //! ```
 //!
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod demo;
 pub mod drops;
 pub mod error;
+pub mod iface;
 pub mod image_file;
 pub mod keys;
 pub mod logger;
@@ -25,11 +27,13 @@ pub mod manifest_file;
 pub mod net;
 pub mod repair;
 pub mod report;
+pub mod rollout;
 pub mod roster;
 pub mod send;
 pub mod sign;
 pub mod status;
 pub mod units;
+pub mod view;
 
 pub use error::Error;
 

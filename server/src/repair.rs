@@ -20,6 +20,7 @@ use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
 pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let repair_group = net::group(args.repair_group, "--repair-group")?;
     let iface = net::ipv4(args.interface, "--interface")?;
+    crate::iface::check(iface, "--interface")?;
     let listen = match args.listen {
         SocketAddr::V4(a) => a,
         SocketAddr::V6(_) => {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use proto::repair::RepairServer;
 use proto::sender::{Sender, SenderConfig};
-use proto::wire::{self, DeviceState, Frame, MAX_DATAGRAM};
+use proto::wire::{self, Frame, MAX_DATAGRAM};
 use proto::DropReason;
 use serde_json::json;
 
@@ -24,12 +24,17 @@ use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
 use crate::repair;
-use crate::report::{devices_json, devices_line, fleet_auth_json, printable, Progress};
+use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
+use crate::rollout::{Goal, UntilDone, Verdict};
+use crate::view::expected::Expected;
+use crate::view::View;
 
 /// Why the send loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     UntilDone,
+    Settled,
+    Aborted,
     Passes,
     Duration,
     Interrupted,
@@ -39,6 +44,8 @@ impl Stop {
     fn as_str(self) -> &'static str {
         match self {
             Stop::UntilDone => "until-done",
+            Stop::Settled => "every awaited device final",
+            Stop::Aborted => "abort-if-failed",
             Stop::Passes => "passes",
             Stop::Duration => "duration",
             Stop::Interrupted => "interrupted",
@@ -58,10 +65,21 @@ const PACING_NAP: Duration = Duration::from_millis(1);
 /// SHA-256, and a 32 MiB image is all in within ~32 turns.
 const READ_BLOCKS_PER_TURN: usize = 16;
 
+/// Fleet events queued between two turns of the loop (the view takes them
+/// every turn; a burst beyond this is counted, not shown).
+const FLEET_EVENTS: usize = 65_536;
+
 /// Run `firmcast send`; returns the exit code.
 pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let group = net::group(args.group, "--group")?;
     let iface = net::ipv4(args.interface, "--interface")?;
+    crate::iface::check(iface, "--interface")?;
+    let expected = args.devices.as_deref().map(Expected::load).transpose()?;
+    if args.until_done == Some(UntilDone::All) && expected.is_none() {
+        return Err(config(
+            "--until-done all: needs --devices FILE (the devices to wait for)",
+        ));
+    }
     if args.ttl > 255 {
         return Err(config(format!("--ttl {}: must be 0..=255", args.ttl)));
     }
@@ -71,6 +89,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     // repairs are served from the blocks read so far.
     let mut image = StreamedImage::open(&info, &args.image, &args.manifest)?;
     let image_id = manifest.image_id;
+    let goal = Goal {
+        until: args.until_done,
+        abort_if_failed: args.abort_if_failed,
+        expected: expected.clone(),
+        image: image_id,
+    };
     let mut session = [0u8; 4];
     getrandom::getrandom(&mut session)
         .map_err(|e| runtime(format!("reading OS randomness: {e}")))?;
@@ -107,8 +131,10 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     cfg.manifest_lead_copies = args.manifest_lead;
     // R-CAR-5: with --until-done N, no data while the N devices read back
     // what they received (the rest of the pass would reach nobody).
-    cfg.hold_when_received = args.until_done;
+    cfg.hold_when_received = goal.awaited();
     let mut sender = Sender::new(cfg, &manifest, signed, clock.now());
+    sender.fleet_mut().set_event_capacity(FLEET_EVENTS);
+    let mut view = View::new(args.json, expected);
     let roster = args
         .roster
         .as_deref()
@@ -154,7 +180,6 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut passes_logged = 0u32;
     let mut holding = false;
     let mut send_errors = 0u64;
-    let verbose = args.verbose;
     let mut repair_send_errors = 0u64;
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("send", clock.now());
@@ -177,30 +202,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             }
             _ => {}
         }
-        let before = if verbose {
-            status_of(bytes).and_then(|id| sender.fleet().get(id).map(|r| r.state))
-        } else {
-            None
-        };
-        match sender.handle_datagram(now, from, bytes) {
-            Ok(()) if verbose => {
-                if let Some(id) = status_of(bytes) {
-                    if let Some(r) = sender.fleet().get(id) {
-                        if before != Some(r.state) {
-                            log::debug!(
-                                "device {id:016x} at {from}: {} ({}/{} blocks, version {}, reason {})",
-                                r.state.as_str(),
-                                r.blocks_done,
-                                r.blocks_total,
-                                printable(&r.version),
-                                r.reason.as_str()
-                            );
-                        }
-                    }
-                }
-            }
-            Ok(()) => {}
-            Err(e) => drops.note(e, from),
+        // State changes reach the operator through the fleet's events (the view).
+        if let Err(e) = sender.handle_datagram(now, from, bytes) {
+            drops.note(e, from);
         }
     };
 
@@ -288,9 +292,15 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             );
         }
         let _ = drops.tick(clock.now(), repairer.as_ref().map(|(s, _)| s.stats()));
-        let done = sender.fleet().count(image_id, DeviceState::Done);
-        if args.until_done.is_some_and(|n| done >= n) {
-            break Stop::UntilDone;
+        view.drain(sender.fleet_mut());
+        match goal.check(sender.fleet()) {
+            Some(Verdict::Reached) => break Stop::UntilDone,
+            Some(Verdict::Settled) => break Stop::Settled,
+            Some(Verdict::Aborted(n)) => {
+                log::error!("--abort-if-failed: {n} devices failed verification or activation; stopping the carousel");
+                break Stop::Aborted;
+            }
+            None => {}
         }
         if passes_met {
             break Stop::Passes;
@@ -302,7 +312,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         if stop_at.is_some_and(|t| now >= t) {
             break Stop::Duration;
         }
-        progress.tick(|| {
+        let head = || {
             let (pass, _) = sender.position();
             let pm = sender.pass_permille();
             let mbps = sender.stats().bytes as f64 * 8.0 / clock.secs().max(1e-3) / 1e6;
@@ -313,7 +323,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 pm % 10,
                 devices_line(sender.fleet())
             )
-        });
+        };
+        if view.is_live() {
+            view.tick(sender.fleet(), now, &head());
+        } else {
+            progress.tick(head);
+        }
         let next_tick = now + Duration::from_millis(250);
         // Nap at least PACING_NAP: the datagrams due meanwhile then go
         // back to back (the pacer's burst credit covers them), one wakeup
@@ -353,22 +368,35 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         )
     })?;
     let _ = drops.finish(repairer.as_ref().map(|(s, _)| s.stats()));
+    view.drain(sender.fleet_mut());
     let secs = clock.secs();
     let stats = sender.stats();
-    let done = sender.fleet().count(image_id, DeviceState::Done);
-    let reached = args.until_done.is_none_or(|n| done >= n);
+    let done = goal.successes(sender.fleet());
+    let reached = goal.reached(sender.fleet()) && stop != Stop::Aborted;
+    view.finish(sender.fleet(), clock.now(), "final");
     let mbps = stats.bytes as f64 * 8.0 / secs.max(1e-3) / 1e6;
+    let others = goal.others(sender.fleet(), clock.now());
     let summary = format!(
-        "sent {} passes, {} datagrams, {} bytes in {secs:.1} s ({mbps:.2} Mbit/s); {}; stopped by {}{}",
+        "sent {} passes, {} datagrams, {} bytes in {secs:.1} s ({mbps:.2} Mbit/s); {}; stopped by {}{}{}",
         sender.passes_completed(),
         stats.datagrams,
         stats.bytes,
         devices_line(sender.fleet()),
         stop.as_str(),
         match args.until_done {
-            Some(n) if !reached => format!(" before {n} devices were done ({done} done)"),
+            Some(UntilDone::Count(n)) if !reached => {
+                format!(" before {n} devices succeeded ({done} did)")
+            }
+            Some(UntilDone::All) if !reached => format!(
+                " before all {} listed devices succeeded ({done} did)",
+                goal.awaited().unwrap_or(0)
+            ),
             _ => String::new(),
-        }
+        },
+        others
+            .iter()
+            .map(|o| format!("\n  not done: {o}"))
+            .collect::<String>()
     );
     let summary = match &repairer {
         Some((server, _)) => format!("{summary}\n{}", repair::summary_line(server)),
@@ -392,9 +420,15 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             "group": group.to_string(),
             "devices": devices_json(sender.fleet()),
             "devices_total": sender.fleet().len(),
+            "not_done": others,
+            "aborted": stop == Stop::Aborted,
             "fleet": fleet_auth_json(sender.fleet()),
             "done": done,
-            "until_done": args.until_done,
+            "until_done": match args.until_done {
+                Some(UntilDone::Count(n)) => json!(n),
+                Some(UntilDone::All) => json!("all"),
+                None => json!(null),
+            },
             "reached": reached,
             "stopped_by": stop.as_str(),
             "status_frames": stats.status_frames,
@@ -414,12 +448,4 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
 /// Whether a datagram is a Status frame (which both fleets record).
 fn is_status(bytes: &[u8]) -> bool {
     matches!(wire::decode(bytes), Ok((_, Frame::Status(_))))
-}
-
-/// The device id of a Status datagram, for verbose logging.
-fn status_of(bytes: &[u8]) -> Option<u64> {
-    match wire::decode(bytes) {
-        Ok((_, Frame::Status(s))) => Some(s.device_id),
-        _ => None,
-    }
 }

@@ -1,17 +1,23 @@
-//! `firmcast status`: collect device Status reports into a fleet table.
+//! `firmcast status`: collect device Status reports into a fleet table,
+//! shown by the [`crate::view`]; with `--devices`, wait for those devices and
+//! exit 1 unless every one of them succeeded.
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use proto::fleet::{Fleet, DEFAULT_MAX_DEVICES};
+use proto::fleet::{is_final, is_success, Fleet, DEFAULT_MAX_DEVICES};
 use serde_json::json;
 
 use crate::cli::StatusArgs;
-use crate::error::{config, runtime, Error, EXIT_OK};
-use crate::keys::hex;
+use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
 use crate::net::{self, Clock};
-use crate::report::{devices_json, devices_line, fleet_auth_json, printable};
+use crate::report::{devices_json, devices_line, fleet_auth_json};
+use crate::view::expected::Expected;
+use crate::view::{device_json, View};
+
+/// Fleet events queued between two turns of the loop.
+const FLEET_EVENTS: usize = 65_536;
 
 /// Run `firmcast status`; returns the exit code.
 pub fn run(args: &StatusArgs) -> Result<u8, Error> {
@@ -37,51 +43,70 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
     if let Some(path) = &args.roster {
         fleet.set_roster(crate::roster::load(path)?);
     }
+    fleet.set_event_capacity(FLEET_EVENTS);
+    let expected = args.devices.as_deref().map(Expected::load).transpose()?;
+    // With --devices: done once every listed device is in a final state;
+    // success only if every one of them succeeded, whatever image it reported.
+    let settled = |fleet: &Fleet, e: &Expected| {
+        e.resolve(fleet)
+            .iter()
+            .all(|(_, d)| d.is_some_and(|(_, r)| is_final(r.state)))
+    };
+    let succeeded = |fleet: &Fleet, e: &Expected| {
+        e.resolve(fleet)
+            .iter()
+            .all(|(_, d)| d.is_some_and(|(_, r)| is_success(r.state)))
+    };
+    let mut view = View::new(args.json, expected);
     let mut frames = 0u64;
     let mut drops = 0u64;
     let mut rbuf = vec![0u8; 65_536];
     log::info!("listening for device status on {listen}");
-    let mut handle = |now: proto::Instant, from: SocketAddr, bytes: &[u8]| match fleet
-        .record(now, from, bytes)
-    {
-        Ok(()) => frames += 1,
-        Err(_) => drops += 1,
-    };
+    let mut handle =
+        |fleet: &mut Fleet, now: proto::Instant, from: SocketAddr, bytes: &[u8]| match fleet
+            .record(now, from, bytes)
+        {
+            Ok(()) => frames += 1,
+            Err(_) => drops += 1,
+        };
     loop {
         net::drain(&sock, &mut rbuf, |from, bytes| {
-            handle(clock.now(), from, bytes)
+            handle(&mut fleet, clock.now(), from, bytes)
         })?;
+        view.drain(&mut fleet);
         let now = clock.now();
         if interrupted.load(Ordering::SeqCst) || stop_at.is_some_and(|t| now >= t) {
             break;
         }
+        if view.expected().is_some_and(|e| settled(&fleet, e)) {
+            break;
+        }
+        view.tick(&fleet, now, &format!("status on {listen}"));
         let tick = now + Duration::from_millis(250);
         let deadline = stop_at.map_or(tick, |t| t.min(tick));
         net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
-            handle(clock.now(), from, bytes)
+            handle(&mut fleet, clock.now(), from, bytes)
         })?;
     }
+    view.drain(&mut fleet);
+    let finished = view.expected().is_none_or(|e| succeeded(&fleet, e));
+    view.finish(&fleet, clock.now(), &format!("status on {listen}"));
     if args.json {
-        let devices: Vec<_> = fleet
-            .iter()
-            .map(|(id, r)| {
-                json!({
-                    "device_id": format!("{id:016x}"),
-                    "addr": r.addr.to_string(),
-                    "state": r.state.as_str(),
-                    "blocks_done": r.blocks_done,
-                    "blocks_total": r.blocks_total,
-                    "version": r.version.as_str(),
-                    "authenticated": r.authenticated,
-                    "reason": r.reason.as_str(),
-                    "image_id": hex(&r.image_id.0),
-                })
-            })
-            .collect();
+        let devices: Vec<_> = fleet.iter().map(|(id, r)| device_json(id, r)).collect();
+        let never: Vec<String> = view.expected().map_or(Vec::new(), |e| {
+            e.resolve(&fleet)
+                .iter()
+                .filter(|(_, d)| d.is_none())
+                .map(|(entry, _)| entry.label())
+                .collect()
+        });
         let obj = json!({
+            "event": "summary",
             "devices": devices,
             "states": devices_json(&fleet),
             "fleet": fleet_auth_json(&fleet),
+            "never_reported": never,
+            "finished": finished,
             "status_frames": frames,
             "drops": drops,
             "seconds": clock.secs(),
@@ -89,25 +114,9 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
         println!("{obj}");
     } else {
         println!(
-            "{:<16}  {:<21}  {:<9}  {:>13}  {:<12}  {:<6}  reason",
-            "device", "address", "state", "blocks", "version", "auth"
-        );
-        for (id, r) in fleet.iter() {
-            // R-STAT-5: the version is the device's word; escape it.
-            println!(
-                "{id:016x}  {:<21}  {:<9}  {:>13}  {:<12}  {:<6}  {}",
-                r.addr.to_string(),
-                r.state.as_str(),
-                format!("{}/{}", r.blocks_done, r.blocks_total),
-                printable(r.version.as_str()),
-                if r.authenticated { "signed" } else { "no" },
-                r.reason.as_str()
-            );
-        }
-        println!(
             "{}; {frames} status frames, {drops} dropped",
             devices_line(&fleet)
         );
     }
-    Ok(EXIT_OK)
+    Ok(if finished { EXIT_OK } else { EXIT_FAILURE })
 }

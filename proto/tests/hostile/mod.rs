@@ -830,7 +830,7 @@ impl<'f> World<'f> {
     }
 
     fn forge_status(&mut self, script: &mut Script<'_>) {
-        const STATES: [DeviceState; 11] = proto::fleet::ALL_STATES;
+        const STATES: [DeviceState; proto::fleet::ALL_STATES.len()] = proto::fleet::ALL_STATES;
         const REASONS: [Reason; 4] = [
             Reason::None,
             Reason::NotNewer,
