@@ -242,6 +242,9 @@ pub struct Core<F: Flash> {
     next_progress_at: Instant,
     finish: Option<Finish>,
     security_refusal: Option<Reason>,
+    /// The last unsigned hint not followed (R-ANN-2): reported as the
+    /// outcome when the boot window ends without anything better (R-STAT-7).
+    hint_refusal: Option<(Reason, ImageId)>,
     loss: Rng,
     stats: CoreStats,
     activator: Option<Activator>,
@@ -326,6 +329,7 @@ impl<F: Flash> Core<F> {
             next_progress_at: now + PROGRESS_EVERY,
             finish: None,
             security_refusal: None,
+            hint_refusal: None,
             loss,
             stats: CoreStats::default(),
             activator: None,
@@ -562,11 +566,8 @@ impl<F: Flash> Core<F> {
         match self.rx.state() {
             DeviceState::Listening if now >= self.listen_until => {
                 let secs = self.s.boot_window.as_secs();
-                let refused = self
-                    .rx
-                    .refusal()
-                    .filter(|r| r.signed)
-                    .map(|r| (r.reason, r.image_id));
+                let signed = self.rx.refusal().filter(|r| r.signed);
+                let refused = signed.map(|r| (r.reason, r.image_id)).or(self.hint_refusal);
                 let code = if let Some(r) = self.security_refusal {
                     log::error!(
                         "boot window over: only refused images were offered ({}); no update for board {} within {secs} s",
@@ -853,6 +854,7 @@ impl<F: Flash> Core<F> {
         };
         if !r.signed {
             // R-ANN-2: unsigned input only hints; a forger sets the rate.
+            self.hint_refusal = Some((r.reason, r.image_id));
             let line = detail();
             self.summary.note(
                 now,

@@ -1,0 +1,232 @@
+//! Operating a rollout (issue 16): one sender with its inline repair server,
+//! nine agents that each end differently. Every outcome reaches the sender
+//! before the agent exits (R-STAT-7, R-STAT-8), stays in the table
+//! (R-FLEET-4), and `--until-done all` ends once every listed device is in a
+//! final state (R-FLEET-5), exit 1 with a summary naming the others and why.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use firmcast_integration::*;
+
+const FLASH: u64 = 1 << 20;
+const IMAGE: usize = 256 * 1024;
+
+/// Append `extra` to a config and apply `edits` (old line, new line).
+fn edit_config(config: &std::path::Path, edits: &[(&str, &str)], extra: &str) {
+    let mut text = fs::read_to_string(config).expect("read config");
+    for (old, new) in edits {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(old))
+            .unwrap_or_else(|| panic!("no `{old}` in {text}"))
+            .to_string();
+        text = text.replace(&line, new);
+    }
+    text.push_str(extra);
+    fs::write(config, text).expect("write config");
+}
+
+#[test]
+fn r_stat_7_a_mixed_rollout_reports_every_outcome_and_ends_in_bounded_time() {
+    let dir = Scratch::new("rollout");
+    let net = Net::for_test(70);
+    let rel = release(&dir, IMAGE, "acme,rt1", "2.0.0", 70);
+    let other = Scratch::new("rollout-otherkey");
+    let other_rel = release(&other, 4096, "acme,rt1", "2.0.0", 71);
+    let fail = dir.join("fail.sh");
+    fs::write(&fail, "#!/bin/sh\necho 'board says no' >&2\nexit 3\n").expect("script");
+    set_mode(&fail, 0o755);
+    let open_missing = dir.join("noopen-missing.img");
+
+    // (name, expected state, expected reason, config edits, extra config text)
+    let cases: Vec<(&str, &str, &str, Vec<(String, String)>, String)> = vec![
+        ("ok-a", "done", "none", vec![], String::new()),
+        ("ok-b", "done", "none", vec![], String::new()),
+        (
+            "board",
+            "refused",
+            "wrong-board",
+            vec![("board".into(), "board = \"acme,cam9\"".into())],
+            String::new(),
+        ),
+        (
+            "key",
+            "refused",
+            "bad-signature",
+            vec![(
+                "public_key".into(),
+                format!("public_key = \"{}\"", path_str(&other_rel.public_key)),
+            )],
+            String::new(),
+        ),
+        (
+            "version",
+            "refused",
+            "not-newer",
+            vec![(
+                "current_version".into(),
+                "current_version = \"9.0.0\"".into(),
+            )],
+            String::new(),
+        ),
+        (
+            "toolarge",
+            "refused",
+            "too-large",
+            vec![("target_size".into(), "target_size = 65536".into())],
+            String::new(),
+        ),
+        (
+            "noopen",
+            "failed",
+            "target-open",
+            vec![
+                (
+                    "target =".into(),
+                    format!("target = \"file:{}\"", path_str(&open_missing)),
+                ),
+                ("target_size".into(), String::new()),
+            ],
+            String::new(),
+        ),
+        (
+            "stall",
+            "stalled",
+            "none",
+            // 99% receive loss: 5 s bring fewer datagrams than the image
+            // has, so the run deadline (R-RUN-2) passes before the end.
+            vec![],
+            "run_deadline_secs = 5\n\n[test]\nrx_loss_permille = 990\n".into(),
+        ),
+        (
+            "activate",
+            "failed",
+            "activation-failed",
+            vec![],
+            format!(
+                "activation = \"command\"\n\n[command]\nrun = [\"{}\"]\n",
+                path_str(&fail)
+            ),
+        ),
+    ];
+
+    let mut agents = Vec::new();
+    let mut ids = String::from("# the rollout's devices\n");
+    for (i, (name, _, _, edits, extra)) in cases.iter().enumerate() {
+        let mut spec = AgentSpec::new(name, &rel.public_key, FLASH);
+        spec.boot_window_secs = 8;
+        let (config, _) = agent_config(&dir, &net, &spec);
+        let id = 0xf00 + i as u64;
+        let edits: Vec<(&str, &str)> = edits
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        // Top-level keys go before any [table] the extra text opens.
+        edit_config(&config, &edits, "");
+        let text = fs::read_to_string(&config).expect("read");
+        let (top, tables) = match extra.find('[') {
+            Some(at) => (&extra[..at], &extra[at..]),
+            None => (extra.as_str(), ""),
+        };
+        let merged = match text.find("\n[") {
+            Some(at) => format!(
+                "{}\ndevice_id = {id}\n{top}{}\n{tables}",
+                &text[..at],
+                &text[at..]
+            ),
+            None => format!("{text}device_id = {id}\n{top}{tables}"),
+        };
+        fs::write(&config, merged).expect("write");
+        ids.push_str(&format!("{id:016x} {name}\n"));
+        let mut agent = start_agent(&dir, name, &config);
+        assert!(
+            agent.wait_for_output("listening", Duration::from_secs(10)),
+            "{name} never listened:\n{}",
+            agent.output()
+        );
+        agents.push(agent);
+    }
+    let devices = dir.join("devices.txt");
+    fs::write(&devices, &ids).expect("devices file");
+
+    let started = Instant::now();
+    let mut sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &[
+            "--rate",
+            "20M",
+            "--repair-listen",
+            &net.repair_listen,
+            "--repair-group",
+            &net.repair_group,
+            "--devices",
+            path_str(&devices),
+            "--until-done",
+            "all",
+            "--duration",
+            "45",
+            "--json",
+        ],
+    );
+    let code = sender.expect_exit(Duration::from_secs(60));
+    let took = started.elapsed();
+    let out = sender.output();
+    let mut codes = Vec::new();
+    for a in agents.iter_mut() {
+        codes.push((a.name.clone(), a.expect_exit(Duration::from_secs(30))));
+    }
+    println!("agent exit codes: {codes:?}");
+    // The closing table (stderr) and the summary, as the operator saw them.
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("device "))
+        .take_while(|l| !l.starts_with('{'))
+        .collect();
+    println!(
+        "sender ended after {:.1} s with exit {code}; its table:\n{}",
+        took.as_secs_f64(),
+        table.join("\n")
+    );
+    assert_eq!(code, 1, "not every device succeeded:\n{out}");
+    assert!(
+        out.contains("stopped by every awaited device final"),
+        "{out}"
+    );
+    assert!(took < Duration::from_secs(40), "took {took:?}:\n{out}");
+
+    // Each device's outcome is in the JSON-lines stream and the summary.
+    let summary = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    for (i, (name, state, reason, _, _)) in cases.iter().enumerate() {
+        let id = format!("{:016x}", 0xf00 + i as u64);
+        let line = out
+            .lines()
+            .filter(|l| l.starts_with("{\"") && l.contains("\"event\":\"change\""))
+            .filter(|l| l.contains(&format!("\"device_id\":\"{id}\"")))
+            .last()
+            .unwrap_or_else(|| panic!("{name}: no JSON line for {id}:\n{out}"));
+        assert!(
+            line.contains(&format!("\"state\":\"{state}\""))
+                && line.contains(&format!("\"reason\":\"{reason}\"")),
+            "{name}: expected {state}/{reason}, last change: {line}"
+        );
+        let row = table
+            .iter()
+            .find(|l| l.starts_with(&id))
+            .unwrap_or_else(|| panic!("{name}: no row"));
+        assert!(row.contains(state), "{name}: {row}");
+        if *state != "done" {
+            assert!(
+                summary.contains(&format!("{id} ")),
+                "{name} not named in the summary's not_done: {summary}"
+            );
+        }
+    }
+    // Agent exit codes agree with what they reported.
+    let expect_codes = [0, 0, 0, 3, 0, 4, 4, 5, 6];
+    let got: Vec<i32> = codes.iter().map(|c| c.1).collect();
+    assert_eq!(got, expect_codes, "{codes:?}");
+}
