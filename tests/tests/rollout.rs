@@ -12,8 +12,18 @@ use firmcast_integration::*;
 const FLASH: u64 = 1 << 20;
 const IMAGE: usize = 256 * 1024;
 
-/// Append `extra` to a config and apply `edits` (old line, new line).
-fn edit_config(config: &std::path::Path, edits: &[(&str, &str)], extra: &str) {
+/// One agent: name, the state and reason it must end in, config line
+/// edits (line prefix, new line), and config text to add.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(String, String)>,
+    String,
+);
+
+/// Replace the lines of a config that start with an `edits` prefix.
+fn edit_config(config: &std::path::Path, edits: &[(&str, &str)]) {
     let mut text = fs::read_to_string(config).expect("read config");
     for (old, new) in edits {
         let line = text
@@ -23,7 +33,6 @@ fn edit_config(config: &std::path::Path, edits: &[(&str, &str)], extra: &str) {
             .to_string();
         text = text.replace(&line, new);
     }
-    text.push_str(extra);
     fs::write(config, text).expect("write config");
 }
 
@@ -40,7 +49,7 @@ fn r_stat_7_a_mixed_rollout_reports_every_outcome_and_ends_in_bounded_time() {
     let open_missing = dir.join("noopen-missing.img");
 
     // (name, expected state, expected reason, config edits, extra config text)
-    let cases: Vec<(&str, &str, &str, Vec<(String, String)>, String)> = vec![
+    let cases: Vec<Case> = vec![
         ("ok-a", "done", "none", vec![], String::new()),
         ("ok-b", "done", "none", vec![], String::new()),
         (
@@ -123,7 +132,7 @@ fn r_stat_7_a_mixed_rollout_reports_every_outcome_and_ends_in_bounded_time() {
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
         // Top-level keys go before any [table] the extra text opens.
-        edit_config(&config, &edits, "");
+        edit_config(&config, &edits);
         let text = fs::read_to_string(&config).expect("read");
         let (top, tables) = match extra.find('[') {
             Some(at) => (&extra[..at], &extra[at..]),
@@ -204,9 +213,9 @@ fn r_stat_7_a_mixed_rollout_reports_every_outcome_and_ends_in_bounded_time() {
         let id = format!("{:016x}", 0xf00 + i as u64);
         let line = out
             .lines()
+            .rev()
             .filter(|l| l.starts_with("{\"") && l.contains("\"event\":\"change\""))
-            .filter(|l| l.contains(&format!("\"device_id\":\"{id}\"")))
-            .last()
+            .find(|l| l.contains(&format!("\"device_id\":\"{id}\"")))
             .unwrap_or_else(|| panic!("{name}: no JSON line for {id}:\n{out}"));
         assert!(
             line.contains(&format!("\"state\":\"{state}\""))
