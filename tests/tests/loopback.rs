@@ -390,8 +390,10 @@ fn one_process_sends_and_repairs_with_parity_within_one_rate() {
     let code = sender.expect_exit(Duration::from_secs(30));
     let out = sender.output();
     assert_eq!(code, 0, "sender:\n{out}");
+    // The summary is the last JSON line (device changes come before it).
     let json = out
         .lines()
+        .rev()
         .find(|l| l.starts_with('{'))
         .unwrap_or_else(|| panic!("no JSON summary:\n{out}"));
     let field = |key: &str| -> f64 {
