@@ -295,8 +295,12 @@ default: one symbol repairs a different lost chunk at every device), or
 resends each missing chunk once (--repair retransmit); a lone straggler gets
 source chunks unicast. Repair traffic is capped at --rate (bits/s; K, M, G
 suffixes are powers of 1000).
+Every device reports to the repair server, also those that never proved the
+sender's address (R-STAT-8), so its table of devices is the fullest: live on
+a terminal (stderr), one line per state change otherwise, one JSON object per
+change on stdout with --json; --devices FILE shows who never reported.
 Stops after --duration or on Ctrl-C / SIGTERM and prints its counters
-(a JSON object on stdout with --json).
+(a JSON object on stdout with --json, the last line).
 
 Examples:
   firmcast repair --image fw.img --manifest fw.manifest --listen 0.0.0.0:7855 \\
@@ -322,6 +326,10 @@ pub struct RepairArgs {
     /// Multicast group and port for repairs several devices need.
     #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.77.2:7855")]
     pub repair_group: SocketAddr,
+    /// The devices expected: a file with one device id (16 hex digits) or
+    /// address (IP or IP:PORT) per line; the table shows who never reported.
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
     /// Cap on repair traffic in bits per second. Give it the carousel's rate (or
     /// the repair host's share of the link): a repair server slower than the
     /// loss rate builds a backlog, and devices fall back to the next pass.

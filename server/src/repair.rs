@@ -15,6 +15,11 @@ use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
 use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
+use crate::view::expected::Expected;
+use crate::view::View;
+
+/// Fleet events queued between two turns of the loop.
+const FLEET_EVENTS: usize = 65_536;
 
 /// Run `firmcast repair`; returns the exit code.
 pub fn run(args: &RepairArgs) -> Result<u8, Error> {
@@ -48,6 +53,11 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     if let Some(path) = &args.roster {
         server.fleet_mut().set_roster(crate::roster::load(path)?);
     }
+    // Every report reaches the repair server (R-STAT-8): its table is the
+    // fullest view of the fleet.
+    server.fleet_mut().set_event_capacity(FLEET_EVENTS);
+    let expected = args.devices.as_deref().map(Expected::load).transpose()?;
+    let mut view = View::new(args.json, expected);
     let stop_at = args
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
@@ -90,6 +100,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
             |_, _| {},
         );
         let _ = drops.tick(clock.now(), Some(server.stats()));
+        view.drain(server.fleet_mut());
         if interrupted.load(Ordering::SeqCst) {
             break true;
         }
@@ -97,7 +108,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         if stop_at.is_some_and(|t| now >= t) {
             break false;
         }
-        progress.tick(|| {
+        let head = || {
             let s = server.stats();
             format!(
                 "{} NACKs, {} chunks asked, {} sent to group, {} unicast, backlog {}; {}",
@@ -108,7 +119,12 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
                 server.backlog(),
                 devices_line(server.fleet())
             )
-        });
+        };
+        if view.is_live() {
+            view.tick(server.fleet(), now, &head());
+        } else {
+            progress.tick(head);
+        }
         let next_tick = now + Duration::from_millis(250);
         let deadline = [server.poll_timeout(), stop_at, Some(next_tick)]
             .into_iter()
@@ -121,6 +137,8 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     };
     progress.finish();
     let _ = drops.finish(Some(server.stats()));
+    view.drain(server.fleet_mut());
+    view.finish(server.fleet(), clock.now(), "final");
 
     let secs = clock.secs();
     let summary = format!(
