@@ -5,9 +5,11 @@
 //! final state (R-FLEET-5), exit 1 with a summary naming the others and why.
 
 use std::fs;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use firmcast_integration::*;
+use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status};
 
 const FLASH: u64 = 1 << 20;
 const IMAGE: usize = 256 * 1024;
@@ -238,4 +240,80 @@ fn r_stat_7_a_mixed_rollout_reports_every_outcome_and_ends_in_bounded_time() {
     let expect_codes = [0, 0, 0, 3, 0, 4, 4, 5, 6];
     let got: Vec<i32> = codes.iter().map(|c| c.1).collect();
     assert_eq!(got, expect_codes, "{codes:?}");
+}
+
+/// A Status datagram from device `id` in `state`.
+fn status(id: u64, state: DeviceState, reason: Reason) -> Vec<u8> {
+    let st = Status {
+        device_id: id,
+        state,
+        blocks_done: 4,
+        blocks_total: 4,
+        current_version: "1.0.0",
+        reason,
+    };
+    let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+    let n = wire::encode(1, ImageId([7; 8]), 0, &Frame::Status(st), &mut buf).expect("encode");
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn status_with_devices_stops_once_all_are_final_and_exits_1_unless_all_succeeded() {
+    let dir = Scratch::new("status-devices");
+    let devices = dir.join("devices.txt");
+    fs::write(&devices, "00000000000000d1\n0xd2\n0xd3\n").expect("devices file");
+    let net = Net::for_test(71);
+    let listen = net.repair_listen.clone();
+    let mut results = Vec::new();
+    for (round, d3) in [(0, DeviceState::Stalled), (1, DeviceState::Activated)] {
+        let mut st = Proc::start(
+            &format!("status{round}"),
+            &bin("firmcast"),
+            &[
+                "status",
+                "--listen",
+                &listen,
+                "--devices",
+                path_str(&devices),
+                "--duration",
+                "20",
+                "--json",
+            ],
+            dir.path(),
+        );
+        assert!(st.wait_for_output("listening", Duration::from_secs(10)));
+        let started = Instant::now();
+        let dev = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // R-FLEET-4: the `listening` after `done` does not undo it.
+        for (id, state) in [
+            (0xd1, DeviceState::Done),
+            (0xd1, DeviceState::Listening),
+            (0xd2, DeviceState::Done),
+        ] {
+            dev.send_to(&status(id, state, Reason::None), &listen)
+                .expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            st.wait(Duration::ZERO),
+            None,
+            "d3 never reported: still waiting"
+        );
+        dev.send_to(&status(0xd3, d3, Reason::None), &listen)
+            .expect("send");
+        let code = st.expect_exit(Duration::from_secs(10));
+        let took = started.elapsed();
+        let out = st.output();
+        assert!(took < Duration::from_secs(5), "{took:?}:\n{out}");
+        let summary = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+        assert!(summary.contains("\"never_reported\":[]"), "{summary}");
+        println!(
+            "round {round}: d3 {} -> exit {code} after {:.2} s",
+            d3.as_str(),
+            took.as_secs_f64()
+        );
+        results.push(code);
+    }
+    assert_eq!(results, [1, 0]);
 }
