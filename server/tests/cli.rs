@@ -137,6 +137,28 @@ fn refusals_are_one_clear_line_with_the_right_exit_code() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    // A --interface this host does not have: exit 2, the host's addresses listed.
+    let out = firmcast(&[
+        "send",
+        "--image",
+        p(&f.path("fw.img")),
+        "--manifest",
+        p(&f.path("fw.manifest")),
+        "--group",
+        "239.255.77.1:7854",
+        "--interface",
+        "192.0.2.77",
+        "--rate",
+        "1M",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--interface 192.0.2.77: no interface of this host")
+            && err.contains("127.0.0.1 (lo)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
     // A wrong public key does not verify.
     let out = firmcast(&["keygen", "--out", p(&f.path("other"))]);
     assert!(out.status.success());
@@ -367,8 +389,15 @@ fn send_over_loopback_multicast_covers_every_chunk_and_counts_status() {
         14,
         "3 blocks × 4 chunks + 2 in the last block"
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    let (v, changes) = json_lines(&out.stdout);
     assert_eq!(v["devices"]["done"], 1);
+    // The device's change to done is a line of the stream before the summary.
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["state"] == "done" && c["event"] == "change"),
+        "{changes:?}"
+    );
     assert_eq!(v["reached"], true);
     assert_eq!(v["stopped_by"], "until-done");
 }
@@ -611,11 +640,25 @@ fn status_collects_device_reports() {
     }
     let out = child.wait_with_output().expect("status output");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (v, changes) = json_lines(&out.stdout);
+    // One change per device: its first report; repeats of a state are not lines.
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[1]["old_state"], serde_json::Value::Null);
     assert_eq!(v["states"]["receiving"], 1);
     assert_eq!(v["states"]["refused"], 1);
     let devices = v["devices"].as_array().expect("devices");
     assert_eq!(devices.len(), 2);
     assert_eq!(devices[1]["reason"], "not-newer");
     assert!(v["drops"].as_u64().expect("drops") > 0);
+}
+
+/// `--json` output: the summary object (the last line) and the device
+/// change objects streamed before it.
+fn json_lines(stdout: &[u8]) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let mut all: Vec<serde_json::Value> = String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let summary = all.pop().expect("a summary line");
+    (summary, all)
 }
