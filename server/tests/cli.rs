@@ -138,19 +138,11 @@ fn refusals_are_one_clear_line_with_the_right_exit_code() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     // A --interface this host does not have: exit 2, the host's addresses listed.
-    let out = firmcast(&[
-        "send",
-        "--image",
-        p(&f.path("fw.img")),
-        "--manifest",
-        p(&f.path("fw.manifest")),
-        "--group",
-        "239.255.77.1:7854",
-        "--interface",
-        "192.0.2.77",
-        "--rate",
-        "1M",
-    ]);
+    let (img, man) = (f.path("fw.img"), f.path("fw.manifest"));
+    let mut args = vec!["send", "--image", p(&img), "--manifest", p(&man)];
+    args.extend(["--group", "239.255.77.1:7854", "--rate", "1M"]);
+    args.extend(["--interface", "192.0.2.77"]);
+    let out = firmcast(&args);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
