@@ -14,6 +14,15 @@ use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status};
 const FLASH: u64 = 1 << 20;
 const IMAGE: usize = 256 * 1024;
 
+/// `firmcast send` at 20 Mbit/s that is also the repair server, so every
+/// device's reports reach it (R-STAT-8), with `extra` arguments.
+fn start_inline_sender(dir: &Scratch, net: &Net, rel: &Release, extra: &[&str]) -> Proc {
+    let mut args = vec!["--rate", "20M", "--repair-listen", &net.repair_listen];
+    args.extend(["--repair-group", &net.repair_group]);
+    args.extend_from_slice(extra);
+    start_sender(dir, net, rel, "sender", &args)
+}
+
 /// One agent: name, the state and reason it must end in, config line
 /// edits (line prefix, new line), and config text to add.
 type Case = (
@@ -162,18 +171,11 @@ fn r_stat_7_a_mixed_rollout_reports_every_outcome_and_ends_in_bounded_time() {
     fs::write(&devices, &ids).expect("devices file");
 
     let started = Instant::now();
-    let mut sender = start_sender(
+    let mut sender = start_inline_sender(
         &dir,
         &net,
         &rel,
-        "sender",
         &[
-            "--rate",
-            "20M",
-            "--repair-listen",
-            &net.repair_listen,
-            "--repair-group",
-            &net.repair_group,
             "--devices",
             path_str(&devices),
             "--until-done",
@@ -316,4 +318,51 @@ fn status_with_devices_stops_once_all_are_final_and_exits_1_unless_all_succeeded
         results.push(code);
     }
     assert_eq!(results, [1, 0]);
+}
+
+#[test]
+fn abort_if_failed_stops_the_carousel_at_the_first_failed_activation() {
+    let dir = Scratch::new("rollout-abort");
+    let net = Net::for_test(72);
+    let rel = release(&dir, IMAGE, "acme,rt1", "2.0.0", 72);
+    let fail = dir.join("fail.sh");
+    fs::write(&fail, "#!/bin/sh\nexit 1\n").expect("script");
+    set_mode(&fail, 0o755);
+    let spec = AgentSpec::new("act", &rel.public_key, FLASH);
+    let (config, _) = agent_config(&dir, &net, &spec);
+    let mut text = fs::read_to_string(&config).expect("read");
+    text.push_str(&format!(
+        "activation = \"command\"\n\n[command]\nrun = [\"{}\"]\n",
+        path_str(&fail)
+    ));
+    fs::write(&config, text).expect("write");
+    let mut agent = start_agent(&dir, "act", &config);
+    assert!(agent.wait_for_output("listening", Duration::from_secs(10)));
+    let started = Instant::now();
+    // Two devices awaited, one exists: only the abort can end this early.
+    let mut sender = start_inline_sender(
+        &dir,
+        &net,
+        &rel,
+        &[
+            "--until-done",
+            "2",
+            "--abort-if-failed",
+            "1",
+            "--duration",
+            "30",
+        ],
+    );
+    let code = sender.expect_exit(Duration::from_secs(40));
+    let took = started.elapsed();
+    let out = sender.output();
+    assert_eq!(agent.expect_exit(Duration::from_secs(20)), 6);
+    println!(
+        "--abort-if-failed 1: exit {code} after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("stopped by abort-if-failed"), "{out}");
+    assert!(out.contains("failed activation-failed"), "{out}");
+    assert!(took < Duration::from_secs(15), "{took:?}:\n{out}");
 }
