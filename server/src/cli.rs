@@ -38,6 +38,8 @@ pub enum Command {
     Repair(RepairArgs),
     /// Listen for device Status reports and print the fleet table.
     Status(StatusArgs),
+    /// Answer questions from the fleet record (--db): versions, failures, silence.
+    Fleet(FleetArgs),
     /// Run a real multicast update of several agents on this machine (loopback).
     Demo(DemoArgs),
 }
@@ -261,6 +263,9 @@ pub struct SendArgs {
     /// Log every device state change and more.
     #[arg(long, short)]
     pub verbose: bool,
+    /// The fleet record (--db) and the fleet page (--http).
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// `firmcast repair`.
@@ -326,6 +331,9 @@ pub struct RepairArgs {
     /// Log every NACK.
     #[arg(long, short)]
     pub verbose: bool,
+    /// The fleet record (--db) and the fleet page (--http).
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// `firmcast status`.
@@ -352,6 +360,62 @@ pub struct StatusArgs {
     #[arg(long, value_name = "FILE")]
     pub roster: Option<PathBuf>,
     /// Print a JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The fleet record (--db) and the fleet page (--http).
+    #[command(flatten)]
+    pub record: RecordArgs,
+}
+
+/// `--db` and `--http`, shared by send, repair and status.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RecordArgs {
+    /// Keep every Status report in this SQLite fleet record (created if
+    /// missing; WAL). A report is acknowledged once committed (within
+    /// ~150 ms) and then survives the tool being killed. Read it with
+    /// `firmcast fleet --db FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Serve a live fleet page: PORT (on 127.0.0.1) or ADDR:PORT (any other
+    /// address only when given, e.g. 0.0.0.0:8080; it has no authentication).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub http: Option<String>,
+}
+
+/// `firmcast fleet`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads the fleet record that `send`, `repair` and `status` keep with --db and
+prints, for every device that ever reported, its latest report: the version it
+runs, its state and reason, its blocks, the rollout (image id) and when;
+problems first (failed or refused, then devices still under way), then the
+devices with the image. Above them, each rollout with how many devices took it
+and how many failed. With --devices, the devices expected that never reported
+are listed too. Reports are kept with the time they arrived (UTC).
+
+Devices file: one device id (16 hex digits) or address (IP or IP:PORT) per
+line; `#` starts a comment.
+
+Examples:
+  firmcast fleet --db fleet.db
+  firmcast fleet --db fleet.db --devices lab.txt          # who never reported
+  firmcast fleet --db fleet.db --rollout 3f2a9c0d11e4b7a8 # one rollout only
+  firmcast fleet --db fleet.db --csv > fleet.csv
+  firmcast fleet --db fleet.db --json | jq '.devices[] | select(.state == \"failed\")'")]
+pub struct FleetArgs {
+    /// The fleet record to read.
+    #[arg(long, value_name = "FILE")]
+    pub db: PathBuf,
+    /// The devices expected (ids or addresses, one a line): list those that never reported.
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
+    /// Only reports about this rollout (image id, 16 hex digits).
+    #[arg(long, value_name = "IMAGE_ID")]
+    pub rollout: Option<String>,
+    /// Print CSV (one row per device) instead of the table.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Print one JSON object (rollouts, devices, never_reported) instead of the table.
     #[arg(long)]
     pub json: bool,
 }

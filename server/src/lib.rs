@@ -5,6 +5,9 @@
 //!                          ├─ send   ── net (socket, clock, wait) ── proto::sender::Sender
 //!                          ├─ repair ── net                         ── proto::repair::RepairServer
 //!                          ├─ status ── net                         ── proto::fleet::Fleet
+//!                          │   (send, repair, status) ── record::Hub ── record::writer (SQLite, --db)
+//!                          │                                          └─ http (fleet page, --http)
+//!                          ├─ fleet  ── record::query (reads --db)
 //!                          └─ demo   (runs the binaries above + N × firmcast-agent on loopback)
 //! ```
 //!
@@ -18,11 +21,14 @@ pub mod cli;
 pub mod demo;
 pub mod drops;
 pub mod error;
+pub mod fleet_cmd;
+pub mod http;
 pub mod image_file;
 pub mod keys;
 pub mod logger;
 pub mod manifest_file;
 pub mod net;
+pub mod record;
 pub mod repair;
 pub mod report;
 pub mod roster;
@@ -55,6 +61,10 @@ pub fn run(cli: cli::Cli) -> Result<u8, Error> {
         cli::Command::Status(a) => {
             logger::init(false);
             status::run(&a)
+        }
+        cli::Command::Fleet(a) => {
+            logger::init(false);
+            fleet_cmd::run(&a)
         }
         cli::Command::Demo(a) => {
             logger::init(false);

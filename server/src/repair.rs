@@ -14,6 +14,7 @@ use crate::drops::DropLog;
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
+use crate::record::Hub;
 use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
 
 /// Run `firmcast repair`; returns the exit code.
@@ -63,6 +64,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let mut send_errors = 0u64;
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("repair", clock.now());
+    let hub = Hub::start(&args.record, "repair")?;
     let handle = |server: &mut RepairServer,
                   drops: &mut DropLog,
                   now: proto::Instant,
@@ -71,6 +73,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         if let Err(e) = server.handle_datagram(now, from, bytes) {
             drops.note(e, from);
         }
+        hub.observe(server.fleet(), now, bytes);
     };
 
     let interrupted_by_signal = loop {
@@ -119,6 +122,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         })?;
     };
     progress.finish();
+    hub.finish();
     let _ = drops.finish(Some(server.stats()));
 
     let secs = clock.secs();

@@ -23,6 +23,7 @@ use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
 use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
+use crate::record::Hub;
 use crate::repair;
 use crate::report::{devices_json, devices_line, fleet_auth_json, printable, Progress};
 
@@ -158,6 +159,8 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut repair_send_errors = 0u64;
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("send", clock.now());
+    let hub = Hub::start(&args.record, "send")?;
+    hub.set_rollout(&image_id.to_string(), &args.image.display().to_string());
     let handle = |sender: &mut Sender,
                   repairer: &mut Option<(RepairServer, SocketAddrV4)>,
                   drops: &mut DropLog,
@@ -202,6 +205,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             Ok(()) => {}
             Err(e) => drops.note(e, from),
         }
+        hub.observe(sender.fleet(), now, bytes);
     };
 
     let stop = loop {
@@ -353,6 +357,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         )
     })?;
     let _ = drops.finish(repairer.as_ref().map(|(s, _)| s.stats()));
+    hub.finish();
     let secs = clock.secs();
     let stats = sender.stats();
     let done = sender.fleet().count(image_id, DeviceState::Done);

@@ -11,6 +11,7 @@ use crate::cli::StatusArgs;
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::keys::hex;
 use crate::net::{self, Clock};
+use crate::record::Hub;
 use crate::report::{devices_json, devices_line, fleet_auth_json, printable};
 
 /// Run `firmcast status`; returns the exit code.
@@ -41,11 +42,13 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
     let mut drops = 0u64;
     let mut rbuf = vec![0u8; 65_536];
     log::info!("listening for device status on {listen}");
-    let mut handle = |now: proto::Instant, from: SocketAddr, bytes: &[u8]| match fleet
-        .record(now, from, bytes)
-    {
-        Ok(()) => frames += 1,
-        Err(_) => drops += 1,
+    let hub = Hub::start(&args.record, "status")?;
+    let mut handle = |now: proto::Instant, from: SocketAddr, bytes: &[u8]| {
+        match fleet.record(now, from, bytes) {
+            Ok(()) => frames += 1,
+            Err(_) => drops += 1,
+        }
+        hub.observe(&fleet, now, bytes);
     };
     loop {
         net::drain(&sock, &mut rbuf, |from, bytes| {
@@ -61,6 +64,7 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
             handle(clock.now(), from, bytes)
         })?;
     }
+    hub.finish();
     if args.json {
         let devices: Vec<_> = fleet
             .iter()
