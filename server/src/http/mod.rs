@@ -92,8 +92,14 @@ mod tests {
 
     #[test]
     fn a_bare_port_means_loopback() {
-        assert_eq!(parse_addr("8080").unwrap().to_string(), "127.0.0.1:8080");
-        assert_eq!(parse_addr("0.0.0.0:80").unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(
+            parse_addr("8080").expect("test setup").to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            parse_addr("0.0.0.0:80").expect("test setup").to_string(),
+            "0.0.0.0:80"
+        );
         assert!(parse_addr("localhost").is_err());
     }
 }

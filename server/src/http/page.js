@@ -7,7 +7,9 @@ const GOOD = ["done", "activated", "confirmed"];
 const BAD = ["refused", "failed", "stalled", "rolled-back"];
 const STUCK_MS = 10000;
 let filter = "all";
-let selected = null;
+// The device whose history is shown; the URL's #fragment names it, so a
+// link (or a test) can open the page on one device.
+let selected = decodeURIComponent(location.hash.slice(1)) || null;
 let last = null;
 
 function el(tag, text, cls) {
@@ -95,7 +97,11 @@ function renderDevices(f) {
     tr.append(el("td", d.device), el("td", d.addr), el("td", d.state, "state"),
       el("td", d.blocks_done + "/" + d.blocks_total), el("td", d.version),
       el("td", d.reason === "none" ? "" : d.reason), el("td", ago(d.last_ms, f.now_ms)));
-    tr.addEventListener("click", () => { selected = d.device; draw(); });
+    tr.addEventListener("click", () => {
+      selected = d.device;
+      location.hash = d.device;
+      draw();
+    });
     body.append(tr);
   }
 }

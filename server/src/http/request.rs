@@ -100,12 +100,14 @@ mod tests {
     #[test]
     fn routes_get_only_and_sends_the_csp() {
         let live = Live::new("send");
-        let ok = String::from_utf8(route("GET /api/fleet?x=1 HTTP/1.1\r\n\r\n", &live)).unwrap();
+        let ok = String::from_utf8(route("GET /api/fleet?x=1 HTTP/1.1\r\n\r\n", &live))
+            .expect("test setup");
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains("script-src 'self'"));
-        let post = String::from_utf8(route("POST / HTTP/1.1\r\n\r\n", &live)).unwrap();
+        let post = String::from_utf8(route("POST / HTTP/1.1\r\n\r\n", &live)).expect("test setup");
         assert!(post.starts_with("HTTP/1.1 405"));
-        let other = String::from_utf8(route("GET /../etc/passwd HTTP/1.1\r\n\r\n", &live)).unwrap();
+        let other = String::from_utf8(route("GET /../etc/passwd HTTP/1.1\r\n\r\n", &live))
+            .expect("test setup");
         assert!(other.starts_with("HTTP/1.1 404"));
     }
 }

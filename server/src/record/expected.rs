@@ -87,12 +87,12 @@ mod tests {
             "# lab rack\n00000000000000ab\n10.0.0.7  # camera\n\n10.0.0.8:7000\n",
             p,
         )
-        .unwrap();
+        .expect("test setup");
         assert_eq!(got.len(), 3);
         assert!(got[0].matches(0xab, "1.2.3.4:5"));
         assert!(got[1].matches(1, "10.0.0.7:4242"));
         assert!(!got[2].matches(1, "10.0.0.8:4242"));
-        let err = parse("router-7\n", p).unwrap_err().to_string();
+        let err = parse("router-7\n", p).expect_err("refused").to_string();
         assert!(err.contains("devices.txt:1"), "{err}");
     }
 }

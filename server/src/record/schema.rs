@@ -120,18 +120,19 @@ mod tests {
 
     #[test]
     fn migrates_once_and_refuses_a_newer_schema() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         let path = dir.path().join("fleet.db");
         assert!(
             open(&path, false).is_err(),
             "a missing record is not created"
         );
-        drop(open(&path, true).unwrap());
-        let mut conn = open(&path, false).unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), MIGRATIONS.len());
-        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(open(&path, true).expect("test setup"));
+        let mut conn = open(&path, false).expect("test setup");
+        assert_eq!(migrate(&mut conn).expect("test setup"), MIGRATIONS.len());
+        conn.pragma_update(None, "user_version", 99)
+            .expect("test setup");
         drop(conn);
-        let err = open(&path, false).unwrap_err().to_string();
+        let err = open(&path, false).expect_err("refused").to_string();
         assert!(err.contains("schema version 99"), "{err}");
     }
 }

@@ -205,23 +205,23 @@ mod tests {
 
     #[test]
     fn every_queued_report_is_committed_by_finish() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         let path = dir.path().join("fleet.db");
-        let w = Writer::start(&path, "status").unwrap();
+        let w = Writer::start(&path, "status").expect("test setup");
         for n in 0..500 {
             w.push(report(n));
         }
         let counters = Arc::clone(&w.counters);
         w.finish();
         assert_eq!(counters.committed.load(Ordering::SeqCst), 500);
-        let conn = schema::open(&path, false).unwrap();
+        let conn = schema::open(&path, false).expect("test setup");
         let (rows, devices): (i64, i64) = conn
             .query_row(
                 "SELECT (SELECT count(*) FROM reports), (SELECT count(*) FROM devices)",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .unwrap();
+            .expect("test setup");
         assert_eq!((rows, devices), (500, 3));
     }
 }
