@@ -198,7 +198,13 @@ repairs and the carousel share --rate, repairs first, so the uplink is never
 asked for more than --rate. Point the devices' repair server at it.
   firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
       --interface 192.168.1.10 --rate 20M --repair-listen 192.168.1.10:7855 \\
-      --until-done 50")]
+      --until-done 50
+
+Keep every device report in a fleet record and watch the rollout in a browser
+(see `firmcast fleet --help` for reading the record):
+  firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
+      --interface 192.168.1.10 --rate 50M --until-done 200 --db fleet.db --http 8080
+  # then open http://127.0.0.1:8080/ (use --http 0.0.0.0:8080 to serve other hosts)")]
 pub struct SendArgs {
     /// The firmware image.
     #[arg(long, value_name = "FILE")]
@@ -347,7 +353,8 @@ from a second host. Stops after --duration or on Ctrl-C / SIGTERM.
 
 Examples:
   firmcast status --listen 0.0.0.0:7855 --duration 10
-  firmcast status --listen 127.0.0.1:7856 --duration 5 --json")]
+  firmcast status --listen 127.0.0.1:7856 --duration 5 --json
+  firmcast status --listen 0.0.0.0:7855 --db fleet.db --http 8080   # record + live page")]
 pub struct StatusArgs {
     /// Address and port to receive Status reports on.
     #[arg(long, value_name = "ADDR:PORT")]

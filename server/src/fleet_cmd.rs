@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use crate::cli::FleetArgs;
-use crate::error::{runtime, Error, EXIT_OK};
+use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::record::expected::{self, Expected};
 use crate::record::query::{self, DeviceRow, RolloutRow};
 use crate::record::{has_image, is_failure, schema};
@@ -16,6 +16,13 @@ use crate::report::printable;
 
 /// Run `firmcast fleet`; returns the exit code.
 pub fn run(args: &FleetArgs) -> Result<u8, Error> {
+    if let Some(r) = &args.rollout {
+        if r.len() != 16 || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(config(format!(
+                "--rollout {r}: expected an image id of 16 hex digits (the first column of `firmcast fleet`)"
+            )));
+        }
+    }
     let conn = schema::open(&args.db, false)?;
     let ctx = |e: rusqlite::Error| runtime(format!("reading {}: {e}", args.db.display()));
     let mut devices = query::devices(&conn, args.rollout.as_deref()).map_err(ctx)?;

@@ -477,6 +477,38 @@ pub fn resume_count(log: &str) -> Option<(u32, u32)> {
     Some((scanned + received_first, n))
 }
 
+/// The image id a sender announced in its start-up line ("... image id
+/// HEX) ..."), waiting up to 20 s for it.
+pub fn sender_image_id(sender: &mut Proc) -> [u8; 8] {
+    assert!(
+        sender.wait_for_output("image id ", Duration::from_secs(20)),
+        "sender did not start:\n{}",
+        sender.output()
+    );
+    let out = sender.output();
+    let hex = out
+        .split("image id ")
+        .nth(1)
+        .and_then(|r| r.get(..16))
+        .expect("image id");
+    let mut id = [0u8; 8];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex image id");
+    }
+    id
+}
+
+/// `send` arguments that make the sender its own repair server on `net`
+/// (devices send it NACKs and Status at `net.repair_listen`).
+pub fn inline_repair_args(net: &Net) -> [&str; 4] {
+    [
+        "--repair-listen",
+        &net.repair_listen,
+        "--repair-group",
+        &net.repair_group,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::resume_count;

@@ -101,14 +101,6 @@ fn hostile_refusal(image: ImageId) -> Vec<u8> {
     buf
 }
 
-fn image_id(hex: &str) -> ImageId {
-    let mut id = [0u8; 8];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
-    }
-    ImageId(id)
-}
-
 /// `count` occurrences of `needle` in `hay`.
 fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
@@ -134,24 +126,10 @@ fn chromium_renders_the_live_fleet_page_of_a_loopback_update() {
         let (config, _) = agent_config(&dir, &net, &AgentSpec::new(&name, &rel.public_key, FLASH));
         agents.push(start_agent(&dir, &name, &config));
     }
-    let mut sender = start_sender(
-        &dir,
-        &net,
-        &rel,
-        "sender",
-        &[
-            "--rate",
-            "20M",
-            "--duration",
-            "90",
-            "--repair-listen",
-            &net.repair_listen,
-            "--repair-group",
-            &net.repair_group,
-            "--http",
-            &port.to_string(),
-        ],
-    );
+    let port = port.to_string();
+    let mut args = vec!["--rate", "8M", "--duration", "90", "--http", &port];
+    args.extend(inline_repair_args(&net));
+    let mut sender = start_sender(&dir, &net, &rel, "sender", &args);
     assert!(
         sender.wait_for_output(
             &format!("fleet page at http://{http}/"),
@@ -160,14 +138,9 @@ fn chromium_renders_the_live_fleet_page_of_a_loopback_update() {
         "no fleet page:\n{}",
         sender.output()
     );
-    let out = sender.output();
-    let hex = out
-        .split("image id ")
-        .nth(1)
-        .map(|r| &r[..16])
-        .expect("image id");
+    let image = ImageId(sender_image_id(&mut sender));
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.send_to(&hostile_refusal(image_id(hex)), &net.repair_listen)
+    sock.send_to(&hostile_refusal(image), &net.repair_listen)
         .expect("send");
 
     // Mid-update: the page is served and a first render shows the devices.

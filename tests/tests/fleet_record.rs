@@ -51,26 +51,6 @@ fn status_frame(
     buf
 }
 
-/// The image id in the sender's start-up line ("... image id HEX) ...").
-fn image_id_of(sender: &mut Proc) -> ImageId {
-    assert!(
-        sender.wait_for_output("image id ", Duration::from_secs(20)),
-        "sender did not start:\n{}",
-        sender.output()
-    );
-    let out = sender.output();
-    let hex = out
-        .split("image id ")
-        .nth(1)
-        .map(|r| &r[..16])
-        .expect("image id");
-    let mut id = [0u8; 8];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
-    }
-    ImageId(id)
-}
-
 /// Send reports `seqs` from 20 devices (round robin) to `to`, 1 ms apart
 /// (well within the socket buffer of a loopback receiver).
 fn send_reports(sock: &UdpSocket, to: &str, seqs: std::ops::Range<u32>, pace: bool) {
@@ -188,30 +168,23 @@ fn the_record_of_a_rollout_answers_who_took_it_who_refused_and_who_never_reporte
         );
         agents.push(a);
     }
-    let mut sender = start_sender(
-        &dir,
-        &net,
-        &rel,
-        "sender",
-        &[
-            "--rate",
-            "40M",
-            "--until-done",
-            "2",
-            "--duration",
-            "60",
-            "--repair-listen",
-            &net.repair_listen,
-            "--repair-group",
-            &net.repair_group,
-            "--db",
-            path_str(&db),
-        ],
-    );
+    let db_arg = path_str(&db);
+    let mut args = vec![
+        "--rate",
+        "40M",
+        "--until-done",
+        "2",
+        "--duration",
+        "60",
+        "--db",
+        db_arg,
+    ];
+    args.extend(inline_repair_args(&net));
+    let mut sender = start_sender(&dir, &net, &rel, "sender", &args);
     // A third device refuses the image (for another board). Today's agent
     // exits without reporting its refusal (issue 16's outcome part adds
     // that), so its report is made here, as the wire carries it.
-    let image = image_id_of(&mut sender);
+    let image = ImageId(sender_image_id(&mut sender));
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let refusal = status_frame(image, 0xbad0, DeviceState::Refused, 0, Reason::WrongBoard);
     for _ in 0..3 {

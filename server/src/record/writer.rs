@@ -208,12 +208,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("test setup");
         let path = dir.path().join("fleet.db");
         let w = Writer::start(&path, "status").expect("test setup");
-        for n in 0..500 {
+        let start = Instant::now();
+        let mut slowest = Duration::ZERO;
+        for n in 0..10_000 {
+            let t = Instant::now();
             w.push(report(n));
+            slowest = slowest.max(t.elapsed());
         }
         let counters = Arc::clone(&w.counters);
         w.finish();
-        assert_eq!(counters.committed.load(Ordering::SeqCst), 500);
+        println!(
+            "10,000 reports committed in {:?}; slowest push {slowest:?}",
+            start.elapsed()
+        );
+        assert_eq!(counters.committed.load(Ordering::SeqCst), 10_000);
         let conn = schema::open(&path, false).expect("test setup");
         let (rows, devices): (i64, i64) = conn
             .query_row(
@@ -222,6 +230,6 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("test setup");
-        assert_eq!((rows, devices), (500, 3));
+        assert_eq!((rows, devices), (10_000, 3));
     }
 }
