@@ -11,6 +11,7 @@ let filter = "all";
 // link (or a test) can open the page on one device.
 let selected = decodeURIComponent(location.hash.slice(1)) || null;
 let last = null;
+let lastHistory = null;
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -100,21 +101,20 @@ function renderDevices(f) {
     tr.addEventListener("click", () => {
       selected = d.device;
       location.hash = d.device;
-      draw();
+      poll(false);
     });
     body.append(tr);
   }
 }
 
-function renderHistory(f) {
+function renderHistory(history) {
   const box = document.getElementById("history");
-  const d = f.devices.find(x => x.device === selected);
-  box.hidden = !d;
-  if (!d) return;
-  document.getElementById("history-device").textContent = d.device;
+  box.hidden = !history;
+  if (!history) return;
+  document.getElementById("history-device").textContent = selected;
   const body = box.querySelector("tbody");
   body.replaceChildren();
-  for (const h of d.history) {
+  for (const h of history) {
     const tr = el("tr");
     tr.append(el("td", when(h.at_ms)), el("td", h.state), el("td", h.blocks_done),
       el("td", h.reason === "none" ? "" : h.reason));
@@ -133,19 +133,25 @@ function draw() {
   renderTotals(f);
   renderPlot(f);
   renderDevices(f);
-  renderHistory(f);
+  renderHistory(lastHistory);
 }
 
-async function poll() {
+async function poll(again = true) {
   try {
     const r = await fetch("/api/fleet", { cache: "no-store" });
-    if (r.ok) { last = await r.json(); draw(); }
+    if (r.ok) { last = await r.json(); }
+    lastHistory = null;
+    if (selected && last && last.devices.some(d => d.device === selected)) {
+      const h = await fetch("/api/history?device=" + encodeURIComponent(selected), { cache: "no-store" });
+      if (h.ok) lastHistory = await h.json();
+    }
+    draw();
   } catch (e) {
     const up = document.getElementById("updated");
     up.textContent = "connection lost; retrying";
     up.dataset.state = "offline";
   }
-  setTimeout(poll, 1000);
+  if (again) setTimeout(poll, 1000);
 }
 
 for (const b of document.querySelectorAll("#filters button")) {

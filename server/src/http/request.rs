@@ -54,7 +54,7 @@ fn route(head: &str, live: &Live) -> Vec<u8> {
     if method != "GET" && method != "HEAD" {
         return status_only(405, reason(405));
     }
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (ctype, body) = match path {
         "/" | "/index.html" => ("text/html; charset=utf-8", PAGE_HTML.as_bytes().to_vec()),
         "/page.js" => (
@@ -63,6 +63,14 @@ fn route(head: &str, live: &Live) -> Vec<u8> {
         ),
         "/page.css" => ("text/css; charset=utf-8", PAGE_CSS.as_bytes().to_vec()),
         "/api/fleet" => ("application/json", live.to_json().to_string().into_bytes()),
+        // `?device=ID`: one device's history, so /api/fleet stays small.
+        "/api/history" => match query
+            .strip_prefix("device=")
+            .and_then(|id| live.history_json(id))
+        {
+            Some(h) => ("application/json", h.to_string().into_bytes()),
+            None => return status_only(404, reason(404)),
+        },
         _ => return status_only(404, reason(404)),
     };
     let mut out = format!(
@@ -109,5 +117,7 @@ mod tests {
         let other = String::from_utf8(route("GET /../etc/passwd HTTP/1.1\r\n\r\n", &live))
             .expect("test setup");
         assert!(other.starts_with("HTTP/1.1 404"));
+        let unknown = route("GET /api/history?device=00 HTTP/1.1\r\n\r\n", &live);
+        assert!(unknown.starts_with(b"HTTP/1.1 404"));
     }
 }

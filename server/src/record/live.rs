@@ -101,7 +101,22 @@ impl Live {
         s.sample(r.at_ms);
     }
 
-    /// The page's JSON: rollout, totals, plot points and devices. Strings
+    /// One device's history (oldest first), or `None` if it is not on the page.
+    pub fn history_json(&self, device: &str) -> Option<Value> {
+        let s = self.inner.lock().ok()?;
+        let d = s.devices.get(device)?;
+        Some(Value::Array(
+            d.history
+                .iter()
+                .map(|(t, st, b, why)| {
+                    json!({ "at_ms": t, "state": st, "blocks_done": b, "reason": why })
+                })
+                .collect(),
+        ))
+    }
+
+    /// The page's JSON: rollout, totals, plot points and devices (their
+    /// histories one at a time, from [`Live::history_json`]). Strings
     /// from devices are JSON strings; the page puts them in text nodes only.
     pub fn to_json(&self) -> Value {
         let Ok(mut s) = self.inner.lock() else {
@@ -129,9 +144,6 @@ impl Live {
                     "authenticated": r.authenticated,
                     "last_ms": r.at_ms,
                     "reports": d.reports,
-                    "history": d.history.iter().map(|(t, st, b, why)| json!({
-                        "at_ms": t, "state": st, "blocks_done": b, "reason": why
-                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -202,7 +214,8 @@ mod tests {
         }
         let v = live.to_json();
         let dev = &v["devices"][0];
-        assert_eq!(dev["history"].as_array().map(Vec::len), Some(HISTORY));
+        let history = live.history_json("00000000000000aa").unwrap_or_default();
+        assert_eq!(history.as_array().map(Vec::len), Some(HISTORY));
         assert!(v["samples"].as_array().map_or(0, Vec::len) <= SAMPLES);
         assert_eq!(
             dev["version"], "<b>1</b>",
