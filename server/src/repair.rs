@@ -42,6 +42,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let local = sock
         .local_addr()
         .map_err(|e| runtime(format!("socket address: {e}")))?;
+    let hub = Hub::start(&args.record, "repair")?;
     let interrupted = net::interrupted();
     let clock = Clock::start();
     let mut server = new_server(args.repair, args.rate, &loaded.manifest);
@@ -64,7 +65,6 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let mut send_errors = 0u64;
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("repair", clock.now());
-    let hub = Hub::start(&args.record, "repair")?;
     let handle = |server: &mut RepairServer,
                   drops: &mut DropLog,
                   now: proto::Instant,
@@ -122,10 +122,10 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         })?;
     };
     progress.finish();
-    hub.finish();
     let _ = drops.finish(Some(server.stats()));
 
     let secs = clock.secs();
+    hub.finish();
     let summary = format!(
         "{} in {secs:.1} s; {}; stopped by {}",
         summary_line(&server),

@@ -100,6 +100,8 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let local = sock
         .local_addr()
         .map_err(|e| runtime(format!("socket address: {e}")))?;
+    let hub = Hub::start(&args.record, "send")?;
+    hub.set_rollout(&image_id.to_string(), &args.image.display().to_string());
     let interrupted = net::interrupted();
     let clock = Clock::start();
     let mut cfg = SenderConfig::new(session, args.rate);
@@ -159,8 +161,6 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut repair_send_errors = 0u64;
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("send", clock.now());
-    let hub = Hub::start(&args.record, "send")?;
-    hub.set_rollout(&image_id.to_string(), &args.image.display().to_string());
     let handle = |sender: &mut Sender,
                   repairer: &mut Option<(RepairServer, SocketAddrV4)>,
                   drops: &mut DropLog,
@@ -357,8 +357,8 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         )
     })?;
     let _ = drops.finish(repairer.as_ref().map(|(s, _)| s.stats()));
-    hub.finish();
     let secs = clock.secs();
+    hub.finish();
     let stats = sender.stats();
     let done = sender.fleet().count(image_id, DeviceState::Done);
     let reached = args.until_done.is_none_or(|n| done >= n);

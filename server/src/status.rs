@@ -29,6 +29,7 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
         .map_err(|e| runtime(format!("binding --listen {listen}: {e}")))?;
     sock.set_nonblocking(true)
         .map_err(|e| runtime(format!("socket mode: {e}")))?;
+    let hub = Hub::start(&args.record, "status")?;
     let interrupted = net::interrupted();
     let clock = Clock::start();
     let stop_at = args
@@ -42,7 +43,6 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
     let mut drops = 0u64;
     let mut rbuf = vec![0u8; 65_536];
     log::info!("listening for device status on {listen}");
-    let hub = Hub::start(&args.record, "status")?;
     let mut handle = |now: proto::Instant, from: SocketAddr, bytes: &[u8]| {
         match fleet.record(now, from, bytes) {
             Ok(()) => frames += 1,
