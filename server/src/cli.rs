@@ -400,8 +400,9 @@ devices with the image. Above them, each rollout with how many devices took it
 and how many failed. With --devices, the devices expected that never reported
 are listed too. Reports are kept with the time they arrived (UTC).
 
-Devices file: one device id (16 hex digits) or address (IP or IP:PORT) per
-line; `#` starts a comment.
+Devices file (as `send --devices` reads it): one device per line, its first
+word a device id (16 hex digits, or 0x + hex) or an address (IP or IP:PORT);
+the rest of the line and lines starting with `#` are ignored.
 
 Examples:
   firmcast fleet --db fleet.db

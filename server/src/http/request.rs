@@ -3,11 +3,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use crate::record::live::Live;
 
 /// Largest request (line and headers) read; longer ones get 431.
 pub const MAX_REQUEST: usize = 8 * 1024;
+
+/// Time a client has to send its request head; slower ones get 408.
+pub const HEAD_TIME: Duration = Duration::from_secs(5);
 
 const PAGE_HTML: &str = include_str!("page.html");
 const PAGE_JS: &str = include_str!("page.js");
@@ -30,6 +34,7 @@ pub fn serve_one(mut stream: TcpStream, live: &Live) {
 
 /// The request line and headers, or the status to refuse them with.
 fn read_head(stream: &mut TcpStream) -> Result<String, u16> {
+    let started = Instant::now();
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut len = 0;
     loop {
@@ -38,6 +43,10 @@ fn read_head(stream: &mut TcpStream) -> Result<String, u16> {
         }
         if len == buf.len() {
             return Err(431);
+        }
+        // A client trickling bytes would hold one of the few connections.
+        if started.elapsed() > HEAD_TIME {
+            return Err(408);
         }
         match stream.read(&mut buf[len..]) {
             Ok(0) | Err(_) => return Err(400),
@@ -90,6 +99,7 @@ fn reason(code: u16) -> &'static str {
     match code {
         400 => "Bad Request",
         404 => "Not Found",
+        408 => "Request Timeout",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",

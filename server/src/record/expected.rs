@@ -1,6 +1,9 @@
-//! The devices the operator expects (`--devices FILE`): one device id (16
-//! hex digits) or address (IPv4, optionally with `:port`) per line; `#`
-//! starts a comment; blank lines are ignored.
+//! The devices the operator expects (`firmcast fleet --devices FILE`), in
+//! the format `send --devices` reads (issue 16's outcome part): one device
+//! per line, its first word a device id (16 hex digits, or `0x` + hex) or an
+//! address (IP, any port, or `IP:PORT`); the rest of the line, blank lines
+//! and lines starting with `#` are ignored. When both parts meet, this
+//! module gives way to that one's parser.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -44,29 +47,44 @@ impl Expected {
 pub fn parse(text: &str, path: &Path) -> Result<Vec<Expected>, Error> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let item = line.split('#').next().unwrap_or("").trim();
-        if item.is_empty() {
+        let Some(word) = line.split_whitespace().next() else {
+            continue;
+        };
+        if word.starts_with('#') {
             continue;
         }
-        let e = if let Ok(a) = item.parse::<SocketAddr>() {
-            Expected::Addr(a)
-        } else if let Ok(ip) = item.parse::<IpAddr>() {
-            Expected::Ip(ip)
-        } else if item.len() == 16 && item.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Expected::Id(
-                u64::from_str_radix(item, 16)
-                    .map_err(|e| config(format!("{}:{}: `{item}`: {e}", path.display(), n + 1)))?,
-            )
-        } else {
-            return Err(config(format!(
-                "{}:{}: `{item}` is neither a device id (16 hex digits) nor an address",
+        let e = entry(word).ok_or_else(|| {
+            config(format!(
+                "--devices {} line {}: `{word}` is neither a device id (16 hex digits) nor an address (IP or IP:PORT)",
                 path.display(),
                 n + 1
-            )));
-        };
-        out.push(e);
+            ))
+        })?;
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    if out.is_empty() {
+        return Err(config(format!(
+            "--devices {}: lists no device",
+            path.display()
+        )));
     }
     Ok(out)
+}
+
+fn entry(word: &str) -> Option<Expected> {
+    if let Ok(a) = word.parse::<SocketAddr>() {
+        return Some(Expected::Addr(a));
+    }
+    if let Ok(ip) = word.parse::<IpAddr>() {
+        return Some(Expected::Ip(ip));
+    }
+    let hex = word.strip_prefix("0x").unwrap_or(word);
+    if !hex.is_empty() && hex.len() <= 16 {
+        return u64::from_str_radix(hex, 16).ok().map(Expected::Id);
+    }
+    None
 }
 
 /// Read and parse a devices file.
@@ -84,7 +102,7 @@ mod tests {
     fn ids_addresses_and_comments() {
         let p = Path::new("devices.txt");
         let got = parse(
-            "# lab rack\n00000000000000ab\n10.0.0.7  # camera\n\n10.0.0.8:7000\n",
+            "# lab rack\n00000000000000ab router-1\n10.0.0.7  # camera\n\n10.0.0.8:7000\n0xab\n",
             p,
         )
         .expect("test setup");
@@ -93,6 +111,7 @@ mod tests {
         assert!(got[1].matches(1, "10.0.0.7:4242"));
         assert!(!got[2].matches(1, "10.0.0.8:4242"));
         let err = parse("router-7\n", p).expect_err("refused").to_string();
-        assert!(err.contains("devices.txt:1"), "{err}");
+        assert!(err.contains("devices.txt line 1"), "{err}");
+        assert!(parse("# nobody\n", p).is_err(), "an empty list is refused");
     }
 }
