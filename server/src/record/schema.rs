@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::show;
 use crate::error::{config, runtime, Error};
@@ -94,24 +94,30 @@ impl From<rusqlite::Error> for Migrate {
     }
 }
 
-/// Bring `conn` to the current schema; returns the version it had.
+/// Bring `conn` to the current schema; returns the version it had. Each
+/// step reads the version and migrates under one write lock (`BEGIN
+/// IMMEDIATE`), so tools started together on one record migrate it once.
 pub fn migrate(conn: &mut Connection) -> Result<usize, Migrate> {
-    let had: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let had = usize::try_from(had).unwrap_or(usize::MAX);
-    if had > MIGRATIONS.len() {
-        return Err(Migrate::TooNew(had));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(had) {
-        let tx = conn.transaction()?;
+    let mut had = None;
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let v = usize::try_from(v).unwrap_or(usize::MAX);
+        had.get_or_insert(v);
+        if v > MIGRATIONS.len() {
+            return Err(Migrate::TooNew(v));
+        }
+        let Some(sql) = MIGRATIONS.get(v) else {
+            return Ok(had.unwrap_or(v));
+        };
         tx.execute_batch(sql)?;
         tx.pragma_update(
             None,
             "user_version",
-            i64::try_from(i + 1).unwrap_or(i64::MAX),
+            i64::try_from(v + 1).unwrap_or(i64::MAX),
         )?;
         tx.commit()?;
     }
-    Ok(had)
 }
 
 #[cfg(test)]
@@ -134,5 +140,20 @@ mod tests {
         drop(conn);
         let err = open(&path, false).expect_err("refused").to_string();
         assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    #[test]
+    fn tools_started_together_migrate_one_record_once() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("fleet.db");
+        let opened: Vec<_> = (0..4)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || open(&p, true).map(drop))
+            })
+            .collect();
+        for t in opened {
+            assert_eq!(t.join().expect("thread"), Ok(()));
+        }
     }
 }
