@@ -408,6 +408,7 @@ Examples:
   firmcast fleet --db fleet.db
   firmcast fleet --db fleet.db --devices lab.txt          # who never reported
   firmcast fleet --db fleet.db --rollout 3f2a9c0d11e4b7a8 # one rollout only
+  firmcast fleet --db fleet.db --history 8572b05704268b9b # what happened to one device
   firmcast fleet --db fleet.db --csv > fleet.csv
   firmcast fleet --db fleet.db --json | jq '.devices[] | select(.state == \"failed\")'")]
 pub struct FleetArgs {
@@ -420,6 +421,10 @@ pub struct FleetArgs {
     /// Only reports about this rollout (image id, 16 hex digits).
     #[arg(long, value_name = "IMAGE_ID")]
     pub rollout: Option<String>,
+    /// Instead: the history of one device (each change of state, reason,
+    /// version, rollout or address, with when and how many reports).
+    #[arg(long, value_name = "DEVICE_ID", conflicts_with_all = ["devices", "rollout"])]
+    pub history: Option<String>,
     /// Print CSV (one row per device) instead of the table.
     #[arg(long, conflicts_with = "json")]
     pub csv: bool,

@@ -11,20 +11,27 @@ use crate::cli::FleetArgs;
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::record::expected::{self, Expected};
 use crate::record::query::{self, DeviceRow, RolloutRow};
-use crate::record::{has_image, is_failure, schema};
+use crate::record::{has_image, is_failure, schema, Report};
 use crate::report::printable;
 
 /// Run `firmcast fleet`; returns the exit code.
 pub fn run(args: &FleetArgs) -> Result<u8, Error> {
-    if let Some(r) = &args.rollout {
-        if r.len() != 16 || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(config(format!(
-                "--rollout {r}: expected an image id of 16 hex digits (the first column of `firmcast fleet`)"
-            )));
+    for (flag, v) in [("--rollout", &args.rollout), ("--history", &args.history)] {
+        if let Some(v) = v {
+            if v.len() != 16 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(config(format!(
+                    "{flag} {v}: expected 16 hex digits, as `firmcast fleet` prints ids"
+                )));
+            }
         }
     }
     let conn = schema::open(&args.db, false)?;
     let ctx = |e: rusqlite::Error| runtime(format!("reading {}: {e}", args.db.display()));
+    if let Some(device) = &args.history {
+        let changes = query::history(&conn, &device.to_ascii_lowercase()).map_err(ctx)?;
+        print!("{}", history(device, &changes, args.json, args.csv));
+        return Ok(EXIT_OK);
+    }
     let mut devices = query::devices(&conn, args.rollout.as_deref()).map_err(ctx)?;
     let rollouts = query::rollouts(&conn).map_err(ctx)?;
     let reports = query::count(&conn).map_err(ctx)?;
@@ -142,6 +149,58 @@ fn table(
         never.len(),
         rollouts.len()
     );
+    out
+}
+
+/// One device's history as a table, CSV or JSON lines.
+fn history(device: &str, changes: &[(Report, u64)], json: bool, csv: bool) -> String {
+    let mut out = String::new();
+    if csv {
+        out.push_str(
+            "time_utc,state,reason,blocks_done,blocks_total,version,image_id,address,reports\n",
+        );
+    } else if !json {
+        let _ = writeln!(
+            out,
+            "{:<19}  {:<11}  {:<19}  {:>11}  {:<12}  {:<16}  {:<21}  {:>7}",
+            "time (UTC)", "state", "reason", "blocks", "version", "rollout", "address", "reports"
+        );
+    }
+    for (r, n) in changes {
+        if json {
+            let mut v = json!(r);
+            v["reports"] = json!(n);
+            let _ = writeln!(out, "{v}");
+        } else if csv {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{n}",
+                utc(r.at_ms),
+                r.state,
+                r.reason,
+                r.blocks_done,
+                r.blocks_total,
+                csv_field(&r.version),
+                r.image_id,
+                r.addr
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{:<19}  {:<11}  {:<19}  {:>11}  {:<12}  {:<16}  {:<21}  {n:>7}",
+                utc(r.at_ms),
+                r.state,
+                r.reason,
+                format!("{}/{}", r.blocks_done, r.blocks_total),
+                printable(&r.version),
+                r.image_id,
+                r.addr
+            );
+        }
+    }
+    if changes.is_empty() && !json && !csv {
+        let _ = writeln!(out, "no report from {device} in the record");
+    }
     out
 }
 

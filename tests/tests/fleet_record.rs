@@ -229,6 +229,19 @@ fn the_record_of_a_rollout_answers_who_took_it_who_refused_and_who_never_reporte
         .map(|i| rows[i + 1])
         .unwrap_or("");
     assert!(first.contains("refused"), "{text}");
+    // One device's story: its changes of state, each with its reports.
+    let done_id = rows
+        .iter()
+        .find(|l| state(l) == "done")
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("");
+    let story = firmcast_ok(&["fleet", "--db", path_str(&db), "--history", done_id]);
+    println!("{story}");
+    let last = story.lines().last().unwrap_or("");
+    assert!(
+        story.lines().count() >= 3 && last.contains(" done "),
+        "the history of {done_id} ends done after earlier states:\n{story}"
+    );
     let csv = firmcast_ok(&["fleet", "--db", path_str(&db), "--csv"]);
     assert_eq!(csv.lines().count(), 4, "a header and three devices:\n{csv}");
 }

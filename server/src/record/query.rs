@@ -104,6 +104,30 @@ pub fn rollouts(conn: &Connection) -> rusqlite::Result<Vec<RolloutRow>> {
     rows.collect()
 }
 
+/// The reports of `device` at which its state, reason, version, rollout or
+/// address changed, oldest first, each with the reports it stood for.
+pub fn history(conn: &Connection, device: &str) -> rusqlite::Result<Vec<(Report, u64)>> {
+    let mut stmt = conn.prepare("SELECT * FROM reports WHERE device = ?1 ORDER BY seq")?;
+    let mut rows = stmt.query([device])?;
+    let mut out: Vec<(Report, u64)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let r = report(row)?;
+        match out.last_mut() {
+            Some((last, n))
+                if last.state == r.state
+                    && last.reason == r.reason
+                    && last.version == r.version
+                    && last.image_id == r.image_id
+                    && last.addr == r.addr =>
+            {
+                *n += 1;
+            }
+            _ => out.push((r, 1)),
+        }
+    }
+    Ok(out)
+}
+
 /// Reports the record holds in all.
 pub fn count(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT count(*) FROM reports", [], |r| r.get::<_, i64>(0))
