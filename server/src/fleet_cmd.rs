@@ -172,18 +172,7 @@ fn history(device: &str, changes: &[(Report, u64)], json: bool, csv: bool) -> St
             v["reports"] = json!(n);
             let _ = writeln!(out, "{v}");
         } else if csv {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{},{},{},{n}",
-                utc(r.at_ms),
-                r.state,
-                r.reason,
-                r.blocks_done,
-                r.blocks_total,
-                csv_field(&r.version),
-                r.image_id,
-                r.addr
-            );
+            let _ = writeln!(out, "{},{},{},{n}", utc(r.at_ms), csv_report(r), r.addr);
         } else {
             let _ = writeln!(
                 out,
@@ -213,15 +202,10 @@ fn csv(devices: &[DeviceRow], never: &[Expected]) -> String {
         let r = &d.latest;
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{}",
             r.device,
             r.addr,
-            r.state,
-            r.reason,
-            r.blocks_done,
-            r.blocks_total,
-            csv_field(&r.version),
-            r.image_id,
+            csv_report(r),
             utc(d.first_ms),
             utc(r.at_ms),
             d.reports,
@@ -232,6 +216,19 @@ fn csv(devices: &[DeviceRow], never: &[Expected]) -> String {
         let _ = writeln!(out, "{},,never-reported,,,,,,,,0,", e.label());
     }
     out
+}
+
+/// The report's `state,reason,blocks_done,blocks_total,version,image_id` columns.
+fn csv_report(r: &Report) -> String {
+    format!(
+        "{},{},{},{},{},{}",
+        r.state,
+        r.reason,
+        r.blocks_done,
+        r.blocks_total,
+        csv_field(&r.version),
+        r.image_id
+    )
 }
 
 /// A device-supplied CSV field: quoted, control characters escaped, and a
