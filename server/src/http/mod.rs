@@ -7,7 +7,9 @@
 //! [`MAX_CONNECTIONS`] at a time (more are answered 503 and closed), one
 //! request per connection. Device strings reach the page only as JSON
 //! strings, which the page puts in text nodes, never in markup; a strict
-//! Content-Security-Policy forbids inline and foreign scripts besides.
+//! Content-Security-Policy forbids inline and foreign scripts besides, and
+//! a request naming a host other than an IP or `localhost` is refused
+//! (DNS rebinding).
 //! Binds loopback unless the operator names another address.
 
 mod request;

@@ -70,6 +70,13 @@ function renderPlot(f) {
   label.setAttribute("font-size", "11");
   label.textContent = String(ymax);
   svg.append(label);
+  const span = document.createElementNS(ns, "text");
+  span.setAttribute("x", "590");
+  span.setAttribute("y", "158");
+  span.setAttribute("font-size", "10");
+  span.setAttribute("text-anchor", "end");
+  span.textContent = Math.round((t1 - t0) / 1000) + " s";
+  svg.append(span);
   [[3, "#888"], [2, "#c0392b"], [1, "#2a8a3a"]].forEach(([i, colour]) => {
     const line = document.createElementNS(ns, "polyline");
     line.setAttribute("points", pts.map(p => x(p[0]).toFixed(1) + "," + y(p[i]).toFixed(1)).join(" "));

@@ -63,6 +63,9 @@ fn route(head: &str, live: &Live) -> Vec<u8> {
     if method != "GET" && method != "HEAD" {
         return status_only(405, reason(405));
     }
+    if !host_allowed(head) {
+        return status_only(421, reason(421));
+    }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (ctype, body) = match path {
         "/" | "/index.html" => ("text/html; charset=utf-8", PAGE_HTML.as_bytes().to_vec()),
@@ -95,11 +98,31 @@ fn route(head: &str, live: &Live) -> Vec<u8> {
     out
 }
 
+/// DNS rebinding: a web page elsewhere that makes its own name resolve to
+/// this address would read the fleet through the operator's browser. The
+/// page is addressed by IP (or `localhost`), so a request naming any other
+/// host is refused; a request without `Host` (HTTP/1.0 tools) is served.
+fn host_allowed(head: &str) -> bool {
+    let Some(host) = head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("host").then(|| v.trim())
+    }) else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 fn reason(code: u16) -> &'static str {
     match code {
         400 => "Bad Request",
         404 => "Not Found",
         408 => "Request Timeout",
+        421 => "Misdirected Request",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
@@ -127,6 +150,18 @@ mod tests {
         let other = String::from_utf8(route("GET /../etc/passwd HTTP/1.1\r\n\r\n", &live))
             .expect("test setup");
         assert!(other.starts_with("HTTP/1.1 404"));
+        let rebound = route(
+            "GET /api/fleet HTTP/1.1\r\nHost: evil.example:8080\r\n\r\n",
+            &live,
+        );
+        assert!(
+            rebound.starts_with(b"HTTP/1.1 421"),
+            "DNS rebinding refused"
+        );
+        for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.0.0.2"] {
+            let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(route(&req, &live).starts_with(b"HTTP/1.1 200"), "{host}");
+        }
         let unknown = route("GET /api/history?device=00 HTTP/1.1\r\n\r\n", &live);
         assert!(unknown.starts_with(b"HTTP/1.1 404"));
     }
