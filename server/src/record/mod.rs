@@ -137,9 +137,15 @@ impl Hub {
         if self.writer.is_none() && self.live.is_none() {
             return;
         }
-        let Some(report) = Report::observed(fleet, now, datagram) else {
-            return;
-        };
+        if let Some(report) = Report::observed(fleet, now, datagram) {
+            self.take(report);
+        }
+    }
+
+    /// Hand one accepted report to the record and the page (the entry for
+    /// a fleet that queues its accepted reports as events: build the report
+    /// with [`Report::from_record`]).
+    pub fn take(&self, report: Report) {
         if let Some(live) = &self.live {
             live.push(&report);
         }

@@ -55,7 +55,9 @@ pub fn open(path: &Path, create: bool) -> Result<Connection, Error> {
         )));
     }
     let ctx = |e: rusqlite::Error| runtime(format!("fleet record {}: {e}", show(path)));
-    let mut conn = Connection::open(path).map_err(ctx)?;
+    // A path that cannot be opened is the operator's to fix (exit 2).
+    let mut conn =
+        Connection::open(path).map_err(|e| config(format!("--db {}: {e}", show(path))))?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(ctx)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
