@@ -509,6 +509,39 @@ pub fn inline_repair_args(net: &Net) -> [&str; 4] {
     ]
 }
 
+/// GET `path` from an HTTP server at `addr` (the fleet page); the body,
+/// empty if it cannot be reached.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The `ADDR:PORT` of the fleet page a firmcast process announced
+/// ("fleet page at http://ADDR:PORT/"), waiting up to 20 s for it.
+pub fn fleet_page_addr(p: &mut Proc) -> String {
+    assert!(
+        p.wait_for_output("fleet page at http://", Duration::from_secs(20)),
+        "{} serves no fleet page:\n{}",
+        p.name,
+        p.output()
+    );
+    p.output()
+        .split("fleet page at http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("page address")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::resume_count;

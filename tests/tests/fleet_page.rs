@@ -6,8 +6,7 @@
 //! only where no Chromium is installed (scripts/setup-browser.sh installs it).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,20 +70,6 @@ fn run_chromium(browser: &Path, dir: &Scratch, tag: &str, args: &[&str], url: &s
     fs::read_to_string(&out_path).unwrap_or_default()
 }
 
-/// GET `path` from the page's server; the body.
-fn get(addr: &str, path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
 /// A forged refusal from a device whose version string is markup.
 fn hostile_refusal(image: ImageId) -> Vec<u8> {
     let st = Status {
@@ -123,20 +108,20 @@ fn chromium_renders_the_live_fleet_page_of_a_loopback_update() {
     let mut agents = Vec::new();
     for i in 0..3 {
         let name = format!("page{i}");
-        let (config, _) = agent_config(&dir, &net, &AgentSpec::new(&name, &rel.public_key, FLASH));
+        let mut spec = AgentSpec::new(&name, &rel.public_key, FLASH);
+        // Slow flash (33 blocks x 120 ms): the first render comes mid-update.
+        spec.block_delay_ms = 120;
+        let (config, _) = agent_config(&dir, &net, &spec);
         agents.push(start_agent(&dir, &name, &config));
     }
     let port = port.to_string();
     let mut args = vec!["--rate", "8M", "--duration", "90", "--http", &port];
     args.extend(inline_repair_args(&net));
     let mut sender = start_sender(&dir, &net, &rel, "sender", &args);
-    assert!(
-        sender.wait_for_output(
-            &format!("fleet page at http://{http}/"),
-            Duration::from_secs(20)
-        ),
-        "no fleet page:\n{}",
-        sender.output()
+    assert_eq!(
+        fleet_page_addr(&mut sender),
+        http,
+        "--http PORT is loopback"
     );
     let image = ImageId(sender_image_id(&mut sender));
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -166,7 +151,9 @@ fn chromium_renders_the_live_fleet_page_of_a_loopback_update() {
     }
     // The agents' last reports reach the sender before they exit.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while count(&get(&http, "/api/fleet"), "\"state\":\"done\"") < 3 && Instant::now() < deadline {
+    while count(&http_get(&http, "/api/fleet"), "\"state\":\"done\"") < 3
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
 
