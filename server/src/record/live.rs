@@ -1,20 +1,24 @@
 //! What the fleet page shows, kept up to date from the reports: each
 //! device's latest report and its recent history (state changes), and the
-//! fleet's totals over time. Bounded at construction: at most
-//! [`MAX_DEVICES`] devices, [`HISTORY`] changes per device and [`SAMPLES`]
-//! points of the progress plot (older points are thinned, never grown).
+//! fleet's totals over time. Bounded: at most [`MAX_DEVICES`] devices,
+//! [`HISTORY`] changes per device and [`SAMPLES`] points of the progress
+//! plot (older points are thinned, never grown). As in the fleet table
+//! (R-FLEET-3), a new device on a full page takes the place of the
+//! unauthenticated device heard from longest ago, so a flood of forged ids
+//! cannot keep genuine devices off the page for good; authenticated devices
+//! are never evicted.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
 use super::{has_image, is_failure, unix_ms, Report};
 
-/// Devices the page tracks; later newcomers are counted, not shown.
-pub const MAX_DEVICES: usize = 65_536;
+/// Devices the page tracks (about 2 KB each at most).
+pub const MAX_DEVICES: usize = 16_384;
 /// State changes kept per device.
-pub const HISTORY: usize = 32;
+pub const HISTORY: usize = 16;
 /// Points of the progress plot; when full, every other point is dropped.
 pub const SAMPLES: usize = 600;
 /// Least time between two points of the progress plot.
@@ -42,6 +46,11 @@ struct Inner {
     image_id: String,
     what: String,
     devices: BTreeMap<String, Device>,
+    /// (last report, device) of the unauthenticated devices: eviction order.
+    unauthenticated: BTreeSet<(i64, String)>,
+    /// Devices that left a full page for a newcomer.
+    evicted: u64,
+    /// Reports not shown: the page was full of authenticated devices.
     not_shown: u64,
     reports: u64,
     /// (time, devices done or later, devices failed or refused, devices seen).
@@ -58,6 +67,8 @@ impl Live {
                 image_id: String::new(),
                 what: String::new(),
                 devices: BTreeMap::new(),
+                unauthenticated: BTreeSet::new(),
+                evicted: 0,
                 not_shown: 0,
                 reports: 0,
                 samples: Vec::with_capacity(SAMPLES),
@@ -79,9 +90,26 @@ impl Live {
             return;
         };
         s.reports += 1;
-        if !s.devices.contains_key(&r.device) && s.devices.len() >= MAX_DEVICES {
-            s.not_shown += 1;
-            return;
+        match s.devices.get(&r.device) {
+            Some(old) if !old.latest.authenticated => {
+                let key = (old.latest.at_ms, r.device.clone());
+                s.unauthenticated.remove(&key);
+            }
+            Some(_) => {}
+            None if s.devices.len() >= MAX_DEVICES => match s.unauthenticated.pop_first() {
+                Some((_, victim)) => {
+                    s.devices.remove(&victim);
+                    s.evicted += 1;
+                }
+                None => {
+                    s.not_shown += 1;
+                    return;
+                }
+            },
+            None => {}
+        }
+        if !r.authenticated {
+            s.unauthenticated.insert((r.at_ms, r.device.clone()));
         }
         let d = s.devices.entry(r.device.clone()).or_insert_with(|| Device {
             latest: r.clone(),
@@ -155,6 +183,7 @@ impl Live {
             "now_ms": unix_ms(),
             "reports": s.reports,
             "not_shown": s.not_shown,
+            "evicted": s.evicted,
             "states": states,
             "samples": s.samples.iter().map(|&(t, d, f, n)| json!([t, d, f, n])).collect::<Vec<_>>(),
             "devices": devices,
@@ -221,5 +250,39 @@ mod tests {
             dev["version"], "<b>1</b>",
             "kept as data, escaped by the page"
         );
+    }
+
+    #[test]
+    fn a_flood_of_forged_ids_cannot_keep_a_device_off_the_page() {
+        let live = Live::new("send");
+        let report = |n: u64, authenticated: bool| Report {
+            at_ms: i64::try_from(n).unwrap_or(0),
+            device: format!("{n:016x}"),
+            image_id: "0011223344556677".into(),
+            addr: "127.0.0.1:1".into(),
+            state: "receiving".into(),
+            reason: "none".into(),
+            blocks_done: 0,
+            blocks_total: 1,
+            version: "1".into(),
+            authenticated,
+        };
+        live.push(&report(0, true));
+        for n in 1..(MAX_DEVICES as u64 * 2) {
+            live.push(&report(n, false));
+        }
+        let genuine = report(u64::MAX >> 1, false);
+        live.push(&genuine);
+        let v = live.to_json();
+        let devices = v["devices"].as_array().map_or(0, Vec::len);
+        println!("{devices} devices on the page, {} evicted", v["evicted"]);
+        assert_eq!(devices, MAX_DEVICES);
+        let on_page = |id: &str| {
+            v["devices"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x["device"] == id))
+        };
+        assert!(on_page(&genuine.device), "the newest device is shown");
+        assert!(on_page("0000000000000000"), "an authenticated device stays");
     }
 }
