@@ -135,7 +135,9 @@ function draw() {
   document.getElementById("rollout").textContent =
     "firmcast " + f.tool + (f.image_id ? " — image " + f.image_id : "") + (f.what ? " (" + f.what + ")" : "");
   const up = document.getElementById("updated");
-  up.textContent = "updated " + when(f.now_ms) + " UTC";
+  const left = f.evicted + f.not_shown;
+  up.textContent = "updated " + when(f.now_ms) + " UTC" +
+    (left ? " — page full: " + left + " devices or reports not shown (the record keeps all)" : "");
   up.dataset.state = "live";
   renderTotals(f);
   renderPlot(f);
