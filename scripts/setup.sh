@@ -28,6 +28,9 @@ bash "$(dirname "$0")/setup-uboot.sh"
 # Network-namespace tests (tier 4) need iproute2, nftables, ethtool (root only:
 # without root those tests print NOT RUN and why).
 if [[ $(id -u) -eq 0 ]]; then bash "$(dirname "$0")/setup-netns.sh"; fi
+# The fleet page test renders the page in Debian's headless Chromium (it
+# skips, saying so, where Chromium cannot be installed).
+bash "$(dirname "$0")/setup-browser.sh"
 # Device tier (root): cross toolchains for the static ARM/MIPS agent, and qemu
 # with Debian's Malta/ARM kernels for the emulated device. Skip with
 # FIRMCAST_SKIP_DEVICE_TIER=1.

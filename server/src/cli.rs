@@ -39,6 +39,8 @@ pub enum Command {
     Repair(RepairArgs),
     /// Listen for device Status reports and print the fleet table.
     Status(StatusArgs),
+    /// Answer questions from the fleet record (--db): versions, failures, silence.
+    Fleet(FleetArgs),
     /// Run a real multicast update of several agents on this machine (loopback).
     Demo(DemoArgs),
 }
@@ -208,7 +210,13 @@ repairs and the carousel share --rate, repairs first, so the uplink is never
 asked for more than --rate. Point the devices' repair server at it.
   firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
       --interface 192.168.1.10 --rate 20M --repair-listen 192.168.1.10:7855 \\
-      --until-done 50")]
+      --until-done 50
+
+Keep every device report in a fleet record and watch the rollout in a browser
+(see `firmcast fleet --help` for reading the record):
+  firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \\
+      --interface 192.168.1.10 --rate 50M --until-done 200 --db fleet.db --http 8080
+  # then open http://127.0.0.1:8080/ (use --http 0.0.0.0:8080 to serve other hosts)")]
 pub struct SendArgs {
     /// The firmware image.
     #[arg(long, value_name = "FILE")]
@@ -283,6 +291,9 @@ pub struct SendArgs {
     /// Log every device state change and more.
     #[arg(long, short)]
     pub verbose: bool,
+    /// The fleet record (--db) and the fleet page (--http).
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// `firmcast repair`.
@@ -356,6 +367,9 @@ pub struct RepairArgs {
     /// Log every NACK.
     #[arg(long, short)]
     pub verbose: bool,
+    /// The fleet record (--db) and the fleet page (--http).
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// `firmcast status`.
@@ -375,7 +389,8 @@ activated, confirmed).
 Examples:
   firmcast status --listen 0.0.0.0:7855 --duration 10
   firmcast status --listen 127.0.0.1:7856 --duration 5 --json
-  firmcast status --listen 0.0.0.0:7855 --devices wave1.txt --duration 600")]
+  firmcast status --listen 0.0.0.0:7855 --devices wave1.txt --duration 600
+  firmcast status --listen 0.0.0.0:7855 --db fleet.db --http 8080   # record + live page")]
 pub struct StatusArgs {
     /// Address and port to receive Status reports on.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -392,6 +407,68 @@ pub struct StatusArgs {
     #[arg(long, value_name = "FILE")]
     pub roster: Option<PathBuf>,
     /// Print a JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The fleet record (--db) and the fleet page (--http).
+    #[command(flatten)]
+    pub record: RecordArgs,
+}
+
+/// `--db` and `--http`, shared by send, repair and status.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RecordArgs {
+    /// Keep every Status report in this SQLite fleet record (created if
+    /// missing; WAL). A report is acknowledged once committed (within
+    /// ~150 ms) and then survives the tool being killed. Read it with
+    /// `firmcast fleet --db FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Serve a live fleet page: PORT (on 127.0.0.1) or ADDR:PORT (any other
+    /// address only when given, e.g. 0.0.0.0:8080; it has no authentication).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub http: Option<String>,
+}
+
+/// `firmcast fleet`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads the fleet record that `send`, `repair` and `status` keep with --db and
+prints, for every device that ever reported, its latest report: the version it
+runs, its state and reason, its blocks, the rollout (image id) and when;
+problems first (failed or refused, then devices still under way), then the
+devices with the image. Above them, each rollout with how many devices took it
+and how many failed. With --devices, the devices expected that never reported
+are listed too. Reports are kept with the time they arrived (UTC).
+
+Devices file (as `send --devices` reads it): one device per line, its first
+word a device id (16 hex digits, or 0x + hex) or an address (IP or IP:PORT);
+the rest of the line and lines starting with `#` are ignored.
+
+Examples:
+  firmcast fleet --db fleet.db
+  firmcast fleet --db fleet.db --devices lab.txt          # who never reported
+  firmcast fleet --db fleet.db --rollout 3f2a9c0d11e4b7a8 # one rollout only
+  firmcast fleet --db fleet.db --history 8572b05704268b9b # what happened to one device
+  firmcast fleet --db fleet.db --csv > fleet.csv
+  firmcast fleet --db fleet.db --json | jq '.devices[] | select(.state == \"failed\")'")]
+pub struct FleetArgs {
+    /// The fleet record to read.
+    #[arg(long, value_name = "FILE")]
+    pub db: PathBuf,
+    /// The devices expected (ids or addresses, one a line): list those that never reported.
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
+    /// Only reports about this rollout (image id, 16 hex digits).
+    #[arg(long, value_name = "IMAGE_ID")]
+    pub rollout: Option<String>,
+    /// Instead: the history of one device (each change of state, reason,
+    /// version, rollout or address, with when and how many reports).
+    #[arg(long, value_name = "DEVICE_ID", conflicts_with_all = ["devices", "rollout"])]
+    pub history: Option<String>,
+    /// Print CSV (one row per device) instead of the table.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Print one JSON object (rollouts, devices, never_reported) instead of the table.
     #[arg(long)]
     pub json: bool,
 }

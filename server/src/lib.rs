@@ -6,6 +6,9 @@
 //!                          ├─ repair ── net                         ── proto::repair::RepairServer
 //!                          ├─ status ── net                         ── proto::fleet::Fleet
 //!                          │  (send and status: view ◀─ FleetEvent, rollout: the goal)
+//!                          │   (send, repair, status) ── record::Hub ── record::writer (SQLite, --db)
+//!                          │                                          └─ http (fleet page, --http)
+//!                          ├─ fleet  ── record::query (reads --db)
 //!                          └─ demo   (runs the binaries above + N × firmcast-agent on loopback)
 //! ```
 //!
@@ -19,12 +22,15 @@ pub mod cli;
 pub mod demo;
 pub mod drops;
 pub mod error;
+pub mod fleet_cmd;
+pub mod http;
 pub mod iface;
 pub mod image_file;
 pub mod keys;
 pub mod logger;
 pub mod manifest_file;
 pub mod net;
+pub mod record;
 pub mod repair;
 pub mod report;
 pub mod rollout;
@@ -59,6 +65,10 @@ pub fn run(cli: cli::Cli) -> Result<u8, Error> {
         cli::Command::Status(a) => {
             logger::init(false);
             status::run(&a)
+        }
+        cli::Command::Fleet(a) => {
+            logger::init(false);
+            fleet_cmd::run(&a)
         }
         cli::Command::Demo(a) => {
             logger::init(false);

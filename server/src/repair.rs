@@ -14,6 +14,7 @@ use crate::drops::DropLog;
 use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
+use crate::record::Hub;
 use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
 use crate::view::expected::Expected;
 use crate::view::View;
@@ -47,6 +48,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let local = sock
         .local_addr()
         .map_err(|e| runtime(format!("socket address: {e}")))?;
+    let hub = Hub::start(&args.record, "repair")?;
     let interrupted = net::interrupted();
     let clock = Clock::start();
     let mut server = new_server(args.repair, args.rate, &loaded.manifest);
@@ -100,7 +102,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
             |_, _| {},
         );
         let _ = drops.tick(clock.now(), Some(server.stats()));
-        view.drain(server.fleet_mut());
+        view.drain(server.fleet_mut(), &hub);
         if interrupted.load(Ordering::SeqCst) {
             break true;
         }
@@ -137,10 +139,11 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     };
     progress.finish();
     let _ = drops.finish(Some(server.stats()));
-    view.drain(server.fleet_mut());
+    view.drain(server.fleet_mut(), &hub);
     view.finish(server.fleet(), clock.now(), "final");
 
     let secs = clock.secs();
+    hub.finish();
     let summary = format!(
         "{} in {secs:.1} s; {}; stopped by {}",
         summary_line(&server),

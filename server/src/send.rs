@@ -23,6 +23,7 @@ use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
 use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
+use crate::record::Hub;
 use crate::repair;
 use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
 use crate::rollout::{Goal, UntilDone, Verdict};
@@ -123,6 +124,8 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let local = sock
         .local_addr()
         .map_err(|e| runtime(format!("socket address: {e}")))?;
+    let hub = Hub::start(&args.record, "send")?;
+    hub.set_rollout(&image_id.to_string(), &args.image.display().to_string());
     let interrupted = net::interrupted();
     let clock = Clock::start();
     let mut cfg = SenderConfig::new(session, args.rate);
@@ -292,7 +295,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             );
         }
         let _ = drops.tick(clock.now(), repairer.as_ref().map(|(s, _)| s.stats()));
-        view.drain(sender.fleet_mut());
+        view.drain(sender.fleet_mut(), &hub);
         match goal.check(sender.fleet()) {
             Some(Verdict::Reached) => break Stop::UntilDone,
             Some(Verdict::Settled) => break Stop::Settled,
@@ -368,8 +371,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         )
     })?;
     let _ = drops.finish(repairer.as_ref().map(|(s, _)| s.stats()));
-    view.drain(sender.fleet_mut());
+    view.drain(sender.fleet_mut(), &hub);
     let secs = clock.secs();
+    hub.finish();
     let stats = sender.stats();
     let done = goal.successes(sender.fleet());
     let reached = goal.reached(sender.fleet()) && stop != Stop::Aborted;

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::cli::StatusArgs;
 use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
 use crate::net::{self, Clock};
+use crate::record::Hub;
 use crate::report::{devices_json, devices_line, fleet_auth_json};
 use crate::view::expected::Expected;
 use crate::view::{device_json, View};
@@ -34,6 +35,7 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
         .map_err(|e| runtime(format!("binding --listen {listen}: {e}")))?;
     sock.set_nonblocking(true)
         .map_err(|e| runtime(format!("socket mode: {e}")))?;
+    let hub = Hub::start(&args.record, "status")?;
     let interrupted = net::interrupted();
     let clock = Clock::start();
     let stop_at = args
@@ -73,7 +75,7 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
         net::drain(&sock, &mut rbuf, |from, bytes| {
             handle(&mut fleet, clock.now(), from, bytes)
         })?;
-        view.drain(&mut fleet);
+        view.drain(&mut fleet, &hub);
         let now = clock.now();
         if interrupted.load(Ordering::SeqCst) || stop_at.is_some_and(|t| now >= t) {
             break;
@@ -88,9 +90,10 @@ pub fn run(args: &StatusArgs) -> Result<u8, Error> {
             handle(&mut fleet, clock.now(), from, bytes)
         })?;
     }
-    view.drain(&mut fleet);
+    view.drain(&mut fleet, &hub);
     let finished = view.expected().is_none_or(|e| succeeded(&fleet, e));
     view.finish(&fleet, clock.now(), &format!("status on {listen}"));
+    hub.finish();
     if args.json {
         let devices: Vec<_> = fleet.iter().map(|(id, r)| device_json(id, r)).collect();
         let never: Vec<String> = view.expected().map_or(Vec::new(), |e| {

@@ -477,6 +477,71 @@ pub fn resume_count(log: &str) -> Option<(u32, u32)> {
     Some((scanned + received_first, n))
 }
 
+/// The image id a sender announced in its start-up line ("... image id
+/// HEX) ..."), waiting up to 20 s for it.
+pub fn sender_image_id(sender: &mut Proc) -> [u8; 8] {
+    assert!(
+        sender.wait_for_output("image id ", Duration::from_secs(20)),
+        "sender did not start:\n{}",
+        sender.output()
+    );
+    let out = sender.output();
+    let hex = out
+        .split("image id ")
+        .nth(1)
+        .and_then(|r| r.get(..16))
+        .expect("image id");
+    let mut id = [0u8; 8];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex image id");
+    }
+    id
+}
+
+/// `send` arguments that make the sender its own repair server on `net`
+/// (devices send it NACKs and Status at `net.repair_listen`).
+pub fn inline_repair_args(net: &Net) -> [&str; 4] {
+    [
+        "--repair-listen",
+        &net.repair_listen,
+        "--repair-group",
+        &net.repair_group,
+    ]
+}
+
+/// GET `path` from an HTTP server at `addr` (the fleet page); the body,
+/// empty if it cannot be reached.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The `ADDR:PORT` of the fleet page a firmcast process announced
+/// ("fleet page at http://ADDR:PORT/"), waiting up to 20 s for it.
+pub fn fleet_page_addr(p: &mut Proc) -> String {
+    assert!(
+        p.wait_for_output("fleet page at http://", Duration::from_secs(20)),
+        "{} serves no fleet page:\n{}",
+        p.name,
+        p.output()
+    );
+    p.output()
+        .split("fleet page at http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("page address")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::resume_count;

@@ -26,10 +26,15 @@ pub enum Entry {
 impl Entry {
     /// Whether device `id` with record `r` is this entry.
     pub fn matches(&self, id: u64, r: &DeviceRecord) -> bool {
+        self.matches_report(id, r.addr)
+    }
+
+    /// Whether device `id`, reporting from `addr`, is this entry.
+    pub fn matches_report(&self, id: u64, addr: SocketAddr) -> bool {
         match self {
             Entry::Id(e) => *e == id,
-            Entry::Ip(ip) => r.addr.ip() == *ip,
-            Entry::Addr(a) => r.addr == *a,
+            Entry::Ip(ip) => addr.ip() == *ip,
+            Entry::Addr(a) => addr == *a,
         }
     }
 

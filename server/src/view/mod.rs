@@ -12,6 +12,7 @@
 pub mod expected;
 pub mod table;
 
+use crate::record::{unix_ms, Hub, Report};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -91,9 +92,11 @@ impl View {
         self.expected.as_ref()
     }
 
-    /// Take every event the fleet queued.
-    pub fn drain(&mut self, fleet: &mut Fleet) {
+    /// Take every event the fleet queued: each accepted report goes to the
+    /// record and the page (`hub`), each change to this view.
+    pub fn drain(&mut self, fleet: &mut Fleet, hub: &Hub) {
         while let Some(ev) = fleet.poll_event() {
+            hub.take(Report::from_record(ev.device_id, &ev.record, unix_ms()));
             self.event(&ev);
         }
     }
