@@ -10,7 +10,10 @@ pub fn render(help: &str) -> String {
     let mut lines = help.lines();
     let first = lines.next().unwrap_or("firmcast-agent");
     let (name_version, summary) = first.split_once(": ").unwrap_or((first, ""));
-    let version = name_version.strip_prefix("firmcast-agent").unwrap_or("").trim();
+    let version = name_version
+        .strip_prefix("firmcast-agent")
+        .unwrap_or("")
+        .trim();
     let mut out = String::new();
     out.push_str(&format!(
         ".TH FIRMCAST-AGENT 8 \"\" \"firmcast-agent {}\" \"System Administration\"\n",
@@ -82,7 +85,9 @@ fn heading(line: &str) -> Option<&str> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\e").replace('-', "\\-").replace('"', "\\(dq")
+    s.replace('\\', "\\e")
+        .replace('-', "\\-")
+        .replace('"', "\\(dq")
 }
 
 /// A text line: escapes, and `\&` before a leading `.` or `'` (roff requests).
@@ -103,16 +108,31 @@ mod tests {
     fn sections_paragraphs_and_blocks() {
         let help = "prog-x 1.0: does a thing\n\nUSAGE:\n    firmcast-agent [--x]\n\nFirst line\nsecond line.\n\nNext para.\n\nEXIT CODES:\n    0    ok\n";
         let page = render(help);
-        assert!(page.contains(".SH \"USAGE\"\n.RS 4\n.nf\nfirmcast\\-agent [\\-\\-x]\n.fi\n.RE\n"), "{page}");
-        assert!(page.contains(".SH DESCRIPTION\nFirst line\nsecond line.\n.PP\nNext para.\n"), "{page}");
+        assert!(
+            page.contains(".SH \"USAGE\"\n.RS 4\n.nf\nfirmcast\\-agent [\\-\\-x]\n.fi\n.RE\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains(".SH DESCRIPTION\nFirst line\nsecond line.\n.PP\nNext para.\n"),
+            "{page}"
+        );
         assert!(page.contains(".SH \"EXIT CODES\"\n"), "{page}");
     }
 
     #[test]
     fn the_agent_help_has_every_section() {
         let page = render(&firmcast_agent::help());
-        for s in ["NAME", "\"USAGE\"", "DESCRIPTION", "\"OPTIONS\"", "\"EXIT CODES\""] {
-            assert!(page.contains(&format!(".SH {s}\n")), "section {s} missing:\n{page}");
+        for s in [
+            "NAME",
+            "\"USAGE\"",
+            "DESCRIPTION",
+            "\"OPTIONS\"",
+            "\"EXIT CODES\"",
+        ] {
+            assert!(
+                page.contains(&format!(".SH {s}\n")),
+                "section {s} missing:\n{page}"
+            );
         }
     }
 }

@@ -57,7 +57,10 @@ fn generate() -> Result<Vec<Generated>, Error> {
     clap_mangen::Man::new(cmd.clone())
         .render(&mut page)
         .map_err(|e| Error::Render("firmcast.1", e))?;
-    out.push(Generated { path: "man/firmcast.1".into(), bytes: page });
+    out.push(Generated {
+        path: "man/firmcast.1".into(),
+        bytes: page,
+    });
     for sub in cmd.get_subcommands() {
         let name = format!("firmcast-{}", sub.get_name());
         let sub = sub.clone().name(name.clone());
@@ -65,7 +68,10 @@ fn generate() -> Result<Vec<Generated>, Error> {
         clap_mangen::Man::new(sub)
             .render(&mut page)
             .map_err(|e| Error::Render("a firmcast subcommand page", e))?;
-        out.push(Generated { path: format!("man/{name}.1").into(), bytes: page });
+        out.push(Generated {
+            path: format!("man/{name}.1").into(),
+            bytes: page,
+        });
     }
     out.push(Generated {
         path: "man/firmcast-agent.8".into(),
@@ -79,7 +85,10 @@ fn generate() -> Result<Vec<Generated>, Error> {
         let mut cmd = firmcast_server::cli::Cli::command();
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut cmd, "firmcast", &mut script);
-        out.push(Generated { path: file.into(), bytes: script });
+        out.push(Generated {
+            path: file.into(),
+            bytes: script,
+        });
     }
     Ok(out)
 }
@@ -90,7 +99,11 @@ fn run() -> Result<bool, Error> {
     for a in std::env::args().skip(1) {
         match a.as_str() {
             "--check" => check = true,
-            "-h" | "--help" => return Err(Error::Usage("writes packaging/man and packaging/completions".into())),
+            "-h" | "--help" => {
+                return Err(Error::Usage(
+                    "writes packaging/man and packaging/completions".into(),
+                ))
+            }
             _ if root.is_none() => root = Some(PathBuf::from(a)),
             _ => return Err(Error::Usage(format!("unexpected argument {a}"))),
         }
@@ -101,7 +114,11 @@ fn run() -> Result<bool, Error> {
         let path = root.join(&g.path);
         if check {
             if fs::read(&path).ok().as_deref() != Some(&g.bytes[..]) {
-                eprintln!("{}: not up to date: run firmcast-docgen {}", path.display(), root.display());
+                eprintln!(
+                    "{}: not up to date: run firmcast-docgen {}",
+                    path.display(),
+                    root.display()
+                );
                 stale += 1;
             }
         } else {

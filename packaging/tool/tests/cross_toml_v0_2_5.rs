@@ -84,17 +84,30 @@ fn parse(text: &str) -> Result<(CrossToml, BTreeSet<String>), String> {
 }
 
 fn workspace_file(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
 fn root_cross_toml_parses_as_cross_0_2_5_reads_it() {
-    let (cfg, unused) = parse(&workspace_file("Cross.toml")).unwrap_or_else(|e| panic!("Cross.toml: {e}"));
-    assert!(unused.is_empty(), "Cross.toml: keys cross 0.2.5 ignores: {unused:?}");
-    let mut targets: Vec<_> = cfg.targets.iter().map(|(t, c)| (t.as_str(), c.build_std)).collect();
+    let (cfg, unused) =
+        parse(&workspace_file("Cross.toml")).unwrap_or_else(|e| panic!("Cross.toml: {e}"));
+    assert!(
+        unused.is_empty(),
+        "Cross.toml: keys cross 0.2.5 ignores: {unused:?}"
+    );
+    let mut targets: Vec<_> = cfg
+        .targets
+        .iter()
+        .map(|(t, c)| (t.as_str(), c.build_std))
+        .collect();
     targets.sort();
-    println!("cross_toml: build.env.passthrough {:?}, targets {targets:?}", cfg.build.env.passthrough);
+    println!(
+        "cross_toml: build.env.passthrough {:?}, targets {targets:?}",
+        cfg.build.env.passthrough
+    );
     for mips in ["mips-unknown-linux-musl", "mipsel-unknown-linux-musl"] {
         assert_eq!(
             cfg.targets.get(mips).and_then(|c| c.build_std),
@@ -111,5 +124,8 @@ fn the_mirror_rejects_what_0_2_5_rejects() {
         .expect_err("build-std as an array must not parse");
     println!("cross_toml: array build-std refused: {err}");
     let (_, unused) = parse("[target.x]\nbuildstd = true\n").expect("unknown key parses");
-    assert_eq!(unused.into_iter().collect::<Vec<_>>(), ["target.x.buildstd"]);
+    assert_eq!(
+        unused.into_iter().collect::<Vec<_>>(),
+        ["target.x.buildstd"]
+    );
 }
