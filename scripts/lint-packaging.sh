@@ -108,7 +108,41 @@ else
         if [[ -n $out ]]; then echo "$out"; bad "shellcheck $f"; fi
     done
 fi
+# S80firmcast's behaviour under this host's /bin/sh, with a stand-in agent
+# (sleeps, exits 3) and its paths moved into the scratch directory: start
+# returns at once with the agent running, status reports it, the exit status
+# is kept, stop ends a running agent.
+say "S80firmcast: start/status/stop with a stand-in agent"
+sv=$scratch/sysv
+mkdir -p "$sv"
+# shellcheck disable=SC2016 # the stand-in expands FAKE_SECS itself
+printf '#!/bin/sh\nsleep "${FAKE_SECS:-1}"\nexit 3\n' >"$sv/agent" && chmod 0755 "$sv/agent"
+sed -e "s|^AGENT=.*|AGENT=\"$sv/agent\"|" -e "s|/var/run/|$sv/|g" -e "s|/etc/default/|$sv/default-|" \
+    packaging/buildroot/package/firmcast/S80firmcast >"$sv/S80firmcast"
+sysv() { sh "$sv/S80firmcast" "$@" 2>/dev/null; }
+t0=$(date +%s%N)
+out=$(sysv start)
+ms=$((($(date +%s%N) - t0) / 1000000))
+[[ $out == "Starting firmcast: OK" ]] || bad "S80firmcast start printed: $out"
+((ms < 900)) || bad "S80firmcast start took $ms ms: it must not wait for the agent"
+[[ $(sysv status) == "firmcast: running, pid "* ]] || bad "S80firmcast status while running: $(sysv status)"
+for _ in $(seq 30); do [[ -s $sv/firmcast.status ]] && break; sleep 0.1; done
+[[ $(sysv status) == "firmcast: exited with status 3" ]] || bad "S80firmcast status after exit: $(sysv status)"
+FAKE_SECS=30 sysv start >/dev/null
+pid=$(cat "$sv/firmcast.pid" 2>/dev/null || true)
+if [[ $(sysv stop) != "Stopping firmcast: OK" ]] || { sleep 0.3; kill -0 "$pid" 2>/dev/null; }; then
+    bad "S80firmcast stop did not end the agent (pid ${pid:-none})"
+    [[ -n $pid ]] && kill "$pid" 2>/dev/null
+fi
+say "S80firmcast: start returned in $ms ms; exit status 3 kept; stop ended pid $pid"
+
 unit=packaging/buildroot/package/firmcast/firmcast.service
+# Structural: the unit must not hold up the boot (a oneshot in
+# multi-user.target waits for the whole boot window) nor count a failure
+# exit as success (2 config, 3 refused, 4 flash, 5 stalled, 6 activation).
+grep -Eq '^Type=(exec|simple)$' "$unit" || bad "$unit: Type= must be exec or simple (not oneshot): the boot must not wait"
+grep -q '^RemainAfterExit=yes' "$unit" && bad "$unit: RemainAfterExit=yes"
+if grep -E '^SuccessExitStatus=' "$unit" | grep -Eqw '[2-6]'; then bad "$unit: SuccessExitStatus lists a failure code"; fi
 if ! command -v systemd-analyze >/dev/null; then
     skip "systemd-analyze not installed (no systemd here): $unit not verified"
 elif [[ ! -d /lib/systemd/system ]]; then
