@@ -176,6 +176,9 @@ else
 fi
 
 # --- cross 0.2.5 -------------------------------------------------------------
+# A mirror of cross's config structs, not the cross binary: cross parses its
+# config and then installs or updates rustup toolchains and targets before
+# it ever needs Docker.
 say "Cross.toml as cross 0.2.5 parses it"
 cargo test -q -p firmcast-packaging --test cross_toml_v0_2_5 -- --nocapture 2>&1 | grep -E "cross_toml:|test result|panicked|error" || true
 cargo test -q -p firmcast-packaging --test cross_toml_v0_2_5 >/dev/null 2>&1 || bad "Cross.toml: cross 0.2.5 would not parse it"
