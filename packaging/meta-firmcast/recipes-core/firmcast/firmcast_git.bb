@@ -42,6 +42,9 @@ do_install() {
     install -m 0644 ${S}/packaging/man/firmcast-agent.8 ${D}${mandir}/man8/
     install -d ${D}${datadir}/bash-completion/completions
     install -m 0644 ${S}/packaging/completions/firmcast.bash ${D}${datadir}/bash-completion/completions/firmcast
+    install -d ${D}${datadir}/zsh/site-functions ${D}${datadir}/fish/vendor_completions.d
+    install -m 0644 ${S}/packaging/completions/_firmcast ${D}${datadir}/zsh/site-functions/
+    install -m 0644 ${S}/packaging/completions/firmcast.fish ${D}${datadir}/fish/vendor_completions.d/
 
     # The same init files as the Buildroot package: they background the
     # agent, so the boot does not wait for the update window.
@@ -57,7 +60,7 @@ do_install() {
 
 PACKAGES =+ "${PN}-cli ${PN}-cli-bash-completion"
 
-FILES:${PN}-cli += "${bindir}/firmcast"
+FILES:${PN}-cli += "${bindir}/firmcast ${datadir}/zsh ${datadir}/fish"
 FILES:${PN}-cli-bash-completion += "${datadir}/bash-completion"
 RDEPENDS:${PN}-cli-bash-completion = "bash-completion"
 
