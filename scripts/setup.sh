@@ -25,6 +25,8 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 echo "setup: $(cargo --version), $(rustc --version)"
 bash "$(dirname "$0")/setup-uboot.sh"
+# Linters for the packages in packaging/ (scripts/lint-packaging.sh).
+bash "$(dirname "$0")/setup-packaging.sh"
 # Network-namespace tests (tier 4) need iproute2, nftables, ethtool (root only:
 # without root those tests print NOT RUN and why).
 if [[ $(id -u) -eq 0 ]]; then bash "$(dirname "$0")/setup-netns.sh"; fi

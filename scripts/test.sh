@@ -12,6 +12,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build binaries (the integration tests run them)"
 cargo build --workspace --bins
+echo "== packaging lint (Buildroot, Yocto, OpenWrt, init scripts, man pages, Cross.toml)"
+bash scripts/lint-packaging.sh
 if [[ $(id -u) -eq 0 && ${FIRMCAST_SKIP_DEVICE_TIER:-0} != 1 ]]; then
     echo "== cross builds (static agent for ARM and MIPS) and unit tests under qemu-user"
     bash cross/build.sh --test

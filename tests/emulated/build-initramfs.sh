@@ -2,7 +2,8 @@
 # Build the emulated CPE's initramfs (newc cpio, gzip): busybox, the init
 # script next to this file, the kernel's MTD/virtio modules, mtd-utils with
 # its shared libraries (an independent reader), libubootenv's fw_printenv and
-# fw_setenv when present, and the static agent at /usr/sbin/firmcast-agent.
+# fw_setenv when present, the static agent at /usr/sbin/firmcast-agent, and
+# the package's /etc/init.d/S80firmcast and /etc/sysctl.d/50-firmcast.conf.
 #
 #   tests/emulated/build-initramfs.sh ROOT AGENT OUT.cpio.gz
 #
@@ -17,6 +18,12 @@ mkdir -p "$stage"/{bin,sbin,etc/firmcast,usr/sbin,usr/bin,lib/modules,proc,sys,d
 cp "$root/bin/busybox" "$stage/bin/busybox"
 install -m 0755 "$here/init" "$stage/init"
 install -m 0755 "$agent" "$stage/usr/sbin/firmcast-agent"
+# The shipped BusyBox init script and sysctl, installed where the Buildroot
+# package puts them: init starts the agent through them.
+pkg=$here/../../packaging
+mkdir -p "$stage/etc/init.d" "$stage/etc/sysctl.d" "$stage/var/run"
+install -m 0755 "$pkg/buildroot/package/firmcast/S80firmcast" "$stage/etc/init.d/S80firmcast"
+install -m 0644 "$pkg/files/firmcast.sysctl.conf" "$stage/etc/sysctl.d/50-firmcast.conf"
 
 # Kernel modules: MTD devices, NAND, virtio (whole directories: small).
 kver=$(ls "$root/lib/modules" | head -1)

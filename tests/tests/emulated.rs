@@ -1,7 +1,8 @@
 //! Test tier 5: the emulated CPE. A real Linux kernel (Debian's 4kc-malta,
 //! MIPS little endian) under `qemu-system-mipsel` with real MTD flash, a
-//! busybox initramfs whose init starts the cross-built static agent exactly as
-//! a router's init would, and the operator side (`firmcast send` and
+//! busybox initramfs whose init starts the cross-built static agent through
+//! the shipped BusyBox init script (`/etc/init.d/S80firmcast start` from
+//! packaging/buildroot), as a Buildroot image does, and the operator side (`firmcast send` and
 //! `firmcast repair`) in a network namespace whose bridge carries the guest's
 //! tap NIC: real IGMP joins, real multicast, real MTD ioctls, and for the A/B
 //! scenario a U-Boot environment on NAND that the guest creates and reads
@@ -100,6 +101,16 @@ fn malta_block2mtd_full_update_reads_back_equal() {
     let (rc, hwm) = g.agent_exit().expect("agent exit line");
     assert_eq!(rc, 0, "agent exit code; console:\n{console}");
     assert!(console.contains("update complete"), "console:\n{console}");
+    // Started by the package's init script, with the package's sysctl
+    // applied. (Its "OK" can land after the agent's first log line.)
+    for line in [
+        "Starting firmcast: ",
+        "from /var/run/firmcast.pid; firmcast: running, pid ",
+        "FCEMU: agent: firmcast: exited with status 0",
+        "FCEMU: sysctl: net.core.rmem_max=2097152",
+    ] {
+        assert!(console.contains(line), "no {line:?}; console:\n{console}");
+    }
     assert_eq!(
         g.readback_sha256().as_deref(),
         Some(sha256_file(&rel.image).as_str()),
