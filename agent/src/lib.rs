@@ -19,14 +19,18 @@ pub mod config;
 pub mod confirm;
 pub mod device_id;
 pub mod exit;
+pub mod features;
+pub mod hooks;
 pub mod logger;
 pub mod net;
+pub mod netspec;
 pub mod perms;
 pub mod privdrop;
 pub mod quiet;
 pub mod rejoin;
 pub mod resume;
 pub mod run;
+pub mod state_file;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -40,7 +44,7 @@ pub fn help() -> String {
 firmcast-agent {version}: receive a multicast firmware update and write it to flash
 
 USAGE:
-    firmcast-agent [--config PATH] [--foreground] [--verbose] [--check-config] [--dry-run]
+    firmcast-agent [--config PATH] [--foreground] [--verbose] [--check-config [--lint]] [--dry-run]
     firmcast-agent confirm [--config PATH] [--foreground] [--verbose] [--dry-run]
     firmcast-agent --version | --help
 
@@ -65,6 +69,9 @@ OPTIONS:
     -f, --foreground    log to stderr (seconds.millis since start, level) instead of syslog
     -v, --verbose       log debug messages too
         --check-config  parse the configuration, print the resolved settings, exit 0 (or 2)
+        --lint          with --check-config: check a config on the build host, without
+                        the device's files (version file, keys, id file) or owners, e.g.
+                        firmcast-agent --check-config --lint --config board-configs/openwrt.toml
     -n, --dry-run       do everything but write flash and the U-Boot environment (and run no
                         activation or reboot command); log what would be done, to stderr
     -V, --version       print the version
@@ -95,6 +102,8 @@ pub struct Args {
     pub verbose: bool,
     /// `--check-config`.
     pub check_config: bool,
+    /// `--lint` (with `--check-config`): on the build host, without the device's files.
+    pub lint: bool,
     /// `--version`.
     pub version: bool,
     /// `--help`.
@@ -113,6 +122,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, lexo
         foreground: false,
         verbose: false,
         check_config: false,
+        lint: false,
         version: false,
         help: false,
         dry_run: false,
@@ -125,6 +135,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, lexo
             Short('f') | Long("foreground") => a.foreground = true,
             Short('v') | Long("verbose") => a.verbose = true,
             Long("check-config") => a.check_config = true,
+            Long("lint") => a.lint = true,
             Short('V') | Long("version") => a.version = true,
             Short('h') | Long("help") => a.help = true,
             Short('n') | Long("dry-run") => a.dry_run = true,
@@ -149,14 +160,30 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         return 0;
     }
     if a.version {
-        println!("firmcast-agent {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "firmcast-agent {} (features: {})",
+            env!("CARGO_PKG_VERSION"),
+            features::list()
+        );
         return 0;
     }
+    if a.lint && !a.check_config {
+        eprintln!("firmcast-agent: --lint goes with --check-config (see --help)");
+        return ExitCode::Usage.code();
+    }
     if a.check_config {
-        return match config::load(&a.config).and_then(check_files) {
+        let loaded = if a.lint {
+            // The build host: not the device's files, owners or addresses.
+            config::load_lint(&a.config)
+        } else {
+            config::load(&a.config).and_then(check_files)
+        };
+        return match loaded {
             Ok(c) => {
                 print!("{}", c.describe());
-                if c.device_id_source.is_guess() {
+                if a.lint {
+                    println!("# lint: the device's files (current_version_file, public_key, device_key, device_id_file) were not read; device_id is computed on the device");
+                } else if c.device_id_source.is_guess() {
                     eprintln!("firmcast-agent: warning: {}", guess_warning(&c));
                 }
                 0
@@ -174,7 +201,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         logger::Target::Syslog
     };
     let actual = logger::init(target, a.verbose);
-    let cfg = match config::load(&a.config).and_then(check_files) {
+    let mut cfg = match config::load(&a.config).and_then(check_files) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -191,9 +218,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     if a.dry_run {
         log::info!("dry run: nothing is written to flash or the U-Boot environment");
     }
+    if let Err(e) = netspec::resolve(&mut cfg) {
+        log::error!("{e}; no update this boot");
+        return ExitCode::Usage.code();
+    }
     if a.confirm {
         return confirm::run(&cfg, a.dry_run).code();
     }
+    state_file::install(&cfg);
+    hooks::install(&cfg, a.dry_run);
     run::run(&cfg, a.dry_run).code()
 }
 
@@ -211,7 +244,7 @@ fn guess_warning(c: &config::Config) -> String {
         "device id {:016x} was guessed from hostname and target (no device_id_file, no {}, no MAC for interface {}): identical devices will share it; set device_id_file or device_id",
         c.device_id,
         device_id::MACHINE_ID_PATH,
-        c.interface
+        c.interface_spec
     )
 }
 
