@@ -2132,3 +2132,6 @@ mod board_configs {
         assert!(n >= 3, "expected the three example boards, found {n}");
     }
 }
+
+#[cfg(test)]
+mod fleet_tests;

@@ -50,14 +50,15 @@ impl Feature {
         }
     }
 
-    /// Whether this build has it (a constant: code behind a `false` is not linked).
+    /// Whether this build has it (a constant: code behind a `false` is not
+    /// linked). The crate's own unit tests have every feature the agent can
+    /// switch at run time, whatever the build (parity is proto's).
     pub const fn enabled(self) -> bool {
         match self {
-            Feature::AbUboot => cfg!(feature = "ab-uboot"),
-            Feature::Command => cfg!(feature = "command"),
+            Feature::AbUboot => cfg!(any(test, feature = "ab-uboot")),
+            Feature::Command => cfg!(any(test, feature = "command")),
             Feature::Parity => cfg!(feature = "parity"),
-            Feature::DeviceKey => cfg!(feature = "device-key"),
-            // The unit tests read [test] tables whatever the build.
+            Feature::DeviceKey => cfg!(any(test, feature = "device-key")),
             Feature::TestHooks => cfg!(any(test, feature = "test-hooks")),
         }
     }
@@ -80,9 +81,14 @@ pub fn list() -> String {
 /// `Ok` if this build has `feature`; else an error naming the config key.
 pub fn require(file: &Path, key: &str, feature: Feature) -> Result<(), ConfigError> {
     if feature.enabled() {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(missing(file, key, feature))
     }
-    Err(ConfigError {
+}
+
+fn missing(file: &Path, key: &str, feature: Feature) -> ConfigError {
+    ConfigError {
         file: file.to_path_buf(),
         key: Some(key.to_string()),
         line: None,
@@ -92,7 +98,7 @@ pub fn require(file: &Path, key: &str, feature: Feature) -> Result<(), ConfigErr
             list(),
             feature.name()
         ),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -101,18 +107,18 @@ mod tests {
 
     #[test]
     fn missing_feature_names_key_and_feature() {
-        // Under `cfg(test)` test-hooks is always on; the others follow the build.
+        // Under `cfg(test)` the run-time switchable features are always on.
         assert!(require(Path::new("/a.toml"), "test", Feature::TestHooks).is_ok());
+        assert!(require(Path::new("/a.toml"), "device_key", Feature::DeviceKey).is_ok());
         for f in Feature::ALL {
             let r = require(Path::new("/a.toml"), "k", f);
             assert_eq!(r.is_ok(), f.enabled(), "{}", f.name());
-            if let Err(e) = r {
-                let line = e.to_string();
-                assert!(
-                    line.contains("key `k`") && line.contains(f.name()),
-                    "{line}"
-                );
-            }
+            let line = missing(Path::new("/a.toml"), "k", f).to_string();
+            assert!(
+                line.starts_with("config /a.toml: key `k`: this firmcast-agent was built without")
+                    && line.contains(&format!("--features {}", f.name())),
+                "{line}"
+            );
         }
         println!("features of this test build: {}", list());
     }

@@ -51,12 +51,16 @@ USAGE:
 Started at boot, the agent joins the firmcast data and repair multicast groups
 and waits up to boot_window_secs for an Announce for its board. No announce, or
 an image that is not newer than current_version: it exits 0 so the boot goes on.
+interface may be an address, a name (br-lan) or auto; repair_server IPv4:port
+or host:port: one config serves a whole fleet.
 Otherwise it fetches the signed manifest, checks the Ed25519 signature against
 public_key, scans the target for blocks already written (a power cut costs
 nothing), receives the missing blocks (NACKing gaps to repair_server), writes
 each verified block to the target (header block last for in-place updates),
 reads the whole image back, activates it (activation = in-place, ab-uboot,
-command or none), reports to the operator and exits 0.
+command or none), reports to the operator and exits 10 (reboot_command, if
+set, reboots). [hooks] run around the update and the state file
+(/var/run/firmcast/state.json) follows it.
 
 `confirm` runs on the first boot of a new A/B slot (or at every start with
 [confirm] at_startup = true): if upgrade_available=1 and the health check
@@ -218,9 +222,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     if a.dry_run {
         log::info!("dry run: nothing is written to flash or the U-Boot environment");
     }
-    if let Err(e) = netspec::resolve(&mut cfg) {
-        log::error!("{e}; no update this boot");
-        return ExitCode::Usage.code();
+    if let Err((code, why)) = netspec::resolve(&mut cfg) {
+        if code == ExitCode::Ok {
+            log::info!("{why}");
+        } else {
+            log::error!("{why}");
+        }
+        return code.code();
     }
     if a.confirm {
         return confirm::run(&cfg, a.dry_run).code();

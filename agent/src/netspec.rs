@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::exit::ExitCode;
 
 /// `interface` as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,9 +195,11 @@ impl fmt::Display for Server {
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// Fill in `cfg.interface` and `cfg.repair_server` from their specs,
-/// trying again while `cfg.boot_window` lasts. The error is one line naming
-/// the config file and the key that could not be resolved.
-pub fn resolve(cfg: &mut Config) -> Result<(), String> {
+/// trying again while `cfg.boot_window` lasts. The error is the exit code
+/// (an interface without an address: 0, no update this boot, as for an
+/// address that never comes up; a host name that does not resolve: 2) and
+/// one line naming the config file and the key.
+pub fn resolve(cfg: &mut Config) -> Result<(), (ExitCode, String)> {
     let until = Instant::now() + cfg.boot_window;
     let mut logged = false;
     loop {
@@ -229,10 +232,16 @@ pub fn resolve(cfg: &mut Config) -> Result<(), String> {
             Err((key, why)) => {
                 let line = format!("config {}: key `{key}`: {why}", cfg.path.display());
                 if Instant::now() >= until {
-                    return Err(format!(
-                        "{line} (still, after the {} s boot window)",
+                    let code = if key == "interface" {
+                        ExitCode::Ok
+                    } else {
+                        ExitCode::Usage
+                    };
+                    let line = format!(
+                        "{line} (still, after the {} s boot window); no update this boot",
                         cfg.boot_window.as_secs()
-                    ));
+                    );
+                    return Err((code, line));
                 }
                 if !logged {
                     log::info!(

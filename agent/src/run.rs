@@ -1548,6 +1548,7 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
                             watchdog.heard(clock());
                         }
                         core.handle_datagram(clock(), from, &inbuf[..n]);
+                        crate::state_file::observe(core.receiver());
                         flush(&mut core, &mut outbuf, &mut send_errors);
                     }
                     Ok(None) => break,

@@ -84,6 +84,17 @@ fn watch_states(
     })
 }
 
+/// The carousel for `rel`, at most a minute.
+fn sender(dir: &Scratch, net: &Net, rel: &Release) -> Proc {
+    start_sender(
+        dir,
+        net,
+        rel,
+        "sender",
+        &["--rate", "20M", "--duration", "60"],
+    )
+}
+
 /// `"key":"value"` or `"key":value` of a one-line JSON object.
 fn field(json: &str, key: &str) -> Option<String> {
     let rest = &json[json.find(&format!("\"{key}\":"))? + key.len() + 3..];
@@ -100,7 +111,10 @@ fn an_update_exits_10_runs_its_hooks_in_order_and_the_state_file_follows() {
     let _repair = start_repair(&dir, &net, &rel, "repair");
     let log = dir.join("upd-hooks.txt");
     let script = hook_script(&log);
-    let (config, target) = agent_config(&dir, &net, &AgentSpec::new("upd", &rel.public_key, FLASH));
+    let mut spec = AgentSpec::new("upd", &rel.public_key, FLASH);
+    // 8 blocks: receiving lasts at least 160 ms, long for a 2 ms poll.
+    spec.block_delay_ms = 20;
+    let (config, target) = agent_config(&dir, &net, &spec);
     let port = net.repair_listen.rsplit_once(':').expect("port").1;
     extend_config(
         &config,
@@ -116,14 +130,15 @@ fn an_update_exits_10_runs_its_hooks_in_order_and_the_state_file_follows() {
     let state = dir.join("upd.state.json");
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_states(state.clone(), stop.clone());
-    let _sender = start_sender(
-        &dir,
-        &net,
-        &rel,
-        "sender",
-        &["--rate", "20M", "--duration", "60"],
-    );
+    // The agent listens before the sender starts, so `listening` lasts.
     let mut agent = start_agent(&dir, "upd", &config);
+    assert!(
+        agent.wait_for_output("listening (unicast", Duration::from_secs(20)),
+        "{}",
+        agent.output()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let _sender = sender(&dir, &net, &rel);
     let code = agent.expect_exit(Duration::from_secs(60));
     stop.store(true, Ordering::Relaxed);
     let (states, last) = watcher.join().expect("watcher");
@@ -153,8 +168,8 @@ fn an_update_exits_10_runs_its_hooks_in_order_and_the_state_file_follows() {
         lines[2], "reboot",
         "reboot_command after post_install, in place:\n{hooks}"
     );
-    // Every state is written as it happens; at 20 Mbit/s the listening and
-    // receiving phases last long enough for a 2 ms poll to see them.
+    // Every state is written as it happens; listening and receiving last
+    // long enough (above) for a 2 ms poll to see them.
     let order = ["listening", "receiving", "updated"];
     let mut at = 0;
     for s in &states {
@@ -198,13 +213,7 @@ fn nothing_to_do_exits_0_and_a_refusing_pre_install_exits_6_with_on_failure() {
         &AgentSpec::new("refuse", &rel.public_key, FLASH),
     );
     extend_config(&config, &[], &hooks_toml(&script, &log, 3));
-    let _sender = start_sender(
-        &dir,
-        &net,
-        &rel,
-        "sender",
-        &["--rate", "20M", "--duration", "60"],
-    );
+    let _sender = sender(&dir, &net, &rel);
     let mut agent = start_agent(&dir, "refuse", &config);
 
     let idle_code = idle.expect_exit(Duration::from_secs(30));
