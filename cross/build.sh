@@ -19,7 +19,7 @@
 # firmcast-agent-<set> beside it per other feature set built.
 #
 # Feature sets (agent/Cargo.toml [features]; FIRMCAST_FEATURE_SETS, default
-# "default minimal signed", plus "test" for --test):
+# "default minimal signed"; with --test "default" plus "test"):
 #   default   the default device features: ab-uboot command parity
 #   minimal   none of them: in-place/none activation, no parity decode
 #   signed    default + device-key (every Status signed, R-STAT-4)
@@ -140,7 +140,7 @@ isa_rustflags() {
 env_name() { echo "$1" | tr 'a-z-' 'A-Z_'; }
 
 setup_target() {
-    local t=$1 gnu qemu dlfo
+    local t=$1 mode=${2:-test} gnu qemu dlfo
     read -r gnu qemu dlfo <<<"$(spec "$t")"
     [[ $t == mips-unknown-linux-musl ]] && build_musl_mips
     local cc
@@ -156,7 +156,12 @@ setup_target() {
     # A static non-PIE binary has no dynamic relocations for RELRO to protect.
     # -Z location-detail=none: panics keep their message but not the file
     # and line (a stripped device binary has no use for them).
-    export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -C link-arg=-Wl,-z,norelro -L native=$SUPPORT/$t $(float_rustflags "$t") $(isa_rustflags "$t") -Z location-detail=none ${FIRMCAST_CROSS_RUSTFLAGS:-}"
+    # -C force-unwind-tables=no (the device build, panic=abort; not the unit
+    # tests, which unwind): nothing unwinds, and .eh_frame was 48 KB of the
+    # mipsel agent.
+    local unwind=
+    [[ $mode == build ]] && unwind="-C force-unwind-tables=no"
+    export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -C link-arg=-Wl,-z,norelro -L native=$SUPPORT/$t $(float_rustflags "$t") $(isa_rustflags "$t") -Z location-detail=none $unwind ${FIRMCAST_CROSS_RUSTFLAGS:-}"
     if [[ $qemu != - ]]; then
         export "CARGO_TARGET_${E}_RUNNER=$qemu"
     fi
@@ -195,13 +200,18 @@ set_args() {
         *) echo "cross/build.sh: unknown feature set $1 (default, minimal, signed, test, NAME=F1,F2)" >&2; return 1 ;;
     esac
 }
-read -r -a sets <<<"${FIRMCAST_FEATURE_SETS:-default minimal signed}"
-((run_tests)) && [[ " ${sets[*]} " != *" test "* ]] && sets+=(test)
+# CI (--test) builds what it runs: default, and test for the emulated tier.
+if ((run_tests)); then
+    read -r -a sets <<<"${FIRMCAST_FEATURE_SETS:-default}"
+    [[ " ${sets[*]} " != *" test "* ]] && sets+=(test)
+else
+    read -r -a sets <<<"${FIRMCAST_FEATURE_SETS:-default minimal signed}"
+fi
 for set in "${sets[@]}"; do set_args "$set" >/dev/null || exit 2; done
 
 declare -A size
 for t in "${targets[@]}"; do
-    setup_target "$t"
+    setup_target "$t" build
     for set in "${sets[@]}"; do
         # The emulated tier runs only armv7 and mipsel: the test set only there.
         if [[ $set == test ]] && [[ " ${TEST_DEFAULT[*]} " != *" $t "* ]]; then
