@@ -15,9 +15,21 @@
 #                                     # under qemu-user-static (default: armv7, mipsel)
 #
 # Output: target/cross-build/out/<triple>/firmcast-agent (CARGO_TARGET_DIR is
-# target/cross-build, separate from the host build's target/).
+# target/cross-build, separate from the host build's target/), and one
+# firmcast-agent-<set> beside it per other feature set built.
 #
-# Environment: FIRMCAST_CROSS_PROFILE (default release),
+# Feature sets (agent/Cargo.toml [features]; FIRMCAST_FEATURE_SETS, default
+# "default minimal signed"; with --test "default" plus "test"):
+#   default   the default device features: ab-uboot command parity
+#   minimal   none of them: in-place/none activation, no parity decode
+#   signed    default + device-key (every Status signed, R-STAT-4)
+#   test      default + device-key + test-hooks ([test] table, simnor:): the
+#             emulated tier
+#   NAME=F1,F2  exactly features F1,F2 (e.g. "board=ab-uboot,parity")
+#   FIRMCAST_FEATURE_SETS="default" cross/build.sh mipsel-unknown-linux-musl
+#
+# Environment: FIRMCAST_CROSS_PROFILE (default release), FIRMCAST_CROSS_RUSTFLAGS
+# (appended to the target's RUSTFLAGS),
 # FIRMCAST_PANIC_IMMEDIATE_ABORT=1 (std without panic messages: smaller);
 # with --test: FIRMCAST_CROSS_SIM=1 (also proto's fleet simulation, slow),
 # FIRMCAST_CROSS_FEC_BENCH=1 (also proto's erasure-code measurement).
@@ -118,10 +130,17 @@ float_rustflags() {
     case $1 in mips*) echo "-C target-feature=-soft-float,+fpxx,+nooddspreg" ;; esac
 }
 
+# ARMv7: Thumb-2 instead of A32 for the Rust code (std included): the
+# same instructions in mostly 16-bit encodings; the default set is ~19%
+# smaller. musl and libgcc stay A32 (interworking is free on ARMv7).
+isa_rustflags() {
+    case $1 in armv7-*) echo "-C target-feature=+thumb-mode" ;; esac
+}
+
 env_name() { echo "$1" | tr 'a-z-' 'A-Z_'; }
 
 setup_target() {
-    local t=$1 gnu qemu dlfo
+    local t=$1 mode=${2:-test} gnu qemu dlfo
     read -r gnu qemu dlfo <<<"$(spec "$t")"
     [[ $t == mips-unknown-linux-musl ]] && build_musl_mips
     local cc
@@ -135,7 +154,14 @@ setup_target() {
     # boundary, so the linker pads the file up to 64 KiB before the data
     # segment (the mipsel agent was 657,428 bytes, 61 KiB of them padding).
     # A static non-PIE binary has no dynamic relocations for RELRO to protect.
-    export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -C link-arg=-Wl,-z,norelro -L native=$SUPPORT/$t $(float_rustflags "$t")"
+    # -Z location-detail=none: panics keep their message but not the file
+    # and line (a stripped device binary has no use for them).
+    # -C force-unwind-tables=no (the device build, panic=abort; not the unit
+    # tests, which unwind): nothing unwinds, and .eh_frame was 48 KB of the
+    # mipsel agent.
+    local unwind=
+    [[ $mode == build ]] && unwind="-C force-unwind-tables=no"
+    export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -C link-arg=-Wl,-z,norelro -L native=$SUPPORT/$t $(float_rustflags "$t") $(isa_rustflags "$t") -Z location-detail=none $unwind ${FIRMCAST_CROSS_RUSTFLAGS:-}"
     if [[ $qemu != - ]]; then
         export "CARGO_TARGET_${E}_RUNNER=$qemu"
     fi
@@ -163,22 +189,52 @@ std_features=("-Zbuild-std-features=$(IFS=,; echo "${std_feature_list[*]}")")
 # release profile (override with CARGO_PROFILE_RELEASE_OPT_LEVEL).
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z}
 
+# "name" or "name=f1,f2" -> the cargo feature arguments of that set.
+set_args() {
+    case $1 in
+        default) ;;
+        minimal) echo "--no-default-features" ;;
+        signed) echo "--features device-key" ;;
+        test) echo "--features device-key,test-hooks" ;;
+        *=*) echo "--no-default-features --features ${1#*=}" ;;
+        *) echo "cross/build.sh: unknown feature set $1 (default, minimal, signed, test, NAME=F1,F2)" >&2; return 1 ;;
+    esac
+}
+# CI (--test) builds what it runs: default, and test for the emulated tier.
+if ((run_tests)); then
+    read -r -a sets <<<"${FIRMCAST_FEATURE_SETS:-default}"
+    [[ " ${sets[*]} " != *" test "* ]] && sets+=(test)
+else
+    read -r -a sets <<<"${FIRMCAST_FEATURE_SETS:-default minimal signed}"
+fi
+for set in "${sets[@]}"; do set_args "$set" >/dev/null || exit 2; done
+
 declare -A size
 for t in "${targets[@]}"; do
-    setup_target "$t"
-    start=$(date +%s)
-    echo "== firmcast-agent for $t ($PROFILE)"
-    "$CARGO" build --profile "$PROFILE" -p firmcast-agent --bin firmcast-agent --target "$t" \
-        -Zbuild-std=std,panic_abort "${std_features[@]}"
-    mkdir -p "$OUT/$t"
-    "$GNU-strip" -o "$OUT/$t/firmcast-agent" "$CARGO_TARGET_DIR/$t/$PROFILE/firmcast-agent"
-    f=$OUT/$t/firmcast-agent
-    if "$GNU-readelf" -l "$f" | grep -q INTERP || "$GNU-readelf" -d "$f" 2>/dev/null | grep -q NEEDED; then
-        echo "cross/build.sh: $f is not fully static" >&2
-        exit 1
-    fi
-    size[$t]=$(stat -c %s "$f")
-    echo "   $f: ${size[$t]} bytes ($((size[$t] / 1024)) KiB), $(($(date +%s) - start)) s"
+    setup_target "$t" build
+    for set in "${sets[@]}"; do
+        # The emulated tier runs only armv7 and mipsel: the test set only there.
+        if [[ $set == test ]] && [[ " ${TEST_DEFAULT[*]} " != *" $t "* ]]; then
+            continue
+        fi
+        name=${set%%=*}
+        bin=firmcast-agent
+        [[ $name == default ]] || bin=firmcast-agent-$name
+        start=$(date +%s)
+        echo "== $bin for $t ($PROFILE, features: $set)"
+        read -r -a fargs <<<"$(set_args "$set")"
+        "$CARGO" build --profile "$PROFILE" -p firmcast-agent --bin firmcast-agent --target "$t" \
+            "${fargs[@]}" -Zbuild-std=std,panic_abort "${std_features[@]}"
+        mkdir -p "$OUT/$t"
+        f=$OUT/$t/$bin
+        "$GNU-strip" -o "$f" "$CARGO_TARGET_DIR/$t/$PROFILE/firmcast-agent"
+        if "$GNU-readelf" -l "$f" | grep -q INTERP || "$GNU-readelf" -d "$f" 2>/dev/null | grep -q NEEDED; then
+            echo "cross/build.sh: $f is not fully static" >&2
+            exit 1
+        fi
+        size[$t/$name]=$(stat -c %s "$f")
+        echo "   $f: ${size[$t/$name]} bytes ($((size[$t/$name] / 1024)) KiB), $(($(date +%s) - start)) s"
+    done
 done
 
 if ((run_tests)); then
@@ -208,7 +264,23 @@ if ((run_tests)); then
     done
 fi
 
-echo "== stripped sizes (budget: armv7 <= 500 KB = 500000 bytes, mipsel <= 700 KB = 700000 bytes)"
+# The budget applies to the default device features. armv7 meets issue 17's
+# 350 KB; mipsel keeps 700 KB: its 500 KB target is out of reach (MIPS32
+# code is ~1.9x Thumb-2 and has no compact encoding LLVM can emit for
+# Linux: the per-crate arithmetic is in the README).
+echo "== stripped sizes per feature set (budget, default set: armv7 <= 350000 bytes, mipsel <= 700000 bytes)"
+over=0
 for t in "${targets[@]}"; do
-    printf '   %-34s %8d bytes %5d KiB\n' "$t" "${size[$t]}" $((size[$t] / 1024))
+    for set in "${sets[@]}"; do
+        name=${set%%=*}
+        [[ -n ${size[$t/$name]:-} ]] || continue
+        printf '   %-34s %-8s %8d bytes %5d KiB\n' "$t" "$name" "${size[$t/$name]}" $((size[$t/$name] / 1024))
+        if [[ $name == default ]]; then
+            case $t in
+                armv7-*) ((size[$t/$name] <= 350000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
+                mipsel-*) ((size[$t/$name] <= 700000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
+            esac
+        fi
+    done
 done
+exit $over

@@ -24,6 +24,9 @@ use std::time::Duration;
 use toml_subset::{Document, Entry, Value};
 
 use crate::device_id::{self, HostFacts, IdSource};
+use crate::features::{self, Feature};
+use crate::hooks::HooksConfig;
+use crate::netspec::{Interface, Server};
 use crate::resume::FinalReadBack;
 
 mod toml_subset;
@@ -199,10 +202,16 @@ pub struct Config {
     pub group: SocketAddrV4,
     /// Repair multicast group.
     pub repair_group: SocketAddrV4,
-    /// Address of the interface to join on (`0.0.0.0`: let the kernel choose).
+    /// Address of the interface to join on (`0.0.0.0`: let the kernel
+    /// choose); for a name or `auto`, `0.0.0.0` until [`crate::netspec::resolve`].
     pub interface: Ipv4Addr,
-    /// Where NACKs and Status reports go.
+    /// `interface` as configured: address, name or `auto`.
+    pub interface_spec: Interface,
+    /// Where NACKs and Status reports go; for a host name, `0.0.0.0:port`
+    /// until [`crate::netspec::resolve`].
     pub repair_server: SocketAddrV4,
+    /// `repair_server` as configured: `IPv4:port` or `host:port`.
+    pub repair_server_spec: Server,
     /// The operator's Ed25519 public key.
     pub public_key: [u8; 32],
     /// Where `public_key` was read from, if from a file.
@@ -248,11 +257,15 @@ pub struct Config {
     pub command: Option<CommandConfig>,
     /// `[confirm]`.
     pub confirm: ConfirmConfig,
-    /// Run after a successful activation (`ab-uboot`, `command`); empty = none.
+    /// Run after a successful update (exit 10); empty = none.
     pub reboot_command: Vec<String>,
     /// The user the agent becomes once everything is open (R-LOCAL-3);
     /// `root` = stay root.
     pub user: String,
+    /// `[hooks]`: commands around an update ([`crate::hooks`]).
+    pub hooks: HooksConfig,
+    /// Where the state file goes ([`crate::state_file`]); `None`: nowhere.
+    pub state_file: Option<PathBuf>,
 }
 
 /// A configuration error: one line naming the file and, where it can, the key.
@@ -349,6 +362,14 @@ struct RawConfirm {
 }
 
 #[derive(Debug, Default)]
+struct RawHooks {
+    pre_install: Option<Vec<String>>,
+    post_install: Option<Vec<String>>,
+    on_failure: Option<Vec<String>>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default)]
 struct Raw {
     board: Option<String>,
     current_version: Option<String>,
@@ -376,6 +397,8 @@ struct Raw {
     final_read_back: Option<String>,
     reboot_command: Option<Vec<String>>,
     user: Option<String>,
+    state_file: Option<String>,
+    hooks: Option<RawHooks>,
     ab: Option<RawAb>,
     command: Option<RawCommand>,
     confirm: Option<RawConfirm>,
@@ -525,9 +548,10 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "final_read_back" => raw.final_read_back = f.string()?,
             "reboot_command" => raw.reboot_command = f.strings()?,
             "user" => raw.user = f.string()?,
+            "state_file" => raw.state_file = f.string()?,
             "nack_backoff_ms" => raw.nack_backoff_ms = f.u64()?,
             "nack_backoff_shape" => raw.nack_backoff_shape = f.u32()?,
-            t @ ("ab" | "command" | "confirm" | "test") => {
+            t @ ("ab" | "command" | "confirm" | "hooks" | "test") => {
                 return Err(f.expected(&format!("a [{t}] table")))
             }
             _ => return Err(f.unknown()),
@@ -583,6 +607,19 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
                 }
                 raw.confirm = Some(r);
             }
+            "hooks" => {
+                let mut r = RawHooks::default();
+                for f in fields {
+                    match f.entry.key.as_str() {
+                        "pre_install" => r.pre_install = f.strings()?,
+                        "post_install" => r.post_install = f.strings()?,
+                        "on_failure" => r.on_failure = f.strings()?,
+                        "timeout_secs" => r.timeout_secs = f.u64()?,
+                        _ => return Err(f.unknown()),
+                    }
+                }
+                raw.hooks = Some(r);
+            }
             "test" => {
                 let mut r = RawTest::default();
                 for f in fields {
@@ -600,7 +637,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
                     file: file.to_path_buf(),
                     key: Some(table.name.clone()),
                     line: Some(table.line),
-                    message: "unknown table (the tables are [ab], [command], [confirm] and [test]; see board-configs/README.md)".to_string(),
+                    message: "unknown table (the tables are [ab], [command], [confirm], [hooks] and [test]; see board-configs/README.md)".to_string(),
                 })
             }
         }
@@ -610,13 +647,27 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
 
 /// Read and resolve the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    parse_with(path, &read_config(path)?, &HostFacts::read())
+}
+
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         key: None,
         line: None,
         message: format!("cannot read: {e}"),
-    })?;
-    parse_with(path, &text, &HostFacts::read())
+    })
+}
+
+/// `--check-config --lint`: read and check the config at `path` on the
+/// build host: the device's own files are not read (see [`HostFacts::lint`]).
+pub fn load_lint(path: &Path) -> Result<Config, ConfigError> {
+    let text = read_config(path)?;
+    let host = HostFacts {
+        lint: true,
+        ..HostFacts::hostname_only("lint")
+    };
+    parse_with(path, &text, &host)
 }
 
 /// [`parse_with`] on a host that offers only its `hostname` for the
@@ -670,7 +721,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         (Some(v), None) => (v.trim().to_string(), None),
         (None, Some(p)) => {
             let p = resolve(base, &p);
-            let text = std::fs::read_to_string(&p).map_err(|e| {
+            let text = device_file(host, &p, "lint").map_err(|e| {
                 ConfigError::key(file, "current_version_file", format!("cannot read {}: {e}", p.display()))
             })?;
             let first = text.lines().next().unwrap_or("").trim().to_string();
@@ -705,36 +756,24 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
 
     let group = multicast(file, "group", raw.group, DEFAULT_GROUP)?;
     let repair_group = multicast(file, "repair_group", raw.repair_group, DEFAULT_REPAIR_GROUP)?;
-    let interface = match raw.interface {
-        None => Ipv4Addr::UNSPECIFIED,
-        Some(s) => s.trim().parse::<Ipv4Addr>().map_err(|_| {
-            ConfigError::key(
-                file,
-                "interface",
-                format!("`{s}` is not an IPv4 address (e.g. \"192.168.1.1\")"),
-            )
-        })?,
+    let interface_spec = match raw.interface {
+        None => Interface::Any,
+        Some(s) => Interface::parse(&s).map_err(|why| ConfigError::key(file, "interface", why))?,
     };
-    if interface.is_multicast() {
-        return Err(ConfigError::key(
-            file,
-            "interface",
-            "must be the address of a local interface, not a multicast group",
-        ));
-    }
+    // A name or `auto` is looked up at start (netspec::resolve).
+    let interface = interface_spec.fixed().unwrap_or(Ipv4Addr::UNSPECIFIED);
     let repair_server = required(
         file,
         "repair_server",
         raw.repair_server,
-        "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\"",
+        "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\" or \"firmcast.lan:7855\"",
     )?;
-    let repair_server = repair_server.trim().parse::<SocketAddrV4>().map_err(|_| {
-        ConfigError::key(
-            file,
-            "repair_server",
-            format!("`{repair_server}` is not IPv4:port (e.g. \"10.0.0.2:7855\")"),
-        )
-    })?;
+    let repair_server_spec = Server::parse(&repair_server)
+        .map_err(|why| ConfigError::key(file, "repair_server", why))?;
+    let repair_server = repair_server_spec.fixed().unwrap_or(SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        repair_server_spec.port(),
+    ));
 
     let pk = required(
         file,
@@ -742,9 +781,9 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         raw.public_key,
         "64 hex characters, or the path of a `firmcast keygen` .pub file",
     )?;
-    let (public_key, public_key_file) = public_key(file, base, &pk)?;
+    let (public_key, public_key_file) = public_key(file, base, &pk, host)?;
     let device_key = match &raw.device_key {
-        Some(v) => Some(device_key(file, base, v)?),
+        Some(v) => Some(device_key(file, base, v, host)?),
         None => None,
     };
 
@@ -802,7 +841,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         raw.device_id,
         raw.device_id_file,
         host,
-        interface,
+        &interface_spec,
         &target,
     )?;
     let activation = match raw.activation.as_deref() {
@@ -820,6 +859,17 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
             ))
         }
     };
+    match activation {
+        Activation::AbUboot => features::require(file, "activation", Feature::AbUboot)?,
+        Activation::Command => features::require(file, "activation", Feature::Command)?,
+        Activation::InPlace | Activation::None => {}
+    }
+    if raw.device_key.is_some() {
+        features::require(file, "device_key", Feature::DeviceKey)?;
+    }
+    if raw.test.is_some() {
+        features::require(file, "test", Feature::TestHooks)?;
+    }
     let final_read_back = match raw.final_read_back.as_deref() {
         None | Some("stale") => FinalReadBack::Stale,
         Some("all") => FinalReadBack::All,
@@ -910,6 +960,12 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         ));
     }
     let reboot_command = raw.reboot_command.unwrap_or_default();
+    let hooks = hooks_config(file, raw.hooks.unwrap_or_default())?;
+    let state_file = match raw.state_file.as_deref() {
+        None => Some(PathBuf::from(crate::state_file::DEFAULT_STATE_FILE)),
+        Some("") => None,
+        Some(p) => Some(resolve(base, p)),
+    };
     let user = raw
         .user
         .unwrap_or_else(|| crate::privdrop::DEFAULT_USER.to_string());
@@ -978,7 +1034,9 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         group,
         repair_group,
         interface,
+        interface_spec: interface_spec.clone(),
         repair_server,
+        repair_server_spec,
         public_key,
         public_key_file,
         device_key,
@@ -1003,6 +1061,35 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         confirm,
         reboot_command,
         user,
+        hooks,
+        state_file,
+    })
+}
+
+fn hooks_config(file: &Path, r: RawHooks) -> Result<HooksConfig, ConfigError> {
+    let secs = r
+        .timeout_secs
+        .unwrap_or(crate::hooks::DEFAULT_HOOK_TIMEOUT_SECS);
+    if secs == 0 {
+        return Err(ConfigError::key(
+            file,
+            "hooks.timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    let argv = |key: &str, v: Option<Vec<String>>| match v {
+        Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => Err(ConfigError::key(
+            file,
+            key,
+            "must name a program, e.g. [\"/etc/firmcast/led\", \"busy\"] (no shell)",
+        )),
+        v => Ok(v.unwrap_or_default()),
+    };
+    Ok(HooksConfig {
+        pre_install: argv("hooks.pre_install", r.pre_install)?,
+        post_install: argv("hooks.post_install", r.post_install)?,
+        on_failure: argv("hooks.on_failure", r.on_failure)?,
+        timeout: Duration::from_secs(secs),
     })
 }
 
@@ -1013,7 +1100,7 @@ fn device_id_of(
     configured: Option<u64>,
     id_file: Option<String>,
     host: &HostFacts,
-    interface: Ipv4Addr,
+    interface: &Interface,
     target: &str,
 ) -> Result<(u64, IdSource), ConfigError> {
     let id_file = match (configured, id_file) {
@@ -1028,7 +1115,7 @@ fn device_id_of(
         (None, f) => f.map(|p| resolve(base, &p)),
     };
     let id_text = match &id_file {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+        Some(p) => Some(device_file(host, p, "lint").map_err(|e| {
             ConfigError::key(
                 file,
                 "device_id_file",
@@ -1038,7 +1125,12 @@ fn device_id_of(
         None => None,
     };
     let first_line = id_text.as_deref().map(|t| t.lines().next().unwrap_or(""));
-    let link = device_id::pick_link(&host.links, interface);
+    // By name when configured by name; `auto` picks as for `0.0.0.0` (the
+    // route may change, the id must not).
+    let link = match interface {
+        Interface::Name(n) => host.links.iter().find(|l| &l.name == n),
+        other => device_id::pick_link(&host.links, other.fixed().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+    };
     device_id::derive(device_id::Inputs {
         file: id_file.as_deref().zip(first_line),
         machine_id: host.machine_id.as_deref(),
@@ -1212,12 +1304,25 @@ pub fn public_key_line(text: &str) -> Result<&str, &'static str> {
     }
 }
 
+/// What `--lint` reads in place of a key file: a well-formed key.
+const LINT_KEY: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A file of the device (version, key, id file); under `--lint` (the build
+/// host) not read: `placeholder` stands in for its content.
+fn device_file(host: &HostFacts, p: &Path, placeholder: &str) -> std::io::Result<String> {
+    if host.lint {
+        return Ok(placeholder.to_string());
+    }
+    std::fs::read_to_string(p)
+}
+
 /// `public_key`: 64 hex characters inline, or a path to a `firmcast keygen`
 /// .pub file (typed, or one hex line).
 fn public_key(
     file: &Path,
     base: &Path,
     value: &str,
+    host: &HostFacts,
 ) -> Result<([u8; 32], Option<PathBuf>), ConfigError> {
     let v = value.trim();
     let looks_inline =
@@ -1241,7 +1346,7 @@ fn public_key(
         };
     }
     let p = resolve(base, v);
-    let text = std::fs::read_to_string(&p).map_err(|e| {
+    let text = device_file(host, &p, LINT_KEY).map_err(|e| {
         ConfigError::key(
             file,
             "public_key",
@@ -1271,9 +1376,14 @@ fn public_key(
 /// `device_key`: the path of a `firmcast keygen --device` secret key file
 /// (its `firmcast-ed25519-secret-key` line, then 64 hex characters: the
 /// Ed25519 seed; an untyped file is the hex line alone).
-fn device_key(file: &Path, base: &Path, value: &str) -> Result<(PathBuf, [u8; 32]), ConfigError> {
+fn device_key(
+    file: &Path,
+    base: &Path,
+    value: &str,
+    host: &HostFacts,
+) -> Result<(PathBuf, [u8; 32]), ConfigError> {
     let p = resolve(base, value.trim());
-    let text = std::fs::read_to_string(&p).map_err(|e| {
+    let text = device_file(host, &p, LINT_KEY).map_err(|e| {
         ConfigError::key(
             file,
             "device_key",
@@ -1303,7 +1413,9 @@ fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
     let ok = ["file:", "simnor:", "simnand:", "mtd:"]
         .iter()
         .any(|p| target.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
-    if ok {
+    if ok && target.starts_with("sim") {
+        features::require(file, "target", Feature::TestHooks)
+    } else if ok {
         Ok(())
     } else {
         Err(ConfigError::key(
@@ -1336,8 +1448,8 @@ impl Config {
         );
         kv("group", self.group.to_string());
         kv("repair_group", self.repair_group.to_string());
-        kv("interface", self.interface.to_string());
-        kv("repair_server", self.repair_server.to_string());
+        kv("interface", self.interface_spec.to_string());
+        kv("repair_server", self.repair_server_spec.to_string());
         let hex: String = self.public_key.iter().map(|b| format!("{b:02x}")).collect();
         let from = self
             .public_key_file
@@ -2020,3 +2132,6 @@ mod board_configs {
         assert!(n >= 3, "expected the three example boards, found {n}");
     }
 }
+
+#[cfg(test)]
+mod fleet_tests;

@@ -25,6 +25,7 @@ use crate::activate::{run_command, Slot};
 use crate::config::{AbConfig, Config};
 use crate::exit::ExitCode;
 use crate::outcome;
+use crate::features::Feature;
 
 /// What the confirm step found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +138,10 @@ pub fn device_secret(cfg: &Config) -> Option<ed25519_compact::SecretKey> {
 /// one is configured (R-STAT-4, R-WIRE-7); returns the length to send. Every
 /// Status this device sends passes through here.
 pub fn sign(key: Option<&ed25519_compact::SecretKey>, buf: &mut [u8], len: usize) -> Option<usize> {
+    // Without `device-key` the config refuses the key: no signing code linked.
+    if !Feature::DeviceKey.enabled() {
+        return Some(len);
+    }
     match key {
         Some(k) => wire::sign_status(buf, len, k).ok(),
         None => Some(len),
@@ -212,7 +217,9 @@ pub fn report(cfg: &Config, to: SocketAddrV4, state: DeviceState, reason: Reason
 
 /// `firmcast-agent confirm` (and the start-up confirm): returns the exit code.
 pub fn run(cfg: &Config, dry_run: bool) -> ExitCode {
-    let Some(ab) = &cfg.ab else {
+    // Without `ab-uboot` there is no [ab] (the config refuses it) and no
+    // U-Boot environment code is linked.
+    let Some(ab) = cfg.ab.as_ref().filter(|_| Feature::AbUboot.enabled()) else {
         log::error!(
             "confirm needs activation = \"ab-uboot\" (config {} has {:?})",
             cfg.path.display(),

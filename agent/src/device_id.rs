@@ -192,6 +192,9 @@ pub struct HostFacts {
     pub machine_id: Option<String>,
     /// Interfaces with their MACs.
     pub links: Vec<Link>,
+    /// `--check-config --lint`: this is not the device (the build host), so
+    /// the device's own files (version, keys, id file) are not read.
+    pub lint: bool,
 }
 
 impl HostFacts {
@@ -209,6 +212,7 @@ impl HostFacts {
             hostname: hostname(),
             machine_id: std::fs::read_to_string(MACHINE_ID_PATH).ok(),
             links: links(),
+            lint: false,
         }
     }
 }

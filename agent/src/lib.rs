@@ -19,15 +19,19 @@ pub mod config;
 pub mod confirm;
 pub mod device_id;
 pub mod exit;
+pub mod features;
+pub mod hooks;
 pub mod logger;
 pub mod net;
 pub mod outcome;
+pub mod netspec;
 pub mod perms;
 pub mod privdrop;
 pub mod quiet;
 pub mod rejoin;
 pub mod resume;
 pub mod run;
+pub mod state_file;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -41,19 +45,23 @@ pub fn help() -> String {
 firmcast-agent {version}: receive a multicast firmware update and write it to flash
 
 USAGE:
-    firmcast-agent [--config PATH] [--foreground] [--verbose] [--check-config] [--dry-run]
+    firmcast-agent [--config PATH] [--foreground] [--verbose] [--check-config [--lint]] [--dry-run]
     firmcast-agent confirm [--config PATH] [--foreground] [--verbose] [--dry-run]
     firmcast-agent --version | --help
 
 Started at boot, the agent joins the firmcast data and repair multicast groups
 and waits up to boot_window_secs for an Announce for its board. No announce, or
 an image that is not newer than current_version: it exits 0 so the boot goes on.
+interface may be an address, a name (br-lan) or auto; repair_server IPv4:port
+or host:port: one config serves a whole fleet.
 Otherwise it fetches the signed manifest, checks the Ed25519 signature against
 public_key, scans the target for blocks already written (a power cut costs
 nothing), receives the missing blocks (NACKing gaps to repair_server), writes
 each verified block to the target (header block last for in-place updates),
 reads the whole image back, activates it (activation = in-place, ab-uboot,
-command or none), reports to the operator and exits 0.
+command or none), reports to the operator and exits 10 (reboot_command, if
+set, reboots). [hooks] run around the update and the state file
+(/var/run/firmcast/state.json) follows it.
 
 `confirm` runs on the first boot of a new A/B slot (or at every start with
 [confirm] at_startup = true): if upgrade_available=1 and the health check
@@ -66,6 +74,9 @@ OPTIONS:
     -f, --foreground    log to stderr (seconds.millis since start, level) instead of syslog
     -v, --verbose       log debug messages too
         --check-config  parse the configuration, print the resolved settings, exit 0 (or 2)
+        --lint          with --check-config: check a config on the build host, without
+                        the device's files (version file, keys, id file) or owners, e.g.
+                        firmcast-agent --check-config --lint --config board-configs/openwrt.toml
     -n, --dry-run       do everything but write flash and the U-Boot environment (and run no
                         activation or reboot command); log what would be done, to stderr
     -V, --version       print the version
@@ -96,6 +107,8 @@ pub struct Args {
     pub verbose: bool,
     /// `--check-config`.
     pub check_config: bool,
+    /// `--lint` (with `--check-config`): on the build host, without the device's files.
+    pub lint: bool,
     /// `--version`.
     pub version: bool,
     /// `--help`.
@@ -114,6 +127,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, lexo
         foreground: false,
         verbose: false,
         check_config: false,
+        lint: false,
         version: false,
         help: false,
         dry_run: false,
@@ -126,6 +140,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, lexo
             Short('f') | Long("foreground") => a.foreground = true,
             Short('v') | Long("verbose") => a.verbose = true,
             Long("check-config") => a.check_config = true,
+            Long("lint") => a.lint = true,
             Short('V') | Long("version") => a.version = true,
             Short('h') | Long("help") => a.help = true,
             Short('n') | Long("dry-run") => a.dry_run = true,
@@ -150,14 +165,30 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         return 0;
     }
     if a.version {
-        println!("firmcast-agent {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "firmcast-agent {} (features: {})",
+            env!("CARGO_PKG_VERSION"),
+            features::list()
+        );
         return 0;
     }
+    if a.lint && !a.check_config {
+        eprintln!("firmcast-agent: --lint goes with --check-config (see --help)");
+        return ExitCode::Usage.code();
+    }
     if a.check_config {
-        return match config::load(&a.config).and_then(check_files) {
+        let loaded = if a.lint {
+            // The build host: not the device's files, owners or addresses.
+            config::load_lint(&a.config)
+        } else {
+            config::load(&a.config).and_then(check_files)
+        };
+        return match loaded {
             Ok(c) => {
                 print!("{}", c.describe());
-                if c.device_id_source.is_guess() {
+                if a.lint {
+                    println!("# lint: the device's files (current_version_file, public_key, device_key, device_id_file) were not read; device_id is computed on the device");
+                } else if c.device_id_source.is_guess() {
                     eprintln!("firmcast-agent: warning: {}", guess_warning(&c));
                 }
                 0
@@ -175,7 +206,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         logger::Target::Syslog
     };
     let actual = logger::init(target, a.verbose);
-    let cfg = match config::load(&a.config).and_then(check_files) {
+    let mut cfg = match config::load(&a.config).and_then(check_files) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -192,9 +223,19 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     if a.dry_run {
         log::info!("dry run: nothing is written to flash or the U-Boot environment");
     }
+    if let Err((code, why)) = netspec::resolve(&mut cfg) {
+        if code == ExitCode::Ok {
+            log::info!("{why}");
+        } else {
+            log::error!("{why}");
+        }
+        return code.code();
+    }
     if a.confirm {
         return confirm::run(&cfg, a.dry_run).code();
     }
+    state_file::install(&cfg);
+    hooks::install(&cfg, a.dry_run);
     run::run(&cfg, a.dry_run).code()
 }
 
@@ -212,7 +253,7 @@ fn guess_warning(c: &config::Config) -> String {
         "device id {:016x} was guessed from hostname and target (no device_id_file, no {}, no MAC for interface {}): identical devices will share it; set device_id_file or device_id",
         c.device_id,
         device_id::MACHINE_ID_PATH,
-        c.interface
+        c.interface_spec
     )
 }
 

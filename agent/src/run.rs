@@ -37,6 +37,7 @@ use crate::activate::{self, DryRunFlash};
 use crate::config::{Activation, Config};
 use crate::exit::ExitCode;
 use crate::outcome::FinalReport;
+use crate::features::Feature;
 use crate::quiet::{escape, Summary};
 use crate::{confirm, net, rejoin, resume};
 
@@ -721,6 +722,10 @@ impl<F: Flash> Core<F> {
             m.block_size,
             m.chunk_size
         );
+        if let Err(code) = crate::hooks::pre_install(&m.version) {
+            self.finish = Some(Finish::Now(code));
+            return;
+        }
         let opened = match self.spare_flash.take() {
             Some(f) => Ok(f),
             None => (self.open)(),
@@ -1033,7 +1038,7 @@ impl<F: Flash> Core<F> {
             st.passes_seen,
             st.digest_failures
         );
-        let mut code = ExitCode::Ok;
+        let mut code = ExitCode::Updated;
         if let Some(act) = self.activator.as_mut() {
             let info = self.manifest.as_ref().map(|m| ImageInfo {
                 version: m.version.to_string(),
@@ -1152,7 +1157,7 @@ struct Prepared {
 fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
     match cfg.activation {
         Activation::AbUboot => {
-            let Some(ab) = cfg.ab.clone() else {
+            let Some(ab) = cfg.ab.clone().filter(|_| Feature::AbUboot.enabled()) else {
                 return Err(ExitCode::Usage);
             };
             let endian = ab.env_endian.resolve();
@@ -1238,7 +1243,7 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
             })
         }
         Activation::Command => {
-            let Some(c) = cfg.command.clone() else {
+            let Some(c) = cfg.command.clone().filter(|_| Feature::Command.enabled()) else {
                 return Err(ExitCode::Usage);
             };
             let activator: Activator = Box::new(move |info: &ImageInfo| {
@@ -1322,14 +1327,15 @@ pub fn run(cfg: &Config, dry_run: bool) -> ExitCode {
     }
     let prepared = match prepare(cfg, dry_run) {
         Ok(p) => p,
-        Err(code) => return code,
+        Err(code) => return crate::hooks::finish(code),
     };
     let mut activated = false;
-    let code = run_update(cfg, dry_run, prepared, &mut activated);
-    if code == ExitCode::Ok
+    let code = crate::hooks::finish(run_update(cfg, dry_run, prepared, &mut activated));
+    if code == ExitCode::Updated
         && !cfg.reboot_command.is_empty()
         && (activated
-            || (dry_run && matches!(cfg.activation, Activation::AbUboot | Activation::Command)))
+            || dry_run
+            || matches!(cfg.activation, Activation::InPlace | Activation::None))
     {
         if dry_run {
             log::info!("dry run: would reboot with {:?}", cfg.reboot_command);
@@ -1497,6 +1503,7 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
         let now = clock();
         core.handle_timeout(now);
         flush(&mut core, &mut outbuf, &mut send_errors);
+        crate::state_file::observe(core.receiver());
         if core.wants_data() {
             if let Some(silent) = watchdog.poll(now) {
                 match sockets.rejoin(*cfg.group.ip(), *cfg.repair_group.ip(), cfg.interface) {
@@ -1592,6 +1599,7 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
                             watchdog.heard(clock());
                         }
                         core.handle_datagram(clock(), from, &inbuf[..n]);
+                        crate::state_file::observe(core.receiver());
                         flush(&mut core, &mut outbuf, &mut send_errors);
                     }
                     Ok(None) => break,

@@ -41,6 +41,7 @@ use std::fmt;
 pub mod compare;
 pub mod file;
 pub mod mtd;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod target;
 pub mod uboot_env;
@@ -49,6 +50,7 @@ pub mod writer;
 pub use compare::{same_bytes, uniform_byte};
 pub use file::FileFlash;
 pub use mtd::{find_partition, parse_proc_mtd, Mtd};
+#[cfg(any(test, feature = "sim"))]
 pub use sim::{Faults, SimNand, SimNor};
 pub use target::open_target;
 pub use writer::{ImageWriter, WriterOptions};

@@ -7,11 +7,16 @@
 //! | `simnand:PATH` | [`SimNand`]: same, created with 128 KiB eraseblocks and 2 KiB pages |
 //! | `mtd:NAME` | [`Mtd`] for the partition called `NAME` in `/proc/mtd` |
 //! | `mtd:/dev/mtdN` | [`Mtd`] for that device |
+//!
+//! The `sim*` specs exist only with the `sim` feature (tests, the demo).
 
 use std::path::Path;
 
+#[cfg(any(test, feature = "sim"))]
 use crate::sim::{NAND_DEFAULT_ERASE_SIZE, NAND_DEFAULT_PAGE_SIZE, NOR_DEFAULT_ERASE_SIZE};
-use crate::{find_partition, Error, ErrorKind, FileFlash, Flash, Mtd, Op, SimNand, SimNor};
+use crate::{find_partition, Error, ErrorKind, FileFlash, Flash, Mtd, Op};
+#[cfg(any(test, feature = "sim"))]
+use crate::{SimNand, SimNor};
 
 /// Opens the flash target described by `spec` (see the module docs).
 ///
@@ -30,6 +35,7 @@ fn open(spec: &str, size_hint: Option<u64>) -> Result<Box<dyn Flash + Send>, Err
         return Err(bad_spec());
     }
     let path = Path::new(rest);
+    #[cfg(any(test, feature = "sim"))]
     let need_size = |erase: u32| match size_hint {
         Some(n) if n > 0 => Ok(n.div_ceil(u64::from(erase)) * u64::from(erase)),
         _ => Err(
@@ -40,14 +46,18 @@ fn open(spec: &str, size_hint: Option<u64>) -> Result<Box<dyn Flash + Send>, Err
     };
     Ok(match scheme {
         "file" => Box::new(FileFlash::open(path, size_hint)?),
+        #[cfg(any(test, feature = "sim"))]
         "simnor" if path.exists() => Box::new(SimNor::open(path)?),
+        #[cfg(any(test, feature = "sim"))]
         "simnor" => Box::new(SimNor::create(
             path,
             need_size(NOR_DEFAULT_ERASE_SIZE)?,
             NOR_DEFAULT_ERASE_SIZE,
             1,
         )?),
+        #[cfg(any(test, feature = "sim"))]
         "simnand" if path.exists() => Box::new(SimNand::open(path)?),
+        #[cfg(any(test, feature = "sim"))]
         "simnand" => Box::new(SimNand::create(
             path,
             need_size(NAND_DEFAULT_ERASE_SIZE)?,

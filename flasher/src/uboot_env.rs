@@ -384,7 +384,7 @@ pub fn encode(
     if vars.is_empty() {
         out[at + 1] = 0;
     }
-    let crc = crc32fast::hash(&out[h..]);
+    let crc = proto::wire::crc32(&out[h..]);
     out[..4].copy_from_slice(&endian.put(crc));
     if let Some(f) = flag {
         out[4] = f;
@@ -418,7 +418,7 @@ pub fn decode(bytes: &[u8], redundant: bool, endian: Endian) -> Decoded {
     }
     let stored = endian.get([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let data = &bytes[h..];
-    let crc_ok = crc32fast::hash(data) == stored;
+    let crc_ok = proto::wire::crc32(data) == stored;
     let flag = redundant.then(|| bytes[4]);
     let mut vars = Vars::new();
     if crc_ok {

@@ -132,8 +132,11 @@ impl BlockDecoder {
     /// of `chunk_size` bytes. Allocates its work space (and, for GF(2^16)
     /// the first time in a process, the engine's tables) now, not while
     /// datagrams arrive.
+    /// Without the `parity-decode` feature every geometry is `Unsupported`:
+    /// the receiver then ignores parity as it does for a geometry the code
+    /// cannot handle, and no decoder is linked.
     pub fn new(chunks_per_block: u32, chunk_size: u32) -> Result<BlockDecoder, FecError> {
-        if !supported(chunk_size, chunks_per_block) {
+        if !cfg!(feature = "parity-decode") || !supported(chunk_size, chunks_per_block) {
             return Err(FecError::Unsupported);
         }
         if uses_gf256(chunks_per_block) {

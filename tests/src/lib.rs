@@ -351,7 +351,8 @@ pub fn agent_config(dir: &Scratch, net: &Net, spec: &AgentSpec<'_>) -> (PathBuf,
         "board = \"{board}\"\ncurrent_version = \"{ver}\"\ngroup = \"{group}\"\nrepair_group = \"{rgroup}\"\n\
          interface = \"127.0.0.1\"\nrepair_server = \"{repair}\"\npublic_key = \"{key}\"\n\
          target = \"simnor:{target}\"\ntarget_size = {size}\nboot_window_secs = {window}\nwindow_blocks = 8\n\
-         stall_timeout_secs = 30\n",
+         stall_timeout_secs = 30\nstate_file = \"{state}\"\n",
+        state = path_str(&dir.join(&format!("{}.state.json", spec.name))),
         board = spec.board,
         ver = spec.current_version,
         group = net.group,

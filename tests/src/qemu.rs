@@ -141,10 +141,16 @@ impl Emu {
         let out = std::env::var_os("FIRMCAST_CROSS_OUT")
             .map(PathBuf::from)
             .unwrap_or_else(|| ws.join("target/cross-build/out"));
-        let agent = out.join(arch.triple()).join("firmcast-agent");
+        // The `test` feature set (cross/build.sh --test): the [test] table
+        // (block_delay_ms) is linked only with test-hooks.
+        let dir = out.join(arch.triple());
+        let agent = [dir.join("firmcast-agent-test"), dir.join("firmcast-agent")]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| dir.join("firmcast-agent-test"));
         if !agent.exists() {
             return Err(format!(
-                "no cross-built agent at {} (scripts/setup-cross.sh && cross/build.sh {})",
+                "no cross-built agent at {} (scripts/setup-cross.sh && cross/build.sh --test {})",
                 agent.display(),
                 arch.triple()
             ));

@@ -99,7 +99,7 @@ fn malta_block2mtd_full_update_reads_back_equal() {
     g.expect("FCEMU: done", RUN);
     let console = g.console();
     let (rc, hwm) = g.agent_exit().expect("agent exit line");
-    assert_eq!(rc, 0, "agent exit code; console:\n{console}");
+    assert_eq!(rc, 10, "agent exit code (10: updated); console:\n{console}");
     assert!(console.contains("update complete"), "console:\n{console}");
     // Started by the package's init script, with the package's sysctl
     // applied. (Its "OK" can land after the agent's first log line.)
@@ -183,7 +183,7 @@ fn malta_nandsim_with_two_bad_blocks_full_update() {
     g.expect("FCEMU: done", RUN);
     let console = g.console();
     let (rc, hwm) = g.agent_exit().expect("agent exit line");
-    assert_eq!(rc, 0, "agent exit code; console:\n{console}");
+    assert_eq!(rc, 10, "agent exit code (10: updated); console:\n{console}");
     assert!(console.contains("update complete"), "console:\n{console}");
     assert!(
         console.contains("FCEMU: ecc: 2 bad blocks"),
@@ -317,7 +317,7 @@ fn malta_block2mtd_power_cuts_resume_and_complete() {
     g.expect("FCEMU: done", Duration::from_secs(300));
     let console = g.console();
     let (rc, hwm) = g.agent_exit().expect("agent exit line");
-    assert_eq!(rc, 0, "final boot; console:\n{console}");
+    assert_eq!(rc, 10, "final boot (10: updated); console:\n{console}");
     let (k, _) = resume_count(&console).expect("resume line");
     assert!(
         k > last_k,
@@ -435,7 +435,7 @@ fn malta_nandsim_ab_uboot_env_flipped_and_read_by_fw_printenv() {
     g.expect("FCEMU: done", Duration::from_secs(300));
     let console = g.console();
     let (rc, hwm) = g.agent_exit().expect("agent exit line");
-    assert_eq!(rc, 0, "agent exit code; console:\n{console}");
+    assert_eq!(rc, 10, "agent exit code (10: updated); console:\n{console}");
     assert!(
         console.contains("activated slot B (mtd:/dev/mtd1)"),
         "console:\n{console}"
@@ -577,7 +577,7 @@ fn arm_virt_nandsim_full_update() {
     g.expect("FCEMU: done", RUN);
     let console = g.console();
     let (rc, hwm) = g.agent_exit().expect("agent exit line");
-    assert_eq!(rc, 0, "agent exit code; console:\n{console}");
+    assert_eq!(rc, 10, "agent exit code (10: updated); console:\n{console}");
     assert!(console.contains("update complete"), "console:\n{console}");
     assert_eq!(
         g.readback_sha256().as_deref(),

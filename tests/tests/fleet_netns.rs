@@ -53,7 +53,13 @@ fn summary(test: &str, started: Instant, rig: &Rig, image_len: usize, extra: &st
 
 fn expect_done(a: &mut Proc, timeout: Duration) {
     let code = a.expect_exit(timeout);
-    assert_eq!(code, 0, "{} exit code; output:\n{}", a.name, a.output());
+    assert_eq!(
+        code,
+        10,
+        "{} exit code (10: updated); output:\n{}",
+        a.name,
+        a.output()
+    );
     assert!(
         a.output().contains("update complete"),
         "{} output:\n{}",

@@ -223,7 +223,7 @@ fn the_record_of_a_rollout_answers_who_took_it_who_refused_and_who_never_reporte
     }
     for a in agents.iter_mut() {
         let code = a.expect_exit(Duration::from_secs(60));
-        assert_eq!(code, 0, "{}:\n{}", a.name, a.output());
+        assert_eq!(code, 10, "{}: exit 10 = updated\n{}", a.name, a.output());
     }
     let code = sender.expect_exit(Duration::from_secs(30));
     assert_eq!(code, 0, "sender:\n{}", sender.output());

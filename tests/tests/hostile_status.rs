@@ -213,7 +213,7 @@ fn r_stat_4_forged_status_never_moves_until_done_with_a_roster() {
     }
     assert_eq!(
         agent.expect_exit(Duration::from_secs(60)),
-        0,
+        10,
         "{}",
         agent.output()
     );
@@ -277,7 +277,7 @@ fn r_fleet_3_seventy_thousand_forged_ids_leave_room_for_a_real_device() {
     let mut agent = start_agent(&dir, "real", &config);
     assert_eq!(
         agent.expect_exit(Duration::from_secs(60)),
-        0,
+        10,
         "{}",
         agent.output()
     );

@@ -11,11 +11,17 @@ use firmcast_integration::*;
 const MIB: usize = 1 << 20;
 const FLASH: u64 = 8 << 20;
 
-/// Every agent exits 0 within two minutes and its flash holds `rel`.
+/// Every agent exits 10 (updated) within two minutes and its flash holds `rel`.
 fn expect_all_hold(agents: &mut [Proc], targets: &[std::path::PathBuf], rel: &Release) {
     for a in agents.iter_mut() {
         let code = a.expect_exit(Duration::from_secs(120));
-        assert_eq!(code, 0, "{} exit code; output:\n{}", a.name, a.output());
+        assert_eq!(
+            code,
+            10,
+            "{} exit code (10: updated); output:\n{}",
+            a.name,
+            a.output()
+        );
     }
     for t in targets {
         assert!(
@@ -79,7 +85,13 @@ fn five_agents_receive_a_signed_image_over_loopback_multicast() {
     );
     for a in agents.iter_mut() {
         let code = a.expect_exit(Duration::from_secs(120));
-        assert_eq!(code, 0, "{} exit code; output:\n{}", a.name, a.output());
+        assert_eq!(
+            code,
+            10,
+            "{} exit code (10: updated); output:\n{}",
+            a.name,
+            a.output()
+        );
         assert!(
             a.output().contains("update complete"),
             "{} output:\n{}",
@@ -162,7 +174,7 @@ fn an_agent_killed_mid_update_resumes_from_what_is_on_flash() {
     let mut second = start_agent(&dir, "slow-run2", &config);
     let code = second.expect_exit(Duration::from_secs(120));
     let log = second.output();
-    assert_eq!(code, 0, "second run output:\n{log}");
+    assert_eq!(code, 10, "second run output:\n{log}");
     let (resumed, total) =
         resume_count(&log).unwrap_or_else(|| panic!("no resume line in:\n{log}"));
     assert_eq!(total, 64);
@@ -342,7 +354,7 @@ fn datagrams_of_another_session_never_mix_into_the_image() {
     let mut agent = start_agent(&dir, "mixed", &config);
     let code = agent.expect_exit(Duration::from_secs(90));
     let log = agent.output();
-    assert_eq!(code, 0, "{log}");
+    assert_eq!(code, 10, "{log}");
     assert!(
         log.contains("ignoring datagrams of session"),
         "the foreign session is logged:\n{log}"

@@ -239,7 +239,7 @@ fn r_stat_7_a_mixed_rollout_reports_every_outcome_and_ends_in_bounded_time() {
         }
     }
     // Agent exit codes agree with what they reported.
-    let expect_codes = [0, 0, 0, 3, 0, 4, 4, 5, 6];
+    let expect_codes = [10, 10, 0, 3, 0, 4, 4, 5, 6];
     let got: Vec<i32> = codes.iter().map(|c| c.1).collect();
     assert_eq!(got, expect_codes, "{codes:?}");
 }

@@ -151,7 +151,7 @@ fn full_update_from_erased_flash_with_loss() {
     let mut s = settings();
     s.rx_loss_permille = 100;
     let mut h = Harness::new(s, "2.0", pk(), MemFlash::new(64 * 1024));
-    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Ok));
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Updated));
     let flash = h.flash();
     assert_eq!(&flash[..h.image.len()], &h.image[..]);
     assert_eq!(h.core.receiver().state(), DeviceState::Done);
@@ -225,7 +225,7 @@ fn resume_skips_blocks_on_flash_and_rewrites_the_header_last() {
     // A previous run wrote the header and blocks 1..=3 before the power went.
     flash.bytes[..BLOCK as usize * 4].copy_from_slice(&img[..BLOCK as usize * 4]);
     let mut h = Harness::new(settings(), "2.0", pk(), flash);
-    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Ok));
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Updated));
     // The matching header is withheld: 3 resumed, header + 3 tail blocks written.
     assert_eq!(h.core.stats().resumed, 3);
     assert_eq!(h.core.stats().blocks_written, 4);
@@ -256,7 +256,7 @@ fn resume_without_in_place_counts_the_header() {
     let mut s = settings();
     s.activation = Activation::None;
     let mut h = Harness::new(s, "2.0", pk(), flash);
-    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Ok));
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Updated));
     assert_eq!(h.core.stats().resumed, 4);
     assert_eq!(h.core.stats().blocks_written, 3);
     assert_eq!(&h.flash()[..img.len()], &img[..]);
@@ -268,7 +268,7 @@ fn image_already_complete_is_verified_without_writing() {
     let mut flash = MemFlash::new(64 * 1024);
     flash.bytes[..img.len()].copy_from_slice(&img);
     let mut h = Harness::new(settings(), "2.0", pk(), flash);
-    assert_eq!(h.run(Duration::from_secs(10)), Some(ExitCode::Ok));
+    assert_eq!(h.run(Duration::from_secs(10)), Some(ExitCode::Updated));
     assert_eq!(h.core.stats().resumed, 7);
     assert_eq!(h.core.stats().blocks_written, 0);
 }
@@ -427,7 +427,7 @@ fn new_bad_block_restarts_with_a_rescan_and_completes() {
     let mut flash = MemFlash::new(64 * 1024);
     flash.new_bad_at = Some(u64::from(BLOCK) * 3 + 1);
     let mut h = Harness::new(settings(), "2.0", pk(), flash);
-    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Ok));
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Updated));
     assert_eq!(h.core.stats().restarts, 1);
     assert_eq!(
         h.opened.get(),
@@ -549,7 +549,7 @@ mod ab {
 
         // 1. A runs; the update goes to B, then one env write flips to B.
         let (code, new, h) = update(&env_path, &mut slots, "1.0", "2.0");
-        assert_eq!((code, new), (ExitCode::Ok, Slot::B));
+        assert_eq!((code, new), (ExitCode::Updated, Slot::B));
         assert!(h.core.activated());
         assert_eq!(&slots[1].bytes[..h.image.len()], &h.image[..]);
         assert!(slots[0].writes.is_empty(), "slot A untouched");
@@ -626,7 +626,7 @@ mod ab {
 
         // 4. A second update goes back to A.
         let (code, new, h) = update(&env_path, &mut slots, "2.0", "3.0");
-        assert_eq!((code, new), (ExitCode::Ok, Slot::A));
+        assert_eq!((code, new), (ExitCode::Updated, Slot::A));
         assert_eq!(&slots[0].bytes[..h.image.len()], &h.image[..]);
         let env = open_env(&env_path);
         assert_eq!(env.get("boot_slot"), Some("a"));
@@ -739,7 +739,7 @@ mod ab {
             }
             clock.set(clock.get() + 200);
         };
-        assert_eq!(code, ExitCode::Ok);
+        assert_eq!(code, ExitCode::Updated);
         let w = core.writer_mut().expect("writer").flash_mut();
         assert!(
             w.bytes > 0 && w.erases == 0,

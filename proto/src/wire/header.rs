@@ -34,18 +34,23 @@ const KNOWN_FLAGS: u8 = FLAG_REPAIR | FLAG_PARITY | FLAG_SIGNED;
 /// The CRC used for the trailer: CRC-32/ISO-HDLC (the zlib/Ethernet CRC).
 pub static CRC32: Crc32 = Crc32;
 
-/// CRC-32/ISO-HDLC by `crc32fast`: carry-less multiplication (PCLMULQDQ) on
-/// x86_64 and the CRC instructions on aarch64 where the CPU has them (with
-/// the `std` feature, detected at run time), slice-by-16 tables elsewhere
-/// (armv7, MIPS). With the `crc` crate's slice-by-16 on every target the
-/// CRC was 21.5% of an x86_64 agent's CPU at 97 Mbit/s (perf record).
+/// CRC-32/ISO-HDLC by `crc32fast` on x86_64 and aarch64: carry-less
+/// multiplication (PCLMULQDQ) and the CRC instructions where the CPU has
+/// them (with the `std` feature, detected at run time). With the `crc`
+/// crate's slice-by-16 on every target the CRC was 21.5% of an x86_64
+/// agent's CPU at 97 Mbit/s (perf record). Elsewhere (armv7, MIPS)
+/// `crc32fast` could only use tables, and the compact slice-by-4 of
+/// `crc_compact` costs a quarter of their size.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Crc32;
 
 impl Crc32 {
     /// The CRC-32 of `data`.
     pub fn checksum(&self, data: &[u8]) -> u32 {
-        crc32fast::hash(data)
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        return crc32fast::hash(data);
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        return super::crc_compact::hash(data);
     }
 }
 

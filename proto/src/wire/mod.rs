@@ -7,10 +7,18 @@
 //! (rules `R-WIRE-*` in PROTOCOL.md).
 
 mod bytes;
+// Used where crc32fast has no CRC instructions; tested on every target.
+#[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), allow(dead_code))]
+mod crc_compact;
 mod header;
 mod signed;
 
 pub use bytes::Bytes;
+/// CRC-32/ISO-HDLC of `data` with whichever implementation this target uses
+/// (for other crates that need the same CRC: the U-Boot environment).
+pub fn crc32(data: &[u8]) -> u32 {
+    CRC32.checksum(data)
+}
 pub use header::{
     check_crc, Crc32, FrameKind, Header, ImageId, CRC32, FLAG_PARITY, FLAG_REPAIR, FLAG_SIGNED,
     HEADER_LEN, MAGIC, TRAILER_LEN, VERSION,
