@@ -414,6 +414,9 @@ pub struct Receiver {
     /// sender's address once a block matched the manifest with it.
     carousel_from: Option<SocketAddr>,
     proven_sender: Option<SocketAddr>,
+    /// R-STAT-6: the source of the chunk that completed the accepted
+    /// manifest; proves the sender when no verified block did.
+    manifest_from: Option<SocketAddr>,
     final_status_left: u32,
     last_progress_at: Instant,
     stats: ReceiverStats,
@@ -632,6 +635,7 @@ impl Receiver {
             status_to_sender: None,
             carousel_from: None,
             proven_sender: None,
+            manifest_from: None,
             final_status_left: 0,
             last_progress_at: now,
             stats: ReceiverStats::default(),
@@ -740,7 +744,7 @@ impl Receiver {
         let (header, frame) = wire::decode(bytes)?;
         match frame {
             Frame::Announce(a) => self.on_announce(now, from, &header, &a),
-            Frame::ManifestChunk(m) => self.on_manifest_chunk(now, &header, &m),
+            Frame::ManifestChunk(m) => self.on_manifest_chunk(now, from, &header, &m),
             Frame::Data(d) => {
                 // R-STAT-6: the source of the last carousel Data stored is
                 // the sender's candidate address; a verified block proves it.
@@ -1035,6 +1039,7 @@ impl Receiver {
     fn on_manifest_chunk(
         &mut self,
         now: Instant,
+        from: SocketAddr,
         header: &Header,
         m: &ManifestChunk<'_>,
     ) -> Result<(), DropReason> {
@@ -1058,12 +1063,14 @@ impl Receiver {
         // Unsigned: keeps this fetch alive (R-ANN-3), not the run (R-RUN-1).
         f.progress_at = now;
         if f.missing == 0 {
-            self.finish_manifest(now);
+            self.finish_manifest(now, from);
         }
         Ok(())
     }
 
-    fn finish_manifest(&mut self, now: Instant) {
+    /// `from` sent the chunk that completed the manifest: the sender's
+    /// address if the manifest hashes to its image id and verifies (R-STAT-6).
+    fn finish_manifest(&mut self, now: Instant, from: SocketAddr) {
         let Phase::FetchingManifest(f) = core::mem::replace(&mut self.phase, Phase::Listening)
         else {
             return;
@@ -1167,6 +1174,7 @@ impl Receiver {
                 t.late_until = Some(pos);
             }
             self.candidates.clear();
+            self.manifest_from = Some(from);
             self.last_progress_at = now;
             self.phase = Phase::Resuming(t);
             self.queue(Queued::ManifestAccepted);
@@ -1212,6 +1220,7 @@ impl Receiver {
                 self.status_at = Some(now);
                 if t.done_count == t.manifest.block_count() {
                     self.queue(Queued::VerifyImage);
+                    self.prove_by_manifest();
                     Phase::Verifying(t)
                 } else {
                     Phase::Receiving(t)
@@ -1692,8 +1701,18 @@ impl Receiver {
                 }
             };
             self.phase = Phase::Verifying(t);
+            self.prove_by_manifest();
             self.queue(Queued::VerifyImage);
             self.status_at = Some(now);
+        }
+    }
+
+    /// R-STAT-6: every block is on flash and none came from the carousel
+    /// here (the resume scan found them, or repairs completed them): the
+    /// manifest's source proves the sender, so `--until-done` counts it.
+    fn prove_by_manifest(&mut self) {
+        if self.proven_sender.is_none() {
+            self.proven_sender = self.manifest_from;
         }
     }
 
