@@ -25,7 +25,7 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use crate::fec::{self, BlockDecoder};
-use crate::manifest::{block_digest, Manifest, PUBLIC_KEY_LEN};
+use crate::manifest::{Manifest, PUBLIC_KEY_LEN};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 use crate::transmit::{Dest, DropReason, Transmit};
@@ -220,6 +220,13 @@ pub struct ReceiverStats {
     pub evictions: u64,
     /// Complete blocks whose SHA-256 did not match (forged or corrupt chunks).
     pub digest_failures: u64,
+    /// Data chunks dropped, on arrival or when the list came, for not
+    /// matching their block's verified chunk-hash list (R-AUTH-3).
+    pub chunks_forged: u64,
+    /// Chunk-hash lists that matched the signed manifest (R-AUTH-2).
+    pub chunk_lists_verified: u64,
+    /// Chunk-hash lists that did not (a forged piece), forgotten.
+    pub chunk_lists_forged: u64,
     /// Announces not followed (wrong board, not newer, too large): hints only (R-ANN-2).
     pub announces_refused: u64,
     /// Assembled manifests that did not hash to their image id, fetched again (R-MAN-3).
@@ -360,6 +367,8 @@ struct Transfer {
     /// NACK whole blocks (R-NACK-5): configured, or a parity symbol was heard.
     whole_blocks: bool,
     verify_attempts: u32,
+    /// Chunk-hash lists of the window's blocks (R-AUTH-2); format 2 only.
+    lists: Option<chunk_auth::ChunkLists>,
 }
 
 enum Phase {
@@ -460,6 +469,7 @@ impl Transfer {
             0
         };
         Transfer {
+            lists: chunk_auth::ChunkLists::new(&manifest, window),
             data: vec![0u8; window * manifest.padded_block_len()],
             bits: vec![0u64; window * words_per_slot],
             parity_at: vec![NO_PARITY; parity_len],
@@ -515,6 +525,9 @@ impl Transfer {
         self.slots[s] = Slot::FREE;
         self.slot_bits_mut(s).fill(0);
         self.clear_parity(s);
+        if let Some(l) = &mut self.lists {
+            l.clear(s);
+        }
     }
 
     fn clear_parity(&mut self, s: usize) {
@@ -735,6 +748,8 @@ impl Receiver {
             Err(DropReason::Unexpected | DropReason::Overload | DropReason::Unauthenticated) => {
                 self.stats.dropped_unexpected += 1
             }
+            // Counted where found: `chunks_forged`, `chunk_lists_forged`.
+            Err(DropReason::Forged) => {}
             Ok(()) => {}
         }
         result
@@ -758,6 +773,7 @@ impl Receiver {
                 }
                 r
             }
+            Frame::ChunkList(l) => self.on_chunk_list(now, &header, &l),
             Frame::Nack(_) | Frame::Status(_) => Err(DropReason::Unexpected),
         }
     }
@@ -1406,6 +1422,12 @@ impl Receiver {
             t.slots[s].parity_held += 1;
             self.stats.parity_stored += 1;
         } else {
+            // R-AUTH-3: a chunk its block's verified list does not name is
+            // dropped before it can take the chunk's place.
+            if t.chunk_forged(s, d.chunk, d.payload.0) {
+                self.stats.chunks_forged += 1;
+                return Err(DropReason::Forged);
+            }
             if !set_bit(t.slot_bits_mut(s), d.chunk) {
                 self.stats.chunks_duplicate += 1;
                 self.after_data(now);
@@ -1453,7 +1475,7 @@ impl Receiver {
             let ok = ok
                 && t.manifest
                     .digest(block)
-                    .is_some_and(|want| *want == block_digest(t.slot_data(s)));
+                    .is_some_and(|want| *want == t.manifest.digest_of(t.slot_data(s)));
             if ok {
                 // R-RUN-1: only a verified block is progress. R-SES-3: the
                 // session of carousel data that completed one is the one
@@ -1479,11 +1501,17 @@ impl Receiver {
             } else {
                 self.stats.digest_failures += 1;
                 // R-BLK-2 / R-PAR-4: a forged or corrupt chunk or parity
-                // symbol costs this block, nothing more.
-                t.slot_bits_mut(s).fill(0);
+                // symbol costs this block, nothing more. R-AUTH-4: with a
+                // verified list the source chunks were checked one by one;
+                // only the parity symbols go.
                 t.clear_parity(s);
+                if t.list_verified(s) {
+                    t.purge_forged(s, &mut self.stats);
+                } else {
+                    t.slot_bits_mut(s).fill(0);
+                    t.slots[s].received = 0;
+                }
                 let slot = &mut t.slots[s];
-                slot.received = 0;
                 slot.expect_all = true;
                 slot.scanned = 0;
             }
@@ -1988,5 +2016,6 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+mod chunk_auth;
 #[cfg(test)]
 mod tests;

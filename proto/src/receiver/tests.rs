@@ -40,6 +40,7 @@ fn fixture_with(board: &'static str, version: &'static str, key: u8, len: usize)
         block_size: BLOCK,
         chunk_size: CHUNK,
         created_unix: 0,
+        min_version: "",
     };
     let signed = sign(&spec, &image, &keypair(key).sk).expect("sign");
     let manifest = Manifest::verify(&signed, &keypair(key).pk).expect("verify");
@@ -1565,3 +1566,5 @@ fn r_stat_6_a_resume_that_finds_every_block_proves_the_manifest_source() {
     assert!(to_sender >= 1, "the sender hears the device's done");
     assert!(shell.statuses.iter().all(|s| s.0 != Dest::Peer(spoofed)));
 }
+
+mod auth;

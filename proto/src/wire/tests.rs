@@ -359,7 +359,7 @@ fn other_versions_are_refused_even_with_a_good_crc() {
 
 #[test]
 fn unknown_kinds_are_refused_even_with_a_good_crc() {
-    for kind in [0u8, 6, 9, 0xFF] {
+    for kind in [0u8, 7, 9, 0xFF] {
         let mut d = unhex(DATA_HEX);
         d[5] = kind;
         reseal(&mut d);

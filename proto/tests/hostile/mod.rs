@@ -125,6 +125,7 @@ impl Fixture {
             block_size: BLOCK_SIZE,
             chunk_size: CHUNK_SIZE,
             created_unix: 0,
+            min_version: "",
         };
         let signed = sign(&spec, &image, &kp.sk).expect("the fixture's manifest signs");
         let manifest = Manifest::verify(&signed, &kp.pk).expect("the fixture's manifest verifies");
