@@ -137,6 +137,11 @@ the LAN). Devices record the floor only when this image is activated, and
 keep it across reflashes of the root filesystem (the U-Boot environment on
 A/B boards, `floor_file` otherwise). V must not be newer than --version.
 
+Manifests are format 2: each block's digest is over the hashes of its
+chunks, which the sender sends ahead of the block, so devices drop a forged
+chunk on arrival (R-AUTH-1). --format 1 writes the first format for agents
+that predate it (blocks checked whole; no --min-version).
+
 Examples:
   firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 \\
       --key keys/firmcast.key --out fw.manifest
@@ -175,6 +180,11 @@ pub struct ManifestArgs {
     /// images older than V from then on (e.g. 2.3.0).
     #[arg(long, value_name = "V", conflicts_with = "show")]
     pub min_version: Option<String>,
+    /// Manifest format: 2 (chunk authentication, --min-version) or 1 (for
+    /// agents that predate format 2).
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(1..=2), conflicts_with = "show")]
+    pub format: u8,
     /// Block size (verification and flashing unit).
     #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
     pub block_size: u64,

@@ -67,7 +67,7 @@ pub fn manifest(args: &ManifestArgs) -> Result<u8, Error> {
         created_unix,
         min_version: args.min_version.as_deref().unwrap_or(""),
     };
-    let signed = pm::sign(&spec, &image, &kp.sk).map_err(|e| match e {
+    let signed = pm::sign_format(&spec, &image, &kp.sk, args.format).map_err(|e| match e {
         pm::ManifestError::Malformed("chunk_size") => config(format!(
             "--chunk-size {chunk_size}: must be {}..={} bytes",
             proto::wire::MIN_CHUNK_SIZE,
@@ -87,7 +87,7 @@ pub fn manifest(args: &ManifestArgs) -> Result<u8, Error> {
             config(format!("--board {board:?}: must be 1..={} bytes", proto::wire::MAX_BOARD_LEN))
         }
         pm::ManifestError::Malformed("min_version") => config(format!(
-            "--min-version {:?}: must be at most {} bytes and not newer than --version {version:?}",
+            "--min-version {:?}: must be at most {} bytes, not newer than --version {version:?}, and needs --format 2",
             args.min_version.as_deref().unwrap_or(""),
             proto::wire::MAX_VERSION_LEN
         )),

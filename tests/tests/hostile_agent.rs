@@ -273,13 +273,57 @@ fn h3_forged_chunks_delay_the_update_until_they_stop() {
     expect_image(&mut agent, &target, &rel, started, "H3");
 }
 
-/// H3 (R-RUN-1, R-RUN-2): an attack that lasts longer than the stall
-/// timeout makes the agent exit stalled (5) instead of sitting forever.
+/// H3 (R-AUTH-1..3): with a format 2 manifest the chunk-hash list of each
+/// block goes ahead of it, so forged chunks of the real image, racing the
+/// real stream for the whole run, are dropped on arrival: the device
+/// finishes during the attack.
+#[test]
+fn h3_chunk_lists_finish_the_update_during_a_lasting_forgery() {
+    let dir = Scratch::new("h3a");
+    let net = Net::for_test(46);
+    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 46);
+    let (id, _) = image_id(&rel.manifest);
+    let (mut agent, target) = listening_agent(&dir, &net, &rel, "h3a", &[]);
+    let mut forger = Forger::new(&net);
+    let started = Instant::now();
+    let _sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &["--rate", "10M", "--duration", "50"],
+    );
+    let mut bursts = 0u32;
+    // Every chunk of every block about every 20 ms until the agent exits
+    // (at most 40 s): the attack never stops while the device works.
+    while agent.wait(Duration::from_millis(20)).is_none()
+        && started.elapsed() < Duration::from_secs(40)
+    {
+        forge_every_chunk(&mut forger, id, rel.bytes.len());
+        bursts += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "H3 during the attack: {} forged chunks ({} bytes, {:.0}/s) in {bursts} bursts until the agent exited after {secs:.2} s",
+        forger.sent,
+        forger.bytes,
+        forger.sent as f64 / secs
+    );
+    expect_image(&mut agent, &target, &rel, started, "H3 with chunk lists");
+    assert!(
+        secs < 20.0,
+        "H3: finished during the attack in {secs:.2} s (a 2 MiB image at 10 Mbit/s is a 1.7 s pass)"
+    );
+}
+
+/// H3 (R-RUN-1, R-RUN-2): with a format 1 manifest (no chunk hashes) an
+/// attack that lasts longer than the stall timeout makes the agent exit
+/// stalled (5) instead of sitting forever.
 #[test]
 fn h3_a_lasting_forgery_ends_in_exit_5_not_a_hang() {
     let dir = Scratch::new("h3s");
     let net = Net::for_test(44);
-    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 44);
+    let rel = release_with(&dir, 2 * MIB, "acme,rt1", "2.1.0", 44, &["--format", "1"]);
     let (id, _) = image_id(&rel.manifest);
     let (mut agent, _target) = listening_agent(
         &dir,
