@@ -19,6 +19,7 @@ pub mod config;
 pub mod confirm;
 pub mod device_id;
 pub mod exit;
+pub mod floor;
 pub mod logger;
 pub mod net;
 pub mod perms;

@@ -94,6 +94,10 @@ pub struct ReceiverConfig {
     /// and one that runs four times this long while another announced image
     /// waits goes behind it (R-ANN-3).
     pub manifest_fetch_timeout: Duration,
+    /// The anti-rollback floor (R-ROLL-1): the newest `min_version` of an
+    /// image this device activated, kept by the shell; images older than it
+    /// are refused as not newer. Empty for none.
+    pub min_version: String,
     /// Fetch the manifest of an image announced with the running version,
     /// so that a signed manifest, not the Announce, can say the device is
     /// current (R-ANN-2; the agent's `exit_when_current`).
@@ -132,6 +136,7 @@ impl ReceiverConfig {
             endgame_fetch: true,
             manifest_fetch_timeout: Duration::from_secs(5),
             fetch_when_current: false,
+            min_version: String::new(),
         }
     }
 }
@@ -874,6 +879,9 @@ impl Receiver {
 
     /// Newer, or current when a signed "nothing to do" is wanted (R-ANN-2).
     fn wanted_version(&self, v: &str) -> bool {
+        if version::below_floor(v, &self.config.min_version) {
+            return false;
+        }
         match version::compare(v, &self.config.current_version) {
             core::cmp::Ordering::Greater => true,
             core::cmp::Ordering::Equal => self.config.fetch_when_current,
@@ -885,6 +893,11 @@ impl Receiver {
     fn announce_hint(&self, a: &Announce<'_>) -> Option<(Reason, &'static str)> {
         if a.board != self.config.board {
             Some((Reason::WrongBoard, "announced for another board"))
+        } else if version::below_floor(a.version, &self.config.min_version) {
+            Some((
+                Reason::NotNewer,
+                "announced version is below the anti-rollback floor",
+            ))
         } else if !self.wanted_version(a.version) {
             Some((Reason::NotNewer, "announced version is not newer"))
         } else if a.manifest_len > self.config.max_manifest_len {
@@ -1142,6 +1155,16 @@ impl Receiver {
                 &board,
                 &version,
                 "signed for another board",
+            );
+        } else if version::below_floor(&manifest.version, &self.config.min_version) {
+            // R-ROLL-1: a signed image older than the floor is a replay.
+            self.refuse(
+                now,
+                f.image_id,
+                Reason::NotNewer,
+                &board,
+                &version,
+                "signed version is below the anti-rollback floor",
             );
         } else if !version::is_newer(&manifest.version, &self.config.current_version) {
             self.refuse(

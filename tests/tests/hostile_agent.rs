@@ -365,6 +365,88 @@ fn h3_a_lasting_forgery_ends_in_exit_5_not_a_hang() {
     );
 }
 
+/// M7 (R-ROLL-1, R-ROLL-2): a device that activated 2.3.0, signed with
+/// `--min-version 2.3.0`, keeps that floor in `floor_file`; an older image
+/// signed with the same key (2.2.0, newer than the 1.0.0 its config still
+/// names, as after a reset version file) replayed by the genuine tool is
+/// not even fetched (its Announce is below the floor, R-ANN-2): the agent
+/// ends its boot window with nothing written and the flash keeps 2.3.0.
+#[test]
+fn m7_a_replayed_older_signed_image_below_the_floor_is_refused() {
+    let dir = Scratch::new("m7");
+    let net = Net::for_test(47);
+    let new = release_with(
+        &dir,
+        MIB / 2,
+        "acme,rt1",
+        "2.3.0",
+        47,
+        &["--min-version", "2.3.0"],
+    );
+    let old = release(&dir, MIB / 2, "acme,rt1", "2.2.0", 48);
+    let floor = dir.join("floor");
+    let with_floor = format!(
+        "stall_timeout_secs = 30\nfloor_file = \"{}\"\n",
+        path_str(&floor)
+    );
+    let (mut agent, target) = listening_agent(
+        &dir,
+        &net,
+        &new,
+        "m7",
+        &[("stall_timeout_secs = 30\n", &with_floor)],
+    );
+    let started = Instant::now();
+    let sender = start_sender(
+        &dir,
+        &net,
+        &new,
+        "sender-new",
+        &["--rate", "20M", "--duration", "30"],
+    );
+    expect_image(&mut agent, &target, &new, started, "M7 rollout of 2.3.0");
+    drop(sender);
+    let kept = std::fs::read_to_string(&floor).expect("floor file");
+    assert_eq!(
+        kept, "2.3.0\n",
+        "the floor is recorded once the image is done"
+    );
+    let (mut agent, _) = listening_agent(
+        &dir,
+        &net,
+        &old,
+        "m7",
+        &[
+            ("stall_timeout_secs = 30\n", &with_floor),
+            ("boot_window_secs = 20\n", "boot_window_secs = 4\n"),
+        ],
+    );
+    let started = Instant::now();
+    let _replay = start_sender(
+        &dir,
+        &net,
+        &old,
+        "sender-old",
+        &["--rate", "20M", "--duration", "30"],
+    );
+    let code = agent.expect_exit(Duration::from_secs(30));
+    let log = agent.output();
+    println!(
+        "M7: replayed signed 2.2.0 under floor {:?}: agent exit {code} after {:.2} s",
+        kept.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "no update within the boot window; log:\n{log}");
+    assert!(
+        log.contains("below the anti-rollback floor"),
+        "the log names the floor:\n{log}"
+    );
+    assert!(
+        target_holds(&target, &new.bytes),
+        "the flash still holds 2.3.0; log:\n{log}"
+    );
+}
+
 /// M4, device side: 10,000 forged Announces with random image ids and a
 /// board string carrying a newline and ESC give a bounded number of log
 /// lines and no raw control character.

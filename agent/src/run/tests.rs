@@ -476,9 +476,9 @@ mod ab {
         s.current_version = current.into();
         let mut h = Harness::new(s, version, pk(), slots[idx].clone());
         let p = env_path.to_path_buf();
-        h.core.set_activator(Box::new(move |_info: &ImageInfo| {
+        h.core.set_activator(Box::new(move |info: &ImageInfo| {
             let mut env = open_env(&p);
-            activate_ab(&mut env, &ab, new, false).map_err(|e| e.to_string())
+            activate_ab(&mut env, &ab, new, &info.min_version, false).map_err(|e| e.to_string())
         }));
         let code = h.run(Duration::from_secs(60)).expect("exits");
         slots[idx] = h.core.writer_mut().expect("writer").flash_mut().clone();
@@ -668,7 +668,8 @@ mod ab {
         let l2 = line.clone();
         core.set_activator(Box::new(move |_| {
             let mut env = open_env(&p);
-            let r = activate_ab(&mut env, &ab_config(), Slot::B, true).map_err(|e| e.to_string());
+            let r =
+                activate_ab(&mut env, &ab_config(), Slot::B, "", true).map_err(|e| e.to_string());
             if let Ok(l) = &r {
                 l2.replace(l.clone());
             }

@@ -1,4 +1,5 @@
-//! Chunk authentication in the window (R-AUTH-2..4), with the receiver
+//! Chunk authentication in the window (R-AUTH-2..4) and the anti-rollback
+//! floor (R-ROLL-1), with the receiver
 //! tests' fixture: a format 2 manifest, ChunkList frames built like the
 //! sender builds them.
 
@@ -166,4 +167,62 @@ fn r_auth_1_a_format_1_manifest_ignores_lists_and_checks_blocks_whole() {
         }
     }
     assert!(shell.done && flash_equals_image(&f1, &shell));
+}
+
+#[test]
+fn r_roll_1_a_replayed_older_signed_image_below_the_floor_is_refused() {
+    // The device runs 2.0.0; 2.1.0 is newer, genuinely signed, and a replay:
+    // the device once activated an image whose signed floor was 2.2.0.
+    let f = fixture();
+    let mut cfg = config();
+    cfg.min_version = String::from("2.2.0");
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    rx.handle_datagram(ms(0), sender_addr(), &announce(&f))
+        .expect("announce");
+    shell.drain(&mut rx, ms(0), &[]);
+    assert_eq!(
+        shell.hints,
+        [Reason::NotNewer],
+        "the Announce alone is a hint"
+    );
+    assert_eq!(rx.state(), DeviceState::Listening);
+    // With the floor at 2.1.0 exactly, the same image is accepted.
+    let mut cfg = config();
+    cfg.min_version = String::from("2.1.0");
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // A floor set between the Announce and the manifest (an Announce
+    // advertising another version) still refuses the signed manifest.
+    let mut cfg = config();
+    cfg.min_version = String::from("2.1.1");
+    let mut rx = Receiver::new(cfg, ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    let ann = enc(
+        &f,
+        0,
+        &Frame::Announce(Announce {
+            board: f.board,
+            version: "2.9.0",
+            image_len: f.image.len() as u64,
+            block_size: BLOCK,
+            chunk_size: CHUNK,
+            manifest_len: f.signed.len() as u32,
+            rate_kbps: 1000,
+            pass: 0,
+        }),
+    );
+    rx.handle_datagram(ms(0), sender_addr(), &ann)
+        .expect("announce");
+    for m in manifest_chunks(&f) {
+        rx.handle_datagram(ms(0), sender_addr(), &m).expect("chunk");
+    }
+    shell.drain(&mut rx, ms(0), &[]);
+    std::println!(
+        "R-ROLL-1: signed 2.1.0 under floor 2.1.1 on a 2.0.0 device: refusals {:?}",
+        shell.refusals
+    );
+    assert_eq!(shell.refusals, [Reason::NotNewer]);
+    assert!(!shell.accepted);
 }
