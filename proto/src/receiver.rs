@@ -889,6 +889,18 @@ impl Receiver {
         }
     }
 
+    /// Why a signed `v` is refused as not newer (R-VER-1), if it is: a
+    /// version older than the floor is a replay (R-ROLL-1).
+    fn not_newer(&self, v: &str) -> Option<&'static str> {
+        if version::below_floor(v, &self.config.min_version) {
+            Some("signed version is below the anti-rollback floor")
+        } else if !version::is_newer(v, &self.config.current_version) {
+            Some("signed version is not newer")
+        } else {
+            None
+        }
+    }
+
     /// R-ANN-2: what an Announce alone can rule out, as a hint.
     fn announce_hint(&self, a: &Announce<'_>) -> Option<(Reason, &'static str)> {
         if a.board != self.config.board {
@@ -1156,25 +1168,8 @@ impl Receiver {
                 &version,
                 "signed for another board",
             );
-        } else if version::below_floor(&manifest.version, &self.config.min_version) {
-            // R-ROLL-1: a signed image older than the floor is a replay.
-            self.refuse(
-                now,
-                f.image_id,
-                Reason::NotNewer,
-                &board,
-                &version,
-                "signed version is below the anti-rollback floor",
-            );
-        } else if !version::is_newer(&manifest.version, &self.config.current_version) {
-            self.refuse(
-                now,
-                f.image_id,
-                Reason::NotNewer,
-                &board,
-                &version,
-                "signed version is not newer",
-            );
+        } else if let Some(detail) = self.not_newer(&manifest.version) {
+            self.refuse(now, f.image_id, Reason::NotNewer, &board, &version, detail);
         } else if manifest.block_size > self.config.max_block_size
             || manifest.image_len > self.config.capacity
         {

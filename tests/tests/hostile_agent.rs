@@ -241,16 +241,27 @@ fn forge_every_chunk(forger: &mut Forger, id: ImageId, len: usize) {
     }
 }
 
-/// H3 (R-RUN-1, R-BLK-2): forged chunks of the real image racing the real
-/// stream cost time, never the update: once they stop the device finishes.
-#[test]
-fn h3_forged_chunks_delay_the_update_until_they_stop() {
-    let dir = Scratch::new("h3");
-    let net = Net::for_test(43);
-    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 43);
+/// An H3 run: a 2 MiB release, a listening agent, a forger, and the
+/// genuine sender at 10 Mbit/s, started now. Fields drop in order: the
+/// processes before the scratch directory.
+struct H3 {
+    rel: Release,
+    id: ImageId,
+    agent: Proc,
+    target: std::path::PathBuf,
+    forger: Forger,
+    started: Instant,
+    _sender: Proc,
+    _dir: Scratch,
+}
+
+fn h3_run(name: &str, n: u32) -> H3 {
+    let dir = Scratch::new(name);
+    let net = Net::for_test(n);
+    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", u64::from(n));
     let (id, _) = image_id(&rel.manifest);
-    let (mut agent, target) = listening_agent(&dir, &net, &rel, "h3", &[]);
-    let mut forger = Forger::new(&net);
+    let (agent, target) = listening_agent(&dir, &net, &rel, name, &[]);
+    let forger = Forger::new(&net);
     let started = Instant::now();
     let _sender = start_sender(
         &dir,
@@ -259,18 +270,35 @@ fn h3_forged_chunks_delay_the_update_until_they_stop() {
         "sender",
         &["--rate", "10M", "--duration", "50"],
     );
+    H3 {
+        rel,
+        id,
+        agent,
+        target,
+        forger,
+        started,
+        _sender,
+        _dir: dir,
+    }
+}
+
+/// H3 (R-RUN-1, R-BLK-2): forged chunks of the real image racing the real
+/// stream cost time, never the update: once they stop the device finishes.
+#[test]
+fn h3_forged_chunks_delay_the_update_until_they_stop() {
+    let mut h = h3_run("h3", 43);
     let attack = Duration::from_secs(3);
-    while started.elapsed() < attack {
-        forge_every_chunk(&mut forger, id, rel.bytes.len());
+    while h.started.elapsed() < attack {
+        forge_every_chunk(&mut h.forger, h.id, h.rel.bytes.len());
         std::thread::sleep(Duration::from_millis(20));
     }
     println!(
         "H3: {} forged chunks ({} bytes) in {} s, every chunk of every block about every 20 ms",
-        forger.sent,
-        forger.bytes,
+        h.forger.sent,
+        h.forger.bytes,
         attack.as_secs()
     );
-    expect_image(&mut agent, &target, &rel, started, "H3");
+    expect_image(&mut h.agent, &h.target, &h.rel, h.started, "H3");
 }
 
 /// H3 (R-AUTH-1..3): with a format 2 manifest the chunk-hash list of each
@@ -279,37 +307,30 @@ fn h3_forged_chunks_delay_the_update_until_they_stop() {
 /// finishes during the attack.
 #[test]
 fn h3_chunk_lists_finish_the_update_during_a_lasting_forgery() {
-    let dir = Scratch::new("h3a");
-    let net = Net::for_test(46);
-    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 46);
-    let (id, _) = image_id(&rel.manifest);
-    let (mut agent, target) = listening_agent(&dir, &net, &rel, "h3a", &[]);
-    let mut forger = Forger::new(&net);
-    let started = Instant::now();
-    let _sender = start_sender(
-        &dir,
-        &net,
-        &rel,
-        "sender",
-        &["--rate", "10M", "--duration", "50"],
-    );
+    let mut h = h3_run("h3a", 46);
     let mut bursts = 0u32;
     // Every chunk of every block about every 20 ms until the agent exits
     // (at most 40 s): the attack never stops while the device works.
-    while agent.wait(Duration::from_millis(20)).is_none()
-        && started.elapsed() < Duration::from_secs(40)
+    while h.agent.wait(Duration::from_millis(20)).is_none()
+        && h.started.elapsed() < Duration::from_secs(40)
     {
-        forge_every_chunk(&mut forger, id, rel.bytes.len());
+        forge_every_chunk(&mut h.forger, h.id, h.rel.bytes.len());
         bursts += 1;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = h.started.elapsed().as_secs_f64();
     println!(
         "H3 during the attack: {} forged chunks ({} bytes, {:.0}/s) in {bursts} bursts until the agent exited after {secs:.2} s",
-        forger.sent,
-        forger.bytes,
-        forger.sent as f64 / secs
+        h.forger.sent,
+        h.forger.bytes,
+        h.forger.sent as f64 / secs
     );
-    expect_image(&mut agent, &target, &rel, started, "H3 with chunk lists");
+    expect_image(
+        &mut h.agent,
+        &h.target,
+        &h.rel,
+        h.started,
+        "H3 with chunk lists",
+    );
     assert!(
         secs < 20.0,
         "H3: finished during the attack in {secs:.2} s (a 2 MiB image at 10 Mbit/s is a 1.7 s pass)"
