@@ -968,7 +968,7 @@ impl<F: Flash> Core<F> {
         );
         let st = self.rx.stats();
         log::info!(
-            "receive counters: datagrams {}, chunks {} ({} repairs, {} parity, {} blocks decoded), duplicates {}, no-slot drops {}, evictions {}, NACKs {} ({} chunks, {} held back), passes seen {}, digest failures {}",
+            "receive counters: datagrams {}, chunks {} ({} repairs, {} parity, {} blocks decoded), duplicates {}, no-slot drops {}, evictions {}, NACKs {} ({} chunks, {} held back), passes seen {}, digest failures {}, forged chunks dropped {}",
             st.datagrams,
             st.chunks_stored,
             st.repairs_stored,
@@ -981,7 +981,8 @@ impl<F: Flash> Core<F> {
             st.chunks_nacked,
             st.nacks_suppressed,
             st.passes_seen,
-            st.digest_failures
+            st.digest_failures,
+            st.chunks_forged
         );
         let mut code = ExitCode::Ok;
         if let Some(act) = self.activator.as_mut() {

@@ -485,6 +485,36 @@ mod ab {
         (code, new, h)
     }
 
+    /// R-ROLL-2: on `ab-uboot` the floor goes into the environment in the
+    /// save that flips the slot, and never goes down.
+    #[test]
+    fn r_roll_2_the_floor_is_saved_with_the_slot_flip_and_never_lowered() {
+        let dir = Dir(std::env::temp_dir().join(format!("fc-agent-floor-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("mkdir");
+        let env_path = dir.0.join("env.simnor");
+        let ab = ab_config();
+        {
+            let mut env = open_env(&env_path);
+            env.set("boot_slot", "a").expect("set");
+            env.save().expect("factory env");
+        }
+        let line =
+            activate_ab(&mut open_env(&env_path), &ab, Slot::B, "2.3.0", false).expect("flip to B");
+        println!("R-ROLL-2: {line}");
+        let env = open_env(&env_path);
+        assert_eq!(env.get("boot_slot"), Some("b"));
+        assert_eq!(env.get(crate::floor::ENV_VAR), Some("2.3.0"));
+        activate_ab(&mut open_env(&env_path), &ab, Slot::A, "2.2.0", false).expect("flip to A");
+        let env = open_env(&env_path);
+        assert_eq!(env.get("boot_slot"), Some("a"));
+        assert_eq!(
+            env.get(crate::floor::ENV_VAR),
+            Some("2.3.0"),
+            "never lowered"
+        );
+    }
+
     #[test]
     fn update_flip_confirm_rollback_and_back_to_a() {
         let dir = Dir(std::env::temp_dir().join(format!("fc-agent-ab-{}", std::process::id())));
