@@ -226,3 +226,28 @@ fn r_roll_1_a_replayed_older_signed_image_below_the_floor_is_refused() {
     assert_eq!(shell.refusals, [Reason::NotNewer]);
     assert!(!shell.accepted);
 }
+
+#[test]
+fn r_auth_4_with_a_list_a_forged_parity_symbol_costs_only_itself() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    feed(&mut rx, &mut shell, ms(1), &list(&f, 0)).expect("list");
+    let k = f.manifest.chunks_per_block();
+    for c in 1..k {
+        feed(&mut rx, &mut shell, ms(1), &data(&f, 0, c, 0)).expect("data");
+    }
+    let forged = [0x55u8; CHUNK as usize];
+    let p = parity_frame(&f, 0, 0, Some(&forged));
+    feed(&mut rx, &mut shell, ms(2), &p).expect("stored: parity is not hashed");
+    assert_eq!(rx.stats().digest_failures, 1);
+    assert!(shell.write_order.is_empty(), "nothing flashed");
+    // The three authenticated source chunks stayed: the missing one alone
+    // completes the block (R-PAR-4 without a list needs all four again).
+    feed(&mut rx, &mut shell, ms(3), &data(&f, 0, 0, FLAG_REPAIR)).expect("the missing chunk");
+    std::println!(
+        "R-AUTH-4: after a forged parity symbol failed the decode, 1 chunk of {k} completed the block"
+    );
+    assert_eq!(shell.flash[0].as_deref(), Some(&f.image[..BLOCK as usize]));
+}
