@@ -147,7 +147,7 @@ Examples:
       --key keys/firmcast.key --out fw.manifest
   firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 \\
       --key keys/firmcast.key --out fw.manifest --block-size 128K --chunk-size 1200
-  firmcast manifest --image fw.img --board acme,rt1 --version 2.3.0 \
+  firmcast manifest --image fw.img --board acme,rt1 --version 2.3.0 \\
       --min-version 2.3.0 --key keys/firmcast.key --out fw.manifest
   firmcast manifest --show fw.manifest --public-key keys/firmcast.pub
   firmcast manifest --show fw.manifest --json")]
