@@ -1155,47 +1155,6 @@ mod tests {
     }
 
     #[test]
-    fn r_auth_2_each_blocks_chunk_list_goes_just_before_its_first_chunk() {
-        let img = image(10_000);
-        let (m, signed) = manifest_format(&img, 4096, 1024, crate::manifest::MANIFEST_FORMAT);
-        let mut cfg = SenderConfig::new(42, 10_000_000);
-        cfg.manifest_repeats_per_pass = 0;
-        cfg.manifest_lead_copies = 1;
-        let mut s = Sender::new(cfg, &m, signed, Instant::ZERO);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut now = Instant::ZERO;
-        let (mut lists, mut prev) = (Vec::new(), None);
-        while lists.len() < 3 {
-            let Some(t) = s.poll_transmit(now, &img, &mut buf) else {
-                now = s.poll_timeout().expect("deadline");
-                continue;
-            };
-            match decode(&buf[..t.len]).expect("decodes").1 {
-                Frame::ChunkList(l) => {
-                    assert_eq!(l.first, 0);
-                    let block = &img[l.block as usize * 4096..];
-                    let block = &block[..block.len().min(4096)];
-                    assert!(
-                        m.digest(l.block) == Some(&crate::manifest::chunk_list_digest(l.hashes.0))
-                    );
-                    assert_eq!(
-                        m.digest_of(block),
-                        crate::manifest::chunk_list_digest(l.hashes.0)
-                    );
-                    lists.push(l.block);
-                    prev = Some(l.block);
-                }
-                Frame::Data(d) if d.chunk == 0 => {
-                    assert_eq!(prev.take(), Some(d.block), "the list just before chunk 0")
-                }
-                _ => {}
-            }
-        }
-        assert_eq!(lists, [0, 1, 2]);
-        assert_eq!(s.stats().chunk_lists, 3);
-    }
-
-    #[test]
     fn short_image_is_skipped_not_panicked_on() {
         let img = image(9000);
         let (m, signed) = manifest(&img, 4096, 1024);
