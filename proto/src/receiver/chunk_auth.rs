@@ -81,6 +81,14 @@ impl Transfer {
             == Some(false)
     }
 
+    /// R-AUTH-3: `true` when every chunk slot `s` holds was checked against
+    /// its block's verified list and no parity symbol stands in for one: the
+    /// block then hashes to its signed digest by construction (the digest is
+    /// the hash of that list), so it is not hashed a second time.
+    pub(super) fn all_chunks_checked(&self, s: usize) -> bool {
+        self.slots[s].parity_held == 0 && self.list_verified(s)
+    }
+
     /// `true` when slot `s`'s block has its verified chunk-hash list.
     pub(super) fn list_verified(&self, s: usize) -> bool {
         let block = self.slots[s].block;
