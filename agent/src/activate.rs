@@ -142,14 +142,19 @@ pub fn activation_vars(ab: &AbConfig, new: Slot) -> Vec<(String, String)> {
 }
 
 /// Flips the environment to `new` in one write (or, with `dry_run`, says
-/// what it would write). Returns the log line.
+/// what it would write), raising the anti-rollback floor to `min_version`
+/// in the same write (R-ROLL-2). Returns the log line.
 pub fn activate_ab<F: Flash>(
     env: &mut UbootEnv<F>,
     ab: &AbConfig,
     new: Slot,
+    min_version: &str,
     dry_run: bool,
 ) -> Result<String, EnvError> {
-    let vars = activation_vars(ab, new);
+    let mut vars = activation_vars(ab, new);
+    if crate::floor::raises(env.get(crate::floor::ENV_VAR).unwrap_or(""), min_version) {
+        vars.push((crate::floor::ENV_VAR.to_string(), min_version.to_string()));
+    }
     let list: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
     for (k, v) in &vars {
         env.set(k, v)?;

@@ -247,6 +247,9 @@ pub struct Config {
     pub nack_backoff_shape: u32,
     /// Exit 0 at once when the offered image is not newer.
     pub exit_when_current: bool,
+    /// Where the anti-rollback floor is kept besides the U-Boot environment
+    /// (R-ROLL-2); `None`: only `ab-uboot` keeps one.
+    pub floor_file: Option<PathBuf>,
     /// Which blocks the final read-back reads (R-VER-2).
     pub final_read_back: FinalReadBack,
     /// Test-only knobs.
@@ -394,6 +397,7 @@ struct Raw {
     nack_backoff_ms: Option<u64>,
     nack_backoff_shape: Option<u32>,
     exit_when_current: Option<bool>,
+    floor_file: Option<String>,
     final_read_back: Option<String>,
     reboot_command: Option<Vec<String>>,
     user: Option<String>,
@@ -545,6 +549,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "run_deadline_secs" => raw.run_deadline_secs = f.u64()?,
             "rcvbuf_bytes" => raw.rcvbuf_bytes = f.u64()?,
             "exit_when_current" => raw.exit_when_current = f.bool()?,
+            "floor_file" => raw.floor_file = f.string()?,
             "final_read_back" => raw.final_read_back = f.string()?,
             "reboot_command" => raw.reboot_command = f.strings()?,
             "user" => raw.user = f.string()?,
@@ -1054,6 +1059,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         nack_backoff: Duration::from_millis(nack_backoff_ms),
         nack_backoff_shape,
         exit_when_current: raw.exit_when_current.unwrap_or(true),
+        floor_file: raw.floor_file.as_deref().map(|p| resolve(base, p)),
         final_read_back,
         test,
         ab,
@@ -1487,6 +1493,9 @@ impl Config {
         kv("nack_backoff_ms", self.nack_backoff.as_millis().to_string());
         kv("nack_backoff_shape", self.nack_backoff_shape.to_string());
         kv("exit_when_current", self.exit_when_current.to_string());
+        if let Some(p) = &self.floor_file {
+            kv("floor_file", p.display().to_string());
+        }
         kv("final_read_back", self.final_read_back.as_str().to_string());
         if let Some(ab) = &self.ab {
             kv("ab.slot_a", ab.slot_a.clone());

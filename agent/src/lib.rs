@@ -21,6 +21,7 @@ pub mod device_id;
 pub mod exit;
 pub mod features;
 pub mod hooks;
+pub mod floor;
 pub mod logger;
 pub mod net;
 pub mod outcome;

@@ -218,7 +218,7 @@ impl UniformDigest {
         let digest = match self.cached {
             Some((len, b, d)) if len == data.len() && b == byte => d,
             _ => {
-                let d = proto::manifest::block_digest(data);
+                let d = manifest.digest_of(data);
                 self.cached = Some((data.len(), byte, d));
                 d
             }
@@ -392,6 +392,7 @@ pub(crate) mod tests {
             block_size,
             chunk_size: 1024,
             created_unix: 1,
+            min_version: "",
         };
         let signed = proto::manifest::sign(&spec, image, &kp.sk).expect("sign");
         (Manifest::verify(&signed, &kp.pk).expect("verify"), signed)

@@ -39,7 +39,7 @@ use crate::exit::ExitCode;
 use crate::outcome::FinalReport;
 use crate::features::Feature;
 use crate::quiet::{escape, Summary};
-use crate::{confirm, net, rejoin, resume};
+use crate::{confirm, floor, net, rejoin, resume};
 
 /// Opens the flash target (the real one calls `flasher::open_target`).
 pub type Opener<F> = Box<dyn FnMut() -> Result<F, flasher::Error>>;
@@ -54,6 +54,8 @@ pub type Activator = Box<dyn FnMut(&ImageInfo) -> Result<String, String>>;
 pub struct ImageInfo {
     /// The manifest's version.
     pub version: String,
+    /// The manifest's signed anti-rollback floor (R-ROLL-1), empty for none.
+    pub min_version: String,
     /// Image length in bytes.
     pub image_len: u64,
     /// The image id.
@@ -1023,7 +1025,7 @@ impl<F: Flash> Core<F> {
         );
         let st = self.rx.stats();
         log::info!(
-            "receive counters: datagrams {}, chunks {} ({} repairs, {} parity, {} blocks decoded), duplicates {}, no-slot drops {}, evictions {}, NACKs {} ({} chunks, {} held back), passes seen {}, digest failures {}",
+            "receive counters: datagrams {}, chunks {} ({} repairs, {} parity, {} blocks decoded), duplicates {}, no-slot drops {}, evictions {}, NACKs {} ({} chunks, {} held back), passes seen {}, digest failures {}, forged chunks dropped {}",
             st.datagrams,
             st.chunks_stored,
             st.repairs_stored,
@@ -1036,12 +1038,14 @@ impl<F: Flash> Core<F> {
             st.chunks_nacked,
             st.nacks_suppressed,
             st.passes_seen,
-            st.digest_failures
+            st.digest_failures,
+            st.chunks_forged
         );
         let mut code = ExitCode::Updated;
         if let Some(act) = self.activator.as_mut() {
             let info = self.manifest.as_ref().map(|m| ImageInfo {
                 version: m.version.to_string(),
+                min_version: m.min_version.to_string(),
                 image_len: m.image_len,
                 image_id: m.image_id,
                 target: self.s.target.clone(),
@@ -1150,6 +1154,8 @@ fn sleep_or_signal(sfd: Option<&SignalFd>, ms: u16) -> Option<ExitCode> {
 struct Prepared {
     target: String,
     activator: Option<Activator>,
+    /// The anti-rollback floor in effect (R-ROLL-2).
+    floor: String,
 }
 
 /// `ab-uboot`: read the environment, refuse while an update waits for its
@@ -1221,7 +1227,8 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
             // The devices stay open: after the privilege drop (R-LOCAL-3)
             // they could not be opened again.
             let mut env = env;
-            let activator: Activator = Box::new(move |_info: &ImageInfo| {
+            let floor = env.get(floor::ENV_VAR).unwrap_or("").to_string();
+            let activator: Activator = Box::new(move |info: &ImageInfo| {
                 // Read the environment again: it must still name the slot we
                 // started from, or someone else switched meanwhile.
                 env.reload().map_err(|e| e.to_string())?;
@@ -1235,11 +1242,13 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
                     }
                     Err(why) => return Err(why),
                 }
-                activate::activate_ab(&mut env, &ab, new, dry_run).map_err(|e| e.to_string())
+                activate::activate_ab(&mut env, &ab, new, &info.min_version, dry_run)
+                    .map_err(|e| e.to_string())
             });
             Ok(Prepared {
                 target,
                 activator: Some(activator),
+                floor,
             })
         }
         Activation::Command => {
@@ -1279,11 +1288,13 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
             Ok(Prepared {
                 target: cfg.target.clone(),
                 activator: Some(activator),
+                floor: String::new(),
             })
         }
         Activation::InPlace | Activation::None => Ok(Prepared {
             target: cfg.target.clone(),
             activator: None,
+            floor: String::new(),
         }),
     }
 }
@@ -1325,12 +1336,39 @@ pub fn run(cfg: &Config, dry_run: bool) -> ExitCode {
             return code;
         }
     }
-    let prepared = match prepare(cfg, dry_run) {
+    let mut prepared = match prepare(cfg, dry_run) {
         Ok(p) => p,
         Err(code) => return crate::hooks::finish(code),
     };
+    // R-ROLL-2: the floor file is opened now, before root is dropped.
+    let mut floor_file = match cfg.floor_file.as_deref().map(floor::FloorFile::open) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(why)) => {
+            log::error!("{why}; not updating");
+            return ExitCode::Usage;
+        }
+    };
+    if let Some(f) = &floor_file {
+        prepared.floor = floor::newest(&prepared.floor, f.floor()).to_string();
+    }
+    if !prepared.floor.is_empty() {
+        log::info!(
+            "anti-rollback floor {}: images older than it are refused",
+            prepared.floor
+        );
+    }
     let mut activated = false;
-    let code = crate::hooks::finish(run_update(cfg, dry_run, prepared, &mut activated));
+    let mut done_floor = String::new();
+    let code = run_update(cfg, dry_run, prepared, &mut activated, &mut done_floor);
+    if let (Some(f), false, ExitCode::Updated) = (floor_file.as_mut(), dry_run, code) {
+        match f.raise(&done_floor) {
+            Ok(true) => log::info!("anti-rollback floor raised to {done_floor}"),
+            Ok(false) => {}
+            Err(why) => log::warn!("{why}; the floor stays {}", f.floor()),
+        }
+    }
+    let code = crate::hooks::finish(code);
     if code == ExitCode::Updated
         && !cfg.reboot_command.is_empty()
         && (activated
@@ -1386,7 +1424,15 @@ fn drop_root(cfg: &Config, target: &str) -> Result<Option<Box<dyn Flash + Send>>
 }
 
 /// The receive loop; `activated` tells the caller a reboot is due.
-fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut bool) -> ExitCode {
+/// `done_floor` receives the signed floor of an image this run wrote and
+/// activated (R-ROLL-2).
+fn run_update(
+    cfg: &Config,
+    dry_run: bool,
+    prepared: Prepared,
+    activated: &mut bool,
+    done_floor: &mut String,
+) -> ExitCode {
     let origin = std::time::Instant::now();
     let clock = move || {
         Instant::from_micros(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX))
@@ -1473,7 +1519,8 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
             f
         })
     });
-    let rxc = receiver_config(cfg, os_seed() ^ cfg.device_id);
+    let mut rxc = receiver_config(cfg, os_seed() ^ cfg.device_id);
+    rxc.min_version = prepared.floor;
     let mut settings = CoreSettings::from_config(cfg);
     settings.target = prepared.target;
     settings.dry_run = dry_run;
@@ -1528,6 +1575,11 @@ fn run_update(cfg: &Config, dry_run: bool, prepared: Prepared, activated: &mut b
         }
         if let Some(code) = core.exit_check(clock()) {
             *activated = core.activated();
+            if code == ExitCode::Ok && core.receiver().state() == DeviceState::Done {
+                if let Some(m) = core.receiver().manifest() {
+                    *done_floor = m.min_version.to_string();
+                }
+            }
             return code;
         }
         let now = clock();

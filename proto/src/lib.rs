@@ -23,6 +23,7 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod chunk_list;
 pub mod fec;
 pub mod fleet;
 pub mod manifest;

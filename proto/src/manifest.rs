@@ -2,11 +2,16 @@
 //! and the SHA-256 of every block, signed with the operator's Ed25519 key.
 //!
 //! ```text
-//!  "FCMF" | format u8 = 1 | 3 reserved (0) | body_len u32 BE | body (postcard) | Ed25519 signature (64)
+//!  "FCMF" | format u8 (1 or 2) | 3 reserved (0) | body_len u32 BE | body (postcard) | Ed25519 signature (64)
 //! ```
 //! The signature covers every byte before it (R-MAN-1). A receiver verifies
 //! the signature before it decodes the body, and checks the body's geometry
 //! before it allocates anything (R-MAN-2).
+//!
+//! Format 2 (what [`sign`] makes) adds a signed minimum version (R-ROLL-1)
+//! and defines a block's digest over its chunk-hash list (R-AUTH-1), so a
+//! device that holds the list can check every chunk on arrival; format 1
+//! manifests (a plain SHA-256 per block) are still verified and used.
 
 extern crate alloc;
 
@@ -20,8 +25,13 @@ use crate::wire::{
 
 /// Magic bytes of a signed manifest.
 pub const MANIFEST_MAGIC: [u8; 4] = *b"FCMF";
-/// Manifest format version.
-pub const MANIFEST_FORMAT: u8 = 1;
+/// Manifest format [`sign`] writes: chunk-hashed digests and a minimum version.
+pub const MANIFEST_FORMAT: u8 = 2;
+/// The first manifest format: a plain SHA-256 per block, no minimum version.
+pub const MANIFEST_FORMAT_V1: u8 = 1;
+/// Bytes of a chunk hash in a block's chunk-hash list (R-AUTH-1): the first
+/// 16 bytes of the chunk's SHA-256, 128 bits against a second preimage.
+pub const CHUNK_HASH_LEN: usize = crate::wire::CHUNK_HASH_LEN;
 const PREFIX_LEN: usize = 12;
 /// Bytes of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
@@ -69,6 +79,14 @@ struct Body<'a> {
     digests: Bytes<'a>,
 }
 
+/// Format 2: format 1's fields, then the signed minimum version (R-ROLL-1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct BodyV2<'a> {
+    #[serde(borrow)]
+    v1: Body<'a>,
+    min_version: &'a str,
+}
+
 /// What an operator signs: everything but the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestSpec<'a> {
@@ -82,6 +100,9 @@ pub struct ManifestSpec<'a> {
     pub chunk_size: u32,
     /// Creation time, seconds since the Unix epoch (informational).
     pub created_unix: u64,
+    /// The oldest version a device that activates this image may install
+    /// from then on (R-ROLL-1); empty for none.
+    pub min_version: &'a str,
 }
 
 /// A verified manifest, owned.
@@ -103,6 +124,10 @@ pub struct Manifest {
     pub key_id: [u8; 8],
     /// The id of this image: first 8 bytes of SHA-256 of the signed manifest.
     pub image_id: ImageId,
+    /// The signed anti-rollback floor (R-ROLL-1); empty for none (format 1).
+    pub min_version: heapless::String<MAX_VERSION_LEN>,
+    /// Format 2: block digests are over chunk-hash lists (R-AUTH-1).
+    chunk_auth: bool,
     digests: Vec<[u8; DIGEST_LEN]>,
 }
 
@@ -122,9 +147,33 @@ pub fn image_id(signed: &[u8]) -> ImageId {
     ImageId(id)
 }
 
-/// SHA-256 of one block.
+/// SHA-256 of one block: its digest in a format 1 manifest.
 pub fn block_digest(data: &[u8]) -> [u8; DIGEST_LEN] {
     Sha256::digest(data).into()
+}
+
+/// The hash of one chunk in its block's chunk-hash list (R-AUTH-1).
+pub fn chunk_hash(chunk: &[u8]) -> [u8; CHUNK_HASH_LEN] {
+    let d = Sha256::digest(chunk);
+    let mut h = [0u8; CHUNK_HASH_LEN];
+    h.copy_from_slice(&d[..CHUNK_HASH_LEN]);
+    h
+}
+
+/// The digest of a chunk-hash list: a block's digest in a format 2 manifest.
+pub fn chunk_list_digest(list: &[u8]) -> [u8; DIGEST_LEN] {
+    Sha256::digest(list).into()
+}
+
+/// A block's digest in a format 2 manifest (R-AUTH-1): SHA-256 over the
+/// hashes of its `chunk_size` chunks (the last one short), computed without
+/// holding the list.
+pub fn chunked_block_digest(chunk_size: u32, data: &[u8]) -> [u8; DIGEST_LEN] {
+    let mut list = Sha256::new();
+    for chunk in data.chunks(chunk_size.max(1) as usize) {
+        list.update(chunk_hash(chunk));
+    }
+    list.finalize().into()
 }
 
 impl Manifest {
@@ -172,15 +221,33 @@ impl Manifest {
         (self.block_len(index) as u32).div_ceil(self.chunk_size)
     }
 
-    /// Expected SHA-256 of block `index`.
+    /// Expected digest of block `index` (see [`Manifest::digest_of`]).
     pub fn digest(&self, index: u32) -> Option<&[u8; DIGEST_LEN]> {
         self.digests.get(index as usize)
+    }
+
+    /// `true` when block digests are over chunk-hash lists (format 2), so
+    /// chunks can be checked on arrival (R-AUTH-1).
+    pub fn chunk_auth(&self) -> bool {
+        self.chunk_auth
+    }
+
+    /// The digest this manifest gives a block holding `data`: its SHA-256
+    /// (format 1) or the SHA-256 of its chunk-hash list (format 2).
+    pub fn digest_of(&self, data: &[u8]) -> [u8; DIGEST_LEN] {
+        if self.chunk_auth {
+            chunked_block_digest(self.chunk_size, data)
+        } else {
+            block_digest(data)
+        }
     }
 
     /// `true` when `data` is block `index` of this image (R-BLK-1).
     pub fn block_matches(&self, index: u32, data: &[u8]) -> bool {
         data.len() == self.block_len(index)
-            && self.digest(index).is_some_and(|d| *d == block_digest(data))
+            && self
+                .digest(index)
+                .is_some_and(|d| *d == self.digest_of(data))
     }
 
     /// Verify `signed` with `public_key` and decode it (R-MAN-1, R-MAN-2).
@@ -192,7 +259,7 @@ impl Manifest {
             return Err(ManifestError::NotAManifest);
         }
         if signed[0..4] != MANIFEST_MAGIC
-            || signed[4] != MANIFEST_FORMAT
+            || !matches!(signed[4], MANIFEST_FORMAT_V1 | MANIFEST_FORMAT)
             || signed[5..8] != [0, 0, 0]
         {
             return Err(ManifestError::NotAManifest);
@@ -211,7 +278,7 @@ impl Manifest {
     /// sender, the repair server); a device must use [`Manifest::verify`].
     pub fn decode_unverified(signed: &[u8]) -> Result<Manifest, ManifestError> {
         let message = Self::check_envelope(signed)?;
-        Self::decode_body(&message[PREFIX_LEN..], image_id(signed))
+        Self::decode_body(signed[4], &message[PREFIX_LEN..], image_id(signed))
     }
 
     /// Check magic, format and length prefix; returns the signed message.
@@ -220,7 +287,7 @@ impl Manifest {
             return Err(ManifestError::NotAManifest);
         }
         if signed[0..4] != MANIFEST_MAGIC
-            || signed[4] != MANIFEST_FORMAT
+            || !matches!(signed[4], MANIFEST_FORMAT_V1 | MANIFEST_FORMAT)
             || signed[5..8] != [0, 0, 0]
         {
             return Err(ManifestError::NotAManifest);
@@ -233,12 +300,21 @@ impl Manifest {
         Ok(message)
     }
 
-    fn decode_body(bytes: &[u8], image_id: ImageId) -> Result<Manifest, ManifestError> {
-        let (body, rest) = postcard::take_from_bytes::<Body<'_>>(bytes)
-            .map_err(|_| ManifestError::Malformed("body"))?;
+    fn decode_body(format: u8, bytes: &[u8], image_id: ImageId) -> Result<Manifest, ManifestError> {
+        let (body, min_version, rest) = if format == MANIFEST_FORMAT_V1 {
+            let (body, rest) = postcard::take_from_bytes::<Body<'_>>(bytes)
+                .map_err(|_| ManifestError::Malformed("body"))?;
+            (body, "", rest)
+        } else {
+            let (b, rest) = postcard::take_from_bytes::<BodyV2<'_>>(bytes)
+                .map_err(|_| ManifestError::Malformed("body"))?;
+            (b.v1, b.min_version, rest)
+        };
         if !rest.is_empty() {
             return Err(ManifestError::Malformed("body"));
         }
+        let min_version = heapless::String::try_from(min_version)
+            .map_err(|_| ManifestError::Malformed("min_version"))?;
         let board = heapless::String::try_from(body.board)
             .map_err(|_| ManifestError::Malformed("board"))?;
         let version = heapless::String::try_from(body.version)
@@ -271,49 +347,90 @@ impl Manifest {
             created_unix: body.created_unix,
             key_id: body.key_id,
             image_id,
+            min_version,
+            chunk_auth: format != MANIFEST_FORMAT_V1,
             digests,
         })
     }
 }
 
-/// Build and sign a manifest for `image` (operator side).
+/// Build and sign a manifest for `image` (operator side), format 2.
 pub fn sign(
     spec: &ManifestSpec<'_>,
     image: &[u8],
     secret_key: &ed25519_compact::SecretKey,
 ) -> Result<Vec<u8>, ManifestError> {
+    sign_format(spec, image, secret_key, MANIFEST_FORMAT)
+}
+
+/// Build and sign a manifest in `format`: [`MANIFEST_FORMAT`], or
+/// [`MANIFEST_FORMAT_V1`] for devices whose agent predates format 2 (no
+/// chunk authentication, no minimum version).
+pub fn sign_format(
+    spec: &ManifestSpec<'_>,
+    image: &[u8],
+    secret_key: &ed25519_compact::SecretKey,
+    format: u8,
+) -> Result<Vec<u8>, ManifestError> {
+    let v1 = match format {
+        MANIFEST_FORMAT_V1 => true,
+        MANIFEST_FORMAT => false,
+        _ => return Err(ManifestError::NotAManifest),
+    };
+    if v1 && !spec.min_version.is_empty() {
+        return Err(ManifestError::Malformed("min_version"));
+    }
     if spec.board.is_empty() || spec.board.len() > MAX_BOARD_LEN {
         return Err(ManifestError::Malformed("board"));
     }
     if spec.version.is_empty() || spec.version.len() > MAX_VERSION_LEN {
         return Err(ManifestError::Malformed("version"));
     }
+    // R-ROLL-1: an image below its own floor could never be installed.
+    if spec.min_version.len() > MAX_VERSION_LEN
+        || (!spec.min_version.is_empty()
+            && crate::version::is_newer(spec.min_version, spec.version))
+    {
+        return Err(ManifestError::Malformed("min_version"));
+    }
     check_geometry(image.len() as u64, spec.block_size, spec.chunk_size)
         .map_err(ManifestError::Malformed)?;
     let mut digests =
         Vec::with_capacity(image.len().div_ceil(spec.block_size as usize) * DIGEST_LEN);
     for block in image.chunks(spec.block_size as usize) {
-        digests.extend_from_slice(&block_digest(block));
+        digests.extend_from_slice(&if v1 {
+            block_digest(block)
+        } else {
+            chunked_block_digest(spec.chunk_size, block)
+        });
     }
     let public: [u8; PUBLIC_KEY_LEN] = *secret_key.public_key();
-    let body = Body {
-        board: spec.board,
-        version: spec.version,
-        image_len: image.len() as u64,
-        block_size: spec.block_size,
-        chunk_size: spec.chunk_size,
-        created_unix: spec.created_unix,
-        key_id: key_id(&public),
-        digests: Bytes(&digests),
+    let body = BodyV2 {
+        v1: Body {
+            board: spec.board,
+            version: spec.version,
+            image_len: image.len() as u64,
+            block_size: spec.block_size,
+            chunk_size: spec.chunk_size,
+            created_unix: spec.created_unix,
+            key_id: key_id(&public),
+            digests: Bytes(&digests),
+        },
+        min_version: spec.min_version,
     };
-    let encoded = postcard::to_allocvec(&body).map_err(|_| ManifestError::Malformed("body"))?;
+    let encoded = if v1 {
+        postcard::to_allocvec(&body.v1)
+    } else {
+        postcard::to_allocvec(&body)
+    }
+    .map_err(|_| ManifestError::Malformed("body"))?;
     let total = PREFIX_LEN + encoded.len() + SIGNATURE_LEN;
     if total > MAX_MANIFEST_LEN as usize {
         return Err(ManifestError::Malformed("image_len"));
     }
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MANIFEST_MAGIC);
-    out.extend_from_slice(&[MANIFEST_FORMAT, 0, 0, 0]);
+    out.extend_from_slice(&[format, 0, 0, 0]);
     out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
     out.extend_from_slice(&encoded);
     let signature = secret_key.sign(&out, None);
@@ -336,6 +453,7 @@ mod tests {
             block_size: 4096,
             chunk_size: 1024,
             created_unix: 1,
+            min_version: "",
         }
     }
 
@@ -378,6 +496,54 @@ mod tests {
         assert_eq!(
             Manifest::verify(&signed[..50], &kp.pk),
             Err(ManifestError::NotAManifest)
+        );
+    }
+
+    #[test]
+    fn r_auth_1_format_2_digests_are_over_chunk_hash_lists_and_format_1_still_verifies() {
+        let kp = keypair(1);
+        let image: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+        let v2 = Manifest::verify(&sign(&spec(), &image, &kp.sk).expect("sign"), &kp.pk)
+            .expect("verify v2");
+        assert!(v2.chunk_auth());
+        let mut list = Vec::new();
+        for c in image[..4096].chunks(1024) {
+            list.extend_from_slice(&chunk_hash(c));
+        }
+        assert_eq!(v2.digest(0), Some(&chunk_list_digest(&list)));
+        assert!(v2.block_matches(0, &image[..4096]) && v2.block_matches(2, &image[8192..]));
+        let signed1 = sign_format(&spec(), &image, &kp.sk, MANIFEST_FORMAT_V1).expect("sign v1");
+        assert_eq!(signed1[4], 1);
+        let v1 = Manifest::verify(&signed1, &kp.pk).expect("verify v1");
+        assert!(!v1.chunk_auth());
+        assert_eq!(v1.digest(1), Some(&block_digest(&image[4096..8192])));
+        assert!(v1.block_matches(2, &image[8192..]));
+        assert_eq!(v1.min_version.as_str(), "");
+    }
+
+    #[test]
+    fn r_roll_1_min_version_is_signed_and_never_above_the_version() {
+        let kp = keypair(1);
+        let mut s = spec();
+        s.min_version = "2.0.5";
+        let signed = sign(&s, &[1u8; 5000], &kp.sk).expect("sign");
+        let m = Manifest::verify(&signed, &kp.pk).expect("verify");
+        assert_eq!(m.min_version.as_str(), "2.0.5");
+        s.min_version = "2.1.0-rc1";
+        assert!(
+            sign(&s, &[1u8; 10], &kp.sk).is_ok(),
+            "a floor below the version"
+        );
+        s.min_version = "2.1.1";
+        assert_eq!(
+            sign(&s, &[1u8; 10], &kp.sk),
+            Err(ManifestError::Malformed("min_version"))
+        );
+        s.min_version = "2.0";
+        assert_eq!(
+            sign_format(&s, &[1u8; 10], &kp.sk, MANIFEST_FORMAT_V1),
+            Err(ManifestError::Malformed("min_version")),
+            "format 1 has no floor"
         );
     }
 

@@ -25,7 +25,7 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use crate::fec::{self, BlockDecoder};
-use crate::manifest::{block_digest, Manifest, PUBLIC_KEY_LEN};
+use crate::manifest::{Manifest, PUBLIC_KEY_LEN};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 use crate::transmit::{Dest, DropReason, Transmit};
@@ -94,6 +94,10 @@ pub struct ReceiverConfig {
     /// and one that runs four times this long while another announced image
     /// waits goes behind it (R-ANN-3).
     pub manifest_fetch_timeout: Duration,
+    /// The anti-rollback floor (R-ROLL-1): the newest `min_version` of an
+    /// image this device activated, kept by the shell; images older than it
+    /// are refused as not newer. Empty for none.
+    pub min_version: String,
     /// Fetch the manifest of an image announced with the running version,
     /// so that a signed manifest, not the Announce, can say the device is
     /// current (R-ANN-2; the agent's `exit_when_current`).
@@ -132,6 +136,7 @@ impl ReceiverConfig {
             endgame_fetch: true,
             manifest_fetch_timeout: Duration::from_secs(5),
             fetch_when_current: false,
+            min_version: String::new(),
         }
     }
 }
@@ -220,6 +225,13 @@ pub struct ReceiverStats {
     pub evictions: u64,
     /// Complete blocks whose SHA-256 did not match (forged or corrupt chunks).
     pub digest_failures: u64,
+    /// Data chunks dropped, on arrival or when the list came, for not
+    /// matching their block's verified chunk-hash list (R-AUTH-3).
+    pub chunks_forged: u64,
+    /// Chunk-hash lists that matched the signed manifest (R-AUTH-2).
+    pub chunk_lists_verified: u64,
+    /// Chunk-hash lists that did not (a forged piece), forgotten.
+    pub chunk_lists_forged: u64,
     /// Announces not followed (wrong board, not newer, too large): hints only (R-ANN-2).
     pub announces_refused: u64,
     /// Assembled manifests that did not hash to their image id, fetched again (R-MAN-3).
@@ -360,6 +372,8 @@ struct Transfer {
     /// NACK whole blocks (R-NACK-5): configured, or a parity symbol was heard.
     whole_blocks: bool,
     verify_attempts: u32,
+    /// Chunk-hash lists of the window's blocks (R-AUTH-2); format 2 only.
+    lists: Option<chunk_auth::ChunkLists>,
 }
 
 enum Phase {
@@ -414,6 +428,9 @@ pub struct Receiver {
     /// sender's address once a block matched the manifest with it.
     carousel_from: Option<SocketAddr>,
     proven_sender: Option<SocketAddr>,
+    /// R-STAT-6: the source of the chunk that completed the accepted
+    /// manifest; proves the sender when no verified block did.
+    manifest_from: Option<SocketAddr>,
     final_status_left: u32,
     last_progress_at: Instant,
     stats: ReceiverStats,
@@ -457,6 +474,7 @@ impl Transfer {
             0
         };
         Transfer {
+            lists: chunk_auth::ChunkLists::new(&manifest, window),
             data: vec![0u8; window * manifest.padded_block_len()],
             bits: vec![0u64; window * words_per_slot],
             parity_at: vec![NO_PARITY; parity_len],
@@ -512,6 +530,9 @@ impl Transfer {
         self.slots[s] = Slot::FREE;
         self.slot_bits_mut(s).fill(0);
         self.clear_parity(s);
+        if let Some(l) = &mut self.lists {
+            l.clear(s);
+        }
     }
 
     fn clear_parity(&mut self, s: usize) {
@@ -632,6 +653,7 @@ impl Receiver {
             status_to_sender: None,
             carousel_from: None,
             proven_sender: None,
+            manifest_from: None,
             final_status_left: 0,
             last_progress_at: now,
             stats: ReceiverStats::default(),
@@ -737,6 +759,8 @@ impl Receiver {
             Err(DropReason::Unexpected | DropReason::Overload | DropReason::Unauthenticated) => {
                 self.stats.dropped_unexpected += 1
             }
+            // Counted where found: `chunks_forged`, `chunk_lists_forged`.
+            Err(DropReason::Forged) => {}
             Ok(()) => {}
         }
         result
@@ -746,7 +770,7 @@ impl Receiver {
         let (header, frame) = wire::decode(bytes)?;
         match frame {
             Frame::Announce(a) => self.on_announce(now, from, &header, &a),
-            Frame::ManifestChunk(m) => self.on_manifest_chunk(now, &header, &m),
+            Frame::ManifestChunk(m) => self.on_manifest_chunk(now, from, &header, &m),
             Frame::Data(d) => {
                 // R-STAT-6: the source of the last carousel Data stored is
                 // the sender's candidate address; a verified block proves it.
@@ -760,6 +784,7 @@ impl Receiver {
                 }
                 r
             }
+            Frame::ChunkList(l) => self.on_chunk_list(now, &header, &l),
             Frame::Nack(_) | Frame::Status(_) => Err(DropReason::Unexpected),
         }
     }
@@ -860,6 +885,9 @@ impl Receiver {
 
     /// Newer, or current when a signed "nothing to do" is wanted (R-ANN-2).
     fn wanted_version(&self, v: &str) -> bool {
+        if version::below_floor(v, &self.config.min_version) {
+            return false;
+        }
         match version::compare(v, &self.config.current_version) {
             core::cmp::Ordering::Greater => true,
             core::cmp::Ordering::Equal => self.config.fetch_when_current,
@@ -867,10 +895,27 @@ impl Receiver {
         }
     }
 
+    /// Why a signed `v` is refused as not newer (R-VER-1), if it is: a
+    /// version older than the floor is a replay (R-ROLL-1).
+    fn not_newer(&self, v: &str) -> Option<&'static str> {
+        if version::below_floor(v, &self.config.min_version) {
+            Some("signed version is below the anti-rollback floor")
+        } else if !version::is_newer(v, &self.config.current_version) {
+            Some("signed version is not newer")
+        } else {
+            None
+        }
+    }
+
     /// R-ANN-2: what an Announce alone can rule out, as a hint.
     fn announce_hint(&self, a: &Announce<'_>) -> Option<(Reason, &'static str)> {
         if a.board != self.config.board {
             Some((Reason::WrongBoard, "announced for another board"))
+        } else if version::below_floor(a.version, &self.config.min_version) {
+            Some((
+                Reason::NotNewer,
+                "announced version is below the anti-rollback floor",
+            ))
         } else if !self.wanted_version(a.version) {
             Some((Reason::NotNewer, "announced version is not newer"))
         } else if a.manifest_len > self.config.max_manifest_len {
@@ -1041,6 +1086,7 @@ impl Receiver {
     fn on_manifest_chunk(
         &mut self,
         now: Instant,
+        from: SocketAddr,
         header: &Header,
         m: &ManifestChunk<'_>,
     ) -> Result<(), DropReason> {
@@ -1064,12 +1110,14 @@ impl Receiver {
         // Unsigned: keeps this fetch alive (R-ANN-3), not the run (R-RUN-1).
         f.progress_at = now;
         if f.missing == 0 {
-            self.finish_manifest(now);
+            self.finish_manifest(now, from);
         }
         Ok(())
     }
 
-    fn finish_manifest(&mut self, now: Instant) {
+    /// `from` sent the chunk that completed the manifest: the sender's
+    /// address if the manifest hashes to its image id and verifies (R-STAT-6).
+    fn finish_manifest(&mut self, now: Instant, from: SocketAddr) {
         let Phase::FetchingManifest(f) = core::mem::replace(&mut self.phase, Phase::Listening)
         else {
             return;
@@ -1126,15 +1174,8 @@ impl Receiver {
                 &version,
                 "signed for another board",
             );
-        } else if !version::is_newer(&manifest.version, &self.config.current_version) {
-            self.refuse(
-                now,
-                f.image_id,
-                Reason::NotNewer,
-                &board,
-                &version,
-                "signed version is not newer",
-            );
+        } else if let Some(detail) = self.not_newer(&manifest.version) {
+            self.refuse(now, f.image_id, Reason::NotNewer, &board, &version, detail);
         } else if manifest.block_size > self.config.max_block_size
             || manifest.image_len > self.config.capacity
         {
@@ -1173,6 +1214,7 @@ impl Receiver {
                 t.late_until = Some(pos);
             }
             self.candidates.clear();
+            self.manifest_from = Some(from);
             self.last_progress_at = now;
             self.phase = Phase::Resuming(t);
             self.queue(Queued::ManifestAccepted);
@@ -1218,6 +1260,7 @@ impl Receiver {
                 self.status_at = Some(now);
                 if t.done_count == t.manifest.block_count() {
                     self.queue(Queued::VerifyImage);
+                    self.prove_by_manifest();
                     Phase::Verifying(t)
                 } else {
                     Phase::Receiving(t)
@@ -1403,6 +1446,12 @@ impl Receiver {
             t.slots[s].parity_held += 1;
             self.stats.parity_stored += 1;
         } else {
+            // R-AUTH-3: a chunk its block's verified list does not name is
+            // dropped before it can take the chunk's place.
+            if t.chunk_forged(s, d.chunk, d.payload.0) {
+                self.stats.chunks_forged += 1;
+                return Err(DropReason::Forged);
+            }
             if !set_bit(t.slot_bits_mut(s), d.chunk) {
                 self.stats.chunks_duplicate += 1;
                 self.after_data(now);
@@ -1439,18 +1488,22 @@ impl Receiver {
         slot.last_activity = now;
         if slot.received + slot.parity_held >= k {
             let block = slot.block;
+            let checked = t.all_chunks_checked(s);
             let mut ok = true;
-            if slot.parity_held > 0 {
+            if t.slots[s].parity_held > 0 {
                 ok = Self::decode_slot(t, s, k).is_ok();
                 if ok {
                     self.stats.blocks_decoded += 1;
                 }
             }
-            // R-BLK-1: a block is flashed only when its SHA-256 matches the manifest.
+            // R-BLK-1: a block is flashed only when its SHA-256 matches the
+            // manifest (R-AUTH-3: by construction when every chunk matched
+            // its verified list).
             let ok = ok
-                && t.manifest
-                    .digest(block)
-                    .is_some_and(|want| *want == block_digest(t.slot_data(s)));
+                && (checked
+                    || t.manifest
+                        .digest(block)
+                        .is_some_and(|want| *want == t.manifest.digest_of(t.slot_data(s))));
             if ok {
                 // R-RUN-1: only a verified block is progress. R-SES-3: the
                 // session of carousel data that completed one is the one
@@ -1476,11 +1529,17 @@ impl Receiver {
             } else {
                 self.stats.digest_failures += 1;
                 // R-BLK-2 / R-PAR-4: a forged or corrupt chunk or parity
-                // symbol costs this block, nothing more.
-                t.slot_bits_mut(s).fill(0);
+                // symbol costs this block, nothing more. R-AUTH-4: with a
+                // verified list the source chunks were checked one by one;
+                // only the parity symbols go.
                 t.clear_parity(s);
+                if t.list_verified(s) {
+                    t.purge_forged(s, &mut self.stats);
+                } else {
+                    t.slot_bits_mut(s).fill(0);
+                    t.slots[s].received = 0;
+                }
                 let slot = &mut t.slots[s];
-                slot.received = 0;
                 slot.expect_all = true;
                 slot.scanned = 0;
             }
@@ -1698,8 +1757,18 @@ impl Receiver {
                 }
             };
             self.phase = Phase::Verifying(t);
+            self.prove_by_manifest();
             self.queue(Queued::VerifyImage);
             self.status_at = Some(now);
+        }
+    }
+
+    /// R-STAT-6: every block is on flash and none came from the carousel
+    /// here (the resume scan found them, or repairs completed them): the
+    /// manifest's source proves the sender, so `--until-done` counts it.
+    fn prove_by_manifest(&mut self) {
+        if self.proven_sender.is_none() {
+            self.proven_sender = self.manifest_from;
         }
     }
 
@@ -1975,5 +2044,6 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+mod chunk_auth;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,8 @@
 //!           evenly, one chunk at a time, among the data (R-CAR-3)
 //!  pass p+1: …
 //! ```
+//! With a format 2 manifest each block's chunk-hash list (one ChunkList
+//! frame in the default geometry) goes just before its first chunk (R-AUTH-2).
 //!
 //! Driving contract: after every `handle_datagram`, call `poll_transmit`
 //! until it returns `None`, send each datagram to the data group, then sleep
@@ -22,12 +24,13 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use crate::chunk_list;
 use crate::fleet::{Fleet, DEFAULT_MAX_DEVICES};
 use crate::manifest::Manifest;
 use crate::time::Instant;
 use crate::transmit::{Dest, DropReason, Transmit};
 use crate::wire::{
-    self, Announce, Data, DeviceState, Frame, ManifestChunk, HEADER_LEN, TRAILER_LEN,
+    self, Announce, ChunkList, Data, DeviceState, Frame, ManifestChunk, HEADER_LEN, TRAILER_LEN,
 };
 
 /// Bytes of IPv4 + UDP header counted against the rate for each datagram.
@@ -159,6 +162,8 @@ pub struct SenderStats {
     pub manifest: u64,
     /// Announce frames emitted.
     pub announce: u64,
+    /// ChunkList frames emitted (R-AUTH-2).
+    pub chunk_lists: u64,
     /// Status frames taken in.
     pub status_frames: u64,
     /// Input datagrams dropped (undecodable, unexpected kind, fleet full).
@@ -187,6 +192,8 @@ enum Phase {
 enum Next {
     Announce,
     Manifest(u32),
+    /// Piece `.1` of block `.0`'s chunk-hash list (R-AUTH-2).
+    ChunkList(u32, u32),
     Data(u32, u32),
 }
 
@@ -218,6 +225,12 @@ pub struct Sender {
     repeats_owed: u64,
     repeat_cursor: u32,
     fleet: Fleet,
+    /// R-AUTH-2: a format 2 manifest; each block's chunk-hash list goes
+    /// ahead of its chunks. `list_piece`: pieces of the current block's
+    /// list sent; `list_buf` holds one piece while it is encoded.
+    chunk_auth: bool,
+    list_piece: u32,
+    list_buf: Vec<u8>,
     /// R-CAR-5: holding, and when the next Announce of the hold is due.
     hold: Option<Instant>,
     stats: SenderStats,
@@ -270,6 +283,9 @@ impl Sender {
             repeat_acc: 0,
             repeats_owed: 0,
             repeat_cursor: 0,
+            chunk_auth: manifest.chunk_auth(),
+            list_piece: 0,
+            list_buf: alloc::vec![0u8; chunk_size as usize],
             hold: None,
             stats: SenderStats::default(),
         }
@@ -492,10 +508,19 @@ impl Sender {
                         } else {
                             self.chunks_per_block
                         };
+                        if self.chunk_auth
+                            && c == 0
+                            && self.list_piece < chunk_list::pieces(in_block, self.chunk_size)
+                        {
+                            self.list_piece += 1;
+                            self.since_announce += 1;
+                            return Next::ChunkList(b, self.list_piece - 1);
+                        }
                         self.chunk += 1;
                         if self.chunk >= in_block {
                             self.chunk = 0;
                             self.block += 1;
+                            self.list_piece = 0;
                         }
                         // Spread repeats × m manifest chunks evenly over the
                         // pass's data chunks; exact count per pass.
@@ -532,6 +557,7 @@ impl Sender {
         self.repeat_acc = 0;
         self.repeats_owed = 0;
         self.repeat_cursor = 0;
+        self.list_piece = 0;
         self.phase = Phase::PassStart;
     }
 
@@ -554,6 +580,31 @@ impl Sender {
                 Frame::ManifestChunk(ManifestChunk {
                     offset: start as u32,
                     bytes: wire::Bytes(bytes),
+                })
+            }
+            Next::ChunkList(block, piece) => {
+                let in_block = if block + 1 == self.block_count {
+                    self.last_block_chunks
+                } else {
+                    self.chunks_per_block
+                };
+                let span = chunk_list::piece_span(in_block, self.chunk_size, piece)?;
+                let Some(n) = chunk_list::fill_piece(
+                    image,
+                    self.image_len,
+                    self.block_size,
+                    self.chunk_size,
+                    block,
+                    span,
+                    &mut self.list_buf,
+                ) else {
+                    self.stats.image_short += 1;
+                    return None;
+                };
+                Frame::ChunkList(ChunkList {
+                    block,
+                    first: span.0,
+                    hashes: wire::Bytes(&self.list_buf[..n]),
                 })
             }
             Next::Data(block, chunk) => {
@@ -580,6 +631,7 @@ impl Sender {
         match frame {
             Frame::Announce(_) => self.stats.announce += 1,
             Frame::ManifestChunk(_) => self.stats.manifest += 1,
+            Frame::ChunkList(_) => self.stats.chunk_lists += 1,
             _ => self.stats.data += 1,
         }
         Some(len)
@@ -590,15 +642,31 @@ impl Sender {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
-    use crate::manifest::{sign, ManifestSpec};
+    use crate::manifest::{sign_format, ManifestSpec};
 
     /// A deterministic image of `len` bytes.
     pub fn image(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
     }
 
-    /// Sign `image` and return (manifest, signed bytes).
+    /// Sign `image` in format 1 and return (manifest, signed bytes): the
+    /// carousel without ChunkList frames, whose order the R-CAR tests pin.
     pub fn manifest(image: &[u8], block_size: u32, chunk_size: u32) -> (Manifest, Vec<u8>) {
+        manifest_format(
+            image,
+            block_size,
+            chunk_size,
+            crate::manifest::MANIFEST_FORMAT_V1,
+        )
+    }
+
+    /// Sign `image` in `format` and return (manifest, signed bytes).
+    pub fn manifest_format(
+        image: &[u8],
+        block_size: u32,
+        chunk_size: u32,
+        format: u8,
+    ) -> (Manifest, Vec<u8>) {
         let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([9; 32]));
         let spec = ManifestSpec {
             board: "acme,rt1",
@@ -606,8 +674,9 @@ pub(crate) mod testutil {
             block_size,
             chunk_size,
             created_unix: 1,
+            min_version: "",
         };
-        let signed = sign(&spec, image, &kp.sk).expect("sign");
+        let signed = sign_format(&spec, image, &kp.sk, format).expect("sign");
         let m = Manifest::verify(&signed, &kp.pk).expect("verify");
         (m, signed)
     }

@@ -42,6 +42,10 @@ pub enum DropReason {
     Overload,
     /// A Status for a roster device without a valid signature (R-STAT-4).
     Unauthenticated,
+    /// A Data chunk whose hash is not in its block's verified chunk-hash
+    /// list, or a chunk-hash list that does not match the signed manifest
+    /// (R-AUTH-3).
+    Forged,
 }
 
 impl core::fmt::Display for DropReason {
@@ -54,6 +58,9 @@ impl core::fmt::Display for DropReason {
             DropReason::OutOfManifest => f.write_str("index or length outside the manifest"),
             DropReason::Overload => f.write_str("over a resource bound"),
             DropReason::Unauthenticated => f.write_str("not signed by the device's roster key"),
+            DropReason::Forged => {
+                f.write_str("chunk or chunk list not matching the signed manifest")
+            }
         }
     }
 }

@@ -24,7 +24,13 @@ pub fn compare(a: &str, b: &str) -> Ordering {
     })
 }
 
-/// `true` when `candidate` is strictly newer than `current`.
+/// `true` when `candidate` is older than the anti-rollback `floor`
+/// (R-ROLL-1); never for an empty floor.
+pub fn below_floor(candidate: &str, floor: &str) -> bool {
+    !floor.is_empty() && compare(candidate, floor) == Ordering::Less
+}
+
+/// `true` when `candidate` is strictly newer than `current` (R-VER-1).
 pub fn is_newer(candidate: &str, current: &str) -> bool {
     compare(candidate, current) == Ordering::Greater
 }

@@ -143,6 +143,7 @@ fn hostile_sequences_keep_the_invariants() {
     println!(
         "hostile sequences: {} cases, {} datagrams ({} forged) in {:.1} s: {} blocks written, \
          each matching the manifest; {} runs done; {} digest failures caught; \
+         {} forged chunks dropped on arrival or purged, {} forged chunk lists forgotten; \
          genuine image refused in {} runs, failed in {}",
         cases(),
         t.datagrams,
@@ -151,6 +152,8 @@ fn hostile_sequences_keep_the_invariants() {
         t.blocks_written,
         t.done,
         t.digest_failures,
+        t.chunks_forged,
+        t.lists_forged,
         t.genuine_refused,
         t.failed
     );

@@ -54,7 +54,7 @@ proptest! {
         let block_size = (chunk_size + blocks_per_chunk_extra * 7).min(MAX_BLOCK_SIZE);
         let image: Vec<u8> = (0..image_len).map(|i| (i as u8) ^ fill).collect();
         let kp = keypair();
-        let spec = ManifestSpec { board: "b", version: "1", block_size, chunk_size, created_unix: 9 };
+        let spec = ManifestSpec { board: "b", version: "1", block_size, chunk_size, created_unix: 9, min_version: "" };
         let signed = sign(&spec, &image, &kp.sk).expect("a valid geometry signs");
         let m = Manifest::verify(&signed, &kp.pk).expect("a signed manifest verifies");
         prop_assert_eq!(m.block_size, block_size);

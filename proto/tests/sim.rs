@@ -428,6 +428,7 @@ fn run(s: &Scenario) -> Outcome {
         block_size: s.block_size,
         chunk_size: s.chunk_size,
         created_unix: 0,
+        min_version: "",
     };
     let signed = sign(&spec, &image, &kp.sk).expect("sign");
     let manifest = Manifest::verify(&signed, &kp.pk).expect("verify");

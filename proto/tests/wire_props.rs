@@ -366,7 +366,7 @@ proptest! {
     /// longer a shield, so this reaches every body parser and range check.
     #[test]
     fn decode_never_panics_on_arbitrary_bodies(
-        kind in 0u8..7,
+        kind in 0u8..8,
         flags in prop_oneof![Just(0u8), Just(FLAG_REPAIR)],
         body in vec(any::<u8>(), 0..256),
     ) {
@@ -383,7 +383,7 @@ proptest! {
             // overlong varints are accepted; see wire::tests.)
             let again = reencode(&header, &frame);
             prop_assert_eq!(decode(&again), Ok((header, frame)));
-        } else if !(1..=5).contains(&kind) {
+        } else if !(1..=6).contains(&kind) {
             prop_assert_eq!(decode(&d).map(|_| ()), Err(proto::wire::DecodeError::UnknownKind(kind)));
         }
     }

@@ -133,11 +133,25 @@ frames. The block size is the unit of verification and flashing (at least one
 chunk); where the chunk size does not divide it, each block's last chunk is
 short (64 KiB = 46 chunks of 1408 bytes and one of 768).
 
+--min-version V signs an anti-rollback floor (R-ROLL-1): a device that
+activates this image refuses, from then on, every image older than V, even
+one signed by you (an old release with a known hole, replayed by anyone on
+the LAN). Devices record the floor only when this image is activated, and
+keep it across reflashes of the root filesystem (the U-Boot environment on
+A/B boards, `floor_file` otherwise). V must not be newer than --version.
+
+Manifests are format 2: each block's digest is over the hashes of its
+chunks, which the sender sends ahead of the block, so devices drop a forged
+chunk on arrival (R-AUTH-1). --format 1 writes the first format for agents
+that predate it (blocks checked whole; no --min-version).
+
 Examples:
   firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 \\
       --key keys/firmcast.key --out fw.manifest
   firmcast manifest --image fw.img --board acme,rt1 --version 2.1.0 \\
       --key keys/firmcast.key --out fw.manifest --block-size 128K --chunk-size 1200
+  firmcast manifest --image fw.img --board acme,rt1 --version 2.3.0 \\
+      --min-version 2.3.0 --key keys/firmcast.key --out fw.manifest
   firmcast manifest --show fw.manifest --public-key keys/firmcast.pub
   firmcast manifest --show fw.manifest --json")]
 pub struct ManifestArgs {
@@ -165,6 +179,15 @@ pub struct ManifestArgs {
     /// Where to write the signed manifest.
     #[arg(long, value_name = "FILE", required_unless_present = "show")]
     pub out: Option<PathBuf>,
+    /// Signed anti-rollback floor: devices that activate this image refuse
+    /// images older than V from then on (e.g. 2.3.0).
+    #[arg(long, value_name = "V", conflicts_with = "show")]
+    pub min_version: Option<String>,
+    /// Manifest format: 2 (chunk authentication, --min-version) or 1 (for
+    /// agents that predate format 2).
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(1..=2), conflicts_with = "show")]
+    pub format: u8,
     /// Block size (verification and flashing unit).
     #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
     pub block_size: u64,

@@ -34,8 +34,12 @@ pub struct ManifestInfo {
     pub key_id: [u8; 8],
     /// Image id (first 8 bytes of SHA-256 of the whole file).
     pub image_id: ImageId,
-    /// Per-block SHA-256.
+    /// Per-block digest (see `Manifest::digest_of`).
     pub digests: Vec<[u8; DIGEST_LEN]>,
+    /// Signed anti-rollback floor, empty for none (R-ROLL-1).
+    pub min_version: String,
+    /// Format 2: digests are over chunk-hash lists (R-AUTH-1).
+    pub chunk_auth: bool,
 }
 
 /// Decode `signed` without verifying its signature; the error names the field.
@@ -57,6 +61,8 @@ fn info_of(m: &Manifest) -> ManifestInfo {
         digests: (0..m.block_count())
             .filter_map(|i| m.digest(i).copied())
             .collect(),
+        min_version: m.min_version.to_string(),
+        chunk_auth: m.chunk_auth(),
     }
 }
 
@@ -122,7 +128,12 @@ pub fn check_block(
     image_path: &Path,
     manifest_path: &Path,
 ) -> Result<(), Error> {
-    if info.digests.get(index) == Some(&pm::block_digest(block)) {
+    let digest = if info.chunk_auth {
+        pm::chunked_block_digest(info.chunk_size, block)
+    } else {
+        pm::block_digest(block)
+    };
+    if info.digests.get(index) == Some(&digest) {
         return Ok(());
     }
     let span = block_span(info, index);
@@ -232,6 +243,7 @@ pub(crate) mod tests {
             block_size: 4096,
             chunk_size: 1024,
             created_unix: 77,
+            min_version: "",
         };
         let signed = pm::sign(&spec, &image, &kp.sk).expect("sign");
         (kp, image, signed)

@@ -65,8 +65,9 @@ pub fn manifest(args: &ManifestArgs) -> Result<u8, Error> {
         block_size,
         chunk_size,
         created_unix,
+        min_version: args.min_version.as_deref().unwrap_or(""),
     };
-    let signed = pm::sign(&spec, &image, &kp.sk).map_err(|e| match e {
+    let signed = pm::sign_format(&spec, &image, &kp.sk, args.format).map_err(|e| match e {
         pm::ManifestError::Malformed("chunk_size") => config(format!(
             "--chunk-size {chunk_size}: must be {}..={} bytes",
             proto::wire::MIN_CHUNK_SIZE,
@@ -85,6 +86,11 @@ pub fn manifest(args: &ManifestArgs) -> Result<u8, Error> {
         pm::ManifestError::Malformed("board") => {
             config(format!("--board {board:?}: must be 1..={} bytes", proto::wire::MAX_BOARD_LEN))
         }
+        pm::ManifestError::Malformed("min_version") => config(format!(
+            "--min-version {:?}: must be at most {} bytes, not newer than --version {version:?}, and needs --format 2",
+            args.min_version.as_deref().unwrap_or(""),
+            proto::wire::MAX_VERSION_LEN
+        )),
         pm::ManifestError::Malformed("version") => {
             config(format!("--version {version:?}: must be 1..={} bytes", proto::wire::MAX_VERSION_LEN))
         }
@@ -129,6 +135,8 @@ fn show(args: &ManifestArgs, path: &std::path::Path) -> Result<u8, Error> {
             "chunk_size": info.chunk_size,
             "blocks": info.block_count(),
             "created_unix": info.created_unix,
+            "min_version": info.min_version,
+            "chunk_auth": info.chunk_auth,
             "key_id": hex(&info.key_id),
             "image_id": info.image_id.to_string(),
             "manifest_len": signed.len(),
@@ -148,6 +156,17 @@ fn show(args: &ManifestArgs, path: &std::path::Path) -> Result<u8, Error> {
         );
         println!("chunk size   {} bytes", info.chunk_size);
         println!("created      {} (unix)", info.created_unix);
+        if !info.min_version.is_empty() {
+            println!("min version  {} (anti-rollback floor)", info.min_version);
+        }
+        println!(
+            "chunk auth   {}",
+            if info.chunk_auth {
+                "yes (format 2)"
+            } else {
+                "no (format 1)"
+            }
+        );
         println!("key id       {}", hex(&info.key_id));
         println!("image id     {}", info.image_id);
         match verified {

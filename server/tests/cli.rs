@@ -320,6 +320,7 @@ fn send_over_loopback_multicast_covers_every_chunk_and_counts_status() {
     let mut manifest = vec![0u8; signed.len()];
     let mut manifest_seen = BTreeSet::new();
     let mut chunks = BTreeSet::new();
+    let mut lists = BTreeSet::new();
     let mut sender_addr = None;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
@@ -367,6 +368,16 @@ fn send_over_loopback_multicast_covers_every_chunk_and_counts_status() {
                     rx.send_to(&out[..len], from).expect("status to sender");
                 }
             }
+            Frame::ChunkList(l) => {
+                // R-AUTH-2: each block's chunk-hash list, matching its digest.
+                let at = l.block as usize * 4096;
+                let block = &f.image[at..(at + 4096).min(f.image.len())];
+                assert_eq!(
+                    proto::manifest::chunk_list_digest(l.hashes.0),
+                    proto::manifest::chunked_block_digest(1024, block)
+                );
+                lists.insert(l.block);
+            }
             other => panic!("sender emitted {other:?}"),
         }
     }
@@ -381,6 +392,7 @@ fn send_over_loopback_multicast_covers_every_chunk_and_counts_status() {
         14,
         "3 blocks × 4 chunks + 2 in the last block"
     );
+    assert_eq!(lists.len(), 4, "a chunk-hash list for every block");
     let (v, changes) = json_lines(&out.stdout);
     assert_eq!(v["devices"]["done"], 1);
     // The device's change to done is a line of the stream before the summary.

@@ -266,6 +266,19 @@ pub fn firmcast_ok(args: &[&str]) -> String {
 
 /// Keys (in `dir/keys`), a random image of `len` bytes and its signed manifest.
 pub fn release(dir: &Scratch, len: usize, board: &str, version: &str, seed: u64) -> Release {
+    release_with(dir, len, board, version, seed, &[])
+}
+
+/// [`release`] with more `firmcast manifest` arguments (`--format 1`,
+/// `--min-version V`).
+pub fn release_with(
+    dir: &Scratch,
+    len: usize,
+    board: &str,
+    version: &str,
+    seed: u64,
+    extra: &[&str],
+) -> Release {
     let keys = dir.join("keys");
     if !keys.join("firmcast.key").exists() {
         firmcast_ok(&["keygen", "--out", path_str(&keys)]);
@@ -275,7 +288,8 @@ pub fn release(dir: &Scratch, len: usize, board: &str, version: &str, seed: u64)
     let bytes = random_bytes(len, seed);
     fs::write(&image, &bytes).expect("write image");
     let manifest = dir.join(&format!("fw-{version}-{seed}.manifest"));
-    firmcast_ok(&[
+    let key = keys.join("firmcast.key");
+    let mut args = vec![
         "manifest",
         "--image",
         path_str(&image),
@@ -284,10 +298,12 @@ pub fn release(dir: &Scratch, len: usize, board: &str, version: &str, seed: u64)
         "--version",
         version,
         "--key",
-        path_str(&keys.join("firmcast.key")),
+        path_str(&key),
         "--out",
         path_str(&manifest),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    firmcast_ok(&args);
     Release {
         image,
         bytes,

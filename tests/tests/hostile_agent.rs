@@ -241,16 +241,27 @@ fn forge_every_chunk(forger: &mut Forger, id: ImageId, len: usize) {
     }
 }
 
-/// H3 (R-RUN-1, R-BLK-2): forged chunks of the real image racing the real
-/// stream cost time, never the update: once they stop the device finishes.
-#[test]
-fn h3_forged_chunks_delay_the_update_until_they_stop() {
-    let dir = Scratch::new("h3");
-    let net = Net::for_test(43);
-    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 43);
+/// An H3 run: a 2 MiB release, a listening agent, a forger, and the
+/// genuine sender at 10 Mbit/s, started now. Fields drop in order: the
+/// processes before the scratch directory.
+struct H3 {
+    rel: Release,
+    id: ImageId,
+    agent: Proc,
+    target: std::path::PathBuf,
+    forger: Forger,
+    started: Instant,
+    _sender: Proc,
+    _dir: Scratch,
+}
+
+fn h3_run(name: &str, n: u32) -> H3 {
+    let dir = Scratch::new(name);
+    let net = Net::for_test(n);
+    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", u64::from(n));
     let (id, _) = image_id(&rel.manifest);
-    let (mut agent, target) = listening_agent(&dir, &net, &rel, "h3", &[]);
-    let mut forger = Forger::new(&net);
+    let (agent, target) = listening_agent(&dir, &net, &rel, name, &[]);
+    let forger = Forger::new(&net);
     let started = Instant::now();
     let _sender = start_sender(
         &dir,
@@ -259,27 +270,81 @@ fn h3_forged_chunks_delay_the_update_until_they_stop() {
         "sender",
         &["--rate", "10M", "--duration", "50"],
     );
+    H3 {
+        rel,
+        id,
+        agent,
+        target,
+        forger,
+        started,
+        _sender,
+        _dir: dir,
+    }
+}
+
+/// H3 (R-RUN-1, R-BLK-2): forged chunks of the real image racing the real
+/// stream cost time, never the update: once they stop the device finishes.
+#[test]
+fn h3_forged_chunks_delay_the_update_until_they_stop() {
+    let mut h = h3_run("h3", 43);
     let attack = Duration::from_secs(3);
-    while started.elapsed() < attack {
-        forge_every_chunk(&mut forger, id, rel.bytes.len());
+    while h.started.elapsed() < attack {
+        forge_every_chunk(&mut h.forger, h.id, h.rel.bytes.len());
         std::thread::sleep(Duration::from_millis(20));
     }
     println!(
         "H3: {} forged chunks ({} bytes) in {} s, every chunk of every block about every 20 ms",
-        forger.sent,
-        forger.bytes,
+        h.forger.sent,
+        h.forger.bytes,
         attack.as_secs()
     );
-    expect_image(&mut agent, &target, &rel, started, "H3");
+    expect_image(&mut h.agent, &h.target, &h.rel, h.started, "H3");
 }
 
-/// H3 (R-RUN-1, R-RUN-2): an attack that lasts longer than the stall
-/// timeout makes the agent exit stalled (5) instead of sitting forever.
+/// H3 (R-AUTH-1..3): with a format 2 manifest the chunk-hash list of each
+/// block goes ahead of it, so forged chunks of the real image, racing the
+/// real stream for the whole run, are dropped on arrival: the device
+/// finishes during the attack.
+#[test]
+fn h3_chunk_lists_finish_the_update_during_a_lasting_forgery() {
+    let mut h = h3_run("h3a", 46);
+    let mut bursts = 0u32;
+    // Every chunk of every block about every 20 ms until the agent exits
+    // (at most 40 s): the attack never stops while the device works.
+    while h.agent.wait(Duration::from_millis(20)).is_none()
+        && h.started.elapsed() < Duration::from_secs(40)
+    {
+        forge_every_chunk(&mut h.forger, h.id, h.rel.bytes.len());
+        bursts += 1;
+    }
+    let secs = h.started.elapsed().as_secs_f64();
+    println!(
+        "H3 during the attack: {} forged chunks ({} bytes, {:.0}/s) in {bursts} bursts until the agent exited after {secs:.2} s",
+        h.forger.sent,
+        h.forger.bytes,
+        h.forger.sent as f64 / secs
+    );
+    expect_image(
+        &mut h.agent,
+        &h.target,
+        &h.rel,
+        h.started,
+        "H3 with chunk lists",
+    );
+    assert!(
+        secs < 20.0,
+        "H3: finished during the attack in {secs:.2} s (a 2 MiB image at 10 Mbit/s is a 1.7 s pass)"
+    );
+}
+
+/// H3 (R-RUN-1, R-RUN-2): with a format 1 manifest (no chunk hashes) an
+/// attack that lasts longer than the stall timeout makes the agent exit
+/// stalled (5) instead of sitting forever.
 #[test]
 fn h3_a_lasting_forgery_ends_in_exit_5_not_a_hang() {
     let dir = Scratch::new("h3s");
     let net = Net::for_test(44);
-    let rel = release(&dir, 2 * MIB, "acme,rt1", "2.1.0", 44);
+    let rel = release_with(&dir, 2 * MIB, "acme,rt1", "2.1.0", 44, &["--format", "1"]);
     let (id, _) = image_id(&rel.manifest);
     let (mut agent, _target) = listening_agent(
         &dir,
@@ -318,6 +383,88 @@ fn h3_a_lasting_forgery_ends_in_exit_5_not_a_hang() {
         "H3 lasting: {} forged chunks; agent exit 5 after {:.1} s (stall timeout 3 s, run deadline 8 s)",
         forger.sent,
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// M7 (R-ROLL-1, R-ROLL-2): a device that activated 2.3.0, signed with
+/// `--min-version 2.3.0`, keeps that floor in `floor_file`; an older image
+/// signed with the same key (2.2.0, newer than the 1.0.0 its config still
+/// names, as after a reset version file) replayed by the genuine tool is
+/// not even fetched (its Announce is below the floor, R-ANN-2): the agent
+/// ends its boot window with nothing written and the flash keeps 2.3.0.
+#[test]
+fn m7_a_replayed_older_signed_image_below_the_floor_is_refused() {
+    let dir = Scratch::new("m7");
+    let net = Net::for_test(47);
+    let new = release_with(
+        &dir,
+        MIB / 2,
+        "acme,rt1",
+        "2.3.0",
+        47,
+        &["--min-version", "2.3.0"],
+    );
+    let old = release(&dir, MIB / 2, "acme,rt1", "2.2.0", 48);
+    let floor = dir.join("floor");
+    let with_floor = format!(
+        "stall_timeout_secs = 30\nfloor_file = \"{}\"\n",
+        path_str(&floor)
+    );
+    let (mut agent, target) = listening_agent(
+        &dir,
+        &net,
+        &new,
+        "m7",
+        &[("stall_timeout_secs = 30\n", &with_floor)],
+    );
+    let started = Instant::now();
+    let sender = start_sender(
+        &dir,
+        &net,
+        &new,
+        "sender-new",
+        &["--rate", "20M", "--duration", "30"],
+    );
+    expect_image(&mut agent, &target, &new, started, "M7 rollout of 2.3.0");
+    drop(sender);
+    let kept = std::fs::read_to_string(&floor).expect("floor file");
+    assert_eq!(
+        kept, "2.3.0\n",
+        "the floor is recorded once the image is done"
+    );
+    let (mut agent, _) = listening_agent(
+        &dir,
+        &net,
+        &old,
+        "m7",
+        &[
+            ("stall_timeout_secs = 30\n", &with_floor),
+            ("boot_window_secs = 20\n", "boot_window_secs = 4\n"),
+        ],
+    );
+    let started = Instant::now();
+    let _replay = start_sender(
+        &dir,
+        &net,
+        &old,
+        "sender-old",
+        &["--rate", "20M", "--duration", "30"],
+    );
+    let code = agent.expect_exit(Duration::from_secs(30));
+    let log = agent.output();
+    println!(
+        "M7: replayed signed 2.2.0 under floor {:?}: agent exit {code} after {:.2} s",
+        kept.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "no update within the boot window; log:\n{log}");
+    assert!(
+        log.contains("below the anti-rollback floor"),
+        "the log names the floor:\n{log}"
+    );
+    assert!(
+        target_holds(&target, &new.bytes),
+        "the flash still holds 2.3.0; log:\n{log}"
     );
 }
 

@@ -295,6 +295,73 @@ fn r_fleet_3_seventy_thousand_forged_ids_leave_room_for_a_real_device() {
     assert_eq!(json_field(&json, "reached"), "true");
 }
 
+// R-STAT-6: a device that finds the whole image on flash when it resumes
+// proves the sender by the manifest it fetched from it, so `send
+// --until-done` with a separate repair server counts it (before, its reports
+// went to the repair server only and the sender ran to --duration).
+#[test]
+fn r_stat_6_a_fully_resumed_device_counts_toward_until_done() {
+    let dir = Scratch::new("hstat-resumed");
+    let net = Net::for_test(64);
+    let rel = release(&dir, IMAGE_LEN, "acme,rt1", "2.1.0", 64);
+    let (config, target) = agent_config(&dir, &net, &AgentSpec::new("dev", &rel.public_key, FLASH));
+    {
+        let _first = start_sender(
+            &dir,
+            &net,
+            &rel,
+            "first",
+            &["--rate", "20M", "--duration", "30"],
+        );
+        let mut agent = start_agent(&dir, "dev", &config);
+        assert_eq!(
+            agent.expect_exit(Duration::from_secs(40)),
+            0,
+            "{}",
+            agent.output()
+        );
+        assert!(target_holds(&target, &rel.bytes));
+    }
+    let _repair = start_repair(&dir, &net, &rel, "repair");
+    let started = Instant::now();
+    let mut sender = start_sender(
+        &dir,
+        &net,
+        &rel,
+        "sender",
+        &[
+            "--rate",
+            "20M",
+            "--until-done",
+            "1",
+            "--duration",
+            "20",
+            "--json",
+        ],
+    );
+    let mut agent = start_agent(&dir, "dev-again", &config);
+    assert_eq!(
+        agent.expect_exit(Duration::from_secs(40)),
+        0,
+        "{}",
+        agent.output()
+    );
+    assert!(
+        agent.output().contains("5 of 5 blocks already on flash"),
+        "{}",
+        agent.output()
+    );
+    let code = sender.expect_exit(Duration::from_secs(30));
+    let json = json_line(&sender);
+    println!(
+        "R-STAT-6: fully resumed device: sender exit {code}, reached {} after {:.2} s (--duration 20)",
+        json_field(&json, "reached"),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "{}", sender.output());
+    assert_eq!(json_field(&json, "reached"), "true");
+}
+
 // M1: a forged Announce with a spoofed source gets no Status back.
 #[test]
 fn r_stat_6_a_spoofed_announce_source_gets_no_status() {

@@ -517,13 +517,43 @@ mod ab {
         s.current_version = current.into();
         let mut h = Harness::new(s, version, pk(), slots[idx].clone());
         let p = env_path.to_path_buf();
-        h.core.set_activator(Box::new(move |_info: &ImageInfo| {
+        h.core.set_activator(Box::new(move |info: &ImageInfo| {
             let mut env = open_env(&p);
-            activate_ab(&mut env, &ab, new, false).map_err(|e| e.to_string())
+            activate_ab(&mut env, &ab, new, &info.min_version, false).map_err(|e| e.to_string())
         }));
         let code = h.run(Duration::from_secs(60)).expect("exits");
         slots[idx] = h.core.writer_mut().expect("writer").flash_mut().clone();
         (code, new, h)
+    }
+
+    /// R-ROLL-2: on `ab-uboot` the floor goes into the environment in the
+    /// save that flips the slot, and never goes down.
+    #[test]
+    fn r_roll_2_the_floor_is_saved_with_the_slot_flip_and_never_lowered() {
+        let dir = Dir(std::env::temp_dir().join(format!("fc-agent-floor-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("mkdir");
+        let env_path = dir.0.join("env.simnor");
+        let ab = ab_config();
+        {
+            let mut env = open_env(&env_path);
+            env.set("boot_slot", "a").expect("set");
+            env.save().expect("factory env");
+        }
+        let line =
+            activate_ab(&mut open_env(&env_path), &ab, Slot::B, "2.3.0", false).expect("flip to B");
+        println!("R-ROLL-2: {line}");
+        let env = open_env(&env_path);
+        assert_eq!(env.get("boot_slot"), Some("b"));
+        assert_eq!(env.get(crate::floor::ENV_VAR), Some("2.3.0"));
+        activate_ab(&mut open_env(&env_path), &ab, Slot::A, "2.2.0", false).expect("flip to A");
+        let env = open_env(&env_path);
+        assert_eq!(env.get("boot_slot"), Some("a"));
+        assert_eq!(
+            env.get(crate::floor::ENV_VAR),
+            Some("2.3.0"),
+            "never lowered"
+        );
     }
 
     #[test]
@@ -712,7 +742,8 @@ mod ab {
         let l2 = line.clone();
         core.set_activator(Box::new(move |_| {
             let mut env = open_env(&p);
-            let r = activate_ab(&mut env, &ab_config(), Slot::B, true).map_err(|e| e.to_string());
+            let r =
+                activate_ab(&mut env, &ab_config(), Slot::B, "", true).map_err(|e| e.to_string());
             if let Ok(l) = &r {
                 l2.replace(l.clone());
             }

@@ -40,6 +40,7 @@ fn fixture_with(board: &'static str, version: &'static str, key: u8, len: usize)
         block_size: BLOCK,
         chunk_size: CHUNK,
         created_unix: 0,
+        min_version: "",
     };
     let signed = sign(&spec, &image, &keypair(key).sk).expect("sign");
     let manifest = Manifest::verify(&signed, &keypair(key).pk).expect("verify");
@@ -1536,3 +1537,34 @@ fn r_stat_6_a_block_completed_by_repair_proves_the_carousel_source() {
     feed(&mut rx, &mut shell, ms(2), &data(&f, 0, k - 1, FLAG_REPAIR)).expect("repair");
     assert_eq!(rx.proven_sender(), Some(sender_addr()));
 }
+
+#[test]
+fn r_stat_6_a_resume_that_finds_every_block_proves_the_manifest_source() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    let spoofed = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66)), 7854);
+    // The Announce's source is never used; the manifest chunks come from the sender.
+    rx.handle_datagram(ms(0), spoofed, &announce(&f))
+        .expect("announce");
+    for m in manifest_chunks(&f) {
+        rx.handle_datagram(ms(0), sender_addr(), &m)
+            .expect("manifest chunk");
+    }
+    let all: Vec<u32> = (0..f.manifest.block_count()).collect();
+    shell.drain(&mut rx, ms(0), &all);
+    assert!(shell.done, "the whole image was on flash");
+    assert_eq!(rx.proven_sender(), Some(sender_addr()));
+    let to_sender = shell
+        .statuses
+        .iter()
+        .filter(|s| s.0 == Dest::Peer(sender_addr()) && s.1 == DeviceState::Done)
+        .count();
+    std::println!(
+        "R-STAT-6: {to_sender} done reports to the manifest's source after a full resume"
+    );
+    assert!(to_sender >= 1, "the sender hears the device's done");
+    assert!(shell.statuses.iter().all(|s| s.0 != Dest::Peer(spoofed)));
+}
+
+mod auth;

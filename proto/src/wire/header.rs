@@ -81,6 +81,8 @@ pub enum FrameKind {
     Nack = 4,
     /// Device → sender and repair server: progress and outcome.
     Status = 5,
+    /// Sender → group: a piece of a block's chunk-hash list (R-AUTH-2).
+    ChunkList = 6,
 }
 
 impl FrameKind {
@@ -91,6 +93,7 @@ impl FrameKind {
             3 => FrameKind::Data,
             4 => FrameKind::Nack,
             5 => FrameKind::Status,
+            6 => FrameKind::ChunkList,
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }

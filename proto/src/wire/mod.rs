@@ -141,6 +141,24 @@ pub struct Data<'a> {
     pub payload: Bytes<'a>,
 }
 
+/// Sender → group, ahead of a block's chunks: hashes `first..` of the
+/// block's chunk-hash list (R-AUTH-2). Unsigned: a device keeps a list only
+/// once all of it hashes to the block's digest in the signed manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkList<'a> {
+    /// Block index.
+    pub block: u32,
+    /// Index of the chunk whose hash comes first.
+    pub first: u32,
+    /// Consecutive chunk hashes, [`CHUNK_HASH_LEN`] bytes each.
+    #[serde(borrow)]
+    pub hashes: Bytes<'a>,
+}
+
+/// Bytes of one chunk hash in a [`ChunkList`] (the manifest's
+/// `CHUNK_HASH_LEN`).
+pub const CHUNK_HASH_LEN: usize = 16;
+
 /// A run of chunks by global chunk index (`block * chunks_per_block + chunk`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRange {
@@ -303,6 +321,8 @@ pub enum Frame<'a> {
     Nack(Nack),
     /// See [`Status`].
     Status(Status<'a>),
+    /// See [`ChunkList`].
+    ChunkList(ChunkList<'a>),
 }
 
 impl Frame<'_> {
@@ -314,6 +334,7 @@ impl Frame<'_> {
             Frame::Data(_) => FrameKind::Data,
             Frame::Nack(_) => FrameKind::Nack,
             Frame::Status(_) => FrameKind::Status,
+            Frame::ChunkList(_) => FrameKind::ChunkList,
         }
     }
 }
@@ -485,6 +506,18 @@ pub fn decode(datagram: &[u8]) -> Result<(Header, Frame<'_>), DecodeError> {
             }
             Frame::Status(s)
         }
+        FrameKind::ChunkList => {
+            let l: ChunkList<'_> = body(b)?;
+            let n = l.hashes.0.len();
+            let max = MAX_BLOCK_SIZE / MIN_CHUNK_SIZE;
+            if n == 0 || n % CHUNK_HASH_LEN != 0 || n > MAX_CHUNK_SIZE as usize {
+                return Err(DecodeError::OutOfRange("hashes"));
+            }
+            if l.first >= max || l.first + (n / CHUNK_HASH_LEN) as u32 > max {
+                return Err(DecodeError::OutOfRange("first"));
+            }
+            Frame::ChunkList(l)
+        }
     };
     Ok((header, frame))
 }
@@ -519,6 +552,7 @@ pub fn encode(
             Frame::Data(d) => postcard::to_slice(d, room),
             Frame::Nack(n) => postcard::to_slice(n, room),
             Frame::Status(s) => postcard::to_slice(s, room),
+            Frame::ChunkList(l) => postcard::to_slice(l, room),
         }
         .map_err(|_| EncodeError::BufferTooSmall)?;
         written.len()

@@ -46,6 +46,13 @@ const DATA_REPAIR_HEX: &str = concat!(
     " 08 6669726d77617265",
     " c12e3e97",
 );
+// R-AUTH-2: block 7, hashes from 0, one 16-byte hash 00..0f.
+const CHUNK_LIST_HEX: &str = concat!(
+    "464d4353 01 06 00 00 01020304 a0a1a2a3a4a5a6a7",
+    " 07 00",                               // block 7, first 0
+    " 10 000102030405060708090a0b0c0d0e0f", // hashes: len 16
+    " d1a1f508",
+);
 // R-PAR-1: repair + parity flags; `chunk` 2 is the parity index.
 const DATA_PARITY_HEX: &str = concat!(
     "464d4353 01 03 03 00 01020304 a0a1a2a3a4a5a6a7",
@@ -108,6 +115,7 @@ fn nack(ranges: &[(u32, u32)]) -> Nack {
 }
 
 const MANIFEST_BYTES: [u8; 4] = [0xDE, 0xAD, 0xBE, 0xEF];
+const CHUNK_HASHES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 /// (name, flags, frame, golden hex) for every frame kind.
 fn goldens() -> Vec<(&'static str, u8, Frame<'static>, &'static str)> {
@@ -149,6 +157,16 @@ fn goldens() -> Vec<(&'static str, u8, Frame<'static>, &'static str)> {
             0,
             Frame::Nack(nack(&[(10, 5), (100, 300)])),
             NACK_HEX,
+        ),
+        (
+            "chunk_list",
+            0,
+            Frame::ChunkList(ChunkList {
+                block: 7,
+                first: 0,
+                hashes: Bytes(&CHUNK_HASHES),
+            }),
+            CHUNK_LIST_HEX,
         ),
         (
             "status",
@@ -272,6 +290,31 @@ fn golden_status() {
     check_golden("status");
 }
 
+#[test]
+fn r_auth_2_golden_chunk_list_and_its_ranges() {
+    check_golden("chunk_list");
+    let g = unhex(CHUNK_LIST_HEX);
+    // Hash bytes not a multiple of 16, none, or past the 16,384th chunk.
+    for body in [
+        &[7u8, 0, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        &[7, 0, 0][..],
+    ] {
+        assert_eq!(
+            decode(&with_body(g[5], 0, body)),
+            Err(DecodeError::OutOfRange("hashes"))
+        );
+    }
+    let far = encode_vec(
+        0,
+        &Frame::ChunkList(ChunkList {
+            block: 7,
+            first: 16_384,
+            hashes: Bytes(&CHUNK_HASHES),
+        }),
+    );
+    assert_eq!(decode(&far), Err(DecodeError::OutOfRange("first")));
+}
+
 /// R-WIRE-1, R-WIRE-2: the layout of the header diagram, field by field, and
 /// the CRC trailer is big-endian over every byte before it.
 #[test]
@@ -359,7 +402,7 @@ fn other_versions_are_refused_even_with_a_good_crc() {
 
 #[test]
 fn unknown_kinds_are_refused_even_with_a_good_crc() {
-    for kind in [0u8, 6, 9, 0xFF] {
+    for kind in [0u8, 7, 9, 0xFF] {
         let mut d = unhex(DATA_HEX);
         d[5] = kind;
         reseal(&mut d);

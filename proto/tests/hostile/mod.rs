@@ -38,8 +38,9 @@ use proto::repair::{RepairConfig, RepairMode, RepairServer};
 use proto::rng::Rng;
 use proto::sender::{Sender, SenderConfig, BURST_DATAGRAMS, IP_UDP_OVERHEAD};
 use proto::wire::{
-    self, Announce, Bytes, ChunkRange, Data, DeviceState, Frame, ImageId, ManifestChunk, Nack,
-    Reason, Status, CRC32, FLAG_PARITY, FLAG_REPAIR, MAX_DATAGRAM, MAX_NACK_RANGES, TRAILER_LEN,
+    self, Announce, Bytes, ChunkList, ChunkRange, Data, DeviceState, Frame, ImageId, ManifestChunk,
+    Nack, Reason, Status, CRC32, FLAG_PARITY, FLAG_REPAIR, MAX_DATAGRAM, MAX_NACK_RANGES,
+    TRAILER_LEN,
 };
 use proto::{Dest, Instant};
 
@@ -125,6 +126,7 @@ impl Fixture {
             block_size: BLOCK_SIZE,
             chunk_size: CHUNK_SIZE,
             created_unix: 0,
+            min_version: "",
         };
         let signed = sign(&spec, &image, &kp.sk).expect("the fixture's manifest signs");
         let manifest = Manifest::verify(&signed, &kp.pk).expect("the fixture's manifest verifies");
@@ -203,6 +205,10 @@ pub struct Tally {
     pub failed: u64,
     /// Digest failures the receiver counted (forged or mutated chunks caught).
     pub digest_failures: u64,
+    /// Chunks the receiver dropped for not matching a verified chunk-hash
+    /// list, and lists it forgot for not matching the manifest (R-AUTH-2/3).
+    pub chunks_forged: u64,
+    pub lists_forged: u64,
     /// NACK frames the repair server took in, genuine and forged.
     pub nacks_in: u64,
     /// Datagrams the repair server sent.
@@ -228,6 +234,8 @@ impl Tally {
         self.genuine_refused += o.genuine_refused;
         self.failed += o.failed;
         self.digest_failures += o.digest_failures;
+        self.chunks_forged += o.chunks_forged;
+        self.lists_forged += o.lists_forged;
         self.nacks_in += o.nacks_in;
         self.repair_out += o.repair_out;
         self.forged_nack_bytes += o.forged_nack_bytes;
@@ -423,7 +431,8 @@ impl<'f> World<'f> {
             162..=181 => self.forge_mutated(script),
             182..=195 => self.forge_announce(script),
             196..=207 => self.forge_manifest_chunk(script),
-            208..=229 => self.forge_data(script),
+            208..=222 => self.forge_data(script),
+            223..=229 => self.forge_chunk_list(script),
             230..=242 => self.forge_nack(script),
             _ => self.forge_status(script),
         }
@@ -635,6 +644,8 @@ impl<'f> World<'f> {
     fn finish(&mut self) {
         self.tally.done = u64::from(self.done);
         self.tally.digest_failures = self.rx.stats().digest_failures;
+        self.tally.chunks_forged = self.rx.stats().chunks_forged;
+        self.tally.lists_forged = self.rx.stats().chunk_lists_forged;
     }
 
     // ---- forgeries ----
@@ -803,6 +814,26 @@ impl<'f> World<'f> {
             payload: Bytes(&payload),
         });
         if let Some(d) = self.encode_forged(session, image_id, flags, &f) {
+            self.inject(script, 0, &d);
+        }
+    }
+
+    /// A ChunkList piece (R-AUTH-2): a real or out-of-range block, an
+    /// aligned or odd first hash, hashes from the script.
+    fn forge_chunk_list(&mut self, script: &mut Script<'_>) {
+        let (session, image_id) = self.header_ids(script);
+        let block = u32::from(script.u8()) % (self.fx.manifest.block_count() + 2);
+        let first = [0, 0, 0, u32::from(script.u8())][usize::from(script.u8() % 4)];
+        let n = usize::from(script.u8() % 80) + 1;
+        let mut hashes = vec![script.u8(); n * 16];
+        let head = script.take(16.min(hashes.len()));
+        hashes[..head.len()].copy_from_slice(head);
+        let f = Frame::ChunkList(ChunkList {
+            block,
+            first,
+            hashes: Bytes(&hashes),
+        });
+        if let Some(d) = self.encode_forged(session, image_id, 0, &f) {
             self.inject(script, 0, &d);
         }
     }
