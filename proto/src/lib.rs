@@ -25,6 +25,7 @@ extern crate std;
 
 pub mod fec;
 pub mod fleet;
+pub mod link;
 pub mod manifest;
 pub mod receiver;
 pub mod repair;

@@ -355,6 +355,23 @@ impl RepairServer {
         self.carousel_sending = sending;
     }
 
+    /// Pace repairs at `rate_bps` from now on, and their share beside a
+    /// carousel at `shared_repair_percent` of it: a separate repair server
+    /// learns the carousel's rate from its Announce (R-REP-12).
+    pub fn set_rate(&mut self, rate_bps: u64) {
+        if rate_bps == self.pacer.rate_bps() {
+            return;
+        }
+        self.pacer.set_rate(rate_bps);
+        let share = u64::from(self.config.shared_repair_percent.clamp(1, 100));
+        self.share.set_rate(rate_bps.saturating_mul(share) / 100);
+    }
+
+    /// The rate repairs are paced at now (R-REP-6, R-REP-12).
+    pub fn rate_bps(&self) -> u64 {
+        self.pacer.rate_bps()
+    }
+
     /// Whether pacing lets a repair go at `now` (R-REP-6, R-REP-7, R-REP-9).
     fn may_send(&self, now: Instant) -> bool {
         self.pacer.ready(now) && (!self.carousel_sending || self.share.ready(now))
@@ -822,7 +839,7 @@ impl RepairServer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sender::testutil::{image, manifest};
     use crate::sender::IP_UDP_OVERHEAD;
@@ -842,7 +859,7 @@ mod tests {
         assert!(r.handle_datagram(now, addr, &filler).is_err());
     }
 
-    fn nack_bytes(
+    pub(crate) fn nack_bytes(
         session: u32,
         image_id: ImageId,
         device_id: u64,
@@ -1296,7 +1313,7 @@ mod tests {
     /// A forged NACK names its victim as source. (address, device id) of
     /// NACK `i` when the forger rotates both, so that no per-source account
     /// holds it back.
-    fn forged(i: u32) -> (SocketAddr, u64) {
+    pub(crate) fn forged(i: u32) -> (SocketAddr, u64) {
         let [_, _, a, b] = i.to_be_bytes();
         let ip = Ipv4Addr::new(10, 66, a, b);
         (

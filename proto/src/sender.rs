@@ -92,6 +92,15 @@ impl Pacer {
         self.next_ns = base.saturating_add(self.cost_ns(len));
     }
 
+    /// Pace at `rate_bps` (at least 1) from now on; the credit already
+    /// earned and the burst allowance (in datagrams) carry over.
+    pub fn set_rate(&mut self, rate_bps: u64) {
+        let rate_bps = rate_bps.max(1);
+        let burst = u128::from(self.burst_ns) * u128::from(self.rate_bps) / u128::from(rate_bps);
+        self.burst_ns = u64::try_from(burst).unwrap_or(u64::MAX);
+        self.rate_bps = rate_bps;
+    }
+
     /// When the next datagram may go (rounded up to the microsecond).
     pub fn next_at(&self) -> Instant {
         Instant::from_micros(self.next_ns.div_ceil(1000))

@@ -27,6 +27,7 @@ pub mod repair;
 pub mod report;
 pub mod roster;
 pub mod send;
+pub mod shared_link;
 pub mod sign;
 pub mod status;
 pub mod units;

@@ -15,6 +15,10 @@ use crate::error::{config, runtime, Error, EXIT_OK};
 use crate::manifest_file::load_for_image;
 use crate::net::{self, Clock};
 use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
+use crate::shared_link::CarouselSocket;
+
+/// Repair rate before the carousel's Announce is heard, without `--rate`.
+const DEFAULT_RATE_BPS: u64 = 50_000_000;
 
 /// Run `firmcast repair`; returns the exit code.
 pub fn run(args: &RepairArgs) -> Result<u8, Error> {
@@ -43,7 +47,15 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         .map_err(|e| runtime(format!("socket address: {e}")))?;
     let interrupted = net::interrupted();
     let clock = Clock::start();
-    let mut server = new_server(args.repair, args.rate, &loaded.manifest);
+    // R-REP-12: the carousel's Announce sets the rate (never above --rate).
+    let mut carousel = CarouselSocket::open(
+        net::group(args.group, "--group")?,
+        iface,
+        loaded.manifest.image_id,
+        args.rate,
+        DEFAULT_RATE_BPS,
+    )?;
+    let mut server = new_server(args.repair, carousel.initial_rate(), &loaded.manifest);
     if let Some(path) = &args.roster {
         server.fleet_mut().set_roster(crate::roster::load(path)?);
     }
@@ -51,10 +63,11 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
     log::info!(
-        "repairing {} (image id {}) on {local}; group repairs to {repair_group} via {iface}, cap {} bit/s",
+        "repairing {} (image id {}) on {local}; group repairs to {repair_group} via {iface}, {} bit/s until the carousel on {} announces its rate",
         args.image.display(),
         loaded.manifest.image_id,
-        args.rate
+        server.rate_bps(),
+        args.group
     );
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -77,6 +90,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         net::drain(&sock, &mut rbuf, |from, bytes| {
             handle(&mut server, &mut drops, clock.now(), from, bytes)
         })?;
+        carousel.drain(&clock, &mut rbuf, &mut server)?;
         server.handle_timeout(clock.now());
         send_due(
             &mut server,
