@@ -67,6 +67,16 @@ impl Pacer {
         p
     }
 
+    /// A pacer for `rate_bps` whose credit after an idle gap is at most
+    /// `burst_us` microseconds of sending time.
+    pub fn with_burst_us(rate_bps: u64, burst_us: u64, now: Instant) -> Self {
+        Pacer {
+            rate_bps: rate_bps.max(1),
+            next_ns: now.as_micros().saturating_mul(1000),
+            burst_ns: burst_us.saturating_mul(1000),
+        }
+    }
+
     /// The configured rate in bits per second.
     pub fn rate_bps(&self) -> u64 {
         self.rate_bps

@@ -266,6 +266,7 @@ pub(crate) fn stats_json(server: &RepairServer, send_errors: u64) -> serde_json:
         "parity_sent": s.parity_sent,
         "parity_suppressed": s.parity_suppressed,
         "mode": if server.parity_active() { "parity" } else { "retransmit" },
+        "rate_bps": server.rate_bps(),
         "send_errors": send_errors,
         "devices": devices_json(server.fleet()),
         "devices_total": server.fleet().len(),

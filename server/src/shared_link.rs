@@ -13,12 +13,14 @@ use proto::wire::ImageId;
 use crate::error::Error;
 use crate::net::{self, Clock};
 
-/// Receive buffer of a listener: a few hundred full datagrams, enough
-/// between two turns of a loop; the rest is dropped by the kernel, not read.
-const LISTENER_RCVBUF: usize = 256 * 1024;
+/// Receive buffer of the sender's ear: every repair must be heard (and
+/// yielded for) even when the send loop was not scheduled for a while.
+const EAR_RCVBUF: usize = 4 << 20;
 
-/// Typical repair datagram, sizing the yield share's burst allowance.
-const TYPICAL_DATAGRAM: usize = 1500;
+/// Receive buffer of the repair server's watch: a few hundred datagrams
+/// between two turns of its loop; it only needs the latest Announce and
+/// whether Data flows, the rest is dropped by the kernel, never read.
+const WATCH_RCVBUF: usize = 256 * 1024;
 
 /// The sender's ear on the repair group (R-REP-11).
 pub struct HeardRepairsSocket {
@@ -37,12 +39,11 @@ impl HeardRepairsSocket {
         now: proto::Instant,
     ) -> Result<Self, Error> {
         Ok(HeardRepairsSocket {
-            sock: net::group_listener(repair_group, interface, LISTENER_RCVBUF)?,
+            sock: net::group_listener(repair_group, interface, EAR_RCVBUF)?,
             heard: HeardRepairs::new(
                 image_id,
                 rate_bps,
                 RepairConfig::default().shared_repair_percent,
-                TYPICAL_DATAGRAM,
                 now,
             ),
         })
@@ -94,7 +95,7 @@ impl CarouselSocket {
         fallback: u64,
     ) -> Result<Self, Error> {
         Ok(CarouselSocket {
-            sock: net::group_listener(group, interface, LISTENER_RCVBUF)?,
+            sock: net::group_listener(group, interface, WATCH_RCVBUF)?,
             watch: CarouselWatch::new(image_id),
             cap,
             fallback,

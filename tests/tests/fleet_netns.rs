@@ -17,10 +17,9 @@ use firmcast_integration::*;
 
 const MIB: usize = 1 << 20;
 const BLOCK: usize = 64 * 1024;
-/// Bounds of the twenty-device scenario (R-REP-11/12), from measured runs
-/// with margin (the commit message has the figures).
-const MAX_REPAIRS_X_IMAGE: f64 = 0.3;
-const MAX_SLOWDOWN: f64 = 2.0;
+/// The uplinks may carry this much over the rate: IP/UDP headers are in the
+/// rate, Ethernet framing, IGMP and the devices' Status and NACKs are not.
+const UPLINKS_SLACK: f64 = 1.05;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -78,9 +77,21 @@ enum RepairAt {
     SenderHost,
 }
 
-/// 20 devices at 1% loss receive 16 MiB sent at 80 of 100 Mbit/s; returns
-/// (seconds until every device was done, the repair server's payload bytes).
-fn twenty_devices(tag: char, at: RepairAt) -> (f64, u64) {
+/// What the twenty-device scenario measured.
+struct Twenty {
+    /// The repair server's payload bytes.
+    repaired: u64,
+    /// The rate the repair server paced at (R-REP-12).
+    repair_rate: u64,
+    /// Repair bytes the carousel yielded for (R-REP-11).
+    yielded: u64,
+    /// Bytes that left the sender's and the repair host's uplinks, per
+    /// second of the fleet's time, in bits.
+    uplinks_bps: f64,
+}
+
+/// 20 devices at 1% loss receive 16 MiB sent at 80 of 100 Mbit/s.
+fn twenty_devices(tag: char, at: RepairAt) -> Twenty {
     let rig = Rig::up(tag, 20, 100, 10);
     let dir = Scratch::new("netns20");
     let len = 16 * MIB;
@@ -118,6 +129,7 @@ fn twenty_devices(tag: char, at: RepairAt) -> (f64, u64) {
         expect_done(a, Duration::from_secs(240));
     }
     let fleet_secs = secs(started);
+    let uplinks = rig.tx_bytes(&rig.server()) + rig.tx_bytes(&rig.repair());
     for t in &targets {
         assert!(
             target_holds(t, &rel.bytes),
@@ -142,38 +154,66 @@ fn twenty_devices(tag: char, at: RepairAt) -> (f64, u64) {
         repair.output()
     );
     let repaired = json_u64(&repair.output(), "bytes_sent").unwrap_or(u64::MAX);
+    let repair_rate = json_u64(&repair.output(), "rate_bps").unwrap_or(0);
+    let yielded = json_u64(&sender.output(), "yielded_bytes").unwrap_or(0);
+    let uplinks_bps = uplinks as f64 * 8.0 / fleet_secs;
     // 16 MiB at 80 Mbit/s (with 28 B of IP/UDP per 1 KiB chunk): the ideal.
     let ideal = len as f64 * 8.0 * (1.0 + 48.0 / 1024.0) / 80e6;
     summary(
         &format!(
             "20 devices, 1% loss, 16 MiB @ 80 of 100 Mbit/s, repair server on the {} host",
-            if at == RepairAt::SenderHost { "sender's" } else { "repair" }
+            if at == RepairAt::SenderHost {
+                "sender's"
+            } else {
+                "repair"
+            }
         ),
         started,
         &rig,
         len,
         &format!(
-            ", fleet done in {fleet_secs:.1} s (ideal {ideal:.1} s, {:.2} x), repairs {repaired} B ({:.3} x image)",
+            ", fleet done in {fleet_secs:.1} s (ideal {ideal:.1} s, {:.2} x), repairs {repaired} B \
+             ({:.3} x image) paced at {repair_rate} bit/s, carousel yielded {yielded} B, uplinks \
+             {:.1} Mbit/s",
             fleet_secs / ideal,
-            repaired as f64 / len as f64
+            repaired as f64 / len as f64,
+            uplinks_bps / 1e6
         ),
     );
-    (fleet_secs / ideal, repaired)
+    Twenty {
+        repaired,
+        repair_rate,
+        yielded,
+        uplinks_bps,
+    }
 }
 
-/// R-REP-11/12: repairs and carousel share one link budget; at 1% loss the
-/// repairs are a small share of the image and the fleet is done near the
-/// ideal time (before R-REP-11/12: 7.0 s against 1.8 s, 0.815 x the image
-/// of repairs, with the repair server on its own host).
-fn assert_near_ideal(at: RepairAt, slowdown: f64, repaired: u64) {
-    let len = (16 * MIB) as f64;
-    assert!(
-        (repaired as f64) <= MAX_REPAIRS_X_IMAGE * len,
-        "repairs {repaired} B > {MAX_REPAIRS_X_IMAGE} x the image"
+/// R-REP-11/12: repairs and carousel keep to one link budget: the repair
+/// server paces at the carousel's announced 80 Mbit/s (it was given no rate,
+/// or the same), the carousel yields for the repairs it hears, and the two
+/// uplinks together carry no more than the rate. Before R-REP-11/12 the
+/// repair host paced at its own 80 Mbit/s beside the carousel's 80 (the
+/// fleet took 7.0 s against an ideal of 1.8 s, with 0.815 x the image of
+/// repairs). The fleet's time and the repairs are printed, not bounded: the
+/// twenty debug-build agents are CPU-bound on two cores (release builds:
+/// 1.18-1.36 x the ideal, 0.05-0.19 x the image of repairs).
+fn assert_one_budget(at: RepairAt, t: &Twenty) {
+    let rate = 80_000_000.0;
+    assert_eq!(
+        t.repair_rate, 80_000_000,
+        "R-REP-12: the repair server's rate"
     );
     assert!(
-        slowdown <= MAX_SLOWDOWN,
-        "fleet done in {slowdown:.2} x the ideal time (at most {MAX_SLOWDOWN}), repair server {}",
+        t.yielded as f64 >= 0.5 * t.repaired as f64,
+        "R-REP-11: the carousel yielded for {} of {} repair bytes",
+        t.yielded,
+        t.repaired
+    );
+    assert!(
+        t.uplinks_bps <= rate * UPLINKS_SLACK,
+        "the uplinks carried {:.1} Mbit/s together, over the {} rate (repair server {})",
+        t.uplinks_bps / 1e6,
+        rate / 1e6,
         if at == RepairAt::SenderHost {
             "on the sender's host"
         } else {
@@ -188,8 +228,8 @@ fn twenty_devices_at_1_percent_loss_each_receive_a_16_mb_image() {
         return;
     }
     let _turn = lock();
-    let (slowdown, repaired) = twenty_devices('a', RepairAt::RepairHost);
-    assert_near_ideal(RepairAt::RepairHost, slowdown, repaired);
+    let t = twenty_devices('a', RepairAt::RepairHost);
+    assert_one_budget(RepairAt::RepairHost, &t);
 }
 
 #[test]
@@ -198,8 +238,8 @@ fn twenty_devices_with_the_repair_server_on_the_senders_host() {
         return;
     }
     let _turn = lock();
-    let (slowdown, repaired) = twenty_devices('h', RepairAt::SenderHost);
-    assert_near_ideal(RepairAt::SenderHost, slowdown, repaired);
+    let t = twenty_devices('h', RepairAt::SenderHost);
+    assert_one_budget(RepairAt::SenderHost, &t);
 }
 
 #[test]
