@@ -158,7 +158,7 @@ impl CarouselWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repair::tests::{forged, nack_bytes};
+    use crate::repair::tests::ForgedNacks;
     use crate::repair::{RepairConfig, RepairMode, RepairServer};
     use crate::sender::testutil::{image, manifest};
     use crate::sender::{Sender, SenderConfig, IP_UDP_OVERHEAD};
@@ -203,23 +203,10 @@ mod tests {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut sent = Sent::default();
         let end = Instant::from_micros(secs * 1_000_000);
-        let gap = Duration::from_micros(1_000_000 / nacks_per_sec.max(1));
-        let mut next_nack = if nacks_per_sec == 0 {
-            end
-        } else {
-            Instant::ZERO
-        };
+        let mut nacks = ForgedNacks::new(nacks_per_sec, end);
         let mut now = Instant::ZERO;
-        let mut i = 0u32;
         while now < end {
-            if now >= next_nack {
-                let (from, id) = forged(i);
-                let start = (i * 256) % 4096;
-                let _ =
-                    r.handle_datagram(now, from, &nack_bytes(7, m.image_id, id, &[(start, 256)]));
-                i += 1;
-                next_nack = now + gap;
-            }
+            nacks.feed(now, &mut r, m.image_id);
             if listen {
                 r.set_rate(watch.rate_bps(None, repair_fallback));
                 r.set_carousel_sending(watch.sending(now));
@@ -238,12 +225,16 @@ mod tests {
                 sent.carousel += t.len as u64 + IP_UDP_OVERHEAD;
                 watch.hear(now, &buf[..t.len]);
             }
-            now = [r.poll_timeout(), sender.poll_timeout(), Some(next_nack)]
-                .into_iter()
-                .flatten()
-                .min()
-                .expect("deadline")
-                .max(now + Duration::from_micros(1));
+            now = [
+                r.poll_timeout(),
+                sender.poll_timeout(),
+                Some(nacks.next_at()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("deadline")
+            .max(now + Duration::from_micros(1));
         }
         (sent, r.rate_bps())
     }
