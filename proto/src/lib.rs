@@ -26,6 +26,7 @@ extern crate std;
 pub mod chunk_list;
 pub mod fec;
 pub mod fleet;
+pub mod link;
 pub mod manifest;
 pub mod receiver;
 pub mod repair;

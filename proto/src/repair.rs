@@ -355,6 +355,23 @@ impl RepairServer {
         self.carousel_sending = sending;
     }
 
+    /// Pace repairs at `rate_bps` from now on, and their share beside a
+    /// carousel at `shared_repair_percent` of it: a separate repair server
+    /// learns the carousel's rate from its Announce (R-REP-12).
+    pub fn set_rate(&mut self, rate_bps: u64) {
+        if rate_bps == self.pacer.rate_bps() {
+            return;
+        }
+        self.pacer.set_rate(rate_bps);
+        let share = u64::from(self.config.shared_repair_percent.clamp(1, 100));
+        self.share.set_rate(rate_bps.saturating_mul(share) / 100);
+    }
+
+    /// The rate repairs are paced at now (R-REP-6, R-REP-12).
+    pub fn rate_bps(&self) -> u64 {
+        self.pacer.rate_bps()
+    }
+
     /// Whether pacing lets a repair go at `now` (R-REP-6, R-REP-7, R-REP-9).
     fn may_send(&self, now: Instant) -> bool {
         self.pacer.ready(now) && (!self.carousel_sending || self.share.ready(now))
@@ -822,7 +839,7 @@ impl RepairServer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sender::testutil::{image, manifest};
     use crate::sender::IP_UDP_OVERHEAD;
@@ -1355,6 +1372,43 @@ mod tests {
         );
     }
 
+    /// Forged NACKs for 256 chunks each, from ever new addresses and device
+    /// ids (so no per-source budget holds them, R-REP-10), `per_sec` a
+    /// second (none with 0) for session 7.
+    pub(crate) struct ForgedNacks {
+        next: Instant,
+        gap: Duration,
+        i: u32,
+    }
+
+    impl ForgedNacks {
+        /// Starting at time zero, until `end`.
+        pub(crate) fn new(per_sec: u64, end: Instant) -> Self {
+            ForgedNacks {
+                next: if per_sec == 0 { end } else { Instant::ZERO },
+                gap: Duration::from_micros(1_000_000 / per_sec.max(1)),
+                i: 0,
+            }
+        }
+
+        /// Hand `r` the NACK due at `now`, if one is.
+        pub(crate) fn feed(&mut self, now: Instant, r: &mut RepairServer, image_id: ImageId) {
+            if now < self.next {
+                return;
+            }
+            let (from, id) = forged(self.i);
+            let start = (self.i * 256) % 4096;
+            let _ = r.handle_datagram(now, from, &nack_bytes(7, image_id, id, &[(start, 256)]));
+            self.i += 1;
+            self.next = now + self.gap;
+        }
+
+        /// When the next NACK is due.
+        pub(crate) fn next_at(&self) -> Instant {
+            self.next
+        }
+    }
+
     /// Runs a carousel and an inline repair server sharing one pacer
     /// (R-REP-7) for `secs` virtual seconds at `rate` while `nacks_per_sec`
     /// forged NACKs for 256 chunks each arrive; returns (carousel bytes,
@@ -1375,23 +1429,10 @@ mod tests {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let (mut carousel, mut repairs) = (0u64, 0u64);
         let end = Instant::from_micros(secs * 1_000_000);
-        let gap = Duration::from_micros(1_000_000 / nacks_per_sec.max(1));
-        let mut next_nack = if nacks_per_sec == 0 {
-            end
-        } else {
-            Instant::ZERO
-        };
+        let mut nacks = ForgedNacks::new(nacks_per_sec, end);
         let mut now = Instant::ZERO;
-        let mut i = 0u32;
         while now < end {
-            if now >= next_nack {
-                let (from, id) = forged(i);
-                let start = (i * 256) % 4096;
-                let _ =
-                    r.handle_datagram(now, from, &nack_bytes(7, m.image_id, id, &[(start, 256)]));
-                i += 1;
-                next_nack = now + gap;
-            }
+            nacks.feed(now, &mut r, m.image_id);
             // As `firmcast send --repair-listen` drives them: repairs due
             // first, then the carousel, each charged to the other.
             r.set_carousel_sending(!sender.holding());
@@ -1404,12 +1445,16 @@ mod tests {
                 r.charge_shared(now, t.len);
                 carousel += t.len as u64 + IP_UDP_OVERHEAD;
             }
-            now = [r.poll_timeout(), sender.poll_timeout(), Some(next_nack)]
-                .into_iter()
-                .flatten()
-                .min()
-                .expect("deadline")
-                .max(now + Duration::from_micros(1));
+            now = [
+                r.poll_timeout(),
+                sender.poll_timeout(),
+                Some(nacks.next_at()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("deadline")
+            .max(now + Duration::from_micros(1));
         }
         (carousel, repairs)
     }

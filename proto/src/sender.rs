@@ -70,6 +70,16 @@ impl Pacer {
         p
     }
 
+    /// A pacer for `rate_bps` whose credit after an idle gap is at most
+    /// `burst_us` microseconds of sending time.
+    pub fn with_burst_us(rate_bps: u64, burst_us: u64, now: Instant) -> Self {
+        Pacer {
+            rate_bps: rate_bps.max(1),
+            next_ns: now.as_micros().saturating_mul(1000),
+            burst_ns: burst_us.saturating_mul(1000),
+        }
+    }
+
     /// The configured rate in bits per second.
     pub fn rate_bps(&self) -> u64 {
         self.rate_bps
@@ -93,6 +103,15 @@ impl Pacer {
         // Credit saved during an idle gap is capped at the burst allowance.
         let base = self.next_ns.max(now_ns.saturating_sub(self.burst_ns));
         self.next_ns = base.saturating_add(self.cost_ns(len));
+    }
+
+    /// Pace at `rate_bps` (at least 1) from now on; the credit already
+    /// earned and the burst allowance (in datagrams) carry over.
+    pub fn set_rate(&mut self, rate_bps: u64) {
+        let rate_bps = rate_bps.max(1);
+        let burst = u128::from(self.burst_ns) * u128::from(self.rate_bps) / u128::from(rate_bps);
+        self.burst_ns = u64::try_from(burst).unwrap_or(u64::MAX);
+        self.rate_bps = rate_bps;
     }
 
     /// When the next datagram may go (rounded up to the microsecond).

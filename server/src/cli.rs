@@ -227,6 +227,15 @@ Examples:
       --devices wave1.txt --until-done all --abort-if-failed 3 --duration 3600
     (wave1.txt: one device id or address per line)
 
+Beside a separate `firmcast repair` (on this host or another), the sender
+hears --repair-group and slows the carousel by the repairs it hears (up to
+half of --rate), so carousel and repairs together keep to --rate (R-REP-11).
+The typical session, repair server and sender on one host:
+  firmcast repair --image fw.img --manifest fw.manifest --listen 192.168.1.10:7855 \
+      --interface 192.168.1.10 &
+  firmcast send --image fw.img --manifest fw.manifest --group 239.255.77.1:7854 \
+      --interface 192.168.1.10 --rate 95M --until-done 50
+
 With --repair-listen this process is also the repair server (what `firmcast
 repair` does, on the same host): devices send NACKs to that address, and
 repairs and the carousel share --rate, repairs first, so the uplink is never
@@ -296,8 +305,9 @@ pub struct SendArgs {
     /// this address (instead of an ephemeral port); repairs share --rate.
     #[arg(long, value_name = "ADDR:PORT")]
     pub repair_listen: Option<SocketAddr>,
-    /// With --repair-listen: multicast group and port for repairs several
-    /// devices need.
+    /// Multicast group and port for repairs several devices need: with
+    /// --repair-listen this process sends them there; without it, it hears
+    /// a separate repair server's there and yields to them (R-REP-11).
     #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.77.2:7855")]
     pub repair_group: SocketAddr,
     /// With --repair-listen: how to answer a crowd of NACKs (as `firmcast
@@ -327,8 +337,11 @@ milliseconds, and answers on the repair group with as many fresh parity
 symbols per block as the neediest device asked for (--repair parity, the
 default: one symbol repairs a different lost chunk at every device), or
 resends each missing chunk once (--repair retransmit); a lone straggler gets
-source chunks unicast. Repair traffic is capped at --rate (bits/s; K, M, G
-suffixes are powers of 1000).
+source chunks unicast. Repairs and the carousel share one link budget
+(R-REP-11/12): the repair server hears the carousel's Announce on --group and
+paces at its rate, taking at most half of it while the carousel sends, and
+the sender yields what it hears the repairs take; --rate (bits/s; K, M, G
+suffixes are powers of 1000) caps the repairs below that.
 Every device reports to the repair server, also those that never proved the
 sender's address (R-STAT-8), so its table of devices is the fullest: live on
 a terminal (stderr), one line per state change otherwise, one JSON object per
@@ -364,11 +377,17 @@ pub struct RepairArgs {
     /// address (IP or IP:PORT) per line; the table shows who never reported.
     #[arg(long, value_name = "FILE")]
     pub devices: Option<PathBuf>,
-    /// Cap on repair traffic in bits per second. Give it the carousel's rate (or
-    /// the repair host's share of the link): a repair server slower than the
-    /// loss rate builds a backlog, and devices fall back to the next pass.
-    #[arg(long, value_name = "RATE", default_value = "50M", value_parser = parse_rate)]
-    pub rate: u64,
+    /// The carousel's multicast group and port (as given to `firmcast send
+    /// --group`): the repair server hears its Announce and paces repairs at
+    /// the carousel's rate, at most half of it while the carousel sends, so
+    /// the two together keep to one link budget (R-REP-12).
+    #[arg(long, default_value = "239.255.77.1:7854", value_name = "ADDR:PORT")]
+    pub group: SocketAddr,
+    /// Cap on repair traffic in bits per second. Without it, repairs follow
+    /// the carousel's announced rate (50M until an Announce is heard); with
+    /// it, the lower of the two.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate: Option<u64>,
     /// Multicast TTL for group repairs.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub ttl: u32,

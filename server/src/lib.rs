@@ -36,6 +36,7 @@ pub mod report;
 pub mod rollout;
 pub mod roster;
 pub mod send;
+pub mod shared_link;
 pub mod sign;
 pub mod status;
 pub mod units;

@@ -89,6 +89,33 @@ pub fn multicast_socket(
     Ok(sock.into())
 }
 
+/// A non-blocking socket that hears `group` on `interface` (the other
+/// process's traffic, R-REP-11/12), bound with address reuse beside the
+/// agents or tools on the same host, with a receive buffer of `rcvbuf` bytes:
+/// what does not fit between two turns of the loop is dropped by the kernel,
+/// which is all right for a listener that only needs recent samples.
+pub fn group_listener(
+    group: SocketAddrV4,
+    interface: Ipv4Addr,
+    rcvbuf: usize,
+) -> Result<UdpSocket, Error> {
+    let ctx = |what: String, e: io::Error| runtime(format!("{what}: {e}"));
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| ctx("creating UDP socket".into(), e))?;
+    sock.set_reuse_address(true)
+        .map_err(|e| ctx("setting SO_REUSEADDR".into(), e))?;
+    sock.set_reuse_port(true)
+        .map_err(|e| ctx("setting SO_REUSEPORT".into(), e))?;
+    let _ = sock.set_recv_buffer_size(rcvbuf);
+    sock.bind(&SocketAddr::V4(group).into())
+        .map_err(|e| ctx(format!("binding {group}"), e))?;
+    sock.join_multicast_v4(group.ip(), &interface)
+        .map_err(|e| ctx(format!("joining {} on {interface}", group.ip()), e))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| ctx("setting non-blocking mode".into(), e))?;
+    Ok(sock.into())
+}
+
 /// Receive every datagram waiting on `sock` (non-blocking), handing each to `f`.
 pub fn drain(
     sock: &UdpSocket,

@@ -21,6 +21,10 @@ use crate::view::View;
 
 /// Fleet events queued between two turns of the loop.
 const FLEET_EVENTS: usize = 65_536;
+use crate::shared_link::CarouselSocket;
+
+/// Repair rate before the carousel's Announce is heard, without `--rate`.
+const DEFAULT_RATE_BPS: u64 = 50_000_000;
 
 /// Run `firmcast repair`; returns the exit code.
 pub fn run(args: &RepairArgs) -> Result<u8, Error> {
@@ -51,7 +55,15 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let hub = Hub::start(&args.record, "repair")?;
     let interrupted = net::interrupted();
     let clock = Clock::start();
-    let mut server = new_server(args.repair, args.rate, &loaded.manifest);
+    // R-REP-12: the carousel's Announce sets the rate (never above --rate).
+    let mut carousel = CarouselSocket::open(
+        net::group(args.group, "--group")?,
+        iface,
+        loaded.manifest.image_id,
+        args.rate,
+        DEFAULT_RATE_BPS,
+    )?;
+    let mut server = new_server(args.repair, carousel.initial_rate(), &loaded.manifest);
     if let Some(path) = &args.roster {
         server.fleet_mut().set_roster(crate::roster::load(path)?);
     }
@@ -64,10 +76,11 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
     log::info!(
-        "repairing {} (image id {}) on {local}; group repairs to {repair_group} via {iface}, cap {} bit/s",
+        "repairing {} (image id {}) on {local}; group repairs to {repair_group} via {iface}, {} bit/s until the carousel on {} announces its rate",
         args.image.display(),
         loaded.manifest.image_id,
-        args.rate
+        server.rate_bps(),
+        args.group
     );
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -90,6 +103,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
         net::drain(&sock, &mut rbuf, |from, bytes| {
             handle(&mut server, &mut drops, clock.now(), from, bytes)
         })?;
+        carousel.drain(&clock, &mut rbuf, &mut server)?;
         server.handle_timeout(clock.now());
         send_due(
             &mut server,
@@ -274,6 +288,7 @@ pub(crate) fn stats_json(server: &RepairServer, send_errors: u64) -> serde_json:
         "parity_sent": s.parity_sent,
         "parity_suppressed": s.parity_suppressed,
         "mode": if server.parity_active() { "parity" } else { "retransmit" },
+        "rate_bps": server.rate_bps(),
         "send_errors": send_errors,
         "devices": devices_json(server.fleet()),
         "devices_total": server.fleet().len(),

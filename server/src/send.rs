@@ -157,6 +157,18 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         }
         (server, group)
     });
+    // R-REP-11: beside a separate repair server (on this host or the LAN),
+    // the carousel yields what it hears the repairs take.
+    let mut heard = match repairer {
+        Some(_) => None,
+        None => Some(crate::shared_link::HeardRepairsSocket::open(
+            net::group(args.repair_group, "--repair-group")?,
+            iface,
+            image_id,
+            args.rate,
+            clock.now(),
+        )?),
+    };
     let stop_at = args
         .duration
         .map(|d| clock.now() + Duration::from_secs_f64(d));
@@ -222,6 +234,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 bytes,
             )
         })?;
+        if let Some(h) = heard.as_mut() {
+            h.drain(&clock, &mut rbuf, |now, len| sender.charge_shared(now, len))?;
+        }
         image.more(READ_BLOCKS_PER_TURN)?;
         if let Some((server, repair_group)) = repairer.as_mut() {
             // R-REP-9: repairs keep to their share while the carousel has
@@ -441,6 +456,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         });
         if let Some((server, _)) = &repairer {
             obj["repair"] = repair::stats_json(server, repair_send_errors);
+        }
+        if let Some(h) = &heard {
+            obj["repairs_heard"] = h.json();
         }
         println!("{obj}");
     } else {

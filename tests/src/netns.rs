@@ -283,7 +283,8 @@ impl Rig {
     pub fn start_sender(&self, dir: &Scratch, rel: &Release, name: &str, extra: &[&str]) -> Proc {
         let net = net();
         let mut args = crate::send_args(rel, &net.group, SERVER_ADDR);
-        args.push("--json");
+        // The sender hears the repairs there and yields to them (R-REP-11).
+        args.extend(["--repair-group", &net.repair_group, "--json"]);
         args.extend_from_slice(extra);
         self.start(
             &self.server(),
@@ -296,7 +297,23 @@ impl Rig {
 
     /// Start `firmcast repair` for `rel` on the repair host.
     pub fn start_repair(&self, dir: &Scratch, rel: &Release, name: &str, extra: &[&str]) -> Proc {
+        self.start_repair_on(&self.repair(), dir, rel, name, extra)
+    }
+
+    /// Start `firmcast repair` for `rel` on `host` (the repair host, or the
+    /// sender's host beside the sender, as the README's typical session),
+    /// listening on its address at the repair port and hearing the carousel's
+    /// group (R-REP-12), with `extra` arguments.
+    pub fn start_repair_on(
+        &self,
+        host: &Host,
+        dir: &Scratch,
+        rel: &Release,
+        name: &str,
+        extra: &[&str],
+    ) -> Proc {
         let net = net();
+        let listen = format!("{}:7855", host.addr);
         let mut args = vec![
             "repair",
             "--image",
@@ -304,21 +321,17 @@ impl Rig {
             "--manifest",
             path_str(&rel.manifest),
             "--listen",
-            &net.repair_listen,
+            &listen,
             "--interface",
-            REPAIR_ADDR,
+            &host.addr,
+            "--group",
+            &net.group,
             "--repair-group",
             &net.repair_group,
             "--json",
         ];
         args.extend_from_slice(extra);
-        self.start(
-            &self.repair(),
-            name,
-            &fleet_bin("firmcast"),
-            &args,
-            dir.path(),
-        )
+        self.start(host, name, &fleet_bin("firmcast"), &args, dir.path())
     }
 }
 
