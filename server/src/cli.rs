@@ -213,7 +213,9 @@ pub struct SendArgs {
     /// Local IPv4 address of the interface to send from.
     #[arg(long, value_name = "IP")]
     pub interface: IpAddr,
-    /// Carousel rate in bits per second, e.g. 50M.
+    /// Carousel rate in bits per second with a unit: 50M, 800K, 1G (a bare
+    /// number is refused). The carousel goes slower when the devices' flash
+    /// cannot keep up (R-PACE-2), never faster.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: u64,
     /// Multicast TTL (1 = this subnet only).
@@ -303,6 +305,7 @@ pub struct RepairArgs {
     /// Cap on repair traffic in bits per second. Give it the carousel's rate (or
     /// the repair host's share of the link): a repair server slower than the
     /// loss rate builds a backlog, and devices fall back to the next pass.
+    /// A unit is required: 50M, 800K, 1G.
     #[arg(long, value_name = "RATE", default_value = "50M", value_parser = parse_rate)]
     pub rate: u64,
     /// Multicast TTL for group repairs.

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use proto::repair::RepairServer;
-use proto::sender::{Sender, SenderConfig};
+use proto::sender::{Sender, SenderConfig, IP_UDP_OVERHEAD};
 use proto::wire::{self, DeviceState, Frame, MAX_DATAGRAM};
 use proto::DropReason;
 use serde_json::json;
@@ -20,9 +20,11 @@ use serde_json::json;
 use crate::cli::{RepairModeArg, SendArgs};
 use crate::drops::DropLog;
 use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
+use crate::eta;
 use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
+use crate::rate_watch::RateWatch;
 use crate::repair;
 use crate::report::{devices_json, devices_line, fleet_auth_json, printable, Progress};
 
@@ -57,6 +59,12 @@ const PACING_NAP: Duration = Duration::from_millis(1);
 /// those the carousel is about to send: 16 x 64 KiB is ~1 ms of reading and
 /// SHA-256, and a 32 MiB image is all in within ~32 turns.
 const READ_BLOCKS_PER_TURN: usize = 16;
+
+/// Most carousel datagrams sent in one turn of the loop. At a rate the host
+/// cannot reach (`--rate 5G` on loopback) the pacer always has credit, and a
+/// turn without a bound never got back to the signal flag, the socket or
+/// `--duration`; 256 datagrams are about 30 ms at 100 Mbit/s.
+const SENDS_PER_TURN: usize = 256;
 
 /// Run `firmcast send`; returns the exit code.
 pub fn run(args: &SendArgs) -> Result<u8, Error> {
@@ -156,6 +164,8 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut send_errors = 0u64;
     let verbose = args.verbose;
     let mut repair_send_errors = 0u64;
+    let mut wire_bits = 0u64;
+    let mut rate_watch = RateWatch::new();
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("send", clock.now());
     let handle = |sender: &mut Sender,
@@ -229,14 +239,23 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 &sock,
                 *repair_group,
                 &mut repair_send_errors,
-                |now, len| sender.charge_shared(now, len),
+                |now, len| {
+                    wire_bits += (len as u64 + IP_UDP_OVERHEAD) * 8;
+                    sender.charge_shared(now, len)
+                },
             );
         }
         let mut passes_met = false;
+        let mut sends = 0usize;
         // The block the next carousel chunk comes from (a Data frame moves
         // the cursor past its block only after that block's last chunk).
         image.through(sender.position().1 as usize + 1)?;
-        while let Some(t) = sender.poll_transmit(clock.now(), image.bytes(), &mut buf) {
+        while sends < SENDS_PER_TURN {
+            let Some(t) = sender.poll_transmit(clock.now(), image.bytes(), &mut buf) else {
+                break;
+            };
+            sends += 1;
+            wire_bits += (t.len as u64 + IP_UDP_OVERHEAD) * 8;
             image.through(sender.position().1 as usize + 1)?;
             if let Some((server, _)) = &mut repairer {
                 server.charge_shared(clock.now(), t.len);
@@ -287,6 +306,10 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 st.bytes as f64 * 8.0 / clock.secs().max(1e-3) / 1e6
             );
         }
+        let asked = (!sender.holding()).then(|| sender.rate_bps());
+        if let Some(line) = rate_watch.tick(clock.now(), wire_bits, asked) {
+            log::warn!("{line}");
+        }
         let _ = drops.tick(clock.now(), repairer.as_ref().map(|(s, _)| s.stats()));
         let done = sender.fleet().count(image_id, DeviceState::Done);
         if args.until_done.is_some_and(|n| done >= n) {
@@ -306,11 +329,16 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             let (pass, _) = sender.position();
             let pm = sender.pass_permille();
             let mbps = sender.stats().bytes as f64 * 8.0 / clock.secs().max(1e-3) / 1e6;
+            let pass_left = Duration::from_secs_f64(
+                f64::from(1000 - pm.min(1000)) / 1000.0 * info.image_len as f64 * 8.0
+                    / sender.rate_bps().max(1) as f64,
+            );
             format!(
-                "pass {} {:>3}.{}%  {mbps:.1} Mbit/s  {}",
+                "pass {} {:>3}.{}%  {mbps:.1} Mbit/s  {}  {}",
                 pass + 1,
                 pm / 10,
                 pm % 10,
+                eta::eta_text(eta::eta(sender.fleet(), image_id, clock.now(), pass_left)),
                 devices_line(sender.fleet())
             )
         });
@@ -323,11 +351,17 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             .as_ref()
             .and_then(|(server, _)| server.poll_timeout())
             .map(|t| t.max(now + PACING_NAP));
-        let deadline = [next_send, next_repair, stop_at, Some(next_tick)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_tick);
+        // A turn cut short by SENDS_PER_TURN goes on at once: the pacer
+        // still has credit.
+        let deadline = if sends >= SENDS_PER_TURN {
+            now
+        } else {
+            [next_send, next_repair, stop_at, Some(next_tick)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_tick)
+        };
         net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
             handle(
                 &mut sender,
