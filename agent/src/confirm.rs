@@ -171,6 +171,8 @@ pub fn status_frame(
         blocks_total: 0,
         current_version: v,
         reason,
+        write_kbps: 0,
+        window_free: wire::WINDOW_FREE_NONE,
     };
     let len = wire::encode(session, image_id, 0, &Frame::Status(st), buf).ok()?;
     sign(key, buf, len)

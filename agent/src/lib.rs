@@ -27,6 +27,7 @@ pub mod quiet;
 pub mod rejoin;
 pub mod resume;
 pub mod run;
+pub mod write_rate;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -26,6 +26,7 @@ extern crate std;
 pub mod fec;
 pub mod fleet;
 pub mod manifest;
+pub mod pace;
 pub mod receiver;
 pub mod repair;
 pub mod rng;

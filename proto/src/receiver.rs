@@ -416,6 +416,8 @@ pub struct Receiver {
     proven_sender: Option<SocketAddr>,
     final_status_left: u32,
     last_progress_at: Instant,
+    /// R-PACE-1: the shell's measured flash write rate, kbit/s (0: unknown).
+    write_kbps: u32,
     stats: ReceiverStats,
 }
 
@@ -634,6 +636,7 @@ impl Receiver {
             proven_sender: None,
             final_status_left: 0,
             last_progress_at: now,
+            write_kbps: 0,
             stats: ReceiverStats::default(),
         }
     }
@@ -1892,6 +1895,8 @@ impl Receiver {
             blocks_total,
             current_version: truncate(&self.config.current_version, MAX_VERSION_LEN),
             reason,
+            write_kbps: self.write_kbps,
+            window_free: self.window_free(),
         };
         let stamp_image = match (&self.refusal, refused_now) {
             (Some(r), true) => r.image_id,
@@ -1969,5 +1974,6 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+mod pace;
 #[cfg(test)]
 mod tests;

@@ -1004,6 +1004,8 @@ mod tests {
             blocks_total: 2,
             current_version: "2.1.0",
             reason: Reason::None,
+            write_kbps: 0,
+            window_free: 0,
         };
         let n = wire::encode(0, m.image_id, 0, &Frame::Status(st), &mut buf).expect("encode");
         s.handle_datagram(Instant::from_micros(3), from, &buf[..n])
@@ -1051,6 +1053,8 @@ mod tests {
                 blocks_total: 13,
                 current_version: "1.0",
                 reason: Reason::None,
+                write_kbps: 0,
+                window_free: 0,
             };
             let n = wire::encode(0, image, 0, &Frame::Status(st), &mut sbuf).expect("encode");
             s.handle_datagram(now, from, &sbuf[..n]).expect("status");

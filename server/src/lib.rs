@@ -24,6 +24,7 @@ pub mod keys;
 pub mod logger;
 pub mod manifest_file;
 pub mod net;
+pub mod pace_log;
 pub mod rate_watch;
 pub mod repair;
 pub mod report;

@@ -11,6 +11,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use proto::pace::Pace;
 use proto::repair::RepairServer;
 use proto::sender::{Sender, SenderConfig, IP_UDP_OVERHEAD};
 use proto::wire::{self, DeviceState, Frame, MAX_DATAGRAM};
@@ -24,6 +25,7 @@ use crate::eta;
 use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
+use crate::pace_log::PaceLog;
 use crate::rate_watch::RateWatch;
 use crate::repair;
 use crate::report::{devices_json, devices_line, fleet_auth_json, printable, Progress};
@@ -116,6 +118,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     // R-CAR-5: with --until-done N, no data while the N devices read back
     // what they received (the rest of the pass would reach nobody).
     cfg.hold_when_received = args.until_done;
+    // R-PACE-2: the carousel keeps to what the fleet's flash can take.
+    let mut pace = Pace::new(args.rate, manifest.chunk_size, cfg.announce_every);
+    let mut pace_log = PaceLog::default();
     let mut sender = Sender::new(cfg, &manifest, signed, clock.now());
     let roster = args
         .roster
@@ -245,6 +250,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 },
             );
         }
+        // The one place the carousel's rate is decided: the least of the
+        // caps that apply (here the fleet's write pace, R-PACE-2).
+        let now = clock.now();
+        let cap = pace.cap_bps(now, sender.fleet(), image_id);
+        sender.set_rate_cap(cap);
+        pace_log.note(now, cap, pace.slowest());
         let mut passes_met = false;
         let mut sends = 0usize;
         // The block the next carousel chunk comes from (a Data frame moves
@@ -334,12 +345,15 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                     / sender.rate_bps().max(1) as f64,
             );
             format!(
-                "pass {} {:>3}.{}%  {mbps:.1} Mbit/s  {}  {}",
+                "pass {} {:>3}.{}%  {mbps:.1} Mbit/s  {}  {}{}",
                 pass + 1,
                 pm / 10,
                 pm % 10,
                 eta::eta_text(eta::eta(sender.fleet(), image_id, clock.now(), pass_left)),
-                devices_line(sender.fleet())
+                devices_line(sender.fleet()),
+                pace_log
+                    .progress()
+                    .map_or(String::new(), |p| format!("  {p}"))
             )
         });
         let next_tick = now + Duration::from_millis(250);
@@ -393,11 +407,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let reached = args.until_done.is_none_or(|n| done >= n);
     let mbps = stats.bytes as f64 * 8.0 / secs.max(1e-3) / 1e6;
     let summary = format!(
-        "sent {} passes, {} datagrams, {} bytes in {secs:.1} s ({mbps:.2} Mbit/s); {}; stopped by {}{}",
+        "sent {} passes, {} datagrams, {} bytes in {secs:.1} s ({mbps:.2} Mbit/s); {}{}; stopped by {}{}",
         sender.passes_completed(),
         stats.datagrams,
         stats.bytes,
         devices_line(sender.fleet()),
+        pace_log.summary(),
         stop.as_str(),
         match args.until_done {
             Some(n) if !reached => format!(" before {n} devices were done ({done} done)"),
@@ -434,6 +449,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             "status_frames": stats.status_frames,
             "drops": stats.drops,
             "send_errors": send_errors,
+            "pace": pace_log.json(),
         });
         if let Some((server, _)) = &repairer {
             obj["repair"] = repair::stats_json(server, repair_send_errors);

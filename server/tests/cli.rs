@@ -346,6 +346,8 @@ fn send_over_loopback_multicast_covers_every_chunk_and_counts_status() {
                         blocks_total: 4,
                         current_version: "2.1.0",
                         reason: wire::Reason::None,
+                        write_kbps: 0,
+                        window_free: 0,
                     };
                     let mut out = [0u8; 128];
                     let len = wire::encode(h.session, h.image_id, 0, &Frame::Status(st), &mut out)
@@ -602,6 +604,8 @@ fn status_collects_device_reports() {
             } else {
                 wire::Reason::NotNewer
             },
+            write_kbps: 0,
+            window_free: wire::WINDOW_FREE_NONE,
         };
         let len = wire::encode(1, wire::ImageId([1; 8]), 0, &Frame::Status(st), &mut out)
             .expect("encode");
