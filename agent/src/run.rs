@@ -188,6 +188,7 @@ impl CoreSettings {
 pub fn receiver_config(c: &Config, rng_seed: u64) -> ReceiverConfig {
     let mut rc = ReceiverConfig::new(c.device_id, &c.board, &c.current_version, c.public_key);
     rc.window_blocks = c.window_blocks;
+    rc.max_window_bytes = c.max_buffer_bytes;
     rc.max_block_size = c.max_block_size;
     rc.hold_first_block = c.activation == Activation::InPlace;
     rc.rng_seed = rng_seed;

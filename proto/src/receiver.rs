@@ -48,6 +48,9 @@ pub struct ReceiverConfig {
     pub public_key: [u8; PUBLIC_KEY_LEN],
     /// Block buffers in the receive window.
     pub window_blocks: u32,
+    /// Bytes the window's block buffers may take: fewer than
+    /// `window_blocks` slots for large blocks (R-PACE-4).
+    pub max_window_bytes: u64,
     /// Largest block size accepted (bounds the window's memory).
     pub max_block_size: u32,
     /// Largest signed manifest accepted.
@@ -114,6 +117,7 @@ impl ReceiverConfig {
             current_version: String::from(current_version),
             public_key,
             window_blocks: 8,
+            max_window_bytes: u64::MAX,
             max_block_size: 256 * 1024,
             max_manifest_len: 256 * 1024,
             capacity: u64::MAX,
@@ -1160,7 +1164,12 @@ impl Receiver {
                     "announce disagrees with the signed manifest; the manifest wins",
                 );
             }
-            let mut t = Transfer::new(manifest, f.session, self.config.window_blocks);
+            let slots = window_slots(
+                self.config.window_blocks,
+                self.config.max_window_bytes,
+                manifest.padded_block_len(),
+            );
+            let mut t = Transfer::new(manifest, f.session, slots);
             t.whole_blocks = self.config.nack_whole_blocks;
             if let Some(pos) = f
                 .deaf_pos
@@ -1577,7 +1586,7 @@ impl Receiver {
         };
         let total = t.manifest.block_count();
         let missing = total - t.done_count;
-        let window = self.config.window_blocks;
+        let window = t.slots.len() as u32;
         if missing == 0 || missing > window {
             return;
         }
@@ -1975,5 +1984,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 mod pace;
+mod window_budget;
+use window_budget::window_slots;
 #[cfg(test)]
 mod tests;
