@@ -100,7 +100,7 @@ impl PaceLog {
             .iter()
             .take(NAMED)
             .map(|(id, d, k)| {
-                json!({"device": format!("{id:016x}"), "seconds": d.as_secs_f64(), "write_kbps": k})
+                json!({"device": format!("{id:016x}"), "held_s": d.as_secs_f64(), "write_kbps": k})
             })
             .collect();
         json!({ "least_cap_bps": self.least_cap, "held_back_by": held })
