@@ -43,6 +43,10 @@ pub const DEFAULT_REPAIR_GROUP: SocketAddrV4 =
 pub const DEFAULT_BOOT_WINDOW_SECS: u64 = 30;
 /// Default receive window, in blocks.
 pub const DEFAULT_WINDOW_BLOCKS: u32 = 16;
+/// Default memory budget of the window's block buffers (R-PACE-4): with
+/// the rest of the static agent it keeps peak RSS under 1 MiB; 9 slots of
+/// 64 KiB blocks, 4 of 128 KiB.
+pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 640 * 1024;
 /// Default largest block size accepted.
 pub const DEFAULT_MAX_BLOCK_SIZE: u32 = 262_144;
 /// Default stall timeout.
@@ -227,6 +231,8 @@ pub struct Config {
     pub boot_window: Duration,
     /// Block buffers in the receive window.
     pub window_blocks: u32,
+    /// Bytes the window's block buffers may take (R-PACE-4).
+    pub max_buffer_bytes: u64,
     /// Largest block size accepted.
     pub max_block_size: u32,
     /// This device's id.
@@ -387,6 +393,7 @@ struct Raw {
     target_size: Option<u64>,
     boot_window_secs: Option<u64>,
     window_blocks: Option<u32>,
+    max_buffer_bytes: Option<u64>,
     max_block_size: Option<u32>,
     device_id: Option<u64>,
     device_id_file: Option<String>,
@@ -541,6 +548,7 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "target_size" => raw.target_size = f.u64()?,
             "boot_window_secs" => raw.boot_window_secs = f.u64()?,
             "window_blocks" => raw.window_blocks = f.u32()?,
+            "max_buffer_bytes" => raw.max_buffer_bytes = f.u64()?,
             "max_block_size" => raw.max_block_size = f.u32()?,
             "device_id" => raw.device_id = f.device_id()?,
             "device_id_file" => raw.device_id_file = f.string()?,
@@ -812,6 +820,14 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
     if !(1..=1024).contains(&window_blocks) {
         return Err(ConfigError::key(file, "window_blocks", "must be 1 to 1024"));
     }
+    let max_buffer_bytes = raw.max_buffer_bytes.unwrap_or(DEFAULT_MAX_BUFFER_BYTES);
+    if !(64 * 1024..=1 << 30).contains(&max_buffer_bytes) {
+        return Err(ConfigError::key(
+            file,
+            "max_buffer_bytes",
+            "must be 65536 to 1073741824",
+        ));
+    }
     let max_block_size = raw.max_block_size.unwrap_or(DEFAULT_MAX_BLOCK_SIZE);
     if !(proto::wire::MIN_CHUNK_SIZE..=proto::wire::MAX_BLOCK_SIZE).contains(&max_block_size) {
         return Err(ConfigError::key(
@@ -1049,6 +1065,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         target_size: raw.target_size,
         boot_window: Duration::from_secs(boot_window_secs),
         window_blocks,
+        max_buffer_bytes,
         max_block_size,
         device_id,
         device_id_source,
@@ -1478,6 +1495,7 @@ impl Config {
         );
         kv("boot_window_secs", self.boot_window.as_secs().to_string());
         kv("window_blocks", self.window_blocks.to_string());
+        kv("max_buffer_bytes", self.max_buffer_bytes.to_string());
         kv("max_block_size", self.max_block_size.to_string());
         kv(
             "device_id",
@@ -1784,6 +1802,11 @@ block_delay_ms = 3
             ("device_id = -1\n", "device_id", "negative"),
             ("test = 1\n", "test", "expected a [test] table"),
             ("window_blocks = 0\n", "window_blocks", "must be 1 to 1024"),
+            (
+                "max_buffer_bytes = 4096\n",
+                "max_buffer_bytes",
+                "must be 65536 to 1073741824",
+            ),
             (
                 "final_read_back = \"some\"\n",
                 "final_read_back",

@@ -24,8 +24,8 @@ use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status, MAX_DATAGRA
 use crate::activate::{run_command, Slot};
 use crate::config::{AbConfig, Config};
 use crate::exit::ExitCode;
-use crate::outcome;
 use crate::features::Feature;
+use crate::outcome;
 
 /// What the confirm step found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +176,8 @@ pub fn status_frame(
         blocks_total,
         current_version: v,
         reason,
+        write_kbps: 0,
+        window_free: wire::WINDOW_FREE_NONE,
     };
     let len = wire::encode(session, image_id, 0, &Frame::Status(st), buf).ok()?;
     sign(key, buf, len)

@@ -36,9 +36,10 @@ use proto::{Dest, Instant};
 use crate::activate::{self, DryRunFlash};
 use crate::config::{Activation, Config};
 use crate::exit::ExitCode;
-use crate::outcome::FinalReport;
 use crate::features::Feature;
+use crate::outcome::FinalReport;
 use crate::quiet::{escape, Summary};
+use crate::write_rate::WriteRate;
 use crate::{confirm, floor, net, rejoin, resume};
 
 /// Opens the flash target (the real one calls `flasher::open_target`).
@@ -180,6 +181,7 @@ impl CoreSettings {
 pub fn receiver_config(c: &Config, rng_seed: u64) -> ReceiverConfig {
     let mut rc = ReceiverConfig::new(c.device_id, &c.board, &c.current_version, c.public_key);
     rc.window_blocks = c.window_blocks;
+    rc.max_window_bytes = c.max_buffer_bytes;
     rc.max_block_size = c.max_block_size;
     rc.hold_first_block = c.activation == Activation::InPlace;
     rc.rng_seed = rng_seed;
@@ -230,6 +232,7 @@ pub struct Core<F: Flash> {
     scan: Option<resume::Scanner>,
     /// CRC-32 of each block once its SHA-256 matched, for the final read-back.
     prints: resume::Fingerprints,
+    write_rate: WriteRate,
     /// The receiver asked for the final read-back; it runs on the next turn
     /// of the loop, after the `verifying` Status has gone out, so that a
     /// sender waiting for its fleet can stop the carousel meanwhile (R-CAR-5).
@@ -326,6 +329,7 @@ impl<F: Flash> Core<F> {
             header_invalidated: false,
             scan: None,
             prints: resume::Fingerprints::default(),
+            write_rate: WriteRate::default(),
             verify_due: false,
             scan_found: 0,
             accepted_at: now,
@@ -659,6 +663,7 @@ impl<F: Flash> Core<F> {
                 }
                 Event::WriteBlock { index, data } => {
                     let len = data.len();
+                    let started = (self.clock)();
                     let unscanned = self
                         .scan
                         .as_ref()
@@ -676,7 +681,15 @@ impl<F: Flash> Core<F> {
                         // `data` passed its SHA-256 and is on flash now.
                         self.prints.record(index, data);
                     }
+                    let flashed = matches!(r, Ok(Written::Flashed));
                     self.on_written(index, len, r);
+                    if flashed {
+                        // R-PACE-1: the time the write took, the test's
+                        // slow-flash delay included.
+                        let done = self.now();
+                        let kbps = self.write_rate.record(len, done.saturating_since(started));
+                        self.rx.set_write_rate(done, kbps);
+                    }
                     if self.scan.is_some() {
                         // Keep the scan ahead of the writes when flash is
                         // slow and the loop turns seldom.

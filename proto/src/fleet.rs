@@ -86,6 +86,10 @@ pub struct DeviceRecord {
     pub last_seen: Instant,
     /// Its reports are signed with the key the roster holds for it (R-STAT-4).
     pub authenticated: bool,
+    /// Its flash write rate, kbit/s, 0 when unknown (R-PACE-1).
+    pub write_kbps: u32,
+    /// Free slots of its block window (R-PACE-1).
+    pub window_free: u16,
 }
 
 /// What the table refused or let go, by kind (R-FLEET-1..3, R-STAT-5).
@@ -227,6 +231,8 @@ impl Fleet {
                     first_seen: old.first_seen,
                     last_seen: now,
                     authenticated,
+                    write_kbps: status.write_kbps,
+                    window_free: status.window_free,
                 }
             } else {
                 // R-FLEET-4: the outcome stands; the device is alive.
@@ -235,6 +241,8 @@ impl Fleet {
                     version,
                     last_seen: now,
                     authenticated,
+                    write_kbps: status.write_kbps,
+                    window_free: status.window_free,
                     ..old
                 }
             };
@@ -264,6 +272,8 @@ impl Fleet {
             first_seen: now,
             last_seen: now,
             authenticated,
+            write_kbps: status.write_kbps,
+            window_free: status.window_free,
         };
         self.index(id, &rec);
         self.devices.insert(id, rec);
@@ -311,8 +321,8 @@ impl Fleet {
         }
     }
 
-    /// Whether a device's reports count toward `--until-done`: with a
-    /// roster only authenticated ones, without one every device (R-STAT-4).
+    /// Whether `rec`'s report counts for the operator's decisions: with a
+    /// roster only authenticated ones, without one every report (R-STAT-4).
     pub fn counts(&self, rec: &DeviceRecord) -> bool {
         rec.authenticated || self.roster.is_empty()
     }
@@ -447,6 +457,8 @@ mod tests {
             blocks_total: 4,
             current_version: "1.0.0",
             reason: Reason::None,
+            write_kbps: 0,
+            window_free: 0,
         };
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let mut n = wire::encode(7, img, 0, &Frame::Status(st), &mut buf).expect("encode");

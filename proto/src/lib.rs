@@ -28,6 +28,7 @@ pub mod fec;
 pub mod fleet;
 pub mod link;
 pub mod manifest;
+pub mod pace;
 pub mod receiver;
 pub mod repair;
 pub mod rng;

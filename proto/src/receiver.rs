@@ -48,6 +48,9 @@ pub struct ReceiverConfig {
     pub public_key: [u8; PUBLIC_KEY_LEN],
     /// Block buffers in the receive window.
     pub window_blocks: u32,
+    /// Bytes the window's block buffers may take: fewer than
+    /// `window_blocks` slots for large blocks (R-PACE-4).
+    pub max_window_bytes: u64,
     /// Largest block size accepted (bounds the window's memory).
     pub max_block_size: u32,
     /// Largest signed manifest accepted.
@@ -118,6 +121,7 @@ impl ReceiverConfig {
             current_version: String::from(current_version),
             public_key,
             window_blocks: 8,
+            max_window_bytes: u64::MAX,
             max_block_size: 256 * 1024,
             max_manifest_len: 256 * 1024,
             capacity: u64::MAX,
@@ -433,6 +437,8 @@ pub struct Receiver {
     manifest_from: Option<SocketAddr>,
     final_status_left: u32,
     last_progress_at: Instant,
+    /// R-PACE-1: the shell's measured flash write rate, kbit/s (0: unknown).
+    write_kbps: u32,
     stats: ReceiverStats,
 }
 
@@ -656,6 +662,7 @@ impl Receiver {
             manifest_from: None,
             final_status_left: 0,
             last_progress_at: now,
+            write_kbps: 0,
             stats: ReceiverStats::default(),
         }
     }
@@ -1204,7 +1211,12 @@ impl Receiver {
                     "announce disagrees with the signed manifest; the manifest wins",
                 );
             }
-            let mut t = Transfer::new(manifest, f.session, self.config.window_blocks);
+            let slots = window_slots(
+                self.config.window_blocks,
+                self.config.max_window_bytes,
+                manifest.padded_block_len(),
+            );
+            let mut t = Transfer::new(manifest, f.session, slots);
             t.whole_blocks = self.config.nack_whole_blocks;
             if let Some(pos) = f
                 .deaf_pos
@@ -1639,7 +1651,7 @@ impl Receiver {
         };
         let total = t.manifest.block_count();
         let missing = total - t.done_count;
-        let window = self.config.window_blocks;
+        let window = t.slots.len() as u32;
         if missing == 0 || missing > window {
             return;
         }
@@ -1967,6 +1979,8 @@ impl Receiver {
             blocks_total,
             current_version: truncate(&self.config.current_version, MAX_VERSION_LEN),
             reason,
+            write_kbps: self.write_kbps,
+            window_free: self.window_free(),
         };
         let stamp_image = match (&self.refusal, refused_now) {
             (Some(r), true) => r.image_id,
@@ -2045,5 +2059,8 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 mod chunk_auth;
+mod pace;
+mod window_budget;
+use window_budget::window_slots;
 #[cfg(test)]
 mod tests;

@@ -1644,6 +1644,8 @@ pub(crate) mod tests {
             blocks_total: 4,
             current_version: "1.0",
             reason: wire::Reason::None,
+            write_kbps: 0,
+            window_free: 0,
         };
         let mut buf = vec![0u8; 256];
         let n = wire::encode(1, m.image_id, 0, &Frame::Status(st), &mut buf).expect("encode");

@@ -85,6 +85,17 @@ impl Pacer {
         self.rate_bps
     }
 
+    /// Change the rate (at least 1) from the next datagram on; the burst
+    /// allowance keeps its length in datagrams.
+    pub fn set_rate(&mut self, rate_bps: u64) {
+        let rate_bps = rate_bps.max(1);
+        self.burst_ns = u64::try_from(
+            u128::from(self.burst_ns) * u128::from(self.rate_bps) / u128::from(rate_bps),
+        )
+        .unwrap_or(u64::MAX);
+        self.rate_bps = rate_bps;
+    }
+
     /// Nanoseconds of link time one datagram of `len` payload bytes takes.
     pub fn cost_ns(&self, len: usize) -> u64 {
         let bits = (len as u128 + u128::from(IP_UDP_OVERHEAD)) * 8;
@@ -103,15 +114,6 @@ impl Pacer {
         // Credit saved during an idle gap is capped at the burst allowance.
         let base = self.next_ns.max(now_ns.saturating_sub(self.burst_ns));
         self.next_ns = base.saturating_add(self.cost_ns(len));
-    }
-
-    /// Pace at `rate_bps` (at least 1) from now on; the credit already
-    /// earned and the burst allowance (in datagrams) carry over.
-    pub fn set_rate(&mut self, rate_bps: u64) {
-        let rate_bps = rate_bps.max(1);
-        let burst = u128::from(self.burst_ns) * u128::from(self.rate_bps) / u128::from(rate_bps);
-        self.burst_ns = u64::try_from(burst).unwrap_or(u64::MAX);
-        self.rate_bps = rate_bps;
     }
 
     /// When the next datagram may go (rounded up to the microsecond).
@@ -342,6 +344,21 @@ impl Sender {
     /// that the two together keep to `rate_bps`.
     pub fn charge_shared(&mut self, now: Instant, len: usize) {
         self.pacer.charge(now, len);
+    }
+
+    /// Cap the carousel's rate at `cap_bps` (never above `rate_bps`): the
+    /// one place the carousel rate is decided. The shell passes the least of
+    /// the caps that apply, e.g. the fleet's write pace (R-PACE-2).
+    pub fn set_rate_cap(&mut self, cap_bps: u64) {
+        let rate = cap_bps.clamp(1, self.config.rate_bps);
+        if rate != self.pacer.rate_bps() {
+            self.pacer.set_rate(rate);
+        }
+    }
+
+    /// The rate the carousel keeps now, in bits per second.
+    pub fn rate_bps(&self) -> u64 {
+        self.pacer.rate_bps()
     }
 
     /// Write the next carousel datagram into `buf` if pacing allows it at
@@ -1066,6 +1083,8 @@ mod tests {
             blocks_total: 2,
             current_version: "2.1.0",
             reason: Reason::None,
+            write_kbps: 0,
+            window_free: 0,
         };
         let n = wire::encode(0, m.image_id, 0, &Frame::Status(st), &mut buf).expect("encode");
         s.handle_datagram(Instant::from_micros(3), from, &buf[..n])
@@ -1113,6 +1132,8 @@ mod tests {
                 blocks_total: 13,
                 current_version: "1.0",
                 reason: Reason::None,
+                write_kbps: 0,
+                window_free: 0,
             };
             let n = wire::encode(0, image, 0, &Frame::Status(st), &mut sbuf).expect("encode");
             s.handle_datagram(now, from, &sbuf[..n]).expect("status");

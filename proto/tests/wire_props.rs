@@ -52,6 +52,8 @@ enum Owned {
         blocks_total: u32,
         current_version: String,
         reason: Reason,
+        write_kbps: u32,
+        window_free: u16,
     },
 }
 
@@ -108,6 +110,8 @@ impl Owned {
                 blocks_total,
                 current_version,
                 reason,
+                write_kbps,
+                window_free,
             } => Frame::Status(Status {
                 device_id: *device_id,
                 state: *state,
@@ -115,6 +119,8 @@ impl Owned {
                 blocks_total: *blocks_total,
                 current_version,
                 reason: *reason,
+                write_kbps: *write_kbps,
+                window_free: *window_free,
             }),
         }
     }
@@ -248,8 +254,9 @@ fn status() -> impl Strategy<Value = Owned> {
         any::<u32>(),
         "[0-9a-z.é]{0,16}",
         reason(),
+        any::<(u32, u16)>(),
     )
-        .prop_flat_map(|(device_id, state, total, v, reason)| {
+        .prop_flat_map(|(device_id, state, total, v, reason, (kbps, free))| {
             (0..=total).prop_map(move |done| Owned::Status {
                 device_id,
                 state,
@@ -257,6 +264,8 @@ fn status() -> impl Strategy<Value = Owned> {
                 blocks_total: total,
                 current_version: v.clone(),
                 reason,
+                write_kbps: kbps,
+                window_free: free,
             })
         })
 }

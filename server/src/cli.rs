@@ -265,7 +265,9 @@ pub struct SendArgs {
     /// Local IPv4 address of the interface to send from.
     #[arg(long, value_name = "IP")]
     pub interface: IpAddr,
-    /// Carousel rate in bits per second, e.g. 50M.
+    /// Carousel rate in bits per second with a unit: 50M, 800K, 1G (a bare
+    /// number is refused). The carousel goes slower when the devices' flash
+    /// cannot keep up (R-PACE-2), never faster.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: u64,
     /// Multicast TTL (1 = this subnet only).
@@ -385,7 +387,7 @@ pub struct RepairArgs {
     pub group: SocketAddr,
     /// Cap on repair traffic in bits per second. Without it, repairs follow
     /// the carousel's announced rate (50M until an Announce is heard); with
-    /// it, the lower of the two.
+    /// it, the lower of the two. A unit is required: 50M, 800K, 1G.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: Option<u64>,
     /// Multicast TTL for group repairs.

@@ -201,6 +201,8 @@ mod tests {
             blocks_total: 4,
             current_version: "1.0",
             reason,
+            write_kbps: 0,
+            window_free: wire::WINDOW_FREE_NONE,
         };
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let n = wire::encode(1, img, 0, &Frame::Status(st), &mut buf).expect("encode");

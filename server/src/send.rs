@@ -11,8 +11,9 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use proto::pace::Pace;
 use proto::repair::RepairServer;
-use proto::sender::{Sender, SenderConfig};
+use proto::sender::{Sender, SenderConfig, IP_UDP_OVERHEAD};
 use proto::wire::{self, Frame, MAX_DATAGRAM};
 use proto::DropReason;
 use serde_json::json;
@@ -20,9 +21,12 @@ use serde_json::json;
 use crate::cli::{RepairModeArg, SendArgs};
 use crate::drops::DropLog;
 use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
+use crate::eta;
 use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
+use crate::pace_log::PaceLog;
+use crate::rate_watch::RateWatch;
 use crate::record::Hub;
 use crate::repair;
 use crate::report::{devices_json, devices_line, fleet_auth_json, Progress};
@@ -69,6 +73,12 @@ const READ_BLOCKS_PER_TURN: usize = 16;
 /// Fleet events queued between two turns of the loop (the view takes them
 /// every turn; a burst beyond this is counted, not shown).
 const FLEET_EVENTS: usize = 65_536;
+
+/// Most carousel datagrams sent in one turn of the loop. At a rate the host
+/// cannot reach (`--rate 5G` on loopback) the pacer always has credit, and a
+/// turn without a bound never got back to the signal flag, the socket or
+/// `--duration`; 256 datagrams are about 30 ms at 100 Mbit/s.
+const SENDS_PER_TURN: usize = 256;
 
 /// Run `firmcast send`; returns the exit code.
 pub fn run(args: &SendArgs) -> Result<u8, Error> {
@@ -135,6 +145,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     // R-CAR-5: with --until-done N, no data while the N devices read back
     // what they received (the rest of the pass would reach nobody).
     cfg.hold_when_received = goal.awaited();
+    // R-PACE-2: the carousel keeps to what the fleet's flash can take.
+    let mut pace = Pace::new(args.rate, manifest.chunk_size, cfg.announce_every);
+    let mut pace_log = PaceLog::default();
     let mut sender = Sender::new(cfg, &manifest, signed, clock.now());
     sender.fleet_mut().set_event_capacity(FLEET_EVENTS);
     let mut view = View::new(args.json, expected);
@@ -196,6 +209,8 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut holding = false;
     let mut send_errors = 0u64;
     let mut repair_send_errors = 0u64;
+    let mut wire_bits = 0u64;
+    let mut rate_watch = RateWatch::new();
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("send", clock.now());
     let handle = |sender: &mut Sender,
@@ -251,14 +266,29 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 &sock,
                 *repair_group,
                 &mut repair_send_errors,
-                |now, len| sender.charge_shared(now, len),
+                |now, len| {
+                    wire_bits += (len as u64 + IP_UDP_OVERHEAD) * 8;
+                    sender.charge_shared(now, len)
+                },
             );
         }
+        // The one place the carousel's rate is decided: the least of the
+        // caps that apply (here the fleet's write pace, R-PACE-2).
+        let now = clock.now();
+        let cap = pace.cap_bps(now, sender.fleet(), image_id);
+        sender.set_rate_cap(cap);
+        pace_log.note(now, cap, pace.slowest());
         let mut passes_met = false;
+        let mut sends = 0usize;
         // The block the next carousel chunk comes from (a Data frame moves
         // the cursor past its block only after that block's last chunk).
         image.through(sender.position().1 as usize + 1)?;
-        while let Some(t) = sender.poll_transmit(clock.now(), image.bytes(), &mut buf) {
+        while sends < SENDS_PER_TURN {
+            let Some(t) = sender.poll_transmit(clock.now(), image.bytes(), &mut buf) else {
+                break;
+            };
+            sends += 1;
+            wire_bits += (t.len as u64 + IP_UDP_OVERHEAD) * 8;
             image.through(sender.position().1 as usize + 1)?;
             if let Some((server, _)) = &mut repairer {
                 server.charge_shared(clock.now(), t.len);
@@ -309,6 +339,10 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                 st.bytes as f64 * 8.0 / clock.secs().max(1e-3) / 1e6
             );
         }
+        let asked = (!sender.holding()).then(|| sender.rate_bps());
+        if let Some(line) = rate_watch.tick(clock.now(), wire_bits, asked) {
+            log::warn!("{line}");
+        }
         let _ = drops.tick(clock.now(), repairer.as_ref().map(|(s, _)| s.stats()));
         view.drain(sender.fleet_mut(), &hub);
         match goal.check(sender.fleet()) {
@@ -334,12 +368,20 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             let (pass, _) = sender.position();
             let pm = sender.pass_permille();
             let mbps = sender.stats().bytes as f64 * 8.0 / clock.secs().max(1e-3) / 1e6;
+            let pass_left = Duration::from_secs_f64(
+                f64::from(1000 - pm.min(1000)) / 1000.0 * info.image_len as f64 * 8.0
+                    / sender.rate_bps().max(1) as f64,
+            );
             format!(
-                "pass {} {:>3}.{}%  {mbps:.1} Mbit/s  {}",
+                "pass {} {:>3}.{}%  {mbps:.1} Mbit/s  {}  {}{}",
                 pass + 1,
                 pm / 10,
                 pm % 10,
-                devices_line(sender.fleet())
+                eta::eta_text(eta::eta(sender.fleet(), image_id, clock.now(), pass_left)),
+                devices_line(sender.fleet()),
+                pace_log
+                    .progress()
+                    .map_or(String::new(), |p| format!("  {p}"))
             )
         };
         if view.is_live() {
@@ -356,11 +398,17 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             .as_ref()
             .and_then(|(server, _)| server.poll_timeout())
             .map(|t| t.max(now + PACING_NAP));
-        let deadline = [next_send, next_repair, stop_at, Some(next_tick)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_tick);
+        // A turn cut short by SENDS_PER_TURN goes on at once: the pacer
+        // still has credit.
+        let deadline = if sends >= SENDS_PER_TURN {
+            now
+        } else {
+            [next_send, next_repair, stop_at, Some(next_tick)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_tick)
+        };
         net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
             handle(
                 &mut sender,
@@ -396,11 +444,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mbps = stats.bytes as f64 * 8.0 / secs.max(1e-3) / 1e6;
     let others = goal.others(sender.fleet(), clock.now());
     let summary = format!(
-        "sent {} passes, {} datagrams, {} bytes in {secs:.1} s ({mbps:.2} Mbit/s); {}; stopped by {}{}{}",
+        "sent {} passes, {} datagrams, {} bytes in {secs:.1} s ({mbps:.2} Mbit/s); {}{}; stopped by {}{}{}",
         sender.passes_completed(),
         stats.datagrams,
         stats.bytes,
         devices_line(sender.fleet()),
+        pace_log.summary(),
         stop.as_str(),
         match args.until_done {
             Some(UntilDone::Count(n)) if !reached => {
@@ -453,6 +502,7 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             "status_frames": stats.status_frames,
             "drops": stats.drops,
             "send_errors": send_errors,
+            "pace": pace_log.json(),
         });
         if let Some((server, _)) = &repairer {
             obj["repair"] = repair::stats_json(server, repair_send_errors);

@@ -7,10 +7,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     parse_scaled(s, 1024, &["ib", "b"]).map_err(|e| format!("invalid size `{s}`: {e}"))
 }
 
-/// Parse a rate in bits per second: a number with an optional `K`, `M` or
-/// `G` suffix (powers of 1000; case-insensitive; decimals like `1.5M` allowed;
-/// an optional trailing `bit`, `bps` or `bit/s`).
+/// Parse a rate in bits per second: a number with a `K`, `M` or `G` suffix
+/// (powers of 1000; case-insensitive; decimals like `1.5M` allowed; an
+/// optional trailing `bit`, `bps` or `bit/s`). A bare number is refused:
+/// `50000` meant as kbit/s would have sent at 50 kbit/s.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let bare = s.trim().to_ascii_lowercase();
+    let bare = ["bit/s", "bps", "bit"]
+        .iter()
+        .find_map(|u| bare.strip_suffix(u))
+        .unwrap_or(&bare);
+    if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!(
+            "invalid rate `{s}`: needs a unit: 50M, 800K, 1G (bits per second, powers of 1000)"
+        ));
+    }
     let v = parse_scaled(s, 1000, &["bit/s", "bps", "bit"])
         .map_err(|e| format!("invalid rate `{s}`: {e}"))?;
     if v == 0 {
@@ -84,7 +95,10 @@ mod tests {
         assert_eq!(parse_rate("1.5G"), Ok(1_500_000_000));
         assert_eq!(parse_rate("20mbit"), Ok(20_000_000));
         assert_eq!(parse_rate("800k"), Ok(800_000));
-        assert_eq!(parse_rate("12345"), Ok(12345));
+        assert_eq!(parse_rate("12.5kbit/s"), Ok(12_500));
+        let bare = parse_rate("50000").expect_err("a bare number has no unit");
+        assert!(bare.contains("needs a unit: 50M, 800K, 1G"), "{bare}");
+        assert!(parse_rate("5bps").is_err());
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("1.2.3M").is_err());

@@ -361,6 +361,8 @@ fn send_over_loopback_multicast_covers_every_chunk_and_counts_status() {
                         blocks_total: 4,
                         current_version: "2.1.0",
                         reason: wire::Reason::None,
+                        write_kbps: 0,
+                        window_free: 0,
                     };
                     let mut out = [0u8; 128];
                     let len = wire::encode(h.session, h.image_id, 0, &Frame::Status(st), &mut out)
@@ -635,6 +637,8 @@ fn status_collects_device_reports() {
             } else {
                 wire::Reason::NotNewer
             },
+            write_kbps: 0,
+            window_free: wire::WINDOW_FREE_NONE,
         };
         let len = wire::encode(1, wire::ImageId([1; 8]), 0, &Frame::Status(st), &mut out)
             .expect("encode");
@@ -665,4 +669,112 @@ fn json_lines(stdout: &[u8]) -> (serde_json::Value, Vec<serde_json::Value>) {
         .collect();
     let summary = all.pop().expect("a summary line");
     (summary, all)
+}
+
+#[test]
+fn a_rate_without_a_unit_is_refused_with_a_hint() {
+    let f = Fixture::new(8192);
+    let send = firmcast(&[
+        "send",
+        "--image",
+        p(&f.path("fw.img")),
+        "--manifest",
+        p(&f.path("fw.manifest")),
+        "--group",
+        "239.255.77.1:7854",
+        "--interface",
+        "127.0.0.1",
+        "--rate",
+        "50000",
+        "--passes",
+        "1",
+    ]);
+    let repair = firmcast(&[
+        "repair",
+        "--manifest",
+        p(&f.path("fw.manifest")),
+        "--image",
+        p(&f.path("fw.img")),
+        "--listen",
+        "127.0.0.1:0",
+        "--interface",
+        "127.0.0.1",
+        "--rate",
+        "50000",
+        "--duration",
+        "1",
+    ]);
+    for (cmd, out) in [("send", send), ("repair", repair)] {
+        let err = text(&out.stderr);
+        println!("{cmd} --rate 50000: exit {:?}: {err}", out.status.code());
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("--rate") && err.contains("needs a unit: 50M, 800K, 1G"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+/// `firmcast send --rate 5G` on loopback: faster than the host can send, so
+/// the pacer always has credit. SIGINT and SIGTERM stop it within about a
+/// second (exit 0 without --until-done, as documented for an interrupt),
+/// and so does --duration.
+#[test]
+fn send_at_a_rate_the_host_cannot_reach_still_stops_on_signals_and_duration() {
+    let f = Fixture::new(1 << 20);
+    let spawn = |salt: u16, extra: &[&str]| {
+        let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 105), unique_port(salt));
+        let mut args = vec![
+            "send".to_string(),
+            "--image".into(),
+            p(&f.path("fw.img")).into(),
+            "--manifest".into(),
+            p(&f.path("fw.manifest")).into(),
+            "--group".into(),
+            group.to_string(),
+            "--interface".into(),
+            "127.0.0.1".into(),
+            "--rate".into(),
+            "5G".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn send")
+    };
+    for (salt, sig) in [(5u16, "-INT"), (6, "-TERM")] {
+        let mut child = spawn(salt, &[]);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "send ended early"
+        );
+        let t0 = Instant::now();
+        let killed = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = wait_child(&mut child, Duration::from_secs(5));
+        let took = t0.elapsed();
+        let out = child.wait_with_output().expect("output");
+        let summary = text(&out.stdout);
+        println!("kill {sig} at --rate 5G: stopped in {took:?}, exit {status}: {summary}");
+        assert_eq!(status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(summary.contains("stopped by interrupted"), "{summary}");
+        assert!(took < Duration::from_millis(1200), "{sig}: {took:?}");
+    }
+    let t0 = Instant::now();
+    let mut child = spawn(7, &["--duration", "1"]);
+    let status = wait_child(&mut child, Duration::from_secs(6));
+    let took = t0.elapsed();
+    let out = child.wait_with_output().expect("output");
+    let summary = text(&out.stdout);
+    println!("--duration 1 at --rate 5G: ended after {took:?}: {summary}");
+    assert_eq!(status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(summary.contains("stopped by duration"), "{summary}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
 }

@@ -412,6 +412,20 @@ pub fn start_agent(dir: &Scratch, name: &str, config: &Path) -> Proc {
     )
 }
 
+/// Start an agent for `spec` and wait until it listens (so a sender started
+/// next reaches it from the first datagram); its process and flash file.
+pub fn start_listening_agent(dir: &Scratch, net: &Net, spec: &AgentSpec<'_>) -> (Proc, PathBuf) {
+    let (config, target) = agent_config(dir, net, spec);
+    let mut agent = start_agent(dir, spec.name, &config);
+    assert!(
+        agent.wait_for_output("listening", Duration::from_secs(10)),
+        "{} never listened:\n{}",
+        spec.name,
+        agent.output()
+    );
+    (agent, target)
+}
+
 /// Start a repair server for `rel` on `net`.
 pub fn start_repair(dir: &Scratch, net: &Net, rel: &Release, name: &str) -> Proc {
     Proc::start(

@@ -79,6 +79,8 @@ fn hostile_refusal(image: ImageId) -> Vec<u8> {
         blocks_total: 0,
         current_version: HOSTILE,
         reason: Reason::WrongBoard,
+        write_kbps: 0,
+        window_free: wire::WINDOW_FREE_NONE,
     };
     let mut buf = vec![0u8; wire::MAX_DATAGRAM];
     let n = wire::encode(1, image, 0, &Frame::Status(st), &mut buf).expect("encode");

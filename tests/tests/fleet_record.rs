@@ -44,6 +44,8 @@ fn status_frame(
         blocks_total: 100_000,
         current_version: "1.0.0",
         reason,
+        write_kbps: 0,
+        window_free: wire::WINDOW_FREE_NONE,
     };
     let mut buf = vec![0u8; wire::MAX_DATAGRAM];
     let n = wire::encode(1, image, 0, &Frame::Status(st), &mut buf).expect("encode");

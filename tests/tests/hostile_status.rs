@@ -29,6 +29,8 @@ fn status_frame(
         blocks_total: 0,
         current_version: version,
         reason: Reason::None,
+        write_kbps: 0,
+        window_free: 0,
     };
     let mut buf = vec![0u8; wire::MAX_DATAGRAM];
     let mut n = wire::encode(1, image_id, 0, &Frame::Status(st), &mut buf).expect("encode");

@@ -253,6 +253,8 @@ fn status(id: u64, state: DeviceState, reason: Reason) -> Vec<u8> {
         blocks_total: 4,
         current_version: "1.0.0",
         reason,
+        write_kbps: 0,
+        window_free: wire::WINDOW_FREE_NONE,
     };
     let mut buf = vec![0u8; wire::MAX_DATAGRAM];
     let n = wire::encode(1, ImageId([7; 8]), 0, &Frame::Status(st), &mut buf).expect("encode");

@@ -1567,4 +1567,42 @@ fn r_stat_6_a_resume_that_finds_every_block_proves_the_manifest_source() {
     assert!(shell.statuses.iter().all(|s| s.0 != Dest::Peer(spoofed)));
 }
 
+/// The Status frames a receiver emits at `now`, decoded into their pacing fields.
+fn pace_fields(rx: &mut Receiver, now: Instant) -> Vec<(u32, u16)> {
+    let mut buf = [0u8; wire::MAX_DATAGRAM];
+    let mut out = Vec::new();
+    while let Some(t) = rx.poll_transmit(now, &mut buf) {
+        if let Ok((_, Frame::Status(s))) = wire::decode(&buf[..t.len]) {
+            out.push((s.write_kbps, s.window_free));
+        }
+    }
+    out
+}
+
+#[test]
+fn r_pace_1_status_carries_the_write_rate_at_once_and_the_free_window_slots() {
+    let f = fixture();
+    let window = config().window_blocks;
+    let mut rx = Receiver::new(config(), ms(0));
+    // No window yet: the "none" value.
+    assert_eq!(
+        pace_fields(&mut rx, ms(0)),
+        vec![(0, wire::WINDOW_FREE_NONE)]
+    );
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // One chunk of block 1 takes a slot.
+    let d = data(&f, 1, 0, 0);
+    rx.handle_datagram(ms(10), sender_addr(), &d).expect("data");
+    // A Status is due every second; the first measured rate goes at once.
+    assert!(pace_fields(&mut rx, ms(20)).is_empty(), "not due yet");
+    rx.set_write_rate(ms(20), 2048);
+    let got = pace_fields(&mut rx, ms(20));
+    std::println!("status after the first write rate: {got:?} (window {window})");
+    assert_eq!(got, vec![(2048, (window - 1) as u16)]);
+    // Later measurements wait for the next regular report.
+    rx.set_write_rate(ms(30), 1024);
+    assert!(pace_fields(&mut rx, ms(30)).is_empty());
+}
+
 mod auth;

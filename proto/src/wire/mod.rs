@@ -303,7 +303,16 @@ pub struct Status<'a> {
     pub current_version: &'a str,
     /// Why it refused or failed.
     pub reason: Reason,
+    /// R-PACE-1: the rate, in kbit/s of image bytes, at which the device
+    /// wrote its latest blocks to flash; 0 when not measured yet.
+    pub write_kbps: u32,
+    /// R-PACE-1: free slots in the device's block window;
+    /// [`WINDOW_FREE_NONE`] when it has no window (not receiving).
+    pub window_free: u16,
 }
+
+/// `Status::window_free` of a device that has no block window.
+pub const WINDOW_FREE_NONE: u16 = u16::MAX;
 
 /// A decoded frame body, borrowing from the datagram.
 // Nack carries its bounded range list inline (about 520 bytes): frames are

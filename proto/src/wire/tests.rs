@@ -75,7 +75,9 @@ const STATUS_HEX: &str = concat!(
     " 03 10",         // blocks 3 of 16
     " 05 322e302e39", // current_version "2.0.9"
     " 00",            // reason None
-    " f1541036",
+    " 8010",          // write_kbps 2048 (R-PACE-1)
+    " 05",            // window_free 5
+    " 22fe3a23",
 );
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -178,6 +180,8 @@ fn goldens() -> Vec<(&'static str, u8, Frame<'static>, &'static str)> {
                 blocks_total: 16,
                 current_version: "2.0.9",
                 reason: Reason::None,
+                write_kbps: 2048,
+                window_free: 5,
             }),
             STATUS_HEX,
         ),
@@ -645,7 +649,7 @@ fn manifest_chunk_must_be_non_empty_and_inside_the_manifest() {
 fn status_fields_are_checked() {
     let g = unhex(STATUS_HEX);
     // blocks_done > blocks_total
-    let d = with_body(5, 0, &[0x2a, 0x03, 0x11, 0x10, 0x00, 0x00]);
+    let d = with_body(5, 0, &[0x2a, 0x03, 0x11, 0x10, 0x00, 0x00, 0x00, 0x00]);
     assert_eq!(decode(&d), Err(DecodeError::OutOfRange("status")));
     // The appended activation and stalled states and reasons (up to
     // target-open, R-STAT-7) decode; the next values do not.
@@ -657,10 +661,11 @@ fn status_fields_are_checked() {
     let mut body = body_of(&g).to_vec();
     body[1] = 12;
     assert_eq!(decode(&with_body(5, 0, &body)), Err(DecodeError::Malformed));
+    // The reason is the byte after current_version.
     let mut body = body_of(&g).to_vec();
-    *body.last_mut().expect("non-empty") = 10;
+    body[10] = 10;
     assert!(decode(&with_body(5, 0, &body)).is_ok());
-    *body.last_mut().expect("non-empty") = 11;
+    body[10] = 11;
     assert_eq!(decode(&with_body(5, 0, &body)), Err(DecodeError::Malformed));
     // current_version that is not UTF-8.
     let mut body = body_of(&g).to_vec();
@@ -670,7 +675,7 @@ fn status_fields_are_checked() {
     let long = [b'9'; MAX_VERSION_LEN + 1];
     let mut body = vec![0x2a, 0x03, 0x03, 0x10, long.len() as u8];
     body.extend_from_slice(&long);
-    body.push(0);
+    body.extend_from_slice(&[0, 0, 0]);
     assert_eq!(
         decode(&with_body(5, 0, &body)),
         Err(DecodeError::OutOfRange("status"))
@@ -789,10 +794,10 @@ fn device_key() -> ed25519_compact::KeyPair {
 // `cryptography`, and `zlib.crc32`).
 const SIGNED_STATUS_HEX: &str = concat!(
     "464d4353 01 05 04 00 01020304 a0a1a2a3a4a5a6a7",
-    " 2a 03 03 10 05 322e302e39 00",
-    " 489cb206624fcbf16196fcf53abea24e9a95d4132becae540fcf467ad00f5a7e",
-    " 25dd0858641e9a627e1b8325e1c75e35cb36fdc32eabaab8da4d9297a00eef00",
-    " 88e02dd3",
+    " 2a 03 03 10 05 322e302e39 00 8010 05",
+    " ab6262ca964af6cfd64bdf310c377a9661ecb2bcc997794eb8a29de1de5e55bf",
+    " 95104204486d9f7db1c348aa42c53a38b5e1e167f6c48806a85168d0c69c560d",
+    " c60b87c1",
 );
 
 fn signed_status() -> Vec<u8> {

@@ -877,6 +877,8 @@ impl<'f> World<'f> {
             blocks_total: total,
             current_version: "1.0.0",
             reason: REASONS[usize::from(script.u8()) % REASONS.len()],
+            write_kbps: 0,
+            window_free: 0,
         };
         if let Some(d) = self.encode_forged(session, image_id, 0, &Frame::Status(s)) {
             let to = 1 + script.u8() % 2;

@@ -178,6 +178,8 @@ mod tests {
             blocks_total: 16,
             current_version: "1.0\u{1b}[2J",
             reason,
+            write_kbps: 0,
+            window_free: wire::WINDOW_FREE_NONE,
         };
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let n = wire::encode(1, ImageId([1; 8]), 0, &Frame::Status(st), &mut buf).expect("enc");

@@ -1,0 +1,53 @@
+//! The device's flash write rate (R-PACE-1): image bytes per second of time
+//! spent writing, over the last few blocks, as the Status reports it so the
+//! sender can pace the carousel to the flash. Fixed size, no allocation.
+
+use std::time::Duration;
+
+/// Blocks the rate is averaged over: one slow erase (a NOR sector that
+/// needed a retry) does not halve the pace, and a change of speed shows
+/// within a few blocks.
+const BLOCKS: usize = 8;
+
+/// The last [`BLOCKS`] writes: bytes and time taken.
+#[derive(Debug, Default)]
+pub struct WriteRate {
+    writes: [(u64, Duration); BLOCKS],
+    next: usize,
+}
+
+impl WriteRate {
+    /// Note a block of `bytes` written in `took`; returns the rate in kbit/s
+    /// (at least 1).
+    pub fn record(&mut self, bytes: usize, took: Duration) -> u32 {
+        self.writes[self.next] = (bytes as u64, took);
+        self.next = (self.next + 1) % BLOCKS;
+        let (bytes, took) = self
+            .writes
+            .iter()
+            .fold((0u64, Duration::ZERO), |(b, t), w| (b + w.0, t + w.1));
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        // bits per microsecond = Mbit/s; times 1000 = kbit/s.
+        let kbps = u128::from(bytes) * 8 * 1000 / u128::from(micros);
+        u32::try_from(kbps).unwrap_or(u32::MAX).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r_pace_1_rate_over_the_last_blocks() {
+        let mut w = WriteRate::default();
+        // 64 KiB in 250 ms: 2,097 kbit/s.
+        let k = w.record(65_536, Duration::from_millis(250));
+        assert_eq!(k, 2097);
+        for _ in 0..BLOCKS {
+            w.record(65_536, Duration::from_millis(125));
+        }
+        assert_eq!(w.record(65_536, Duration::from_millis(125)), 4194);
+        // Instant writes (a file in tmpfs) still give a finite rate.
+        assert!(w.record(65_536, Duration::ZERO) > 4194);
+    }
+}

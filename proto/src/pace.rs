@@ -1,0 +1,260 @@
+//! The carousel's pace from the fleet's flash (R-PACE-2, R-PACE-3): a cap in
+//! bits/s that keeps the slowest receiving device's block window from
+//! overflowing, never above the operator's rate and never below a floor,
+//! so a forged Status can slow the carousel only within a bound.
+//!
+//! One entry point, [`Pace::cap_bps`]; the shell hands the least of the
+//! caps that apply to [`crate::sender::Sender::set_rate_cap`].
+
+use core::time::Duration;
+
+use crate::fleet::Fleet;
+use crate::sender::IP_UDP_OVERHEAD;
+use crate::time::Instant;
+use crate::wire::{DeviceState, ImageId, HEADER_LEN, TRAILER_LEN, WINDOW_FREE_NONE};
+
+/// How often the cap is worked out again (devices report once a second).
+pub const PACE_EVERY: Duration = Duration::from_millis(100);
+/// R-PACE-3: a report older than this (three missed Status intervals) no
+/// longer paces: a device that went away must not hold the fleet back.
+pub const PACE_FRESH: Duration = Duration::from_secs(3);
+/// R-PACE-3: the cap never goes below the rate divided by this.
+pub const FLOOR_DIVISOR: u64 = 64;
+/// Data frame bytes beyond the payload (header, postcard fields, CRC),
+/// rounded up, plus the IPv4/UDP headers the rate counts.
+const DATA_OVERHEAD: u64 = (HEADER_LEN + TRAILER_LEN) as u64 + 12 + IP_UDP_OVERHEAD;
+
+/// The device that sets the pace, as last worked out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slowest {
+    /// Its device id.
+    pub device_id: u64,
+    /// The write rate it reported, kbit/s of image bytes.
+    pub write_kbps: u32,
+    /// The free slots of its window it reported.
+    pub window_free: u16,
+}
+
+/// The fleet's write pace for one image.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    rate_bps: u64,
+    /// Wire bits per image bit, in per-mille (frame and IP/UDP headers,
+    /// the Announce every `announce_every` datagrams).
+    wire_permille: u64,
+    cap_bps: u64,
+    slowest: Option<Slowest>,
+    next_at: Option<Instant>,
+}
+
+impl Pace {
+    /// A pace for a carousel at most `rate_bps`, sending `chunk_size`-byte
+    /// chunks with an Announce every `announce_every` datagrams.
+    pub fn new(rate_bps: u64, chunk_size: u32, announce_every: u32) -> Self {
+        let chunk = u64::from(chunk_size.max(1));
+        let every = u64::from(announce_every.max(1));
+        Pace {
+            rate_bps,
+            wire_permille: (chunk + DATA_OVERHEAD) * 1000 * (every + 1) / (chunk * every),
+            cap_bps: rate_bps,
+            slowest: None,
+            next_at: None,
+        }
+    }
+
+    /// R-PACE-2: the cap for the carousel at `now`, from the reports in
+    /// `fleet` about `image_id`: for each device receiving it whose report
+    /// counts (R-STAT-4) and is fresh (R-PACE-3) and carries a write rate,
+    /// its write rate in wire bits times a gain set by its free window
+    /// slots; the least of them, within `[rate / 64, rate]`. The operator's
+    /// rate when no report paces.
+    pub fn cap_bps(&mut self, now: Instant, fleet: &Fleet, image_id: ImageId) -> u64 {
+        if self.next_at.is_some_and(|t| now < t) {
+            return self.cap_bps;
+        }
+        self.next_at = Some(now + PACE_EVERY);
+        let mut least: Option<(u64, Slowest)> = None;
+        for (id, r) in fleet.iter() {
+            if r.image_id != image_id
+                || r.state != DeviceState::Receiving
+                || r.write_kbps == 0
+                || r.window_free == WINDOW_FREE_NONE
+                || now.saturating_since(r.last_seen) > PACE_FRESH
+                || !fleet.counts(r)
+            {
+                continue;
+            }
+            // A window with room to spare holds nothing back.
+            let Some(gain) = gain_permille(r.window_free) else {
+                continue;
+            };
+            let bps = u64::from(r.write_kbps) * 1000 * self.wire_permille / 1000 * gain / 1000;
+            if least.is_none_or(|(b, _)| bps < b) {
+                let s = Slowest {
+                    device_id: id,
+                    write_kbps: r.write_kbps,
+                    window_free: r.window_free,
+                };
+                least = Some((bps, s));
+            }
+        }
+        let (cap, slowest) = match least {
+            Some((bps, s)) if bps < self.rate_bps => (bps.max(self.floor_bps()), Some(s)),
+            _ => (self.rate_bps, None),
+        };
+        self.cap_bps = cap;
+        self.slowest = slowest;
+        cap
+    }
+
+    /// The device that holds the carousel below the operator's rate, if any.
+    pub fn slowest(&self) -> Option<Slowest> {
+        self.slowest
+    }
+
+    /// R-PACE-3: the least cap reports can set.
+    pub fn floor_bps(&self) -> u64 {
+        (self.rate_bps / FLOOR_DIVISOR).max(1)
+    }
+}
+
+/// R-PACE-2: how much faster than a device writes the carousel may go, in
+/// per-mille, by its free window slots: with room, faster (the window fills
+/// and the flash never waits); with one slot or none, slower (a full window
+/// drops the chunks of new blocks, and those wait for a repair or the next
+/// pass). With [`ROOMY_WINDOW`] free slots or more the device does not pace
+/// at all: its flash keeps up with the carousel, and a rate measured on a
+/// block or two (the first write to a file or a partition is often slow)
+/// must not hold a fast fleet back.
+fn gain_permille(window_free: u16) -> Option<u64> {
+    match window_free {
+        0 => Some(700),
+        1 => Some(850),
+        2 => Some(1000),
+        3 => Some(1050),
+        w if w < ROOMY_WINDOW => Some(1500),
+        _ => None,
+    }
+}
+
+/// R-PACE-2: free window slots from which a device does not pace.
+pub const ROOMY_WINDOW: u16 = 6;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sender::testutil::{image, manifest};
+    use crate::sender::{Sender, SenderConfig};
+    use crate::wire::{self, Frame, Reason, Status, MAX_DATAGRAM};
+    use alloc::vec;
+    use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    const IMG: ImageId = ImageId([7; 8]);
+
+    fn report(fleet: &mut Fleet, now: Instant, id: u64, kbps: u32, free: u16) {
+        let st = Status {
+            device_id: id,
+            state: DeviceState::Receiving,
+            blocks_done: 1,
+            blocks_total: 10,
+            current_version: "1.0",
+            reason: Reason::None,
+            write_kbps: kbps,
+            window_free: free,
+        };
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let n = wire::encode(1, IMG, 0, &Frame::Status(st), &mut buf).expect("encode");
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
+        fleet.record(now, from, &buf[..n]).expect("record");
+    }
+
+    fn s(secs: u64) -> Instant {
+        Instant::from_micros(secs * 1_000_000)
+    }
+
+    #[test]
+    fn r_pace_2_the_slowest_fresh_device_sets_the_cap_with_a_window_gain() {
+        let rate = 100_000_000;
+        let mut p = Pace::new(rate, 1400, 64);
+        let mut fleet = Fleet::new(16);
+        assert_eq!(p.cap_bps(s(0), &fleet, IMG), rate, "no report: full rate");
+        report(&mut fleet, s(1), 1, 2048, 2);
+        report(&mut fleet, s(1), 2, 8000, 2);
+        let cap = p.cap_bps(s(1), &fleet, IMG);
+        std::println!("2048 kbit/s writer, 2 free slots: cap {cap} bit/s");
+        // Wire bits per image bit: a bit over 1 (headers, Announces).
+        assert!((2_100_000..2_300_000).contains(&cap), "{cap}");
+        assert_eq!(p.slowest().map(|s| s.device_id), Some(1));
+        // Room in the window: faster; no room: slower.
+        report(&mut fleet, s(2), 1, 2048, 6);
+        let roomy = p.cap_bps(s(2), &fleet, IMG);
+        report(&mut fleet, s(3), 1, 2048, 0);
+        let full = p.cap_bps(s(3), &fleet, IMG);
+        std::println!("window with room: {roomy}, full: {full}");
+        assert!(roomy > cap && full < cap, "{roomy} {cap} {full}");
+        // Within PACE_EVERY the cap is not worked out again.
+        report(&mut fleet, s(3), 1, 9000, 6);
+        assert_eq!(p.cap_bps(s(3), &fleet, IMG), full);
+    }
+
+    /// Wire bits a sender sends from `from` to `to` (virtual time).
+    fn bits_between(s: &mut Sender, img: &[u8], from: Instant, to: Instant) -> u64 {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut now = from;
+        let mut bits = 0u64;
+        loop {
+            while let Some(t) = s.poll_transmit(now, img, &mut buf) {
+                bits += (t.len as u64 + IP_UDP_OVERHEAD) * 8;
+            }
+            let next = s.poll_timeout().expect("deadline");
+            if next >= to {
+                return bits;
+            }
+            now = next;
+        }
+    }
+
+    #[test]
+    fn r_car_4_r_pace_2_the_sender_keeps_to_the_cap_and_never_above_the_rate() {
+        let img = image(1 << 20);
+        let (m, signed) = manifest(&img, 64 * 1024, 1024);
+        let rate = 20_000_000;
+        let mut tx = Sender::new(SenderConfig::new(1, rate), &m, signed, Instant::ZERO);
+        tx.set_rate_cap(2_000_000);
+        let capped = bits_between(&mut tx, &img, s(0), s(1));
+        // A cap above the rate leaves the rate.
+        tx.set_rate_cap(u64::MAX);
+        let full = bits_between(&mut tx, &img, s(1), s(2));
+        std::println!("capped at 2 Mbit/s: {capped} bits in 1 s; uncapped: {full}");
+        // Within 2%, as R-CAR-4 holds the rate.
+        assert!((1_960_000..=2_040_000).contains(&capped), "{capped}");
+        assert!((19_600_000..=20_400_000).contains(&full), "{full}");
+        assert_eq!(tx.rate_bps(), rate);
+    }
+
+    #[test]
+    fn r_pace_3_forged_or_stale_reports_slow_the_carousel_only_to_the_floor() {
+        let rate = 100_000_000;
+        let mut p = Pace::new(rate, 1400, 64);
+        let mut fleet = Fleet::new(16);
+        report(&mut fleet, s(0), 1, 1, 0);
+        let cap = p.cap_bps(s(0), &fleet, IMG);
+        std::println!("a 1 kbit/s report with a full window: cap {cap} bit/s");
+        assert_eq!(cap, rate / FLOOR_DIVISOR);
+        // A device not heard from for PACE_FRESH no longer paces.
+        let later = s(0) + PACE_FRESH + Duration::from_millis(1);
+        assert_eq!(p.cap_bps(later, &fleet, IMG), rate);
+        assert_eq!(p.slowest(), None);
+        // With a roster, an unsigned report for a device outside it is shown
+        // but does not pace.
+        let mut fleet = Fleet::new(16);
+        fleet.set_roster([(99u64, [0u8; 32])].into_iter().collect());
+        report(&mut fleet, s(10), 1, 1, 0);
+        assert_eq!(p.cap_bps(s(10), &fleet, IMG), rate);
+        // Another image's reports do not pace this one.
+        let mut p = Pace::new(rate, 1400, 64);
+        let mut fleet = Fleet::new(16);
+        report(&mut fleet, s(0), 1, 1, 0);
+        assert_eq!(p.cap_bps(s(0), &fleet, ImageId([8; 8])), rate);
+    }
+}

@@ -1,0 +1,35 @@
+//! What a receiver tells the sender about its flash (R-PACE-1): the write
+//! rate the shell measured and the free slots of its block window, carried
+//! in every Status so the sender can pace the carousel to the fleet.
+
+use super::{Phase, Receiver, SlotState};
+use crate::time::Instant;
+use crate::wire::WINDOW_FREE_NONE;
+
+impl Receiver {
+    /// The shell's measured flash write rate in kbit/s of image bytes
+    /// (R-PACE-1). The first measurement is reported at once: until the
+    /// sender hears it, the carousel runs at the full rate, faster than a
+    /// slow flash can take.
+    pub fn set_write_rate(&mut self, now: Instant, kbps: u32) {
+        if self.write_kbps == 0 && kbps > 0 && self.status_at.is_some() {
+            self.status_at = Some(now);
+        }
+        self.write_kbps = kbps;
+    }
+
+    /// Free slots of the block window, or [`WINDOW_FREE_NONE`] without one.
+    pub(super) fn window_free(&self) -> u16 {
+        match &self.phase {
+            Phase::Receiving(t) => {
+                let free = t
+                    .slots
+                    .iter()
+                    .filter(|s| s.state == SlotState::Free)
+                    .count();
+                u16::try_from(free).unwrap_or(WINDOW_FREE_NONE - 1)
+            }
+            _ => WINDOW_FREE_NONE,
+        }
+    }
+}
