@@ -142,11 +142,11 @@ pub fn release_of(dir: &Scratch, image: &Path, version: &str) -> Release {
     }
 }
 
-/// The virtio disk: an MBR with the two slot partitions, `slot_a` in slot A,
-/// and an environment (`boot_slot=a`) written by libubootenv's `fw_setenv`
-/// as a factory would.
-pub fn make_disk(dir: &Scratch, slot_a: &Path) -> PathBuf {
-    let disk = dir.join("disk.img");
+/// The virtio disk `dir/NAME.img`: an MBR with the two slot partitions,
+/// the images in them, and the environment `env` (`name=value` lines, e.g.
+/// `boot_slot=a`) written by libubootenv's `fw_setenv` as a factory would.
+pub fn make_disk(dir: &Scratch, name: &str, slots: [Option<&Path>; 2], env: &str) -> PathBuf {
+    let disk = dir.join(&format!("{name}.img"));
     let sector = 512usize;
     let total = (SLOT_B_SECTOR + SLOT_SECTORS) as usize * sector;
     let mut bytes = vec![0u8; total];
@@ -160,18 +160,21 @@ pub fn make_disk(dir: &Scratch, slot_a: &Path) -> PathBuf {
     }
     bytes[510] = 0x55;
     bytes[511] = 0xaa;
-    let a = fs::read(slot_a).expect("slot A image");
-    let at = SLOT_A_SECTOR as usize * sector;
-    bytes[at..at + a.len()].copy_from_slice(&a);
+    for (image, start) in slots.into_iter().zip([SLOT_A_SECTOR, SLOT_B_SECTOR]) {
+        let Some(image) = image else { continue };
+        let data = fs::read(image).expect("slot image");
+        let at = start as usize * sector;
+        bytes[at..at + data.len()].copy_from_slice(&data);
+    }
     fs::write(&disk, bytes).expect("disk image");
-    let cfg = dir.join("host-fw_env.config");
+    let cfg = dir.join(&format!("{name}-fw_env.config"));
     let lines: Vec<String> = ENV_OFFSETS
         .iter()
         .map(|o| format!("{} {o:#x} {ENV_SIZE:#x}\n", path_str(&disk)))
         .collect();
     fs::write(&cfg, lines.concat()).expect("fw_env.config");
-    let initial = dir.join("initial.env");
-    fs::write(&initial, "boot_slot=a\n").expect("initial env");
+    let initial = dir.join(&format!("{name}-initial.env"));
+    fs::write(&initial, env).expect("initial env");
     run_ok(
         Command::new("fw_setenv").args(["-c", path_str(&cfg), "-f", path_str(&initial)]),
         "fw_setenv on the disk image",
@@ -181,8 +184,7 @@ pub fn make_disk(dir: &Scratch, slot_a: &Path) -> PathBuf {
 
 /// `name=value` lines of an environment text file (`#` comments skipped).
 fn env_text(path: &Path) -> Vec<(String, String)> {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))
@@ -205,7 +207,13 @@ pub fn board_env(dir: &Scratch, name: &str, extra: &[(&str, &str)]) -> PathBuf {
     fs::write(&txt, text).expect("env text");
     let img = dir.join(&format!("{name}-uboot-env.bin"));
     run_ok(
-        Command::new("mkenvimage").args(["-s", PFLASH_ENV_SIZE, "-o", path_str(&img), path_str(&txt)]),
+        Command::new("mkenvimage").args([
+            "-s",
+            PFLASH_ENV_SIZE,
+            "-o",
+            path_str(&img),
+            path_str(&txt),
+        ]),
         "mkenvimage",
     );
     fs::File::options()
@@ -222,11 +230,33 @@ pub fn boot(ns: &NetNs, dir: &Scratch, name: &str, disk: &Path, env: &Path) -> G
     let pflash = format!("if=pflash,unit=1,format=raw,file={}", path_str(env));
     let drive = format!("file={},format=raw,if=none,id=d0", path_str(disk));
     let args = [
-        "-M", "virt", "-cpu", "cortex-a15", "-m", "256", "-bios", UBOOT_BIN, "-nic", "none",
-        "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-        "-drive", &pflash, "-drive", &drive, "-device", "virtio-blk-device,drive=d0",
-        "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-        "-device", "virtio-net-device,netdev=n0,mac=52:54:00:77:00:02",
+        "-M",
+        "virt",
+        "-cpu",
+        "cortex-a15",
+        "-m",
+        "256",
+        "-bios",
+        UBOOT_BIN,
+        "-nic",
+        "none",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-drive",
+        &pflash,
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-device,drive=d0",
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        "virtio-net-device,netdev=n0,mac=52:54:00:77:00:02",
     ];
     Guest {
         proc: ns.start(name, Path::new("qemu-system-arm"), &args, dir),
@@ -240,7 +270,14 @@ pub fn script_lines(console: &str) -> Vec<String> {
     console
         .lines()
         .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| l.starts_with("firmcast: ") || l.contains("FCUB: "))
+        .filter(|l| {
+            l.starts_with("firmcast: ")
+                || l.contains("FCUB: ")
+                || l.contains("activated slot")
+                || l.contains("rolled back: ")
+                || l.contains("confirmed: ")
+                || l.contains("resume: ")
+        })
         .map(str::to_string)
         .collect()
 }
@@ -264,8 +301,15 @@ pub fn guest_env(console: &str, tag: &str) -> BTreeMap<String, String> {
             continue;
         };
         if let Some((k, v)) = kv.split_once('=') {
-            copies.entry((flag, c)).or_default().insert(k.into(), v.into());
+            copies
+                .entry((flag, c))
+                .or_default()
+                .insert(k.into(), v.into());
         }
     }
-    copies.into_iter().next_back().map(|(_, v)| v).unwrap_or_default()
+    copies
+        .into_iter()
+        .next_back()
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
