@@ -10,6 +10,7 @@
 //! otherwise it prints `uboot: SKIPPED …` (a failure with
 //! `FIRMCAST_REQUIRE_EMULATED=1`).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use firmcast_integration::qemu::{Guest, NetNs};
@@ -39,6 +40,25 @@ fn power_on(g: &mut Guest, n: u32, until: &str, timeout: Duration) -> String {
 
 fn has(console: &str, needle: &str) -> bool {
     console.contains(needle)
+}
+
+/// Every needle is on power-on `n`'s console.
+fn expect_all(console: &str, n: u32, needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            has(console, needle),
+            "boot {n}: no `{needle}`; console:\n{console}"
+        );
+    }
+}
+
+/// The guest saw `name=value` in the environment it dumped.
+fn expect_var(env: &BTreeMap<String, String>, name: &str, value: &str, console: &str) {
+    assert_eq!(
+        env.get(name).map(String::as_str),
+        Some(value),
+        "{name} in {env:?}; console:\n{console}"
+    );
 }
 
 #[test]
@@ -72,24 +92,13 @@ fn arm_virt_real_uboot_boots_new_slot_and_falls_back() {
         "FCUB: done",
         RECEIVE,
     );
-    assert!(has(&c, "firmcast: slot a chosen"), "boot 1 console:\n{c}");
-    assert!(
-        has(&c, "linux up: version 1.0.0 slot a"),
-        "boot 1 console:\n{c}"
-    );
-    assert!(has(&c, "FCUB: agent: exit 0"), "boot 1 console:\n{c}");
-    assert!(has(&c, "activated slot B"), "boot 1 console:\n{c}");
+    expect_all(&c, 1, &["firmcast: slot a chosen"]);
+    expect_all(&c, 1, &["linux up: version 1.0.0 slot a"]);
+    expect_all(&c, 1, &["FCUB: agent: exit 0"]);
+    expect_all(&c, 1, &["activated slot B"]);
     let after = guest_env(&c, "after");
-    assert_eq!(
-        after.get("boot_slot").map(String::as_str),
-        Some("b"),
-        "{after:?}\n{c}"
-    );
-    assert_eq!(
-        after.get("upgrade_available").map(String::as_str),
-        Some("1"),
-        "{after:?}"
-    );
+    expect_var(&after, "boot_slot", "b", &c);
+    expect_var(&after, "upgrade_available", "1", &c);
     assert_eq!(
         sender.expect_exit(Duration::from_secs(30)),
         0,
@@ -126,37 +135,22 @@ fn arm_virt_real_uboot_boots_new_slot_and_falls_back() {
         "FCUB: done",
         RECEIVE,
     );
-    assert!(
-        has(&c, "firmcast: fallback to slot a after 2 boots of slot b"),
-        "boot 4:\n{c}"
+    expect_all(
+        &c,
+        4,
+        &["firmcast: fallback to slot a after 2 boots of slot b"],
     );
-    assert!(
-        has(&c, "firmcast: slot a chosen (bootcount 1"),
-        "boot 4:\n{c}"
-    );
-    assert!(
-        has(&c, "linux up: version 1.0.0 slot a image good"),
-        "boot 4:\n{c}"
-    );
-    assert!(
-        has(
-            &c,
-            "rolled back: slot B (b) was activated but the bootloader runs slot A (a)"
-        ),
-        "boot 4:\n{c}"
+    expect_all(&c, 4, &["firmcast: slot a chosen (bootcount 1"]);
+    expect_all(&c, 4, &["linux up: version 1.0.0 slot a image good"]);
+    expect_all(
+        &c,
+        4,
+        &["rolled back: slot B (b) was activated but the bootloader runs slot A (a)"],
     );
     let confirmed = guest_env(&c, "confirmed");
-    assert_eq!(
-        confirmed.get("upgrade_available").map(String::as_str),
-        Some("0"),
-        "{confirmed:?}\n{c}"
-    );
+    expect_var(&confirmed, "upgrade_available", "0", &c);
     let after = guest_env(&c, "after");
-    assert_eq!(
-        after.get("boot_slot").map(String::as_str),
-        Some("b"),
-        "{after:?}\n{c}"
-    );
+    expect_var(&after, "boot_slot", "b", &c);
     assert_eq!(
         sender.expect_exit(Duration::from_secs(30)),
         0,
@@ -172,29 +166,12 @@ fn arm_virt_real_uboot_boots_new_slot_and_falls_back() {
         "FCUB: done",
         BOOT,
     );
-    assert!(
-        has(&c, "firmcast: slot b chosen (bootcount 1"),
-        "boot 5:\n{c}"
-    );
-    assert!(
-        has(&c, "linux up: version 2.0.1 slot b image good"),
-        "boot 5:\n{c}"
-    );
-    assert!(
-        has(&c, "confirmed: slot B (boot_slot=b) version 2.0.1"),
-        "boot 5:\n{c}"
-    );
+    expect_all(&c, 5, &["firmcast: slot b chosen (bootcount 1"]);
+    expect_all(&c, 5, &["linux up: version 2.0.1 slot b image good"]);
+    expect_all(&c, 5, &["confirmed: slot B (boot_slot=b) version 2.0.1"]);
     let confirmed = guest_env(&c, "confirmed");
-    assert_eq!(
-        confirmed.get("upgrade_available").map(String::as_str),
-        Some("0"),
-        "{confirmed:?}\n{c}"
-    );
-    assert_eq!(
-        confirmed.get("boot_slot").map(String::as_str),
-        Some("b"),
-        "{confirmed:?}"
-    );
+    expect_var(&confirmed, "upgrade_available", "0", &c);
+    expect_var(&confirmed, "boot_slot", "b", &c);
 
     // Boot 6: confirmed: U-Boot boots B without counting or saving.
     let c = power_on(
@@ -203,15 +180,12 @@ fn arm_virt_real_uboot_boots_new_slot_and_falls_back() {
         "FCUB: done",
         BOOT,
     );
-    assert!(
-        has(&c, "firmcast: slot b chosen (bootcount 0"),
-        "boot 6:\n{c}"
-    );
+    expect_all(&c, 6, &["firmcast: slot b chosen (bootcount 0"]);
     assert!(
         !has(&c, "firmcast: environment saved"),
         "boot 6 saved the environment:\n{c}"
     );
-    assert!(has(&c, "linux up: version 2.0.1 slot b"), "boot 6:\n{c}");
+    expect_all(&c, 6, &["linux up: version 2.0.1 slot b"]);
     println!(
         "uboot: scenario (6 power-ons, 2 updates of {} and {} bytes): {:.1} s",
         rel_dead.bytes.len(),
