@@ -8,6 +8,7 @@
 
 pub mod netns;
 pub mod qemu;
+pub mod uboot_boot;
 
 use std::fs;
 use std::io::Read;

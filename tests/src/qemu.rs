@@ -626,7 +626,7 @@ pub fn sha256_bytes(dir: &Scratch, bytes: &[u8]) -> String {
 }
 
 /// The keys every guest config shares.
-fn agent_toml_common(activation: &str) -> String {
+pub fn agent_toml_common(activation: &str) -> String {
     format!(
         "board = \"acme,rt1\"\ncurrent_version_file = \"/etc/fw-version\"\n\
          group = \"{GROUP}\"\nrepair_group = \"{REPAIR_GROUP}\"\ninterface = \"{GUEST_IP}\"\n\
