@@ -19,6 +19,9 @@ _firmcast() {
             firmcast,demo)
                 cmd="firmcast__subcmd__demo"
                 ;;
+            firmcast,fleet)
+                cmd="firmcast__subcmd__fleet"
+                ;;
             firmcast,help)
                 cmd="firmcast__subcmd__help"
                 ;;
@@ -39,6 +42,9 @@ _firmcast() {
                 ;;
             firmcast__subcmd__help,demo)
                 cmd="firmcast__subcmd__help__subcmd__demo"
+                ;;
+            firmcast__subcmd__help,fleet)
+                cmd="firmcast__subcmd__help__subcmd__fleet"
                 ;;
             firmcast__subcmd__help,help)
                 cmd="firmcast__subcmd__help__subcmd__help"
@@ -65,7 +71,7 @@ _firmcast() {
 
     case "${cmd}" in
         firmcast)
-            opts="-h -V --help --version keygen manifest send repair status demo help"
+            opts="-h -V --help --version keygen manifest send repair status fleet demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -124,8 +130,38 @@ _firmcast() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        firmcast__subcmd__fleet)
+            opts="-h --db --devices --rollout --history --csv --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --devices)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rollout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --history)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         firmcast__subcmd__help)
-            opts="keygen manifest send repair status demo help"
+            opts="keygen manifest send repair status fleet demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,6 +175,20 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__help__subcmd__demo)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        firmcast__subcmd__help__subcmd__fleet)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -255,7 +305,7 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__manifest)
-            opts="-h --show --public-key --json --image --board --version --key --out --block-size --chunk-size --help"
+            opts="-h --show --public-key --json --image --board --version --key --out --min-version --format --block-size --chunk-size --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -289,6 +339,14 @@ _firmcast() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --min-version)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --block-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -305,7 +363,7 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__repair)
-            opts="-v -h --image --manifest --public-key --listen --interface --repair-group --rate --ttl --repair --duration --roster --json --verbose --help"
+            opts="-v -h --image --manifest --public-key --listen --interface --repair-group --devices --group --rate --ttl --repair --duration --roster --json --verbose --db --http --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -335,6 +393,14 @@ _firmcast() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --devices)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -355,6 +421,14 @@ _firmcast() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -363,7 +437,7 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__send)
-            opts="-v -h --image --manifest --public-key --group --interface --rate --ttl --until-done --duration --passes --announce-every --manifest-repeats --manifest-lead --repair-listen --repair-group --repair --roster --json --verbose --help"
+            opts="-v -h --image --manifest --public-key --group --interface --rate --ttl --until-done --devices --abort-if-failed --duration --passes --announce-every --manifest-repeats --manifest-lead --repair-listen --repair-group --repair --roster --json --verbose --db --http --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -398,6 +472,14 @@ _firmcast() {
                     return 0
                     ;;
                 --until-done)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --devices)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --abort-if-failed)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -437,6 +519,14 @@ _firmcast() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -445,7 +535,7 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__status)
-            opts="-h --listen --duration --roster --json --help"
+            opts="-h --listen --devices --duration --roster --json --db --http --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -455,11 +545,23 @@ _firmcast() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --devices)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --duration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --roster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -31,6 +31,7 @@ complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "manifest" -d 'Sig
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "send" -d 'Send an image to a multicast group as a paced carousel'
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "repair" -d 'Serve NACKs: resend missing chunks to the repair group or one device'
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "status" -d 'Listen for device Status reports and print the fleet table'
+complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "fleet" -d 'Answer questions from the fleet record (--db): versions, failures, silence'
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "demo" -d 'Run a real multicast update of several agents on this machine (loopback)'
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c firmcast -n "__fish_firmcast_using_subcommand keygen" -l out -d 'Directory to write firmcast.key and firmcast.pub into (created if missing)' -r -F
@@ -44,6 +45,8 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l board -d 
 complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l version -d 'Image version, e.g. 2.1.0 (devices refuse versions not newer than theirs)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l key -d 'Secret key file from `firmcast keygen`' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l out -d 'Where to write the signed manifest' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l min-version -d 'Signed anti-rollback floor: devices that activate this image refuse images older than V from then on (e.g. 2.3.0)' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l format -d 'Manifest format: 2 (chunk authentication, --min-version) or 1 (for agents that predate format 2)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l block-size -d 'Block size (verification and flashing unit)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l chunk-size -d 'Chunk size (payload bytes per datagram)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand manifest" -l json -d 'With --show: print a JSON object on stdout'
@@ -53,19 +56,23 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l manifest -d '
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l public-key -d 'Also verify the manifest\'s signature with this public key file' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l group -d 'Multicast group and port to send to' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l interface -d 'Local IPv4 address of the interface to send from' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l rate -d 'Carousel rate in bits per second, e.g. 50M' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l rate -d 'Carousel rate in bits per second with a unit: 50M, 800K, 1G (a bare number is refused). The carousel goes slower when the devices\' flash cannot keep up (R-PACE-2), never faster' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l ttl -d 'Multicast TTL (1 = this subnet only)' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l until-done -d 'Stop once N devices report done for this image. While the N devices read back what they received (and no other needs data), the carousel holds: an Announce every 100 ms, no data' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l until-done -d 'Stop once N devices succeeded with this image (`all`: every device of --devices), or once every awaited device is in a final state. While the N devices read back what they received (and no other needs data), the carousel holds: an Announce every 100 ms, no data' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l devices -d 'The devices this rollout expects: a file with one device id (16 hex digits) or address (IP or IP:PORT) per line. The table shows who never reported; --until-done waits for these only' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l abort-if-failed -d 'Stop the carousel (exit 1) once N devices failed verification or activation (failed: verify-failed, flash-error, activation-failed)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l duration -d 'Stop after this many seconds (decimals allowed)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l passes -d 'Stop after N complete carousel passes' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l announce-every -d 'Datagrams between two Announces' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l manifest-repeats -d 'Extra copies of the manifest per pass, spread among the data' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l manifest-lead -d 'Copies of the manifest at the start of each pass, each after an Announce' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l repair-listen -d 'Also serve repairs from this process, receiving NACKs and Status on this address (instead of an ephemeral port); repairs share --rate' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l repair-group -d 'With --repair-listen: multicast group and port for repairs several devices need' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l repair-group -d 'Multicast group and port for repairs several devices need: with --repair-listen this process sends them there; without it, it hears a separate repair server\'s there and yields to them (R-REP-11)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l repair -d 'With --repair-listen: how to answer a crowd of NACKs (as `firmcast repair --repair`; default parity)' -r -f -a "retransmit\t'Resend each missing chunk once'
 parity\t'Send parity symbols (Reed-Solomon over each block): the default. In bench/fleet at 1% loss, 50 devices finished with 0.845 of the link\'s speed against 0.647 by retransmission (1.14 against 1.49 x the image sent)'"
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l roster -d 'Roster of device keys (lines `DEVICE_ID PUBLIC_KEY`): only Status reports signed by a roster device count, and are shown as authenticated' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l db -d 'Keep every Status report in this SQLite fleet record (created if missing; WAL). A report is acknowledged once committed (within ~150 ms) and then survives the tool being killed. Read it with `firmcast fleet --db FILE`' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l http -d 'Serve a live fleet page: PORT (on 127.0.0.1) or ADDR:PORT (any other address only when given, e.g. 0.0.0.0:8080; it has no authentication)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l json -d 'Print a JSON summary object on stdout'
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -s v -l verbose -d 'Log every device state change and more'
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -75,20 +82,34 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l public-key 
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l listen -d 'Address and port to receive NACKs and Status on' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l interface -d 'Local IPv4 address of the interface to send group repairs from' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l repair-group -d 'Multicast group and port for repairs several devices need' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l rate -d 'Cap on repair traffic in bits per second. Give it the carousel\'s rate (or the repair host\'s share of the link): a repair server slower than the loss rate builds a backlog, and devices fall back to the next pass' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l devices -d 'The devices expected: a file with one device id (16 hex digits) or address (IP or IP:PORT) per line; the table shows who never reported' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l group -d 'The carousel\'s multicast group and port (as given to `firmcast send --group`): the repair server hears its Announce and paces repairs at the carousel\'s rate, at most half of it while the carousel sends, so the two together keep to one link budget (R-REP-12)' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l rate -d 'Cap on repair traffic in bits per second. Without it, repairs follow the carousel\'s announced rate (50M until an Announce is heard); with it, the lower of the two. A unit is required: 50M, 800K, 1G' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l ttl -d 'Multicast TTL for group repairs' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l repair -d 'How to answer a crowd of NACKs: send fresh parity symbols per block (each repairs a different loss at each device), or resend the missing chunks. A lone straggler gets source chunks unicast either way' -r -f -a "retransmit\t'Resend each missing chunk once'
 parity\t'Send parity symbols (Reed-Solomon over each block): the default. In bench/fleet at 1% loss, 50 devices finished with 0.845 of the link\'s speed against 0.647 by retransmission (1.14 against 1.49 x the image sent)'"
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l duration -d 'Stop after this many seconds (decimals allowed)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l roster -d 'Roster of device keys (lines `DEVICE_ID PUBLIC_KEY`): only Status reports signed by a roster device count, and are shown as authenticated' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l db -d 'Keep every Status report in this SQLite fleet record (created if missing; WAL). A report is acknowledged once committed (within ~150 ms) and then survives the tool being killed. Read it with `firmcast fleet --db FILE`' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l http -d 'Serve a live fleet page: PORT (on 127.0.0.1) or ADDR:PORT (any other address only when given, e.g. 0.0.0.0:8080; it has no authentication)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l json -d 'Print a JSON summary object on stdout'
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -s v -l verbose -d 'Log every NACK'
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c firmcast -n "__fish_firmcast_using_subcommand status" -l listen -d 'Address and port to receive Status reports on' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand status" -l devices -d 'The devices expected: a file with one device id (16 hex digits) or address (IP or IP:PORT) per line; see the exit status above' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand status" -l duration -d 'Stop after this many seconds (decimals allowed)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand status" -l roster -d 'Roster of device keys (lines `DEVICE_ID PUBLIC_KEY`): only Status reports signed by a roster device count, and are shown as authenticated' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand status" -l db -d 'Keep every Status report in this SQLite fleet record (created if missing; WAL). A report is acknowledged once committed (within ~150 ms) and then survives the tool being killed. Read it with `firmcast fleet --db FILE`' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand status" -l http -d 'Serve a live fleet page: PORT (on 127.0.0.1) or ADDR:PORT (any other address only when given, e.g. 0.0.0.0:8080; it has no authentication)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand status" -l json -d 'Print a JSON object on stdout'
 complete -c firmcast -n "__fish_firmcast_using_subcommand status" -s h -l help -d 'Print help'
+complete -c firmcast -n "__fish_firmcast_using_subcommand fleet" -l db -d 'The fleet record to read' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand fleet" -l devices -d 'The devices expected (ids or addresses, one a line): list those that never reported' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand fleet" -l rollout -d 'Only reports about this rollout (image id, 16 hex digits)' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand fleet" -l history -d 'Instead: the history of one device (each change of state, reason, version, rollout or address, with when and how many reports)' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand fleet" -l csv -d 'Print CSV (one row per device) instead of the table'
+complete -c firmcast -n "__fish_firmcast_using_subcommand fleet" -l json -d 'Print one JSON object (rollouts, devices, never_reported) instead of the table'
+complete -c firmcast -n "__fish_firmcast_using_subcommand fleet" -s h -l help -d 'Print help'
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l devices -d 'Number of devices (agents) to run' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l size -d 'Image size in MiB' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l loss -d 'Receive loss at each device, in permille (the agent\'s rx-loss test option)' -r
@@ -100,10 +121,11 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l repair-listen
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l keep -d 'Keep the work directory (flash files, logs) afterwards'
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l json -d 'Print a JSON summary on stdout'
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -s h -l help -d 'Print help'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status demo help" -f -a "keygen" -d 'Generate an Ed25519 signing key pair'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status demo help" -f -a "manifest" -d 'Sign an image into a manifest, or show (and verify) a manifest'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status demo help" -f -a "send" -d 'Send an image to a multicast group as a paced carousel'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status demo help" -f -a "repair" -d 'Serve NACKs: resend missing chunks to the repair group or one device'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status demo help" -f -a "status" -d 'Listen for device Status reports and print the fleet table'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status demo help" -f -a "demo" -d 'Run a real multicast update of several agents on this machine (loopback)'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo help" -f -a "keygen" -d 'Generate an Ed25519 signing key pair'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo help" -f -a "manifest" -d 'Sign an image into a manifest, or show (and verify) a manifest'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo help" -f -a "send" -d 'Send an image to a multicast group as a paced carousel'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo help" -f -a "repair" -d 'Serve NACKs: resend missing chunks to the repair group or one device'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo help" -f -a "status" -d 'Listen for device Status reports and print the fleet table'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo help" -f -a "fleet" -d 'Answer questions from the fleet record (--db): versions, failures, silence'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo help" -f -a "demo" -d 'Run a real multicast update of several agents on this machine (loopback)'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
