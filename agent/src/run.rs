@@ -1588,7 +1588,7 @@ fn run_update(
         }
         if let Some(code) = core.exit_check(clock()) {
             *activated = core.activated();
-            if code == ExitCode::Ok && core.receiver().state() == DeviceState::Done {
+            if code == ExitCode::Updated && core.receiver().state() == DeviceState::Done {
                 if let Some(m) = core.receiver().manifest() {
                     *done_floor = m.min_version.to_string();
                 }

@@ -14,12 +14,23 @@ const BLOCKS: usize = 8;
 pub struct WriteRate {
     writes: [(u64, Duration); BLOCKS],
     next: usize,
+    /// Block writes seen, the first one included.
+    seen: usize,
 }
+
+/// The first block write of a run is left out (R-PACE-1): it often pays for
+/// opening, erasing ahead or a cold page cache, and a fast device that
+/// reported it would hold a fast fleet back at a fraction of its speed.
+const SKIP_FIRST: usize = 1;
 
 impl WriteRate {
     /// Note a block of `bytes` written in `took`; returns the rate in kbit/s
-    /// (at least 1).
+    /// (at least 1), or 0 while there is none yet (the first write is left out).
     pub fn record(&mut self, bytes: usize, took: Duration) -> u32 {
+        self.seen += 1;
+        if self.seen <= SKIP_FIRST {
+            return 0;
+        }
         self.writes[self.next] = (bytes as u64, took);
         self.next = (self.next + 1) % BLOCKS;
         let (bytes, took) = self
@@ -40,6 +51,8 @@ mod tests {
     #[test]
     fn r_pace_1_rate_over_the_last_blocks() {
         let mut w = WriteRate::default();
+        // The first write of a run is left out: no rate yet.
+        assert_eq!(w.record(65_536, Duration::from_millis(2500)), 0);
         // 64 KiB in 250 ms: 2,097 kbit/s.
         let k = w.record(65_536, Duration::from_millis(250));
         assert_eq!(k, 2097);

@@ -84,11 +84,9 @@ impl Pace {
             {
                 continue;
             }
-            // A window with room to spare holds nothing back.
-            let Some(gain) = gain_permille(r.window_free) else {
-                continue;
-            };
-            let bps = u64::from(r.write_kbps) * 1000 * self.wire_permille / 1000 * gain / 1000;
+            let bps = u64::from(r.write_kbps) * 1000 * self.wire_permille / 1000
+                * gain_permille(r.window_free)
+                / 1000;
             if least.is_none_or(|(b, _)| bps < b) {
                 let s = Slowest {
                     device_id: id,
@@ -122,23 +120,16 @@ impl Pace {
 /// per-mille, by its free window slots: with room, faster (the window fills
 /// and the flash never waits); with one slot or none, slower (a full window
 /// drops the chunks of new blocks, and those wait for a repair or the next
-/// pass). With [`ROOMY_WINDOW`] free slots or more the device does not pace
-/// at all: its flash keeps up with the carousel, and a rate measured on a
-/// block or two (the first write to a file or a partition is often slow)
-/// must not hold a fast fleet back.
-fn gain_permille(window_free: u16) -> Option<u64> {
+/// pass).
+fn gain_permille(window_free: u16) -> u64 {
     match window_free {
-        0 => Some(700),
-        1 => Some(850),
-        2 => Some(1000),
-        3 => Some(1050),
-        w if w < ROOMY_WINDOW => Some(1500),
-        _ => None,
+        0 => 700,
+        1 => 850,
+        2 => 1000,
+        3 => 1050,
+        _ => 1100,
     }
 }
-
-/// R-PACE-2: free window slots from which a device does not pace.
-pub const ROOMY_WINDOW: u16 = 6;
 
 #[cfg(test)]
 mod tests {

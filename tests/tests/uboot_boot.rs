@@ -94,7 +94,7 @@ fn arm_virt_real_uboot_boots_new_slot_and_falls_back() {
     );
     expect_all(&c, 1, &["firmcast: slot a chosen"]);
     expect_all(&c, 1, &["linux up: version 1.0.0 slot a"]);
-    expect_all(&c, 1, &["FCUB: agent: exit 0"]);
+    expect_all(&c, 1, &["FCUB: agent: exit 10"]);
     expect_all(&c, 1, &["activated slot B"]);
     let after = guest_env(&c, "after");
     expect_var(&after, "boot_slot", "b", &c);
