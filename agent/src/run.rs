@@ -484,6 +484,25 @@ impl<F: Flash> Core<F> {
         });
     }
 
+    /// R-RUN-1/2, R-STAT-7: log why the run ends unfinished, report
+    /// `stalled` and exit 5; flash keeps what was written, the next run resumes.
+    fn exit_stalled(&mut self, now: Instant, why: &str) {
+        log::error!(
+            "{why} ({}, {} of {} blocks on flash); exiting as stalled, the next run resumes",
+            self.rx.state().as_str(),
+            self.rx.blocks_done(),
+            self.manifest.as_ref().map_or(0, Manifest::block_count),
+        );
+        log::debug!("receiver counters at stall: {:?}", self.rx.stats());
+        self.report_and_exit(
+            now,
+            ExitCode::Stalled,
+            DeviceState::Stalled,
+            Reason::None,
+            None,
+        );
+    }
+
     /// The earliest time something is due (timer, window end, stall, progress log).
     pub fn deadline(&self) -> Option<Instant> {
         let mut d = self.rx.poll_timeout();
@@ -554,20 +573,11 @@ impl<F: Flash> Core<F> {
         let unfinished = !matches!(self.rx.state(), DeviceState::Done | DeviceState::Failed);
         if unfinished && now >= self.run_until {
             // R-RUN-2: whatever arrives, the boot goes on.
-            log::error!(
-                "run deadline: not finished after {} s ({}, {} of {} blocks on flash); exiting as stalled, the next run resumes",
-                self.s.run_deadline.as_secs(),
-                self.rx.state().as_str(),
-                self.rx.blocks_done(),
-                self.manifest.as_ref().map_or(0, Manifest::block_count),
+            let why = format!(
+                "run deadline: not finished after {} s",
+                self.s.run_deadline.as_secs()
             );
-            self.report_and_exit(
-                now,
-                ExitCode::Stalled,
-                DeviceState::Stalled,
-                Reason::None,
-                None,
-            );
+            self.exit_stalled(now, &why);
             return None;
         }
         match self.rx.state() {
@@ -598,22 +608,11 @@ impl<F: Flash> Core<F> {
             DeviceState::FetchingManifest | DeviceState::Receiving => {
                 let stalled_at = self.rx.last_progress_at() + self.s.stall_timeout;
                 if now >= stalled_at {
-                    let st = self.rx.stats();
-                    log::error!(
-                        "stalled: no progress for {} s ({}, {} of {} blocks on flash); exiting, the next run resumes",
-                        self.s.stall_timeout.as_secs(),
-                        self.rx.state().as_str(),
-                        self.rx.blocks_done(),
-                        self.manifest.as_ref().map_or(0, Manifest::block_count),
+                    let why = format!(
+                        "stalled: no progress for {} s",
+                        self.s.stall_timeout.as_secs()
                     );
-                    log::debug!("receiver counters at stall: {st:?}");
-                    self.report_and_exit(
-                        now,
-                        ExitCode::Stalled,
-                        DeviceState::Stalled,
-                        Reason::None,
-                        None,
-                    );
+                    self.exit_stalled(now, &why);
                     return None;
                 }
                 if now >= self.next_progress_at {

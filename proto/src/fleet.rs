@@ -216,34 +216,38 @@ impl Fleet {
         self.expire(now);
         let version = version_string(status.current_version);
         let id = status.device_id;
+        let report = DeviceRecord {
+            addr: from,
+            state: status.state,
+            blocks_done: status.blocks_done,
+            blocks_total: status.blocks_total,
+            version,
+            reason: status.reason,
+            image_id: header.image_id,
+            first_seen: now,
+            last_seen: now,
+            authenticated,
+            write_kbps: status.write_kbps,
+            window_free: status.window_free,
+        };
         if let Some(old) = self.devices.remove(&id) {
             self.unindex(id, &old);
             let old_state = old.state;
             let rec = if replaces(old.state, status.state) {
                 DeviceRecord {
-                    addr: from,
-                    state: status.state,
-                    blocks_done: status.blocks_done,
-                    blocks_total: status.blocks_total,
-                    version,
-                    reason: status.reason,
-                    image_id: header.image_id,
                     first_seen: old.first_seen,
-                    last_seen: now,
-                    authenticated,
-                    write_kbps: status.write_kbps,
-                    window_free: status.window_free,
+                    ..report
                 }
             } else {
                 // R-FLEET-4: the outcome stands; the device is alive.
                 DeviceRecord {
-                    addr: from,
-                    version,
-                    last_seen: now,
-                    authenticated,
-                    write_kbps: status.write_kbps,
-                    window_free: status.window_free,
-                    ..old
+                    state: old.state,
+                    blocks_done: old.blocks_done,
+                    blocks_total: old.blocks_total,
+                    reason: old.reason,
+                    image_id: old.image_id,
+                    first_seen: old.first_seen,
+                    ..report
                 }
             };
             self.index(id, &rec);
@@ -261,20 +265,7 @@ impl Fleet {
             self.remove(victim);
             self.stats.evicted += 1;
         }
-        let rec = DeviceRecord {
-            addr: from,
-            state: status.state,
-            blocks_done: status.blocks_done,
-            blocks_total: status.blocks_total,
-            version,
-            reason: status.reason,
-            image_id: header.image_id,
-            first_seen: now,
-            last_seen: now,
-            authenticated,
-            write_kbps: status.write_kbps,
-            window_free: status.window_free,
-        };
+        let rec = report;
         self.index(id, &rec);
         self.devices.insert(id, rec);
         self.emit(now, id, None);

@@ -372,7 +372,8 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
             "--interface".into(),
             "127.0.0.1".into(),
             "--rate".into(),
-            opts.rate_bps.to_string(),
+            // `--rate` needs a unit (server/src/units.rs): exact in kbit/s.
+            format!("{}.{:03}K", opts.rate_bps / 1000, opts.rate_bps % 1000),
             "--until-done".into(),
             opts.devices.to_string(),
             "--duration".into(),
@@ -388,6 +389,13 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
     let mut last_line = Instant::now();
     while finished < agents.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
+        if let Some(status) = sender.poll(started).filter(|s| !s.success()) {
+            let last = sender.output();
+            return Err(DemoError(format!(
+                "the sender exited ({status}) before the devices finished: {}",
+                last.lines().next().unwrap_or("no output")
+            )));
+        }
         let now_finished = agents
             .iter_mut()
             .map(|a| a.poll(started))

@@ -574,6 +574,34 @@ pub fn fleet_page_addr(p: &mut Proc) -> String {
         .to_string()
 }
 
+/// A Status report from `device_id` in `state`, as tests forge them: no
+/// blocks, no reason, no write rate; set other fields with `..` on it.
+pub fn status_report(
+    device_id: u64,
+    state: proto::wire::DeviceState,
+    version: &str,
+) -> proto::wire::Status<'_> {
+    proto::wire::Status {
+        device_id,
+        state,
+        blocks_done: 0,
+        blocks_total: 0,
+        current_version: version,
+        reason: proto::wire::Reason::None,
+        write_kbps: 0,
+        window_free: proto::wire::WINDOW_FREE_NONE,
+    }
+}
+
+/// `st` as an unsigned Status datagram of image `image` (session 1).
+pub fn status_datagram(image: proto::wire::ImageId, st: proto::wire::Status<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; proto::wire::MAX_DATAGRAM];
+    let frame = proto::wire::Frame::Status(st);
+    let n = proto::wire::encode(1, image, 0, &frame, &mut buf).expect("encode a Status");
+    buf.truncate(n);
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::resume_count;

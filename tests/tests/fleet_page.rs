@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firmcast_integration::*;
-use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status};
+use proto::wire::{DeviceState, ImageId, Reason, Status};
 
 const MIB: usize = 1 << 20;
 const FLASH: u64 = 8 << 20;
@@ -73,19 +73,10 @@ fn run_chromium(browser: &Path, dir: &Scratch, tag: &str, args: &[&str], url: &s
 /// A forged refusal from a device whose version string is markup.
 fn hostile_refusal(image: ImageId) -> Vec<u8> {
     let st = Status {
-        device_id: 0xbad0,
-        state: DeviceState::Refused,
-        blocks_done: 0,
-        blocks_total: 0,
-        current_version: HOSTILE,
         reason: Reason::WrongBoard,
-        write_kbps: 0,
-        window_free: wire::WINDOW_FREE_NONE,
+        ..status_report(0xbad0, DeviceState::Refused, HOSTILE)
     };
-    let mut buf = vec![0u8; wire::MAX_DATAGRAM];
-    let n = wire::encode(1, image, 0, &Frame::Status(st), &mut buf).expect("encode");
-    buf.truncate(n);
-    buf
+    status_datagram(image, st)
 }
 
 /// `count` occurrences of `needle` in `hay`.

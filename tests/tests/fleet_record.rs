@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use firmcast_integration::*;
-use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status};
+use proto::wire::{DeviceState, ImageId, Reason, Status};
 
 const MIB: usize = 1 << 20;
 const FLASH: u64 = 8 << 20;
@@ -38,19 +38,12 @@ fn status_frame(
     reason: Reason,
 ) -> Vec<u8> {
     let st = Status {
-        device_id: id,
-        state,
         blocks_done: blocks,
         blocks_total: 100_000,
-        current_version: "1.0.0",
         reason,
-        write_kbps: 0,
-        window_free: wire::WINDOW_FREE_NONE,
+        ..status_report(id, state, "1.0.0")
     };
-    let mut buf = vec![0u8; wire::MAX_DATAGRAM];
-    let n = wire::encode(1, image, 0, &Frame::Status(st), &mut buf).expect("encode");
-    buf.truncate(n);
-    buf
+    status_datagram(image, st)
 }
 
 /// Send reports `seqs` from 20 devices (round robin) to `to`, 1 ms apart

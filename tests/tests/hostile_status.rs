@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use firmcast_integration::*;
-use proto::wire::{self, Announce, DeviceState, Frame, ImageId, Reason, Status};
+use proto::wire::{self, Announce, DeviceState, Frame, ImageId, Status};
 
 const FLASH: u64 = 1 << 20;
 const IMAGE_LEN: usize = 256 * 1024 + 99;
@@ -23,14 +23,8 @@ fn status_frame(
     seed: Option<u8>,
 ) -> Vec<u8> {
     let st = Status {
-        device_id: id,
-        state,
-        blocks_done: 0,
-        blocks_total: 0,
-        current_version: version,
-        reason: Reason::None,
-        write_kbps: 0,
         window_free: 0,
+        ..status_report(id, state, version)
     };
     let mut buf = vec![0u8; wire::MAX_DATAGRAM];
     let mut n = wire::encode(1, image_id, 0, &Frame::Status(st), &mut buf).expect("encode");

@@ -442,3 +442,31 @@ fn one_process_sends_and_repairs_with_parity_within_one_rate() {
         "too few repairs ({repairs} B) for the test to tell a shared rate from two:\n{out}"
     );
 }
+
+/// The README's first command ends in `firmcast demo`: it must update its
+/// devices with the product's own defaults (a sender whose arguments the CLI
+/// refuses once left every device listening, and the demo still exited 1
+/// only after its 30 s boot window).
+#[test]
+fn the_readme_demo_updates_every_device() {
+    let net = Net::for_test(93);
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(bin("firmcast"))
+        .args(["demo", "--devices", "2", "--size", "1", "--json"])
+        .args(["--group", &net.group, "--repair-group", &net.repair_group])
+        .args(["--repair-listen", &net.repair_listen])
+        .output()
+        .expect("run firmcast demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "firmcast demo --devices 2 --size 1: exit {:?} after {:.2} s",
+        out.status.code(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("\"all_identical\":true"),
+        "{stdout}\n{stderr}"
+    );
+}

@@ -9,7 +9,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use firmcast_integration::*;
-use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status};
+use proto::wire::{DeviceState, ImageId, Reason, Status};
 
 const FLASH: u64 = 1 << 20;
 const IMAGE: usize = 256 * 1024;
@@ -247,19 +247,12 @@ fn r_stat_7_a_mixed_rollout_reports_every_outcome_and_ends_in_bounded_time() {
 /// A Status datagram from device `id` in `state`.
 fn status(id: u64, state: DeviceState, reason: Reason) -> Vec<u8> {
     let st = Status {
-        device_id: id,
-        state,
         blocks_done: 4,
         blocks_total: 4,
-        current_version: "1.0.0",
         reason,
-        write_kbps: 0,
-        window_free: wire::WINDOW_FREE_NONE,
+        ..status_report(id, state, "1.0.0")
     };
-    let mut buf = vec![0u8; wire::MAX_DATAGRAM];
-    let n = wire::encode(1, ImageId([7; 8]), 0, &Frame::Status(st), &mut buf).expect("encode");
-    buf.truncate(n);
-    buf
+    status_datagram(ImageId([7; 8]), st)
 }
 
 #[test]
