@@ -131,16 +131,13 @@ impl CarouselWatch {
     }
 
     /// The rate repairs keep to: the carousel's announced rate once one was
-    /// heard, never above the operator's `cap`; `fallback` while neither is
-    /// known.
+    /// heard, never above the operator's `cap`, or without one above
+    /// `fallback` (the default rate): an unsigned Announce only lowers it.
     pub fn rate_bps(&self, cap: Option<u64>, fallback: u64) -> u64 {
-        match (self.announced_bps, cap) {
-            (Some(a), Some(c)) => a.min(c),
-            (Some(a), None) => a,
-            (None, Some(c)) => c,
-            (None, None) => fallback,
-        }
-        .max(1)
+        let ceiling = cap.unwrap_or(fallback);
+        self.announced_bps
+            .map_or(ceiling, |a| a.min(ceiling))
+            .max(1)
     }
 
     /// The announced carousel rate, once heard.
@@ -349,11 +346,17 @@ mod tests {
         };
         assert_eq!(watch.rate_bps(None, 50_000_000), 50_000_000);
         assert_eq!(watch.rate_bps(Some(20_000_000), 50_000_000), 20_000_000);
+        announce(&mut watch, id, 30_000);
+        assert_eq!(
+            watch.rate_bps(None, 50_000_000),
+            30_000_000,
+            "follows the carousel"
+        );
         announce(&mut watch, id, 95_000);
         assert_eq!(
             watch.rate_bps(None, 50_000_000),
-            95_000_000,
-            "follows the carousel"
+            50_000_000,
+            "never above the default without --rate"
         );
         assert_eq!(
             watch.rate_bps(Some(20_000_000), 50_000_000),
@@ -362,6 +365,7 @@ mod tests {
         );
         announce(&mut watch, id, 4_000_000); // forged: 4 Gbit/s
         assert_eq!(watch.rate_bps(Some(20_000_000), 50_000_000), 20_000_000);
+        assert_eq!(watch.rate_bps(None, 50_000_000), 50_000_000);
         announce(&mut watch, wire::ImageId([4; 8]), 1); // another image's
         assert_eq!(watch.announced_bps(), Some(4_000_000_000));
         announce(&mut watch, id, 19_000); // the genuine one again

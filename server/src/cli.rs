@@ -385,9 +385,9 @@ pub struct RepairArgs {
     /// the two together keep to one link budget (R-REP-12).
     #[arg(long, default_value = "239.255.77.1:7854", value_name = "ADDR:PORT")]
     pub group: SocketAddr,
-    /// Cap on repair traffic in bits per second. Without it, repairs follow
-    /// the carousel's announced rate (50M until an Announce is heard); with
-    /// it, the lower of the two. A unit is required: 50M, 800K, 1G.
+    /// Cap on repair traffic in bits per second (default 50M). Repairs follow
+    /// the carousel's announced rate, never above this cap. A unit is
+    /// required: 50M, 800K, 1G.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: Option<u64>,
     /// Multicast TTL for group repairs.
