@@ -127,6 +127,12 @@ impl Hub {
         Ok(Hub { writer, live })
     }
 
+    /// Whether `--db` or `--http` asked for reports (so callers build none
+    /// for nobody).
+    pub fn is_on(&self) -> bool {
+        self.writer.is_some() || self.live.is_some()
+    }
+
     /// Hand one accepted report to the record and the page.
     pub fn take(&self, report: Report) {
         if let Some(live) = &self.live {

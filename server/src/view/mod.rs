@@ -96,7 +96,9 @@ impl View {
     /// record and the page (`hub`), each change to this view.
     pub fn drain(&mut self, fleet: &mut Fleet, hub: &Hub) {
         while let Some(ev) = fleet.poll_event() {
-            hub.take(Report::from_record(ev.device_id, &ev.record, unix_ms()));
+            if hub.is_on() {
+                hub.take(Report::from_record(ev.device_id, &ev.record, unix_ms()));
+            }
             self.event(&ev);
         }
     }
