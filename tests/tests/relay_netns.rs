@@ -139,37 +139,33 @@ fn make_ca(dir: &Scratch) {
     let run = |args: &[&str]| {
         run_ok(Command::new("openssl").args(args).current_dir(d), "openssl");
     };
+    // A new P-256 key, unencrypted, and where it and the request go.
+    let new_key = |key: &'static str, out: &'static str| {
+        [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            out,
+        ]
+    };
+    let ca_subject = ["-days", "2", "-subj", "/CN=firmcast test CA"];
     run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=firmcast test CA",
-    ]);
+        &["req", "-x509"][..],
+        &new_key("ca.key", "ca.pem"),
+        &ca_subject,
+    ]
+    .concat());
     run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "origin.key",
-        "-out",
-        "origin.csr",
-        "-subj",
-        "/CN=origin",
-    ]);
+        &["req"][..],
+        &new_key("origin.key", "origin.csr"),
+        &["-subj", "/CN=origin"],
+    ]
+    .concat());
     fs::write(
         d.join("origin.ext"),
         format!(
@@ -263,6 +259,22 @@ fn requests_from(dir: &Scratch, client: &str, object: &str) -> Vec<(u32, u64, St
             Some((status, bytes, range))
         })
         .collect()
+}
+
+/// (block 0 verified, download complete) in seconds from the relay's log.
+fn streaming_times(log: &str) -> (f64, f64) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("relay: block 0 verified"))
+        .unwrap_or_default();
+    let num = |after: &str| {
+        line.split(after)
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (num("from then on) at "), num("download complete at "))
 }
 
 #[test]
@@ -404,7 +416,7 @@ fn r_relay_two_sites_fetch_once_over_https_resume_after_a_cut_and_report_central
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(u64::MAX);
         say(&format!(
-            "relay_netns: site {site}: the relay fetched {fetched} bytes of a {IMAGE_LEN}-byte image in {} requests; nginx logged {logged} bytes in completed requests: {reqs:?}",
+            "relay_netns: site {site}: the relay fetched {fetched} bytes of a {IMAGE_LEN}-byte image; nginx logged {} completed requests with {logged} bytes (the cut one is not logged): {reqs:?}",
             reqs.len()
         ));
         assert!(
@@ -419,6 +431,12 @@ fn r_relay_two_sites_fetch_once_over_https_resume_after_a_cut_and_report_central
             logged <= IMAGE_LEN as u64,
             "site {site}: {logged} bytes logged"
         );
+        // Streaming: the carousel's data started before the last byte came.
+        let (first, complete) = streaming_times(&relay_log);
+        say(&format!(
+            "relay_netns: site {site}: block 0 verified at {first:.2} s, download complete at {complete:.2} s"
+        ));
+        assert!(first < complete, "site {site}: not streaming:\n{relay_log}");
     }
     // Central status: every device of both sites, each at its relay.
     let both = wait_until(Duration::from_secs(5), || {
@@ -438,38 +456,68 @@ fn r_relay_two_sites_fetch_once_over_https_resume_after_a_cut_and_report_central
     assert!(both && ids.len() == 4, "central status:\n{out}");
     central.kill();
 
-    // A tampered object on the origin: refused, the block named, exit 1.
-    let mut bad = t.start(
-        "a",
-        &dir,
-        "relay-tampered",
-        &firmcast,
-        &[
-            "relay",
-            "--origin",
-            &url("tampered.img"),
-            "--manifest-url",
-            &man_url,
-            "--ca-file",
-            path_str(&ca),
-            "--public-key",
-            path_str(&rel.public_key),
-            "--group",
-            "239.88.9.1:7854",
-            "--interface",
-            "127.0.0.1",
-            "--rate",
-            "20M",
-            "--duration",
-            "30",
-        ],
+    // R-RELAY-1: a manifest that does not verify with the key given: refused.
+    let other = dir.join("other-keys");
+    run_ok(
+        Command::new(&firmcast).args(["keygen", "--out", path_str(&other)]),
+        "keygen",
     );
-    let code = bad.expect_exit(Duration::from_secs(30));
-    let out = bad.output();
-    say(&format!(
-        "relay_netns: tampered origin: exit {code}; {}",
-        out.lines().find(|l| l.contains("error")).unwrap_or("")
-    ));
+    // A relay that must refuse: its exit code and output, the error line shown.
+    let refused = |site: &str, what: &str, origin: &str, key: &Path| {
+        let mut p = t.start(
+            site,
+            &dir,
+            &format!("relay-{}", what.replace(' ', "-")),
+            &firmcast,
+            &[
+                "relay",
+                "--origin",
+                origin,
+                "--manifest-url",
+                &man_url,
+                "--ca-file",
+                path_str(&ca),
+                "--public-key",
+                path_str(key),
+                "--group",
+                "239.88.9.1:7854",
+                "--interface",
+                "127.0.0.1",
+                "--rate",
+                "20M",
+                "--duration",
+                "30",
+            ],
+        );
+        let code = p.expect_exit(Duration::from_secs(30));
+        let out = p.output();
+        say(&format!(
+            "relay_netns: {what}: exit {code}; {}",
+            out.lines().find(|l| l.contains("error")).unwrap_or("")
+        ));
+        (code, out)
+    };
+    let (code, out) = refused(
+        "b",
+        "manifest under another key",
+        &img_url,
+        &other.join("firmcast.pub"),
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("nothing was sent"), "{out}");
+    assert_eq!(
+        requests_from(&dir, "10.88.2.2", "/fw.img").len(),
+        1,
+        "R-RELAY-1: the image was fetched before the manifest verified"
+    );
+
+    // R-RELAY-3: a tampered object on the origin: refused, the block named, exit 1.
+    let (code, out) = refused(
+        "a",
+        "tampered origin",
+        &url("tampered.img"),
+        &rel.public_key,
+    );
     assert_ne!(code, 0, "{out}");
     assert!(
         out.contains("block 3 (bytes 196608..262144)")

@@ -146,14 +146,14 @@ mod tests {
     #[test]
     fn r_relay_3_a_block_waits_for_its_last_byte_then_is_checked() {
         let (image, mut c, _f) = cached(None);
-        assert_eq!(c.through(1).expect("no error"), false, "nothing downloaded");
+        assert!(!c.through(1).expect("no error"), "nothing downloaded");
         assert!(c.ready().is_empty());
         c.download.set_have(4095);
-        assert_eq!(c.through(1).expect("no error"), false, "one byte short");
+        assert!(!c.through(1).expect("no error"), "one byte short");
         c.download.set_have(4096 + 10);
         assert!(c.through(1).expect("block 0"));
         assert_eq!(c.ready(), &image[..4096]);
-        assert_eq!(c.through(2).expect("no error"), false, "block 1 not in");
+        assert!(!c.through(2).expect("no error"), "block 1 not in");
         c.download.set_have(image.len() as u64);
         c.more(usize::MAX).expect("all");
         assert_eq!(c.ready(), &image[..]);

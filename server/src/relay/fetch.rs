@@ -41,6 +41,10 @@ pub const RETRY: Retry = Retry {
 /// A manifest larger than this is refused (a 1 GiB image in 4 KiB blocks
 /// has a manifest of about 8 MiB).
 const MANIFEST_MAX: u64 = 16 << 20;
+/// The longest one request's body may take (ureq 3.2 has no per-read
+/// timeout): at most this long stalled, and a download longer than this
+/// continues in another Range request.
+const BODY_BUDGET: Duration = Duration::from_secs(60);
 /// Bytes read from the connection per write to the cache file.
 const READ_BUF: usize = 64 << 10;
 
@@ -70,9 +74,11 @@ pub fn agent(ca_file: Option<&Path>) -> Result<Agent, Error> {
         .tls_config(tls.build())
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(Duration::from_secs(15)))
-        // A connection that stalls (a link gone, a firewall dropping) is
-        // given up after this and resumed by a Range request.
-        .timeout_per_read(Some(Duration::from_secs(10)))
+        // The body of one request gets this long; a connection that stalls
+        // (a link gone, a firewall dropping) is given up by then, and the
+        // download goes on with a Range request from the first missing byte
+        // (a request that was making progress starts a fresh retry budget).
+        .timeout_recv_body(Some(BODY_BUDGET))
         .build()
         .into())
 }

@@ -41,6 +41,7 @@ pub fn run(args: &RelayArgs) -> Result<u8, Error> {
         ),
     };
     let manifest_path = PathBuf::from(format!("{}.manifest", cache.display()));
+    let _cleanup = temporary.then(|| Cleanup(vec![cache.clone(), manifest_path.clone()]));
     let signed = fetch::fetch_small(&agent, &args.manifest_url, fetch::RETRY)?;
     // A cache left by a relay for another image starts over.
     let same = std::fs::read(&manifest_path).is_ok_and(|old| old == signed);
@@ -131,11 +132,18 @@ pub fn run(args: &RelayArgs) -> Result<u8, Error> {
         at(download.block_0_at()),
         at(download.finished_at())
     );
-    if temporary {
-        let _ = std::fs::remove_file(&cache);
-        let _ = std::fs::remove_file(&manifest_path);
-    }
     result
+}
+
+/// Files removed when the relay ends, however it ends (the default cache).
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// `firmcast send`'s arguments for the relay's site.
