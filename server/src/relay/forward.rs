@@ -134,10 +134,37 @@ mod tests {
     }
 
     #[test]
-    fn r_relay_4_only_status_frames_go_on_one_per_frame() {
+    fn r_relay_4_only_status_frames_go_on_byte_for_byte_one_per_frame() {
         let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sink.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
         let mut f = StatusForward::open(sink.local_addr().expect("addr")).expect("open");
-        f.accepted(Instant::from_micros(0), b"not a frame");
-        assert_eq!((f.forwarded, f.limited), (0, 0));
+        let now = Instant::from_micros(0);
+        f.accepted(now, b"not a frame");
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        let data = Frame::Data(wire::Data {
+            block: 0,
+            chunk: 0,
+            payload: wire::Bytes(&[1, 2, 3]),
+        });
+        let n = wire::encode(1, wire::ImageId([1; 8]), 0, &data, &mut buf).expect("encode");
+        f.accepted(now, &buf[..n]);
+        assert_eq!((f.forwarded, f.limited), (0, 0), "not Status: dropped");
+        let status = Frame::Status(wire::Status {
+            device_id: 7,
+            state: wire::DeviceState::Receiving,
+            blocks_done: 1,
+            blocks_total: 2,
+            current_version: "1.0.0",
+            reason: wire::Reason::None,
+            write_kbps: 0,
+            window_free: wire::WINDOW_FREE_NONE,
+        });
+        let n = wire::encode(1, wire::ImageId([1; 8]), 0, &status, &mut buf).expect("encode");
+        f.accepted(now, &buf[..n]);
+        assert_eq!(f.forwarded, 1);
+        let mut got = vec![0u8; wire::MAX_DATAGRAM];
+        let (len, _) = sink.recv_from(&mut got).expect("forwarded");
+        assert_eq!(&got[..len], &buf[..n], "byte for byte");
     }
 }
