@@ -261,6 +261,24 @@ fn requests_from(dir: &Scratch, client: &str, object: &str) -> Vec<(u32, u64, St
         .collect()
 }
 
+/// `firmcast relay` from `origin` on the site's loopback (its devices'
+/// interface), the CA and key given; the caller adds group, rate and stop.
+fn relay_args<'a>(origin: &'a str, manifest: &'a str, ca: &'a str, key: &'a str) -> Vec<&'a str> {
+    vec![
+        "relay",
+        "--origin",
+        origin,
+        "--manifest-url",
+        manifest,
+        "--ca-file",
+        ca,
+        "--public-key",
+        key,
+        "--interface",
+        "127.0.0.1",
+    ]
+}
+
 /// (block 0 verified, download complete) in seconds from the relay's log.
 fn streaming_times(log: &str) -> (f64, f64) {
     let line = log
@@ -343,34 +361,20 @@ fn r_relay_two_sites_fetch_once_over_https_resume_after_a_cut_and_report_central
             &format!("relay-{site}"),
             &firmcast,
             &[
-                "relay",
-                "--origin",
-                &img_url,
-                "--manifest-url",
-                &man_url,
-                "--ca-file",
-                path_str(&ca),
-                "--public-key",
-                path_str(&rel.public_key),
-                "--group",
-                &net.group,
-                "--repair-group",
-                &net.repair_group,
-                "--interface",
-                "127.0.0.1",
-                "--repair-listen",
-                &net.repair_listen,
-                "--rate",
-                "20M",
-                "--until-done",
-                "2",
-                "--duration",
-                "50",
-                "--cache",
-                path_str(&cache),
-                "--forward-status",
-                CENTRAL,
-            ],
+                &relay_args(&img_url, &man_url, path_str(&ca), path_str(&rel.public_key))[..],
+                &["--group", &net.group, "--repair-group", &net.repair_group],
+                &["--repair-listen", &net.repair_listen, "--rate", "20M"],
+                &[
+                    "--until-done",
+                    "2",
+                    "--duration",
+                    "50",
+                    "--cache",
+                    path_str(&cache),
+                ],
+                &["--forward-status", CENTRAL],
+            ]
+            .concat(),
         );
         relays.push((p, cache));
     }
@@ -456,6 +460,37 @@ fn r_relay_two_sites_fetch_once_over_https_resume_after_a_cut_and_report_central
     assert!(both && ids.len() == 4, "central status:\n{out}");
     central.kill();
 
+    // A relay restarted with the same --cache fetches nothing again.
+    let mut again = t.start(
+        "a",
+        &dir,
+        "relay-a-again",
+        &firmcast,
+        &[
+            &relay_args(&img_url, &man_url, path_str(&ca), path_str(&rel.public_key))[..],
+            &[
+                "--group",
+                "239.88.9.1:7854",
+                "--rate",
+                "50M",
+                "--passes",
+                "1",
+            ],
+            &["--cache", path_str(&relays[0].1)],
+        ]
+        .concat(),
+    );
+    let code = again.expect_exit(Duration::from_secs(30));
+    let out = again.output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("relay: fetched"))
+        .unwrap_or("");
+    say(&format!(
+        "relay_netns: restart on a full cache: exit {code}; {line}"
+    ));
+    assert!(code == 0 && line.contains("fetched 0 bytes"), "{out}");
+
     // R-RELAY-1: a manifest that does not verify with the key given: refused.
     let other = dir.join("other-keys");
     run_ok(
@@ -470,24 +505,17 @@ fn r_relay_two_sites_fetch_once_over_https_resume_after_a_cut_and_report_central
             &format!("relay-{}", what.replace(' ', "-")),
             &firmcast,
             &[
-                "relay",
-                "--origin",
-                origin,
-                "--manifest-url",
-                &man_url,
-                "--ca-file",
-                path_str(&ca),
-                "--public-key",
-                path_str(key),
-                "--group",
-                "239.88.9.1:7854",
-                "--interface",
-                "127.0.0.1",
-                "--rate",
-                "20M",
-                "--duration",
-                "30",
-            ],
+                &relay_args(origin, &man_url, path_str(&ca), path_str(key))[..],
+                &[
+                    "--group",
+                    "239.88.9.1:7854",
+                    "--rate",
+                    "20M",
+                    "--duration",
+                    "30",
+                ],
+            ]
+            .concat(),
         );
         let code = p.expect_exit(Duration::from_secs(30));
         let out = p.output();
