@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install what the network-namespace tests (tests/tests/fleet_netns.rs) and
-# the race (bench/fleet) need on a Debian/Ubuntu machine. Idempotent: running
-# it twice installs nothing the second time. Needs root (as the tests do).
+# Install what the network-namespace tests (tests/tests/fleet_netns.rs,
+# relay_netns.rs) and the race (bench/fleet) need on a Debian/Ubuntu machine.
+# Idempotent: running it twice installs nothing the second time. Needs root
+# (as the tests do).
 #
 #   scripts/setup-netns.sh            # rig tools: iproute2, nftables, ethtool
 #   scripts/setup-netns.sh --bench    # plus the peers of the race: uftp,
@@ -18,6 +19,9 @@ have ip || need+=(iproute2)
 have tc || need+=(iproute2)
 have nft || need+=(nftables)
 have ethtool || need+=(ethtool)
+# The relay test's HTTPS origin (tests/tests/relay_netns.rs) and its CA.
+[[ -x /usr/sbin/nginx ]] || have nginx || need+=(nginx)
+have openssl || need+=(openssl)
 if ((bench)); then
     have uftp || need+=(uftp)
     have udp-sender || need+=(udpcast)

@@ -43,6 +43,124 @@ pub enum Command {
     Fleet(FleetArgs),
     /// Run a real multicast update of several agents on this machine (loopback).
     Demo(DemoArgs),
+    /// Serve one site: fetch a signed image over HTTP(S), verify it, send it.
+    Relay(RelayArgs),
+}
+
+/// `firmcast send --announce-every` default (the relay's too).
+pub const ANNOUNCE_EVERY: u32 = 64;
+/// `firmcast send --manifest-repeats` default (the relay's too).
+pub const MANIFEST_REPEATS: u32 = 8;
+/// `firmcast send --manifest-lead` default (the relay's too).
+pub const MANIFEST_LEAD: u32 = 5;
+
+/// `firmcast relay`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+One command per site: the relay fetches the signed manifest (--manifest-url)
+and the image (--origin) from any web server, object store or CDN over HTTP or
+HTTPS, and serves its site as `firmcast send` does, carousel plus (with
+--repair-listen) repair server, so the origin link carries the image once per
+site, not once per device.
+
+What it checks before sending (R-RELAY-1..3): the manifest's signature with
+--public-key (the key the devices trust; nothing is fetched or sent on a bad
+one), then every block's SHA-256 against the manifest before the first byte of
+that block goes out. A block that differs ends the relay (exit 1) with a line
+naming the block; the devices never see it.
+
+Streaming: the carousel starts with the first block downloaded and verified
+and holds whenever its next block has not arrived yet, so the first pass runs
+at the download's speed and later passes at --rate. The download goes to a
+cache file (--cache, default a temporary file removed at exit) and is resumed
+with a Range request after a dropped connection (up to 8 attempts in a row
+without progress, 0.2 s to 4 s apart), and after a restart of the relay with
+the same --cache and manifest. Memory: like `firmcast send`, the image is held
+in memory once (the carousel and repairs read any block at any time); the
+cache file means a restart does not fetch it again.
+
+--forward-status sends every Status frame the relay accepted, unchanged, to a
+central `firmcast status --listen` (or `send`/`repair`), at most one per frame
+received and at most 200 a second (bursts of 400): the central table then has
+every site's devices, each shown at the address of its site's relay; signed
+reports (R-STAT-4) verify there against the central --roster.
+
+Examples:
+  firmcast relay --origin https://fw.example.com/acme/fw-2.1.0.img \\
+      --manifest-url https://fw.example.com/acme/fw-2.1.0.manifest \\
+      --public-key firmcast.pub --group 239.255.77.1:7854 --interface 10.1.0.1 \\
+      --rate 50M --repair-listen 10.1.0.1:7855 --until-done 40 --duration 3600 \\
+      --cache /var/cache/firmcast/fw-2.1.0.img --forward-status 10.0.0.5:7856
+  firmcast relay --origin https://origin.lan/fw.img --manifest-url https://origin.lan/fw.manifest \\
+      --ca-file private-ca.pem --public-key firmcast.pub --group 239.255.77.1:7854 \\
+      --interface 192.168.7.1 --rate 20M --passes 3
+  firmcast status --listen 10.0.0.5:7856      # the central view of every site")]
+pub struct RelayArgs {
+    /// URL of the image (http:// or https://); fetched with Range requests.
+    #[arg(long, value_name = "URL")]
+    pub origin: String,
+    /// URL of its signed manifest.
+    #[arg(long, value_name = "URL")]
+    pub manifest_url: String,
+    /// The public key the devices trust: the manifest must verify with it.
+    #[arg(long, value_name = "PUBFILE")]
+    pub public_key: PathBuf,
+    /// Trust only this CA (PEM) for https:// (a private CA); default: the
+    /// bundled web PKI roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Download into this file (FILE.manifest beside it) and keep it: a
+    /// relay restarted with the same file and manifest resumes the download.
+    #[arg(long, value_name = "FILE")]
+    pub cache: Option<PathBuf>,
+    /// Forward the devices' Status frames to a central `firmcast status`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub forward_status: Option<SocketAddr>,
+    /// Multicast group and port to send to.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub group: SocketAddr,
+    /// Local IPv4 address of the site's interface to send from.
+    #[arg(long, value_name = "IP")]
+    pub interface: IpAddr,
+    /// Carousel rate in bits per second with a unit: 50M, 800K, 1G.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate: u64,
+    /// Multicast TTL (1 = this subnet only).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub ttl: u32,
+    /// Serve repairs too, receiving NACKs and Status on this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub repair_listen: Option<SocketAddr>,
+    /// Multicast group and port for repairs (as `firmcast send`).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.77.2:7855")]
+    pub repair_group: SocketAddr,
+    /// With --repair-listen: parity (default) or retransmit.
+    #[arg(long, value_enum)]
+    pub repair: Option<RepairModeArg>,
+    /// Stop once N devices of the site succeeded (`all`: every device of --devices).
+    #[arg(long, value_name = "N|all", value_parser = parse_until_done)]
+    pub until_done: Option<UntilDone>,
+    /// The site's devices (as `firmcast send --devices`).
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
+    /// Stop after this many seconds (decimals allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Stop after N complete carousel passes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub passes: Option<u32>,
+    /// Roster of device keys (as `firmcast send --roster`).
+    #[arg(long, value_name = "FILE")]
+    pub roster: Option<PathBuf>,
+    /// Print a JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Log every device state change and more.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// The fleet record (--db) and the fleet page (--http).
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// `firmcast demo`.
@@ -295,13 +413,13 @@ pub struct SendArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub passes: Option<u32>,
     /// Datagrams between two Announces.
-    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = ANNOUNCE_EVERY, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub announce_every: u32,
     /// Extra copies of the manifest per pass, spread among the data.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(long, default_value_t = MANIFEST_REPEATS, value_name = "N")]
     pub manifest_repeats: u32,
     /// Copies of the manifest at the start of each pass, each after an Announce.
-    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    #[arg(long, default_value_t = MANIFEST_LEAD, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
     pub manifest_lead: u32,
     /// Also serve repairs from this process, receiving NACKs and Status on
     /// this address (instead of an ephemeral port); repairs share --rate.

@@ -8,6 +8,7 @@
 //!                          │  (send and status: view ◀─ FleetEvent, rollout: the goal)
 //!                          │   (send, repair, status) ── record::Hub ── record::writer (SQLite, --db)
 //!                          │                                          └─ http (fleet page, --http)
+//!                          ├─ relay  ── relay::fetch (HTTP(S) origin) ── send (its loop, fed by relay::cached)
 //!                          ├─ fleet  ── record::query (reads --db)
 //!                          └─ demo   (runs the binaries above + N × firmcast-agent on loopback)
 //! ```
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod drops;
 pub mod error;
 pub mod eta;
+pub mod feed;
 pub mod fleet_cmd;
 pub mod http;
 pub mod iface;
@@ -34,6 +36,7 @@ pub mod net;
 pub mod pace_log;
 pub mod rate_watch;
 pub mod record;
+pub mod relay;
 pub mod repair;
 pub mod report;
 pub mod rollout;
@@ -69,6 +72,10 @@ pub fn run(cli: cli::Cli) -> Result<u8, Error> {
         cli::Command::Status(a) => {
             logger::init(false);
             status::run(&a)
+        }
+        cli::Command::Relay(a) => {
+            logger::init(a.verbose);
+            relay::run(&a)
         }
         cli::Command::Fleet(a) => {
             logger::init(false);

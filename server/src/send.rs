@@ -22,6 +22,7 @@ use crate::cli::{RepairModeArg, SendArgs};
 use crate::drops::DropLog;
 use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
 use crate::eta;
+use crate::feed::{Blocks, Feed};
 use crate::image_file::StreamedImage;
 use crate::manifest_file::load_manifest;
 use crate::net::{self, Clock};
@@ -82,6 +83,12 @@ const SENDS_PER_TURN: usize = 256;
 
 /// Run `firmcast send`; returns the exit code.
 pub fn run(args: &SendArgs) -> Result<u8, Error> {
+    run_fed(args, Feed::default())
+}
+
+/// The send loop with the blocks and the Status forwarding of `feed`
+/// (`firmcast relay`); the defaults are `firmcast send`'s.
+pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     let group = net::group(args.group, "--group")?;
     let iface = net::ipv4(args.interface, "--interface")?;
     crate::iface::check(iface, "--interface")?;
@@ -98,7 +105,11 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     // Each block is read and checked against the manifest just before the
     // carousel first reaches it, the rest a few blocks per turn of the loop;
     // repairs are served from the blocks read so far.
-    let mut image = StreamedImage::open(&info, &args.image, &args.manifest)?;
+    let mut image: Box<dyn Blocks + '_> = match feed.blocks {
+        Some(blocks) => blocks,
+        None => Box::new(StreamedImage::open(&info, &args.image, &args.manifest)?),
+    };
+    let mut forward = feed.forward;
     let image_id = manifest.image_id;
     let goal = Goal {
         until: args.until_done,
@@ -213,12 +224,12 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
     let mut rate_watch = RateWatch::new();
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("send", clock.now());
-    let handle = |sender: &mut Sender,
-                  repairer: &mut Option<(RepairServer, SocketAddrV4)>,
-                  drops: &mut DropLog,
-                  now: proto::Instant,
-                  from: SocketAddr,
-                  bytes: &[u8]| {
+    let mut handle = |sender: &mut Sender,
+                      repairer: &mut Option<(RepairServer, SocketAddrV4)>,
+                      drops: &mut DropLog,
+                      now: proto::Instant,
+                      from: SocketAddr,
+                      bytes: &[u8]| {
         // NACKs are the repair server's; Status frames feed both fleets.
         let for_repair = repairer
             .as_mut()
@@ -233,8 +244,13 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
             _ => {}
         }
         // State changes reach the operator through the fleet's events (the view).
-        if let Err(e) = sender.handle_datagram(now, from, bytes) {
-            drops.note(e, from);
+        match sender.handle_datagram(now, from, bytes) {
+            Ok(()) => {
+                if let Some(f) = forward.as_deref_mut() {
+                    f.accepted(now, bytes);
+                }
+            }
+            Err(e) => drops.note(e, from),
         }
     };
 
@@ -282,14 +298,15 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         let mut sends = 0usize;
         // The block the next carousel chunk comes from (a Data frame moves
         // the cursor past its block only after that block's last chunk).
-        image.through(sender.position().1 as usize + 1)?;
-        while sends < SENDS_PER_TURN {
+        // A block not there yet (a relay's download) holds the carousel.
+        let mut ready = image.through(sender.position().1 as usize + 1)?;
+        while ready && sends < SENDS_PER_TURN {
             let Some(t) = sender.poll_transmit(clock.now(), image.bytes(), &mut buf) else {
                 break;
             };
             sends += 1;
             wire_bits += (t.len as u64 + IP_UDP_OVERHEAD) * 8;
-            image.through(sender.position().1 as usize + 1)?;
+            ready = image.through(sender.position().1 as usize + 1)?;
             if let Some((server, _)) = &mut repairer {
                 server.charge_shared(clock.now(), t.len);
             }
