@@ -17,7 +17,7 @@
 //! Unknown keys and tables are errors, so a typo never falls back to a default.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use toml_subset::{Document, Entry, Value};
 use crate::device_id::{self, HostFacts, IdSource};
 use crate::features::{self, Feature};
 use crate::hooks::HooksConfig;
-use crate::netspec::{Interface, Server};
+use crate::netspec::{self, Interface, Server};
 use crate::resume::FinalReadBack;
 
 mod toml_subset;
@@ -203,17 +203,22 @@ pub struct Config {
     /// Where `current_version` was read from, if from a file.
     pub current_version_file: Option<PathBuf>,
     /// Data multicast group.
-    pub group: SocketAddrV4,
+    pub group: SocketAddr,
+    /// `source`: join `group` from this sender only (R-NET-1).
+    pub source: Option<IpAddr>,
     /// Repair multicast group.
-    pub repair_group: SocketAddrV4,
-    /// Address of the interface to join on (`0.0.0.0`: let the kernel
-    /// choose); for a name or `auto`, `0.0.0.0` until [`crate::netspec::resolve`].
-    pub interface: Ipv4Addr,
+    pub repair_group: SocketAddr,
+    /// `repair_source`: join `repair_group` from this address only
+    /// ([`crate::netspec::repair_source`] gives the default).
+    pub repair_source: Option<IpAddr>,
+    /// Address of the interface to join on (unspecified: let the kernel
+    /// choose); for a name or `auto`, unspecified until [`crate::netspec::resolve`].
+    pub interface: IpAddr,
     /// `interface` as configured: address, name or `auto`.
     pub interface_spec: Interface,
     /// Where NACKs and Status reports go; for a host name, `0.0.0.0:port`
     /// until [`crate::netspec::resolve`].
-    pub repair_server: SocketAddrV4,
+    pub repair_server: SocketAddr,
     /// `repair_server` as configured: `IPv4:port` or `host:port`.
     pub repair_server_spec: Server,
     /// The operator's Ed25519 public key.
@@ -385,6 +390,8 @@ struct Raw {
     current_version_file: Option<String>,
     group: Option<String>,
     repair_group: Option<String>,
+    source: Option<String>,
+    repair_source: Option<String>,
     interface: Option<String>,
     repair_server: Option<String>,
     public_key: Option<String>,
@@ -540,6 +547,8 @@ fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
             "current_version_file" => raw.current_version_file = f.string()?,
             "group" => raw.group = f.string()?,
             "repair_group" => raw.repair_group = f.string()?,
+            "source" => raw.source = f.string()?,
+            "repair_source" => raw.repair_source = f.string()?,
             "interface" => raw.interface = f.string()?,
             "repair_server" => raw.repair_server = f.string()?,
             "public_key" => raw.public_key = f.string()?,
@@ -774,7 +783,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         Some(s) => Interface::parse(&s).map_err(|why| ConfigError::key(file, "interface", why))?,
     };
     // A name or `auto` is looked up at start (netspec::resolve).
-    let interface = interface_spec.fixed().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let interface = interface_spec.fixed_for(group);
     let repair_server = required(
         file,
         "repair_server",
@@ -783,10 +792,23 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
     )?;
     let repair_server_spec = Server::parse(&repair_server)
         .map_err(|why| ConfigError::key(file, "repair_server", why))?;
-    let repair_server = repair_server_spec.fixed().unwrap_or(SocketAddrV4::new(
-        Ipv4Addr::UNSPECIFIED,
-        repair_server_spec.port(),
-    ));
+    let repair_server = repair_server_spec.fixed_for(group);
+    let source_of = |key: &str, v: Option<String>| {
+        v.map(|s| netspec::parse_source(&s).map_err(|why| ConfigError::key(file, key, why)))
+            .transpose()
+    };
+    let source = source_of("source", raw.source)?;
+    let repair_source = source_of("repair_source", raw.repair_source)?;
+    netspec::Addresses {
+        group,
+        source,
+        repair_group,
+        repair_source,
+        interface: &interface_spec,
+        repair_server: &repair_server_spec,
+    }
+    .check()
+    .map_err(|(key, why)| ConfigError::key(file, key, why))?;
 
     let pk = required(
         file,
@@ -1053,7 +1075,9 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         current_version,
         current_version_file,
         group,
+        source,
         repair_group,
+        repair_source,
         interface,
         interface_spec: interface_spec.clone(),
         repair_server,
@@ -1152,7 +1176,7 @@ fn device_id_of(
     // route may change, the id must not).
     let link = match interface {
         Interface::Name(n) => host.links.iter().find(|l| &l.name == n),
-        other => device_id::pick_link(&host.links, other.fixed().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+        other => device_id::pick_link(&host.links, netspec::v4_or_any(other)),
     };
     device_id::derive(device_id::Inputs {
         file: id_file.as_deref().zip(first_line),
@@ -1271,26 +1295,12 @@ fn multicast(
     key: &str,
     value: Option<String>,
     default: SocketAddrV4,
-) -> Result<SocketAddrV4, ConfigError> {
-    let Some(s) = value else { return Ok(default) };
-    let addr = s.trim().parse::<SocketAddrV4>().map_err(|_| {
-        ConfigError::key(
-            file,
-            key,
-            format!("`{s}` is not IPv4:port (e.g. \"{default}\")"),
-        )
-    })?;
-    if !addr.ip().is_multicast() {
-        return Err(ConfigError::key(
-            file,
-            key,
-            format!("{} is not a multicast address (224.0.0.0/4)", addr.ip()),
-        ));
-    }
-    if addr.port() == 0 {
-        return Err(ConfigError::key(file, key, "port must not be 0"));
-    }
-    Ok(addr)
+) -> Result<SocketAddr, ConfigError> {
+    let Some(s) = value else {
+        return Ok(SocketAddr::V4(default));
+    };
+    netspec::parse_group(&s, SocketAddr::V4(default))
+        .map_err(|why| ConfigError::key(file, key, why))
 }
 
 fn decode_hex32(s: &str) -> Option<[u8; 32]> {
@@ -1471,6 +1481,14 @@ impl Config {
         );
         kv("group", self.group.to_string());
         kv("repair_group", self.repair_group.to_string());
+        for (key, a) in [
+            ("source", self.source),
+            ("repair_source", self.repair_source),
+        ] {
+            if let Some(a) = a {
+                kv(key, a.to_string());
+            }
+        }
         kv("interface", self.interface_spec.to_string());
         kv("repair_server", self.repair_server_spec.to_string());
         let hex: String = self.public_key.iter().map(|b| format!("{b:02x}")).collect();
@@ -1670,8 +1688,8 @@ block_delay_ms = 3
     #[test]
     fn defaults_apply() {
         let c = p(&minimal_without("")).expect("parses");
-        assert_eq!(c.group, DEFAULT_GROUP);
-        assert_eq!(c.repair_group, DEFAULT_REPAIR_GROUP);
+        assert_eq!(c.group, SocketAddr::V4(DEFAULT_GROUP));
+        assert_eq!(c.repair_group, SocketAddr::V4(DEFAULT_REPAIR_GROUP));
         assert_eq!(c.interface, Ipv4Addr::UNSPECIFIED);
         assert_eq!(c.boot_window, Duration::from_secs(30));
         assert_eq!(c.window_blocks, 16);

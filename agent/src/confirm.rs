@@ -15,7 +15,7 @@
 //! The outcome is one log line and a Status frame to the repair server
 //! (R-STAT-3: three times, 50 ms apart, session 0, image id 0).
 
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 
 use flasher::uboot_env::{EnvError, UbootEnv};
 use flasher::Flash;
@@ -185,7 +185,7 @@ pub fn status_frame(
 
 /// Sends a Status three times, 50 ms apart, to `to` (best effort: the
 /// network may not be up this early in the boot; failures are logged).
-pub fn report(cfg: &Config, to: SocketAddrV4, state: DeviceState, reason: Reason) {
+pub fn report(cfg: &Config, to: SocketAddr, state: DeviceState, reason: Reason) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let Some(len) = status_frame(
         cfg.device_id,

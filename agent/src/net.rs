@@ -1,10 +1,14 @@
-//! The agent's three UDP sockets, all non-blocking:
+//! The agent's three UDP sockets, all non-blocking, all of the groups'
+//! address family (IPv4 or IPv6):
 //!
 //! ```text
-//!  data    bound to group:port         IP_ADD_MEMBERSHIP(group, interface)   carousel
-//!  repair  bound to repair_group:port  IP_ADD_MEMBERSHIP(repair, interface)  multicast repairs
+//!  data    bound to group:port         join (source, group) on interface    carousel
+//!  repair  bound to repair_group:port  join (repair source, repair group)   multicast repairs
 //!  unicast bound to interface:0        sends NACK + Status, receives unicast repairs
 //! ```
+//!
+//! A join with a source is source-specific (IGMPv3 / MLDv2, R-NET-2);
+//! [`mcast`] does the joining for both families.
 //!
 //! Only repair Data may arrive on the unicast socket ([`unicast_admissible`],
 //! R-LOCAL-4): the rest of the protocol comes over the groups, so an
@@ -15,10 +19,13 @@
 //! one host all receive the groups; binding to the group address (not
 //! INADDR_ANY) keeps other groups on the same port out.
 
+use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{SockRef, Socket};
+
+use crate::config::Config;
 
 /// The sockets of one agent.
 #[derive(Debug)]
@@ -51,8 +58,80 @@ impl std::fmt::Display for OpenError {
     }
 }
 
-fn udp() -> io::Result<Socket> {
-    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+/// What the agent joins, and where: the memberships of one [`Config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Groups {
+    /// The data group.
+    pub data: SocketAddr,
+    /// Its source, for a source-specific join.
+    pub data_source: Option<IpAddr>,
+    /// The repair group.
+    pub repair: SocketAddr,
+    /// Its source ([`crate::netspec::repair_source`]).
+    pub repair_source: Option<IpAddr>,
+    /// The interface address to join on (unspecified: the kernel chooses).
+    pub interface: IpAddr,
+}
+
+impl Groups {
+    /// The memberships `cfg` asks for (after [`crate::netspec::resolve`]).
+    pub fn of(cfg: &Config) -> Groups {
+        Groups {
+            data: cfg.group,
+            data_source: cfg.source,
+            repair: cfg.repair_group,
+            repair_source: crate::netspec::repair_source(cfg),
+            interface: cfg.interface,
+        }
+    }
+}
+
+impl Groups {
+    /// R-NET-5: the line for a boot window of `cfg` that ended without one
+    /// datagram on the data group.
+    pub fn nothing_heard(&self, cfg: &Config) -> String {
+        let via = match &cfg.interface_spec {
+            crate::netspec::Interface::Name(n) => format!("{n} ({})", cfg.interface),
+            _ => cfg.interface.to_string(),
+        };
+        let window_secs = cfg.boot_window.as_secs();
+        let source = self
+            .data_source
+            .map(|s| format!(" (source {s})"))
+            .unwrap_or_default();
+        format!(
+            "nothing received on {} via {via} within {window_secs} s: check IGMP/MLD snooping and multicast routing{source}",
+            self.data
+        )
+    }
+}
+
+/// One membership as `(S,G)` or `G`.
+struct Membership(IpAddr, Option<IpAddr>);
+
+impl fmt::Display for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(s) => write!(f, "({s},{})", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl fmt::Display for Groups {
+    /// `(S,G) and G` as joined.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} and {}",
+            Membership(self.data.ip(), self.data_source),
+            Membership(self.repair.ip(), self.repair_source)
+        )
+    }
+}
+
+fn udp(like: IpAddr) -> io::Result<Socket> {
+    mcast::udp(like)
 }
 
 /// Set SO_RCVBUF to `bytes` and return what the kernel granted (Linux reports
@@ -63,21 +142,21 @@ pub fn set_rcvbuf(sock: &Socket, bytes: usize) -> io::Result<usize> {
 }
 
 /// A non-blocking socket bound to `group` with address reuse, not yet joined.
-pub fn group_socket(group: SocketAddrV4, rcvbuf: usize) -> io::Result<(Socket, usize)> {
-    let s = udp()?;
+pub fn group_socket(group: SocketAddr, rcvbuf: usize) -> io::Result<(Socket, usize)> {
+    let s = udp(group.ip())?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     let granted = set_rcvbuf(&s, rcvbuf)?;
-    s.bind(&SocketAddr::V4(group).into())?;
+    s.bind(&group.into())?;
     s.set_nonblocking(true)?;
     Ok((s, granted))
 }
 
 /// A non-blocking socket bound to `interface:0`.
-pub fn unicast_socket(interface: Ipv4Addr, rcvbuf: usize) -> io::Result<Socket> {
-    let s = udp()?;
+pub fn unicast_socket(interface: IpAddr, rcvbuf: usize) -> io::Result<Socket> {
+    let s = udp(interface)?;
     let _ = set_rcvbuf(&s, rcvbuf)?;
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(interface, 0)).into())?;
+    s.bind(&mcast::bind_addr(interface, 0).into())?;
     s.set_nonblocking(true)?;
     Ok(s)
 }
@@ -96,12 +175,14 @@ fn is_interface_error(e: &io::Error) -> bool {
 
 /// One attempt at opening and joining everything. The caller retries on
 /// [`OpenError::Interface`] while the boot window lasts.
-pub fn open(
-    group: SocketAddrV4,
-    repair_group: SocketAddrV4,
-    interface: Ipv4Addr,
-    rcvbuf: usize,
-) -> Result<Sockets, OpenError> {
+pub fn open(groups: &Groups, rcvbuf: usize) -> Result<Sockets, OpenError> {
+    let Groups {
+        data: group,
+        data_source,
+        repair: repair_group,
+        repair_source,
+        interface,
+    } = *groups;
     let classify = |what: String, e: io::Error| {
         if is_interface_error(&e) {
             OpenError::Interface(format!("{what}: {e}"))
@@ -113,13 +194,18 @@ pub fn open(
         .map_err(|e| classify(format!("bind {interface}:0"), e))?;
     let (data, granted) =
         group_socket(group, rcvbuf).map_err(|e| OpenError::Fatal(format!("bind {group}: {e}")))?;
-    data.join_multicast_v4(group.ip(), &interface)
-        .map_err(|e| classify(format!("join {} on {interface}", group.ip()), e))?;
+    let join = |sock: &Socket, g: SocketAddr, source: Option<IpAddr>| {
+        mcast::join(sock, g.ip(), source, interface).map_err(|e| {
+            classify(
+                format!("join {} on {interface}", Membership(g.ip(), source)),
+                e,
+            )
+        })
+    };
+    join(&data, group, data_source)?;
     let (repair, _) = group_socket(repair_group, rcvbuf)
         .map_err(|e| OpenError::Fatal(format!("bind {repair_group}: {e}")))?;
-    repair
-        .join_multicast_v4(repair_group.ip(), &interface)
-        .map_err(|e| classify(format!("join {} on {interface}", repair_group.ip()), e))?;
+    join(&repair, repair_group, repair_source)?;
     Ok(Sockets {
         data: data.into(),
         repair: repair.into(),
@@ -129,19 +215,18 @@ pub fn open(
 }
 
 impl Sockets {
-    /// Leave and join both groups again on `interface`: the kernel sends a
-    /// fresh membership report for each ([`crate::rejoin`]).
-    pub fn rejoin(
-        &self,
-        group: Ipv4Addr,
-        repair_group: Ipv4Addr,
-        interface: Ipv4Addr,
-    ) -> io::Result<()> {
-        for (sock, g) in [(&self.data, group), (&self.repair, repair_group)] {
+    /// Leave and join both groups again: the kernel sends a fresh
+    /// membership report for each ([`crate::rejoin`]).
+    pub fn rejoin(&self, groups: &Groups) -> io::Result<()> {
+        for (sock, g, source) in [
+            (&self.data, groups.data, groups.data_source),
+            (&self.repair, groups.repair, groups.repair_source),
+        ] {
+            let sock = SockRef::from(sock);
             // Not joined any more (e.g. the interface went away and came
             // back): the join below is what counts.
-            let _ = sock.leave_multicast_v4(&g, &interface);
-            sock.join_multicast_v4(&g, &interface)?;
+            let _ = mcast::leave(&sock, g.ip(), source, groups.interface);
+            mcast::join(&sock, g.ip(), source, groups.interface)?;
         }
         Ok(())
     }
@@ -169,11 +254,13 @@ pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, Socke
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn unicast_socket_round_trip_and_nonblocking() {
-        let a = UdpSocket::from(unicast_socket(Ipv4Addr::LOCALHOST, 65536).expect("a"));
-        let b = UdpSocket::from(unicast_socket(Ipv4Addr::LOCALHOST, 65536).expect("b"));
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let a = UdpSocket::from(unicast_socket(lo, 65536).expect("a"));
+        let b = UdpSocket::from(unicast_socket(lo, 65536).expect("b"));
         let mut buf = [0u8; 64];
         assert!(recv(&b, &mut buf).expect("empty").is_none());
         a.send_to(b"hi", b.local_addr().expect("addr"))
@@ -234,9 +321,13 @@ mod tests {
     fn missing_interface_address_is_retryable() {
         // TEST-NET-3: never configured on a test host.
         let e = open(
-            SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 9), 17854),
-            SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 10), 17855),
-            Ipv4Addr::new(203, 0, 113, 77),
+            &Groups {
+                data: "239.255.77.9:17854".parse().expect("group"),
+                data_source: None,
+                repair: "239.255.77.10:17855".parse().expect("group"),
+                repair_source: None,
+                interface: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77)),
+            },
             65536,
         )
         .expect_err("no such interface");
@@ -245,7 +336,7 @@ mod tests {
 
     #[test]
     fn rcvbuf_reads_back_granted_size() {
-        let s = udp().expect("socket");
+        let s = udp(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("socket");
         let granted = set_rcvbuf(&s, 65536).expect("rcvbuf");
         assert!(granted >= 4096, "{granted}");
     }

@@ -19,7 +19,7 @@
 //!    └─ Core::poll_transmit ─▶ unicast socket (repair server, sender)
 //! ```
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -137,7 +137,7 @@ pub struct CoreSettings {
     /// The whole run ends (exit 5) this long after it started (R-RUN-2).
     pub run_deadline: Duration,
     /// Where `Dest::RepairServer` goes.
-    pub repair_server: SocketAddrV4,
+    pub repair_server: SocketAddr,
     /// Test: drop this many per thousand received datagrams.
     pub rx_loss_permille: u32,
     /// Test: seed of the loss generator.
@@ -424,7 +424,7 @@ impl<F: Flash> Core<F> {
                 }
             }
             let to = match t.dest {
-                Dest::RepairServer => SocketAddr::V4(self.s.repair_server),
+                Dest::RepairServer => self.s.repair_server,
                 Dest::Peer(a) => a,
                 Dest::Group => {
                     log::debug!("receiver asked to send to the group; not used on a device");
@@ -448,7 +448,7 @@ impl<F: Flash> Core<F> {
     fn poll_post_status(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         let rx_done = self.rx.is_finished();
         let p = self.post.as_mut()?;
-        let repair = SocketAddr::V4(self.s.repair_server);
+        let repair = self.s.repair_server;
         let to = p.poll(now, rx_done, repair, self.rx.proven_sender())?;
         let len = p.encode(
             self.s.device_id,
@@ -1467,8 +1467,9 @@ fn run_update(
     // At boot the interface may not be up yet: retry, bounded by the boot window.
     let join_until = clock() + cfg.boot_window;
     let mut waiting = false;
+    let groups = net::Groups::of(cfg);
     let sockets = loop {
-        match net::open(cfg.group, cfg.repair_group, cfg.interface, cfg.rcvbuf_bytes) {
+        match net::open(&groups, cfg.rcvbuf_bytes) {
             Ok(s) => break s,
             Err(net::OpenError::Interface(why)) => {
                 if clock() >= join_until {
@@ -1504,9 +1505,7 @@ fn run_update(
         );
     }
     log::info!(
-        "joined {} and {} on {}; listening (unicast {})",
-        cfg.group.ip(),
-        cfg.repair_group.ip(),
+        "joined {groups} on {}; listening (unicast {})",
         cfg.interface,
         sockets
             .unicast
@@ -1558,6 +1557,7 @@ fn run_update(
     };
 
     let mut watchdog = rejoin::Watchdog::new(clock());
+    let mut data_heard = 0u64;
     loop {
         let now = clock();
         core.handle_timeout(now);
@@ -1565,13 +1565,11 @@ fn run_update(
         crate::state_file::observe(core.receiver());
         if core.wants_data() {
             if let Some(silent) = watchdog.poll(now) {
-                match sockets.rejoin(*cfg.group.ip(), *cfg.repair_group.ip(), cfg.interface) {
+                match sockets.rejoin(&groups) {
                     Ok(()) => log::info!(
-                        "no datagram on {} for {} ms: re-joined {} and {} on {} (a fresh IGMP report)",
+                        "no datagram on {} for {} ms: re-joined {groups} on {} (a fresh IGMP/MLD report)",
                         cfg.group,
                         silent.as_millis(),
-                        cfg.group.ip(),
-                        cfg.repair_group.ip(),
                         cfg.interface
                     ),
                     Err(e) => log::warn!(
@@ -1586,6 +1584,9 @@ fn run_update(
             watchdog.heard(now);
         }
         if let Some(code) = core.exit_check(clock()) {
+            if code == ExitCode::Ok && data_heard == 0 {
+                log::warn!("{}", groups.nothing_heard(cfg));
+            }
             *activated = core.activated();
             if code == ExitCode::Updated && core.receiver().state() == DeviceState::Done {
                 if let Some(m) = core.receiver().manifest() {
@@ -1661,6 +1662,7 @@ fn run_update(
                         }
                         if i == 0 {
                             watchdog.heard(clock());
+                            data_heard += 1;
                         }
                         core.handle_datagram(clock(), from, &inbuf[..n]);
                         crate::state_file::observe(core.receiver());

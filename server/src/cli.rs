@@ -119,7 +119,8 @@ pub struct RelayArgs {
     /// Multicast group and port to send to.
     #[arg(long, value_name = "ADDR:PORT")]
     pub group: SocketAddr,
-    /// Local IPv4 address of the site's interface to send from.
+    /// Local address of the site's interface to send from: IPv4, or IPv6
+    /// for an IPv6 group.
     #[arg(long, value_name = "IP")]
     pub interface: IpAddr,
     /// Carousel rate in bits per second with a unit: 50M, 800K, 1G.
@@ -134,6 +135,10 @@ pub struct RelayArgs {
     /// Multicast group and port for repairs (as `firmcast send`).
     #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.77.2:7855")]
     pub repair_group: SocketAddr,
+    /// Without --repair-listen and with a source-specific --repair-group:
+    /// the site's repair server's address (as `firmcast send`).
+    #[arg(long, value_name = "IP")]
+    pub repair_source: Option<IpAddr>,
     /// With --repair-listen: parity (default) or retransmit.
     #[arg(long, value_enum)]
     pub repair: Option<RepairModeArg>,
@@ -380,7 +385,8 @@ pub struct SendArgs {
     /// Multicast group and port to send to.
     #[arg(long, value_name = "ADDR:PORT")]
     pub group: SocketAddr,
-    /// Local IPv4 address of the interface to send from.
+    /// Local address of the interface to send from: IPv4, or IPv6 for an
+    /// IPv6 group (the interface holding it sends).
     #[arg(long, value_name = "IP")]
     pub interface: IpAddr,
     /// Carousel rate in bits per second with a unit: 50M, 800K, 1G (a bare
@@ -388,7 +394,8 @@ pub struct SendArgs {
     /// cannot keep up (R-PACE-2), never faster.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: u64,
-    /// Multicast TTL (1 = this subnet only).
+    /// Multicast TTL, the IPv6 hop limit (1 = this subnet only; one more
+    /// per multicast router between here and the devices: --ttl 8).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub ttl: u32,
     /// Stop once N devices succeeded with this image (`all`: every device
@@ -430,6 +437,11 @@ pub struct SendArgs {
     /// a separate repair server's there and yields to them (R-REP-11).
     #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.77.2:7855")]
     pub repair_group: SocketAddr,
+    /// Without --repair-listen and with a source-specific --repair-group
+    /// (232.0.0.0/8, ff3x::/32): the separate repair server's address, the
+    /// only source heard on it, e.g. --repair-source 10.0.0.2.
+    #[arg(long, value_name = "IP")]
+    pub repair_source: Option<IpAddr>,
     /// With --repair-listen: how to answer a crowd of NACKs (as `firmcast
     /// repair --repair`; default parity).
     #[arg(long, value_enum)]
@@ -487,7 +499,8 @@ pub struct RepairArgs {
     /// Address and port to receive NACKs and Status on.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
-    /// Local IPv4 address of the interface to send group repairs from.
+    /// Local address of the interface to send group repairs from (IPv4, or
+    /// IPv6 for IPv6 groups).
     #[arg(long, value_name = "IP")]
     pub interface: IpAddr,
     /// Multicast group and port for repairs several devices need.
@@ -503,12 +516,18 @@ pub struct RepairArgs {
     /// the two together keep to one link budget (R-REP-12).
     #[arg(long, default_value = "239.255.77.1:7854", value_name = "ADDR:PORT")]
     pub group: SocketAddr,
+    /// With a source-specific --group (232.0.0.0/8, ff3x::/32): the
+    /// carousel's sender address, the only source heard on it, e.g.
+    /// --source 10.0.0.1.
+    #[arg(long, value_name = "IP")]
+    pub source: Option<IpAddr>,
     /// Cap on repair traffic in bits per second (default 50M). Repairs follow
     /// the carousel's announced rate, never above this cap. A unit is
     /// required: 50M, 800K, 1G.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: Option<u64>,
-    /// Multicast TTL for group repairs.
+    /// Multicast TTL (IPv6 hop limit) for group repairs (1 = this subnet
+    /// only; one more per multicast router: --ttl 8).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub ttl: u32,
     /// How to answer a crowd of NACKs: send fresh parity symbols per block

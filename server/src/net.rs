@@ -1,14 +1,13 @@
 //! The I/O half of the shell: the monotonic clock as `proto::Instant`, UDP
-//! sockets set up for multicast, draining a socket, waiting for the next
-//! deadline or a readable socket, and the SIGINT/SIGTERM flag.
+//! sockets set up for multicast (IPv4 or IPv6, any-source or
+//! source-specific joins through [`mcast`]), draining a socket, waiting for
+//! the next deadline or a readable socket, and the SIGINT/SIGTERM flag.
 
 use std::io::{self, ErrorKind};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{runtime, Error};
 
@@ -39,50 +38,67 @@ impl Clock {
     }
 }
 
-/// Require an IPv4 address (multicast here is IPv4), naming the flag.
-pub fn ipv4(addr: IpAddr, flag: &str) -> Result<Ipv4Addr, Error> {
-    match addr {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(crate::error::config(format!(
-            "{flag} {addr}: only IPv4 is supported"
-        ))),
+/// Require a multicast group address and port (IPv4 or IPv6) of the family
+/// of `--interface` (`interface`), naming the flag.
+pub fn group(addr: SocketAddr, flag: &str, interface: IpAddr) -> Result<SocketAddr, Error> {
+    if !addr.ip().is_multicast() || addr.port() == 0 {
+        return Err(crate::error::config(format!(
+            "{flag} {addr}: expected a multicast group and port, e.g. 239.255.77.1:7854 or [ff15::77]:7854"
+        )));
     }
+    same_family(addr.ip(), flag, interface)?;
+    Ok(addr)
 }
 
-/// Require an IPv4 multicast group address, naming the flag.
-pub fn group(addr: SocketAddr, flag: &str) -> Result<SocketAddrV4, Error> {
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_multicast() && a.port() != 0 => Ok(a),
-        _ => Err(crate::error::config(format!(
-            "{flag} {addr}: expected an IPv4 multicast group and port, e.g. 239.255.77.1:7854"
+/// Require `addr` (given with `flag`) in the family of `--interface`.
+pub fn same_family(addr: IpAddr, flag: &str, interface: IpAddr) -> Result<(), Error> {
+    if addr.is_ipv4() == interface.is_ipv4() {
+        return Ok(());
+    }
+    Err(crate::error::config(format!(
+        "{flag} {addr} and --interface {interface}: use one address family (IPv4 or IPv6) for both"
+    )))
+}
+
+/// The source to join `group` from (R-NET-1): `source` (given with `flag`),
+/// required for a group in a source-specific range (232/8, ff3x::/32).
+pub fn group_source(
+    group: SocketAddr,
+    group_flag: &str,
+    source: Option<IpAddr>,
+    flag: &str,
+) -> Result<Option<IpAddr>, Error> {
+    match source {
+        Some(s) if s.is_ipv4() != group.is_ipv4() || s.is_multicast() => {
+            Err(crate::error::config(format!(
+                "{flag} {s}: must be a unicast address of the family of {group_flag} {group}"
+            )))
+        }
+        None if mcast::is_ssm(group.ip()) => Err(crate::error::config(format!(
+            "{group_flag} {group} is source-specific (232.0.0.0/8, ff3x::/32): give {flag} ADDR, the address its datagrams come from"
         ))),
+        s => Ok(s),
     }
 }
 
 /// A non-blocking UDP socket bound to `bind`, sending multicast out of
-/// `interface` with `ttl`, multicast loop on (devices may share the host).
-pub fn multicast_socket(
-    bind: SocketAddrV4,
-    interface: Ipv4Addr,
-    ttl: u32,
-) -> Result<UdpSocket, Error> {
+/// `interface` `ttl` routers far (the IPv6 hop limit: R-NET-4), multicast
+/// loop on (devices may share the host).
+pub fn multicast_socket(bind: SocketAddr, interface: IpAddr, ttl: u32) -> Result<UdpSocket, Error> {
     let ctx = |what: &str, e: io::Error| runtime(format!("{what}: {e}"));
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| ctx("creating UDP socket", e))?;
-    sock.set_multicast_if_v4(&interface).map_err(|e| {
+    let sock = mcast::udp(interface).map_err(|e| ctx("creating UDP socket", e))?;
+    mcast::set_sending(&sock, interface, ttl).map_err(|e| {
         ctx(
-            &format!("--interface {interface}: setting IP_MULTICAST_IF"),
+            &format!(
+                "--interface {interface} --ttl {ttl}: setting the multicast interface and hops"
+            ),
             e,
         )
     })?;
-    sock.set_multicast_loop_v4(true)
-        .map_err(|e| ctx("setting IP_MULTICAST_LOOP", e))?;
-    sock.set_multicast_ttl_v4(ttl)
-        .map_err(|e| ctx(&format!("--ttl {ttl}"), e))?;
     // Room for bursts of Status/NACK replies from a large fleet.
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
-    sock.bind(&SocketAddr::V4(bind).into())
+    sock.bind(&bind.into())
         .map_err(|e| ctx(&format!("binding {bind}"), e))?;
     sock.set_nonblocking(true)
         .map_err(|e| ctx("setting non-blocking mode", e))?;
@@ -95,22 +111,24 @@ pub fn multicast_socket(
 /// what does not fit between two turns of the loop is dropped by the kernel,
 /// which is all right for a listener that only needs recent samples.
 pub fn group_listener(
-    group: SocketAddrV4,
-    interface: Ipv4Addr,
+    group: SocketAddr,
+    source: Option<IpAddr>,
+    interface: IpAddr,
     rcvbuf: usize,
 ) -> Result<UdpSocket, Error> {
     let ctx = |what: String, e: io::Error| runtime(format!("{what}: {e}"));
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| ctx("creating UDP socket".into(), e))?;
+    let sock = mcast::udp(interface).map_err(|e| ctx("creating UDP socket".into(), e))?;
     sock.set_reuse_address(true)
         .map_err(|e| ctx("setting SO_REUSEADDR".into(), e))?;
     sock.set_reuse_port(true)
         .map_err(|e| ctx("setting SO_REUSEPORT".into(), e))?;
     let _ = sock.set_recv_buffer_size(rcvbuf);
-    sock.bind(&SocketAddr::V4(group).into())
+    sock.bind(&group.into())
         .map_err(|e| ctx(format!("binding {group}"), e))?;
-    sock.join_multicast_v4(group.ip(), &interface)
-        .map_err(|e| ctx(format!("joining {} on {interface}", group.ip()), e))?;
+    mcast::join(&sock, group.ip(), source, interface).map_err(|e| {
+        let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
+        ctx(format!("joining {}{from} on {interface}", group.ip()), e)
+    })?;
     sock.set_nonblocking(true)
         .map_err(|e| ctx("setting non-blocking mode".into(), e))?;
     Ok(sock.into())

@@ -1,6 +1,6 @@
 //! `firmcast repair`: the shell around [`proto::repair::RepairServer`].
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -28,27 +28,18 @@ const DEFAULT_RATE_BPS: u64 = 50_000_000;
 
 /// Run `firmcast repair`; returns the exit code.
 pub fn run(args: &RepairArgs) -> Result<u8, Error> {
-    let repair_group = net::group(args.repair_group, "--repair-group")?;
-    let iface = net::ipv4(args.interface, "--interface")?;
+    let iface = args.interface;
     crate::iface::check(iface, "--interface")?;
-    let listen = match args.listen {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => {
-            return Err(config(format!(
-                "--listen {}: only IPv4 is supported",
-                args.listen
-            )))
-        }
-    };
+    let repair_group = net::group(args.repair_group, "--repair-group", iface)?;
+    let listen = args.listen;
+    net::same_family(listen.ip(), "--listen", iface)?;
+    let carousel_group = net::group(args.group, "--group", iface)?;
+    let carousel_source = net::group_source(carousel_group, "--group", args.source, "--source")?;
     if args.ttl > 255 {
         return Err(config(format!("--ttl {}: must be 0..=255", args.ttl)));
     }
     let loaded = load_for_image(&args.image, &args.manifest, args.public_key.as_deref())?;
-    let sock = net::multicast_socket(
-        SocketAddrV4::new(*listen.ip(), listen.port()),
-        iface,
-        args.ttl,
-    )?;
+    let sock = net::multicast_socket(listen, iface, args.ttl)?;
     let local = sock
         .local_addr()
         .map_err(|e| runtime(format!("socket address: {e}")))?;
@@ -57,7 +48,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
     let clock = Clock::start();
     // R-REP-12: the carousel's Announce sets the rate (never above --rate).
     let mut carousel = CarouselSocket::open(
-        net::group(args.group, "--group")?,
+        (carousel_group, carousel_source),
         iface,
         loaded.manifest.image_id,
         args.rate,
@@ -220,7 +211,7 @@ pub(crate) fn send_due(
     image: &[u8],
     buf: &mut [u8],
     sock: &std::net::UdpSocket,
-    repair_group: SocketAddrV4,
+    repair_group: SocketAddr,
     send_errors: &mut u64,
     mut sent: impl FnMut(proto::Instant, usize),
 ) {
@@ -231,7 +222,7 @@ pub(crate) fn send_due(
             break;
         };
         let to = match t.dest {
-            Dest::Group => SocketAddr::V4(repair_group),
+            Dest::Group => repair_group,
             Dest::Peer(a) => a,
             Dest::RepairServer => continue,
         };

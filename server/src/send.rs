@@ -7,7 +7,7 @@
 //! group, check the stop conditions, then sleep until the earliest
 //! `poll_timeout()` or a readable socket.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -81,6 +81,22 @@ const FLEET_EVENTS: usize = 65_536;
 /// `--duration`; 256 datagrams are about 30 ms at 100 Mbit/s.
 const SENDS_PER_TURN: usize = 256;
 
+/// The repair group and the source to hear it from (R-NET-1: a separate
+/// repair server's address, `--repair-source`).
+fn repair_membership(
+    args: &SendArgs,
+    iface: IpAddr,
+) -> Result<(SocketAddr, Option<IpAddr>), Error> {
+    let group = net::group(args.repair_group, "--repair-group", iface)?;
+    let source = net::group_source(
+        group,
+        "--repair-group",
+        args.repair_source,
+        "--repair-source",
+    )?;
+    Ok((group, source))
+}
+
 /// Run `firmcast send`; returns the exit code.
 pub fn run(args: &SendArgs) -> Result<u8, Error> {
     run_fed(args, Feed::default())
@@ -89,9 +105,9 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
 /// The send loop with the blocks and the Status forwarding of `feed`
 /// (`firmcast relay`); the defaults are `firmcast send`'s.
 pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
-    let group = net::group(args.group, "--group")?;
-    let iface = net::ipv4(args.interface, "--interface")?;
+    let iface = args.interface;
     crate::iface::check(iface, "--interface")?;
+    let group = net::group(args.group, "--group", iface)?;
     let expected = args.devices.as_deref().map(Expected::load).transpose()?;
     if args.until_done == Some(UntilDone::All) && expected.is_none() {
         return Err(config(
@@ -123,13 +139,12 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     let session = u32::from_be_bytes(session);
 
     let inline_repair = match args.repair_listen {
-        Some(SocketAddr::V4(listen)) => {
-            Some((listen, net::group(args.repair_group, "--repair-group")?))
-        }
-        Some(SocketAddr::V6(a)) => {
-            return Err(config(format!(
-                "--repair-listen {a}: only IPv4 is supported"
-            )))
+        Some(listen) => {
+            net::same_family(listen.ip(), "--repair-listen", iface)?;
+            Some((
+                listen,
+                net::group(args.repair_group, "--repair-group", iface)?,
+            ))
         }
         None if args.repair.is_some() => {
             return Err(config(
@@ -140,7 +155,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     };
     // With an inline repair server, one socket bound to its address carries
     // the carousel, the repairs, Status and NACKs.
-    let bind = inline_repair.map_or(SocketAddrV4::new(iface, 0), |(listen, _)| listen);
+    let bind = inline_repair.map_or(mcast::bind_addr(iface, 0), |(listen, _)| listen);
     let sock = net::multicast_socket(bind, iface, args.ttl)?;
     let local = sock
         .local_addr()
@@ -170,7 +185,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     if let Some(r) = &roster {
         sender.fleet_mut().set_roster(r.clone());
     }
-    let mut repairer: Option<(RepairServer, SocketAddrV4)> = inline_repair.map(|(_, group)| {
+    let mut repairer: Option<(RepairServer, SocketAddr)> = inline_repair.map(|(_, group)| {
         let mut server = repair::new_server(
             args.repair.unwrap_or(RepairModeArg::Parity),
             args.rate,
@@ -186,7 +201,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     let mut heard = match repairer {
         Some(_) => None,
         None => Some(crate::shared_link::HeardRepairsSocket::open(
-            net::group(args.repair_group, "--repair-group")?,
+            repair_membership(args, iface)?,
             iface,
             image_id,
             args.rate,
@@ -211,7 +226,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
         );
     }
 
-    let dest = SocketAddr::V4(group);
+    let dest = group;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut rbuf = vec![0u8; 65_536];
     let mut progress = Progress::new(args.verbose);
@@ -225,7 +240,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("send", clock.now());
     let mut handle = |sender: &mut Sender,
-                      repairer: &mut Option<(RepairServer, SocketAddrV4)>,
+                      repairer: &mut Option<(RepairServer, SocketAddr)>,
                       drops: &mut DropLog,
                       now: proto::Instant,
                       from: SocketAddr,

@@ -4,7 +4,7 @@
 //! data group and paces at the carousel's announced rate, at its share while
 //! the carousel sends.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use proto::link::{CarouselWatch, HeardRepairs};
 use proto::repair::{RepairConfig, RepairServer};
@@ -29,17 +29,17 @@ pub struct HeardRepairsSocket {
 }
 
 impl HeardRepairsSocket {
-    /// Join `repair_group` on `interface` for a carousel of `image_id` at
-    /// `rate_bps`.
+    /// Join `repair_group` (from its source, if given) on `interface` for a
+    /// carousel of `image_id` at `rate_bps`.
     pub fn open(
-        repair_group: SocketAddrV4,
-        interface: Ipv4Addr,
+        (repair_group, source): (SocketAddr, Option<IpAddr>),
+        interface: IpAddr,
         image_id: ImageId,
         rate_bps: u64,
         now: proto::Instant,
     ) -> Result<Self, Error> {
         Ok(HeardRepairsSocket {
-            sock: net::group_listener(repair_group, interface, EAR_RCVBUF)?,
+            sock: net::group_listener(repair_group, source, interface, EAR_RCVBUF)?,
             heard: HeardRepairs::new(
                 image_id,
                 rate_bps,
@@ -86,16 +86,17 @@ pub struct CarouselSocket {
 }
 
 impl CarouselSocket {
-    /// Join `group` on `interface` and watch the carousel of `image_id`.
+    /// Join `group` (from its source, if given) on `interface` and watch
+    /// the carousel of `image_id`.
     pub fn open(
-        group: SocketAddrV4,
-        interface: Ipv4Addr,
+        (group, source): (SocketAddr, Option<IpAddr>),
+        interface: IpAddr,
         image_id: ImageId,
         cap: Option<u64>,
         fallback: u64,
     ) -> Result<Self, Error> {
         Ok(CarouselSocket {
-            sock: net::group_listener(group, interface, WATCH_RCVBUF)?,
+            sock: net::group_listener(group, source, interface, WATCH_RCVBUF)?,
             watch: CarouselWatch::new(image_id),
             cap,
             fallback,

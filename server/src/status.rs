@@ -2,7 +2,7 @@
 //! shown by the [`crate::view`]; with `--devices`, wait for those devices and
 //! exit 1 unless every one of them succeeded.
 
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use proto::fleet::{is_final, is_success, Fleet, DEFAULT_MAX_DEVICES};
 use serde_json::json;
 
 use crate::cli::StatusArgs;
-use crate::error::{config, runtime, Error, EXIT_FAILURE, EXIT_OK};
+use crate::error::{runtime, Error, EXIT_FAILURE, EXIT_OK};
 use crate::net::{self, Clock};
 use crate::record::Hub;
 use crate::report::{devices_json, devices_line, fleet_auth_json};
@@ -22,17 +22,9 @@ const FLEET_EVENTS: usize = 65_536;
 
 /// Run `firmcast status`; returns the exit code.
 pub fn run(args: &StatusArgs) -> Result<u8, Error> {
-    let listen = match args.listen {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => {
-            return Err(config(format!(
-                "--listen {}: only IPv4 is supported",
-                args.listen
-            )))
-        }
-    };
-    let sock = UdpSocket::bind(SocketAddrV4::new(*listen.ip(), listen.port()))
-        .map_err(|e| runtime(format!("binding --listen {listen}: {e}")))?;
+    let listen = args.listen;
+    let sock =
+        UdpSocket::bind(listen).map_err(|e| runtime(format!("binding --listen {listen}: {e}")))?;
     sock.set_nonblocking(true)
         .map_err(|e| runtime(format!("socket mode: {e}")))?;
     let hub = Hub::start(&args.record, "status")?;

@@ -166,6 +166,7 @@ fn send_args(a: &RelayArgs, image: PathBuf, manifest: PathBuf) -> SendArgs {
         manifest_lead: crate::cli::MANIFEST_LEAD,
         repair_listen: a.repair_listen,
         repair_group: a.repair_group,
+        repair_source: a.repair_source,
         repair: a.repair,
         roster: a.roster.clone(),
         json: a.json,
