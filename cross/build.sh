@@ -184,6 +184,12 @@ if [[ ${FIRMCAST_PANIC_IMMEDIATE_ABORT:-0} == 1 ]]; then
         { echo "cross/build.sh: this std has no panic_immediate_abort feature" >&2; exit 2; }
     std_feature_list+=(panic_immediate_abort)
 fi
+# Extra std features to measure (e.g. optimize_for_size), space-separated.
+for f in ${FIRMCAST_STD_FEATURES:-}; do
+    grep -q "^$f = " "$STD_TOML" ||
+        { echo "cross/build.sh: this std has no $f feature" >&2; exit 2; }
+    std_feature_list+=("$f")
+done
 std_features=("-Zbuild-std-features=$(IFS=,; echo "${std_feature_list[*]}")")
 # Smallest code for the device binary; only the cross build, not the host's
 # release profile (override with CARGO_PROFILE_RELEASE_OPT_LEVEL).
