@@ -237,8 +237,8 @@ const MARKERS: [(&str, &str); 16] = [
 fn phase_at(console: &str, boot: u32) -> String {
     let last = console
         .lines()
-        .filter_map(|l| MARKERS.iter().find(|(m, _)| l.contains(m)))
-        .last()
+        .rev()
+        .find_map(|l| MARKERS.iter().find(|(m, _)| l.contains(m)))
         .map_or("U-Boot start", |(_, p)| p);
     let which = if boot == 0 {
         "update boot"
