@@ -30,7 +30,8 @@
 #
 # Environment: FIRMCAST_CROSS_PROFILE (default release), FIRMCAST_CROSS_RUSTFLAGS
 # (appended to the target's RUSTFLAGS),
-# FIRMCAST_PANIC_IMMEDIATE_ABORT=1 (std without panic messages: smaller);
+# FIRMCAST_PANIC_IMMEDIATE_ABORT=1 (panics print nothing: smaller, see cross/README.md),
+# FIRMCAST_STD_FEATURES (extra std features, e.g. optimize_for_size: to measure);
 # with --test: FIRMCAST_CROSS_SIM=1 (also proto's fleet simulation, slow),
 # FIRMCAST_CROSS_FEC_BENCH=1 (also proto's erasure-code measurement).
 set -euo pipefail
@@ -160,7 +161,7 @@ setup_target() {
     # tests, which unwind): nothing unwinds, and .eh_frame was 48 KB of the
     # mipsel agent.
     local unwind=
-    [[ $mode == build ]] && unwind="-C force-unwind-tables=no"
+    [[ $mode == build ]] && unwind="-C force-unwind-tables=no ${immabort_rustflags:-}"
     export "CARGO_TARGET_${E}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -C link-arg=-Wl,-z,norelro -L native=$SUPPORT/$t $(float_rustflags "$t") $(isa_rustflags "$t") -Z location-detail=none $unwind ${FIRMCAST_CROSS_RUSTFLAGS:-}"
     if [[ $qemu != - ]]; then
         export "CARGO_TARGET_${E}_RUNNER=$qemu"
@@ -179,11 +180,23 @@ std_feature_list=()
 for f in std_detect_file_io std_detect_dlsym_getauxval; do
     grep -q "^$f = " "$STD_TOML" && std_feature_list+=("$f")
 done
+# Panics abort without formatting or printing anything: older std has a
+# panic_immediate_abort feature, newer rustc (1.9x) the panic strategy
+# `immediate-abort` instead (device build only: the unit tests unwind).
+immabort_rustflags=
 if [[ ${FIRMCAST_PANIC_IMMEDIATE_ABORT:-0} == 1 ]]; then
-    grep -q '^panic_immediate_abort = ' "$STD_TOML" ||
-        { echo "cross/build.sh: this std has no panic_immediate_abort feature" >&2; exit 2; }
-    std_feature_list+=(panic_immediate_abort)
+    if grep -q '^panic_immediate_abort = ' "$STD_TOML"; then
+        std_feature_list+=(panic_immediate_abort)
+    else
+        immabort_rustflags="-Zunstable-options -Cpanic=immediate-abort"
+    fi
 fi
+# Extra std features to measure (e.g. optimize_for_size), space-separated.
+for f in ${FIRMCAST_STD_FEATURES:-}; do
+    grep -q "^$f = " "$STD_TOML" ||
+        { echo "cross/build.sh: this std has no $f feature" >&2; exit 2; }
+    std_feature_list+=("$f")
+done
 std_features=("-Zbuild-std-features=$(IFS=,; echo "${std_feature_list[*]}")")
 # Smallest code for the device binary; only the cross build, not the host's
 # release profile (override with CARGO_PROFILE_RELEASE_OPT_LEVEL).

@@ -166,7 +166,9 @@ pub fn activate_ab<F: Flash>(
             list.join(" ")
         ));
     }
+    crate::phase::mark(format_args!("environment save ({plan})"));
     env.save()?;
+    crate::phase::mark(format_args!("environment saved"));
     Ok(format!(
         "activated slot {} ({}): {} ({plan})",
         new.name(),

@@ -27,6 +27,7 @@ pub mod net;
 pub mod netspec;
 pub mod outcome;
 pub mod perms;
+pub mod phase;
 pub mod privdrop;
 pub mod quiet;
 pub mod rejoin;

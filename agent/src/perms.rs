@@ -1,8 +1,9 @@
 //! R-LOCAL-1: as root, the agent trusts only files that root alone can
 //! change (sshd's `StrictModes`). Whoever can write the config, the public
-//! key, the device id, the version file or the environment description, or
-//! swap a directory above a `file:` target, could otherwise steer a root
-//! daemon that writes flash.
+//! key, the device id, the version file, the anti-rollback floor file or the
+//! environment description, or swap a directory above a `file:` target,
+//! could otherwise steer a root daemon that writes flash (a writable floor
+//! file lowers the floor and lets an older signed image be replayed).
 //!
 //! ```text
 //!  file       owner root, not writable by group or others
@@ -79,7 +80,8 @@ fn file_target(spec: &str) -> Option<&Path> {
 }
 
 /// R-LOCAL-1 over everything `cfg` names: the config file, `public_key`,
-/// `device_id_file`, `current_version_file`, `ab.env_config`, and the
+/// `device_id_file`, `current_version_file`, `floor_file` (its directory
+/// while the agent has not created it yet), `ab.env_config`, and the
 /// directories above each `file:` target (the target itself may be a block
 /// device a group can write, e.g. `disk`; a link there is refused when it is
 /// opened, R-LOCAL-2).
@@ -98,6 +100,9 @@ pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
     if let Some(p) = &cfg.current_version_file {
         check_path(c, Some("current_version_file"), p, true)?;
     }
+    if let Some(p) = &cfg.floor_file {
+        check_path(c, Some("floor_file"), &created_here(p), true)?;
+    }
     let mut targets = vec![("target", cfg.target.as_str())];
     if let Some(ab) = &cfg.ab {
         check_path(c, Some("ab.env_config"), &ab.env_config, true)?;
@@ -115,6 +120,18 @@ pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `path` when it exists (a link counts), else the directory it will be
+/// created in.
+fn created_here(path: &Path) -> std::path::PathBuf {
+    if path.symlink_metadata().is_ok() {
+        return path.to_path_buf();
+    }
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    }
 }
 
 /// Whether the agent runs as root (the checks apply only then).

@@ -298,7 +298,10 @@ fn write_block<F: Flash>(
         *header_invalidated = true;
         log::info!("in-place: old header invalidated; it is rewritten last");
     }
-    w.write_block(index, data).map(|()| Written::Flashed)
+    crate::phase::mark(format_args!("program and read back block {index}"));
+    let r = w.write_block(index, data).map(|()| Written::Flashed);
+    crate::phase::mark(format_args!("block {index} on flash"));
+    r
 }
 
 impl<F: Flash> Core<F> {
@@ -992,6 +995,7 @@ impl<F: Flash> Core<F> {
                 },
                 which.as_str()
             );
+            crate::phase::mark(format_args!("final read-back"));
             let v = resume::verify(w, m, &mut self.block_buf, &self.prints, which);
             if v.bad.is_empty() {
                 log::info!(

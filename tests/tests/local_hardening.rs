@@ -57,6 +57,66 @@ fn world_writable_config_is_refused_as_root() {
     );
 }
 
+/// R-LOCAL-1 for the anti-rollback floor (R-ROLL-2): whoever can write
+/// `floor_file` can lower the floor and replay an older signed image, so a
+/// group/world-writable floor file, or a world-writable directory it would be
+/// created in, is a config error (exit 2) naming `floor_file` and the mode.
+#[test]
+fn writable_floor_file_is_refused_as_root() {
+    if !is_root() {
+        println!("skipped: not root (the ownership checks apply to root only)");
+        return;
+    }
+    let dir = Scratch::new("local-floor");
+    let net = Net::for_test(82);
+    let rel = release(&dir, 10_000, "acme,rt1", "2.0.0", 82);
+    let spec = AgentSpec::new("d0", &rel.public_key, 1 << 20);
+    let (config, _) = agent_config(&dir, &net, &spec);
+    let floor_dir = dir.join("data");
+    std::fs::create_dir_all(&floor_dir).expect("mkdir");
+    let floor = floor_dir.join("floor");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("floor_file = \"{}\"\n{text}", path_str(&floor)),
+    )
+    .expect("config");
+    let refused = |what: &str, log: &str| {
+        let mut agent = start_agent(&dir, log, &config);
+        let rc = agent.expect_exit(Duration::from_secs(10));
+        let out = agent.output();
+        assert!(
+            rc == 2 && out.contains("floor_file") && out.contains("writable by group or others"),
+            "{what}: exit {rc}: {out}"
+        );
+        let line = out.lines().find(|l| l.contains("floor_file")).unwrap_or("");
+        println!("{what}: exit 2: {line}");
+    };
+    // Not created yet, in a world-writable (not sticky) directory.
+    std::fs::set_permissions(&floor_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    refused("floor_file's directory 0777", "d0-dir");
+    assert!(
+        !floor.exists(),
+        "the refused agent created {}",
+        floor.display()
+    );
+    std::fs::set_permissions(&floor_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(&floor, "1.0.0\n").expect("floor");
+    std::fs::set_permissions(&floor, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    refused("floor_file 0666", "d0-file");
+    // Root's alone: accepted (the agent listens until it is stopped).
+    std::fs::set_permissions(&floor, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut agent = start_agent(&dir, "d0-ok", &config);
+    let early = agent.wait(Duration::from_secs(2));
+    let out = agent.output();
+    agent.kill();
+    assert!(
+        early.is_none() && !out.contains("floor_file"),
+        "floor_file 0600 refused ({early:?}): {out}"
+    );
+    println!("floor_file 0600 in a 0755 directory: accepted, the agent listened");
+}
+
 /// R-LOCAL-3 and R-LOCAL-4: the agent runs as `nobody` once listening, and
 /// a forged Announce, Status and NACK sent to its unicast port are dropped
 /// and counted.

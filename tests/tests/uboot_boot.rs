@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use firmcast_integration::qemu::{Guest, NetNs};
+use firmcast_integration::qemu::{workspace, Guest, NetNs};
 use firmcast_integration::uboot_boot::*;
 use firmcast_integration::*;
 
@@ -194,19 +194,167 @@ fn arm_virt_real_uboot_boots_new_slot_and_falls_back() {
     );
 }
 
-/// The phase a cut interrupted, from the console up to the cut.
-fn phase(console: &str, boot: u32) -> &'static str {
-    let at = |n: &str| console.contains(n);
-    match boot {
-        0 if !at("linux up") => "update boot: U-Boot / kernel start",
-        0 if !at("confirm: exit") => "update boot: confirm at start",
-        0 if !at("resume: ") && !at("FCUB: agent: exit") => "update boot: agent start",
-        0 if !at("activated slot") => "update boot: receive / write / read-back",
-        0 => "update boot: activation done, before reboot",
-        _ if !at("linux up") => "first boot of the new slot: U-Boot / kernel start",
-        _ if !at("confirm: exit") => "first boot of the new slot: before confirm",
-        _ => "first boot of the new slot: after confirm",
-    }
+/// Console markers, in the order one update passes them, and the phase a cut
+/// after each one (and before the next) interrupts. `FCPHASE:` lines come
+/// from the test-hooks agent (`agent/src/phase.rs`), `FCUB:` lines from the
+/// slot image's init, `firmcast:` lines from the A/B script in U-Boot.
+const MARKERS: [(&str, &str); 16] = [
+    ("firmcast: environment copy", "U-Boot: environment import"),
+    (
+        PAUSE_LINE,
+        "U-Boot: bootcount counted, before its write-back",
+    ),
+    (
+        "firmcast: environment saved",
+        "U-Boot: bootcount written back, before loading the slot",
+    ),
+    (
+        "chosen (bootcount",
+        "U-Boot: loading the slot / kernel start",
+    ),
+    ("FCUB: linux up", "init: before confirm"),
+    ("FCUB: confirm: start", "confirm"),
+    ("FCUB: confirm: exit", "agent start / listen"),
+    ("resume: ", "receive"),
+    ("FCPHASE: block ", "receive"),
+    (
+        "FCPHASE: program and read back block",
+        "program + read-back of a block",
+    ),
+    ("FCPHASE: final read-back", "final read-back"),
+    ("update complete", "activation"),
+    (
+        "FCPHASE: environment saved",
+        "activation: after the environment save",
+    ),
+    ("FCPHASE: environment save (", "environment save"),
+    ("activated slot", "after activation, before power-off"),
+    ("FCUB: agent: exit", "after activation, before power-off"),
+];
+
+/// The phase a cut interrupted: from the last marker on the console before
+/// the cut; `boot` 0 is the update boot, 1 the new slot's first boot.
+fn phase_at(console: &str, boot: u32) -> String {
+    let last = console
+        .lines()
+        .rev()
+        .find_map(|l| MARKERS.iter().find(|(m, _)| l.contains(m)))
+        .map_or("U-Boot start", |(_, p)| p);
+    let which = if boot == 0 {
+        "update boot"
+    } else {
+        "new slot's first boot"
+    };
+    format!("{which}: {last}")
+}
+
+/// Where a cut is aimed: the marker to wait for (its `nth` occurrence, 0 =
+/// a random one of the update's blocks), on which boot, and the most
+/// milliseconds to wait after it. Cuts rotate through these so that even a
+/// handful of cuts reaches the update boot and the new slot's first boot.
+struct Aim {
+    boot: u32,
+    marker: &'static str,
+    nth: usize,
+    max_delay_ms: u64,
+}
+
+const AIMS: [Aim; 11] = [
+    Aim {
+        boot: 0,
+        marker: "resume: ",
+        nth: 1,
+        max_delay_ms: 3000,
+    },
+    Aim {
+        boot: 0,
+        marker: "FCPHASE: program and read back block",
+        nth: 0,
+        max_delay_ms: 0,
+    },
+    Aim {
+        boot: 0,
+        marker: "FCPHASE: final read-back",
+        nth: 1,
+        max_delay_ms: 150,
+    },
+    Aim {
+        boot: 0,
+        marker: "update complete",
+        nth: 1,
+        max_delay_ms: 20,
+    },
+    Aim {
+        boot: 0,
+        marker: "FCPHASE: environment save (",
+        nth: 1,
+        max_delay_ms: 5,
+    },
+    Aim {
+        boot: 0,
+        marker: "activated slot",
+        nth: 1,
+        max_delay_ms: 400,
+    },
+    Aim {
+        boot: 1,
+        marker: "firmcast: environment saved",
+        nth: 1,
+        max_delay_ms: 20,
+    },
+    Aim {
+        boot: 1,
+        marker: PAUSE_LINE,
+        nth: 1,
+        max_delay_ms: PAUSE_MS,
+    },
+    Aim {
+        boot: 1,
+        marker: "chosen (bootcount",
+        nth: 1,
+        max_delay_ms: 4000,
+    },
+    Aim {
+        boot: 1,
+        marker: "FCUB: linux up",
+        nth: 1,
+        max_delay_ms: 300,
+    },
+    Aim {
+        boot: 1,
+        marker: "FCUB: confirm: start",
+        nth: 1,
+        max_delay_ms: 150,
+    },
+];
+
+/// U-Boot writes the bootcount back in one `virtio write` of a few
+/// milliseconds; the campaign's board environment pauses before it (the
+/// shipped `fc_env_save` then runs unchanged) so that a cut can land between
+/// the count and its write.
+const PAUSE_LINE: &str = "firmcast: test pause before the write-back";
+const PAUSE_MS: u64 = 1000;
+
+/// The campaign's extra board variables: the pause, then the board glue's
+/// own `fc_env_save` (`tests/uboot/qemu-virtio.env`).
+fn paused_env_save() -> [(String, String); 2] {
+    let glue = std::fs::read_to_string(workspace().join("tests/uboot/qemu-virtio.env"))
+        .expect("tests/uboot/qemu-virtio.env");
+    let shipped = glue
+        .lines()
+        .find_map(|l| l.strip_prefix("fc_env_save="))
+        .expect("fc_env_save in qemu-virtio.env")
+        .to_string();
+    [
+        ("fc_env_save_glue".to_string(), shipped),
+        (
+            "fc_env_save".to_string(),
+            format!(
+                "echo \"{PAUSE_LINE}\"; sleep {}; run fc_env_save_glue",
+                PAUSE_MS / 1000
+            ),
+        ),
+    ]
 }
 
 /// Deterministic spread of cut instants: a small LCG (no rand dependency).
@@ -217,12 +365,42 @@ fn next(seed: &mut u64) -> u64 {
     *seed >> 33
 }
 
-/// Power cuts at spread instants of the update boot (receive, write,
-/// read-back, environment save, activation) and of the new slot's first
-/// boot (bootcount write-back, confirm). After every cut the real U-Boot
-/// must boot a valid image (old 1.0.0 in slot A or new 2.0.1 in slot B,
-/// never neither) and the following boots must finish the update (slot B
-/// confirmed). `FIRMCAST_CUTS` cuts (default 3), `FIRMCAST_CUTS_SEED`.
+/// Waits (polling the console every 2 ms) until `needle` is on it `n` times;
+/// false if qemu exits or `timeout` passes first.
+fn wait_nth(g: &mut Guest, needle: &str, n: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if g.console().matches(needle).count() >= n {
+            return true;
+        }
+        if g.proc.wait(Duration::ZERO).is_some() {
+            return g.console().matches(needle).count() >= n;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+/// The bootcount U-Boot printed when it chose the slot (`… chosen (bootcount N`).
+fn bootcount(console: &str) -> Option<u32> {
+    let at = console.find("chosen (bootcount ")? + "chosen (bootcount ".len();
+    let digits: String = console[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Power cuts over the whole update: the receive, each block's program and
+/// read-back, the final read-back, the activation and its environment save
+/// (update boot), and U-Boot's bootcount write-back, the kernel start and
+/// the confirm (first boot of the new slot). Each cut waits for a marker of
+/// its aimed phase, then a seeded random delay, then pulls the plug; the
+/// phase it hit is named from the last marker on the console. After every
+/// cut the real U-Boot must boot a valid image (old 1.0.0 in slot A or new
+/// 2.0.1 in slot B, never neither) and the following boots must finish the
+/// update (slot B confirmed). `FIRMCAST_CUTS` cuts (default 3),
+/// `FIRMCAST_CUTS_SEED`.
 #[test]
 fn arm_virt_real_uboot_power_cuts_always_boot_a_valid_slot() {
     let Some(emu) = require_uboot("arm_virt_real_uboot_power_cuts_always_boot_a_valid_slot") else {
@@ -245,48 +423,64 @@ fn arm_virt_real_uboot_power_cuts_always_boot_a_valid_slot() {
     let ns = NetNs::new();
     let mut sender = ns.start_sender(&dir, &rel, &["--rate", "16M", "--duration", "1800"]);
     let _repair = ns.start_repair(&dir, &rel);
+    let pause = paused_env_save();
     let receive = board_env(
         &dir,
         "cuts",
-        &[(
-            "fc_bootargs",
-            "console=ttyAMA0 rdinit=/init panic=-1 loglevel=4 fc_receive=1",
-        )],
+        &[
+            (
+                "fc_bootargs",
+                "console=ttyAMA0 rdinit=/init panic=-1 loglevel=4 fc_receive=1",
+            ),
+            (&pause[0].0, &pause[0].1),
+            (&pause[1].0, &pause[1].1),
+        ],
     );
-    // The update boot and the first boot of the new slot together take
-    // about this long here; cut instants are spread over it, one per
-    // stratum (FIRMCAST_CUT_SPAN_MS to widen it on a slower machine).
-    let span_ms: u64 = std::env::var("FIRMCAST_CUT_SPAN_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
     let mut summary = Vec::new();
     for cut in 0..cuts {
         let disk = dir.join("disk-cut.img");
         std::fs::copy(&pristine, &disk).expect("pristine disk");
-        let frac = next(&mut seed) % 1000;
-        let at = Duration::from_millis(
-            span_ms * (u64::from(cut) * 1000 + frac) / (u64::from(cuts) * 1000),
-        );
-        // Run power-ons until the cut instant; the cut hits whichever boot
-        // is running then.
+        let aim = &AIMS[(cut as usize * AIMS.len()) / cuts.max(1) as usize % AIMS.len()];
+        let delay = Duration::from_millis(next(&mut seed) % (aim.max_delay_ms + 1));
+        let pick = next(&mut seed) as usize;
+        // The update boot runs to its end when the cut is aimed at the new
+        // slot's first boot.
         let mut boot_no = 0;
-        let mut spent = Duration::ZERO;
-        let cut_phase = loop {
+        let (instant, cut_phase) = loop {
             let mut g = boot(&ns, &dir, &format!("c{cut}-{boot_no}"), &disk, &receive);
-            let left = at.saturating_sub(spent);
-            if g.proc.wait_for_output("FCUB: done", left) && boot_no == 0 {
+            if boot_no < aim.boot {
+                g.expect("FCUB: done", RECEIVE);
                 let _ = g.proc.wait(Duration::from_secs(10));
-                spent += g.started.elapsed();
+                g.power_cut();
                 boot_no += 1;
                 continue;
             }
+            // A random one of the blocks this boot writes (the resume line
+            // gives their number).
+            let nth = match aim.nth {
+                0 => {
+                    wait_nth(&mut g, "resume: ", 1, RECEIVE);
+                    let (on_flash, total) = resume_count(&g.console()).unwrap_or((0, 2));
+                    1 + pick % (total.saturating_sub(on_flash + 1).max(1) as usize)
+                }
+                n => n,
+            };
+            let found = wait_nth(&mut g, aim.marker, nth, RECEIVE);
+            std::thread::sleep(delay);
+            let instant = g.started.elapsed();
             g.power_cut();
-            break phase(&g.console(), boot_no);
+            let c = g.console();
+            assert!(
+                found,
+                "cut {cut}: `{}` (#{nth}) not seen on boot {boot_no}; console:\n{c}",
+                aim.marker
+            );
+            break (instant, phase_at(&c, boot_no));
         };
         // After the cut: every power-on boots a valid slot; within four the
         // update is confirmed.
         let mut slots = Vec::new();
+        let mut counts = Vec::new();
         let mut resumed = None;
         let mut done = false;
         for n in 0..4 {
@@ -304,6 +498,7 @@ fn arm_virt_real_uboot_power_cuts_always_boot_a_valid_slot() {
                 "cut {cut} ({cut_phase}), power-on {n}: U-Boot did not boot a valid slot; console:\n{c}"
             );
             slots.push(chosen);
+            counts.push(bootcount(&c).unwrap_or(0));
             resumed = resumed.or(resume_count(&c));
             if chosen == "b"
                 && (has(&c, "confirmed: slot B") || has(&c, "confirm: no update waiting"))
@@ -316,9 +511,16 @@ fn arm_virt_real_uboot_power_cuts_always_boot_a_valid_slot() {
             done,
             "cut {cut} ({cut_phase}): slot B not confirmed after 4 power-ons ({slots:?})"
         );
+        let resumed = resumed.map_or("-".to_string(), |(r, n)| format!("{r}/{n}"));
         let line = format!(
-            "cut {cut} at {:.1} s ({cut_phase}): then booted {slots:?}, resume {resumed:?}",
-            at.as_secs_f64()
+            "| {cut:>2} | boot {boot_no} +{:>5.2} s | {cut_phase} | {} | {resumed} | {} |",
+            instant.as_secs_f64(),
+            slots.join(" "),
+            counts
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         println!("uboot: {line}");
         summary.push(line);
@@ -328,6 +530,7 @@ fn arm_virt_real_uboot_power_cuts_always_boot_a_valid_slot() {
         "uboot: power-cut campaign: {cuts} cuts, every power-on booted a valid slot, {:.1} s",
         t0.elapsed().as_secs_f64()
     );
+    println!("uboot:   | cut | instant (power-on + s) | phase hit | slots booted after | resumed blocks | bootcount per power-on |");
     for l in summary {
         println!("uboot:   {l}");
     }
