@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install what the network-namespace tests (tests/tests/fleet_netns.rs) and
-# the race (bench/fleet) need on a Debian/Ubuntu machine. Idempotent: running
+# Install what the network-namespace tests (tests/tests/fleet_netns.rs,
+# tests/tests/routed.rs) and the race (bench/fleet) need on a Debian/Ubuntu machine. Idempotent: running
 # it twice installs nothing the second time. Needs root (as the tests do).
 #
-#   scripts/setup-netns.sh            # rig tools: iproute2, nftables, ethtool
+#   scripts/setup-netns.sh            # rig tools: iproute2 (ip, tc, bridge),
+#                                     # nftables, ethtool; frr and smcroute (the
+#                                     # multicast routing daemons tests/README.md
+#                                     # discusses for the routed tier)
 #   scripts/setup-netns.sh --bench    # plus the peers of the race: uftp,
 #                                     # udpcast, GNU time, curl, python3,
 #                                     # tcpdump (bench/fleet --capture)
@@ -18,6 +21,9 @@ have ip || need+=(iproute2)
 have tc || need+=(iproute2)
 have nft || need+=(nftables)
 have ethtool || need+=(ethtool)
+have bridge || need+=(iproute2)
+[[ -x /usr/lib/frr/pimd ]] || need+=(frr)
+have smcrouted || need+=(smcroute)
 if ((bench)); then
     have uftp || need+=(uftp)
     have udp-sender || need+=(udpcast)
