@@ -1,42 +1,40 @@
 #!/usr/bin/env bash
 # The routed test network of tests/tests/routed.rs: devices in two subnets
-# behind a multicast router, and a third subnet it routes no multicast to.
+# behind a real multicast router, and a third subnet it routes no multicast to.
 #
-#   routed.sh up   PREFIX DEVICES     # DEVICES per routed subnet (1..20)
-#   routed.sh show PREFIX             # the router's group/source tables and counters
-#   routed.sh down PREFIX             # delete every namespace PREFIX-*
+#   routed.sh up   PREFIX DEVICES DIR   # DEVICES per routed subnet (1..20); DIR: the
+#                                       # router's state (groups6 in, tables out)
+#   routed.sh show PREFIX DIR           # the router's tables, as it last wrote them
+#   routed.sh down PREFIX DIR           # stop the router (by PID), delete PREFIX-*
 #
-#   PREFIX-srv 10.78.0.1   fd78::1    ── s0 ─┐
-#                                           │  PREFIX-rt, the router: unicast
-#   PREFIX-aN  10.78.1.1N  fd78:1::1N ─ PREFIX-sa ── a0 ┤  forwarding on; every host's
-#   PREFIX-bN  10.78.2.1N  fd78:2::1N ─ PREFIX-sb ── b0 ┤  default route points at it
-#   PREFIX-c1  10.78.3.11  fd78:3::11 ─────── c0 ─┘  (no multicast routed to c0)
+#   PREFIX-srv 10.78.0.1  fd78::1    ─────────────── s0 ┐  the router: a KVM guest
+#   PREFIX-aN  10.78.1.1N fd78:1::1N ─ PREFIX-sa ─── a0 ┤  (Debian's amd64 kernel,
+#   PREFIX-bN  10.78.2.1N fd78:2::1N ─ PREFIX-sb ─── b0 ┤  FRR zebra + pimd and
+#   PREFIX-c1  10.78.3.11 fd78:3::11 ─────────────── c0 ┘  smcrouted of this host)
 #
-# PREFIX-sa and PREFIX-sb are the subnets' access switches: Linux bridges
-# with IGMPv3/MLDv2 snooping whose port to the router is a permanent
-# multicast-router port. On the router, a0 and b0 are bridges too (its
-# device-facing interfaces: address .1 / ::1, snooping, the IGMPv3 and MLDv2
-# querier of the subnet): their snooping tables are the router's per-interface
-# group/source membership, the table a PIM router keeps from IGMP/MLD.
+# The router is .254 / ::fe on the sender's link and .1 / ::1 on each device
+# subnet; every host's default route points at it, so NACKs, repairs and
+# Status cross it by unicast. pimd runs PIM-SM on s0, a0, b0 with IGMPv3 on
+# a0 and b0 (not c0: no multicast routing there), SSM on 232/8 (its default)
+# and itself as static RP for 239/8. smcrouted installs static IPv6 (S,G)
+# routes from s0 to a0 and b0 for the `SOURCE GROUP` lines of DIR/groups6
+# (FRR 8.4 has no pim6d); the access switches' MLDv2 snooping then delivers
+# only to ports that joined. PREFIX-sa and PREFIX-sb are those switches:
+# Linux bridges with IGMPv3/MLDv2 snooping whose uplink to the router is a
+# permanent multicast-router port (the router, .1, wins the IGMP querier
+# election against the switch, .250; for MLD the switch is the querier).
 #
-# The forwarding plane: an nftables netdev ingress chain on s0 copies every
-# datagram to an SSM (232/8, ff3e::/16) or site-scope (239/8, ff15::/16)
-# group that has a TTL / hop limit above 1 to a0 and b0, where the bridge
-# delivers it only to the ports whose members asked for that (S,G) or group.
-# So a device receives a routed group when it joined it (IGMPv3/MLDv2, with
-# its source for SSM) and the sender's TTL lets it cross a router; c0 gets
-# nothing, like a subnet whose router has no multicast routing enabled.
+# Why a guest: pimd and smcrouted program the kernel's multicast forwarding
+# (MRT_INIT / MRT6_INIT), which needs CONFIG_IP_MROUTE / CONFIG_IPV6_MROUTE;
+# test hosts' kernels may lack them (`ip mroute`: "kernel does support IP
+# multicast?"), Debian's have them. The guest boots that kernel with the
+# initramfs of tests/netns/router/ and runs the daemons from this host's own
+# file system over 9p (tests/netns/router/guest.sh); its four NICs are taps
+# in PREFIX-rt, bridged there to the links above. Kernel: FIRMCAST_ROUTER_VM
+# (default target/router-vm, from scripts/setup-netns.sh).
 #
-# Why not FRR's pimd (or smcroute) as the router: they program the kernel's
-# multicast forwarding cache (MRT_INIT / MRT6_INIT), which needs a kernel
-# built with CONFIG_IP_MROUTE / CONFIG_IPV6_MROUTE. Where the kernel has none
-# (`ip mroute` says "kernel does support IP multicast?"), pimd 8.4 starts but
-# neither forwards nor even hears IGMP reports (it reads them from the
-# MRT_INIT socket) and smcrouted cannot install a route. tests/README.md says
-# how the rig and the daemons relate.
-#
-# Traffic stays inside these namespaces: 10.78/16 and fd78::/16 exist only here.
-# PREFIX must be short (at most 10 characters: interface names are <= 15).
+# Traffic stays inside these namespaces and the guest: 10.78/16 and fd78::/16
+# exist only here. PREFIX must be short (at most 10 characters).
 set -euo pipefail
 
 die() { echo "routed.sh: $*" >&2; exit 2; }
@@ -67,34 +65,37 @@ snooping_bridge() { # ns name: a bridge with IGMPv3/MLDv2 snooping and querier
         mcast_query_interval 1000 mcast_startup_query_interval 100
 }
 
-router_port() { # prefix host ifname v4 v6: the root-ns end of host PREFIX-HOST becomes the router's IFNAME
-    local p=$1 h=$2 ifn=$3 a4=$4 a6=$5
-    ip link set "$p-$h" netns "$p-rt"
-    ip -n "$p-rt" link set "$p-$h" name "$ifn"
-    ip -n "$p-rt" addr add "$a4/24" dev "$ifn"
-    ip -n "$p-rt" addr add "$a6/64" dev "$ifn" nodad
-    ip -n "$p-rt" link set "$ifn" up
+here=$(cd "$(dirname "$0")" && pwd)
+vm=${FIRMCAST_ROUTER_VM:-$here/../../target/router-vm}
+
+link() { # prefix name: a cable in PREFIX-rt, bridge NAME joining tap NAMEt to the guest
+    local p=$1 n=$2
+    ip -n "$p-rt" link add "$n" type bridge mcast_snooping 0
+    ip -n "$p-rt" tuntap add "${n}t" mode tap
+    ip -n "$p-rt" link set "${n}t" master "$n"
+    ip -n "$p-rt" link set "${n}t" up
+    ip -n "$p-rt" link set "$n" up
 }
 
-subnet() { # prefix tag net devices: switch PREFIX-sTAG, router bridge TAG0
+to_link() { # prefix root-ns-veth link
+    ip link set "$2" netns "$1-rt"
+    ip -n "$1-rt" link set "$2" master "$3"
+    ip -n "$1-rt" link set "$2" up
+}
+
+subnet() { # prefix tag net devices: switch PREFIX-sTAG uplinked to link TAG0
     local p=$1 tag=$2 net=$3 devices=$4
     local sw="$p-s$tag" n
     new_ns "$sw"
     snooping_bridge "$sw" br0
-    # Above the router's .1: the router wins the IGMP querier election.
     ip -n "$sw" addr add "10.78.$net.250/24" dev br0
     ip -n "$sw" link set br0 up
-    ip link add "$p-u$tag" type veth peer name "${tag}0p" netns "$p-rt"
+    ip link add "$p-u$tag" type veth peer name "$p-r$tag"
     ip link set "$p-u$tag" netns "$sw"
     ip -n "$sw" link set "$p-u$tag" master br0
     ip -n "$sw" link set "$p-u$tag" type bridge_slave mcast_router 2
     ip -n "$sw" link set "$p-u$tag" up
-    snooping_bridge "$p-rt" "${tag}0"
-    ip -n "$p-rt" link set "${tag}0p" master "${tag}0"
-    ip -n "$p-rt" link set "${tag}0p" up
-    ip -n "$p-rt" addr add "10.78.$net.1/24" dev "${tag}0"
-    ip -n "$p-rt" addr add "fd78:$net::1/64" dev "${tag}0" nodad
-    ip -n "$p-rt" link set "${tag}0" up
+    to_link "$p" "$p-r$tag" "${tag}0"
     for ((n = 1; n <= devices; n++)); do
         host "$p" "$tag$n" "10.78.$net.$((10 + n))" "fd78:$net::$((10 + n))" "10.78.$net.1" "fd78:$net::1"
         ip link set "$p-$tag$n" netns "$sw"
@@ -103,20 +104,47 @@ subnet() { # prefix tag net devices: switch PREFIX-sTAG, router bridge TAG0
     done
 }
 
-route_multicast() { # prefix: the router's forwarding plane (see the header)
-    ip netns exec "$1-rt" nft -f - <<NFT
-table netdev fcroute {
-    chain s0 {
-        type filter hook ingress device s0 priority 0; policy accept;
-        ip daddr { 232.0.0.0/8, 239.0.0.0/8 } ip ttl 2-255 counter dup to a0 dup to b0
-        ip6 daddr { ff3e::/16, ff15::/16 } ip6 hoplimit 2-255 counter dup to a0 dup to b0
-    }
-}
-NFT
+ensure_initramfs() { # the guest's initramfs, rebuilt when its sources are newer
+    local kroot=$vm/root out=$vm/initramfs.cpio.gz
+    compgen -G "$kroot/boot/vmlinuz-*" >/dev/null || die "no router kernel in $kroot/boot (scripts/setup-netns.sh)"
+    if [[ ! -f $out || $here/router/init -nt $out || $here/router/build-initramfs.sh -nt $out ]]; then
+        bash "$here/router/build-initramfs.sh" "$kroot" "$out"
+    fi
 }
 
-down() {
-    local p=$1 ns
+start_router() { # prefix dir
+    local p=$1 d=$2 kernel accel i nics=()
+    kernel=$(compgen -G "$vm/root/boot/vmlinuz-*" | sort | tail -1)
+    # TCG, not KVM: nested KVM on test hosts hangs this kernel at boot (EDD
+    # probe) or refuses -cpu host; TCG boots it in seconds everywhere.
+    accel=(-accel tcg -cpu max)
+    local names=(s0 a0 b0 c0)
+    for i in 1 2 3 4; do
+        nics+=(-netdev "tap,id=n$i,ifname=${names[i - 1]}t,script=no,downscript=no"
+            -device "virtio-net-pci,netdev=n$i,mac=52:54:00:78:00:0$i")
+    done
+    rm -f "$d/ready" "$d/router.txt"
+    ip netns exec "$p-rt" qemu-system-x86_64 "${accel[@]}" -m 256 -smp 1 -nodefaults -no-user-config \
+        -kernel "$kernel" -initrd "$vm/initramfs.cpio.gz" \
+        -append "console=ttyS0 panic=-1 fcrouter=$here/router/guest.sh" \
+        -display none -serial "file:$d/console.log" -no-reboot \
+        -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on" \
+        -virtfs "local,path=$d,mount_tag=state,security_model=none" \
+        "${nics[@]}" -daemonize -pidfile "$d/qemu.pid"
+    for ((i = 0; i < 1200; i++)); do
+        [[ -f $d/ready && -f $d/router.txt ]] && return 0
+        sleep 0.1
+    done
+    die "the router guest never came up: $(tail -20 "$d/console.log")"
+}
+
+down() { # prefix dir
+    local p=$1 d=$2 ns pid
+    if [[ -s $d/qemu.pid ]]; then
+        pid=$(cat "$d/qemu.pid")
+        if [[ $pid =~ ^[0-9]+$ ]]; then kill "$pid" 2>/dev/null || true; fi
+        rm -f "$d/qemu.pid"
+    fi
     for ns in $(ip netns list | awk '{print $1}' | grep -E "^${p}-" || true); do
         ip netns delete "$ns" 2>/dev/null || true
     done
@@ -131,27 +159,28 @@ p=${2:-}
 case $cmd in
 up)
     devices=${3:?devices per subnet}
+    d=${4:?state dir}
     ((devices >= 1 && devices <= 20)) || die "devices per subnet 1..20"
-    trap 'down "$p"' ERR
-    down "$p"
+    [[ -d $d ]] || die "no directory $d"
+    ensure_initramfs
+    trap 'down "$p" "$d"' ERR
+    down "$p" "$d"
     new_ns "$p-rt"
-    ip netns exec "$p-rt" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    for l in s0 a0 b0 c0; do link "$p" "$l"; done
     host "$p" srv 10.78.0.1 fd78::1 10.78.0.254 fd78::fe
-    router_port "$p" srv s0 10.78.0.254 fd78::fe
+    to_link "$p" "$p-srv" s0
     host "$p" c1 10.78.3.11 fd78:3::11 10.78.3.1 fd78:3::1
-    router_port "$p" c1 c0 10.78.3.1 fd78:3::1
+    to_link "$p" "$p-c1" c0
     subnet "$p" a 1 "$devices"
     subnet "$p" b 2 "$devices"
-    route_multicast "$p"
+    start_router "$p" "$d"
     ;;
 show)
-    echo "== router $p-rt: group/source membership per interface (IGMPv3/MLDv2 snooping) =="
-    ip netns exec "$p-rt" bridge -d mdb show
-    echo "== router $p-rt: forwarded from s0 =="
-    ip netns exec "$p-rt" nft list chain netdev fcroute s0 | grep counter || true
+    d=${3:?state dir}
+    cat "$d/router.txt"
     ;;
 down)
-    down "$p"
+    down "$p" "${3:?state dir}"
     ;;
 *)
     die "unknown command $cmd"

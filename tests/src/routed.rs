@@ -1,26 +1,28 @@
-//! Test tier 4b: devices in two subnets behind a multicast router, and one
-//! in a subnet the router sends no multicast to.
+//! Test tier 4b: devices in two subnets behind a real multicast router, and
+//! one in a subnet the router sends no multicast to.
 //!
 //! ```text
-//!   PREFIX-srv 10.78.0.1 fd78::1 ── s0 ┐ PREFIX-rt: unicast routing; multicast
-//!   PREFIX-aN 10.78.1.1N ── switch ── a0 ┤ to a0/b0 by IGMPv3/MLDv2 membership,
-//!   PREFIX-bN 10.78.2.1N ── switch ── b0 ┤ TTL > 1 only
-//!   PREFIX-c1 10.78.3.11 ──────────── c0 ┘ no multicast routing
+//!   PREFIX-srv 10.78.0.1  fd78::1 ────────── s0 ┐ the router: a qemu guest with
+//!   PREFIX-aN 10.78.1.1N ── snooping switch ── a0 ┤ Debian's kernel, FRR pimd
+//!   PREFIX-bN 10.78.2.1N ── snooping switch ── b0 ┤ (IGMPv3, PIM-SM/SSM) and
+//!   PREFIX-c1 10.78.3.11 ───────────────────── c0 ┘ smcrouted (IPv6 (S,G))
 //! ```
 //!
 //! `tests/netns/routed.sh` builds and tears the network down (its header says
-//! why the router's forwarding plane is nftables + snooping bridges rather
-//! than pimd here); this module wraps it in a [`Routed`] whose `Drop` deletes
-//! every namespace, also when a test panics, and reads the router's
-//! per-interface group/source table for the tests to assert on.
+//! why the router is a guest); this module wraps it in a [`Routed`] whose
+//! `Drop` stops the guest and deletes every namespace, also when a test
+//! panics, and reads the tables the router writes (pimd's IGMP group and
+//! source tables, the kernel's IPv4 and IPv6 multicast routes).
 //!
 //! Root is needed: without it [`not_run`] prints `NOT RUN` and why.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use crate::netns::{effective_uid, have, say, Host};
+use crate::Scratch;
 
 /// The sender's IPv4 and IPv6 addresses.
 pub const SERVER_ADDR: (&str, &str) = ("10.78.0.1", "fd78::1");
@@ -44,19 +46,53 @@ pub fn not_run(test: &str) -> Option<String> {
         say(&format!("NOT RUN: routed::{test}: {r}"));
         return reason;
     }
-    for tool in ["ip", "nft", "bridge"] {
+    for tool in ["ip", "bridge", "qemu-system-x86_64", "busybox", "cpio"] {
         assert!(
             have(tool),
             "{tool} is missing: run scripts/setup-netns.sh (as root) before the namespace tests"
         );
     }
+    for daemon in [
+        "/usr/lib/frr/pimd",
+        "/usr/lib/frr/zebra",
+        "/usr/sbin/smcrouted",
+    ] {
+        assert!(
+            Path::new(daemon).exists(),
+            "{daemon} is missing: run scripts/setup-netns.sh (as root) before the routed tests"
+        );
+    }
+    let kernel = router_vm().join("root/boot");
+    let found = fs::read_dir(&kernel).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+    });
+    assert!(
+        found,
+        "no router kernel in {}: run scripts/setup-netns.sh (as root) before the routed tests",
+        kernel.display()
+    );
     None
+}
+
+/// Where scripts/setup-netns.sh put the router guest's kernel:
+/// `$FIRMCAST_ROUTER_VM`, else `target/router-vm` of the workspace.
+pub fn router_vm() -> PathBuf {
+    std::env::var_os("FIRMCAST_ROUTER_VM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target/router-vm")
+        })
 }
 
 /// The routed network of one test; deleted on drop (also on panic).
 pub struct Routed {
     prefix: String,
     per_subnet: usize,
+    /// The router's state directory (shared with the guest).
+    state: Scratch,
 }
 
 fn run_script(args: &[&str]) -> Result<String, String> {
@@ -84,21 +120,33 @@ impl Routed {
     /// Build the network with `per_subnet` devices in each of the routed
     /// subnets a and b (and the one device of subnet c). `tag` (a–z) keeps
     /// rigs of one process apart.
-    pub fn up(tag: char, per_subnet: usize) -> Routed {
+    pub fn up(tag: char, per_subnet: usize, routes6: &[(&str, &str)]) -> Routed {
+        let state = Scratch::new("router");
+        let lines: String = routes6.iter().map(|(s, g)| format!("{s} {g}\n")).collect();
+        fs::write(state.join("groups6"), lines).expect("write groups6");
         let rig = Routed {
             prefix: format!("fr{}{tag}", std::process::id()),
             per_subnet,
+            state,
         };
         let started = Instant::now();
-        if let Err(e) = run_script(&["up", &rig.prefix, &per_subnet.to_string()]) {
-            panic!("{e}");
+        let dir = crate::path_str(rig.state.path()).to_string();
+        if let Err(e) = run_script(&["up", &rig.prefix, &per_subnet.to_string(), &dir]) {
+            panic!("{e}\nrouter console:\n{}", rig.console_tail());
         }
         say(&format!(
-            "routed rig {}: 2 routed subnets × {per_subnet} devices + 1 unrouted, up in {:.1?}",
+            "routed rig {}: 2 routed subnets × {per_subnet} devices + 1 unrouted, router guest up in {:.1?}",
             rig.prefix,
             started.elapsed()
         ));
         rig
+    }
+
+    /// The end of the router guest's console (for failure messages).
+    pub fn console_tail(&self) -> String {
+        let text = fs::read_to_string(self.state.join("console.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     /// The sender's host (IPv4 address; IPv6 in [`SERVER_ADDR`]).
@@ -125,24 +173,18 @@ impl Routed {
         }
     }
 
-    /// The router's group/source membership per interface (the snooping
-    /// tables of a0 and b0, link-local groups left out) and its forwarding
-    /// counters, as `routed.sh show` prints them.
+    /// The router's tables as it last wrote them (every 0.5 s): pimd's
+    /// `show ip igmp sources`, `show ip igmp groups`, `show ip mroute`, and
+    /// the kernel's `ip mroute` and `ip -6 mroute`.
     pub fn router_table(&self) -> String {
-        match run_script(&["show", &self.prefix]) {
-            Ok(t) => t
-                .lines()
-                .filter(|l| !l.contains(" grp ff02:") && !l.contains(" grp 224.0.0."))
-                .map(|l| format!("{}\n", l.trim_end()))
-                .collect(),
-            Err(e) => panic!("{e}"),
-        }
+        fs::read_to_string(self.state.join("router.txt")).unwrap_or_default()
     }
 }
 
 impl Drop for Routed {
     fn drop(&mut self) {
-        if let Err(e) = run_script(&["down", &self.prefix]) {
+        let dir = crate::path_str(self.state.path()).to_string();
+        if let Err(e) = run_script(&["down", &self.prefix, &dir]) {
             say(&format!("routed rig {}: teardown failed: {e}", self.prefix));
         }
     }
@@ -161,4 +203,22 @@ pub fn mcfilter(host: &Host, v6: bool) -> String {
         .output()
         .expect("read mcfilter");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `true` when the section of `table` ([`Routed::router_table`]) whose
+/// heading contains `heading` has a row starting with `fields` (compared
+/// field by field, whitespace-separated).
+pub fn table_has(table: &str, heading: &str, fields: &[&str]) -> bool {
+    let mut inside = false;
+    for line in table.lines() {
+        if line.starts_with("== ") {
+            inside = line.contains(heading);
+        } else if inside {
+            let row: Vec<&str> = line.split_whitespace().collect();
+            if row.len() >= fields.len() && row[..fields.len()] == *fields {
+                return true;
+            }
+        }
+    }
+    false
 }
