@@ -4,7 +4,8 @@
 #
 #   routed.sh up   PREFIX DEVICES DIR   # DEVICES per routed subnet (1..20); DIR: the
 #                                       # router's state (groups6 in, tables out)
-#   routed.sh show PREFIX DIR           # the router's tables, as it last wrote them
+#   routed.sh show PREFIX DIR           # the router's tables, as it last wrote them,
+#                                       # and the switches' snooping tables
 #   routed.sh down PREFIX DIR           # stop the router (by PID), delete PREFIX-*
 #
 #   PREFIX-srv 10.78.0.1  fd78::1    ─────────────── s0 ┐  the router: a KVM guest
@@ -18,7 +19,8 @@
 # a0 and b0 (not c0: no multicast routing there), SSM on 232/8 (its default)
 # and itself as static RP for 239/8. smcrouted installs static IPv6 (S,G)
 # routes from s0 to a0 and b0 for the `SOURCE GROUP` lines of DIR/groups6
-# (FRR 8.4 has no pim6d); the access switches' MLDv2 snooping then delivers
+# (FRR 8.4 has no pim6d; smcrouted uses multicast routing table 1, pimd
+# holds IPv4 table 0); the access switches' MLDv2 snooping then delivers
 # only to ports that joined. PREFIX-sa and PREFIX-sb are those switches:
 # Linux bridges with IGMPv3/MLDv2 snooping whose uplink to the router is a
 # permanent multicast-router port (the router, .1, wins the IGMP querier
@@ -178,6 +180,10 @@ up)
 show)
     d=${3:?state dir}
     cat "$d/router.txt"
+    for sw in sa sb; do
+        echo "== switch $p-$sw: bridge -d mdb show (IGMPv3/MLDv2 snooping) =="
+        ip netns exec "$p-$sw" bridge -d mdb show | grep -v -e ' grp ff02:' -e ' grp 224\.0\.0\.' || true
+    done
     ;;
 down)
     down "$p" "${3:?state dir}"

@@ -174,10 +174,12 @@ impl Routed {
     }
 
     /// The router's tables as it last wrote them (every 0.5 s): pimd's
-    /// `show ip igmp sources`, `show ip igmp groups`, `show ip mroute`, and
-    /// the kernel's `ip mroute` and `ip -6 mroute`.
+    /// `show ip igmp sources`, `show ip igmp groups`, `show ip mroute`, the
+    /// kernel's `ip mroute` and `ip -6 mroute`; then each access switch's
+    /// snooping table (`bridge -d mdb show`, link-local groups left out).
     pub fn router_table(&self) -> String {
-        fs::read_to_string(self.state.join("router.txt")).unwrap_or_default()
+        let dir = crate::path_str(self.state.path()).to_string();
+        run_script(&["show", &self.prefix, &dir]).unwrap_or_else(|e| e)
     }
 }
 

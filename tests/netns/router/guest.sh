@@ -3,14 +3,15 @@
 # read-only, with tmpfs on /run and /tmp): name the four NICs by MAC, address
 # them, turn forwarding on, run FRR's zebra + pimd (PIM-SM/SSM, IGMPv3 on a0
 # and b0, not c0) and smcrouted (static IPv6 (S,G) routes from s0 to a0 and
-# b0 for the `SOURCE GROUP` lines of STATE/groups6), then every 0.5 s write
+# b0 for the `SOURCE GROUP` lines of STATE/groups6, multicast routing table
+# 1), then every 0.5 s write
 # the router's tables to STATE/router.txt. STATE/ready appears once pimd runs
 # PIM on its interfaces and smcrouted has installed its routes.
 #
 #   guest.sh STATE      # STATE: the rig's directory, shared over 9p
 set -u
 state=$1
-log() { echo "router: $*"; }
+log() { echo "router [$(cut -d' ' -f1 /proc/uptime) s]: $*"; }
 
 # NICs by MAC (routed.sh gives them 52:54:00:78:00:0N).
 for dev in /sys/class/net/*; do
@@ -64,32 +65,36 @@ interface b0
 !
 CONF
 common=(-d -u frr -g frr -A 127.0.0.1 -P 0 --vty_socket "$run" -z "$run/zserv.api")
+log "interfaces up; starting zebra, pimd, smcrouted"
 /usr/lib/frr/zebra "${common[@]}" -f "$run/zebra.conf" -i "$run/zebra.pid" || log "zebra failed"
 for ((i = 0; i < 100; i++)); do [[ -S $run/zserv.api ]] && break; sleep 0.05; done
 /usr/lib/frr/pimd "${common[@]}" -f "$run/pimd.conf" -i "$run/pimd.pid" || log "pimd failed"
 
 {
-    echo "phyint s0 enable"
-    echo "phyint a0 enable"
-    echo "phyint b0 enable"
     if [[ -f $state/groups6 ]]; then
         while read -r s g; do
             [[ -n ${g:-} ]] && echo "mroute from s0 source $s group $g to a0 b0"
         done <"$state/groups6"
     fi
 } >"$run/smcroute.conf"
-smcrouted -N -f "$run/smcroute.conf" -u "$run/smcroute.sock" -P "$run/smcroute.pid" -l notice \
-    >"$run/smcroute.log" 2>&1 &
+# Table 1, not 0: pimd owns IPv4 table 0 and smcrouted opens both families
+# (it stops at "IPv4 multicast routing API already in use" otherwise).
+smcrouted -n -t 1 -f "$run/smcroute.conf" -u "$run/smcroute.sock" -P "$run/smcroute.pid" -l notice \
+    >"$state/smcroute.log" 2>&1 &
+ip -6 mrule add iif s0 lookup 1
 
 vty() { vtysh --vty_socket "$run" -d pimd "$@" 2>&1; }
-for ((i = 0; i < 200; i++)); do
-    if vty -c "show ip pim interface" | grep -q b0; then
+want6=$(grep -c . "$state/groups6" 2>/dev/null)
+for ((i = 0; i < 300; i++)); do
+    if vty -c "show ip pim interface" | grep -q b0 &&
+        (($(ip -6 mroute show table 1 | grep -c "Iif: s0") >= ${want6:-0})); then
         touch "$state/ready"
+        log "pimd runs PIM on s0, a0, b0; smcrouted installed ${want6:-0} IPv6 routes"
         break
     fi
     sleep 0.1
 done
-[[ -f $state/ready ]] || { log "pimd never came up"; cat "$run/pimd.log"; }
+[[ -f $state/ready ]] || { log "not ready"; cat "$run/pimd.log" "$state/smcroute.log"; }
 
 while :; do
     {
@@ -102,7 +107,7 @@ while :; do
         echo "== kernel: ip mroute =="
         ip mroute show
         echo "== kernel (smcroute): ip -6 mroute =="
-        ip -6 mroute show
+        ip -6 mroute show table 1
     } >"$state/router.tmp"
     mv "$state/router.tmp" "$state/router.txt"
     sleep 0.5
