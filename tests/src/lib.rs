@@ -8,6 +8,7 @@
 
 pub mod netns;
 pub mod qemu;
+pub mod routed;
 pub mod uboot_boot;
 
 use std::fs;

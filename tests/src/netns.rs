@@ -59,13 +59,13 @@ pub fn say(line: &str) {
     let _ = writeln!(err, "{line}");
 }
 
-fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool} >/dev/null 2>&1")])
         .status()
@@ -117,6 +117,14 @@ pub fn fleet_bin(name: &str) -> PathBuf {
         Some(r) if !own.exists() || mtime(&r) >= mtime(&own) => r,
         _ => bin(name),
     }
+}
+
+/// Start `program args…` inside `host`'s namespace; output in `dir/<name>.log`.
+/// `ip netns exec` execs the program, so the `Proc`'s PID is the program's.
+pub fn start_in(host: &Host, name: &str, program: &Path, args: &[&str], dir: &Path) -> Proc {
+    let mut full = vec!["netns", "exec", &host.ns, path_str(program)];
+    full.extend_from_slice(args);
+    Proc::start(name, Path::new("ip"), &full, dir)
 }
 
 /// One host of a rig: its namespace and address.
@@ -243,9 +251,7 @@ impl Rig {
         args: &[&str],
         dir: &Path,
     ) -> Proc {
-        let mut full = vec!["netns", "exec", &host.ns, path_str(program)];
-        full.extend_from_slice(args);
-        Proc::start(name, Path::new("ip"), &full, dir)
+        start_in(host, name, program, args, dir)
     }
 
     /// Write the config of device `n` (interface = its address, repair server
