@@ -31,6 +31,7 @@ pub mod manifest;
 pub mod pace;
 pub mod receiver;
 pub mod repair;
+pub mod report;
 pub mod rng;
 pub mod sender;
 pub mod time;
