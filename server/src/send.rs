@@ -12,8 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use proto::pace::Pace;
+use proto::pacer::IP_UDP_OVERHEAD;
 use proto::repair::RepairServer;
-use proto::sender::{Sender, SenderConfig, IP_UDP_OVERHEAD};
+use proto::sender::{Sender, SenderConfig};
 use proto::wire::{self, Frame, MAX_DATAGRAM};
 use proto::DropReason;
 use serde_json::json;

@@ -36,7 +36,8 @@ use proto::manifest::{sign, Manifest, ManifestSpec};
 use proto::receiver::{Event, Receiver, ReceiverConfig};
 use proto::repair::{RepairConfig, RepairMode, RepairServer};
 use proto::rng::Rng;
-use proto::sender::{Sender, SenderConfig, BURST_DATAGRAMS, IP_UDP_OVERHEAD};
+use proto::pacer::{BURST_DATAGRAMS, IP_UDP_OVERHEAD};
+use proto::sender::{Sender, SenderConfig};
 use proto::wire::{
     self, Announce, Bytes, ChunkList, ChunkRange, Data, DeviceState, Frame, ImageId, ManifestChunk,
     Nack, Reason, Status, CRC32, FLAG_PARITY, FLAG_REPAIR, MAX_DATAGRAM, MAX_NACK_RANGES,
