@@ -220,21 +220,24 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
                   now: proto::Instant,
                   from: SocketAddr,
                   bytes: &[u8]| {
-        // NACKs are the repair server's; Status frames feed both fleets.
+        // Decoded once; NACKs are the repair server's, Status frames feed
+        // both fleets.
+        let decoded = wire::decode(bytes);
+        let is_status = matches!(decoded, Ok((_, Frame::Status(_))));
         let for_repair = repairer
             .as_mut()
-            .map(|(server, _)| server.handle_datagram(now, from, bytes));
+            .map(|(server, _)| server.handle_decoded(now, from, bytes, &decoded));
         match for_repair {
-            Some(Ok(())) if !is_status(bytes) => return,
+            Some(Ok(())) if !is_status => return,
             // A NACK the repair server refused, or what nobody decodes.
-            Some(Err(e)) if e != DropReason::Unexpected && !is_status(bytes) => {
+            Some(Err(e)) if e != DropReason::Unexpected && !is_status => {
                 drops.note(e, from);
                 return;
             }
             _ => {}
         }
         // State changes reach the operator through the fleet's events (the view).
-        if let Err(e) = sender.handle_datagram(now, from, bytes) {
+        if let Err(e) = sender.handle_decoded(now, from, bytes, &decoded) {
             drops.note(e, from);
         }
     };
@@ -516,9 +519,4 @@ pub fn run(args: &SendArgs) -> Result<u8, Error> {
         println!("{summary}");
     }
     Ok(if reached { EXIT_OK } else { EXIT_FAILURE })
-}
-
-/// Whether a datagram is a Status frame (which both fleets record).
-fn is_status(bytes: &[u8]) -> bool {
-    matches!(wire::decode(bytes), Ok((_, Frame::Status(_))))
 }

@@ -26,8 +26,8 @@ use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 use crate::transmit::{Dest, DropReason, Transmit};
 use crate::wire::{
-    self, ChunkRange, DeviceState, Frame, ImageId, Nack, Reason, FLAG_REPAIR, MAX_BOARD_LEN,
-    MAX_NACK_RANGES, MAX_VERSION_LEN,
+    self, ChunkRange, DeviceState, Frame, FrameKind, ImageId, Nack, Reason, FLAG_REPAIR,
+    MAX_BOARD_LEN, MAX_NACK_RANGES, MAX_VERSION_LEN,
 };
 
 /// A refused image, kept for the shell's log line and the Status report.
@@ -79,6 +79,18 @@ pub enum Event<'a> {
         /// Its image id.
         image_id: ImageId,
     },
+}
+
+/// Why the shell could not write a block ([`Receiver::handle_flash_done`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashFailure {
+    /// An erase or write failed.
+    Write,
+    /// The block read back differs from what was written.
+    ReadBack,
+    /// No good eraseblock is left for the block.
+    NoSpace,
 }
 
 /// Counters: the receiver's telemetry.
@@ -380,6 +392,7 @@ impl Receiver {
                 return Some(Transmit {
                     dest: Dest::RepairServer,
                     len,
+                    kind: FrameKind::Nack,
                 });
             }
         }
@@ -388,6 +401,7 @@ impl Receiver {
             return Some(Transmit {
                 dest: Dest::Peer(addr),
                 len,
+                kind: FrameKind::Status,
             });
         }
         if self.status.is_due(now) {
@@ -400,6 +414,7 @@ impl Receiver {
             return Some(Transmit {
                 dest: Dest::RepairServer,
                 len,
+                kind: FrameKind::Status,
             });
         }
         None

@@ -4,7 +4,7 @@
 use super::fetch::ManifestFetch;
 use super::window::Transfer;
 use super::window::{clear_bit, SlotState};
-use super::{Receiver, MAX_VERIFY_ATTEMPTS};
+use super::{FlashFailure, Receiver, MAX_VERIFY_ATTEMPTS};
 use crate::time::Instant;
 use crate::wire::ImageId;
 use crate::wire::Reason;
@@ -108,9 +108,14 @@ impl Receiver {
         self.enter(now, next);
     }
 
-    /// The shell finished writing block `index`; `ok` is whether the write
-    /// (with read-back) succeeded.
-    pub fn handle_flash_done(&mut self, now: Instant, index: u32, ok: bool) {
+    /// The shell finished writing block `index` (with read-back), or could
+    /// not: a failure ends the update (`failed`, `flash-error`).
+    pub fn handle_flash_done(
+        &mut self,
+        now: Instant,
+        index: u32,
+        result: Result<(), FlashFailure>,
+    ) {
         let Phase::Receiving(t) = &mut self.phase else {
             return;
         };
@@ -122,7 +127,7 @@ impl Receiver {
             return;
         };
         t.reset_slot(s);
-        if !ok {
+        if result.is_err() {
             self.enter(now, Phase::Failed(Reason::FlashError));
             return;
         }

@@ -179,7 +179,7 @@ impl Shell {
                     Event::WriteBlock { index, data } => {
                         self.flash[index as usize] = Some(data.to_vec());
                         self.write_order.push(index);
-                        rx.handle_flash_done(now, index, true);
+                        rx.handle_flash_done(now, index, Ok(()));
                     }
                     Event::VerifyImage => rx.handle_verify_done(now, &[]),
                     Event::Done => self.done = true,

@@ -41,7 +41,7 @@ use crate::manifest::Manifest;
 use crate::pacer::IP_UDP_OVERHEAD;
 use crate::time::{earliest, Instant};
 use crate::transmit::{Dest, DropReason, Transmit};
-use crate::wire::{self, Data, Frame, FLAG_REPAIR, HEADER_LEN, TRAILER_LEN};
+use crate::wire::{self, Data, Frame, FrameKind, FLAG_REPAIR, HEADER_LEN, TRAILER_LEN};
 
 /// How a repair server answers a crowd of NACKs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -299,21 +299,32 @@ impl RepairServer {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), DropReason> {
+        self.handle_decoded(now, from, bytes, &wire::decode(bytes))
+    }
+
+    /// [`RepairServer::handle_datagram`] for a datagram the shell decoded once.
+    pub fn handle_decoded(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        decoded: &wire::Decoded<'_>,
+    ) -> Result<(), DropReason> {
         self.flush_if_due(now);
         // R-REP-8: whatever arrives from an address earns it unicast credit.
         self.addrs.received(now, from, bytes.len());
-        let result = match wire::decode(bytes) {
-            Err(e) => Err(DropReason::Decode(e)),
-            Ok((_, Frame::Status(_))) => {
+        let result = match decoded {
+            Err(e) => Err(DropReason::Decode(*e)),
+            Ok((header, Frame::Status(status))) => {
                 self.stats.status_frames += 1;
                 // R-STAT-4, R-FLEET-1..3: the fleet decides what the report is worth.
-                self.fleet.record(now, from, bytes)
+                self.fleet.record_status(now, from, bytes, header, status)
             }
             Ok((header, Frame::Nack(nack))) => {
                 if header.image_id != self.geo.image_id {
                     Err(DropReason::OtherImage)
                 } else {
-                    self.handle_nack(now, from, header.session, &nack)
+                    self.handle_nack(now, from, header.session, nack)
                 }
             }
             Ok(_) => Err(DropReason::Unexpected),
@@ -572,7 +583,11 @@ impl RepairServer {
                 self.prune_holdoff(now);
                 Dest::Group
             };
-            return Some(Transmit { dest, len });
+            return Some(Transmit {
+                dest,
+                len,
+                kind: FrameKind::Data,
+            });
         }
         while !self.parity.queue_is_empty() && self.pacing.may_send(now) {
             let Some(block) = self.parity.next_block(ready_blocks) else {
@@ -588,6 +603,7 @@ impl RepairServer {
                 return Some(Transmit {
                     dest: Dest::Group,
                     len,
+                    kind: FrameKind::Data,
                 });
             }
         }

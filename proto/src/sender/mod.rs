@@ -28,7 +28,7 @@ use crate::manifest::Manifest;
 use crate::pacer::{Pacer, FRAME_OVERHEAD};
 use crate::time::Instant;
 use crate::transmit::{Dest, DropReason, Transmit};
-use crate::wire::{self, Announce, ChunkList, Data, DeviceState, Frame, ManifestChunk};
+use crate::wire::{self, Announce, ChunkList, Data, DeviceState, Frame, FrameKind, ManifestChunk};
 
 /// Configuration of a [`Sender`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,12 +210,23 @@ impl Sender {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), DropReason> {
-        let result = match wire::decode(bytes) {
-            Err(e) => Err(DropReason::Decode(e)),
-            Ok((_, Frame::Status(_))) => {
+        self.handle_decoded(now, from, bytes, &wire::decode(bytes))
+    }
+
+    /// [`Sender::handle_datagram`] for a datagram the shell decoded once.
+    pub fn handle_decoded(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        decoded: &wire::Decoded<'_>,
+    ) -> Result<(), DropReason> {
+        let result = match decoded {
+            Err(e) => Err(DropReason::Decode(*e)),
+            Ok((header, Frame::Status(status))) => {
                 self.stats.status_frames += 1;
                 // R-STAT-4, R-FLEET-1..3: the fleet decides what the report is worth.
-                let r = self.fleet.record(now, from, bytes);
+                let r = self.fleet.record_status(now, from, bytes, header, status);
                 if r.is_ok() {
                     self.update_hold(now);
                 }
@@ -266,8 +277,8 @@ impl Sender {
                 return None;
             }
             self.hold = Some(now + HOLD_ANNOUNCE_EVERY);
-            let len = self.emit(Next::Announce, image, buf)?;
-            return Some(self.sent(now, len));
+            let (kind, len) = self.emit(Next::Announce, image, buf)?;
+            return Some(self.sent(now, kind, len));
         }
         if !self.pacer.ready(now) {
             return None;
@@ -275,21 +286,22 @@ impl Sender {
         // A bounded number of skips (chunks missing from a short image) per call.
         for _ in 0..64 {
             let next = self.advance();
-            if let Some(len) = self.emit(next, image, buf) {
-                return Some(self.sent(now, len));
+            if let Some((kind, len)) = self.emit(next, image, buf) {
+                return Some(self.sent(now, kind, len));
             }
         }
         None
     }
 
     /// Charge and count a datagram of `len` bytes handed out at `now`.
-    fn sent(&mut self, now: Instant, len: usize) -> Transmit {
+    fn sent(&mut self, now: Instant, kind: FrameKind, len: usize) -> Transmit {
         self.pacer.charge(now, len);
         self.stats.datagrams += 1;
         self.stats.bytes += len as u64;
         Transmit {
             dest: Dest::Group,
             len,
+            kind,
         }
     }
 
@@ -484,7 +496,7 @@ impl Sender {
         self.phase = Phase::PassStart;
     }
 
-    fn emit(&mut self, next: Next, image: &[u8], buf: &mut [u8]) -> Option<usize> {
+    fn emit(&mut self, next: Next, image: &[u8], buf: &mut [u8]) -> Option<(FrameKind, usize)> {
         let frame = match next {
             Next::Announce => Frame::Announce(Announce {
                 board: &self.board,
@@ -546,7 +558,7 @@ impl Sender {
             Frame::ChunkList(_) => self.stats.chunk_lists += 1,
             _ => self.stats.data += 1,
         }
-        Some(len)
+        Some((frame.kind(), len))
     }
 }
 
