@@ -19,13 +19,14 @@ use std::net::{SocketAddr, UdpSocket};
 
 use flasher::uboot_env::{EnvError, UbootEnv};
 use flasher::Flash;
+use proto::report::Reporter;
 use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status, MAX_DATAGRAM};
+use proto::Instant;
 
 use crate::activate::{run_command, Slot};
 use crate::config::{AbConfig, Config};
 use crate::exit::ExitCode;
 use crate::features::Feature;
-use crate::outcome;
 
 /// What the confirm step found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,14 +207,17 @@ pub fn report(cfg: &Config, to: SocketAddr, state: DeviceState, reason: Reason) 
             return;
         }
     };
-    for i in 0..outcome::REPEATS {
+    // R-STAT-3: the copies of an outcome, timed by proto's one reporter.
+    let mut timer = Reporter::outcome(Instant::ZERO);
+    let mut now = Instant::ZERO;
+    while let Some(at) = timer.due_at() {
+        std::thread::sleep(at.saturating_since(now));
+        now = at;
         if let Err(e) = sock.send_to(&buf[..len], to) {
             log::warn!("status report to {to}: {e}");
             return;
         }
-        if i + 1 < outcome::REPEATS {
-            std::thread::sleep(outcome::GAP);
-        }
+        timer.sent(now, None);
     }
 }
 

@@ -1,23 +1,18 @@
-//! The agent's own final Status reports: the one way the shell repeats an
-//! outcome (R-STAT-2, R-STAT-7, R-STAT-8). Three copies 50 ms apart, each to
-//! the configured repair server and, when the receiver proved the sender's
-//! address (R-STAT-6), to the sender too; never to an unproven address.
+//! The agent's own final Status reports (R-STAT-2, R-STAT-7, R-STAT-8): the
+//! copies [`proto::report::Reporter`] times, each to the configured repair
+//! server and, when the receiver proved the sender's address (R-STAT-6), to
+//! the sender too; never to an unproven address.
 //! Used after activation and for the outcomes the shell decides itself:
 //! target not opened, image larger than the target, stalled, refused when
 //! the boot window ends.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use proto::report::Reporter;
 use proto::wire::{DeviceState, ImageId, Reason};
 use proto::Instant;
 
 use crate::confirm;
-
-/// Copies of each final report (UDP may lose one).
-pub const REPEATS: u32 = 3;
-/// Gap between two copies.
-pub const GAP: Duration = Duration::from_millis(50);
 
 /// One outcome to report before the process exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +25,8 @@ pub struct FinalReport {
     stamp: (u32, ImageId),
     /// Wait for the receiver's own final reports first (after `done`).
     after_receiver: bool,
-    left: u32,
-    next_at: Instant,
+    /// When the next copy is due.
+    timer: Reporter,
     /// The copy just sent to the repair server goes here next.
     to_sender: Option<SocketAddr>,
 }
@@ -52,8 +47,7 @@ impl FinalReport {
             blocks,
             stamp,
             after_receiver,
-            left: REPEATS,
-            next_at: now,
+            timer: Reporter::outcome(now),
             to_sender: None,
         }
     }
@@ -65,7 +59,7 @@ impl FinalReport {
 
     /// Copies still to send.
     pub fn pending(&self) -> bool {
-        self.left > 0 || self.to_sender.is_some()
+        self.timer.due_at().is_some() || self.to_sender.is_some()
     }
 
     /// When the next copy is due; `None` when none is, or while it waits for
@@ -74,7 +68,9 @@ impl FinalReport {
         if self.to_sender.is_some() {
             return Some(Instant::ZERO);
         }
-        (self.left > 0 && (receiver_done || !self.after_receiver)).then_some(self.next_at)
+        self.timer
+            .due_at()
+            .filter(|_| receiver_done || !self.after_receiver)
     }
 
     /// Where the next copy goes, if one is due now; then [`FinalReport::encode`] it.
@@ -91,8 +87,7 @@ impl FinalReport {
         if self.due_at(receiver_done).is_none_or(|t| now < t) {
             return None;
         }
-        self.left -= 1;
-        self.next_at = now + GAP;
+        self.timer.sent(now, None);
         self.to_sender = proven_sender;
         Some(repair_server)
     }
@@ -122,6 +117,7 @@ impl FinalReport {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::Duration;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))

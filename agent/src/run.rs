@@ -28,9 +28,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use proto::manifest::Manifest;
-use proto::receiver::{Event, Receiver, ReceiverConfig, Refusal};
+use proto::receiver::{Event, FlashFailure, Receiver, ReceiverConfig, Refusal};
 use proto::rng::Rng;
-use proto::wire::{DeviceState, FrameKind, Header, ImageId, Reason, MAX_DATAGRAM};
+use proto::wire::{DeviceState, FrameKind, ImageId, Reason, MAX_DATAGRAM};
 use proto::{Dest, Instant};
 
 use crate::activate::{self, DryRunFlash};
@@ -416,15 +416,13 @@ impl<F: Flash> Core<F> {
                 return self.poll_post_status(now, buf);
             };
             let mut len = t.len;
-            if let Ok(h) = Header::parse(&buf[..t.len]) {
-                if h.kind == FrameKind::Status {
-                    // R-STAT-4: the receiver's reports are signed like our own.
-                    let Some(signed) = confirm::sign(self.s.device_key.as_ref(), buf, len) else {
-                        log::debug!("status report does not fit the buffer once signed");
-                        continue;
-                    };
-                    len = signed;
-                }
+            if t.kind == FrameKind::Status {
+                // R-STAT-4: the receiver's reports are signed like our own.
+                let Some(signed) = confirm::sign(self.s.device_key.as_ref(), buf, len) else {
+                    log::debug!("status report does not fit the buffer once signed");
+                    continue;
+                };
+                len = signed;
             }
             let to = match t.dest {
                 Dest::RepairServer => self.s.repair_server,
@@ -435,9 +433,7 @@ impl<F: Flash> Core<F> {
                 }
             };
             if let Some(Finish::AfterStatuses { left, .. }) = &mut self.finish {
-                let is_status =
-                    Header::parse(&buf[..t.len]).is_ok_and(|h| h.kind == FrameKind::Status);
-                if t.dest == Dest::RepairServer && is_status {
+                if t.dest == Dest::RepairServer && t.kind == FrameKind::Status {
                     *left = left.saturating_sub(1);
                 }
             }
@@ -921,13 +917,13 @@ impl<F: Flash> Core<F> {
             Ok(Written::AlreadyThere) => {
                 self.stats.already_there += 1;
                 log::debug!("block {index} already on flash ({len} bytes); not rewritten");
-                self.rx.handle_flash_done(now, index, true);
+                self.rx.handle_flash_done(now, index, Ok(()));
             }
             Ok(Written::Flashed) => {
                 self.stats.blocks_written += 1;
                 self.stats.bytes_written += len as u64;
                 log::debug!("block {index} written ({len} bytes)");
-                self.rx.handle_flash_done(now, index, true);
+                self.rx.handle_flash_done(now, index, Ok(()));
                 if !self.s.block_delay.is_zero() {
                     std::thread::sleep(self.s.block_delay);
                 }
@@ -940,7 +936,12 @@ impl<F: Flash> Core<F> {
             }
             Err(e) => {
                 log::error!("flash: writing block {index} failed: {e}");
-                self.rx.handle_flash_done(now, index, false);
+                let failure = match e.kind {
+                    ErrorKind::VerifyMismatch => FlashFailure::ReadBack,
+                    ErrorKind::NoSpareBlocks => FlashFailure::NoSpace,
+                    _ => FlashFailure::Write,
+                };
+                self.rx.handle_flash_done(now, index, Err(failure));
             }
         }
     }

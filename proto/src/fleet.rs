@@ -212,7 +212,20 @@ impl Fleet {
         let Frame::Status(status) = frame else {
             return Err(DropReason::Unexpected);
         };
-        let authenticated = self.authenticate(&header, &status, datagram)?;
+        self.record_status(now, from, datagram, &header, &status)
+    }
+
+    /// [`Fleet::record`] for a Status the caller decoded from `datagram`
+    /// (whose bytes the signature covers).
+    pub fn record_status(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        header: &Header,
+        status: &Status<'_>,
+    ) -> Result<(), DropReason> {
+        let authenticated = self.authenticate(header, status, datagram)?;
         self.expire(now);
         let version = version_string(status.current_version);
         let id = status.device_id;

@@ -17,7 +17,7 @@
 //! `100 - shared_repair_percent` floor at most (as R-REP-9 does inline), and a
 //! forged Announce cannot raise the repair server above its own `--rate`.
 
-use crate::sender::Pacer;
+use crate::pacer::Pacer;
 use crate::time::Instant;
 use crate::wire::{self, Frame, FrameKind, Header, FLAG_REPAIR};
 
@@ -155,10 +155,11 @@ impl CarouselWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pacer::IP_UDP_OVERHEAD;
     use crate::repair::tests::ForgedNacks;
     use crate::repair::{RepairConfig, RepairMode, RepairServer};
     use crate::sender::testutil::{image, manifest};
-    use crate::sender::{Sender, SenderConfig, IP_UDP_OVERHEAD};
+    use crate::sender::{Sender, SenderConfig};
     use crate::wire::{Announce, Data, MAX_DATAGRAM};
     use alloc::vec;
     use core::time::Duration;

@@ -9,7 +9,7 @@
 use core::time::Duration;
 
 use crate::fleet::Fleet;
-use crate::sender::IP_UDP_OVERHEAD;
+use crate::pacer::IP_UDP_OVERHEAD;
 use crate::time::Instant;
 use crate::wire::{DeviceState, ImageId, HEADER_LEN, TRAILER_LEN, WINDOW_FREE_NONE};
 

@@ -3,7 +3,7 @@
 
 use core::net::SocketAddr;
 
-use crate::wire::DecodeError;
+use crate::wire::{DecodeError, FrameKind};
 
 /// Where the shell should send a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct Transmit {
     pub dest: Dest,
     /// Its length: send `buf[..len]`.
     pub len: usize,
+    /// The kind of frame it carries (the shell need not parse its own
+    /// output, e.g. to sign Status frames, R-STAT-4).
+    pub kind: FrameKind,
 }
 
 /// Why an input datagram was dropped. Drops are counted, never fatal.

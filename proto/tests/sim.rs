@@ -381,7 +381,7 @@ impl Devices<'_> {
                     let off = index as usize * self.block_size;
                     self.good[i][index as usize] =
                         self.image.get(off..off + data.len()) == Some(data);
-                    rx.handle_flash_done(now, index, true);
+                    rx.handle_flash_done(now, index, Ok(()));
                 }
                 Event::VerifyImage => {
                     let bad: Vec<u32> = (0..self.good[i].len() as u32)

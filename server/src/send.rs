@@ -12,8 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use proto::pace::Pace;
+use proto::pacer::IP_UDP_OVERHEAD;
 use proto::repair::RepairServer;
-use proto::sender::{Sender, SenderConfig, IP_UDP_OVERHEAD};
+use proto::sender::{Sender, SenderConfig};
 use proto::wire::{self, Frame, MAX_DATAGRAM};
 use proto::DropReason;
 use serde_json::json;
@@ -245,21 +246,24 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
                       now: proto::Instant,
                       from: SocketAddr,
                       bytes: &[u8]| {
-        // NACKs are the repair server's; Status frames feed both fleets.
+        // Decoded once; NACKs are the repair server's, Status frames feed
+        // both fleets.
+        let decoded = wire::decode(bytes);
+        let is_status = matches!(decoded, Ok((_, Frame::Status(_))));
         let for_repair = repairer
             .as_mut()
-            .map(|(server, _)| server.handle_datagram(now, from, bytes));
+            .map(|(server, _)| server.handle_decoded(now, from, bytes, &decoded));
         match for_repair {
-            Some(Ok(())) if !is_status(bytes) => return,
+            Some(Ok(())) if !is_status => return,
             // A NACK the repair server refused, or what nobody decodes.
-            Some(Err(e)) if e != DropReason::Unexpected && !is_status(bytes) => {
+            Some(Err(e)) if e != DropReason::Unexpected && !is_status => {
                 drops.note(e, from);
                 return;
             }
             _ => {}
         }
         // State changes reach the operator through the fleet's events (the view).
-        match sender.handle_datagram(now, from, bytes) {
+        match sender.handle_decoded(now, from, bytes, &decoded) {
             Ok(()) => {
                 if let Some(f) = forward.as_deref_mut() {
                     f.accepted(now, bytes);
@@ -547,9 +551,4 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
         println!("{summary}");
     }
     Ok(if reached { EXIT_OK } else { EXIT_FAILURE })
-}
-
-/// Whether a datagram is a Status frame (which both fleets record).
-fn is_status(bytes: &[u8]) -> bool {
-    matches!(wire::decode(bytes), Ok((_, Frame::Status(_))))
 }

@@ -9,9 +9,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{
-    clear_bit, get_bit, set_bit, Phase, Receiver, ReceiverStats, Slot, SlotState, Transfer,
-};
+use super::window::{clear_bit, get_bit, set_bit, SlotState, Transfer};
+use super::{Phase, Receiver, ReceiverStats};
 use crate::chunk_list::{hashes_per_piece, piece_span, pieces};
 use crate::manifest::{chunk_hash, chunk_list_digest, Manifest, CHUNK_HASH_LEN};
 use crate::time::Instant;
@@ -164,22 +163,10 @@ impl Receiver {
         if t.is_done(l.block) {
             return Ok(());
         }
-        let s = match t.find_slot(l.block) {
-            Some(s) => s,
-            None => {
-                let is_repair = header.flags & FLAG_REPAIR != 0;
-                let Some(s) = Self::claim_slot(t, is_repair, &mut self.stats) else {
-                    self.stats.chunks_no_slot += 1;
-                    return Ok(());
-                };
-                t.slots[s] = Slot {
-                    state: SlotState::Filling,
-                    block: l.block,
-                    last_activity: now,
-                    ..Slot::FREE
-                };
-                s
-            }
+        let is_repair = header.flags & FLAG_REPAIR != 0;
+        let Some(s) = t.slot_for(now, l.block, is_repair, &mut self.stats) else {
+            self.stats.chunks_no_slot += 1;
+            return Ok(());
         };
         if t.slots[s].state != SlotState::Filling || t.list_verified(s) {
             return Ok(());

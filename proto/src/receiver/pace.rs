@@ -2,7 +2,8 @@
 //! rate the shell measured and the free slots of its block window, carried
 //! in every Status so the sender can pace the carousel to the fleet.
 
-use super::{Phase, Receiver, SlotState};
+use super::window::SlotState;
+use super::{Phase, Receiver};
 use crate::time::Instant;
 use crate::wire::WINDOW_FREE_NONE;
 
@@ -12,8 +13,8 @@ impl Receiver {
     /// sender hears it, the carousel runs at the full rate, faster than a
     /// slow flash can take.
     pub fn set_write_rate(&mut self, now: Instant, kbps: u32) {
-        if self.write_kbps == 0 && kbps > 0 && self.status_at.is_some() {
-            self.status_at = Some(now);
+        if self.write_kbps == 0 && kbps > 0 && self.status.due_at().is_some() {
+            self.status.report_now(now);
         }
         self.write_kbps = kbps;
     }

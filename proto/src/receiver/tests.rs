@@ -1,10 +1,15 @@
 //! One test per receiver rule (ids from PROTOCOL.md), driven through the
 //! public sans-IO interface with hand-built datagrams and fake time.
 
+use super::nack::backoff;
 use super::*;
 use crate::manifest::{sign, ManifestSpec};
+use crate::wire::{Announce, Data, ManifestChunk, FLAG_PARITY};
+use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr};
+use core::time::Duration;
 
 const SESSION: u32 = 0x5e55_1011;
 const BLOCK: u32 = 4096;
@@ -174,7 +179,7 @@ impl Shell {
                     Event::WriteBlock { index, data } => {
                         self.flash[index as usize] = Some(data.to_vec());
                         self.write_order.push(index);
-                        rx.handle_flash_done(now, index, true);
+                        rx.handle_flash_done(now, index, Ok(()));
                     }
                     Event::VerifyImage => rx.handle_verify_done(now, &[]),
                     Event::Done => self.done = true,

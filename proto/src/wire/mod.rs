@@ -334,6 +334,11 @@ pub enum Frame<'a> {
     ChunkList(ChunkList<'a>),
 }
 
+/// A datagram decoded once by the shell and handed, with its bytes, to
+/// every machine that takes it (`firmcast send --repair-listen` feeds one
+/// Status to both the sender's and the repair server's fleet).
+pub type Decoded<'a> = Result<(Header, Frame<'a>), DecodeError>;
+
 impl Frame<'_> {
     /// The header kind for this body.
     pub fn kind(&self) -> FrameKind {
@@ -458,7 +463,7 @@ fn check_nack(n: &Nack) -> Result<(), DecodeError> {
 }
 
 /// Decode one datagram: header, CRC, body, field ranges.
-pub fn decode(datagram: &[u8]) -> Result<(Header, Frame<'_>), DecodeError> {
+pub fn decode(datagram: &[u8]) -> Decoded<'_> {
     let header = Header::parse(datagram)?;
     let covered = check_crc(datagram)?;
     // R-PAR-1: the parity flag means something on Data frames only.

@@ -33,10 +33,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use proto::manifest::{sign, Manifest, ManifestSpec};
+use proto::pacer::{BURST_DATAGRAMS, IP_UDP_OVERHEAD};
 use proto::receiver::{Event, Receiver, ReceiverConfig};
 use proto::repair::{RepairConfig, RepairMode, RepairServer};
 use proto::rng::Rng;
-use proto::sender::{Sender, SenderConfig, BURST_DATAGRAMS, IP_UDP_OVERHEAD};
+use proto::sender::{Sender, SenderConfig};
 use proto::wire::{
     self, Announce, Bytes, ChunkList, ChunkRange, Data, DeviceState, Frame, ImageId, ManifestChunk,
     Nack, Reason, Status, CRC32, FLAG_PARITY, FLAG_REPAIR, MAX_DATAGRAM, MAX_NACK_RANGES,
@@ -574,7 +575,7 @@ impl<'f> World<'f> {
                     let start = index as usize * BLOCK_SIZE as usize;
                     self.flash[start..start + data.len()].copy_from_slice(data);
                     self.tally.blocks_written += 1;
-                    machine!(self.rx.handle_flash_done(now, index, true));
+                    machine!(self.rx.handle_flash_done(now, index, Ok(())));
                 }
                 Event::VerifyImage => verify = true,
                 Event::Done => {
