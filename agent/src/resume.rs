@@ -84,18 +84,13 @@ pub fn blocks_to_report(matches: &[bool], in_place: bool) -> Scan {
 }
 
 /// Read every block of the image from the target and compare it with the
-/// manifest, in one go. `buf` must hold one block.
-pub fn scan<F: Flash>(
-    writer: &mut ImageWriter<F>,
-    manifest: &Manifest,
-    buf: &mut [u8],
-    in_place: bool,
-) -> Scan {
+/// manifest, in one go.
+pub fn scan<F: Flash>(writer: &mut ImageWriter<F>, manifest: &Manifest, in_place: bool) -> Scan {
     let mut scanner = Scanner::new(manifest, in_place);
     let mut matches = vec![false; manifest.block_count() as usize];
     let mut prints = Fingerprints::new(manifest);
     while !scanner.is_done() {
-        scanner.step(writer, manifest, buf, u32::MAX, &mut prints, |i| {
+        scanner.step(writer, manifest, u32::MAX, &mut prints, |i| {
             matches[i as usize] = true
         });
     }
@@ -158,19 +153,17 @@ impl Scanner {
         &mut self,
         writer: &mut ImageWriter<F>,
         manifest: &Manifest,
-        buf: &mut [u8],
         max: u32,
         prints: &mut Fingerprints,
         mut present: impl FnMut(u32),
     ) {
         let end = self.next.saturating_add(max).min(self.total);
         for i in self.next..end {
-            let ok = match writer.read_block(i, buf) {
-                Ok(len) => {
-                    let ok = self.uniform.block_matches(manifest, i, &buf[..len]);
+            let ok = match writer.read_block_here(i) {
+                Ok(block) => {
+                    let ok = self.uniform.block_matches(manifest, i, block);
                     if ok {
-                        prints.record(i, &buf[..len]);
-                        writer.confirm_read_back(i);
+                        prints.record(i, block);
                     }
                     ok
                 }
@@ -183,6 +176,7 @@ impl Scanner {
             if !ok {
                 continue;
             }
+            writer.confirm_read_back(i);
             if i == 0 && self.in_place {
                 self.header_matches = true;
             } else {
@@ -264,7 +258,6 @@ pub struct Verified {
 pub fn verify<F: Flash>(
     writer: &mut ImageWriter<F>,
     manifest: &Manifest,
-    buf: &mut [u8],
     prints: &Fingerprints,
     which: FinalReadBack,
 ) -> Verified {
@@ -274,10 +267,10 @@ pub fn verify<F: Flash>(
             continue;
         }
         out.read += 1;
-        let ok = match writer.read_block(i, buf) {
-            Ok(len) => match prints.get(i) {
-                Some(crc) => proto::wire::CRC32.checksum(&buf[..len]) == crc,
-                None => manifest.block_matches(i, &buf[..len]),
+        let ok = match writer.read_block_here(i) {
+            Ok(block) => match prints.get(i) {
+                Some(crc) => proto::wire::CRC32.checksum(block) == crc,
+                None => manifest.block_matches(i, block),
             },
             Err(e) => {
                 log::warn!("verify: block {i} unreadable: {e}");
@@ -431,8 +424,7 @@ pub(crate) mod tests {
         let (m, _) = signed(&img, 4096, "2.0");
         let flash = MemFlash::new(64 * 1024);
         let mut w = writer_4k(flash, img.len() as u64);
-        let mut buf = vec![0u8; 4096];
-        let s = scan(&mut w, &m, &mut buf, false);
+        let s = scan(&mut w, &m, false);
         assert_eq!(s.matched, 1);
         assert_eq!(s.present, [1]);
     }
@@ -449,8 +441,7 @@ pub(crate) mod tests {
             let mut flash = MemFlash::new(64 * 1024);
             flash.bytes.fill(fill);
             let mut w = writer_4k(flash, img.len() as u64);
-            let mut buf = vec![0u8; 4096];
-            let s = scan(&mut w, &m, &mut buf, false);
+            let s = scan(&mut w, &m, false);
             assert_eq!(s.present, want, "target filled with {fill:#04x}");
         }
     }
@@ -473,26 +464,23 @@ pub(crate) mod tests {
             },
         )
         .expect("writer");
-        let mut buf = vec![0u8; 4096];
-        let s = scan(&mut w, &m, &mut buf, true);
+        let s = scan(&mut w, &m, true);
         assert_eq!(s.matched, 2);
         assert_eq!(s.present, [2]);
         assert!(s.header_withheld);
-        let s = scan(&mut w, &m, &mut buf, false);
+        let s = scan(&mut w, &m, false);
         assert_eq!(s.present, [0, 2]);
         let none = Fingerprints::new(&m);
-        let all = verify(&mut w, &m, &mut buf, &none, FinalReadBack::All);
+        let all = verify(&mut w, &m, &none, FinalReadBack::All);
         assert_eq!((all.bad, all.read), (vec![1, 3], 4));
         w.write_block(1, &img[4096..8192]).expect("write 1");
         w.write_block(3, &img[12288..]).expect("write 3");
-        assert!(verify(&mut w, &m, &mut buf, &none, FinalReadBack::All)
-            .bad
-            .is_empty());
+        assert!(verify(&mut w, &m, &none, FinalReadBack::All).bad.is_empty());
         // Blocks 0 and 2 were read back by the scans above, 1 and 3 by their
         // writes, nothing was written since: none needs reading again.
-        let stale = verify(&mut w, &m, &mut buf, &none, FinalReadBack::Stale);
+        let stale = verify(&mut w, &m, &none, FinalReadBack::Stale);
         assert_eq!(stale, Verified::default());
-        assert_eq!(scan(&mut w, &m, &mut buf, true).present, [0, 1, 2, 3]);
+        assert_eq!(scan(&mut w, &m, true).present, [0, 1, 2, 3]);
     }
 
     #[test]
@@ -505,16 +493,15 @@ pub(crate) mod tests {
             w.write_block(i as u32, block).expect("write");
             prints.record(i as u32, block);
         }
-        let mut buf = vec![0u8; 4096];
-        let all = verify(&mut w, &m, &mut buf, &prints, FinalReadBack::All);
+        let all = verify(&mut w, &m, &prints, FinalReadBack::All);
         assert_eq!((all.bad.len(), all.read), (0, 3));
         // One bit of block 1 flipped after its write (a disturbed cell, a
         // stray write) by whoever held the flash: the fingerprint catches it,
         // also in a read-back of the stale blocks only (all are stale now).
         w.flash_mut().bytes[4096 + 77] ^= 0x01;
-        let stale = verify(&mut w, &m, &mut buf, &prints, FinalReadBack::Stale);
+        let stale = verify(&mut w, &m, &prints, FinalReadBack::Stale);
         assert_eq!((stale.bad, stale.read), (vec![1], 3));
-        let stale = verify(&mut w, &m, &mut buf, &prints, FinalReadBack::Stale);
+        let stale = verify(&mut w, &m, &prints, FinalReadBack::Stale);
         assert_eq!(
             (stale.bad, stale.read),
             (vec![1], 1),
@@ -522,15 +509,13 @@ pub(crate) mod tests {
         );
         let flash = w.into_inner();
         let mut w = writer_4k(flash, img.len() as u64);
-        let all = verify(&mut w, &m, &mut buf, &prints, FinalReadBack::All);
+        let all = verify(&mut w, &m, &prints, FinalReadBack::All);
         assert_eq!(all.bad, [1]);
         // The scan records what it finds: blocks 0 and 2 still match.
         let mut scanned = Fingerprints::new(&m);
         let mut sc = Scanner::new(&m, false);
         let mut present = Vec::new();
-        sc.step(&mut w, &m, &mut buf, u32::MAX, &mut scanned, |i| {
-            present.push(i)
-        });
+        sc.step(&mut w, &m, u32::MAX, &mut scanned, |i| present.push(i));
         assert_eq!(present, [0, 2]);
         assert_eq!(scanned.get(0), prints.get(0));
         assert_eq!(scanned.get(1), None);

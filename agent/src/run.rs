@@ -226,7 +226,6 @@ pub struct Core<F: Flash> {
     /// The open target between a restart and the next manifest.
     spare_flash: Option<F>,
     manifest: Option<Manifest>,
-    block_buf: Vec<u8>,
     header_invalidated: bool,
     /// The resume scan, while it runs beside receiving (R-RES-2).
     scan: Option<resume::Scanner>,
@@ -278,7 +277,7 @@ fn write_block<F: Flash>(
     writer: &mut Option<ImageWriter<F>>,
     header_invalidated: &mut bool,
     in_place: bool,
-    unscanned: Option<&mut [u8]>,
+    unscanned: bool,
     index: u32,
     data: &[u8],
 ) -> Result<Written, flasher::Error> {
@@ -286,12 +285,11 @@ fn write_block<F: Flash>(
         return Err(flasher::Error::new(ErrorKind::NotFound, flasher::Op::Write)
             .with_detail("no target open"));
     };
-    if let Some(buf) = unscanned {
-        if w.read_block(index, buf)
-            .is_ok_and(|len| flasher::same_bytes(&buf[..len], data))
-        {
-            return Ok(Written::AlreadyThere);
-        }
+    if unscanned
+        && w.read_block_here(index)
+            .is_ok_and(|block| flasher::same_bytes(block, data))
+    {
+        return Ok(Written::AlreadyThere);
     }
     if in_place && !*header_invalidated {
         w.invalidate_header()?;
@@ -328,7 +326,6 @@ impl<F: Flash> Core<F> {
             writer: None,
             spare_flash: None,
             manifest: None,
-            block_buf: Vec::new(),
             header_invalidated: false,
             scan: None,
             prints: resume::Fingerprints::default(),
@@ -662,11 +659,7 @@ impl<F: Flash> Core<F> {
                 Event::WriteBlock { index, data } => {
                     let len = data.len();
                     let started = (self.clock)();
-                    let unscanned = self
-                        .scan
-                        .as_ref()
-                        .is_some_and(|sc| sc.position() <= index)
-                        .then_some(self.block_buf.as_mut_slice());
+                    let unscanned = self.scan.as_ref().is_some_and(|sc| sc.position() <= index);
                     let r = write_block(
                         &mut self.writer,
                         &mut self.header_invalidated,
@@ -779,8 +772,6 @@ impl<F: Flash> Core<F> {
                 writer.bad_blocks_skipped()
             );
         }
-        self.block_buf.clear();
-        self.block_buf.resize(m.block_size as usize, 0);
         self.scan_found = 0;
         self.stats.already_there = 0;
         self.scan = Some(resume::Scanner::new(
@@ -816,7 +807,7 @@ impl<F: Flash> Core<F> {
         let started = (self.clock)();
         let mut looked = 0;
         while !sc.is_done() && looked < max {
-            sc.step(w, m, &mut self.block_buf, 1, &mut self.prints, |i| {
+            sc.step(w, m, 1, &mut self.prints, |i| {
                 rx.handle_block_present(now, i);
             });
             looked += 1;
@@ -997,7 +988,7 @@ impl<F: Flash> Core<F> {
                 which.as_str()
             );
             crate::phase::mark(format_args!("final read-back"));
-            let v = resume::verify(w, m, &mut self.block_buf, &self.prints, which);
+            let v = resume::verify(w, m, &self.prints, which);
             if v.bad.is_empty() {
                 log::info!(
                     "verify: all {} blocks read back correctly ({} read now, {} since their last write)",

@@ -424,6 +424,17 @@ impl<F: Flash> ImageWriter<F> {
         Ok(len)
     }
 
+    /// Reads image block `index` into the writer's own block buffer (the one
+    /// the write verification reads back into) and returns the block: the
+    /// resume scan and the final read-back need no second block-sized buffer
+    /// in the device's RAM.
+    pub fn read_block_here(&mut self, index: u32) -> Result<&[u8], Error> {
+        let mut buf = core::mem::take(&mut self.block_buf);
+        let r = self.read_block(index, &mut buf);
+        self.block_buf = buf;
+        Ok(&self.block_buf[..r?])
+    }
+
     /// The caller found the bytes of its last [`ImageWriter::read_block`] of
     /// `index` right (against the manifest's SHA-256 or a fingerprint taken
     /// when it matched). Ignored if anything was erased or programmed since

@@ -804,35 +804,20 @@ fn a_block_not_yet_scanned_is_not_rewritten_when_the_flash_holds_it() {
     };
     let mut writer = Some(ImageWriter::new(flash, img.len() as u64, BLOCK, opts).expect("writer"));
     let mut invalidated = false;
-    let mut buf = vec![0u8; BLOCK as usize];
     let block = |i: usize| &img[i * BLOCK as usize..(i + 1) * BLOCK as usize];
     // Block 1 is on flash already: read, compared, not written; the old
     // header is left alone since nothing changed.
-    let r = write_block(
-        &mut writer,
-        &mut invalidated,
-        true,
-        Some(&mut buf),
-        1,
-        block(1),
-    );
+    let r = write_block(&mut writer, &mut invalidated, true, true, 1, block(1));
     assert_eq!(r.expect("read"), Written::AlreadyThere);
     assert!(!invalidated);
     let w = writer.as_mut().expect("writer");
     assert!(w.flash_mut().writes.is_empty());
     // Block 2 is not: the header is invalidated first, then it is written.
-    let r = write_block(
-        &mut writer,
-        &mut invalidated,
-        true,
-        Some(&mut buf),
-        2,
-        block(2),
-    );
+    let r = write_block(&mut writer, &mut invalidated, true, true, 2, block(2));
     assert_eq!(r.expect("write"), Written::Flashed);
     assert!(invalidated);
-    // Once the scan has passed a block (no buffer), it is written without a look.
-    let r = write_block(&mut writer, &mut invalidated, true, None, 1, block(1));
+    // Once the scan has passed a block, it is written without a look.
+    let r = write_block(&mut writer, &mut invalidated, true, false, 1, block(1));
     assert_eq!(r.expect("write"), Written::Flashed);
     let writes = &writer.as_mut().expect("writer").flash_mut().writes;
     assert!(

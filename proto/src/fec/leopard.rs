@@ -54,6 +54,12 @@ impl Decoder {
     }
 
     /// Rebuild in place, as [`super::BlockDecoder::decode`] describes.
+    ///
+    /// Never inlined: the crate's decoder keeps a table of every field
+    /// element on the stack, and inlined into the receiver's `decode_slot`
+    /// that frame (probed page by page on entry) would be paid by every
+    /// GF(2^8) decode too, whose blocks never come here.
+    #[inline(never)]
     pub fn decode(
         &mut self,
         buf: &mut [u8],
