@@ -16,6 +16,9 @@ _firmcast() {
             ",$1")
                 cmd="firmcast"
                 ;;
+            firmcast,agent-config)
+                cmd="firmcast__subcmd__agent__subcmd__config"
+                ;;
             firmcast,demo)
                 cmd="firmcast__subcmd__demo"
                 ;;
@@ -39,6 +42,9 @@ _firmcast() {
                 ;;
             firmcast,status)
                 cmd="firmcast__subcmd__status"
+                ;;
+            firmcast__subcmd__help,agent-config)
+                cmd="firmcast__subcmd__help__subcmd__agent__subcmd__config"
                 ;;
             firmcast__subcmd__help,demo)
                 cmd="firmcast__subcmd__help__subcmd__demo"
@@ -71,12 +77,30 @@ _firmcast() {
 
     case "${cmd}" in
         firmcast)
-            opts="-h -V --help --version keygen manifest send repair status fleet demo help"
+            opts="-h -V --help --version keygen manifest send repair status fleet demo agent-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        firmcast__subcmd__agent__subcmd__config)
+            opts="-h --out --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -161,8 +185,22 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__help)
-            opts="keygen manifest send repair status fleet demo help"
+            opts="keygen manifest send repair status fleet demo agent-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        firmcast__subcmd__help__subcmd__agent__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
