@@ -3,9 +3,9 @@
 //! example, in `board-configs/README.md`.
 //!
 //! ```text
-//!  text ─▶ toml_subset::parse ─▶ Document ─▶ read_raw ─▶ Raw ─▶ build ─▶ Config
-//!          (syntax: the TOML      (entries    (known keys,          (values checked,
-//!           the boards use)        + lines)    types)                defaults)
+//!  text ─▶ toml_subset::parse ─▶ Document ─▶ schema::read_raw ─▶ Raw ─▶ build ─▶ Config
+//!          (syntax: the TOML      (entries    (every key of the       (values checked,
+//!           the boards use)        + lines)    schema, typed)           defaults)
 //! ```
 //!
 //! The file is read by `toml_subset`, a small parser for the part of TOML
@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml_subset::{Document, Entry, Value};
+use schema::{read_raw, Raw, RawAb, RawHooks};
 
 use crate::device_id::{self, HostFacts, IdSource};
 use crate::features::{self, Feature};
@@ -29,7 +29,9 @@ use crate::hooks::HooksConfig;
 use crate::netspec::{self, Interface, Server};
 use crate::resume::FinalReadBack;
 
+pub mod schema;
 mod toml_subset;
+pub mod writer;
 
 /// Where the agent looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/firmcast/agent.toml";
@@ -338,333 +340,6 @@ fn parse_hex_u64(s: &str) -> Result<u64, &'static str> {
         return Err("must be an integer or 1 to 16 hex digits (optionally 0x-prefixed)");
     }
     u64::from_str_radix(t, 16).map_err(|_| "not a hex number")
-}
-
-#[derive(Debug, Default)]
-struct RawTest {
-    rx_loss_permille: Option<u32>,
-    rx_loss_seed: Option<u64>,
-    block_delay_ms: Option<u64>,
-}
-
-#[derive(Debug, Default)]
-struct RawAb {
-    slot_a: Option<String>,
-    slot_b: Option<String>,
-    slot_var: Option<String>,
-    slot_a_value: Option<String>,
-    slot_b_value: Option<String>,
-    upgrade_available_var: Option<String>,
-    bootcount_var: Option<String>,
-    activated_var: Option<String>,
-    env_config: Option<String>,
-    env_endian: Option<String>,
-    allow_single_copy_env: Option<bool>,
-}
-
-#[derive(Debug, Default)]
-struct RawCommand {
-    run: Option<Vec<String>>,
-    timeout_secs: Option<u64>,
-}
-
-#[derive(Debug, Default)]
-struct RawConfirm {
-    at_startup: Option<bool>,
-    health_check: Option<Vec<String>>,
-    timeout_secs: Option<u64>,
-}
-
-#[derive(Debug, Default)]
-struct RawHooks {
-    pre_install: Option<Vec<String>>,
-    post_install: Option<Vec<String>>,
-    on_failure: Option<Vec<String>>,
-    timeout_secs: Option<u64>,
-}
-
-#[derive(Debug, Default)]
-struct Raw {
-    board: Option<String>,
-    current_version: Option<String>,
-    current_version_file: Option<String>,
-    group: Option<String>,
-    repair_group: Option<String>,
-    source: Option<String>,
-    repair_source: Option<String>,
-    interface: Option<String>,
-    repair_server: Option<String>,
-    public_key: Option<String>,
-    device_key: Option<String>,
-    target: Option<String>,
-    target_size: Option<u64>,
-    boot_window_secs: Option<u64>,
-    window_blocks: Option<u32>,
-    max_buffer_bytes: Option<u64>,
-    max_block_size: Option<u32>,
-    device_id: Option<u64>,
-    device_id_file: Option<String>,
-    activation: Option<String>,
-    stall_timeout_secs: Option<u64>,
-    run_deadline_secs: Option<u64>,
-    rcvbuf_bytes: Option<u64>,
-    nack_backoff_ms: Option<u64>,
-    nack_backoff_shape: Option<u32>,
-    exit_when_current: Option<bool>,
-    floor_file: Option<String>,
-    final_read_back: Option<String>,
-    reboot_command: Option<Vec<String>>,
-    user: Option<String>,
-    state_file: Option<String>,
-    hooks: Option<RawHooks>,
-    ab: Option<RawAb>,
-    command: Option<RawCommand>,
-    confirm: Option<RawConfirm>,
-    test: Option<RawTest>,
-}
-
-/// One `key = value` of the file on its way into a `Raw*` field; its errors
-/// name the file, the line and the key (`table.key` inside a table).
-struct Field<'a> {
-    file: &'a Path,
-    /// `""` at the top level.
-    table: &'a str,
-    entry: &'a Entry,
-}
-
-impl Field<'_> {
-    fn err(&self, message: impl Into<String>) -> ConfigError {
-        let key = if self.table.is_empty() {
-            self.entry.key.clone()
-        } else {
-            format!("{}.{}", self.table, self.entry.key)
-        };
-        ConfigError {
-            file: self.file.to_path_buf(),
-            key: Some(key),
-            line: Some(self.entry.line),
-            message: message.into(),
-        }
-    }
-
-    fn expected(&self, what: &str) -> ConfigError {
-        self.err(format!(
-            "expected {what}, found {}",
-            self.entry.value.kind()
-        ))
-    }
-
-    /// Unknown keys are errors: a typo must not fall back to a default.
-    fn unknown(&self) -> ConfigError {
-        let within = if self.table.is_empty() {
-            String::new()
-        } else {
-            format!(" in [{}]", self.table)
-        };
-        ConfigError {
-            key: Some(self.entry.key.clone()),
-            message: format!("unknown key{within} (see board-configs/README.md for the schema)"),
-            ..self.err("")
-        }
-    }
-
-    fn string(&self) -> Result<Option<String>, ConfigError> {
-        match &self.entry.value {
-            Value::String(s) => Ok(Some(s.clone())),
-            _ => Err(self.expected("a string")),
-        }
-    }
-
-    fn uint(&self, max: u64) -> Result<u64, ConfigError> {
-        match self.entry.value {
-            Value::Integer(n) => match u64::try_from(n) {
-                Ok(n) if n <= max => Ok(n),
-                _ => Err(self.err(format!("{n} is out of range (0 to {max})"))),
-            },
-            _ => Err(self.expected("an integer")),
-        }
-    }
-
-    fn u64(&self) -> Result<Option<u64>, ConfigError> {
-        self.uint(u64::MAX).map(Some)
-    }
-
-    fn u32(&self) -> Result<Option<u32>, ConfigError> {
-        let n = self.uint(u32::MAX.into())?;
-        Ok(u32::try_from(n).ok())
-    }
-
-    fn bool(&self) -> Result<Option<bool>, ConfigError> {
-        match self.entry.value {
-            Value::Boolean(b) => Ok(Some(b)),
-            _ => Err(self.expected("true or false")),
-        }
-    }
-
-    fn strings(&self) -> Result<Option<Vec<String>>, ConfigError> {
-        let Value::Array(items) = &self.entry.value else {
-            return Err(self.expected("an array of strings"));
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for v in items {
-            match v {
-                Value::String(s) => out.push(s.clone()),
-                v => {
-                    return Err(self.err(format!(
-                        "expected an array of strings, found {} in it",
-                        v.kind()
-                    )))
-                }
-            }
-        }
-        Ok(Some(out))
-    }
-
-    /// `device_id`: an integer, or a hex string (`"0x1a2b"` or `"1a2b"`).
-    fn device_id(&self) -> Result<Option<u64>, ConfigError> {
-        match &self.entry.value {
-            Value::Integer(n) => u64::try_from(*n)
-                .map(Some)
-                .map_err(|_| self.err("must not be negative")),
-            Value::String(s) => parse_hex_u64(s).map(Some).map_err(|why| self.err(why)),
-            _ => Err(self.expected("a non-negative integer or a hex string")),
-        }
-    }
-}
-
-/// The parsed file into [`Raw`]: every key known, every value of its type.
-fn read_raw(file: &Path, doc: &Document) -> Result<Raw, ConfigError> {
-    let mut raw = Raw::default();
-    for entry in &doc.root {
-        let f = Field {
-            file,
-            table: "",
-            entry,
-        };
-        match entry.key.as_str() {
-            "board" => raw.board = f.string()?,
-            "current_version" => raw.current_version = f.string()?,
-            "current_version_file" => raw.current_version_file = f.string()?,
-            "group" => raw.group = f.string()?,
-            "repair_group" => raw.repair_group = f.string()?,
-            "source" => raw.source = f.string()?,
-            "repair_source" => raw.repair_source = f.string()?,
-            "interface" => raw.interface = f.string()?,
-            "repair_server" => raw.repair_server = f.string()?,
-            "public_key" => raw.public_key = f.string()?,
-            "device_key" => raw.device_key = f.string()?,
-            "target" => raw.target = f.string()?,
-            "target_size" => raw.target_size = f.u64()?,
-            "boot_window_secs" => raw.boot_window_secs = f.u64()?,
-            "window_blocks" => raw.window_blocks = f.u32()?,
-            "max_buffer_bytes" => raw.max_buffer_bytes = f.u64()?,
-            "max_block_size" => raw.max_block_size = f.u32()?,
-            "device_id" => raw.device_id = f.device_id()?,
-            "device_id_file" => raw.device_id_file = f.string()?,
-            "activation" => raw.activation = f.string()?,
-            "stall_timeout_secs" => raw.stall_timeout_secs = f.u64()?,
-            "run_deadline_secs" => raw.run_deadline_secs = f.u64()?,
-            "rcvbuf_bytes" => raw.rcvbuf_bytes = f.u64()?,
-            "exit_when_current" => raw.exit_when_current = f.bool()?,
-            "floor_file" => raw.floor_file = f.string()?,
-            "final_read_back" => raw.final_read_back = f.string()?,
-            "reboot_command" => raw.reboot_command = f.strings()?,
-            "user" => raw.user = f.string()?,
-            "state_file" => raw.state_file = f.string()?,
-            "nack_backoff_ms" => raw.nack_backoff_ms = f.u64()?,
-            "nack_backoff_shape" => raw.nack_backoff_shape = f.u32()?,
-            t @ ("ab" | "command" | "confirm" | "hooks" | "test") => {
-                return Err(f.expected(&format!("a [{t}] table")))
-            }
-            _ => return Err(f.unknown()),
-        }
-    }
-    for table in &doc.tables {
-        let fields = table.entries.iter().map(|entry| Field {
-            file,
-            table: &table.name,
-            entry,
-        });
-        match table.name.as_str() {
-            "ab" => {
-                let mut r = RawAb::default();
-                for f in fields {
-                    match f.entry.key.as_str() {
-                        "slot_a" => r.slot_a = f.string()?,
-                        "slot_b" => r.slot_b = f.string()?,
-                        "slot_var" => r.slot_var = f.string()?,
-                        "slot_a_value" => r.slot_a_value = f.string()?,
-                        "slot_b_value" => r.slot_b_value = f.string()?,
-                        "upgrade_available_var" => r.upgrade_available_var = f.string()?,
-                        "bootcount_var" => r.bootcount_var = f.string()?,
-                        "activated_var" => r.activated_var = f.string()?,
-                        "env_config" => r.env_config = f.string()?,
-                        "env_endian" => r.env_endian = f.string()?,
-                        "allow_single_copy_env" => r.allow_single_copy_env = f.bool()?,
-                        _ => return Err(f.unknown()),
-                    }
-                }
-                raw.ab = Some(r);
-            }
-            "command" => {
-                let mut r = RawCommand::default();
-                for f in fields {
-                    match f.entry.key.as_str() {
-                        "run" => r.run = f.strings()?,
-                        "timeout_secs" => r.timeout_secs = f.u64()?,
-                        _ => return Err(f.unknown()),
-                    }
-                }
-                raw.command = Some(r);
-            }
-            "confirm" => {
-                let mut r = RawConfirm::default();
-                for f in fields {
-                    match f.entry.key.as_str() {
-                        "at_startup" => r.at_startup = f.bool()?,
-                        "health_check" => r.health_check = f.strings()?,
-                        "timeout_secs" => r.timeout_secs = f.u64()?,
-                        _ => return Err(f.unknown()),
-                    }
-                }
-                raw.confirm = Some(r);
-            }
-            "hooks" => {
-                let mut r = RawHooks::default();
-                for f in fields {
-                    match f.entry.key.as_str() {
-                        "pre_install" => r.pre_install = f.strings()?,
-                        "post_install" => r.post_install = f.strings()?,
-                        "on_failure" => r.on_failure = f.strings()?,
-                        "timeout_secs" => r.timeout_secs = f.u64()?,
-                        _ => return Err(f.unknown()),
-                    }
-                }
-                raw.hooks = Some(r);
-            }
-            "test" => {
-                let mut r = RawTest::default();
-                for f in fields {
-                    match f.entry.key.as_str() {
-                        "rx_loss_permille" => r.rx_loss_permille = f.u32()?,
-                        "rx_loss_seed" => r.rx_loss_seed = f.u64()?,
-                        "block_delay_ms" => r.block_delay_ms = f.u64()?,
-                        _ => return Err(f.unknown()),
-                    }
-                }
-                raw.test = Some(r);
-            }
-            _ => {
-                return Err(ConfigError {
-                    file: file.to_path_buf(),
-                    key: Some(table.name.clone()),
-                    line: Some(table.line),
-                    message: "unknown table (the tables are [ab], [command], [confirm], [hooks] and [test]; see board-configs/README.md)".to_string(),
-                })
-            }
-        }
-    }
-    Ok(raw)
 }
 
 /// Read and resolve the config file at `path`.
@@ -1443,21 +1118,16 @@ fn device_key(
 }
 
 fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
-    let ok = ["file:", "simnor:", "simnand:", "mtd:"]
-        .iter()
-        .any(|p| target.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
-    if ok && target.starts_with("sim") {
-        features::require(file, "target", Feature::TestHooks)
-    } else if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::key(
+    match flasher::TargetSpec::parse(target) {
+        Some(spec) if spec.is_sim() => features::require(file, "target", Feature::TestHooks),
+        Some(_) => Ok(()),
+        None => Err(ConfigError::key(
             file,
             "target",
             format!(
                 "`{target}` is not one of file:PATH, simnor:PATH, simnand:PATH, mtd:PARTITION-NAME"
             ),
-        ))
+        )),
     }
 }
 
@@ -1485,9 +1155,10 @@ impl Config {
             ("source", self.source),
             ("repair_source", self.repair_source),
         ] {
-            if let Some(a) = a {
-                kv(key, a.to_string());
-            }
+            kv(
+                key,
+                a.map_or_else(|| "(any)".to_string(), |a| a.to_string()),
+            );
         }
         kv("interface", self.interface_spec.to_string());
         kv("repair_server", self.repair_server_spec.to_string());
@@ -1563,6 +1234,22 @@ impl Config {
             self.confirm.health_timeout.as_secs().to_string(),
         );
         kv("reboot_command", format!("{:?}", self.reboot_command));
+        kv("hooks.pre_install", format!("{:?}", self.hooks.pre_install));
+        kv(
+            "hooks.post_install",
+            format!("{:?}", self.hooks.post_install),
+        );
+        kv("hooks.on_failure", format!("{:?}", self.hooks.on_failure));
+        kv(
+            "hooks.timeout_secs",
+            self.hooks.timeout.as_secs().to_string(),
+        );
+        kv(
+            "state_file",
+            self.state_file
+                .as_ref()
+                .map_or_else(|| "(none)".to_string(), |p| p.display().to_string()),
+        );
         let how = match crate::privdrop::plan_for(self) {
             crate::privdrop::Plan::Drop(_) => {
                 "root dropped once sockets and target are open".to_string()

@@ -26,9 +26,10 @@ pub const MACHINE_ID_PATH: &str = "/etc/machine-id";
 /// The target as the id hashes it: a relative path of a path-based scheme
 /// joined to `cwd` (where the agent opens it), anything else as written.
 pub fn target_key(target: &str, cwd: &Path) -> String {
-    match target.split_once(':') {
-        Some((scheme @ ("file" | "simnor" | "simnand"), rest)) if Path::new(rest).is_relative() => {
-            format!("{scheme}:{}", cwd.join(rest).display())
+    use flasher::TargetSpec::{File, SimNand, SimNor};
+    match flasher::TargetSpec::parse(target) {
+        Some(spec @ (File(p) | SimNor(p) | SimNand(p))) if p.is_relative() => {
+            format!("{}:{}", spec.scheme(), cwd.join(p).display())
         }
         _ => target.to_string(),
     }

@@ -76,7 +76,10 @@ pub fn check_path(
 
 /// The path of a `file:` target spec.
 fn file_target(spec: &str) -> Option<&Path> {
-    spec.strip_prefix("file:").map(Path::new)
+    match flasher::TargetSpec::parse(spec)? {
+        flasher::TargetSpec::File(p) => Some(p),
+        _ => None,
+    }
 }
 
 /// R-LOCAL-1 over everything `cfg` names: the config file, `public_key`,

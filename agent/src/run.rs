@@ -1309,10 +1309,12 @@ fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode> {
 
 /// The file or device path behind a target spec (for the command's `{image}`).
 fn image_path(target: &str) -> String {
-    match target.split_once(':') {
-        Some(("mtd", name)) if !name.starts_with('/') => flasher::find_partition(name)
+    match flasher::TargetSpec::parse(target) {
+        Some(flasher::TargetSpec::MtdName(name)) => flasher::find_partition(name)
             .map_or_else(|_| target.to_string(), |p| p.display().to_string()),
-        Some((_, path)) => path.to_string(),
+        Some(spec) => spec
+            .path()
+            .map_or_else(String::new, |p| p.display().to_string()),
         None => target.to_string(),
     }
 }
@@ -1321,7 +1323,7 @@ fn image_path(target: &str) -> String {
 /// the command sees exactly the verified image.
 fn trim_file_target(target: &str, len: u64) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let Some(path) = target.strip_prefix("file:") else {
+    let Some(flasher::TargetSpec::File(path)) = flasher::TargetSpec::parse(target) else {
         return Ok(());
     };
     // Not through a link (R-LOCAL-2), like the target itself.
@@ -1331,7 +1333,7 @@ fn trim_file_target(target: &str, len: u64) -> Result<(), String> {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .and_then(|f| f.set_len(len))
-            .map_err(|e| format!("truncating {path} to the image length: {e}")),
+            .map_err(|e| format!("truncating {} to the image length: {e}", path.display())),
         _ => Ok(()),
     }
 }

@@ -52,7 +52,7 @@ pub use file::FileFlash;
 pub use mtd::{find_partition, parse_proc_mtd, Mtd};
 #[cfg(any(test, feature = "sim"))]
 pub use sim::{Faults, SimNand, SimNor};
-pub use target::open_target;
+pub use target::{open_target, TargetSpec};
 pub use writer::{ImageWriter, WriterOptions};
 
 /// What kind of medium a [`Flash`] is; decides which physics rules apply.

@@ -27,47 +27,105 @@ pub fn open_target(spec: &str, size_hint: Option<u64>) -> Result<Box<dyn Flash +
     open(spec, size_hint).map_err(|e| e.with_detail(format!("target {spec:?}")))
 }
 
-fn open(spec: &str, size_hint: Option<u64>) -> Result<Box<dyn Flash + Send>, Error> {
-    let Some((scheme, rest)) = spec.split_once(':') else {
-        return Err(bad_spec());
-    };
-    if rest.is_empty() {
-        return Err(bad_spec());
+/// A target spec, parsed: the one reader of `scheme:rest` strings (the
+/// config check, the open, the device id, the agent's `{image}` path and
+/// its permission checks all go through it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetSpec<'a> {
+    /// `file:PATH`.
+    File(&'a Path),
+    /// `simnor:PATH`.
+    SimNor(&'a Path),
+    /// `simnand:PATH`.
+    SimNand(&'a Path),
+    /// `mtd:/dev/mtdN`.
+    MtdDevice(&'a Path),
+    /// `mtd:NAME`: a partition name of `/proc/mtd`.
+    MtdName(&'a str),
+}
+
+impl<'a> TargetSpec<'a> {
+    /// `spec` parsed; `None` for an unknown scheme or an empty rest.
+    pub fn parse(spec: &'a str) -> Option<Self> {
+        let (scheme, rest) = spec.split_once(':')?;
+        if rest.is_empty() {
+            return None;
+        }
+        let path = Path::new(rest);
+        Some(match scheme {
+            "file" => TargetSpec::File(path),
+            "simnor" => TargetSpec::SimNor(path),
+            "simnand" => TargetSpec::SimNand(path),
+            "mtd" if rest.starts_with('/') => TargetSpec::MtdDevice(path),
+            "mtd" => TargetSpec::MtdName(rest),
+            _ => return None,
+        })
     }
-    let path = Path::new(rest);
+
+    /// The scheme, as written before the `:`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            TargetSpec::File(_) => "file",
+            TargetSpec::SimNor(_) => "simnor",
+            TargetSpec::SimNand(_) => "simnand",
+            TargetSpec::MtdDevice(_) | TargetSpec::MtdName(_) => "mtd",
+        }
+    }
+
+    /// The file or device path it names (`None` for a partition name).
+    pub fn path(&self) -> Option<&'a Path> {
+        match *self {
+            TargetSpec::File(p)
+            | TargetSpec::SimNor(p)
+            | TargetSpec::SimNand(p)
+            | TargetSpec::MtdDevice(p) => Some(p),
+            TargetSpec::MtdName(_) => None,
+        }
+    }
+
+    /// A simulated flash (`simnor:`, `simnand:`: the `sim` feature).
+    pub fn is_sim(&self) -> bool {
+        matches!(self, TargetSpec::SimNor(_) | TargetSpec::SimNand(_))
+    }
+}
+
+fn open(spec: &str, size_hint: Option<u64>) -> Result<Box<dyn Flash + Send>, Error> {
+    let parsed = TargetSpec::parse(spec).ok_or_else(bad_spec)?;
     #[cfg(any(test, feature = "sim"))]
-    let need_size = |erase: u32| match size_hint {
+    let need_size = |path: &Path, erase: u32| match size_hint {
         Some(n) if n > 0 => Ok(n.div_ceil(u64::from(erase)) * u64::from(erase)),
         _ => Err(
             Error::new(ErrorKind::NotFound, Op::Open).with_detail(format!(
-                "{rest} does not exist and no size was given to create it"
+                "{} does not exist and no size was given to create it",
+                path.display()
             )),
         ),
     };
-    Ok(match scheme {
-        "file" => Box::new(FileFlash::open(path, size_hint)?),
+    Ok(match parsed {
+        TargetSpec::File(path) => Box::new(FileFlash::open(path, size_hint)?),
         #[cfg(any(test, feature = "sim"))]
-        "simnor" if path.exists() => Box::new(SimNor::open(path)?),
+        TargetSpec::SimNor(path) if path.exists() => Box::new(SimNor::open(path)?),
         #[cfg(any(test, feature = "sim"))]
-        "simnor" => Box::new(SimNor::create(
+        TargetSpec::SimNor(path) => Box::new(SimNor::create(
             path,
-            need_size(NOR_DEFAULT_ERASE_SIZE)?,
+            need_size(path, NOR_DEFAULT_ERASE_SIZE)?,
             NOR_DEFAULT_ERASE_SIZE,
             1,
         )?),
         #[cfg(any(test, feature = "sim"))]
-        "simnand" if path.exists() => Box::new(SimNand::open(path)?),
+        TargetSpec::SimNand(path) if path.exists() => Box::new(SimNand::open(path)?),
         #[cfg(any(test, feature = "sim"))]
-        "simnand" => Box::new(SimNand::create(
+        TargetSpec::SimNand(path) => Box::new(SimNand::create(
             path,
-            need_size(NAND_DEFAULT_ERASE_SIZE)?,
+            need_size(path, NAND_DEFAULT_ERASE_SIZE)?,
             NAND_DEFAULT_ERASE_SIZE,
             NAND_DEFAULT_PAGE_SIZE,
             &[],
         )?),
-        "mtd" if rest.starts_with('/') => Box::new(Mtd::open(path)?),
-        "mtd" => Box::new(Mtd::open(find_partition(rest)?)?),
-        _ => return Err(bad_spec()),
+        #[cfg(not(any(test, feature = "sim")))]
+        TargetSpec::SimNor(_) | TargetSpec::SimNand(_) => return Err(bad_spec()),
+        TargetSpec::MtdDevice(path) => Box::new(Mtd::open(path)?),
+        TargetSpec::MtdName(name) => Box::new(Mtd::open(find_partition(name)?)?),
     })
 }
 

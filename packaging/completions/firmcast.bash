@@ -16,6 +16,9 @@ _firmcast() {
             ",$1")
                 cmd="firmcast"
                 ;;
+            firmcast,agent-config)
+                cmd="firmcast__subcmd__agent__subcmd__config"
+                ;;
             firmcast,demo)
                 cmd="firmcast__subcmd__demo"
                 ;;
@@ -42,6 +45,9 @@ _firmcast() {
                 ;;
             firmcast,status)
                 cmd="firmcast__subcmd__status"
+                ;;
+            firmcast__subcmd__help,agent-config)
+                cmd="firmcast__subcmd__help__subcmd__agent__subcmd__config"
                 ;;
             firmcast__subcmd__help,demo)
                 cmd="firmcast__subcmd__help__subcmd__demo"
@@ -77,12 +83,30 @@ _firmcast() {
 
     case "${cmd}" in
         firmcast)
-            opts="-h -V --help --version keygen manifest send repair status fleet demo relay help"
+            opts="-h -V --help --version keygen manifest send repair status fleet demo relay agent-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        firmcast__subcmd__agent__subcmd__config)
+            opts="-h --out --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -167,8 +191,22 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__help)
-            opts="keygen manifest send repair status fleet demo relay help"
+            opts="keygen manifest send repair status fleet demo relay agent-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        firmcast__subcmd__help__subcmd__agent__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -383,7 +421,7 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__relay)
-            opts="-v -h --origin --manifest-url --public-key --ca-file --cache --forward-status --group --interface --rate --ttl --repair-listen --repair-group --repair --until-done --devices --duration --passes --roster --json --verbose --db --http --help"
+            opts="-v -h --origin --manifest-url --public-key --ca-file --cache --forward-status --group --interface --rate --ttl --repair-listen --repair-group --repair-source --repair --until-done --devices --duration --passes --roster --json --verbose --db --http --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -437,6 +475,10 @@ _firmcast() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --repair-source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --repair)
                     COMPREPLY=($(compgen -W "retransmit parity" -- "${cur}"))
                     return 0
@@ -477,7 +519,7 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__repair)
-            opts="-v -h --image --manifest --public-key --listen --interface --repair-group --devices --group --rate --ttl --repair --duration --roster --json --verbose --db --http --help"
+            opts="-v -h --image --manifest --public-key --listen --interface --repair-group --devices --group --source --rate --ttl --repair --duration --roster --json --verbose --db --http --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -512,6 +554,10 @@ _firmcast() {
                     return 0
                     ;;
                 --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -551,7 +597,7 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__send)
-            opts="-v -h --image --manifest --public-key --group --interface --rate --ttl --until-done --devices --abort-if-failed --duration --passes --announce-every --manifest-repeats --manifest-lead --repair-listen --repair-group --repair --roster --json --verbose --db --http --help"
+            opts="-v -h --image --manifest --public-key --group --interface --rate --ttl --until-done --devices --abort-if-failed --duration --passes --announce-every --manifest-repeats --manifest-lead --repair-listen --repair-group --repair-source --repair --roster --json --verbose --db --http --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -622,6 +668,10 @@ _firmcast() {
                     return 0
                     ;;
                 --repair-group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repair-source)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

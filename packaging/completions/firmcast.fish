@@ -34,6 +34,7 @@ complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "status" -d 'Liste
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "fleet" -d 'Answer questions from the fleet record (--db): versions, failures, silence'
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "demo" -d 'Run a real multicast update of several agents on this machine (loopback)'
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "relay" -d 'Serve one site: fetch a signed image over HTTP(S), verify it, send it'
+complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "agent-config" -d 'Write an agent config file from KEY=VALUE pairs, each checked against the agent\'s schema'
 complete -c firmcast -n "__fish_firmcast_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c firmcast -n "__fish_firmcast_using_subcommand keygen" -l out -d 'Directory to write firmcast.key and firmcast.pub into (created if missing)' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand keygen" -l force -d 'Overwrite an existing key pair'
@@ -56,9 +57,9 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l image -d 'The
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l manifest -d 'Its signed manifest (checked against the image block by block)' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l public-key -d 'Also verify the manifest\'s signature with this public key file' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l group -d 'Multicast group and port to send to' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l interface -d 'Local IPv4 address of the interface to send from' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l interface -d 'Local address of the interface to send from: IPv4, or IPv6 for an IPv6 group (the interface holding it sends)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l rate -d 'Carousel rate in bits per second with a unit: 50M, 800K, 1G (a bare number is refused). The carousel goes slower when the devices\' flash cannot keep up (R-PACE-2), never faster' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l ttl -d 'Multicast TTL (1 = this subnet only)' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l ttl -d 'Multicast TTL, the IPv6 hop limit (1 = this subnet only; one more per multicast router between here and the devices: --ttl 8)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l until-done -d 'Stop once N devices succeeded with this image (`all`: every device of --devices), or once every awaited device is in a final state. While the N devices read back what they received (and no other needs data), the carousel holds: an Announce every 100 ms, no data' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l devices -d 'The devices this rollout expects: a file with one device id (16 hex digits) or address (IP or IP:PORT) per line. The table shows who never reported; --until-done waits for these only' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l abort-if-failed -d 'Stop the carousel (exit 1) once N devices failed verification or activation (failed: verify-failed, flash-error, activation-failed)' -r
@@ -69,6 +70,7 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l manifest-repe
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l manifest-lead -d 'Copies of the manifest at the start of each pass, each after an Announce' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l repair-listen -d 'Also serve repairs from this process, receiving NACKs and Status on this address (instead of an ephemeral port); repairs share --rate' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l repair-group -d 'Multicast group and port for repairs several devices need: with --repair-listen this process sends them there; without it, it hears a separate repair server\'s there and yields to them (R-REP-11)' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l repair-source -d 'Without --repair-listen and with a source-specific --repair-group (232.0.0.0/8, ff3x::/32): the separate repair server\'s address, the only source heard on it, e.g. --repair-source 10.0.0.2' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l repair -d 'With --repair-listen: how to answer a crowd of NACKs (as `firmcast repair --repair`; default parity)' -r -f -a "retransmit\t'Resend each missing chunk once'
 parity\t'Send parity symbols (Reed-Solomon over each block): the default. In bench/fleet at 1% loss, 50 devices finished with 0.845 of the link\'s speed against 0.647 by retransmission (1.14 against 1.49 x the image sent)'"
 complete -c firmcast -n "__fish_firmcast_using_subcommand send" -l roster -d 'Roster of device keys (lines `DEVICE_ID PUBLIC_KEY`): only Status reports signed by a roster device count, and are shown as authenticated' -r -F
@@ -81,12 +83,13 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l image -d 'T
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l manifest -d 'Its signed manifest (checked against the image block by block)' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l public-key -d 'Also verify the manifest\'s signature with this public key file' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l listen -d 'Address and port to receive NACKs and Status on' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l interface -d 'Local IPv4 address of the interface to send group repairs from' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l interface -d 'Local address of the interface to send group repairs from (IPv4, or IPv6 for IPv6 groups)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l repair-group -d 'Multicast group and port for repairs several devices need' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l devices -d 'The devices expected: a file with one device id (16 hex digits) or address (IP or IP:PORT) per line; the table shows who never reported' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l group -d 'The carousel\'s multicast group and port (as given to `firmcast send --group`): the repair server hears its Announce and paces repairs at the carousel\'s rate, at most half of it while the carousel sends, so the two together keep to one link budget (R-REP-12)' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l source -d 'With a source-specific --group (232.0.0.0/8, ff3x::/32): the carousel\'s sender address, the only source heard on it, e.g. --source 10.0.0.1' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l rate -d 'Cap on repair traffic in bits per second (default 50M). Repairs follow the carousel\'s announced rate, never above this cap. A unit is required: 50M, 800K, 1G' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l ttl -d 'Multicast TTL for group repairs' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l ttl -d 'Multicast TTL (IPv6 hop limit) for group repairs (1 = this subnet only; one more per multicast router: --ttl 8)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l repair -d 'How to answer a crowd of NACKs: send fresh parity symbols per block (each repairs a different loss at each device), or resend the missing chunks. A lone straggler gets source chunks unicast either way' -r -f -a "retransmit\t'Resend each missing chunk once'
 parity\t'Send parity symbols (Reed-Solomon over each block): the default. In bench/fleet at 1% loss, 50 devices finished with 0.845 of the link\'s speed against 0.647 by retransmission (1.14 against 1.49 x the image sent)'"
 complete -c firmcast -n "__fish_firmcast_using_subcommand repair" -l duration -d 'Stop after this many seconds (decimals allowed)' -r
@@ -129,11 +132,12 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l ca-file -d '
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l cache -d 'Download into this file (FILE.manifest beside it) and keep it: a relay restarted with the same file and manifest resumes the download' -r -F
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l forward-status -d 'Forward the devices\' Status frames to a central `firmcast status`' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l group -d 'Multicast group and port to send to' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l interface -d 'Local IPv4 address of the site\'s interface to send from' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l interface -d 'Local address of the site\'s interface to send from: IPv4, or IPv6 for an IPv6 group' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l rate -d 'Carousel rate in bits per second with a unit: 50M, 800K, 1G' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l ttl -d 'Multicast TTL (1 = this subnet only)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l repair-listen -d 'Serve repairs too, receiving NACKs and Status on this address' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l repair-group -d 'Multicast group and port for repairs (as `firmcast send`)' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l repair-source -d 'Without --repair-listen and with a source-specific --repair-group: the site\'s repair server\'s address (as `firmcast send`)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l repair -d 'With --repair-listen: parity (default) or retransmit' -r -f -a "retransmit\t'Resend each missing chunk once'
 parity\t'Send parity symbols (Reed-Solomon over each block): the default. In bench/fleet at 1% loss, 50 devices finished with 0.845 of the link\'s speed against 0.647 by retransmission (1.14 against 1.49 x the image sent)'"
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l until-done -d 'Stop once N devices of the site succeeded (`all`: every device of --devices)' -r
@@ -146,12 +150,15 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l http -d 'Ser
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l json -d 'Print a JSON summary object on stdout'
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -s v -l verbose -d 'Log every device state change and more'
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "keygen" -d 'Generate an Ed25519 signing key pair'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "manifest" -d 'Sign an image into a manifest, or show (and verify) a manifest'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "send" -d 'Send an image to a multicast group as a paced carousel'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "repair" -d 'Serve NACKs: resend missing chunks to the repair group or one device'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "status" -d 'Listen for device Status reports and print the fleet table'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "fleet" -d 'Answer questions from the fleet record (--db): versions, failures, silence'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "demo" -d 'Run a real multicast update of several agents on this machine (loopback)'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "relay" -d 'Serve one site: fetch a signed image over HTTP(S), verify it, send it'
-complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c firmcast -n "__fish_firmcast_using_subcommand agent-config" -l out -d 'Write to this file instead of standard output' -r -F
+complete -c firmcast -n "__fish_firmcast_using_subcommand agent-config" -s h -l help -d 'Print help'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "keygen" -d 'Generate an Ed25519 signing key pair'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "manifest" -d 'Sign an image into a manifest, or show (and verify) a manifest'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "send" -d 'Send an image to a multicast group as a paced carousel'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "repair" -d 'Serve NACKs: resend missing chunks to the repair group or one device'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "status" -d 'Listen for device Status reports and print the fleet table'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "fleet" -d 'Answer questions from the fleet record (--db): versions, failures, silence'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "demo" -d 'Run a real multicast update of several agents on this machine (loopback)'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "relay" -d 'Serve one site: fetch a signed image over HTTP(S), verify it, send it'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "agent-config" -d 'Write an agent config file from KEY=VALUE pairs, each checked against the agent\'s schema'
+complete -c firmcast -n "__fish_firmcast_using_subcommand help; and not __fish_seen_subcommand_from keygen manifest send repair status fleet demo relay agent-config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -45,6 +45,32 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve one site: fetch a signed image over HTTP(S), verify it, send it.
     Relay(RelayArgs),
+    /// Write an agent config file from KEY=VALUE pairs, each checked against the agent's schema.
+    AgentConfig(AgentConfigArgs),
+}
+
+/// `firmcast agent-config`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Writes the TOML file firmcast-agent reads (board-configs/README.md lists every
+key). Each KEY is `key` or `table.key`; an unknown key or a value of the wrong
+form is refused (exit 2), so a script that writes agent configs breaks where it
+writes them, not on the device. Integers are decimal, booleans true/false,
+arrays (argv keys such as reboot_command) are split at commas.
+
+Examples:
+  firmcast agent-config board=acme,rt1 current_version=1.0.0 \\
+      repair_server=192.168.1.10:7855 public_key=/etc/firmcast/operator.pub \\
+      target=mtd:firmware --out agent.toml
+  firmcast agent-config board=acme,rt2 activation=ab-uboot ab.slot_a=mtd:firmware_a \\
+      ab.slot_b=mtd:firmware_b reboot_command=/sbin/reboot ...")]
+pub struct AgentConfigArgs {
+    /// The settings, in the order they are written (tables after the top level).
+    #[arg(value_name = "KEY=VALUE", required = true)]
+    pub settings: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `firmcast send --announce-every` default (the relay's too).

@@ -5,7 +5,6 @@
 //! agent writing a simulated NOR flash file, then checks every flash byte for
 //! byte against the image and prints a summary.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -319,29 +318,29 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         let _ = fs::remove_file(&target);
         let _ = fs::remove_file(dir.join(format!("device{i:02}.flash.sim")));
         let config = dir.join(format!("device{i:02}.toml"));
-        let mut text = String::new();
-        let _ = write!(
-            text,
-            "board = \"demo,board\"\ncurrent_version = \"1.0.0\"\ngroup = \"{}\"\nrepair_group = \"{}\"\n\
-             interface = \"127.0.0.1\"\nrepair_server = \"{}\"\npublic_key = \"{}\"\ntarget = \"simnor:{}\"\n\
-             target_size = {}\nboot_window_secs = 30\nwindow_blocks = 8\ndevice_id = {}\nstate_file = \"{}\"\n",
-            opts.group,
-            opts.repair_group,
-            opts.repair_listen,
-            path_arg(&keys.join("firmcast.pub")),
-            path_arg(&target),
-            flash_size,
-            1000 + i,
-            path_arg(&dir.join(format!("device{i:02}.state.json"))),
-        );
+        let mut settings = vec![
+            "board=demo,board".to_string(),
+            "current_version=1.0.0".to_string(),
+            format!("group={}", opts.group),
+            format!("repair_group={}", opts.repair_group),
+            "interface=127.0.0.1".to_string(),
+            format!("repair_server={}", opts.repair_listen),
+            format!("public_key={}", path_arg(&keys.join("firmcast.pub"))),
+            format!("target=simnor:{}", path_arg(&target)),
+            format!("target_size={flash_size}"),
+            "boot_window_secs=30".to_string(),
+            "window_blocks=8".to_string(),
+            format!("device_id={}", 1000 + i),
+            format!(
+                "state_file={}",
+                path_arg(&dir.join(format!("device{i:02}.state.json")))
+            ),
+        ];
         if opts.loss_permille > 0 {
-            let _ = write!(
-                text,
-                "\n[test]\nrx_loss_permille = {}\nrx_loss_seed = {}\n",
-                opts.loss_permille,
-                77 + i
-            );
+            settings.push(format!("test.rx_loss_permille={}", opts.loss_permille));
+            settings.push(format!("test.rx_loss_seed={}", 77 + i));
         }
+        let text = crate::agent_config::render(&settings).map_err(|e| DemoError(e.to_string()))?;
         fs::write(&config, text)
             .map_err(|e| DemoError(format!("write {}: {e}", config.display())))?;
         set_mode(&config, 0o644)?;

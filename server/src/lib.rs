@@ -19,6 +19,7 @@
 //! clock, signals and the human interface (progress, summaries, exit codes:
 //! 0 done, 1 runtime failure or goal not reached, 2 usage/configuration).
 
+pub mod agent_config;
 pub mod cli;
 pub mod demo;
 pub mod drops;
@@ -80,6 +81,10 @@ pub fn run(cli: cli::Cli) -> Result<u8, Error> {
         cli::Command::Fleet(a) => {
             logger::init(false);
             fleet_cmd::run(&a)
+        }
+        cli::Command::AgentConfig(a) => {
+            logger::init(false);
+            agent_config::run(&a)
         }
         cli::Command::Demo(a) => {
             logger::init(false);

@@ -18,6 +18,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use firmcast_agent::config::writer::{AgentToml, TomlValue};
+
 /// The directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
     // Test executables live in target/<profile>/deps/.
@@ -363,33 +365,54 @@ impl<'a> AgentSpec<'a> {
 
 /// Write an agent config for `spec` on `net`; returns (config path, target path).
 pub fn agent_config(dir: &Scratch, net: &Net, spec: &AgentSpec<'_>) -> (PathBuf, PathBuf) {
+    agent_config_on(dir, net, spec, "127.0.0.1")
+}
+
+/// [`agent_config`] with the agent's `interface` key set to `interface`.
+pub fn agent_config_on(
+    dir: &Scratch,
+    net: &Net,
+    spec: &AgentSpec<'_>,
+    interface: &str,
+) -> (PathBuf, PathBuf) {
     let target = dir.join(&format!("{}.flash", spec.name));
     let config = dir.join(&format!("{}.toml", spec.name));
-    let mut text = format!(
-        "board = \"{board}\"\ncurrent_version = \"{ver}\"\ngroup = \"{group}\"\nrepair_group = \"{rgroup}\"\n\
-         interface = \"127.0.0.1\"\nrepair_server = \"{repair}\"\npublic_key = \"{key}\"\n\
-         target = \"simnor:{target}\"\ntarget_size = {size}\nboot_window_secs = {window}\nwindow_blocks = 8\n\
-         stall_timeout_secs = 30\nstate_file = \"{state}\"\n",
-        state = path_str(&dir.join(&format!("{}.state.json", spec.name))),
-        board = spec.board,
-        ver = spec.current_version,
-        group = net.group,
-        rgroup = net.repair_group,
-        repair = net.repair_listen,
-        key = path_str(spec.public_key),
-        target = path_str(&target),
-        size = spec.target_size,
-        window = spec.boot_window_secs,
+    let state = dir.join(&format!("{}.state.json", spec.name));
+    let mut t = AgentToml::new();
+    let set = |t: &mut AgentToml, k: &str, v: TomlValue| {
+        t.set(k, v).unwrap_or_else(|e| panic!("{e}"));
+    };
+    set(&mut t, "board", spec.board.into());
+    set(&mut t, "current_version", spec.current_version.into());
+    set(&mut t, "group", net.group.to_string().into());
+    set(&mut t, "repair_group", net.repair_group.to_string().into());
+    set(&mut t, "interface", interface.into());
+    set(
+        &mut t,
+        "repair_server",
+        net.repair_listen.to_string().into(),
     );
+    set(&mut t, "public_key", path_str(spec.public_key).into());
+    set(
+        &mut t,
+        "target",
+        format!("simnor:{}", path_str(&target)).into(),
+    );
+    set(&mut t, "target_size", spec.target_size.into());
+    set(&mut t, "boot_window_secs", spec.boot_window_secs.into());
+    set(&mut t, "window_blocks", 8u32.into());
+    set(&mut t, "stall_timeout_secs", 30u32.into());
+    set(&mut t, "state_file", path_str(&state).into());
     if spec.rx_loss_permille > 0 || spec.block_delay_ms > 0 {
-        text.push_str(&format!(
-            "\n[test]\nrx_loss_permille = {}\nrx_loss_seed = {}\nblock_delay_ms = {}\n",
-            spec.rx_loss_permille,
-            loss_seed(spec.name),
-            spec.block_delay_ms
-        ));
+        set(
+            &mut t,
+            "test.rx_loss_permille",
+            spec.rx_loss_permille.into(),
+        );
+        set(&mut t, "test.rx_loss_seed", loss_seed(spec.name).into());
+        set(&mut t, "test.block_delay_ms", spec.block_delay_ms.into());
     }
-    fs::write(&config, text).expect("write agent config");
+    fs::write(&config, t.to_string()).expect("write agent config");
     set_mode(&config, 0o644);
     (config, target)
 }

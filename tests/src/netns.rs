@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{agent_config, bin, bin_dir, path_str, AgentSpec, Net, Proc, Release, Scratch};
+use crate::{agent_config_on, bin, bin_dir, path_str, AgentSpec, Net, Proc, Release, Scratch};
 
 /// The sender's address.
 pub const SERVER_ADDR: &str = "10.77.0.1";
@@ -262,16 +262,7 @@ impl Rig {
         n: usize,
         spec: &AgentSpec<'_>,
     ) -> (PathBuf, PathBuf) {
-        let (config, target) = agent_config(dir, &net(), spec);
-        let text = fs::read_to_string(&config).expect("read agent config");
-        let line = "interface = \"127.0.0.1\"";
-        assert!(
-            text.contains(line),
-            "agent_config changed its interface line"
-        );
-        let text = text.replace(line, &format!("interface = \"{}\"", device_addr(n)));
-        fs::write(&config, text).expect("write agent config");
-        (config, target)
+        agent_config_on(dir, &net(), spec, &device_addr(n))
     }
 
     /// Start the agent of device `n` with `config`.

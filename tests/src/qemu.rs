@@ -28,6 +28,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use firmcast_agent::config::writer::AgentToml;
+
 use crate::{bin, path_str, run_ok, Proc, Release, Scratch};
 
 /// Host address on the namespace's bridge.
@@ -626,38 +628,62 @@ pub fn sha256_bytes(dir: &Scratch, bytes: &[u8]) -> String {
 }
 
 /// The keys every guest config shares.
-pub fn agent_toml_common(activation: &str) -> String {
-    format!(
-        "board = \"acme,rt1\"\ncurrent_version_file = \"/etc/fw-version\"\n\
-         group = \"{GROUP}\"\nrepair_group = \"{REPAIR_GROUP}\"\ninterface = \"{GUEST_IP}\"\n\
-         repair_server = \"{REPAIR_LISTEN}\"\npublic_key = \"/etc/firmcast/operator.pub\"\n\
-         activation = \"{activation}\"\nwindow_blocks = 4\n\
-         boot_window_secs = 90\nstall_timeout_secs = 90\nrcvbuf_bytes = 1048576\n"
-    )
+pub fn agent_toml_common(activation: &str) -> AgentToml {
+    let mut t = AgentToml::new();
+    for (k, v) in [
+        ("board", "acme,rt1"),
+        ("current_version_file", "/etc/fw-version"),
+        ("group", GROUP),
+        ("repair_group", REPAIR_GROUP),
+        ("interface", GUEST_IP),
+        ("repair_server", REPAIR_LISTEN),
+        ("public_key", "/etc/firmcast/operator.pub"),
+        ("activation", activation),
+        ("window_blocks", "4"),
+        ("boot_window_secs", "90"),
+        ("stall_timeout_secs", "90"),
+        ("rcvbuf_bytes", "1048576"),
+    ] {
+        t.set_text(k, v).unwrap_or_else(|e| panic!("{e}"));
+    }
+    t
+}
+
+/// `t` with each of `settings` (key, value as text) set.
+pub fn with(mut t: AgentToml, settings: &[(&str, &str)]) -> String {
+    for (k, v) in settings {
+        t.set_text(k, v).unwrap_or_else(|e| panic!("{e}"));
+    }
+    t.to_string()
 }
 
 /// The agent's config in the guest, as an integrator would write it.
 pub fn agent_toml(activation: &str, block_delay_ms: u32) -> String {
-    let mut t = agent_toml_common(activation);
-    t.push_str("target = \"mtd:/dev/mtd0\"\n");
+    let delay = block_delay_ms.to_string();
+    let mut settings = vec![("target", "mtd:/dev/mtd0")];
     if block_delay_ms > 0 {
-        t.push_str(&format!("\n[test]\nblock_delay_ms = {block_delay_ms}\n"));
+        settings.push(("test.block_delay_ms", &delay));
     }
-    t
+    with(agent_toml_common(activation), &settings)
 }
 
 /// The agent's config for [`AbSetup`]: `ab-uboot` with slot A `/dev/mtd0`,
 /// slot B `/dev/mtd1`, the environment per `/etc/fw_env.config`, the
 /// default variable names spelled out (`boot_slot=a|b`).
 pub fn agent_toml_ab() -> String {
-    let mut t = agent_toml_common("ab-uboot");
-    t.push_str(
-        "\n[ab]\nslot_a = \"mtd:/dev/mtd0\"\nslot_b = \"mtd:/dev/mtd1\"\n\
-         slot_var = \"boot_slot\"\nslot_a_value = \"a\"\nslot_b_value = \"b\"\n\
-         upgrade_available_var = \"upgrade_available\"\nbootcount_var = \"bootcount\"\n\
-         env_config = \"/etc/fw_env.config\"\n",
-    );
-    t
+    with(
+        agent_toml_common("ab-uboot"),
+        &[
+            ("ab.slot_a", "mtd:/dev/mtd0"),
+            ("ab.slot_b", "mtd:/dev/mtd1"),
+            ("ab.slot_var", "boot_slot"),
+            ("ab.slot_a_value", "a"),
+            ("ab.slot_b_value", "b"),
+            ("ab.upgrade_available_var", "upgrade_available"),
+            ("ab.bootcount_var", "bootcount"),
+            ("ab.env_config", "/etc/fw_env.config"),
+        ],
+    )
 }
 
 /// Skip (print why, return `None`) unless the tier can run; with

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::qemu::{agent_toml_common, require_with, workspace, Emu, Guest, NetNs};
+use crate::qemu::{agent_toml_common, require_with, with, workspace, Emu, Guest, NetNs};
 use crate::{firmcast_ok, path_str, run_ok, set_mode, Release, Scratch};
 
 /// Debian's U-Boot for qemu's `virt` machine.
@@ -76,12 +76,14 @@ fn on_path(program: &str) -> bool {
 /// The agent's config baked into every slot image: `ab-uboot` with the two
 /// partitions of the virtio disk and the environment at its raw offsets.
 pub fn agent_toml() -> String {
-    let mut t = agent_toml_common("ab-uboot");
-    t.push_str(
-        "\n[ab]\nslot_a = \"file:/dev/vda1\"\nslot_b = \"file:/dev/vda2\"\n\
-         env_config = \"/etc/fw_env.config\"\n",
-    );
-    t
+    with(
+        agent_toml_common("ab-uboot"),
+        &[
+            ("ab.slot_a", "file:/dev/vda1"),
+            ("ab.slot_b", "file:/dev/vda2"),
+            ("ab.env_config", "/etc/fw_env.config"),
+        ],
+    )
 }
 
 /// Keys in `dir/keys` and the `/etc/firmcast` every slot image carries.
