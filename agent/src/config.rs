@@ -397,14 +397,16 @@ pub fn parse_with(path: &Path, text: &str, host: &HostFacts) -> Result<Config, C
 }
 
 /// Check and resolve the values, fill in the defaults.
-fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError> {
+fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Config, ConfigError> {
+    // Fields are taken, never moved out of `raw`: a partly moved `raw`
+    // would be dropped field by field at every early return below.
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     let file = path;
 
     let board = required(
         file,
         "board",
-        raw.board,
+        raw.board.take(),
         "the board id, e.g. board = \"acme,rt1\"",
     )?;
     if board.is_empty() || board.len() > proto::wire::MAX_BOARD_LEN {
@@ -415,7 +417,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         ));
     }
 
-    let (current_version, current_version_file) = match (raw.current_version, raw.current_version_file) {
+    let (current_version, current_version_file) = match (raw.current_version.take(), raw.current_version_file.take()) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::key(file, "current_version", "set only one of current_version and current_version_file"))
         }
@@ -455,9 +457,14 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         ));
     }
 
-    let group = multicast(file, "group", raw.group, DEFAULT_GROUP)?;
-    let repair_group = multicast(file, "repair_group", raw.repair_group, DEFAULT_REPAIR_GROUP)?;
-    let interface_spec = match raw.interface {
+    let group = multicast(file, "group", raw.group.take(), DEFAULT_GROUP)?;
+    let repair_group = multicast(
+        file,
+        "repair_group",
+        raw.repair_group.take(),
+        DEFAULT_REPAIR_GROUP,
+    )?;
+    let interface_spec = match raw.interface.take() {
         None => Interface::Any,
         Some(s) => Interface::parse(&s).map_err(|why| ConfigError::key(file, "interface", why))?,
     };
@@ -466,7 +473,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
     let repair_server = required(
         file,
         "repair_server",
-        raw.repair_server,
+        raw.repair_server.take(),
         "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\" or \"firmcast.lan:7855\"",
     )?;
     let repair_server_spec = Server::parse(&repair_server)
@@ -476,8 +483,8 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         v.map(|s| netspec::parse_source(&s).map_err(|why| ConfigError::key(file, key, why)))
             .transpose()
     };
-    let source = source_of("source", raw.source)?;
-    let repair_source = source_of("repair_source", raw.repair_source)?;
+    let source = source_of("source", raw.source.take())?;
+    let repair_source = source_of("repair_source", raw.repair_source.take())?;
     netspec::Addresses {
         group,
         source,
@@ -492,7 +499,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
     let pk = required(
         file,
         "public_key",
-        raw.public_key,
+        raw.public_key.take(),
         "64 hex characters, or the path of a `firmcast keygen` .pub file",
     )?;
     let (public_key, public_key_file) = public_key(file, base, &pk, host)?;
@@ -561,7 +568,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         file,
         base,
         raw.device_id,
-        raw.device_id_file,
+        raw.device_id_file.take(),
         host,
         &interface_spec,
         &target,
@@ -603,7 +610,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
             ))
         }
     };
-    let ab = match (activation, raw.ab) {
+    let ab = match (activation, raw.ab.take()) {
         (Activation::AbUboot, Some(r)) => Some(ab_config(file, base, r)?),
         (Activation::AbUboot, None) => {
             return Err(ConfigError::key(
@@ -621,7 +628,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         }
         (_, None) => None,
     };
-    let command = match (activation, raw.command) {
+    let command = match (activation, raw.command.take()) {
         (Activation::Command, Some(r)) => {
             let argv = r.run.unwrap_or_default();
             if argv.is_empty() || argv[0].trim().is_empty() {
@@ -660,7 +667,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         }
         (_, None) => None,
     };
-    let rc = raw.confirm.unwrap_or_default();
+    let rc = raw.confirm.take().unwrap_or_default();
     let health_secs = rc.timeout_secs.unwrap_or(DEFAULT_HEALTH_TIMEOUT_SECS);
     if health_secs == 0 {
         return Err(ConfigError::key(
@@ -681,8 +688,8 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
             "confirming needs activation = \"ab-uboot\" (the U-Boot environment)",
         ));
     }
-    let reboot_command = raw.reboot_command.unwrap_or_default();
-    let hooks = hooks_config(file, raw.hooks.unwrap_or_default())?;
+    let reboot_command = raw.reboot_command.take().unwrap_or_default();
+    let hooks = hooks_config(file, raw.hooks.take().unwrap_or_default())?;
     let state_file = match raw.state_file.as_deref() {
         None => Some(PathBuf::from(crate::state_file::DEFAULT_STATE_FILE)),
         Some("") => None,
@@ -690,6 +697,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
     };
     let user = raw
         .user
+        .take()
         .unwrap_or_else(|| crate::privdrop::DEFAULT_USER.to_string());
     if user.is_empty() || user.contains(['\0', ':', '/']) || user.trim() != user {
         return Err(ConfigError::key(
@@ -733,7 +741,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
             "must be at most a year",
         ));
     }
-    let t = raw.test.unwrap_or_default();
+    let t = raw.test.take().unwrap_or_default();
     let rx_loss_permille = t.rx_loss_permille.unwrap_or(0);
     if rx_loss_permille > 1000 {
         return Err(ConfigError::key(
