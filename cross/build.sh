@@ -300,10 +300,11 @@ if ((run_tests)); then
 fi
 
 # The budget applies to the default device features. armv7 meets issue 17's
-# 350 KB; mipsel keeps 700 KB: its 500 KB target is out of reach (MIPS32
-# code is ~1.9x Thumb-2 and has no compact encoding LLVM can emit for
-# Linux: the per-crate arithmetic is in the README).
-echo "== stripped sizes per feature set (budget, default set: armv7 <= 350000 bytes, mipsel <= 700000 bytes)"
+# 350 KB; mipsel reaches 556,772 bytes, not 500 KB (MIPS32 code is ~1.8x
+# Thumb-2 and has no compact encoding LLVM can emit for Linux: the
+# per-crate arithmetic is in cross/README.md), and its budget is that plus
+# 8 KB.
+echo "== stripped sizes per feature set (budget, default set: armv7 <= 350000 bytes, mipsel <= 565000 bytes)"
 over=0
 for t in "${targets[@]}"; do
     for set in "${sets[@]}"; do
@@ -313,7 +314,7 @@ for t in "${targets[@]}"; do
         if [[ $name == default ]]; then
             case $t in
                 armv7-*) ((size[$t/$name] <= 350000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
-                mipsel-*) ((size[$t/$name] <= 700000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
+                mipsel-*) ((size[$t/$name] <= 565000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
             esac
         fi
     done
