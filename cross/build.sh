@@ -30,8 +30,11 @@
 #
 # Environment: FIRMCAST_CROSS_PROFILE (default release), FIRMCAST_CROSS_RUSTFLAGS
 # (appended to the target's RUSTFLAGS),
-# FIRMCAST_PANIC_IMMEDIATE_ABORT=1 (panics print nothing: smaller, see cross/README.md),
-# FIRMCAST_STD_FEATURES (extra std features, e.g. optimize_for_size: to measure);
+# FIRMCAST_PANIC_IMMEDIATE_ABORT (default 1: a panic aborts at once, printing
+# nothing; 0 keeps panic messages, for debugging: cross/README.md),
+# FIRMCAST_STD_FEATURES (extra std features; default optimize_for_size where
+# this std has it, "" for none), FIRMCAST_SHA2_OPT_LEVEL (default 3, the
+# workspace's; z: smaller and slower, to measure);
 # with --test: FIRMCAST_CROSS_SIM=1 (also proto's fleet simulation, slow),
 # FIRMCAST_CROSS_FEC_BENCH=1 (also proto's erasure-code measurement).
 set -euo pipefail
@@ -180,19 +183,27 @@ std_feature_list=()
 for f in std_detect_file_io std_detect_dlsym_getauxval; do
     grep -q "^$f = " "$STD_TOML" && std_feature_list+=("$f")
 done
-# Panics abort without formatting or printing anything: older std has a
+# Panics abort without formatting or printing anything (the default: the
+# unwinder and panic formatting are ~74 KB of the mipsel agent; what an
+# operator still sees of a panic is in cross/README.md): older std has a
 # panic_immediate_abort feature, newer rustc (1.9x) the panic strategy
 # `immediate-abort` instead (device build only: the unit tests unwind).
 immabort_rustflags=
-if [[ ${FIRMCAST_PANIC_IMMEDIATE_ABORT:-0} == 1 ]]; then
+if [[ ${FIRMCAST_PANIC_IMMEDIATE_ABORT:-1} == 1 ]]; then
     if grep -q '^panic_immediate_abort = ' "$STD_TOML"; then
         std_feature_list+=(panic_immediate_abort)
     else
         immabort_rustflags="-Zunstable-options -Cpanic=immediate-abort"
     fi
 fi
-# Extra std features to measure (e.g. optimize_for_size), space-separated.
-for f in ${FIRMCAST_STD_FEATURES:-}; do
+# Extra std features, space-separated. By default std's optimize_for_size
+# (smaller algorithms in std, none of them on the agent's hot path) when
+# this std declares it.
+if [[ -z ${FIRMCAST_STD_FEATURES+set} ]]; then
+    FIRMCAST_STD_FEATURES=
+    grep -q '^optimize_for_size = ' "$STD_TOML" && FIRMCAST_STD_FEATURES=optimize_for_size
+fi
+for f in ${FIRMCAST_STD_FEATURES}; do
     grep -q "^$f = " "$STD_TOML" ||
         { echo "cross/build.sh: this std has no $f feature" >&2; exit 2; }
     std_feature_list+=("$f")
@@ -201,6 +212,17 @@ std_features=("-Zbuild-std-features=$(IFS=,; echo "${std_feature_list[*]}")")
 # Smallest code for the device binary; only the cross build, not the host's
 # release profile (override with CARGO_PROFILE_RELEASE_OPT_LEVEL).
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z}
+# sha2 keeps the workspace's opt-level 3 (its compression function is the
+# agent's hottest loop); cargo reads per-package profile overrides only from
+# a config, not from the environment.
+profile_config=()
+if [[ -n ${FIRMCAST_SHA2_OPT_LEVEL:-} ]]; then
+    case $FIRMCAST_SHA2_OPT_LEVEL in
+        [0-3]) profile_config=(--config "profile.release.package.sha2.opt-level=$FIRMCAST_SHA2_OPT_LEVEL") ;;
+        s | z) profile_config=(--config "profile.release.package.sha2.opt-level='$FIRMCAST_SHA2_OPT_LEVEL'") ;;
+        *) echo "cross/build.sh: FIRMCAST_SHA2_OPT_LEVEL must be 0-3, s or z" >&2; exit 2 ;;
+    esac
+fi
 
 # "name" or "name=f1,f2" -> the cargo feature arguments of that set.
 set_args() {
@@ -236,7 +258,7 @@ for t in "${targets[@]}"; do
         start=$(date +%s)
         echo "== $bin for $t ($PROFILE, features: $set)"
         read -r -a fargs <<<"$(set_args "$set")"
-        "$CARGO" build --profile "$PROFILE" -p firmcast-agent --bin firmcast-agent --target "$t" \
+        "$CARGO" build "${profile_config[@]}" --profile "$PROFILE" -p firmcast-agent --bin firmcast-agent --target "$t" \
             "${fargs[@]}" -Zbuild-std=std,panic_abort "${std_features[@]}"
         mkdir -p "$OUT/$t"
         f=$OUT/$t/$bin
@@ -278,10 +300,11 @@ if ((run_tests)); then
 fi
 
 # The budget applies to the default device features. armv7 meets issue 17's
-# 350 KB; mipsel keeps 700 KB: its 500 KB target is out of reach (MIPS32
-# code is ~1.9x Thumb-2 and has no compact encoding LLVM can emit for
-# Linux: the per-crate arithmetic is in the README).
-echo "== stripped sizes per feature set (budget, default set: armv7 <= 350000 bytes, mipsel <= 700000 bytes)"
+# 350 KB; mipsel reaches 556,772 bytes, not 500 KB (MIPS32 code is ~1.8x
+# Thumb-2 and has no compact encoding LLVM can emit for Linux: the
+# per-crate arithmetic is in cross/README.md), and its budget is that plus
+# 8 KB.
+echo "== stripped sizes per feature set (budget, default set: armv7 <= 350000 bytes, mipsel <= 565000 bytes)"
 over=0
 for t in "${targets[@]}"; do
     for set in "${sets[@]}"; do
@@ -291,7 +314,7 @@ for t in "${targets[@]}"; do
         if [[ $name == default ]]; then
             case $t in
                 armv7-*) ((size[$t/$name] <= 350000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
-                mipsel-*) ((size[$t/$name] <= 700000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
+                mipsel-*) ((size[$t/$name] <= 565000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
             esac
         fi
     done

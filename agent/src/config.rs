@@ -299,6 +299,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    // Out of line: `build` checks dozens of keys, and an inlined copy of
+    // this constructor at every check was most of its code on the device.
+    #[cold]
+    #[inline(never)]
     fn key(file: &Path, key: &str, message: impl Into<String>) -> Self {
         ConfigError {
             file: file.to_path_buf(),
@@ -393,14 +397,16 @@ pub fn parse_with(path: &Path, text: &str, host: &HostFacts) -> Result<Config, C
 }
 
 /// Check and resolve the values, fill in the defaults.
-fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError> {
+fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Config, ConfigError> {
+    // Fields are taken, never moved out of `raw`: a partly moved `raw`
+    // would be dropped field by field at every early return below.
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     let file = path;
 
     let board = required(
         file,
         "board",
-        raw.board,
+        raw.board.take(),
         "the board id, e.g. board = \"acme,rt1\"",
     )?;
     if board.is_empty() || board.len() > proto::wire::MAX_BOARD_LEN {
@@ -411,7 +417,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         ));
     }
 
-    let (current_version, current_version_file) = match (raw.current_version, raw.current_version_file) {
+    let (current_version, current_version_file) = match (raw.current_version.take(), raw.current_version_file.take()) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::key(file, "current_version", "set only one of current_version and current_version_file"))
         }
@@ -451,9 +457,14 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         ));
     }
 
-    let group = multicast(file, "group", raw.group, DEFAULT_GROUP)?;
-    let repair_group = multicast(file, "repair_group", raw.repair_group, DEFAULT_REPAIR_GROUP)?;
-    let interface_spec = match raw.interface {
+    let group = multicast(file, "group", raw.group.take(), DEFAULT_GROUP)?;
+    let repair_group = multicast(
+        file,
+        "repair_group",
+        raw.repair_group.take(),
+        DEFAULT_REPAIR_GROUP,
+    )?;
+    let interface_spec = match raw.interface.take() {
         None => Interface::Any,
         Some(s) => Interface::parse(&s).map_err(|why| ConfigError::key(file, "interface", why))?,
     };
@@ -462,7 +473,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
     let repair_server = required(
         file,
         "repair_server",
-        raw.repair_server,
+        raw.repair_server.take(),
         "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\" or \"firmcast.lan:7855\"",
     )?;
     let repair_server_spec = Server::parse(&repair_server)
@@ -472,8 +483,8 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         v.map(|s| netspec::parse_source(&s).map_err(|why| ConfigError::key(file, key, why)))
             .transpose()
     };
-    let source = source_of("source", raw.source)?;
-    let repair_source = source_of("repair_source", raw.repair_source)?;
+    let source = source_of("source", raw.source.take())?;
+    let repair_source = source_of("repair_source", raw.repair_source.take())?;
     netspec::Addresses {
         group,
         source,
@@ -488,7 +499,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
     let pk = required(
         file,
         "public_key",
-        raw.public_key,
+        raw.public_key.take(),
         "64 hex characters, or the path of a `firmcast keygen` .pub file",
     )?;
     let (public_key, public_key_file) = public_key(file, base, &pk, host)?;
@@ -557,7 +568,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         file,
         base,
         raw.device_id,
-        raw.device_id_file,
+        raw.device_id_file.take(),
         host,
         &interface_spec,
         &target,
@@ -599,7 +610,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
             ))
         }
     };
-    let ab = match (activation, raw.ab) {
+    let ab = match (activation, raw.ab.take()) {
         (Activation::AbUboot, Some(r)) => Some(ab_config(file, base, r)?),
         (Activation::AbUboot, None) => {
             return Err(ConfigError::key(
@@ -617,7 +628,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         }
         (_, None) => None,
     };
-    let command = match (activation, raw.command) {
+    let command = match (activation, raw.command.take()) {
         (Activation::Command, Some(r)) => {
             let argv = r.run.unwrap_or_default();
             if argv.is_empty() || argv[0].trim().is_empty() {
@@ -656,7 +667,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
         }
         (_, None) => None,
     };
-    let rc = raw.confirm.unwrap_or_default();
+    let rc = raw.confirm.take().unwrap_or_default();
     let health_secs = rc.timeout_secs.unwrap_or(DEFAULT_HEALTH_TIMEOUT_SECS);
     if health_secs == 0 {
         return Err(ConfigError::key(
@@ -677,8 +688,8 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
             "confirming needs activation = \"ab-uboot\" (the U-Boot environment)",
         ));
     }
-    let reboot_command = raw.reboot_command.unwrap_or_default();
-    let hooks = hooks_config(file, raw.hooks.unwrap_or_default())?;
+    let reboot_command = raw.reboot_command.take().unwrap_or_default();
+    let hooks = hooks_config(file, raw.hooks.take().unwrap_or_default())?;
     let state_file = match raw.state_file.as_deref() {
         None => Some(PathBuf::from(crate::state_file::DEFAULT_STATE_FILE)),
         Some("") => None,
@@ -686,6 +697,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
     };
     let user = raw
         .user
+        .take()
         .unwrap_or_else(|| crate::privdrop::DEFAULT_USER.to_string());
     if user.is_empty() || user.contains(['\0', ':', '/']) || user.trim() != user {
         return Err(ConfigError::key(
@@ -729,7 +741,7 @@ fn build(path: &Path, raw: Raw, host: &HostFacts) -> Result<Config, ConfigError>
             "must be at most a year",
         ));
     }
-    let t = raw.test.unwrap_or_default();
+    let t = raw.test.take().unwrap_or_default();
     let rx_loss_permille = t.rx_loss_permille.unwrap_or(0);
     if rx_loss_permille > 1000 {
         return Err(ConfigError::key(
@@ -1131,144 +1143,252 @@ fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// One `key = value` line of [`Config::describe`]: one non-generic writer
+/// for every line, no `String` per value.
+fn kv(s: &mut String, key: &str, value: fmt::Arguments<'_>) {
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = writeln!(s, "{key:<22} = {value}");
+}
+
+/// `Some(path)` as ` (from PATH)`, `None` as nothing.
+struct FromFile<'a>(Option<&'a Path>);
+
+impl fmt::Display for FromFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, " (from {})", p.display()),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Config {
     /// The resolved settings, one `key = value` per line (for `--check-config`).
     pub fn describe(&self) -> String {
-        let mut s = String::new();
-        let mut kv = |k: &str, v: String| {
-            s.push_str(&format!("{k:<22} = {v}\n"));
-        };
-        kv("config", self.path.display().to_string());
-        kv("board", format!("{:?}", self.board));
-        let from = self
-            .current_version_file
-            .as_ref()
-            .map(|p| format!(" (from {})", p.display()))
-            .unwrap_or_default();
+        let mut out = String::new();
+        let s = &mut out;
+        kv(s, "config", format_args!("{}", self.path.display()));
+        kv(s, "board", format_args!("{:?}", self.board));
         kv(
+            s,
             "current_version",
-            format!("{:?}{from}", self.current_version),
+            format_args!(
+                "{:?}{}",
+                self.current_version,
+                FromFile(self.current_version_file.as_deref())
+            ),
         );
-        kv("group", self.group.to_string());
-        kv("repair_group", self.repair_group.to_string());
+        kv(s, "group", format_args!("{}", self.group));
+        kv(s, "repair_group", format_args!("{}", self.repair_group));
         for (key, a) in [
             ("source", self.source),
             ("repair_source", self.repair_source),
         ] {
-            kv(
-                key,
-                a.map_or_else(|| "(any)".to_string(), |a| a.to_string()),
-            );
+            match a {
+                Some(a) => kv(s, key, format_args!("{a}")),
+                None => kv(s, key, format_args!("(any)")),
+            }
         }
-        kv("interface", self.interface_spec.to_string());
-        kv("repair_server", self.repair_server_spec.to_string());
+        kv(s, "interface", format_args!("{}", self.interface_spec));
+        kv(
+            s,
+            "repair_server",
+            format_args!("{}", self.repair_server_spec),
+        );
         let hex: String = self.public_key.iter().map(|b| format!("{b:02x}")).collect();
-        let from = self
-            .public_key_file
-            .as_ref()
-            .map(|p| format!(" (from {})", p.display()))
-            .unwrap_or_default();
-        kv("public_key", format!("{hex}{from}"));
         kv(
-            "device_key",
-            match &self.device_key {
-                Some((p, _)) => format!("{} (Status reports signed)", p.display()),
-                None => "none (Status reports unsigned)".to_string(),
-            },
+            s,
+            "public_key",
+            format_args!("{hex}{}", FromFile(self.public_key_file.as_deref())),
         );
-        kv("target", self.target.clone());
-        kv(
-            "target_size",
-            self.target_size
-                .map_or_else(|| "(not set)".to_string(), |n| n.to_string()),
-        );
-        kv("boot_window_secs", self.boot_window.as_secs().to_string());
-        kv("window_blocks", self.window_blocks.to_string());
-        kv("max_buffer_bytes", self.max_buffer_bytes.to_string());
-        kv("max_block_size", self.max_block_size.to_string());
-        kv(
-            "device_id",
-            format!("{:016x} ({})", self.device_id, self.device_id_source),
-        );
-        kv("activation", self.activation.as_str().to_string());
-        kv(
-            "stall_timeout_secs",
-            self.stall_timeout.as_secs().to_string(),
-        );
-        kv("run_deadline_secs", self.run_deadline.as_secs().to_string());
-        kv("rcvbuf_bytes", self.rcvbuf_bytes.to_string());
-        kv("nack_backoff_ms", self.nack_backoff.as_millis().to_string());
-        kv("nack_backoff_shape", self.nack_backoff_shape.to_string());
-        kv("exit_when_current", self.exit_when_current.to_string());
-        if let Some(p) = &self.floor_file {
-            kv("floor_file", p.display().to_string());
+        match &self.device_key {
+            Some((p, _)) => kv(
+                s,
+                "device_key",
+                format_args!("{} (Status reports signed)", p.display()),
+            ),
+            None => kv(
+                s,
+                "device_key",
+                format_args!("none (Status reports unsigned)"),
+            ),
         }
-        kv("final_read_back", self.final_read_back.as_str().to_string());
+        kv(s, "target", format_args!("{}", self.target));
+        match self.target_size {
+            Some(n) => kv(s, "target_size", format_args!("{n}")),
+            None => kv(s, "target_size", format_args!("(not set)")),
+        }
+        kv(
+            s,
+            "boot_window_secs",
+            format_args!("{}", self.boot_window.as_secs()),
+        );
+        kv(s, "window_blocks", format_args!("{}", self.window_blocks));
+        kv(
+            s,
+            "max_buffer_bytes",
+            format_args!("{}", self.max_buffer_bytes),
+        );
+        kv(s, "max_block_size", format_args!("{}", self.max_block_size));
+        kv(
+            s,
+            "device_id",
+            format_args!("{:016x} ({})", self.device_id, self.device_id_source),
+        );
+        kv(
+            s,
+            "activation",
+            format_args!("{}", self.activation.as_str()),
+        );
+        kv(
+            s,
+            "stall_timeout_secs",
+            format_args!("{}", self.stall_timeout.as_secs()),
+        );
+        kv(
+            s,
+            "run_deadline_secs",
+            format_args!("{}", self.run_deadline.as_secs()),
+        );
+        kv(s, "rcvbuf_bytes", format_args!("{}", self.rcvbuf_bytes));
+        kv(
+            s,
+            "nack_backoff_ms",
+            format_args!("{}", crate::logger::millis(self.nack_backoff)),
+        );
+        kv(
+            s,
+            "nack_backoff_shape",
+            format_args!("{}", self.nack_backoff_shape),
+        );
+        kv(
+            s,
+            "exit_when_current",
+            format_args!("{}", self.exit_when_current),
+        );
+        if let Some(p) = &self.floor_file {
+            kv(s, "floor_file", format_args!("{}", p.display()));
+        }
+        kv(
+            s,
+            "final_read_back",
+            format_args!("{}", self.final_read_back.as_str()),
+        );
         if let Some(ab) = &self.ab {
-            kv("ab.slot_a", ab.slot_a.clone());
-            kv("ab.slot_b", ab.slot_b.clone());
-            kv("ab.slot_var", ab.slot_var.clone());
-            kv("ab.slot_a_value", format!("{:?}", ab.slot_a_value));
-            kv("ab.slot_b_value", format!("{:?}", ab.slot_b_value));
-            kv("ab.upgrade_available_var", ab.upgrade_available_var.clone());
-            kv("ab.bootcount_var", ab.bootcount_var.clone());
-            kv("ab.activated_var", ab.activated_var.clone());
-            kv("ab.env_config", ab.env_config.display().to_string());
-            kv("ab.env_endian", ab.env_endian.as_str().to_string());
+            kv(s, "ab.slot_a", format_args!("{}", ab.slot_a));
+            kv(s, "ab.slot_b", format_args!("{}", ab.slot_b));
+            kv(s, "ab.slot_var", format_args!("{}", ab.slot_var));
+            kv(s, "ab.slot_a_value", format_args!("{:?}", ab.slot_a_value));
+            kv(s, "ab.slot_b_value", format_args!("{:?}", ab.slot_b_value));
             kv(
+                s,
+                "ab.upgrade_available_var",
+                format_args!("{}", ab.upgrade_available_var),
+            );
+            kv(s, "ab.bootcount_var", format_args!("{}", ab.bootcount_var));
+            kv(s, "ab.activated_var", format_args!("{}", ab.activated_var));
+            kv(
+                s,
+                "ab.env_config",
+                format_args!("{}", ab.env_config.display()),
+            );
+            kv(
+                s,
+                "ab.env_endian",
+                format_args!("{}", ab.env_endian.as_str()),
+            );
+            kv(
+                s,
                 "ab.allow_single_copy_env",
-                ab.allow_single_copy_env.to_string(),
+                format_args!("{}", ab.allow_single_copy_env),
             );
         }
         if let Some(c) = &self.command {
-            kv("command.run", format!("{:?}", c.argv));
-            kv("command.timeout_secs", c.timeout.as_secs().to_string());
+            kv(s, "command.run", format_args!("{:?}", c.argv));
+            kv(
+                s,
+                "command.timeout_secs",
+                format_args!("{}", c.timeout.as_secs()),
+            );
         }
-        kv("confirm.at_startup", self.confirm.at_startup.to_string());
         kv(
+            s,
+            "confirm.at_startup",
+            format_args!("{}", self.confirm.at_startup),
+        );
+        kv(
+            s,
             "confirm.health_check",
-            format!("{:?}", self.confirm.health_check),
+            format_args!("{:?}", self.confirm.health_check),
         );
         kv(
+            s,
             "confirm.timeout_secs",
-            self.confirm.health_timeout.as_secs().to_string(),
+            format_args!("{}", self.confirm.health_timeout.as_secs()),
         );
-        kv("reboot_command", format!("{:?}", self.reboot_command));
-        kv("hooks.pre_install", format!("{:?}", self.hooks.pre_install));
         kv(
+            s,
+            "reboot_command",
+            format_args!("{:?}", self.reboot_command),
+        );
+        kv(
+            s,
+            "hooks.pre_install",
+            format_args!("{:?}", self.hooks.pre_install),
+        );
+        kv(
+            s,
             "hooks.post_install",
-            format!("{:?}", self.hooks.post_install),
+            format_args!("{:?}", self.hooks.post_install),
         );
-        kv("hooks.on_failure", format!("{:?}", self.hooks.on_failure));
         kv(
+            s,
+            "hooks.on_failure",
+            format_args!("{:?}", self.hooks.on_failure),
+        );
+        kv(
+            s,
             "hooks.timeout_secs",
-            self.hooks.timeout.as_secs().to_string(),
+            format_args!("{}", self.hooks.timeout.as_secs()),
         );
-        kv(
-            "state_file",
-            self.state_file
-                .as_ref()
-                .map_or_else(|| "(none)".to_string(), |p| p.display().to_string()),
-        );
-        let how = match crate::privdrop::plan_for(self) {
-            crate::privdrop::Plan::Drop(_) => {
-                "root dropped once sockets and target are open".to_string()
-            }
-            crate::privdrop::Plan::KeepRoot(why) => format!("stays root: {why}"),
-        };
-        kv("user", format!("{:?} ({how})", self.user));
+        match &self.state_file {
+            Some(p) => kv(s, "state_file", format_args!("{}", p.display())),
+            None => kv(s, "state_file", format_args!("(none)")),
+        }
+        match crate::privdrop::plan_for(self) {
+            crate::privdrop::Plan::Drop(_) => kv(
+                s,
+                "user",
+                format_args!(
+                    "{:?} (root dropped once sockets and target are open)",
+                    self.user
+                ),
+            ),
+            crate::privdrop::Plan::KeepRoot(why) => kv(
+                s,
+                "user",
+                format_args!("{:?} (stays root: {why})", self.user),
+            ),
+        }
         if self.test != TestOptions::default() {
             kv(
+                s,
                 "test.rx_loss_permille",
-                self.test.rx_loss_permille.to_string(),
+                format_args!("{}", self.test.rx_loss_permille),
             );
-            kv("test.rx_loss_seed", self.test.rx_loss_seed.to_string());
             kv(
+                s,
+                "test.rx_loss_seed",
+                format_args!("{}", self.test.rx_loss_seed),
+            );
+            kv(
+                s,
                 "test.block_delay_ms",
-                self.test.block_delay.as_millis().to_string(),
+                format_args!("{}", crate::logger::millis(self.test.block_delay)),
             );
         }
-        s
+        out
     }
 }
 

@@ -78,7 +78,10 @@ EXIT CODES:
     6    activation failed (U-Boot env write, activation command, or the pre_install hook
          refused; the old image still boots), or confirm: the health check failed (the
          bootloader's rollback stays armed)
-    130  stopped by SIGTERM/SIGINT (flash is consistent after every block write)";
+    130  stopped by SIGTERM/SIGINT (flash is consistent after every block write)
+    128+N killed by signal N (SIGTRAP or SIGILL): an internal error aborted the agent (the
+         cross/build.sh device build prints no message); the state file keeps \"exit\": null
+         and the dead pid, and the next run resumes from what is on flash";
 
 #[cfg(test)]
 mod tests {

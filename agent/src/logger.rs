@@ -44,6 +44,16 @@ pub fn severity(level: Level) -> u8 {
     }
 }
 
+/// Whole milliseconds of `d` as a `u64`, for log lines and the config dump:
+/// `Duration::as_millis` is a `u128`, and formatting one links core's
+/// 128-bit division and printing into the device binary. Saturates (no
+/// duration the agent logs comes near).
+pub fn millis(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
+}
+
 /// One stderr line: `  12.345 INFO  message`.
 pub fn format_stderr(elapsed: Duration, level: Level, msg: &str) -> String {
     format!(

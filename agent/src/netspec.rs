@@ -380,7 +380,7 @@ pub fn resolve(cfg: &mut Config) -> Result<(), (ExitCode, String)> {
                 if !logged {
                     log::info!(
                         "{line}; retrying every {} ms within the boot window",
-                        RETRY_EVERY.as_millis()
+                        crate::logger::millis(RETRY_EVERY)
                     );
                     logged = true;
                 }

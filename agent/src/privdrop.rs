@@ -61,17 +61,24 @@ pub fn resolve(user: &str) -> Result<(Uid, Gid), String> {
             Ok((Uid::from_raw(NOBODY_ID), Gid::from_raw(NOBODY_ID)))
         }
         Ok(None) => Err(format!("user {user:?} does not exist")),
-        Err(e) => Err(format!("looking up user {user:?}: {e}")),
+        Err(e) => Err(format!("looking up user {user:?}: {}", os_error(e))),
     }
+}
+
+/// A system call's error as std prints one (`Operation not permitted (os
+/// error 1)`), like every other I/O error the agent logs: nix's own
+/// `Display` adds a table of every errno name to the device binary.
+pub fn os_error(e: nix::errno::Errno) -> std::io::Error {
+    std::io::Error::from(e)
 }
 
 /// Become `user`: no supplementary groups, its gid, its uid (real, effective
 /// and saved, so there is no way back), then check that root is gone.
 pub fn drop_to(user: &str) -> Result<(Uid, Gid), String> {
     let (uid, gid) = resolve(user)?;
-    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
-    nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}): {e}"))?;
-    nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}): {e}"))?;
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {}", os_error(e)))?;
+    nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}): {}", os_error(e)))?;
+    nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}): {}", os_error(e)))?;
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().is_root() {
         return Err(format!("still able to become root after setuid({uid})"));
     }

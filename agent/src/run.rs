@@ -1122,14 +1122,18 @@ fn signal_fd() -> Option<SignalFd> {
     mask.add(Signal::SIGINT);
     if let Err(e) = mask.thread_block() {
         log::warn!(
-            "cannot block SIGTERM/SIGINT ({e}); they will kill the agent without a log line"
+            "cannot block SIGTERM/SIGINT ({}); they will kill the agent without a log line",
+            crate::privdrop::os_error(e)
         );
         return None;
     }
     match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
         Ok(fd) => Some(fd),
         Err(e) => {
-            log::warn!("signalfd: {e}; restoring default SIGTERM/SIGINT");
+            log::warn!(
+                "signalfd: {}; restoring default SIGTERM/SIGINT",
+                crate::privdrop::os_error(e)
+            );
             let _ = mask.thread_unblock();
             None
         }
@@ -1567,13 +1571,13 @@ fn run_update(
                     Ok(()) => log::info!(
                         "no datagram on {} for {} ms: re-joined {groups} on {} (a fresh IGMP/MLD report)",
                         cfg.group,
-                        silent.as_millis(),
+                        crate::logger::millis(silent),
                         cfg.interface
                     ),
                     Err(e) => log::warn!(
                         "no datagram on {} for {} ms; re-joining on {} failed: {e}",
                         cfg.group,
-                        silent.as_millis(),
+                        crate::logger::millis(silent),
                         cfg.interface
                     ),
                 }
@@ -1629,7 +1633,7 @@ fn run_update(
                 }
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
-                    log::error!("poll: {e}");
+                    log::error!("poll: {}", crate::privdrop::os_error(e));
                     return ExitCode::Flash;
                 }
             }

@@ -68,6 +68,8 @@ struct Field<'a> {
 }
 
 impl Field<'_> {
+    #[cold]
+    #[inline(never)]
     fn err(&self, message: impl Into<String>) -> ConfigError {
         let key = if self.table.is_empty() {
             self.entry.key.clone()
@@ -103,9 +105,17 @@ impl Field<'_> {
         }
     }
 
-    fn string(&self) -> Result<Option<String>, ConfigError> {
+    // The readers below store into the `Raw*` field themselves, out of
+    // line: the reader's match arm per key is then a call and a test, where
+    // an assignment of the returned `Option` inlined a drop and a move per key.
+
+    #[inline(never)]
+    fn string(&self, slot: &mut Option<String>) -> Result<(), ConfigError> {
         match &self.entry.value {
-            Value::String(s) => Ok(Some(s.clone())),
+            Value::String(s) => {
+                *slot = Some(s.clone());
+                Ok(())
+            }
             _ => Err(self.expected("a string")),
         }
     }
@@ -120,23 +130,32 @@ impl Field<'_> {
         }
     }
 
-    fn u64(&self) -> Result<Option<u64>, ConfigError> {
-        self.uint(u64::MAX).map(Some)
+    #[inline(never)]
+    fn u64(&self, slot: &mut Option<u64>) -> Result<(), ConfigError> {
+        *slot = Some(self.uint(u64::MAX)?);
+        Ok(())
     }
 
-    fn u32(&self) -> Result<Option<u32>, ConfigError> {
+    #[inline(never)]
+    fn u32(&self, slot: &mut Option<u32>) -> Result<(), ConfigError> {
         let n = self.uint(u32::MAX.into())?;
-        Ok(u32::try_from(n).ok())
+        *slot = u32::try_from(n).ok();
+        Ok(())
     }
 
-    fn bool(&self) -> Result<Option<bool>, ConfigError> {
+    #[inline(never)]
+    fn bool(&self, slot: &mut Option<bool>) -> Result<(), ConfigError> {
         match self.entry.value {
-            Value::Boolean(b) => Ok(Some(b)),
+            Value::Boolean(b) => {
+                *slot = Some(b);
+                Ok(())
+            }
             _ => Err(self.expected("true or false")),
         }
     }
 
-    fn strings(&self) -> Result<Option<Vec<String>>, ConfigError> {
+    #[inline(never)]
+    fn strings(&self, slot: &mut Option<Vec<String>>) -> Result<(), ConfigError> {
         let Value::Array(items) = &self.entry.value else {
             return Err(self.expected("an array of strings"));
         };
@@ -152,18 +171,20 @@ impl Field<'_> {
                 }
             }
         }
-        Ok(Some(out))
+        *slot = Some(out);
+        Ok(())
     }
 
     /// `device_id`: an integer, or a hex string (`"0x1a2b"` or `"1a2b"`).
-    fn device_id(&self) -> Result<Option<u64>, ConfigError> {
-        match &self.entry.value {
-            Value::Integer(n) => u64::try_from(*n)
-                .map(Some)
-                .map_err(|_| self.err("must not be negative")),
-            Value::String(s) => parse_hex_u64(s).map(Some).map_err(|why| self.err(why)),
+    #[inline(never)]
+    fn device_id(&self, slot: &mut Option<u64>) -> Result<(), ConfigError> {
+        let id = match &self.entry.value {
+            Value::Integer(n) => u64::try_from(*n).map_err(|_| self.err("must not be negative")),
+            Value::String(s) => parse_hex_u64(s).map_err(|why| self.err(why)),
             _ => Err(self.expected("a non-negative integer or a hex string")),
-        }
+        }?;
+        *slot = Some(id);
+        Ok(())
     }
 }
 
@@ -234,7 +255,7 @@ macro_rules! schema {
             for entry in &doc.root {
                 let f = Field { file, table: "", entry };
                 match entry.key.as_str() {
-                    $( stringify!($key) => raw.$key = f.$kind()?, )*
+                    $( stringify!($key) => f.$kind(&mut raw.$key)?, )*
                     t if TABLES.contains(&t) => {
                         return Err(f.expected(&format!("a [{t}] table")))
                     }
@@ -253,7 +274,7 @@ macro_rules! schema {
                             let mut r = $ty::default();
                             for f in fields {
                                 match f.entry.key.as_str() {
-                                    $( stringify!($tkey) => r.$tkey = f.$tkind()?, )*
+                                    $( stringify!($tkey) => f.$tkind(&mut r.$tkey)?, )*
                                     _ => return Err(f.unknown()),
                                 }
                             }
