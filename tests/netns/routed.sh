@@ -128,7 +128,7 @@ start_router() { # prefix dir
     rm -f "$d/ready" "$d/router.txt"
     ip netns exec "$p-rt" qemu-system-x86_64 "${accel[@]}" -m 256 -smp 1 -nodefaults -no-user-config \
         -kernel "$kernel" -initrd "$vm/initramfs.cpio.gz" \
-        -append "console=ttyS0 panic=-1 fcrouter=$here/router/guest.sh" \
+        -append "console=ttyS0 panic=-1 quiet mitigations=off fcrouter=$here/router/guest.sh" \
         -display none -serial "file:$d/console.log" -no-reboot \
         -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on" \
         -virtfs "local,path=$d,mount_tag=state,security_model=none" \

@@ -84,6 +84,19 @@ smcrouted -n -t 1 -f "$run/smcroute.conf" -u "$run/smcroute.sock" -P "$run/smcro
 ip -6 mrule add iif s0 lookup 1
 
 vty() { vtysh --vty_socket "$run" -d pimd "$@" 2>&1; }
+# A kernel multicast route and its counters (`ip -s`: an indented line of
+# its own) on one line, so that a test can read both from one row.
+one_line() { awk '/^[[:space:]]/ { printf " %s", $0; next } NR > 1 { print "" } { printf "%s", $0 } END { if (NR) print "" }'; }
+# pimd's three tables from one vtysh (each start of vtysh costs seconds of
+# TCG time: it builds every daemon's command tree), a heading before each,
+# found by the first line FRR 8.4 prints for it.
+pimd_tables() {
+    vty -c "show ip igmp sources" -c "show ip igmp groups" -c "show ip mroute" | awk '
+        /^Interface +Group +Source/ { print "== pimd: show ip igmp sources ==" }
+        /^Total IGMP groups/ { print "== pimd: show ip igmp groups ==" }
+        /^IP Multicast Routing Table/ { print "== pimd: show ip mroute ==" }
+        { print }'
+}
 want6=$(grep -c . "$state/groups6" 2>/dev/null)
 for ((i = 0; i < 300; i++)); do
     if vty -c "show ip pim interface" | grep -q b0 &&
@@ -96,19 +109,19 @@ for ((i = 0; i < 300; i++)); do
 done
 [[ -f $state/ready ]] || { log "not ready"; cat "$run/pimd.log" "$state/smcroute.log"; }
 
+written=0
 while :; do
     {
-        echo "== pimd: show ip igmp sources =="
-        vty -c "show ip igmp sources"
-        echo "== pimd: show ip igmp groups =="
-        vty -c "show ip igmp groups"
-        echo "== pimd: show ip mroute =="
-        vty -c "show ip mroute"
-        echo "== kernel: ip mroute =="
-        ip mroute show
-        echo "== kernel (smcroute): ip -6 mroute =="
-        ip -6 mroute show table 1
+        pimd_tables
+        echo "== kernel: ip -s mroute =="
+        ip -s mroute show | one_line
+        echo "== kernel: /proc/net/ip_mr_vif (IPv4 per-interface counters) =="
+        cat /proc/net/ip_mr_vif
+        echo "== kernel (smcroute): ip -s -6 mroute =="
+        ip -s -6 mroute show table 1 | one_line
     } >"$state/router.tmp"
     mv "$state/router.tmp" "$state/router.txt"
+    # The first few, so the console shows how fresh the tables are.
+    ((written++ < 3)) && log "tables written"
     sleep 0.5
 done
