@@ -8,7 +8,7 @@
 #                                       # and the switches' snooping tables
 #   routed.sh down PREFIX DIR           # stop the router (by PID), delete PREFIX-*
 #
-#   PREFIX-srv 10.78.0.1  fd78::1    ─────────────── s0 ┐  the router: a KVM guest
+#   PREFIX-srv 10.78.0.1  fd78::1    ─────────────── s0 ┐  the router: a qemu guest
 #   PREFIX-aN  10.78.1.1N fd78:1::1N ─ PREFIX-sa ─── a0 ┤  (Debian's amd64 kernel,
 #   PREFIX-bN  10.78.2.1N fd78:2::1N ─ PREFIX-sb ─── b0 ┤  FRR zebra + pimd and
 #   PREFIX-c1  10.78.3.11 fd78:3::11 ─────────────── c0 ┘  smcrouted of this host)

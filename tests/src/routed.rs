@@ -223,23 +223,14 @@ fn section<'a>(table: &'a str, heading: &'a str) -> impl Iterator<Item = &'a str
     })
 }
 
-/// `true` when the section of `table` ([`Routed::router_table`]) whose
-/// heading contains `heading` has a row starting with `fields` (compared
-/// field by field, whitespace-separated).
-pub fn table_has(table: &str, heading: &str, fields: &[&str]) -> bool {
-    section(table, heading).any(|line| {
-        let row: Vec<&str> = line.split_whitespace().collect();
-        row.len() >= fields.len() && row[..fields.len()] == *fields
-    })
-}
-
-/// The rows of the section of `table` whose heading contains `heading` that
-/// hold each of `fields` as a whole whitespace-separated field, anywhere.
+/// The rows of the section of `table` ([`Routed::router_table`]) whose
+/// heading contains `heading` that hold `fields` as whole whitespace-separated
+/// fields in this order (others may stand between them).
 pub fn rows_with<'a>(table: &'a str, heading: &'a str, fields: &[&str]) -> Vec<&'a str> {
     section(table, heading)
         .filter(|line| {
-            let row: Vec<&str> = line.split_whitespace().collect();
-            fields.iter().all(|f| row.contains(f))
+            let mut row = line.split_whitespace();
+            fields.iter().all(|f| row.any(|field| field == *f))
         })
         .collect()
 }

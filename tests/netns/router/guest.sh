@@ -4,9 +4,12 @@
 # them, turn forwarding on, run FRR's zebra + pimd (PIM-SM/SSM, IGMPv3 on a0
 # and b0, not c0) and smcrouted (static IPv6 (S,G) routes from s0 to a0 and
 # b0 for the `SOURCE GROUP` lines of STATE/groups6, multicast routing table
-# 1), then every 0.5 s write
-# the router's tables to STATE/router.txt. STATE/ready appears once pimd runs
-# PIM on its interfaces and smcrouted has installed its routes.
+# 1), then write the router's tables to STATE/router.txt, again 0.5 s after
+# each round (a round takes about 2 s of emulated time): pimd's IGMP sources
+# and groups and its mroutes, the kernel's IPv4 routes and per-interface
+# counters and its IPv6 routes of table 1, with their counters. STATE/ready
+# appears once pimd runs PIM on its interfaces and smcrouted has installed
+# its routes.
 #
 #   guest.sh STATE      # STATE: the rig's directory, shared over 9p
 set -u
@@ -98,20 +101,25 @@ pimd_tables() {
         { print }'
 }
 want6=$(grep -c . "$state/groups6" 2>/dev/null)
+# Ready: PIM on b0 (the last), IGMP up on a0 and b0 (a join sent before its
+# socket exists waits for the next query), smcrouted's routes in.
 for ((i = 0; i < 300; i++)); do
     if vty -c "show ip pim interface" | grep -q b0 &&
+        (($(vty -c "show ip igmp interface" | grep -cE '^(a0|b0) +up ') == 2)) &&
         (($(ip -6 mroute show table 1 | grep -c "Iif: s0") >= ${want6:-0})); then
         touch "$state/ready"
-        log "pimd runs PIM on s0, a0, b0; smcrouted installed ${want6:-0} IPv6 routes"
+        log "pimd runs PIM on s0, a0, b0 and IGMP on a0, b0; smcrouted installed ${want6:-0} IPv6 routes"
         break
     fi
     sleep 0.1
 done
 [[ -f $state/ready ]] || { log "not ready"; cat "$run/pimd.log" "$state/smcroute.log"; }
 
-written=0
+round=0
 while :; do
+    round=$((round + 1))
     {
+        echo "== router: round $round =="
         pimd_tables
         echo "== kernel: ip -s mroute =="
         ip -s mroute show | one_line
@@ -122,6 +130,6 @@ while :; do
     } >"$state/router.tmp"
     mv "$state/router.tmp" "$state/router.txt"
     # The first few, so the console shows how fresh the tables are.
-    ((written++ < 3)) && log "tables written"
+    ((round <= 3)) && log "tables written (round $round)"
     sleep 0.5
 done
