@@ -8,7 +8,7 @@
 #                                       # and the switches' snooping tables
 #   routed.sh down PREFIX DIR           # stop the router (by PID), delete PREFIX-*
 #
-#   PREFIX-srv 10.78.0.1  fd78::1    ─────────────── s0 ┐  the router: a KVM guest
+#   PREFIX-srv 10.78.0.1  fd78::1    ─────────────── s0 ┐  the router: a qemu guest
 #   PREFIX-aN  10.78.1.1N fd78:1::1N ─ PREFIX-sa ─── a0 ┤  (Debian's amd64 kernel,
 #   PREFIX-bN  10.78.2.1N fd78:2::1N ─ PREFIX-sb ─── b0 ┤  FRR zebra + pimd and
 #   PREFIX-c1  10.78.3.11 fd78:3::11 ─────────────── c0 ┘  smcrouted of this host)
@@ -128,7 +128,7 @@ start_router() { # prefix dir
     rm -f "$d/ready" "$d/router.txt"
     ip netns exec "$p-rt" qemu-system-x86_64 "${accel[@]}" -m 256 -smp 1 -nodefaults -no-user-config \
         -kernel "$kernel" -initrd "$vm/initramfs.cpio.gz" \
-        -append "console=ttyS0 panic=-1 fcrouter=$here/router/guest.sh" \
+        -append "console=ttyS0 panic=-1 quiet mitigations=off fcrouter=$here/router/guest.sh" \
         -display none -serial "file:$d/console.log" -no-reboot \
         -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on" \
         -virtfs "local,path=$d,mount_tag=state,security_model=none" \

@@ -173,10 +173,12 @@ impl Routed {
         }
     }
 
-    /// The router's tables as it last wrote them (every 0.5 s): pimd's
-    /// `show ip igmp sources`, `show ip igmp groups`, `show ip mroute`, the
-    /// kernel's `ip mroute` and `ip -6 mroute`; then each access switch's
-    /// snooping table (`bridge -d mdb show`, link-local groups left out).
+    /// The router's tables as it last wrote them (every 2 s or so: the
+    /// guest is emulated): pimd's `show ip igmp sources`, `show ip igmp
+    /// groups`, `show ip mroute`, the kernel's `ip -s mroute`, its IPv4
+    /// per-interface counters and `ip -s -6 mroute` (a route's counters on
+    /// its line); then each access switch's snooping table (`bridge -d mdb
+    /// show`, link-local groups left out).
     pub fn router_table(&self) -> String {
         let dir = crate::path_str(self.state.path()).to_string();
         run_script(&["show", &self.prefix, &dir]).unwrap_or_else(|e| e)
@@ -207,20 +209,53 @@ pub fn mcfilter(host: &Host, v6: bool) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `true` when the section of `table` ([`Routed::router_table`]) whose
-/// heading contains `heading` has a row starting with `fields` (compared
-/// field by field, whitespace-separated).
-pub fn table_has(table: &str, heading: &str, fields: &[&str]) -> bool {
+/// The rows of the section of `table` ([`Routed::router_table`]) whose
+/// heading contains `heading`.
+fn section<'a>(table: &'a str, heading: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     let mut inside = false;
-    for line in table.lines() {
+    table.lines().filter(move |line| {
         if line.starts_with("== ") {
             inside = line.contains(heading);
-        } else if inside {
-            let row: Vec<&str> = line.split_whitespace().collect();
-            if row.len() >= fields.len() && row[..fields.len()] == *fields {
-                return true;
-            }
+            false
+        } else {
+            inside
         }
-    }
-    false
+    })
+}
+
+/// The rows of the section of `table` ([`Routed::router_table`]) whose
+/// heading contains `heading` that hold `fields` as whole whitespace-separated
+/// fields in this order (others may stand between them).
+pub fn rows_with<'a>(table: &'a str, heading: &'a str, fields: &[&str]) -> Vec<&'a str> {
+    section(table, heading)
+        .filter(|line| {
+            let mut row = line.split_whitespace();
+            fields.iter().all(|f| row.any(|field| field == *f))
+        })
+        .collect()
+}
+
+/// The packets the router's kernel forwarded out of `iface` by IPv4
+/// multicast routing so far (`/proc/net/ip_mr_vif`: `Idx Interface BytesIn
+/// PktsIn BytesOut PktsOut …`; it outlives the routes), with its row.
+pub fn vif_packets_out<'a>(table: &'a str, iface: &str) -> Option<(u64, &'a str)> {
+    section(table, "ip_mr_vif").find_map(|line| {
+        let row: Vec<&str> = line.split_whitespace().collect();
+        if row.get(1) != Some(&iface) {
+            return None;
+        }
+        Some((row.get(5)?.parse().ok()?, line.trim()))
+    })
+}
+
+/// The packet count of a kernel multicast route row (`ip -s mroute`, its
+/// statistics joined onto the route's line by the router: `… N packets, M
+/// bytes`); 0 when the row has none.
+pub fn packets(row: &str) -> u64 {
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    fields
+        .windows(2)
+        .find(|w| w[1].trim_end_matches(',') == "packets")
+        .and_then(|w| w[0].parse().ok())
+        .unwrap_or(0)
 }

@@ -4,9 +4,12 @@
 # them, turn forwarding on, run FRR's zebra + pimd (PIM-SM/SSM, IGMPv3 on a0
 # and b0, not c0) and smcrouted (static IPv6 (S,G) routes from s0 to a0 and
 # b0 for the `SOURCE GROUP` lines of STATE/groups6, multicast routing table
-# 1), then every 0.5 s write
-# the router's tables to STATE/router.txt. STATE/ready appears once pimd runs
-# PIM on its interfaces and smcrouted has installed its routes.
+# 1), then write the router's tables to STATE/router.txt, again 0.5 s after
+# each round (a round takes about 2 s of emulated time): pimd's IGMP sources
+# and groups and its mroutes, the kernel's IPv4 routes and per-interface
+# counters and its IPv6 routes of table 1, with their counters. STATE/ready
+# appears once pimd runs PIM on its interfaces and smcrouted has installed
+# its routes.
 #
 #   guest.sh STATE      # STATE: the rig's directory, shared over 9p
 set -u
@@ -84,31 +87,49 @@ smcrouted -n -t 1 -f "$run/smcroute.conf" -u "$run/smcroute.sock" -P "$run/smcro
 ip -6 mrule add iif s0 lookup 1
 
 vty() { vtysh --vty_socket "$run" -d pimd "$@" 2>&1; }
+# A kernel multicast route and its counters (`ip -s`: an indented line of
+# its own) on one line, so that a test can read both from one row.
+one_line() { awk '/^[[:space:]]/ { printf " %s", $0; next } NR > 1 { print "" } { printf "%s", $0 } END { if (NR) print "" }'; }
+# pimd's three tables from one vtysh (each start of vtysh costs seconds of
+# TCG time: it builds every daemon's command tree), a heading before each,
+# found by the first line FRR 8.4 prints for it.
+pimd_tables() {
+    vty -c "show ip igmp sources" -c "show ip igmp groups" -c "show ip mroute" | awk '
+        /^Interface +Group +Source/ { print "== pimd: show ip igmp sources ==" }
+        /^Total IGMP groups/ { print "== pimd: show ip igmp groups ==" }
+        /^IP Multicast Routing Table/ { print "== pimd: show ip mroute ==" }
+        { print }'
+}
 want6=$(grep -c . "$state/groups6" 2>/dev/null)
+# Ready: PIM on b0 (the last), IGMP up on a0 and b0 (a join sent before its
+# socket exists waits for the next query), smcrouted's routes in.
 for ((i = 0; i < 300; i++)); do
     if vty -c "show ip pim interface" | grep -q b0 &&
+        (($(vty -c "show ip igmp interface" | grep -cE '^(a0|b0) +up ') == 2)) &&
         (($(ip -6 mroute show table 1 | grep -c "Iif: s0") >= ${want6:-0})); then
         touch "$state/ready"
-        log "pimd runs PIM on s0, a0, b0; smcrouted installed ${want6:-0} IPv6 routes"
+        log "pimd runs PIM on s0, a0, b0 and IGMP on a0, b0; smcrouted installed ${want6:-0} IPv6 routes"
         break
     fi
     sleep 0.1
 done
 [[ -f $state/ready ]] || { log "not ready"; cat "$run/pimd.log" "$state/smcroute.log"; }
 
+round=0
 while :; do
+    round=$((round + 1))
     {
-        echo "== pimd: show ip igmp sources =="
-        vty -c "show ip igmp sources"
-        echo "== pimd: show ip igmp groups =="
-        vty -c "show ip igmp groups"
-        echo "== pimd: show ip mroute =="
-        vty -c "show ip mroute"
-        echo "== kernel: ip mroute =="
-        ip mroute show
-        echo "== kernel (smcroute): ip -6 mroute =="
-        ip -6 mroute show table 1
+        echo "== router: round $round =="
+        pimd_tables
+        echo "== kernel: ip -s mroute =="
+        ip -s mroute show | one_line
+        echo "== kernel: /proc/net/ip_mr_vif (IPv4 per-interface counters) =="
+        cat /proc/net/ip_mr_vif
+        echo "== kernel (smcroute): ip -s -6 mroute =="
+        ip -s -6 mroute show table 1 | one_line
     } >"$state/router.tmp"
     mv "$state/router.tmp" "$state/router.txt"
+    # The first few, so the console shows how fresh the tables are.
+    ((round <= 3)) && log "tables written (round $round)"
     sleep 0.5
 done
