@@ -323,21 +323,9 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
     net.check()?;
     let firmcast = sibling("firmcast")?;
     let agent = sibling("firmcast-agent")?;
-    let dir = match &opts.dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("firmcast-demo-{}", std::process::id())),
-    };
-    fs::create_dir_all(&dir).map_err(|e| DemoError(format!("create {}: {e}", dir.display())))?;
-    // Agents running as root trust only files root alone can change
-    // (R-LOCAL-1): set the modes, whatever the umask.
-    set_mode(&dir, 0o755)?;
-    let say = |s: &str| {
-        if !opts.json {
-            println!("{s}");
-        }
-    };
     // Over IPv6 the processes share a namespace holding their addresses;
-    // it ends when `lan` is dropped, after them (declared before the jobs).
+    // it ends when `lan` is dropped, after them (declared before the jobs);
+    // made before the work dir, which a refusal would leave behind.
     let lan = if net.ipv6 {
         let mut addrs = vec![net.sender_ip(), net.repair_ip()];
         addrs.extend((0..opts.devices).map(|i| net.device_ip(i)));
@@ -353,6 +341,19 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         Some(Lan6::up(&v6).map_err(|e| DemoError(e.to_string()))?)
     } else {
         None
+    };
+    let dir = match &opts.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("firmcast-demo-{}", std::process::id())),
+    };
+    fs::create_dir_all(&dir).map_err(|e| DemoError(format!("create {}: {e}", dir.display())))?;
+    // Agents running as root trust only files root alone can change
+    // (R-LOCAL-1): set the modes, whatever the umask.
+    set_mode(&dir, 0o755)?;
+    let say = |s: &str| {
+        if !opts.json {
+            println!("{s}");
+        }
     };
     say(&format!(
         "firmcast demo: {} devices, {} MiB image, {}‰ receive loss, {} Mbit/s on {} via {}{} (work dir {})",
