@@ -78,13 +78,27 @@ pub fn ifindex_of(addr: IpAddr) -> io::Result<u32> {
 /// The address an interface called `name` has in the family of `like`:
 /// for IPv6 a global or unique-local one before a link-local one.
 pub fn addr_of(name: &str, like: IpAddr) -> Option<IpAddr> {
-    let mut mine: Vec<IpAddr> = host_addrs()
-        .into_iter()
-        .filter(|(n, _, a)| n == name && a.is_ipv4() == like.is_ipv4())
-        .map(|(_, _, a)| a)
-        .collect();
-    mine.sort_by_key(|a| matches!(a, IpAddr::V6(v6) if is_link_local(*v6)));
-    mine.first().copied()
+    preferred(
+        host_addrs()
+            .into_iter()
+            .filter(|(n, _, a)| n == name && a.is_ipv4() == like.is_ipv4())
+            .map(|(_, _, a)| a),
+    )
+}
+
+/// The first address that is not IPv6 link-local, else the first one. A
+/// loop, not a sort: a sort's generic code would land in the device binary.
+fn preferred(addrs: impl Iterator<Item = IpAddr>) -> Option<IpAddr> {
+    let mut link_local = None;
+    for a in addrs {
+        match a {
+            IpAddr::V6(v6) if is_link_local(v6) => {
+                link_local.get_or_insert(a);
+            }
+            _ => return Some(a),
+        }
+    }
+    link_local
 }
 
 fn is_link_local(a: Ipv6Addr) -> bool {
@@ -192,6 +206,19 @@ mod tests {
         ] {
             assert_eq!(is_ssm(a.parse().expect("addr")), ssm, "{a}");
         }
+    }
+
+    #[test]
+    fn a_global_or_unique_local_address_before_a_link_local_one() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("addr");
+        let pick = |list: &[&str]| preferred(list.iter().map(|s| ip(s)));
+        assert_eq!(
+            pick(&["fe80::1", "fd77::1", "2001:db8::1"]),
+            Some(ip("fd77::1"))
+        );
+        assert_eq!(pick(&["fe80::1", "fe80::2"]), Some(ip("fe80::1")));
+        assert_eq!(pick(&["10.0.0.1", "10.0.0.2"]), Some(ip("10.0.0.1")));
+        assert_eq!(pick(&[]), None);
     }
 
     #[test]

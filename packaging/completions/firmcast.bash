@@ -115,7 +115,7 @@ _firmcast() {
             return 0
             ;;
         firmcast__subcmd__demo)
-            opts="-h --devices --size --loss --rate --dir --keep --group --repair-group --repair-listen --json --help"
+            opts="-h --devices --size --loss --rate --dir --keep --group --repair-group --repair-listen --ipv6 --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -119,10 +119,11 @@ complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l size -d 'Imag
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l loss -d 'Receive loss at each device, in permille (the agent\'s rx-loss test option)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l rate -d 'Carousel rate (bits/s; K/M/G suffixes)' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l dir -d 'Work directory (default: a fresh temp dir, removed on success)' -r -F
-complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l group -d 'Data multicast group' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l repair-group -d 'Repair multicast group' -r
-complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l repair-listen -d 'Repair server\'s listen address' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l group -d 'Data multicast group [default: 239.255.77.1:7854; with --ipv6 [ff15::77]:7854]' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l repair-group -d 'Repair multicast group [default: 239.255.77.2:7855; with --ipv6 [ff15::78]:7855]' -r
+complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l repair-listen -d 'Repair server\'s listen address [default: 127.0.0.1:7855; with --ipv6 [fd77::1]:7855]' -r
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l keep -d 'Keep the work directory (flash files, logs) afterwards'
+complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l ipv6 -d 'Run over IPv6, in a user + network namespace of the demo\'s own (see below)'
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -l json -d 'Print a JSON summary on stdout'
 complete -c firmcast -n "__fish_firmcast_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c firmcast -n "__fish_firmcast_using_subcommand relay" -l origin -d 'URL of the image (http:// or https://); fetched with Range requests' -r

@@ -204,10 +204,23 @@ loopback interface. Then it compares every device's flash with the image byte
 for byte and prints a summary. Needs firmcast-agent next to firmcast
 (cargo build --release --workspace --bins). No root needed.
 
+--ipv6 runs the same over IPv6: loopback carries no IPv6 multicast, so the
+demo makes an unprivileged user + network namespace (util-linux unshare and
+nsenter, iproute2 ip) with a veth link holding fd77::1 (sender and repair
+server) and fd77::100 and up (one address per device), and runs repair,
+agents and sender in it; the files stay where they are. The kernel must allow
+unprivileged user namespaces (sysctls kernel.unprivileged_userns_clone,
+user.max_user_namespaces; the error says which refused); run as root, it
+makes a network namespace only.
+A source-specific group (ff3x::/32, 232/8) makes the devices join (S,G)
+from the sender, and the repair group from the repair server.
+
 Examples:
   firmcast demo                                # 5 devices, 16 MiB
   firmcast demo --devices 10 --size 32 --loss 20   # 2% receive loss per device
-  firmcast demo --keep --dir /tmp/fc           # keep flash files and logs")]
+  firmcast demo --keep --dir /tmp/fc           # keep flash files and logs
+  firmcast demo --ipv6 --loss 20               # [ff15::77]:7854 via fd77::1
+  firmcast demo --ipv6 --group '[ff3e::8000:1]:7854' --repair-group '[ff3e::8000:2]:7855'")]
 pub struct DemoArgs {
     /// Number of devices (agents) to run.
     #[arg(long, default_value_t = 5, value_name = "N")]
@@ -227,15 +240,22 @@ pub struct DemoArgs {
     /// Keep the work directory (flash files, logs) afterwards.
     #[arg(long)]
     pub keep: bool,
-    /// Data multicast group.
-    #[arg(long, default_value = "239.255.77.1:7854", value_name = "ADDR:PORT")]
-    pub group: SocketAddr,
-    /// Repair multicast group.
-    #[arg(long, default_value = "239.255.77.2:7855", value_name = "ADDR:PORT")]
-    pub repair_group: SocketAddr,
-    /// Repair server's listen address.
-    #[arg(long, default_value = "127.0.0.1:7855", value_name = "ADDR:PORT")]
-    pub repair_listen: SocketAddr,
+    /// Data multicast group [default: 239.255.77.1:7854; with --ipv6
+    /// [ff15::77]:7854].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub group: Option<SocketAddr>,
+    /// Repair multicast group [default: 239.255.77.2:7855; with --ipv6
+    /// [ff15::78]:7855].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub repair_group: Option<SocketAddr>,
+    /// Repair server's listen address [default: 127.0.0.1:7855; with --ipv6
+    /// [fd77::1]:7855].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub repair_listen: Option<SocketAddr>,
+    /// Run over IPv6, in a user + network namespace of the demo's own (see
+    /// below).
+    #[arg(long)]
+    pub ipv6: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,

@@ -3,13 +3,111 @@
 //! `firmcast keygen`, `firmcast manifest`, `firmcast repair`, `firmcast send`
 //! and N × `firmcast-agent` — over multicast on the loopback interface, each
 //! agent writing a simulated NOR flash file, then checks every flash byte for
-//! byte against the image and prints a summary.
+//! byte against the image and prints a summary. With `--ipv6` the same runs
+//! over IPv6 in a user + network namespace of its own ([`crate::demo_ns`]).
 
 use std::fs;
 use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::demo_ns::{self, Lan6};
+
+/// Where the demo's processes meet.
+#[derive(Debug, Clone)]
+pub struct DemoNet {
+    /// Data group.
+    pub group: SocketAddr,
+    /// Repair group.
+    pub repair_group: SocketAddr,
+    /// Repair server's listen address.
+    pub repair_listen: SocketAddr,
+    /// Over IPv6, in a namespace of the demo's own ([`demo_ns`]).
+    pub ipv6: bool,
+}
+
+impl DemoNet {
+    /// The IPv4 defaults, on loopback.
+    pub fn ipv4() -> DemoNet {
+        let v4 = |a, b, c, d, port| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port);
+        DemoNet {
+            group: v4(239, 255, 77, 1, 7854),
+            repair_group: v4(239, 255, 77, 2, 7855),
+            repair_listen: v4(127, 0, 0, 1, 7855),
+            ipv6: false,
+        }
+    }
+
+    /// The IPv6 defaults: site-local scope groups, the sender on fd77::1.
+    pub fn ipv6() -> DemoNet {
+        let v6 = |ip: std::net::Ipv6Addr, port| SocketAddr::new(IpAddr::V6(ip), port);
+        let group = |n| std::net::Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0, n);
+        DemoNet {
+            group: v6(group(0x77), 7854),
+            repair_group: v6(group(0x78), 7855),
+            repair_listen: v6(demo_ns::addr(1), 7855),
+            ipv6: true,
+        }
+    }
+
+    /// The sender's interface address.
+    fn sender_ip(&self) -> IpAddr {
+        if self.ipv6 {
+            IpAddr::V6(demo_ns::addr(1))
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+    }
+
+    /// The repair server's interface address: over IPv6 its listen address
+    /// (the namespace holds it), else the sender's, loopback.
+    fn repair_ip(&self) -> IpAddr {
+        let ip = self.repair_listen.ip();
+        if self.ipv6 && !ip.is_unspecified() {
+            ip
+        } else {
+            self.sender_ip()
+        }
+    }
+
+    /// Device `i`'s interface address: its own over IPv6, so the sender's
+    /// table tells the devices apart by address.
+    fn device_ip(&self, i: u32) -> IpAddr {
+        match u16::try_from(0x100 + i) {
+            Ok(n) if self.ipv6 => IpAddr::V6(demo_ns::addr(n)),
+            _ => self.sender_ip(),
+        }
+    }
+
+    /// Every address in the family of the demo.
+    fn check(&self) -> Result<(), DemoError> {
+        for (flag, a) in [
+            ("--group", self.group),
+            ("--repair-group", self.repair_group),
+            ("--repair-listen", self.repair_listen),
+        ] {
+            if a.is_ipv6() != self.ipv6 {
+                let want = if self.ipv6 {
+                    "IPv6 with --ipv6"
+                } else {
+                    "IPv4 without --ipv6"
+                };
+                return err(format!("{flag} {a}: must be {want}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `program` started in `lan` when there is one, else on this host.
+fn launch(lan: Option<&Lan6>, program: &Path) -> Command {
+    match lan {
+        Some(lan) => lan.command(program),
+        None => Command::new(program),
+    }
+}
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -26,12 +124,8 @@ pub struct DemoOptions {
     pub dir: Option<PathBuf>,
     /// Keep the working directory afterwards.
     pub keep: bool,
-    /// Data group.
-    pub group: String,
-    /// Repair group.
-    pub repair_group: String,
-    /// Repair server's listen address.
-    pub repair_listen: String,
+    /// Groups, addresses and family.
+    pub net: DemoNet,
     /// Print a JSON summary on stdout.
     pub json: bool,
 }
@@ -68,7 +162,7 @@ struct Job {
 impl Job {
     fn start(
         name: &str,
-        program: &Path,
+        mut cmd: Command,
         args: &[String],
         log_dir: &Path,
     ) -> Result<Job, DemoError> {
@@ -78,13 +172,13 @@ impl Job {
         let err_out = out
             .try_clone()
             .map_err(|e| DemoError(format!("log {}: {e}", log.display())))?;
-        let child = Command::new(program)
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err_out)
             .spawn()
-            .map_err(|e| DemoError(format!("start {}: {e}", program.display())))?;
+            .map_err(|e| DemoError(format!("start {name} ({cmd:?}): {e}")))?;
         Ok(Job {
             name: name.to_string(),
             child: Some(child),
@@ -225,8 +319,29 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
     if opts.loss_permille > 500 {
         return err("--loss must be at most 500 (permille)");
     }
+    let net = &opts.net;
+    net.check()?;
     let firmcast = sibling("firmcast")?;
     let agent = sibling("firmcast-agent")?;
+    // Over IPv6 the processes share a namespace holding their addresses;
+    // it ends when `lan` is dropped, after them (declared before the jobs);
+    // made before the work dir, which a refusal would leave behind.
+    let lan = if net.ipv6 {
+        let mut addrs = vec![net.sender_ip(), net.repair_ip()];
+        addrs.extend((0..opts.devices).map(|i| net.device_ip(i)));
+        addrs.sort();
+        addrs.dedup();
+        let v6: Vec<_> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        Some(Lan6::up(&v6).map_err(|e| DemoError(e.to_string()))?)
+    } else {
+        None
+    };
     let dir = match &opts.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("firmcast-demo-{}", std::process::id())),
@@ -241,12 +356,16 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         }
     };
     say(&format!(
-        "firmcast demo: {} devices, {} MiB image, {}‰ receive loss, {} Mbit/s on {} via 127.0.0.1 (work dir {})",
+        "firmcast demo: {} devices, {} MiB image, {}‰ receive loss, {} Mbit/s on {} via {}{} (work dir {})",
         opts.devices,
         opts.size_mib,
         opts.loss_permille,
         opts.rate_bps / 1_000_000,
-        opts.group,
+        net.group,
+        net.sender_ip(),
+        lan.as_ref()
+            .map(|l| format!(" in {} of its own", l.kind()))
+            .unwrap_or_default(),
         dir.display()
     ));
 
@@ -287,27 +406,32 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
     // 2. Repair server, agents, then the sender.
     let logs = dir.join("logs");
     fs::create_dir_all(&logs).map_err(|e| DemoError(format!("create {}: {e}", logs.display())))?;
+    let ssm = mcast::is_ssm(net.group.ip());
+    let mut repair_args: Vec<String> = vec![
+        "repair".into(),
+        "--image".into(),
+        path_arg(&image_path),
+        "--manifest".into(),
+        path_arg(&manifest_path),
+        "--listen".into(),
+        net.repair_listen.to_string(),
+        "--interface".into(),
+        net.repair_ip().to_string(),
+        "--group".into(),
+        net.group.to_string(),
+        "--repair-group".into(),
+        net.repair_group.to_string(),
+        "--duration".into(),
+        "600".into(),
+        "--json".into(),
+    ];
+    if ssm {
+        repair_args.extend(["--source".into(), net.sender_ip().to_string()]);
+    }
     let mut repair = Job::start(
         "repair",
-        &firmcast,
-        &[
-            "repair".into(),
-            "--image".into(),
-            path_arg(&image_path),
-            "--manifest".into(),
-            path_arg(&manifest_path),
-            "--listen".into(),
-            opts.repair_listen.clone(),
-            "--interface".into(),
-            "127.0.0.1".into(),
-            "--group".into(),
-            opts.group.clone(),
-            "--repair-group".into(),
-            opts.repair_group.clone(),
-            "--duration".into(),
-            "600".into(),
-            "--json".into(),
-        ],
+        launch(lan.as_ref(), &firmcast),
+        &repair_args,
         &logs,
     )?;
     let flash_size = (image_len as u64).div_ceil(65536) * 65536 + 4 * 65536;
@@ -321,10 +445,10 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         let mut settings = vec![
             "board=demo,board".to_string(),
             "current_version=1.0.0".to_string(),
-            format!("group={}", opts.group),
-            format!("repair_group={}", opts.repair_group),
-            "interface=127.0.0.1".to_string(),
-            format!("repair_server={}", opts.repair_listen),
+            format!("group={}", net.group),
+            format!("repair_group={}", net.repair_group),
+            format!("interface={}", net.device_ip(i)),
+            format!("repair_server={}", net.repair_listen),
             format!("public_key={}", path_arg(&keys.join("firmcast.pub"))),
             format!("target=simnor:{}", path_arg(&target)),
             format!("target_size={flash_size}"),
@@ -336,6 +460,11 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
                 path_arg(&dir.join(format!("device{i:02}.state.json")))
             ),
         ];
+        if ssm {
+            // R-NET-1: the carousel's source; the repair group's is the
+            // repair server's address by default.
+            settings.push(format!("source={}", net.sender_ip()));
+        }
         if opts.loss_permille > 0 {
             settings.push(format!("test.rx_loss_permille={}", opts.loss_permille));
             settings.push(format!("test.rx_loss_seed={}", 77 + i));
@@ -346,7 +475,7 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         set_mode(&config, 0o644)?;
         agents.push(Job::start(
             &format!("device{i:02}"),
-            &agent,
+            launch(lan.as_ref(), &agent),
             &["--config".into(), path_arg(&config), "--foreground".into()],
             &logs,
         )?);
@@ -355,32 +484,31 @@ pub fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
     // Give the agents a moment to join before the first pass starts.
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let mut sender = Job::start(
-        "sender",
-        &firmcast,
-        &[
-            "send".into(),
-            "--image".into(),
-            path_arg(&image_path),
-            "--manifest".into(),
-            path_arg(&manifest_path),
-            "--group".into(),
-            opts.group.clone(),
-            "--repair-group".into(),
-            opts.repair_group.clone(),
-            "--interface".into(),
-            "127.0.0.1".into(),
-            "--rate".into(),
-            // `--rate` needs a unit (server/src/units.rs): exact in kbit/s.
-            format!("{}.{:03}K", opts.rate_bps / 1000, opts.rate_bps % 1000),
-            "--until-done".into(),
-            opts.devices.to_string(),
-            "--duration".into(),
-            "600".into(),
-            "--json".into(),
-        ],
-        &logs,
-    )?;
+    let mut send_args: Vec<String> = vec![
+        "send".into(),
+        "--image".into(),
+        path_arg(&image_path),
+        "--manifest".into(),
+        path_arg(&manifest_path),
+        "--group".into(),
+        net.group.to_string(),
+        "--repair-group".into(),
+        net.repair_group.to_string(),
+        "--interface".into(),
+        net.sender_ip().to_string(),
+        "--rate".into(),
+        // `--rate` needs a unit (server/src/units.rs): exact in kbit/s.
+        format!("{}.{:03}K", opts.rate_bps / 1000, opts.rate_bps % 1000),
+        "--until-done".into(),
+        opts.devices.to_string(),
+        "--duration".into(),
+        "600".into(),
+        "--json".into(),
+    ];
+    if mcast::is_ssm(net.repair_group.ip()) {
+        send_args.extend(["--repair-source".into(), net.repair_ip().to_string()]);
+    }
+    let mut sender = Job::start("sender", launch(lan.as_ref(), &firmcast), &send_args, &logs)?;
 
     // 3. Progress: devices finished, as they finish.
     let deadline = started + Duration::from_secs(600);

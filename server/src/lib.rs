@@ -10,7 +10,8 @@
 //!                          │                                          └─ http (fleet page, --http)
 //!                          ├─ relay  ── relay::fetch (HTTP(S) origin) ── send (its loop, fed by relay::cached)
 //!                          ├─ fleet  ── record::query (reads --db)
-//!                          └─ demo   (runs the binaries above + N × firmcast-agent on loopback)
+//!                          └─ demo   (runs the binaries above + N × firmcast-agent on loopback;
+//!                                   --ipv6: in demo_ns's user + network namespace)
 //! ```
 //!
 //! The shells follow `proto`'s driving contract: after every input, drain
@@ -22,6 +23,7 @@
 pub mod agent_config;
 pub mod cli;
 pub mod demo;
+pub mod demo_ns;
 pub mod drops;
 pub mod error;
 pub mod eta;
@@ -88,6 +90,11 @@ pub fn run(cli: cli::Cli) -> Result<u8, Error> {
         }
         cli::Command::Demo(a) => {
             logger::init(false);
+            let net = if a.ipv6 {
+                demo::DemoNet::ipv6()
+            } else {
+                demo::DemoNet::ipv4()
+            };
             let opts = demo::DemoOptions {
                 devices: a.devices,
                 size_mib: a.size,
@@ -95,9 +102,12 @@ pub fn run(cli: cli::Cli) -> Result<u8, Error> {
                 rate_bps: a.rate,
                 dir: a.dir,
                 keep: a.keep,
-                group: a.group.to_string(),
-                repair_group: a.repair_group.to_string(),
-                repair_listen: a.repair_listen.to_string(),
+                net: demo::DemoNet {
+                    group: a.group.unwrap_or(net.group),
+                    repair_group: a.repair_group.unwrap_or(net.repair_group),
+                    repair_listen: a.repair_listen.unwrap_or(net.repair_listen),
+                    ipv6: a.ipv6,
+                },
                 json: a.json,
             };
             match demo::run(&opts) {

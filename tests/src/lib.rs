@@ -4,8 +4,9 @@
 //! multicast groups and ports that no other test uses, and write agent configs.
 //!
 //! Everything here sends only to 127.0.0.1 and to 239.x groups on the
-//! loopback interface.
+//! loopback interface, or inside a namespace a test made ([`lan6`], [`netns`]).
 
+pub mod lan6;
 pub mod netns;
 pub mod qemu;
 pub mod routed;
@@ -95,6 +96,12 @@ pub struct Proc {
 impl Proc {
     /// Start `program args…`, stdout and stderr appended to `dir/<name>.log`.
     pub fn start(name: &str, program: &Path, args: &[&str], dir: &Path) -> Proc {
+        Proc::spawn(name, Command::new(program), args, dir)
+    }
+
+    /// [`Proc::start`] with a prepared command (one that enters a
+    /// namespace first, [`lan6`]).
+    pub fn spawn(name: &str, mut cmd: Command, args: &[&str], dir: &Path) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let out = fs::OpenOptions::new()
             .create(true)
@@ -102,13 +109,13 @@ impl Proc {
             .open(&log)
             .expect("open log");
         let err = out.try_clone().expect("clone log handle");
-        let child = Command::new(program)
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}"));
         Proc {
             name: name.to_string(),
             child: Some(child),
@@ -175,6 +182,15 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Ask it to stop (SIGTERM by PID: the tools print their summary) and
+    /// return its exit code; panics with its output after `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        self.expect_exit(timeout)
     }
 
     /// End it now (SIGKILL, like a power cut) and reap it.
@@ -345,6 +361,8 @@ pub struct AgentSpec<'a> {
     pub block_delay_ms: u32,
     /// Target size for the simulated NOR flash.
     pub target_size: u64,
+    /// The data group's source, for a source-specific group (R-NET-1).
+    pub source: Option<&'a str>,
 }
 
 impl<'a> AgentSpec<'a> {
@@ -359,6 +377,7 @@ impl<'a> AgentSpec<'a> {
             rx_loss_permille: 0,
             block_delay_ms: 0,
             target_size,
+            source: None,
         }
     }
 }
@@ -387,6 +406,9 @@ pub fn agent_config_on(
     set(&mut t, "group", net.group.to_string().into());
     set(&mut t, "repair_group", net.repair_group.to_string().into());
     set(&mut t, "interface", interface.into());
+    if let Some(source) = spec.source {
+        set(&mut t, "source", source.into());
+    }
     set(
         &mut t,
         "repair_server",
@@ -451,28 +473,29 @@ pub fn start_listening_agent(dir: &Scratch, net: &Net, spec: &AgentSpec<'_>) -> 
     (agent, target)
 }
 
+/// The arguments of `firmcast repair` for `rel` on `net`, sending group
+/// repairs from `interface`.
+pub fn repair_args<'a>(net: &'a Net, rel: &'a Release, interface: &'a str) -> Vec<&'a str> {
+    vec![
+        "repair",
+        "--image",
+        path_str(&rel.image),
+        "--manifest",
+        path_str(&rel.manifest),
+        "--listen",
+        &net.repair_listen,
+        "--interface",
+        interface,
+        "--repair-group",
+        &net.repair_group,
+    ]
+}
+
 /// Start a repair server for `rel` on `net`.
 pub fn start_repair(dir: &Scratch, net: &Net, rel: &Release, name: &str) -> Proc {
-    Proc::start(
-        name,
-        &bin("firmcast"),
-        &[
-            "repair",
-            "--image",
-            path_str(&rel.image),
-            "--manifest",
-            path_str(&rel.manifest),
-            "--listen",
-            &net.repair_listen,
-            "--interface",
-            "127.0.0.1",
-            "--repair-group",
-            &net.repair_group,
-            "--duration",
-            "120",
-        ],
-        dir.path(),
-    )
+    let mut args = repair_args(net, rel, "127.0.0.1");
+    args.extend_from_slice(&["--duration", "120"]);
+    Proc::start(name, &bin("firmcast"), &args, dir.path())
 }
 
 /// The arguments of `firmcast send` for `rel` to `group` from `interface`.

@@ -1,7 +1,7 @@
 //! Test tier 3 for issue 18's address families: source-specific multicast
-//! (IGMPv3 (S,G) joins) over IPv4 loopback, and the same programs over IPv6
-//! (MLDv2) in a network namespace of the test's own (loopback carries no
-//! IPv6 multicast: the kernel has no multicast route on `lo`).
+//! (IGMPv3 (S,G) joins) over IPv4 loopback. The same over IPv6 (MLDv2) runs
+//! in a namespace of the test's own (`ipv6.rs`: loopback carries no IPv6
+//! multicast).
 
 use std::time::{Duration, Instant};
 
