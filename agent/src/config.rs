@@ -45,9 +45,9 @@ pub const DEFAULT_REPAIR_GROUP: SocketAddrV4 =
 pub const DEFAULT_BOOT_WINDOW_SECS: u64 = 30;
 /// Default receive window, in blocks.
 pub const DEFAULT_WINDOW_BLOCKS: u32 = 16;
-/// Default memory budget of the window's block buffers (R-PACE-4): with
-/// the rest of the static agent it keeps peak RSS under 1 MiB; 9 slots of
-/// 64 KiB blocks, 4 of 128 KiB.
+/// Default memory budget of the window's block buffers (R-PACE-4): 9 slots
+/// of 64 KiB blocks, 4 of 128 KiB; a smaller window evicts blocks whose
+/// repairs are still on their way under heavy loss (bench/README.md).
 pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 640 * 1024;
 /// Default largest block size accepted.
 pub const DEFAULT_MAX_BLOCK_SIZE: u32 = 262_144;
