@@ -2,7 +2,7 @@
 //! firmcast Announce for its board during a bounded boot window, fetches and
 //! verifies the signed manifest, resumes from what is already on flash,
 //! receives the missing blocks over multicast (NACKing gaps to the repair
-//! server), writes them with the flasher, reads the image back, and exits
+//! server), writes them with the flasher, reads each block back (R-VER-2), and exits
 //! with a code that tells the init script what happened.
 //!
 //! ```text
@@ -60,11 +60,12 @@ or host:port: one config serves a whole fleet.
 Otherwise it fetches the signed manifest, checks the Ed25519 signature against
 public_key, scans the target for blocks already written (a power cut costs
 nothing), receives the missing blocks (NACKing gaps to repair_server), writes
-each verified block to the target (header block last for in-place updates),
-reads the whole image back, activates it (activation = in-place, ab-uboot,
-command or none), reports to the operator and exits 10 (reboot_command, if
-set, reboots). [hooks] run around the update and the state file
-(/var/run/firmcast/state.json) follows it.
+each verified block to the target and reads it back (header block last for
+in-place updates), at the end reads back again only the blocks a later write
+may have touched (final_read_back = stale; all: every block), activates the
+image (activation = in-place, ab-uboot, command or none), reports to the
+operator and exits 10 (reboot_command, if set, reboots). [hooks] run around
+the update and the state file (/var/run/firmcast/state.json) follows it.
 
 `confirm` runs on the first boot of a new A/B slot (or at every start with
 [confirm] at_startup = true): if upgrade_available=1 and the health check

@@ -7,8 +7,9 @@
 //! mid-update: IGMPv2 report suppression (a host that hears a neighbour's
 //! report for the group keeps quiet, and a switch that floods reports hides
 //! the quiet host), a LAN without a querier (memberships age out after about
-//! 260 s), a switch reboot. Measured on the bench's Linux bridge with an
-//! IGMPv2 querier: half of 20 devices lost the carousel for 5–15 s.
+//! 260 s), a switch reboot. On the bench's Linux bridge with an IGMPv2
+//! querier, devices without it lost the carousel for seconds (figures in
+//! bench/README.md, "Figures behind code comments").
 //!
 //! The first re-join comes after [`FIRST_AFTER`] of silence, later ones after
 //! doubling silences up to [`MAX_AFTER`]; any datagram resets it. Pure

@@ -15,9 +15,8 @@
 //! SHA-256 matched ([`Fingerprints`]): the signature and the digests guard
 //! what reaches flash, the read-back guards against what flash does to it
 //! afterwards (a write that disturbed another block, a bad-block mapping
-//! gone wrong), for which a CRC is enough. Hashing the whole image again
-//! was the agents' last 164 ms of a 32 MiB update in bench/fleet (ten
-//! agents on two cores), and takes seconds on a MIPS router's CPU.
+//! gone wrong), for which a CRC is enough; hashing the whole image again
+//! delays the end of every update, by seconds on a MIPS router's CPU.
 
 use flasher::{uniform_byte, Flash, ImageWriter};
 use proto::manifest::Manifest;
@@ -104,9 +103,8 @@ pub fn scan<F: Flash>(writer: &mut ImageWriter<F>, manifest: &Manifest, in_place
 
 /// The resume scan done a few blocks at a time, between socket reads, while
 /// the device already receives (R-RES-2): a scan that blocked the agent for
-/// a whole target cost it the data the carousel sent meanwhile (ten agents
-/// sharing two cores took 0.3-1 s for 32 MiB, far more than the socket
-/// buffer holds; a slow NOR chip takes as long on its own).
+/// a whole target cost it the data the carousel sent meanwhile (a scan takes
+/// far longer than the socket buffer holds, on a slow NOR chip too).
 ///
 /// Blocks are reported as they are found. In place, a matching header
 /// (block 0) is not reported by [`Scanner::step`] but kept in
@@ -191,10 +189,8 @@ impl Scanner {
 /// Checks a block against the manifest, but hashes a uniform block (every
 /// byte the same: erased flash is all 0xFF, a freshly created file target all
 /// 0x00) only once per (length, byte): a fresh target is all uniform, and
-/// hashing it block by block was a third of the agent's CPU time on a first
-/// update, and kept ten agents on two cores from reading their sockets for
-/// 0.3-0.45 s after the manifest (bench/fleet), so they missed the start of
-/// the first pass.
+/// hashing it block by block kept the agent from reading its socket right
+/// after the manifest, so it missed the start of the first pass.
 #[derive(Default)]
 struct UniformDigest {
     /// (block length, the byte, SHA-256 of that many such bytes)

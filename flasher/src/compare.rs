@@ -3,8 +3,8 @@
 //!
 //! `==` on byte slices calls the C library's `memcmp`/`bcmp`. The device
 //! build links musl statically, whose `memcmp` compares one byte per loop
-//! turn: in the static x86_64 agent it was 19% of the CPU of a 32 MiB update
-//! (perf record), and MIPS routers run the same C loop. These functions
+//! turn, a large share of the static agent's CPU (`perf record`; figures in
+//! bench/README.md), and MIPS routers run the same C loop. These functions
 //! compile to word loads and XORs on every target and at every opt-level.
 
 /// `a == b`.

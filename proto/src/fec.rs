@@ -6,10 +6,11 @@
 //! Which code a transfer uses follows from its geometry (R-PAR-2): blocks of
 //! at most 128 chunks use a Cauchy Reed–Solomon code over GF(2^8)
 //! ([`cauchy`]), larger ones Leopard Reed–Solomon over GF(2^16)
-//! ([`leopard`]). Chosen by measurement (`examples/fec_bench.rs`): on a
-//! 64-chunk block the GF(2^8) code decodes about 20 times faster than the
-//! GF(2^16) crate's table-light engine and needs no global tables, but it
-//! cannot code more than 128 chunks with their parity.
+//! ([`leopard`]). Chosen by measurement (`cargo run --release -p
+//! firmcast-proto --example fec_bench` prints it): on blocks of tens of
+//! chunks the GF(2^8) code decodes much faster than the GF(2^16) crate's
+//! table-light engine and needs no global tables, but it cannot code more
+//! than 128 chunks with their parity.
 //!
 //! Memory: one [`BlockDecoder`] per transfer, allocated when the manifest is
 //! accepted, reused for every block.

@@ -11,9 +11,8 @@ use crate::wire::{HEADER_LEN, TRAILER_LEN};
 pub const IP_UDP_OVERHEAD: u64 = 28;
 /// Most datagrams a pacer sends back to back after an idle gap (or after the
 /// process was not scheduled for a while): 64 full chunks are about 6 ms at
-/// 90 Mbit/s. With 16, a sender sharing two cores with ten agents in the
-/// bench/fleet rig lost the time it was descheduled for good and ran at about
-/// 75 instead of 90 Mbit/s.
+/// 90 Mbit/s, so a sender that was descheduled for a few milliseconds catches
+/// up instead of losing that time for good (figures in bench/README.md).
 pub const BURST_DATAGRAMS: u64 = 64;
 /// Frame overhead beyond the chunk payload, generously rounded (header,
 /// postcard varints, CRC), used to size the burst allowance.

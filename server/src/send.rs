@@ -62,9 +62,9 @@ impl Stop {
 
 /// Shortest sleep between two bursts of sends. Waking once per datagram
 /// (every 94 us at 90 Mbit/s) made the sender lose its pace whenever the
-/// machine was busy (bench/fleet: ten agents on two cores held it at about
-/// 78 Mbit/s); 1 ms bursts are about 11 datagrams, which any switch port and
-/// the devices' socket buffers take in stride.
+/// machine was busy (figures in bench/README.md); 1 ms bursts are about 11
+/// datagrams, which any switch port and the devices' socket buffers take in
+/// stride.
 const PACING_NAP: Duration = Duration::from_millis(1);
 
 /// Blocks of the image read and checked per turn of the send loop beyond

@@ -243,7 +243,17 @@ fn refusals_are_one_clear_line_with_the_right_exit_code() {
 
 #[test]
 fn every_command_has_help_with_examples() {
-    for cmd in ["keygen", "manifest", "send", "repair", "status"] {
+    for cmd in [
+        "keygen",
+        "manifest",
+        "send",
+        "repair",
+        "status",
+        "fleet",
+        "demo",
+        "relay",
+        "agent-config",
+    ] {
         let out = firmcast(&[cmd, "--help"]);
         assert!(out.status.success());
         let help = text(&out.stdout);

@@ -66,7 +66,9 @@ pub enum Event<'a> {
         /// Its bytes (the last block may be short).
         data: &'a [u8],
     },
-    /// Every block is written: read the image back and call [`Receiver::handle_verify_done`].
+    /// Every block is written: read back the blocks R-VER-2 asks for (those
+    /// not read back right since their last write) and call
+    /// [`Receiver::handle_verify_done`].
     VerifyImage,
     /// The image is written and verified.
     Done,

@@ -171,9 +171,10 @@ impl Receiver {
         }
     }
 
-    /// The shell read the image back: `bad_blocks` lists blocks that do not
-    /// match (empty when the image is good). Bad blocks are received again,
-    /// a bounded number of times, before the update fails (R-VER-2).
+    /// The shell did the final read-back (R-VER-2): `bad_blocks` lists the
+    /// blocks that do not match (empty when the image is good). Bad blocks
+    /// are received again, a bounded number of times, before the update
+    /// fails.
     pub fn handle_verify_done(&mut self, now: Instant, bad_blocks: &[u32]) {
         let phase = core::mem::replace(&mut self.phase, Phase::Listening);
         let Phase::Verifying(mut t) = phase else {

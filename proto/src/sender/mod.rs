@@ -42,17 +42,11 @@ pub struct SenderConfig {
     /// Extra copies of the manifest per pass, spread among the data.
     pub manifest_repeats_per_pass: u32,
     /// Whole copies of the manifest back to back at the start of each pass,
-    /// each after an Announce (at least 1; R-CAR-1). With one copy, a device
-    /// that lost any one of its chunks waited for the next repeat (an eighth
-    /// of a pass) and missed the data meanwhile: in bench/fleet at 1% loss
-    /// one device of ten accepted the manifest 0.6 s after the others; with
-    /// two copies and one Announce, a device that lost that Announce (1 in
-    /// 100) ignored both copies and was 0.8 s late. With three, at 5% loss
-    /// one device in 247 still missed a chunk in every copy (bench/fleet, 50
-    /// devices at 20 Mbit/s: one accepted it 1.4 s after the others, waited
-    /// for the next pass for the blocks that went by, and the run made 0.743
-    /// against 0.792); five copies make that one in 58,003 (the R-CAR-1 test
-    /// prints the table).
+    /// each after an Announce (at least 1; R-CAR-1): a device that misses
+    /// the manifest waits for a repeat and misses the data meanwhile, so the
+    /// copies make that rare at the loss rates devices see (`cargo test -p
+    /// firmcast-proto --lib r_car_1_lead -- --nocapture` prints the table;
+    /// PROTOCOL.md's appendix has the bench runs).
     pub manifest_lead_copies: u32,
     /// Bound on the fleet table.
     pub max_devices: usize,

@@ -36,9 +36,9 @@ pub static CRC32: Crc32 = Crc32;
 
 /// CRC-32/ISO-HDLC by `crc32fast` on x86_64 and aarch64: carry-less
 /// multiplication (PCLMULQDQ) and the CRC instructions where the CPU has
-/// them (with the `std` feature, detected at run time). With the `crc`
-/// crate's slice-by-16 on every target the CRC was 21.5% of an x86_64
-/// agent's CPU at 97 Mbit/s (perf record). Elsewhere (armv7, MIPS)
+/// them (with the `std` feature, detected at run time): the CRC runs over
+/// every datagram and a table-driven one was a large share of the agent's
+/// CPU (`perf record`; figures in bench/README.md). Elsewhere (armv7, MIPS)
 /// `crc32fast` could only use tables, and the compact slice-by-4 of
 /// `crc_compact` costs a quarter of their size.
 #[derive(Debug, Clone, Copy, Default)]

@@ -4,7 +4,9 @@
 //!
 //! Decoding never panics: truncated input, bad magic, unknown version or kind,
 //! bad CRC, trailing bytes and out-of-range fields are all [`DecodeError`]s
-//! (rules `R-WIRE-*` in PROTOCOL.md).
+//! (rules `R-WIRE-*` in PROTOCOL.md). No frame carries an IP address, so
+//! every frame is the same over IPv4 and IPv6 (R-NET-3): peers are the UDP
+//! source addresses the shells hand in.
 
 mod bytes;
 // Used where crc32fast has no CRC instructions; tested on every target.
