@@ -30,6 +30,7 @@ pub mod perms;
 pub mod phase;
 pub mod privdrop;
 pub mod quiet;
+pub mod quote;
 pub mod rejoin;
 pub mod resume;
 pub mod run;

@@ -29,6 +29,7 @@ use proto::receiver::Receiver;
 
 use crate::config::Config;
 use crate::exit::ExitCode;
+use crate::quote::quoted;
 
 /// Where the state file goes when the config does not say.
 pub const DEFAULT_STATE_FILE: &str = "/var/run/firmcast/state.json";
@@ -65,32 +66,15 @@ impl Record {
             .map_or_else(|| "null".to_string(), |c| c.to_string());
         format!(
             "{{\"state\":{},\"version\":{},\"current_version\":{},\"board\":{},\"blocks_done\":{},\"blocks_total\":{},\"exit\":{exit},\"reason\":{},\"pid\":{pid},\"time\":{time}}}\n",
-            json_str(&self.state),
-            json_str(&self.version),
-            json_str(&self.current_version),
-            json_str(&self.board),
+            quoted(&self.state),
+            quoted(&self.version),
+            quoted(&self.current_version),
+            quoted(&self.board),
             self.blocks_done,
             self.blocks_total,
-            json_str(&self.reason),
+            quoted(&self.reason),
         )
     }
-}
-
-/// A JSON string literal (versions and boards come from the network and
-/// the config: escape everything that needs it).
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Write `text` to `path` atomically: a temporary file in the same
@@ -247,7 +231,7 @@ mod tests {
         let j = r.to_json(7, 100);
         assert_eq!(
             j,
-            "{\"state\":\"receiving\",\"version\":\"2.1\\\"x\\\\\\u000a\",\"current_version\":\"2.0\",\"board\":\"acme,rt1\",\"blocks_done\":3,\"blocks_total\":9,\"exit\":null,\"reason\":\"\",\"pid\":7,\"time\":100}\n"
+            "{\"state\":\"receiving\",\"version\":\"2.1\\\"x\\\\\\n\",\"current_version\":\"2.0\",\"board\":\"acme,rt1\",\"blocks_done\":3,\"blocks_total\":9,\"exit\":null,\"reason\":\"\",\"pid\":7,\"time\":100}\n"
         );
         let done = Record {
             exit: Some(10),

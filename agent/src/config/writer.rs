@@ -6,6 +6,7 @@
 use std::fmt;
 
 use super::schema::{self, Kind};
+use crate::quote::quoted;
 
 /// A value for [`AgentToml::set`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,25 +138,6 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Strs => "expected an array of strings",
         Kind::IntOrHex => "expected a non-negative integer or a hex string",
     }
-}
-
-/// `s` as a TOML basic string.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 impl fmt::Display for TomlValue {
