@@ -1,7 +1,7 @@
 //! Activation: making a written, verified image the one that boots.
 //!
 //! ```text
-//!  in-place   header block invalidated first, written last (run.rs, writer)
+//!  in-place   header block invalidated first, written last (run/shell/flash.rs, writer)
 //!  none       nothing: the board's own scripts switch
 //!  ab-uboot   before receiving: read the env, pick the inactive slot as target
 //!             after verify: ONE env write  slot_var=<new>  upgrade_available=1
@@ -9,21 +9,24 @@
 //!  command    after verify: run argv ({image} {size} {version}), with a timeout
 //! ```
 //!
-//! The env write goes to the inactive copy of a redundant environment
-//! (`flasher::uboot_env`), so a power cut leaves either the old slot choice
-//! or the new one, never a mix. U-Boot's bootcount (`bootlimit`,
+//! The slot decisions are `flasher::ab`'s; this module gives them the
+//! configured variables and saves. The env write goes to the inactive copy
+//! of a redundant environment (`flasher::uboot_env`), so a power cut leaves
+//! either the old slot choice or the new one, never a mix. U-Boot's bootcount (`bootlimit`,
 //! `altbootcmd`) then falls back to the old slot if the new one does not
 //! boot; `firmcast-agent confirm` (confirm.rs) disarms that once healthy.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use flasher::uboot_env::{EnvConfig, EnvError, UbootEnv};
+use flasher::ab::{AbError, Policy, Slot};
+use flasher::uboot_env::{EnvConfig, UbootEnv};
 use flasher::{Error, Flash, Geometry, ReadStatus};
 
 use crate::config::{AbConfig, ConfigError};
+use crate::floor;
 
 /// R-LOCAL-5: a single-copy environment is refused unless the config says
 /// `ab.allow_single_copy_env = true`. Saving one copy erases it before
@@ -55,110 +58,46 @@ pub fn check_env_copies(
     })
 }
 
-/// One of the two A/B slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// Slot A.
-    A,
-    /// Slot B.
-    B,
-}
-
-impl Slot {
-    /// The other slot.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-
-    /// `A` or `B`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Slot::A => "A",
-            Slot::B => "B",
-        }
-    }
-
-    /// The slot's target spec.
-    pub fn target(self, ab: &AbConfig) -> &str {
-        match self {
-            Slot::A => &ab.slot_a,
-            Slot::B => &ab.slot_b,
-        }
-    }
-
-    /// The slot variable's value for this slot.
-    pub fn value(self, ab: &AbConfig) -> &str {
-        match self {
-            Slot::A => &ab.slot_a_value,
-            Slot::B => &ab.slot_b_value,
-        }
-    }
-
-    /// The slot a value names, if any.
-    pub fn from_value(ab: &AbConfig, v: &str) -> Option<Slot> {
-        if v == ab.slot_a_value {
-            Some(Slot::A)
-        } else if v == ab.slot_b_value {
-            Some(Slot::B)
-        } else {
-            None
-        }
+/// The A/B policy ([`flasher::ab`]) over `ab`'s variables and slot values.
+pub fn policy(ab: &AbConfig) -> Policy<'_> {
+    Policy {
+        slot_var: &ab.slot_var,
+        slot_values: [&ab.slot_a_value, &ab.slot_b_value],
+        upgrade_available_var: &ab.upgrade_available_var,
+        bootcount_var: &ab.bootcount_var,
+        activated_var: &ab.activated_var,
     }
 }
 
-/// The running slot according to the environment. A missing slot variable
-/// means slot A (a board fresh from the factory, before its first update);
-/// an unknown value is an error naming it.
-pub fn active_slot<F: Flash>(env: &UbootEnv<F>, ab: &AbConfig) -> Result<Slot, String> {
-    match env.get(&ab.slot_var) {
-        None => Ok(Slot::A),
-        Some(v) => Slot::from_value(ab, v).ok_or_else(|| {
-            format!(
-                "U-Boot variable {}={v:?} names neither slot A ({:?}) nor slot B ({:?})",
-                ab.slot_var, ab.slot_a_value, ab.slot_b_value
-            )
-        }),
-    }
+/// The target spec of `slot`.
+pub fn slot_target(ab: &AbConfig, slot: Slot) -> &str {
+    slot.pick([&ab.slot_a, &ab.slot_b])
 }
 
-/// Whether a previous update still waits for its confirmation
-/// (`upgrade_available=1`): the inactive slot is then the fallback, and must
-/// not be overwritten.
-pub fn pending_confirmation<F: Flash>(env: &UbootEnv<F>, ab: &AbConfig) -> bool {
-    env.get(&ab.upgrade_available_var) == Some("1")
-}
-
-/// The variables one activation sets, in the order they are logged.
-pub fn activation_vars(ab: &AbConfig, new: Slot) -> Vec<(String, String)> {
-    vec![
-        (ab.slot_var.clone(), new.value(ab).to_string()),
-        (ab.upgrade_available_var.clone(), "1".to_string()),
-        (ab.bootcount_var.clone(), "0".to_string()),
-        (ab.activated_var.clone(), new.value(ab).to_string()),
-    ]
-}
-
-/// Flips the environment to `new` in one write (or, with `dry_run`, says
-/// what it would write), raising the anti-rollback floor to `min_version`
-/// in the same write (R-ROLL-2). Returns the log line.
+/// Flips the environment from `new`'s other slot to `new` in one write (or,
+/// with `dry_run`, says what it would write), raising the anti-rollback
+/// floor to `min_version` in the same write (R-ROLL-2). Returns the log line.
 pub fn activate_ab<F: Flash>(
     env: &mut UbootEnv<F>,
     ab: &AbConfig,
     new: Slot,
     min_version: &str,
     dry_run: bool,
-) -> Result<String, EnvError> {
-    let mut vars = activation_vars(ab, new);
-    if crate::floor::raises(env.get(crate::floor::ENV_VAR).unwrap_or(""), min_version) {
-        vars.push((crate::floor::ENV_VAR.to_string(), min_version.to_string()));
-    }
-    let list: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    for (k, v) in &vars {
-        env.set(k, v)?;
-    }
+) -> Result<String, AbError> {
+    let p = policy(ab);
+    let raise = floor::raises(env.get(floor::ENV_VAR).unwrap_or(""), min_version);
+    let extra: &[(&str, &str)] = if raise {
+        &[(floor::ENV_VAR, min_version)]
+    } else {
+        &[]
+    };
+    p.stage_activation(env, new.other(), new, extra)?;
+    let list: Vec<String> = p
+        .activation_vars(new)
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let plan = env.plan();
     if dry_run {
         return Ok(format!(
@@ -172,10 +111,68 @@ pub fn activate_ab<F: Flash>(
     Ok(format!(
         "activated slot {} ({}): {} ({plan})",
         new.name(),
-        new.target(ab),
+        slot_target(ab, new),
         list.join(" ")
     ))
 }
+
+/// Why an activation failed: the activator's error, naming the file,
+/// command or variable at fault.
+#[derive(Debug)]
+pub enum ActivationError {
+    /// `ab-uboot`: the environment `env_config` describes.
+    Ab {
+        /// The fw_env.config.
+        env_config: PathBuf,
+        /// What went wrong there (boxed: it carries the flash error).
+        error: Box<AbError>,
+    },
+    /// `command`: the command did not succeed.
+    Command {
+        /// The command as run.
+        argv: Vec<String>,
+        /// How it ended.
+        result: CommandResult,
+    },
+    /// `command`: the `file:` target could not be cut to the image length.
+    Trim {
+        /// The target file.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// The update finished without a manifest (a bug).
+    NoManifest,
+}
+
+impl ActivationError {
+    /// An A/B error on `ab`'s environment.
+    pub fn ab(ab: &AbConfig, error: impl Into<AbError>) -> Self {
+        ActivationError::Ab {
+            env_config: ab.env_config.clone(),
+            error: Box::new(error.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for ActivationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActivationError::Ab { env_config, error } => {
+                write!(f, "{error} (environment of {})", env_config.display())
+            }
+            ActivationError::Command { argv, result } => write!(f, "command {argv:?}: {result}"),
+            ActivationError::Trim { path, error } => write!(
+                f,
+                "truncating {} to the image length: {error}",
+                path.display()
+            ),
+            ActivationError::NoManifest => f.write_str("no manifest"),
+        }
+    }
+}
+
+impl std::error::Error for ActivationError {}
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,16 +314,15 @@ impl<F: Flash> Flash for DryRunFlash<F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// R-LOCAL-5: one copy is refused (naming file, key and device) unless allowed.
-    #[test]
-    fn single_copy_environment_needs_explicit_consent() {
-        use flasher::uboot_env::parse_fw_env_config;
-        let mut ab = crate::config::AbConfig {
-            slot_a: "mtd:a".into(),
-            slot_b: "mtd:b".into(),
+    /// The default variables, slots `mem:a` and `mem:b`, environment at
+    /// `/etc/fw_env.config`, one copy not allowed.
+    pub(crate) fn ab_config() -> AbConfig {
+        AbConfig {
+            slot_a: "mem:a".into(),
+            slot_b: "mem:b".into(),
             slot_var: "boot_slot".into(),
             slot_a_value: "a".into(),
             slot_b_value: "b".into(),
@@ -336,7 +332,14 @@ mod tests {
             env_config: "/etc/fw_env.config".into(),
             env_endian: crate::config::EnvEndian::Native,
             allow_single_copy_env: false,
-        };
+        }
+    }
+
+    /// R-LOCAL-5: one copy is refused (naming file, key and device) unless allowed.
+    #[test]
+    fn single_copy_environment_needs_explicit_consent() {
+        use flasher::uboot_env::parse_fw_env_config;
+        let mut ab = ab_config();
         let cfg = Path::new("/etc/firmcast/agent.toml");
         let single = parse_fw_env_config("fw_env.config", "/dev/mtd3 0x0 0x10000 0x10000\n")
             .expect("single");

@@ -17,13 +17,14 @@
 
 use std::net::{SocketAddr, UdpSocket};
 
-use flasher::uboot_env::{EnvError, UbootEnv};
+use flasher::ab::{AbError, BootState, Slot};
+use flasher::uboot_env::UbootEnv;
 use flasher::Flash;
 use proto::report::Reporter;
 use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status, MAX_DATAGRAM};
 use proto::Instant;
 
-use crate::activate::{run_command, Slot};
+use crate::activate::{self, run_command};
 use crate::config::{AbConfig, Config};
 use crate::exit::ExitCode;
 use crate::features::Feature;
@@ -66,24 +67,18 @@ impl Outcome {
     }
 }
 
-/// The confirm step on an open environment. `health` runs only when an
-/// update is pending. With `dry_run` nothing is written.
+/// The confirm step on an open environment ([`flasher::ab`] decides).
+/// `health` runs only when an update is pending. With `dry_run` nothing is
+/// written.
 pub fn confirm<F: Flash>(
     env: &mut UbootEnv<F>,
     ab: &AbConfig,
     health: impl FnOnce() -> Result<(), String>,
     dry_run: bool,
-) -> Result<Outcome, EnvError> {
-    let running = env
-        .get(&ab.slot_var)
-        .unwrap_or(&ab.slot_a_value)
-        .to_string();
-    let activated = env.get(&ab.activated_var).map(str::to_string);
-    let pending = env.get(&ab.upgrade_available_var) == Some("1");
-    let disarm = |env: &mut UbootEnv<F>| -> Result<(), EnvError> {
-        env.set(&ab.upgrade_available_var, "0")?;
-        env.set(&ab.bootcount_var, "0")?;
-        env.unset(&ab.activated_var);
+) -> Result<Outcome, AbError> {
+    let p = activate::policy(ab);
+    let disarm = |env: &mut UbootEnv<F>| -> Result<(), AbError> {
+        p.stage_disarm(env)?;
         if dry_run {
             log::info!(
                 "dry run: would set {}=0 {}=0 and remove {} ({}); nothing written",
@@ -94,24 +89,23 @@ pub fn confirm<F: Flash>(
             );
             Ok(())
         } else {
-            env.save()
+            Ok(env.save()?)
         }
     };
-    if let Some(a) = activated.filter(|a| *a != running) {
-        disarm(env)?;
-        return Ok(Outcome::RolledBack {
-            activated: a,
-            running,
-        });
+    match p.boot_state(env) {
+        BootState::RolledBack { activated, running } => {
+            disarm(env)?;
+            Ok(Outcome::RolledBack { activated, running })
+        }
+        BootState::NothingPending => Ok(Outcome::NothingPending),
+        BootState::Pending { running } => {
+            if let Err(why) = health() {
+                return Ok(Outcome::HealthCheckFailed { why });
+            }
+            disarm(env)?;
+            Ok(Outcome::Confirmed { slot: running })
+        }
     }
-    if !pending {
-        return Ok(Outcome::NothingPending);
-    }
-    if let Err(why) = health() {
-        return Ok(Outcome::HealthCheckFailed { why });
-    }
-    disarm(env)?;
-    Ok(Outcome::Confirmed { slot: running })
 }
 
 /// The health check from the config: no command = healthy.
@@ -255,7 +249,7 @@ pub fn run(cfg: &Config, dry_run: bool) -> ExitCode {
             return ExitCode::Activation;
         }
     };
-    let slot_name = |v: &str| Slot::from_value(ab, v).map_or("?", Slot::name);
+    let slot_name = |v: &str| activate::policy(ab).slot_of(v).map_or("?", Slot::name);
     let code = match &outcome {
         Outcome::NothingPending => {
             log::info!(

@@ -16,6 +16,9 @@
 //!
 //! `target::open_target` turns a string spec (`mtd:firmware`, `simnand:/tmp/x`,
 //! `file:/dev/mmcblk0p2`) into a `Box<dyn Flash + Send>`.
+//! `uboot_env` reads and writes U-Boot's environment on any `Flash`; `ab` is
+//! the A/B slot policy over it (running slot, update target, activation,
+//! confirmation), pure decisions the agent saves.
 //!
 //! # The physics every [`Flash`] implementation follows (and the sims enforce)
 //!
@@ -38,6 +41,7 @@
 
 use std::fmt;
 
+pub mod ab;
 pub mod compare;
 pub mod file;
 pub mod mtd;

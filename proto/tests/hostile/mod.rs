@@ -7,7 +7,7 @@
 //! ones (random bytes, genuine frames mutated with a fixed CRC, Announces,
 //! ManifestChunks and Data with the real session and image id, NACKs and
 //! Status with random fields from random sources). The shell around the
-//! receiver acts as `agent/src/run.rs` does (scan on manifest accepted,
+//! receiver acts as `agent/src/run/shell.rs` does (scan on manifest accepted,
 //! write blocks, read back).
 //!
 //! Invariants checked as the script runs (a panic names the broken one):
@@ -557,7 +557,7 @@ impl<'f> World<'f> {
         }
     }
 
-    /// The shell of `agent/src/run.rs`, with an in-memory flash.
+    /// The shell of `agent/src/run/shell.rs`, with an in-memory flash.
     fn drain_receiver(&mut self) {
         let now = self.now;
         let m = &self.fx.manifest;
