@@ -645,6 +645,16 @@ fn manifest_chunk_must_be_non_empty_and_inside_the_manifest() {
     assert!(decode(&d).is_ok());
 }
 
+/// State and reason of STATUS_HEX's Status with body byte `at` set to `value`.
+fn status_codes_with(at: usize, value: u8) -> (DeviceState, Reason) {
+    let mut body = body_of(&unhex(STATUS_HEX)).to_vec();
+    body[at] = value;
+    match decode(&with_body(5, 0, &body)) {
+        Ok((_, Frame::Status(s))) => (s.state, s.reason),
+        other => panic!("body byte {at} = {value}: {other:?}"),
+    }
+}
+
 #[test]
 fn status_fields_are_checked() {
     let g = unhex(STATUS_HEX);
@@ -655,25 +665,13 @@ fn status_fields_are_checked() {
     // target-open, R-STAT-7) decode as themselves; the next values as
     // unknown (R-STAT-9).
     for state in 8..=12 {
-        let mut body = body_of(&g).to_vec();
-        body[1] = state;
-        let d = with_body(5, 0, &body);
-        let Ok((_, Frame::Status(s))) = decode(&d) else {
-            panic!("state {state}")
-        };
-        assert_eq!(s.state, DeviceState::from_u8(state));
-        assert_eq!(matches!(s.state, DeviceState::Unknown(_)), state == 12);
+        let (s, _) = status_codes_with(1, state);
+        assert_eq!(s, DeviceState::from_u8(state));
+        assert_eq!(matches!(s, DeviceState::Unknown(_)), state == 12);
     }
     // The reason is the byte after current_version.
-    for reason in 10..=11 {
-        let mut body = body_of(&g).to_vec();
-        body[10] = reason;
-        let d = with_body(5, 0, &body);
-        let Ok((_, Frame::Status(s))) = decode(&d) else {
-            panic!("reason {reason}")
-        };
-        assert_eq!(matches!(s.reason, Reason::Unknown(11)), reason == 11);
-    }
+    assert_eq!(status_codes_with(10, 10).1, Reason::TargetOpen);
+    assert_eq!(status_codes_with(10, 11).1, Reason::Unknown(11));
     // current_version that is not UTF-8.
     let mut body = body_of(&g).to_vec();
     body[5] = 0xFF;
