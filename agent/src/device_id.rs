@@ -127,14 +127,41 @@ pub struct Inputs<'a> {
     pub target: &'a str,
 }
 
+/// Why no device id could be derived: the file at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceIdError {
+    /// The first line of this `device_id_file` is empty.
+    EmptyFile(std::path::PathBuf),
+}
+
+impl std::fmt::Display for DeviceIdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceIdError::EmptyFile(path) => {
+                write!(f, "first line of {} is empty", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DeviceIdError {}
+
+// The config error that reports it (key `device_id_file`) carries a message.
+impl From<DeviceIdError> for String {
+    fn from(e: DeviceIdError) -> String {
+        e.to_string()
+    }
+}
+
 /// The default device id and where it came from (see the module docs). A
 /// `device_id_file` whose first line is empty is an error: it was asked for.
-pub fn derive(i: Inputs<'_>) -> Result<(u64, IdSource), String> {
+pub fn derive(i: Inputs<'_>) -> Result<(u64, IdSource), DeviceIdError> {
     let target = i.target;
     if let Some((path, line)) = i.file {
         let line = line.trim();
         if line.is_empty() {
-            return Err(format!("first line of {} is empty", path.display()));
+            return Err(DeviceIdError::EmptyFile(path.to_path_buf()));
         }
         let id = fnv1a64(format!("file:{line}/{target}").as_bytes());
         return Ok((id, IdSource::File(path.to_path_buf())));

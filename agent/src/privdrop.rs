@@ -14,6 +14,9 @@
 //! [`plan`] is the pure decision; [`drop_to`] does it and checks that root
 //! cannot be regained.
 
+use std::fmt;
+
+use nix::errno::Errno;
 use nix::unistd::{Gid, Uid};
 
 use crate::config::{Activation, Config};
@@ -51,8 +54,43 @@ pub fn plan_for(cfg: &Config) -> Plan {
     plan(cfg.activation, !cfg.reboot_command.is_empty(), &cfg.user)
 }
 
+/// Why root could not be dropped: the user or the id at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropError {
+    /// `user` has no passwd entry.
+    NoSuchUser(String),
+    /// Looking `user` up failed.
+    Lookup(String, Errno),
+    /// `setgroups(&[])` failed.
+    SetGroups(Errno),
+    /// `setgid` to this gid failed.
+    SetGid(Gid, Errno),
+    /// `setuid` to this uid failed.
+    SetUid(Uid, Errno),
+    /// After `setuid` to this uid, root could still be regained.
+    RootRegainable(Uid),
+}
+
+impl fmt::Display for DropError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropError::NoSuchUser(user) => write!(f, "user {user:?} does not exist"),
+            DropError::Lookup(user, e) => write!(f, "looking up user {user:?}: {}", os_error(*e)),
+            DropError::SetGroups(e) => write!(f, "setgroups: {}", os_error(*e)),
+            DropError::SetGid(gid, e) => write!(f, "setgid({gid}): {}", os_error(*e)),
+            DropError::SetUid(uid, e) => write!(f, "setuid({uid}): {}", os_error(*e)),
+            DropError::RootRegainable(uid) => {
+                write!(f, "still able to become root after setuid({uid})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DropError {}
+
 /// Resolve `user` to (uid, its primary gid).
-pub fn resolve(user: &str) -> Result<(Uid, Gid), String> {
+pub fn resolve(user: &str) -> Result<(Uid, Gid), DropError> {
     match nix::unistd::User::from_name(user) {
         Ok(Some(u)) => Ok((u.uid, u.gid)),
         // A minimal image may have no /etc/passwd at all (musl's lookup then
@@ -60,27 +98,27 @@ pub fn resolve(user: &str) -> Result<(Uid, Gid), String> {
         Ok(None) | Err(_) if user == DEFAULT_USER => {
             Ok((Uid::from_raw(NOBODY_ID), Gid::from_raw(NOBODY_ID)))
         }
-        Ok(None) => Err(format!("user {user:?} does not exist")),
-        Err(e) => Err(format!("looking up user {user:?}: {}", os_error(e))),
+        Ok(None) => Err(DropError::NoSuchUser(user.to_string())),
+        Err(e) => Err(DropError::Lookup(user.to_string(), e)),
     }
 }
 
 /// A system call's error as std prints one (`Operation not permitted (os
 /// error 1)`), like every other I/O error the agent logs: nix's own
 /// `Display` adds a table of every errno name to the device binary.
-pub fn os_error(e: nix::errno::Errno) -> std::io::Error {
+pub fn os_error(e: Errno) -> std::io::Error {
     std::io::Error::from(e)
 }
 
 /// Become `user`: no supplementary groups, its gid, its uid (real, effective
 /// and saved, so there is no way back), then check that root is gone.
-pub fn drop_to(user: &str) -> Result<(Uid, Gid), String> {
+pub fn drop_to(user: &str) -> Result<(Uid, Gid), DropError> {
     let (uid, gid) = resolve(user)?;
-    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {}", os_error(e)))?;
-    nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}): {}", os_error(e)))?;
-    nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}): {}", os_error(e)))?;
+    nix::unistd::setgroups(&[]).map_err(DropError::SetGroups)?;
+    nix::unistd::setgid(gid).map_err(|e| DropError::SetGid(gid, e))?;
+    nix::unistd::setuid(uid).map_err(|e| DropError::SetUid(uid, e))?;
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().is_root() {
-        return Err(format!("still able to become root after setuid({uid})"));
+        return Err(DropError::RootRegainable(uid));
     }
     Ok((uid, gid))
 }
@@ -121,6 +159,13 @@ mod tests {
     fn nobody_resolves_even_without_a_passwd_entry() {
         let (uid, _) = resolve(DEFAULT_USER).expect("nobody");
         assert_ne!(uid.as_raw(), 0);
-        assert!(resolve("no-such-user-firmcast").is_err());
+        let Err(e) = resolve("no-such-user-firmcast") else {
+            panic!("no such user")
+        };
+        assert!(e.to_string().contains("\"no-such-user-firmcast\""), "{e}");
+        assert_eq!(
+            DropError::SetUid(Uid::from_raw(65534), Errno::EPERM).to_string(),
+            format!("setuid(65534): {}", std::io::Error::from_raw_os_error(1))
+        );
     }
 }

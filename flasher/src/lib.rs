@@ -177,6 +177,7 @@ impl<F: Flash + ?Sized> Flash for &mut F {
 }
 
 /// The operation that failed.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     /// Opening the device, file or partition.
@@ -213,6 +214,7 @@ impl fmt::Display for Op {
 }
 
 /// Why an operation failed.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// The OS reported an error (`errno` says which).

@@ -100,6 +100,7 @@ pub const FLAG_ACTIVE: u8 = 1;
 pub const FLAG_OBSOLETE: u8 = 0;
 
 /// What went wrong, for callers that branch on it.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EnvErrorKind {
     /// fw_env.config (or the location given) is malformed.

@@ -23,6 +23,7 @@ mod gf256;
 mod leopard;
 
 /// Why a block could not be coded.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FecError {
     /// Geometry the code does not support (odd chunk size, no chunks).

@@ -119,8 +119,10 @@ pub struct Fleet {
     roster: Roster,
     max_devices: usize,
     idle: Duration,
-    /// Devices per state, every device.
+    /// Devices per state, every device, indexed like [`ALL_STATES`].
     states: [usize; ALL_STATES.len()],
+    /// Devices in a state this build does not know (R-STAT-9).
+    unknown_states: usize,
     /// Devices that count toward `--until-done`, per (image, state).
     counted: BTreeMap<(ImageId, u8), usize>,
     /// Accepted reports not yet taken by [`Fleet::poll_event`], at most `event_cap`.
@@ -139,6 +141,7 @@ impl Fleet {
             max_devices,
             idle: DEFAULT_IDLE,
             states: [0; ALL_STATES.len()],
+            unknown_states: 0,
             counted: BTreeMap::new(),
             events: VecDeque::new(),
             event_cap: 0,
@@ -331,8 +334,20 @@ impl Fleet {
         rec.authenticated || self.roster.is_empty()
     }
 
+    /// The per-state counter of `state`: its slot in `states`, or
+    /// `unknown_states` for a value this build does not know (R-STAT-9).
+    fn state_slot(&mut self, state: DeviceState) -> &mut usize {
+        match state {
+            DeviceState::Unknown(_) => &mut self.unknown_states,
+            known => match self.states.get_mut(usize::from(known.to_u8())) {
+                Some(n) => n,
+                None => &mut self.unknown_states,
+            },
+        }
+    }
+
     fn index(&mut self, id: u64, rec: &DeviceRecord) {
-        self.states[rec.state as usize] += 1;
+        *self.state_slot(rec.state) += 1;
         if !rec.authenticated {
             self.evictable
                 .insert((is_final(rec.state), rec.last_seen, id));
@@ -340,19 +355,20 @@ impl Fleet {
         if self.counts(rec) {
             *self
                 .counted
-                .entry((rec.image_id, rec.state as u8))
+                .entry((rec.image_id, rec.state.to_u8()))
                 .or_insert(0) += 1;
         }
     }
 
     fn unindex(&mut self, id: u64, rec: &DeviceRecord) {
-        self.states[rec.state as usize] = self.states[rec.state as usize].saturating_sub(1);
+        let n = self.state_slot(rec.state);
+        *n = n.saturating_sub(1);
         if !rec.authenticated {
             self.evictable
                 .remove(&(is_final(rec.state), rec.last_seen, id));
         }
         if self.counts(rec) {
-            let key = (rec.image_id, rec.state as u8);
+            let key = (rec.image_id, rec.state.to_u8());
             if let Some(n) = self.counted.get_mut(&key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -367,7 +383,7 @@ impl Fleet {
     /// authenticated ones, without one every device (R-STAT-4).
     pub fn count(&self, image_id: ImageId, state: DeviceState) -> usize {
         self.counted
-            .get(&(image_id, state as u8))
+            .get(&(image_id, state.to_u8()))
             .copied()
             .unwrap_or(0)
     }
@@ -382,9 +398,29 @@ impl Fleet {
             .sum()
     }
 
-    /// Devices in each state whatever image they reported, indexed like [`ALL_STATES`].
+    /// Devices in each state whatever image they reported, indexed like
+    /// [`ALL_STATES`]; those in states this build does not know are in
+    /// [`Fleet::unknown_states`].
     pub fn state_counts(&self) -> [usize; ALL_STATES.len()] {
         self.states
+    }
+
+    /// Devices in `state`, whatever image they reported.
+    pub fn in_state(&self, state: DeviceState) -> usize {
+        match state {
+            DeviceState::Unknown(_) => 0,
+            known => self
+                .states
+                .get(usize::from(known.to_u8()))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
+    /// Devices whose last report named a state this build does not know
+    /// (R-STAT-9), whatever its value.
+    pub fn unknown_states(&self) -> usize {
+        self.unknown_states
     }
 
     /// The record of one device.
@@ -499,8 +535,8 @@ mod tests {
         assert_eq!(r.last_seen, t(9));
         assert_eq!(r.version.as_str(), "1.0.0");
         assert!(!r.authenticated);
-        assert_eq!(f.state_counts()[DeviceState::Done as usize], 1);
-        assert_eq!(f.state_counts()[DeviceState::Receiving as usize], 1);
+        assert_eq!(f.in_state(DeviceState::Done), 1);
+        assert_eq!(f.in_state(DeviceState::Receiving), 1);
         assert_eq!(f.iter().map(|(id, _)| id).collect::<Vec<_>>(), [7, 8]);
     }
 
@@ -525,7 +561,7 @@ mod tests {
         assert_eq!(f.stats().evicted, 2);
         assert_eq!(f.len(), 2);
         assert_eq!(f.count(img, DeviceState::Done), 2);
-        assert_eq!(f.state_counts()[DeviceState::Listening as usize], 0);
+        assert_eq!(f.in_state(DeviceState::Listening), 0);
         let mut none = Fleet::new(0);
         assert_eq!(
             none.record(secs(0), addr(1), &plain(1, DeviceState::Done, img)),
@@ -550,7 +586,7 @@ mod tests {
         assert!(f.get(2).is_some(), "a final state does not age out");
         assert!(f.get(3).is_some(), "heard from within the idle time");
         assert_eq!(f.stats().aged_out, 1);
-        assert_eq!(f.state_counts()[DeviceState::Receiving as usize], 1);
+        assert_eq!(f.in_state(DeviceState::Receiving), 1);
     }
 
     #[test]
@@ -616,7 +652,7 @@ mod tests {
             (r.state, r.last_seen, r.addr),
             (DeviceState::Refused, secs(1), addr(2))
         );
-        assert_eq!(f.state_counts()[DeviceState::Refused as usize], 1);
+        assert_eq!(f.in_state(DeviceState::Refused), 1);
         f.record(secs(2), addr(2), &plain(1, DeviceState::Receiving, img))
             .expect("later attempt");
         assert_eq!(f.get(1).expect("1").state, DeviceState::Receiving);

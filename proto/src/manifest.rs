@@ -41,6 +41,7 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 pub const DIGEST_LEN: usize = 32;
 
 /// Why a manifest was refused.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManifestError {
     /// Too short, bad magic or unknown format.

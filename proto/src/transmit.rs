@@ -29,6 +29,7 @@ pub struct Transmit {
 }
 
 /// Why an input datagram was dropped. Drops are counted, never fatal.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
     /// It does not decode (see [`DecodeError`]).

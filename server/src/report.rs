@@ -37,14 +37,21 @@ pub fn fleet_auth_json(fleet: &Fleet) -> Value {
     })
 }
 
+/// Devices per state name, every state this build knows and then
+/// `unknown` (R-STAT-9: states a newer agent reports).
+fn named_counts(fleet: &Fleet) -> impl Iterator<Item = (&'static str, usize)> {
+    let known = ALL_STATES
+        .iter()
+        .map(|s| s.as_str())
+        .zip(fleet.state_counts());
+    known.chain([("unknown", fleet.unknown_states())])
+}
+
 /// "5 devices: receiving 3, done 2" (only non-zero states).
 pub fn devices_line(fleet: &Fleet) -> String {
-    let counts = fleet.state_counts();
-    let parts: Vec<String> = ALL_STATES
-        .iter()
-        .zip(counts)
+    let parts: Vec<String> = named_counts(fleet)
         .filter(|(_, n)| *n > 0)
-        .map(|(s, n)| format!("{} {n}", s.as_str()))
+        .map(|(s, n)| format!("{s} {n}"))
         .collect();
     let line = if parts.is_empty() {
         format!("{} devices", fleet.len())
@@ -58,12 +65,11 @@ pub fn devices_line(fleet: &Fleet) -> String {
     }
 }
 
-/// `{"listening": 0, …, "done": 2, …}` with every state present.
+/// `{"listening": 0, …, "done": 2, …, "unknown": 0}` with every state present.
 pub fn devices_json(fleet: &Fleet) -> Value {
-    let counts = fleet.state_counts();
     let mut m = Map::new();
-    for (s, n) in ALL_STATES.iter().zip(counts) {
-        m.insert(s.as_str().to_string(), Value::from(n));
+    for (s, n) in named_counts(fleet) {
+        m.insert(s.to_string(), Value::from(n));
     }
     Value::Object(m)
 }

@@ -156,11 +156,11 @@ impl Goal {
                 format!(
                     "{id:016x} {} {}{} (version {}, last seen {} ago)",
                     r.addr,
-                    r.state.as_str(),
+                    r.state,
                     if r.reason == Reason::None {
                         String::new()
                     } else {
-                        format!(" {}", r.reason.as_str())
+                        format!(" {}", r.reason)
                     },
                     printable(&r.version),
                     ago(now.saturating_since(r.last_seen)),

@@ -443,12 +443,11 @@ fn r_stat_6_a_spoofed_announce_source_gets_no_status() {
     assert_eq!(received, 0);
 }
 
-// M4 (operator side): a device-supplied version with ESC and a newline is
-// printed escaped by `firmcast status`.
-#[test]
-fn r_stat_5_status_prints_device_strings_escaped() {
-    let dir = Scratch::new("hstat-escape");
-    let port = 20_000 + (std::process::id() % 300) * 100 + 64 * 3 % 100 + 50;
+/// Run `firmcast status` on a port of its own (`n` picks it), send it `frame`
+/// three times, and return its output and the row of device `id`.
+fn status_row(name: &str, n: u32, frame: &[u8], id: u64) -> (String, String) {
+    let dir = Scratch::new(name);
+    let port = 20_000 + (std::process::id() % 300) * 100 + n * 3 % 100 + 50;
     let listen = format!("127.0.0.1:{port}");
     let mut status = Proc::start(
         "status",
@@ -457,20 +456,43 @@ fn r_stat_5_status_prints_device_strings_escaped() {
         dir.path(),
     );
     assert!(status.wait_for_output("listening", Duration::from_secs(10)));
-    let forger = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let evil = "1.0\x1b[2J\nFAKE line";
-    let f = status_frame(ImageId([1; 8]), 0xe5c, DeviceState::Done, evil, None);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     for _ in 0..3 {
-        forger.send_to(&f, &listen).expect("send");
+        sock.send_to(frame, &listen).expect("send");
     }
     assert_eq!(status.expect_exit(Duration::from_secs(10)), 0);
     let out = status.output();
     let row = out
         .lines()
-        .find(|l| l.starts_with("0000000000000e5c"))
-        .unwrap_or_else(|| panic!("device row:\n{out}"));
+        .find(|l| l.starts_with(&format!("{id:016x}")))
+        .unwrap_or_else(|| panic!("device row:\n{out}"))
+        .to_string();
     println!("status row: {row}");
+    (out, row)
+}
+
+// M4 (operator side): a device-supplied version with ESC and a newline is
+// printed escaped by `firmcast status`.
+#[test]
+fn r_stat_5_status_prints_device_strings_escaped() {
+    let evil = "1.0\x1b[2J\nFAKE line";
+    let f = status_frame(ImageId([1; 8]), 0xe5c, DeviceState::Done, evil, None);
+    let (out, row) = status_row("hstat-escape", 64, &f, 0xe5c);
     assert!(!out.contains('\x1b'), "raw ESC printed");
     assert!(row.contains("\\u{1b}[2J\\nFAKE line"), "{row}");
     assert!(!out.lines().any(|l| l.starts_with("FAKE line")));
+}
+
+// R-STAT-9: a newer agent's state and reason, unknown to this build, are
+// shown as `unknown(n)`, not dropped with the whole Status.
+#[test]
+fn r_stat_9_status_shows_a_newer_agents_unknown_state_and_reason() {
+    let newer = Status {
+        reason: wire::Reason::from_u8(200),
+        ..status_report(0xa9e, DeviceState::from_u8(200), "9.0")
+    };
+    let f = status_datagram(ImageId([1; 8]), newer);
+    let (out, row) = status_row("hstat-unknown", 65, &f, 0xa9e);
+    assert_eq!(row.matches("unknown(200)").count(), 2, "{row}");
+    assert!(out.contains("unknown 1"), "{out}");
 }

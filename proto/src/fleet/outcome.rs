@@ -10,15 +10,19 @@ use crate::time::Instant;
 use crate::wire::DeviceState;
 
 /// Whether a state is an outcome: the device will not move on from it in
-/// this attempt (done and later, refused, failed, stalled).
+/// this attempt (done and later, refused, failed, stalled). A state this
+/// build does not know is not one (R-STAT-9): it is kept like a state that
+/// still changes.
 pub fn is_final(state: DeviceState) -> bool {
-    !matches!(
+    matches!(
         state,
-        DeviceState::Listening
-            | DeviceState::FetchingManifest
-            | DeviceState::Resuming
-            | DeviceState::Receiving
-            | DeviceState::Verifying
+        DeviceState::Done
+            | DeviceState::Refused
+            | DeviceState::Failed
+            | DeviceState::Activated
+            | DeviceState::Confirmed
+            | DeviceState::RolledBack
+            | DeviceState::Stalled
     )
 }
 
@@ -34,9 +38,10 @@ pub fn is_success(state: DeviceState) -> bool {
 /// R-FLEET-4: whether a report in state `new` replaces a recorded `old`.
 /// A final state stays until another outcome or a report of a later
 /// attempt (the device fetching, resuming, receiving or verifying again);
-/// the `listening` a device reports after a refusal does not erase it.
+/// the `listening` a device reports after a refusal does not erase it, nor
+/// does a state this build does not know (R-STAT-9).
 pub fn replaces(old: DeviceState, new: DeviceState) -> bool {
-    !is_final(old) || new != DeviceState::Listening
+    !is_final(old) || !matches!(new, DeviceState::Listening | DeviceState::Unknown(_))
 }
 
 /// One report the table accepted, as the operator's views and records see
@@ -85,5 +90,15 @@ mod tests {
         assert!(replaces(DeviceState::Done, DeviceState::Activated));
         assert!(is_final(DeviceState::Stalled) && !is_success(DeviceState::Stalled));
         assert!(is_success(DeviceState::Activated) && !is_success(DeviceState::Failed));
+    }
+
+    #[test]
+    fn r_stat_9_an_unknown_state_is_no_outcome_and_leaves_one_standing() {
+        let unknown = DeviceState::Unknown(200);
+        assert!(!is_final(unknown) && !is_success(unknown));
+        for old in ALL_STATES {
+            assert_eq!(replaces(old, unknown), !is_final(old), "{old:?}");
+            assert!(replaces(unknown, old), "{old:?}");
+        }
     }
 }

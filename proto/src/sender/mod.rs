@@ -321,7 +321,6 @@ impl Sender {
         };
         // Any device that asks for data keeps the carousel going; only
         // devices that count toward `--until-done` (R-STAT-4) can hold it.
-        let states = self.fleet.state_counts();
         let needs_data: usize = [
             DeviceState::Listening,
             DeviceState::FetchingManifest,
@@ -329,7 +328,7 @@ impl Sender {
             DeviceState::Receiving,
         ]
         .iter()
-        .map(|s| states[*s as usize])
+        .map(|s| self.fleet.in_state(*s))
         .sum();
         let has_image: usize = [
             DeviceState::Verifying,

@@ -9,6 +9,7 @@
 //! source addresses the shells hand in.
 
 mod bytes;
+mod code;
 // Used where crc32fast has no CRC instructions; tested on every target.
 #[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), allow(dead_code))]
 mod crc_compact;
@@ -16,6 +17,7 @@ mod header;
 mod signed;
 
 pub use bytes::Bytes;
+pub use code::{DeviceState, Reason};
 /// CRC-32/ISO-HDLC of `data` with whichever implementation this target uses
 /// (for other crates that need the same CRC: the U-Boot environment).
 pub fn crc32(data: &[u8]) -> u32 {
@@ -47,6 +49,7 @@ pub const MAX_BOARD_LEN: usize = 64;
 pub const MAX_VERSION_LEN: usize = 32;
 
 /// Why a datagram was dropped. Every variant is counted by the receiving machine.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
     /// Shorter than header + trailer, or the body ended early.
@@ -86,6 +89,7 @@ impl core::fmt::Display for DecodeError {
 }
 
 /// Why a frame could not be encoded.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodeError {
     /// The output buffer is too small.
@@ -184,110 +188,6 @@ pub struct Nack {
     pub device_id: u64,
     /// Missing ranges, sorted, non-overlapping, at most [`MAX_NACK_RANGES`].
     pub ranges: heapless::Vec<ChunkRange, MAX_NACK_RANGES>,
-}
-
-/// Where a device is in an update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum DeviceState {
-    /// Waiting for an announce.
-    Listening = 0,
-    /// Fetching and verifying the manifest.
-    FetchingManifest = 1,
-    /// Scanning the target for blocks already written.
-    Resuming = 2,
-    /// Receiving and flashing blocks.
-    Receiving = 3,
-    /// Reading back the whole image.
-    Verifying = 4,
-    /// Image written and verified.
-    Done = 5,
-    /// Refused this image (see the reason).
-    Refused = 6,
-    /// Failed (see the reason).
-    Failed = 7,
-    /// The new image is the one the bootloader boots next (A/B slot flipped,
-    /// or the activation command succeeded); not yet confirmed.
-    Activated = 8,
-    /// After booting the new image, the health check passed and the
-    /// bootloader's rollback was disarmed.
-    Confirmed = 9,
-    /// The bootloader fell back to the previous slot (the new image did not
-    /// boot healthily).
-    RolledBack = 10,
-    /// The agent gave up: no progress for its stall timeout, or its run
-    /// deadline passed (R-STAT-7); what is on flash stays, the next run resumes.
-    Stalled = 11,
-}
-
-/// Why a device refused or failed, or `None`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum Reason {
-    /// No reason: all is well.
-    None = 0,
-    /// The manifest signature does not verify with the device's key.
-    BadSignature = 1,
-    /// The manifest is for another board.
-    WrongBoard = 2,
-    /// The image is not newer than the running version (anti-rollback).
-    NotNewer = 3,
-    /// The manifest does not agree with the announce, or is malformed.
-    ManifestMismatch = 4,
-    /// The manifest asks for more memory or flash than the device has.
-    TooLarge = 5,
-    /// Writing flash failed.
-    FlashError = 6,
-    /// The image read back from flash does not match.
-    VerifyFailed = 7,
-    /// The image is on flash but activation failed (environment write or
-    /// activation command).
-    ActivationFailed = 8,
-    /// The health check failed after booting the new image; the bootloader's
-    /// rollback stays armed.
-    HealthCheckFailed = 9,
-    /// The flash target could not be opened (missing device, permissions, a
-    /// `file:` target without a size).
-    TargetOpen = 10,
-}
-
-impl Reason {
-    /// A short stable name for logs and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::None => "none",
-            Reason::BadSignature => "bad-signature",
-            Reason::WrongBoard => "wrong-board",
-            Reason::NotNewer => "not-newer",
-            Reason::ManifestMismatch => "manifest-mismatch",
-            Reason::TooLarge => "too-large",
-            Reason::FlashError => "flash-error",
-            Reason::VerifyFailed => "verify-failed",
-            Reason::ActivationFailed => "activation-failed",
-            Reason::HealthCheckFailed => "health-check-failed",
-            Reason::TargetOpen => "target-open",
-        }
-    }
-}
-
-impl DeviceState {
-    /// A short stable name for logs and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceState::Listening => "listening",
-            DeviceState::FetchingManifest => "manifest",
-            DeviceState::Resuming => "resuming",
-            DeviceState::Receiving => "receiving",
-            DeviceState::Verifying => "verifying",
-            DeviceState::Done => "done",
-            DeviceState::Refused => "refused",
-            DeviceState::Failed => "failed",
-            DeviceState::Activated => "activated",
-            DeviceState::Confirmed => "confirmed",
-            DeviceState::RolledBack => "rolled-back",
-            DeviceState::Stalled => "stalled",
-        }
-    }
 }
 
 /// Device → sender and repair server: progress and outcome.

@@ -645,6 +645,16 @@ fn manifest_chunk_must_be_non_empty_and_inside_the_manifest() {
     assert!(decode(&d).is_ok());
 }
 
+/// State and reason of STATUS_HEX's Status with body byte `at` set to `value`.
+fn status_codes_with(at: usize, value: u8) -> (DeviceState, Reason) {
+    let mut body = body_of(&unhex(STATUS_HEX)).to_vec();
+    body[at] = value;
+    match decode(&with_body(5, 0, &body)) {
+        Ok((_, Frame::Status(s))) => (s.state, s.reason),
+        other => panic!("body byte {at} = {value}: {other:?}"),
+    }
+}
+
 #[test]
 fn status_fields_are_checked() {
     let g = unhex(STATUS_HEX);
@@ -652,21 +662,16 @@ fn status_fields_are_checked() {
     let d = with_body(5, 0, &[0x2a, 0x03, 0x11, 0x10, 0x00, 0x00, 0x00, 0x00]);
     assert_eq!(decode(&d), Err(DecodeError::OutOfRange("status")));
     // The appended activation and stalled states and reasons (up to
-    // target-open, R-STAT-7) decode; the next values do not.
-    for state in 8..=11 {
-        let mut body = body_of(&g).to_vec();
-        body[1] = state;
-        assert!(decode(&with_body(5, 0, &body)).is_ok(), "state {state}");
+    // target-open, R-STAT-7) decode as themselves; the next values as
+    // unknown (R-STAT-9).
+    for state in 8..=12 {
+        let (s, _) = status_codes_with(1, state);
+        assert_eq!(s, DeviceState::from_u8(state));
+        assert_eq!(matches!(s, DeviceState::Unknown(_)), state == 12);
     }
-    let mut body = body_of(&g).to_vec();
-    body[1] = 12;
-    assert_eq!(decode(&with_body(5, 0, &body)), Err(DecodeError::Malformed));
     // The reason is the byte after current_version.
-    let mut body = body_of(&g).to_vec();
-    body[10] = 10;
-    assert!(decode(&with_body(5, 0, &body)).is_ok());
-    body[10] = 11;
-    assert_eq!(decode(&with_body(5, 0, &body)), Err(DecodeError::Malformed));
+    assert_eq!(status_codes_with(10, 10).1, Reason::TargetOpen);
+    assert_eq!(status_codes_with(10, 11).1, Reason::Unknown(11));
     // current_version that is not UTF-8.
     let mut body = body_of(&g).to_vec();
     body[5] = 0xFF;
@@ -680,6 +685,28 @@ fn status_fields_are_checked() {
         decode(&with_body(5, 0, &body)),
         Err(DecodeError::OutOfRange("status"))
     );
+}
+
+/// R-STAT-9: a newer agent's state and reason, one byte each, decode as
+/// `Unknown(n)` and re-encode to the same bytes; the rest of the Status is
+/// kept (the known values' encoding is `golden_status`).
+#[test]
+fn r_stat_9_a_status_with_state_200_and_reason_200_decodes() {
+    let mut body = body_of(&unhex(STATUS_HEX)).to_vec();
+    body[1] = 200;
+    body[10] = 200;
+    let d = with_body(5, 0, &body);
+    let Ok((_, Frame::Status(s))) = decode(&d) else {
+        panic!("refused: {:?}", decode(&d))
+    };
+    assert_eq!(s.state, DeviceState::Unknown(200));
+    assert_eq!(s.reason, Reason::Unknown(200));
+    assert_eq!((s.device_id, s.blocks_done, s.blocks_total), (42, 3, 16));
+    assert_eq!(
+        (s.current_version, s.write_kbps, s.window_free),
+        ("2.0.9", 2048, 5)
+    );
+    assert_eq!(encode_vec(0, &Frame::Status(s)), d);
 }
 
 #[test]

@@ -35,9 +35,10 @@ pub struct Report {
     pub image_id: String,
     /// Where the report came from.
     pub addr: String,
-    /// The device's state (`DeviceState::as_str`).
+    /// The device's state (`DeviceState`'s `Display`: `unknown(n)` for a value
+    /// this build does not know, R-STAT-9).
     pub state: String,
-    /// Why it refused or failed (`Reason::as_str`; `none` otherwise).
+    /// Why it refused or failed (`Reason`'s `Display`; `none` otherwise).
     pub reason: String,
     /// Blocks written and verified.
     pub blocks_done: u32,
@@ -57,8 +58,8 @@ impl Report {
             device: format!("{id:016x}"),
             image_id: rec.image_id.to_string(),
             addr: rec.addr.to_string(),
-            state: rec.state.as_str().to_string(),
-            reason: rec.reason.as_str().to_string(),
+            state: rec.state.to_string(),
+            reason: rec.reason.to_string(),
             blocks_done: rec.blocks_done,
             blocks_total: rec.blocks_total,
             version: rec.version.as_str().to_string(),

@@ -33,12 +33,12 @@ pub fn device_json(id: u64, r: &DeviceRecord) -> Value {
     json!({
         "device_id": format!("{id:016x}"),
         "addr": r.addr.to_string(),
-        "state": r.state.as_str(),
+        "state": r.state.to_string(),
         "blocks_done": r.blocks_done,
         "blocks_total": r.blocks_total,
         // serde_json escapes control characters itself (R-STAT-5).
         "version": r.version.as_str(),
-        "reason": r.reason.as_str(),
+        "reason": r.reason.to_string(),
         "image_id": hex(&r.image_id.0),
         "authenticated": r.authenticated,
         "last_seen": r.last_seen.as_micros() as f64 / 1e6,
@@ -50,7 +50,7 @@ pub fn event_json(ev: &FleetEvent) -> Value {
     let mut v = device_json(ev.device_id, &ev.record);
     v["event"] = json!("change");
     v["at"] = json!(ev.at.as_micros() as f64 / 1e6);
-    v["old_state"] = json!(ev.old_state.map(|s| s.as_str()));
+    v["old_state"] = json!(ev.old_state.map(|s| s.to_string()));
     v
 }
 
@@ -117,14 +117,14 @@ impl View {
                 "device {:016x} at {}: {} -> {} ({}/{} blocks, version {}{})",
                 ev.device_id,
                 ev.addr,
-                ev.old_state.map_or("new", |s| s.as_str()),
-                ev.new_state.as_str(),
+                ev.old_state.map_or("new".to_string(), |s| s.to_string()),
+                ev.new_state,
                 r.blocks_done,
                 r.blocks_total,
                 printable(&r.version),
                 match r.reason {
                     proto::wire::Reason::None => String::new(),
-                    why => format!(", reason {}", why.as_str()),
+                    why => format!(", reason {why}"),
                 }
             );
         }

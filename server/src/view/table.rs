@@ -50,7 +50,7 @@ pub fn rows(fleet: &Fleet, expected: Option<&Expected>, now: proto::Instant) -> 
         .map(|(id, r)| {
             let since = now.saturating_since(r.last_seen);
             let silent = since >= SILENT_AFTER;
-            let mut state = r.state.as_str().to_string();
+            let mut state = r.state.to_string();
             if silent && !is_final(r.state) {
                 state.push_str(" (silent)");
             }
@@ -69,7 +69,7 @@ pub fn rows(fleet: &Fleet, expected: Option<&Expected>, now: proto::Instant) -> 
                     format!("{} ago", ago(since)),
                     match r.reason {
                         Reason::None => String::new(),
-                        why => why.as_str().to_string(),
+                        why => why.to_string(),
                     },
                 ],
             }
