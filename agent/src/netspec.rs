@@ -9,202 +9,12 @@
 //! the resolver may not be up yet.
 
 use std::fmt;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::config::schema::key;
 use crate::config::Config;
 use crate::exit::ExitCode;
-
-/// A network value of the config that is not what its key takes: each
-/// names the value at fault and says what is accepted (the caller names
-/// the key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SpecError {
-    /// `interface` is a multicast group, not an address of this device.
-    InterfaceIsGroup(IpAddr),
-    /// `interface` is not an address, an interface name or `auto`.
-    Interface(String),
-    /// `repair_server` is not `IPv4:port`, `[IPv6]:port` or `host:port`.
-    Server(String),
-    /// A group is not `IPv4:port` or `[IPv6]:port`; `example` is its default.
-    Group {
-        /// The value as configured.
-        value: String,
-        /// An accepted value, for the message.
-        example: SocketAddr,
-    },
-    /// A group's address is not multicast.
-    NotMulticast(IpAddr),
-    /// A group's port is 0.
-    PortZero,
-    /// A source is not a unicast address.
-    Source(String),
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SpecError::InterfaceIsGroup(a) => write!(
-                f,
-                "{a} must be the address of a local interface, not a multicast group"
-            ),
-            SpecError::Interface(s) => write!(
-                f,
-                "`{s}` is not an IP address, an interface name or \"auto\" (e.g. \"192.168.1.1\", \"fd00::3\", \"br-lan\", \"auto\")"
-            ),
-            SpecError::Server(s) => write!(
-                f,
-                "`{s}` is not IPv4:port, [IPv6]:port or host:port (e.g. \"10.0.0.2:7855\", \"[fd00::1]:7855\", \"firmcast.lan:7855\")"
-            ),
-            SpecError::Group { value, example } => write!(
-                f,
-                "`{value}` is not IPv4:port or [IPv6]:port (e.g. \"{example}\", \"[ff15::77]:7854\")"
-            ),
-            SpecError::NotMulticast(a) => write!(
-                f,
-                "{a} is not a multicast address (224.0.0.0/4, ff00::/8)"
-            ),
-            SpecError::PortZero => f.write_str("port must not be 0"),
-            SpecError::Source(s) => write!(
-                f,
-                "`{s}` is not the unicast address of a sender (e.g. \"10.0.0.1\", \"fd00::1\")"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for SpecError {}
-
-/// "IPv4" or "IPv6", for messages.
-fn family(a: IpAddr) -> &'static str {
-    if a.is_ipv4() {
-        "IPv4"
-    } else {
-        "IPv6"
-    }
-}
-
-/// A lookup at start that found no address (yet): the link, its address
-/// or the resolver may still be coming up.
-#[derive(Debug)]
-pub enum LookupError {
-    /// No interface has this name.
-    NoInterface(String),
-    /// The interface has no address of the groups' family.
-    NoAddress {
-        /// The interface.
-        name: String,
-        /// "IPv4" or "IPv6".
-        family: &'static str,
-    },
-    /// `auto`: the socket for the route lookup could not be made.
-    AutoSocket(io::Error),
-    /// `auto`: no route to the data group.
-    NoRoute {
-        /// The data group's address.
-        to: IpAddr,
-        /// What `connect` said.
-        err: io::Error,
-    },
-    /// `auto`: the route gives no source address.
-    RouteUnspecified {
-        /// The data group's address.
-        to: IpAddr,
-        /// The local address the route gave.
-        local: SocketAddr,
-    },
-    /// `auto`: the socket's local address could not be read.
-    AutoLocal(io::Error),
-    /// The host name of `repair_server` does not resolve.
-    Resolve {
-        /// The host name.
-        host: String,
-        /// What the resolver said.
-        err: io::Error,
-    },
-    /// The host name resolves, but not to the groups' family.
-    NoHostAddress {
-        /// The host name.
-        host: String,
-        /// "IPv4" or "IPv6".
-        family: &'static str,
-    },
-}
-
-impl fmt::Display for LookupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LookupError::NoInterface(name) => write!(f, "no interface named {name}"),
-            LookupError::NoAddress { name, family } => {
-                write!(f, "interface {name} has no {family} address")
-            }
-            LookupError::AutoSocket(e) => write!(f, "auto: socket: {e}"),
-            LookupError::NoRoute { to, err } => write!(f, "auto: no route to {to}: {err}"),
-            LookupError::RouteUnspecified { to, local } => {
-                write!(f, "auto: the route to {to} gives {local}")
-            }
-            LookupError::AutoLocal(e) => write!(f, "auto: {e}"),
-            LookupError::Resolve { host, err } => write!(f, "cannot resolve {host}: {err}"),
-            LookupError::NoHostAddress { host, family } => write!(
-                f,
-                "{host} has no {family} address (the groups are {family})"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for LookupError {}
-
-/// The addresses of one config do not go together (R-NET-1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AddressError {
-    /// The address of `key` is of another family than `group`.
-    Family {
-        /// The key at fault.
-        key: &'static str,
-        /// Its address.
-        addr: IpAddr,
-        /// The data group.
-        group: SocketAddr,
-    },
-    /// `group` is in a source-specific range, and `source` is not set.
-    SsmWithoutSource {
-        /// The data group.
-        group: SocketAddr,
-    },
-}
-
-impl AddressError {
-    /// The config key at fault.
-    pub fn key(&self) -> &'static str {
-        match self {
-            AddressError::Family { key, .. } => key,
-            AddressError::SsmWithoutSource { .. } => key::source,
-        }
-    }
-}
-
-impl fmt::Display for AddressError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AddressError::Family { addr, group, .. } => write!(
-                f,
-                "{addr} is {}, but group {group} is {}: use one address family throughout",
-                family(*addr),
-                family(group.ip())
-            ),
-            AddressError::SsmWithoutSource { group } => write!(
-                f,
-                "group {group} is in the source-specific range ({}): set source = \"ADDR\", the sender's address",
-                if group.is_ipv4() { "232.0.0.0/8" } else { "ff3x::/32" }
-            ),
-        }
-    }
-}
-
-impl std::error::Error for AddressError {}
 
 /// `interface` as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,14 +32,16 @@ pub enum Interface {
 
 impl Interface {
     /// Parse the config value; the error says what is accepted.
-    pub fn parse(s: &str) -> Result<Interface, SpecError> {
+    pub fn parse(s: &str) -> Result<Interface, String> {
         let s = s.trim();
         if s == "auto" {
             return Ok(Interface::Auto);
         }
         if let Ok(a) = s.parse::<IpAddr>() {
             if a.is_multicast() {
-                return Err(SpecError::InterfaceIsGroup(a));
+                return Err(
+                    "must be the address of a local interface, not a multicast group".to_string(),
+                );
             }
             return Ok(if a.is_unspecified() {
                 Interface::Any
@@ -246,7 +58,9 @@ impl Interface {
         if name_ok {
             Ok(Interface::Name(s.to_string()))
         } else {
-            Err(SpecError::Interface(s.to_string()))
+            Err(format!(
+                "`{s}` is not an IP address, an interface name or \"auto\" (e.g. \"192.168.1.1\", \"fd00::3\", \"br-lan\", \"auto\")"
+            ))
         }
     }
 
@@ -271,31 +85,28 @@ impl Interface {
 
     /// One lookup of this device's address for `self`, in the family of
     /// `group` (and for `auto`, on the route to it).
-    pub fn lookup(&self, group: SocketAddr) -> Result<IpAddr, LookupError> {
+    pub fn lookup(&self, group: SocketAddr) -> Result<IpAddr, String> {
+        let family = if group.is_ipv4() { "IPv4" } else { "IPv6" };
         match self {
             Interface::Any | Interface::Addr(_) => Ok(self.fixed_for(group)),
             Interface::Name(name) => mcast::addr_of(name, group.ip()).ok_or_else(|| {
                 if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
-                    LookupError::NoInterface(name.clone())
+                    format!("no interface named {name}")
                 } else {
-                    LookupError::NoAddress {
-                        name: name.clone(),
-                        family: family(group.ip()),
-                    }
+                    format!("interface {name} has no {family} address")
                 }
             }),
             Interface::Auto => {
                 // connect() on UDP sends nothing: the kernel only picks the
                 // route, and with it the source address.
-                let to = group.ip();
-                let s = UdpSocket::bind((mcast::unspecified(to), 0))
-                    .map_err(LookupError::AutoSocket)?;
+                let s = UdpSocket::bind((mcast::unspecified(group.ip()), 0))
+                    .map_err(|e| format!("auto: socket: {e}"))?;
                 s.connect(group)
-                    .map_err(|err| LookupError::NoRoute { to, err })?;
+                    .map_err(|e| format!("auto: no route to {}: {e}", group.ip()))?;
                 match s.local_addr() {
                     Ok(a) if !a.ip().is_unspecified() => Ok(a.ip()),
-                    Ok(local) => Err(LookupError::RouteUnspecified { to, local }),
-                    Err(e) => Err(LookupError::AutoLocal(e)),
+                    Ok(a) => Err(format!("auto: the route to {} gives {a}", group.ip())),
+                    Err(e) => Err(format!("auto: {e}")),
                 }
             }
         }
@@ -324,12 +135,14 @@ pub enum Server {
 
 impl Server {
     /// Parse the config value; the error says what is accepted.
-    pub fn parse(s: &str) -> Result<Server, SpecError> {
+    pub fn parse(s: &str) -> Result<Server, String> {
         let s = s.trim();
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(Server::Addr(a));
         }
-        let bad = || SpecError::Server(s.to_string());
+        let bad = || {
+            format!("`{s}` is not IPv4:port, [IPv6]:port or host:port (e.g. \"10.0.0.2:7855\", \"[fd00::1]:7855\", \"firmcast.lan:7855\")")
+        };
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         let host_ok = !host.is_empty()
@@ -369,20 +182,17 @@ impl Server {
 
     /// One resolution (the system resolver: /etc/hosts, DNS) to an address
     /// of `group`'s family (A for IPv4 groups, AAAA for IPv6).
-    pub fn lookup(&self, group: SocketAddr) -> Result<SocketAddr, LookupError> {
+    pub fn lookup(&self, group: SocketAddr) -> Result<SocketAddr, String> {
         match self {
             Server::Addr(a) => Ok(*a),
             Server::Host(host, port) => {
-                let addrs = (host.as_str(), *port).to_socket_addrs().map_err(|err| {
-                    LookupError::Resolve {
-                        host: host.clone(),
-                        err,
-                    }
-                })?;
+                let addrs = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("cannot resolve {host}: {e}"))?;
                 let mut addrs = addrs.filter(|a| a.is_ipv4() == group.is_ipv4());
-                addrs.next().ok_or_else(|| LookupError::NoHostAddress {
-                    host: host.clone(),
-                    family: family(group.ip()),
+                addrs.next().ok_or_else(|| {
+                    let family = if group.is_ipv4() { "IPv4" } else { "IPv6" };
+                    format!("{host} has no {family} address (the groups are {family})")
                 })
             }
         }
@@ -400,28 +210,32 @@ impl fmt::Display for Server {
 
 /// Parse a `group` or `repair_group` value: a multicast `IPv4:port` or
 /// `[IPv6]:port`; the error says what is accepted.
-pub fn parse_group(s: &str, example: SocketAddr) -> Result<SocketAddr, SpecError> {
+pub fn parse_group(s: &str, example: SocketAddr) -> Result<SocketAddr, String> {
     let s = s.trim();
-    let addr = s.parse::<SocketAddr>().map_err(|_| SpecError::Group {
-        value: s.to_string(),
-        example,
+    let addr = s.parse::<SocketAddr>().map_err(|_| {
+        format!("`{s}` is not IPv4:port or [IPv6]:port (e.g. \"{example}\", \"[ff15::77]:7854\")")
     })?;
     if !addr.ip().is_multicast() {
-        return Err(SpecError::NotMulticast(addr.ip()));
+        return Err(format!(
+            "{} is not a multicast address (224.0.0.0/4, ff00::/8)",
+            addr.ip()
+        ));
     }
     if addr.port() == 0 {
-        return Err(SpecError::PortZero);
+        return Err("port must not be 0".to_string());
     }
     Ok(addr)
 }
 
 /// Parse a `source` or `repair_source` value: the unicast address the
 /// group's datagrams come from.
-pub fn parse_source(s: &str) -> Result<IpAddr, SpecError> {
+pub fn parse_source(s: &str) -> Result<IpAddr, String> {
     let s = s.trim();
     match s.parse::<IpAddr>() {
         Ok(a) if !a.is_multicast() && !a.is_unspecified() => Ok(a),
-        _ => Err(SpecError::Source(s.to_string())),
+        _ => Err(format!(
+            "`{s}` is not the unicast address of a sender (e.g. \"10.0.0.1\", \"fd00::1\")"
+        )),
     }
 }
 
@@ -444,13 +258,20 @@ pub struct Addresses<'a> {
 }
 
 impl Addresses<'_> {
-    /// The first key that does not fit, and why.
-    pub fn check(&self) -> Result<(), AddressError> {
+    /// `Err((key, why))` for the first key that does not fit.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
         let v4 = self.group.is_ipv4();
-        let other = |key: &'static str, addr: IpAddr| AddressError::Family {
-            key,
-            addr,
-            group: self.group,
+        let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+        let mine = family(self.group.ip());
+        let other = |key: &'static str, a: IpAddr| {
+            (
+                key,
+                format!(
+                    "{a} is {}, but group {} is {mine}: use one address family throughout",
+                    family(a),
+                    self.group
+                ),
+            )
         };
         if self.repair_group.is_ipv4() != v4 {
             return Err(other(key::repair_group, self.repair_group.ip()));
@@ -475,7 +296,14 @@ impl Addresses<'_> {
             }
         }
         if self.source.is_none() && mcast::is_ssm(self.group.ip()) {
-            return Err(AddressError::SsmWithoutSource { group: self.group });
+            return Err((
+                key::source,
+                format!(
+                    "group {} is in the source-specific range ({}): set source = \"ADDR\", the sender's address",
+                    self.group,
+                    if v4 { "232.0.0.0/8" } else { "ff3x::/32" }
+                ),
+            ));
         }
         Ok(())
     }
@@ -599,26 +427,23 @@ mod tests {
     fn interface_lookup_by_name_and_route() {
         let group = SocketAddr::from((Ipv4Addr::new(239, 255, 77, 1), 7854));
         assert_eq!(
-            Interface::Name("lo".into()).lookup(group).ok(),
-            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            Interface::Name("lo".into()).lookup(group),
+            Ok(IpAddr::V4(Ipv4Addr::LOCALHOST))
         );
         let v6: SocketAddr = "[ff15::77]:7854".parse().expect("group");
         assert_eq!(
-            Interface::Name("lo".into()).lookup(v6).ok(),
-            Some("::1".parse().expect("::1"))
+            Interface::Name("lo".into()).lookup(v6),
+            Ok("::1".parse().expect("::1"))
         );
-        assert_eq!(
-            Interface::Any.lookup(v6).ok(),
-            Some("::".parse().expect("::"))
-        );
+        assert_eq!(Interface::Any.lookup(v6), Ok("::".parse().expect("::")));
         let e = Interface::Name("nosuch0".into())
             .lookup(group)
             .expect_err("missing");
-        assert!(e.to_string().contains("nosuch0"), "{e}");
+        assert!(e.contains("nosuch0"), "{e}");
         // The route to 127.x is loopback whatever the host's network.
         let lo = Interface::Auto.lookup(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 9), 7854)));
         println!("auto for 127.0.0.9: {lo:?}");
-        assert_eq!(lo.ok(), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(lo, Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
 
     #[test]
@@ -651,7 +476,7 @@ mod tests {
         let e = Server::Host("no-such-host.invalid".into(), 1)
             .lookup(v4)
             .expect_err("invalid");
-        assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
+        assert!(e.contains("no-such-host.invalid"), "{e}");
         assert_eq!(
             Server::parse("[fd00::1]:7855"),
             Ok(Server::Addr("[fd00::1]:7855".parse().expect("addr")))
@@ -675,7 +500,7 @@ mod tests {
             ("239.1.1.1:0", "port"),
         ] {
             let e = parse_group(bad, ex).expect_err(bad);
-            assert!(e.to_string().contains(why), "{bad}: {e}");
+            assert!(e.contains(why), "{bad}: {e}");
         }
         assert_eq!(
             parse_source(" 10.0.0.1 "),
@@ -745,10 +570,10 @@ mod tests {
             ),
         ];
         for (addrs, key, why) in cases {
-            let e = addrs.check().expect_err(key);
-            println!("{}: {e}", e.key());
-            assert_eq!(e.key(), key, "{e}");
-            assert!(e.to_string().contains(why), "{e}");
+            let (k, e) = addrs.check().expect_err(key);
+            println!("{k}: {e}");
+            assert_eq!(k, key, "{e}");
+            assert!(e.contains(why), "{e}");
         }
     }
 }

@@ -87,8 +87,9 @@ pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Confi
     )?;
     let interface_spec = match raw.interface.take() {
         None => Interface::Any,
-        Some(s) => Interface::parse(&s)
-            .map_err(|why| ConfigError::key(file, key::interface, why.to_string()))?,
+        Some(s) => {
+            Interface::parse(&s).map_err(|why| ConfigError::key(file, key::interface, why))?
+        }
     };
     // A name or `auto` is looked up at start (netspec::resolve).
     let interface = interface_spec.fixed_for(group);
@@ -99,13 +100,11 @@ pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Confi
         "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\" or \"firmcast.lan:7855\"",
     )?;
     let repair_server_spec = Server::parse(&repair_server)
-        .map_err(|why| ConfigError::key(file, key::repair_server, why.to_string()))?;
+        .map_err(|why| ConfigError::key(file, key::repair_server, why))?;
     let repair_server = repair_server_spec.fixed_for(group);
     let source_of = |key: &str, v: Option<String>| {
-        v.map(|s| {
-            netspec::parse_source(&s).map_err(|why| ConfigError::key(file, key, why.to_string()))
-        })
-        .transpose()
+        v.map(|s| netspec::parse_source(&s).map_err(|why| ConfigError::key(file, key, why)))
+            .transpose()
     };
     let source = source_of(key::source, raw.source.take())?;
     let repair_source = source_of(key::repair_source, raw.repair_source.take())?;
@@ -118,7 +117,7 @@ pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Confi
         repair_server: &repair_server_spec,
     }
     .check()
-    .map_err(|e| ConfigError::key(file, e.key(), e.to_string()))?;
+    .map_err(|(key, why)| ConfigError::key(file, key, why))?;
 
     let pk = required(
         file,
@@ -623,7 +622,7 @@ fn multicast(
         return Ok(SocketAddr::V4(default));
     };
     netspec::parse_group(&s, SocketAddr::V4(default))
-        .map_err(|why| ConfigError::key(file, key, why.to_string()))
+        .map_err(|why| ConfigError::key(file, key, why))
 }
 
 fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
