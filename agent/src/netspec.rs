@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::config::schema::key;
 use crate::config::Config;
 use crate::exit::ExitCode;
 
@@ -273,11 +274,11 @@ impl Addresses<'_> {
             )
         };
         if self.repair_group.is_ipv4() != v4 {
-            return Err(other("repair_group", self.repair_group.ip()));
+            return Err(other(key::repair_group, self.repair_group.ip()));
         }
         for (key, a) in [
-            ("source", self.source),
-            ("repair_source", self.repair_source),
+            (key::source, self.source),
+            (key::repair_source, self.repair_source),
         ] {
             match a {
                 Some(a) if a.is_ipv4() != v4 => return Err(other(key, a)),
@@ -286,17 +287,17 @@ impl Addresses<'_> {
         }
         if let Interface::Addr(a) = self.interface {
             if a.is_ipv4() != v4 {
-                return Err(other("interface", *a));
+                return Err(other(key::interface, *a));
             }
         }
         if let Server::Addr(a) = self.repair_server {
             if a.is_ipv4() != v4 {
-                return Err(other("repair_server", a.ip()));
+                return Err(other(key::repair_server, a.ip()));
             }
         }
         if self.source.is_none() && mcast::is_ssm(self.group.ip()) {
             return Err((
-                "source",
+                key::source,
                 format!(
                     "group {} is in the source-specific range ({}): set source = \"ADDR\", the sender's address",
                     self.group,
@@ -340,13 +341,13 @@ pub fn resolve(cfg: &mut Config) -> Result<(), (ExitCode, String)> {
         let r = cfg
             .interface_spec
             .lookup(cfg.group)
-            .map_err(|why| ("interface", why))
+            .map_err(|why| (key::interface, why))
             .and_then(|a| {
                 Ok((
                     a,
                     cfg.repair_server_spec
                         .lookup(cfg.group)
-                        .map_err(|w| ("repair_server", w))?,
+                        .map_err(|w| (key::repair_server, w))?,
                 ))
             });
         match r {
@@ -363,10 +364,10 @@ pub fn resolve(cfg: &mut Config) -> Result<(), (ExitCode, String)> {
                 cfg.repair_server = server;
                 return Ok(());
             }
-            Err((key, why)) => {
-                let line = format!("config {}: key `{key}`: {why}", cfg.path.display());
+            Err((at, why)) => {
+                let line = format!("config {}: key `{at}`: {why}", cfg.path.display());
                 if Instant::now() >= until {
-                    let code = if key == "interface" {
+                    let code = if at == key::interface {
                         ExitCode::Ok
                     } else {
                         ExitCode::Usage

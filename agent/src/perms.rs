@@ -17,6 +17,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::config::schema::key;
 use crate::config::{Config, ConfigError};
 use crate::device_id::IdSource;
 
@@ -92,25 +93,25 @@ pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
     let c = cfg.path.as_path();
     check_path(c, None, c, true)?;
     if let Some(p) = &cfg.public_key_file {
-        check_path(c, Some("public_key"), p, true)?;
+        check_path(c, Some(key::public_key), p, true)?;
     }
     if let Some((p, _)) = &cfg.device_key {
-        check_path(c, Some("device_key"), p, true)?;
+        check_path(c, Some(key::device_key), p, true)?;
     }
     if let IdSource::File(p) = &cfg.device_id_source {
-        check_path(c, Some("device_id_file"), p, true)?;
+        check_path(c, Some(key::device_id_file), p, true)?;
     }
     if let Some(p) = &cfg.current_version_file {
-        check_path(c, Some("current_version_file"), p, true)?;
+        check_path(c, Some(key::current_version_file), p, true)?;
     }
     if let Some(p) = &cfg.floor_file {
-        check_path(c, Some("floor_file"), &created_here(p), true)?;
+        check_path(c, Some(key::floor_file), &created_here(p), true)?;
     }
-    let mut targets = vec![("target", cfg.target.as_str())];
+    let mut targets = vec![(key::target, cfg.target.as_str())];
     if let Some(ab) = &cfg.ab {
-        check_path(c, Some("ab.env_config"), &ab.env_config, true)?;
-        targets.push(("ab.slot_a", ab.slot_a.as_str()));
-        targets.push(("ab.slot_b", ab.slot_b.as_str()));
+        check_path(c, Some(key::ab::env_config), &ab.env_config, true)?;
+        targets.push((key::ab::slot_a, ab.slot_a.as_str()));
+        targets.push((key::ab::slot_b, ab.slot_b.as_str()));
     }
     for (key, spec) in targets {
         if let Some(dir) = file_target(spec).and_then(Path::parent) {

@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use super::toml_subset::{Document, Entry, Value};
-use super::{parse_hex_u64, ConfigError};
+use super::ConfigError;
 
 /// How a key's value is written in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Key {
 }
 
 /// The key named `path` (`"board"`, `"ab.slot_a"`), if the schema has it.
-pub fn key(path: &str) -> Option<&'static Key> {
+pub fn lookup(path: &str) -> Option<&'static Key> {
     let (table, name) = path.split_once('.').unwrap_or(("", path));
     KEYS.iter().find(|k| k.table == table && k.name == name)
 }
@@ -188,6 +188,19 @@ impl Field<'_> {
     }
 }
 
+/// `device_id` as a string: 1 to 16 hex digits, optionally `0x`-prefixed.
+fn parse_hex_u64(s: &str) -> Result<u64, &'static str> {
+    let t = s.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    if t.is_empty() || t.len() > 16 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("must be an integer or 1 to 16 hex digits (optionally 0x-prefixed)");
+    }
+    u64::from_str_radix(t, 16).map_err(|_| "not a hex number")
+}
+
 // The Rust type each reader of `Field` yields, and the file form it reads.
 macro_rules! kind_type {
     (string) => { String };
@@ -238,6 +251,28 @@ macro_rules! schema {
         pub(super) struct $raw {
             $( pub(super) $key: Option<kind_type!($kind)>, )*
             $( pub(super) $table: Option<$ty>, )*
+        }
+
+        /// Every key's name, as errors, `--check-config` and the rest of the
+        /// agent spell it: `key::board`, `key::ab::slot_a` (`table.key`), and
+        /// a table's own name `key::ab`.
+        #[allow(non_upper_case_globals)]
+        pub mod key {
+            $(
+                #[doc = concat!("`", stringify!($key), "`")]
+                pub const $key: &str = stringify!($key);
+            )*
+            $(
+                #[doc = concat!("`[", stringify!($table), "]`")]
+                pub const $table: &str = stringify!($table);
+                #[doc = concat!("The keys of `[", stringify!($table), "]`.")]
+                pub mod $table {
+                    $(
+                        #[doc = concat!("`", stringify!($table), ".", stringify!($tkey), "`")]
+                        pub const $tkey: &str = concat!(stringify!($table), ".", stringify!($tkey));
+                    )*
+                }
+            )*
         }
 
         /// Every key of the board file.
@@ -514,10 +549,18 @@ mod tests {
     /// A key typed in `read_raw` and in [`KEYS`] alike (one macro makes both).
     #[test]
     fn keys_have_their_tables() {
-        assert_eq!(key("ab.slot_a").map(|k| k.kind), Some(Kind::Str));
-        assert_eq!(key("device_id").map(|k| k.kind), Some(Kind::IntOrHex));
-        assert_eq!(key("test.block_delay_ms").map(|k| k.kind), Some(Kind::Int));
-        assert!(key("slot_a").is_none() && key("ab.board").is_none());
+        assert_eq!(lookup("ab.slot_a").map(|k| k.kind), Some(Kind::Str));
+        assert_eq!(lookup("device_id").map(|k| k.kind), Some(Kind::IntOrHex));
+        assert_eq!(
+            lookup("test.block_delay_ms").map(|k| k.kind),
+            Some(Kind::Int)
+        );
+        assert!(lookup("slot_a").is_none() && lookup("ab.board").is_none());
+        assert_eq!(
+            (key::board, key::ab, key::ab::slot_a),
+            ("board", "ab", "ab.slot_a")
+        );
+        assert_eq!(key::test::block_delay_ms, "test.block_delay_ms");
         assert_eq!(TABLES, ["ab", "command", "confirm", "hooks", "test"]);
     }
 }

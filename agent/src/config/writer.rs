@@ -89,7 +89,7 @@ impl AgentToml {
             key: key.to_string(),
             message: message.to_string(),
         };
-        let k = schema::key(key)
+        let k = schema::lookup(key)
             .ok_or_else(|| err("unknown key (see board-configs/README.md for the schema)"))?;
         let fits = matches!(
             (k.kind, &value),
@@ -111,7 +111,7 @@ impl AgentToml {
     /// Set `key` from command-line text `value`, read per the key's form:
     /// integers in decimal, `true`/`false`, arrays split at commas.
     pub fn set_text(&mut self, key: &str, value: &str) -> Result<&mut Self, WriteError> {
-        let kind = schema::key(key).map_or(Kind::Str, |k| k.kind);
+        let kind = schema::lookup(key).map_or(Kind::Str, |k| k.kind);
         let bad = || WriteError {
             key: key.to_string(),
             message: format!("{value:?}: {}", kind_name(kind)),

@@ -1,0 +1,640 @@
+//! From the file as written to a [`Config`]: every value checked (its
+//! range, its form, how it goes with the others), the defaults filled in,
+//! relative paths resolved against the file's directory. Each error names
+//! the key at fault ([`key`]); [`super::load`] adds the line.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::keyfile::{device_key, public_key};
+use super::lint::device_file;
+use super::schema::{key, Raw, RawAb, RawHooks};
+use super::*;
+use crate::device_id::{self, HostFacts, IdSource};
+use crate::features::{self, Feature};
+use crate::hooks::HooksConfig;
+use crate::netspec::{self, Interface, Server};
+use crate::resume::FinalReadBack;
+
+/// Check and resolve the values, fill in the defaults.
+pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Config, ConfigError> {
+    // Fields are taken, never moved out of `raw`: a partly moved `raw`
+    // would be dropped field by field at every early return below.
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let file = path;
+
+    let board = required(
+        file,
+        key::board,
+        raw.board.take(),
+        "the board id, e.g. board = \"acme,rt1\"",
+    )?;
+    if board.is_empty() || board.len() > proto::wire::MAX_BOARD_LEN {
+        return Err(ConfigError::key(
+            file,
+            key::board,
+            format!("must be 1 to {} bytes", proto::wire::MAX_BOARD_LEN),
+        ));
+    }
+
+    let (current_version, current_version_file) = match (raw.current_version.take(), raw.current_version_file.take()) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(file, key::current_version, "set only one of current_version and current_version_file"))
+        }
+        (Some(v), None) => (v.trim().to_string(), None),
+        (None, Some(p)) => {
+            let p = resolve(base, &p);
+            let text = device_file(host, &p, "lint").map_err(|e| {
+                ConfigError::key(file, key::current_version_file, format!("cannot read {}: {e}", p.display()))
+            })?;
+            let first = text.lines().next().unwrap_or("").trim().to_string();
+            if first.is_empty() {
+                return Err(ConfigError::key(file, key::current_version_file, format!("first line of {} is empty", p.display())));
+            }
+            (first, Some(p))
+        }
+        (None, None) => {
+            return Err(ConfigError::key(
+                file,
+                key::current_version,
+                "missing (required: current_version = \"1.0.0\" or current_version_file = \"/etc/version\")",
+            ))
+        }
+    };
+    let key = if current_version_file.is_some() {
+        key::current_version_file
+    } else {
+        key::current_version
+    };
+    if current_version.is_empty() || current_version.len() > proto::wire::MAX_VERSION_LEN {
+        return Err(ConfigError::key(
+            file,
+            key,
+            format!(
+                "version must be 1 to {} bytes",
+                proto::wire::MAX_VERSION_LEN
+            ),
+        ));
+    }
+
+    let group = multicast(file, key::group, raw.group.take(), DEFAULT_GROUP)?;
+    let repair_group = multicast(
+        file,
+        key::repair_group,
+        raw.repair_group.take(),
+        DEFAULT_REPAIR_GROUP,
+    )?;
+    let interface_spec = match raw.interface.take() {
+        None => Interface::Any,
+        Some(s) => {
+            Interface::parse(&s).map_err(|why| ConfigError::key(file, key::interface, why))?
+        }
+    };
+    // A name or `auto` is looked up at start (netspec::resolve).
+    let interface = interface_spec.fixed_for(group);
+    let repair_server = required(
+        file,
+        key::repair_server,
+        raw.repair_server.take(),
+        "where NACKs go, e.g. repair_server = \"10.0.0.2:7855\" or \"firmcast.lan:7855\"",
+    )?;
+    let repair_server_spec = Server::parse(&repair_server)
+        .map_err(|why| ConfigError::key(file, key::repair_server, why))?;
+    let repair_server = repair_server_spec.fixed_for(group);
+    let source_of = |key: &str, v: Option<String>| {
+        v.map(|s| netspec::parse_source(&s).map_err(|why| ConfigError::key(file, key, why)))
+            .transpose()
+    };
+    let source = source_of(key::source, raw.source.take())?;
+    let repair_source = source_of(key::repair_source, raw.repair_source.take())?;
+    netspec::Addresses {
+        group,
+        source,
+        repair_group,
+        repair_source,
+        interface: &interface_spec,
+        repair_server: &repair_server_spec,
+    }
+    .check()
+    .map_err(|(key, why)| ConfigError::key(file, key, why))?;
+
+    let pk = required(
+        file,
+        key::public_key,
+        raw.public_key.take(),
+        "64 hex characters, or the path of a `firmcast keygen` .pub file",
+    )?;
+    let (public_key, public_key_file) = public_key(file, base, &pk, host)?;
+    let device_key = match &raw.device_key {
+        Some(v) => Some(device_key(file, base, v, host)?),
+        None => None,
+    };
+
+    // With A/B slots the target is whichever slot is inactive; `target`
+    // (only used for the default device id then) defaults to slot A.
+    let target = match (&raw.target, raw.activation.as_deref(), &raw.ab) {
+        (None, Some("ab-uboot"), Some(ab)) => ab.slot_a.clone(),
+        _ => raw.target.clone(),
+    };
+    let target = required(file, key::target, target, "e.g. target = \"mtd:firmware\"")?;
+    check_target(file, &target)?;
+    if raw.target_size == Some(0) {
+        return Err(ConfigError::key(
+            file,
+            key::target_size,
+            "must be greater than 0",
+        ));
+    }
+
+    let window_blocks = raw.window_blocks.unwrap_or(DEFAULT_WINDOW_BLOCKS);
+    if !(1..=1024).contains(&window_blocks) {
+        return Err(ConfigError::key(
+            file,
+            key::window_blocks,
+            "must be 1 to 1024",
+        ));
+    }
+    let max_buffer_bytes = raw.max_buffer_bytes.unwrap_or(DEFAULT_MAX_BUFFER_BYTES);
+    if !(64 * 1024..=1 << 30).contains(&max_buffer_bytes) {
+        return Err(ConfigError::key(
+            file,
+            key::max_buffer_bytes,
+            "must be 65536 to 1073741824",
+        ));
+    }
+    let max_block_size = raw.max_block_size.unwrap_or(DEFAULT_MAX_BLOCK_SIZE);
+    if !(proto::wire::MIN_CHUNK_SIZE..=proto::wire::MAX_BLOCK_SIZE).contains(&max_block_size) {
+        return Err(ConfigError::key(
+            file,
+            key::max_block_size,
+            format!(
+                "must be {} to {} bytes",
+                proto::wire::MIN_CHUNK_SIZE,
+                proto::wire::MAX_BLOCK_SIZE
+            ),
+        ));
+    }
+    let nack_backoff_ms = raw.nack_backoff_ms.unwrap_or(DEFAULT_NACK_BACKOFF_MS);
+    if !(2..=10_000).contains(&nack_backoff_ms) {
+        return Err(ConfigError::key(
+            file,
+            key::nack_backoff_ms,
+            "must be 2 to 10000 milliseconds",
+        ));
+    }
+    let nack_backoff_shape = raw.nack_backoff_shape.unwrap_or(DEFAULT_NACK_BACKOFF_SHAPE);
+    if !(1..=64).contains(&nack_backoff_shape) {
+        return Err(ConfigError::key(
+            file,
+            key::nack_backoff_shape,
+            "must be 1 to 64",
+        ));
+    }
+    let (device_id, device_id_source) = device_id_of(
+        file,
+        base,
+        raw.device_id,
+        raw.device_id_file.take(),
+        host,
+        &interface_spec,
+        &target,
+    )?;
+    let activation = match raw.activation.as_deref() {
+        None | Some("in-place") => Activation::InPlace,
+        Some("none") => Activation::None,
+        Some("ab-uboot") => Activation::AbUboot,
+        Some("command") => Activation::Command,
+        Some(other) => {
+            return Err(ConfigError::key(
+                file,
+                key::activation,
+                format!(
+                    "`{other}` is not one of \"in-place\", \"ab-uboot\", \"command\", \"none\""
+                ),
+            ))
+        }
+    };
+    match activation {
+        Activation::AbUboot => features::require(file, key::activation, Feature::AbUboot)?,
+        Activation::Command => features::require(file, key::activation, Feature::Command)?,
+        Activation::InPlace | Activation::None => {}
+    }
+    if raw.device_key.is_some() {
+        features::require(file, key::device_key, Feature::DeviceKey)?;
+    }
+    if raw.test.is_some() {
+        features::require(file, key::test, Feature::TestHooks)?;
+    }
+    let final_read_back = match raw.final_read_back.as_deref() {
+        None | Some("stale") => FinalReadBack::Stale,
+        Some("all") => FinalReadBack::All,
+        Some(other) => {
+            return Err(ConfigError::key(
+                file,
+                key::final_read_back,
+                format!("`{other}` is not one of \"stale\", \"all\""),
+            ))
+        }
+    };
+    let ab = match (activation, raw.ab.take()) {
+        (Activation::AbUboot, Some(r)) => Some(ab_config(file, base, r)?),
+        (Activation::AbUboot, None) => {
+            return Err(ConfigError::key(
+                file,
+                key::ab,
+                "activation = \"ab-uboot\" needs an [ab] table with slot_a and slot_b",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::key(
+                file,
+                key::ab,
+                "[ab] is only used with activation = \"ab-uboot\"",
+            ))
+        }
+        (_, None) => None,
+    };
+    let command = match (activation, raw.command.take()) {
+        (Activation::Command, Some(r)) => {
+            let argv = r.run.unwrap_or_default();
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                return Err(ConfigError::key(
+                    file,
+                    key::command::run,
+                    "missing (e.g. run = [\"/sbin/sysupgrade\", \"{image}\"])",
+                ));
+            }
+            let secs = r.timeout_secs.unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECS);
+            if secs == 0 {
+                return Err(ConfigError::key(
+                    file,
+                    key::command::timeout_secs,
+                    "must be at least 1",
+                ));
+            }
+            Some(CommandConfig {
+                argv,
+                timeout: Duration::from_secs(secs),
+            })
+        }
+        (Activation::Command, None) => {
+            return Err(ConfigError::key(
+                file,
+                key::command,
+                "activation = \"command\" needs a [command] table with run = [...]",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::key(
+                file,
+                key::command,
+                "[command] is only used with activation = \"command\"",
+            ))
+        }
+        (_, None) => None,
+    };
+    let rc = raw.confirm.take().unwrap_or_default();
+    let health_secs = rc.timeout_secs.unwrap_or(DEFAULT_HEALTH_TIMEOUT_SECS);
+    if health_secs == 0 {
+        return Err(ConfigError::key(
+            file,
+            key::confirm::timeout_secs,
+            "must be at least 1",
+        ));
+    }
+    let confirm = ConfirmConfig {
+        at_startup: rc.at_startup.unwrap_or(false),
+        health_check: rc.health_check.unwrap_or_default(),
+        health_timeout: Duration::from_secs(health_secs),
+    };
+    if confirm.at_startup && ab.is_none() {
+        return Err(ConfigError::key(
+            file,
+            key::confirm::at_startup,
+            "confirming needs activation = \"ab-uboot\" (the U-Boot environment)",
+        ));
+    }
+    let reboot_command = raw.reboot_command.take().unwrap_or_default();
+    let hooks = hooks_config(file, raw.hooks.take().unwrap_or_default())?;
+    let state_file = match raw.state_file.as_deref() {
+        None => Some(PathBuf::from(crate::state_file::DEFAULT_STATE_FILE)),
+        Some("") => None,
+        Some(p) => Some(resolve(base, p)),
+    };
+    let user = raw
+        .user
+        .take()
+        .unwrap_or_else(|| crate::privdrop::DEFAULT_USER.to_string());
+    if user.is_empty() || user.contains(['\0', ':', '/']) || user.trim() != user {
+        return Err(ConfigError::key(
+            file,
+            key::user,
+            "must be a user name (e.g. \"nobody\"), or \"root\" to keep root",
+        ));
+    }
+    let stall = raw.stall_timeout_secs.unwrap_or(DEFAULT_STALL_TIMEOUT_SECS);
+    if stall == 0 {
+        return Err(ConfigError::key(
+            file,
+            key::stall_timeout_secs,
+            "must be at least 1",
+        ));
+    }
+    let run_deadline = raw.run_deadline_secs.unwrap_or(DEFAULT_RUN_DEADLINE_SECS);
+    if run_deadline == 0 || run_deadline > 86_400 * 365 {
+        return Err(ConfigError::key(
+            file,
+            key::run_deadline_secs,
+            "must be 1 s to a year",
+        ));
+    }
+    let rcvbuf = raw.rcvbuf_bytes.unwrap_or(DEFAULT_RCVBUF_BYTES);
+    let rcvbuf_bytes = match usize::try_from(rcvbuf) {
+        Ok(n) if (1024..=1 << 30).contains(&n) => n,
+        _ => {
+            return Err(ConfigError::key(
+                file,
+                key::rcvbuf_bytes,
+                "must be 1024 to 1073741824",
+            ))
+        }
+    };
+    let boot_window_secs = raw.boot_window_secs.unwrap_or(DEFAULT_BOOT_WINDOW_SECS);
+    if boot_window_secs > 86_400 * 365 {
+        return Err(ConfigError::key(
+            file,
+            key::boot_window_secs,
+            "must be at most a year",
+        ));
+    }
+    let t = raw.test.take().unwrap_or_default();
+    let rx_loss_permille = t.rx_loss_permille.unwrap_or(0);
+    if rx_loss_permille > 1000 {
+        return Err(ConfigError::key(
+            file,
+            key::test::rx_loss_permille,
+            "must be 0 to 1000",
+        ));
+    }
+    let test = TestOptions {
+        rx_loss_permille,
+        rx_loss_seed: t.rx_loss_seed.unwrap_or(1),
+        block_delay: Duration::from_millis(t.block_delay_ms.unwrap_or(0)),
+    };
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        board,
+        current_version,
+        current_version_file,
+        group,
+        source,
+        repair_group,
+        repair_source,
+        interface,
+        interface_spec: interface_spec.clone(),
+        repair_server,
+        repair_server_spec,
+        public_key,
+        public_key_file,
+        device_key,
+        target,
+        target_size: raw.target_size,
+        boot_window: Duration::from_secs(boot_window_secs),
+        window_blocks,
+        max_buffer_bytes,
+        max_block_size,
+        device_id,
+        device_id_source,
+        activation,
+        stall_timeout: Duration::from_secs(stall),
+        run_deadline: Duration::from_secs(run_deadline),
+        rcvbuf_bytes,
+        nack_backoff: Duration::from_millis(nack_backoff_ms),
+        nack_backoff_shape,
+        exit_when_current: raw.exit_when_current.unwrap_or(true),
+        floor_file: raw.floor_file.as_deref().map(|p| resolve(base, p)),
+        final_read_back,
+        test,
+        ab,
+        command,
+        confirm,
+        reboot_command,
+        user,
+        hooks,
+        state_file,
+    })
+}
+
+fn hooks_config(file: &Path, r: RawHooks) -> Result<HooksConfig, ConfigError> {
+    let secs = r
+        .timeout_secs
+        .unwrap_or(crate::hooks::DEFAULT_HOOK_TIMEOUT_SECS);
+    if secs == 0 {
+        return Err(ConfigError::key(
+            file,
+            key::hooks::timeout_secs,
+            "must be at least 1",
+        ));
+    }
+    let argv = |key: &str, v: Option<Vec<String>>| match v {
+        Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => Err(ConfigError::key(
+            file,
+            key,
+            "must name a program, e.g. [\"/etc/firmcast/led\", \"busy\"] (no shell)",
+        )),
+        v => Ok(v.unwrap_or_default()),
+    };
+    Ok(HooksConfig {
+        pre_install: argv(key::hooks::pre_install, r.pre_install)?,
+        post_install: argv(key::hooks::post_install, r.post_install)?,
+        on_failure: argv(key::hooks::on_failure, r.on_failure)?,
+        timeout: Duration::from_secs(secs),
+    })
+}
+
+/// `device_id`, or the default of [`device_id::derive`] (R-LOCAL-6).
+fn device_id_of(
+    file: &Path,
+    base: &Path,
+    configured: Option<u64>,
+    id_file: Option<String>,
+    host: &HostFacts,
+    interface: &Interface,
+    target: &str,
+) -> Result<(u64, IdSource), ConfigError> {
+    let id_file = match (configured, id_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                file,
+                key::device_id_file,
+                "set only one of device_id and device_id_file",
+            ))
+        }
+        (Some(id), None) => return Ok((id, IdSource::Configured)),
+        (None, f) => f.map(|p| resolve(base, &p)),
+    };
+    let id_text = match &id_file {
+        Some(p) => Some(device_file(host, p, "lint").map_err(|e| {
+            ConfigError::key(
+                file,
+                key::device_id_file,
+                format!("cannot read {}: {e}", p.display()),
+            )
+        })?),
+        None => None,
+    };
+    let first_line = id_text.as_deref().map(|t| t.lines().next().unwrap_or(""));
+    // By name when configured by name; `auto` picks as for `0.0.0.0` (the
+    // route may change, the id must not).
+    let link = match interface {
+        Interface::Name(n) => host.links.iter().find(|l| &l.name == n),
+        other => device_id::pick_link(&host.links, netspec::v4_or_any(other)),
+    };
+    device_id::derive(device_id::Inputs {
+        file: id_file.as_deref().zip(first_line),
+        machine_id: host.machine_id.as_deref(),
+        mac: link.map(|l| (l.name.as_str(), l.mac.as_str())),
+        hostname: &host.hostname,
+        target: &device_id::target_key(target, &std::env::current_dir().unwrap_or_default()),
+    })
+    .map_err(|why| ConfigError::key(file, key::device_id_file, why))
+}
+
+fn ab_config(file: &Path, base: &Path, r: RawAb) -> Result<AbConfig, ConfigError> {
+    let slot = |key: &str, v: Option<String>| -> Result<String, ConfigError> {
+        let v = required(file, key, v, "a target spec, e.g. \"mtd:firmware_a\"")?;
+        check_target(file, &v).map_err(|e| ConfigError {
+            key: Some(key.to_string()),
+            ..e
+        })?;
+        Ok(v)
+    };
+    let slot_a = slot(key::ab::slot_a, r.slot_a)?;
+    let slot_b = slot(key::ab::slot_b, r.slot_b)?;
+    if slot_a == slot_b {
+        return Err(ConfigError::key(
+            file,
+            key::ab::slot_b,
+            "must differ from ab.slot_a",
+        ));
+    }
+    let var = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+        let v = v.unwrap_or_else(|| default.to_string());
+        flasher::uboot_env::check_variable(&v, "")
+            .map_err(|e| ConfigError::key(file, key, e.to_string()))?;
+        Ok(v)
+    };
+    let value = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+        let v = v.unwrap_or_else(|| default.to_string());
+        if v.is_empty() || v.contains('\0') {
+            return Err(ConfigError::key(file, key, "must be a non-empty string"));
+        }
+        Ok(v)
+    };
+    let slot_a_value = value(key::ab::slot_a_value, r.slot_a_value, "a")?;
+    let slot_b_value = value(key::ab::slot_b_value, r.slot_b_value, "b")?;
+    if slot_a_value == slot_b_value {
+        return Err(ConfigError::key(
+            file,
+            key::ab::slot_b_value,
+            "must differ from ab.slot_a_value",
+        ));
+    }
+    let env_endian = match r.env_endian.as_deref() {
+        None | Some("native") => EnvEndian::Native,
+        Some("little") => EnvEndian::Little,
+        Some("big") => EnvEndian::Big,
+        Some(other) => {
+            return Err(ConfigError::key(
+                file,
+                key::ab::env_endian,
+                format!("`{other}` is not one of \"native\", \"little\", \"big\""),
+            ))
+        }
+    };
+    Ok(AbConfig {
+        slot_a,
+        slot_b,
+        slot_var: var(key::ab::slot_var, r.slot_var, DEFAULT_SLOT_VAR)?,
+        slot_a_value,
+        slot_b_value,
+        upgrade_available_var: var(
+            key::ab::upgrade_available_var,
+            r.upgrade_available_var,
+            DEFAULT_UPGRADE_AVAILABLE_VAR,
+        )?,
+        bootcount_var: var(
+            key::ab::bootcount_var,
+            r.bootcount_var,
+            DEFAULT_BOOTCOUNT_VAR,
+        )?,
+        activated_var: var(
+            key::ab::activated_var,
+            r.activated_var,
+            DEFAULT_ACTIVATED_VAR,
+        )?,
+        env_config: resolve(
+            base,
+            r.env_config
+                .as_deref()
+                .unwrap_or(flasher::uboot_env::DEFAULT_FW_ENV_CONFIG),
+        ),
+        env_endian,
+        allow_single_copy_env: r.allow_single_copy_env.unwrap_or(false),
+    })
+}
+
+fn required(
+    file: &Path,
+    key: &str,
+    value: Option<String>,
+    hint: &str,
+) -> Result<String, ConfigError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        Some(_) => Err(ConfigError::key(file, key, format!("is empty ({hint})"))),
+        None => Err(ConfigError::key(
+            file,
+            key,
+            format!("missing (required: {hint})"),
+        )),
+    }
+}
+
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p.trim());
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn multicast(
+    file: &Path,
+    key: &str,
+    value: Option<String>,
+    default: SocketAddrV4,
+) -> Result<SocketAddr, ConfigError> {
+    let Some(s) = value else {
+        return Ok(SocketAddr::V4(default));
+    };
+    netspec::parse_group(&s, SocketAddr::V4(default))
+        .map_err(|why| ConfigError::key(file, key, why))
+}
+
+fn check_target(file: &Path, target: &str) -> Result<(), ConfigError> {
+    match flasher::TargetSpec::parse(target) {
+        Some(spec) if spec.is_sim() => features::require(file, key::target, Feature::TestHooks),
+        Some(_) => Ok(()),
+        None => Err(ConfigError::key(
+            file,
+            key::target,
+            format!(
+                "`{target}` is not one of file:PATH, simnor:PATH, simnand:PATH, mtd:PARTITION-NAME"
+            ),
+        )),
+    }
+}
