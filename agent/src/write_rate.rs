@@ -18,18 +18,22 @@ pub struct WriteRate {
     seen: usize,
 }
 
-/// The first block write of a run is left out (R-PACE-1): it often pays for
-/// opening, erasing ahead or a cold page cache, and a fast device that
-/// reported it would hold a fast fleet back at a fraction of its speed.
+/// The first block write of a run is left out of the average (R-PACE-1):
+/// it often pays for opening, erasing ahead or a cold page cache, and a fast
+/// device that kept it would hold a fast fleet back at a fraction of its
+/// speed. Until the second write it is all there is, so it is reported
+/// alone, as a provisional rate: a slow fleet's sender hears it one write
+/// earlier than the average, and the second write replaces it.
 const SKIP_FIRST: usize = 1;
 
 impl WriteRate {
     /// Note a block of `bytes` written in `took`; returns the rate in kbit/s
-    /// (at least 1), or 0 while there is none yet (the first write is left out).
+    /// (at least 1): the first write's own rate (provisional), then the
+    /// average of the last [`BLOCKS`] writes after it.
     pub fn record(&mut self, bytes: usize, took: Duration) -> u32 {
         self.seen += 1;
         if self.seen <= SKIP_FIRST {
-            return 0;
+            return kbps(bytes as u64, took);
         }
         self.writes[self.next] = (bytes as u64, took);
         self.next = (self.next + 1) % BLOCKS;
@@ -37,11 +41,17 @@ impl WriteRate {
             .writes
             .iter()
             .fold((0u64, Duration::ZERO), |(b, t), w| (b + w.0, t + w.1));
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
-        // bits per microsecond = Mbit/s; times 1000 = kbit/s.
-        let kbps = u128::from(bytes) * 8 * 1000 / u128::from(micros);
-        u32::try_from(kbps).unwrap_or(u32::MAX).max(1)
+        kbps(bytes, took)
     }
+}
+
+/// `bytes` in `took` in kbit/s, at least 1 (instant writes, e.g. a file in
+/// tmpfs, count as one microsecond).
+fn kbps(bytes: u64, took: Duration) -> u32 {
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+    // bits per microsecond = Mbit/s; times 1000 = kbit/s.
+    let kbps = u128::from(bytes) * 8 * 1000 / u128::from(micros);
+    u32::try_from(kbps).unwrap_or(u32::MAX).max(1)
 }
 
 #[cfg(test)]
@@ -51,9 +61,10 @@ mod tests {
     #[test]
     fn r_pace_1_rate_over_the_last_blocks() {
         let mut w = WriteRate::default();
-        // The first write of a run is left out: no rate yet.
-        assert_eq!(w.record(65_536, Duration::from_millis(2500)), 0);
-        // 64 KiB in 250 ms: 2,097 kbit/s.
+        // The first write of a run is reported alone, provisionally...
+        assert_eq!(w.record(65_536, Duration::from_millis(2500)), 209);
+        // ...and left out once the second is measured: 64 KiB in 250 ms is
+        // 2,097 kbit/s, not the 381 of the two together.
         let k = w.record(65_536, Duration::from_millis(250));
         assert_eq!(k, 2097);
         for _ in 0..BLOCKS {

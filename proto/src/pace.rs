@@ -8,7 +8,7 @@
 
 use core::time::Duration;
 
-use crate::fleet::Fleet;
+use crate::fleet::{DeviceRecord, Fleet};
 use crate::pacer::IP_UDP_OVERHEAD;
 use crate::time::Instant;
 use crate::wire::{DeviceState, ImageId, HEADER_LEN, TRAILER_LEN, WINDOW_FREE_NONE};
@@ -75,25 +75,11 @@ impl Pace {
         self.next_at = Some(now + PACE_EVERY);
         let mut least: Option<(u64, Slowest)> = None;
         for (id, r) in fleet.iter() {
-            if r.image_id != image_id
-                || r.state != DeviceState::Receiving
-                || r.write_kbps == 0
-                || r.window_free == WINDOW_FREE_NONE
-                || now.saturating_since(r.last_seen) > PACE_FRESH
-                || !fleet.counts(r)
-            {
+            let Some(bps) = self.device_bps(now, fleet, image_id, r) else {
                 continue;
-            }
-            let bps = u64::from(r.write_kbps) * 1000 * self.wire_permille / 1000
-                * gain_permille(r.window_free)
-                / 1000;
+            };
             if least.is_none_or(|(b, _)| bps < b) {
-                let s = Slowest {
-                    device_id: id,
-                    write_kbps: r.write_kbps,
-                    window_free: r.window_free,
-                };
-                least = Some((bps, s));
+                least = Some((bps, slowest_of(id, r)));
             }
         }
         let (cap, slowest) = match least {
@@ -105,6 +91,49 @@ impl Pace {
         cap
     }
 
+    /// R-PACE-2: a report from `device_id` was just recorded in `fleet`. One
+    /// that lowers the cap sets it at once; one from the device that sets
+    /// the cap (its rate may have risen) has the next [`Pace::cap_bps`] work
+    /// the cap out again at once. So the carousel follows the fleet within
+    /// one report's round trip, not the next [`PACE_EVERY`], and a report
+    /// costs a scan of the fleet only when it comes from the slowest device.
+    pub fn note_report(&mut self, now: Instant, fleet: &Fleet, image_id: ImageId, device_id: u64) {
+        let Some(r) = fleet.get(device_id) else {
+            return;
+        };
+        match self.device_bps(now, fleet, image_id, r) {
+            Some(bps) if bps < self.cap_bps => {
+                self.cap_bps = bps.max(self.floor_bps());
+                self.slowest = Some(slowest_of(device_id, r));
+            }
+            _ if self.slowest.is_some_and(|s| s.device_id == device_id) => self.next_at = None,
+            _ => {}
+        }
+    }
+
+    /// The cap `r`'s report asks for in wire bits/s, when it paces: a
+    /// device receiving `image_id` whose report counts (R-STAT-4), is fresh
+    /// (R-PACE-3) and carries a write rate.
+    fn device_bps(
+        &self,
+        now: Instant,
+        fleet: &Fleet,
+        image_id: ImageId,
+        r: &DeviceRecord,
+    ) -> Option<u64> {
+        let paces = r.image_id == image_id
+            && r.state == DeviceState::Receiving
+            && r.write_kbps != 0
+            && r.window_free != WINDOW_FREE_NONE
+            && now.saturating_since(r.last_seen) <= PACE_FRESH
+            && fleet.counts(r);
+        paces.then(|| {
+            u64::from(r.write_kbps) * 1000 * self.wire_permille / 1000
+                * gain_permille(r.window_free)
+                / 1000
+        })
+    }
+
     /// The device that holds the carousel below the operator's rate, if any.
     pub fn slowest(&self) -> Option<Slowest> {
         self.slowest
@@ -113,6 +142,14 @@ impl Pace {
     /// R-PACE-3: the least cap reports can set.
     pub fn floor_bps(&self) -> u64 {
         (self.rate_bps / FLOOR_DIVISOR).max(1)
+    }
+}
+
+fn slowest_of(device_id: u64, r: &DeviceRecord) -> Slowest {
+    Slowest {
+        device_id,
+        write_kbps: r.write_kbps,
+        window_free: r.window_free,
     }
 }
 
@@ -138,6 +175,7 @@ mod tests {
     use crate::sender::{Sender, SenderConfig};
     use crate::wire::{self, Frame, Reason, Status, MAX_DATAGRAM};
     use alloc::vec;
+    use alloc::vec::Vec;
     use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     const IMG: ImageId = ImageId([7; 8]);
@@ -159,6 +197,11 @@ mod tests {
         fleet.record(now, from, &buf[..n]).expect("record");
     }
 
+    /// A pace at `rate` for 1400-byte chunks and an empty fleet.
+    fn fresh(rate: u64) -> (Pace, Fleet) {
+        (Pace::new(rate, 1400, 64), Fleet::new(16))
+    }
+
     fn s(secs: u64) -> Instant {
         Instant::from_micros(secs * 1_000_000)
     }
@@ -166,8 +209,7 @@ mod tests {
     #[test]
     fn r_pace_2_the_slowest_fresh_device_sets_the_cap_with_a_window_gain() {
         let rate = 100_000_000;
-        let mut p = Pace::new(rate, 1400, 64);
-        let mut fleet = Fleet::new(16);
+        let (mut p, mut fleet) = fresh(rate);
         assert_eq!(p.cap_bps(s(0), &fleet, IMG), rate, "no report: full rate");
         report(&mut fleet, s(1), 1, 2048, 2);
         report(&mut fleet, s(1), 2, 8000, 2);
@@ -186,6 +228,64 @@ mod tests {
         // Within PACE_EVERY the cap is not worked out again.
         report(&mut fleet, s(3), 1, 9000, 6);
         assert_eq!(p.cap_bps(s(3), &fleet, IMG), full);
+    }
+
+    #[test]
+    fn r_pace_2_a_report_that_lowers_the_cap_acts_at_once() {
+        let rate = 100_000_000;
+        let (mut p, mut fleet) = fresh(rate);
+        report(&mut fleet, s(1), 1, 8000, 2);
+        let fast = p.cap_bps(s(1), &fleet, IMG);
+        // 10 ms later, well within PACE_EVERY, a slower device's first
+        // report lowers the cap as it arrives.
+        let t = s(1) + Duration::from_millis(10);
+        report(&mut fleet, t, 2, 2048, 2);
+        p.note_report(t, &fleet, IMG, 2);
+        let slow = p.cap_bps(t, &fleet, IMG);
+        std::println!("8000 kbit/s device: cap {fast}; a 2048 kbit/s report 10 ms later: {slow}");
+        assert!(slow < fast / 3, "{slow} {fast}");
+        assert_eq!(p.slowest().map(|s| s.device_id), Some(2));
+        // A faster report from another device waits for the next PACE_EVERY...
+        let t = t + Duration::from_millis(10);
+        report(&mut fleet, t, 3, 9000, 2);
+        p.note_report(t, &fleet, IMG, 3);
+        assert_eq!(p.cap_bps(t, &fleet, IMG), slow);
+        // ...one from the device that sets the cap is worked out at once:
+        // device 1 (8000 kbit/s) is the slowest now.
+        let t = t + Duration::from_millis(10);
+        report(&mut fleet, t, 2, 16000, 2);
+        p.note_report(t, &fleet, IMG, 2);
+        assert_eq!(p.cap_bps(t, &fleet, IMG), fast);
+        assert_eq!(p.slowest().map(|s| s.device_id), Some(1));
+    }
+
+    #[test]
+    fn r_pace_2_r_rep_7_shared_repairs_cost_link_time_not_capped_time() {
+        let (img, mut tx) = capped_sender(100_000_000, 2_000_000);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while tx.poll_transmit(Instant::ZERO, &img, &mut buf).is_some() {}
+        let before = tx.poll_timeout().expect("deadline");
+        // 100 full repairs heard: 100 x 1,128 B x 8 at 100 Mbit/s is 9 ms
+        // of the link; at the 2 Mbit/s cap it would be 451 ms of silence.
+        for _ in 0..100 {
+            tx.charge_shared(Instant::ZERO, 1100);
+        }
+        let after = tx.poll_timeout().expect("deadline");
+        let yielded = after.saturating_since(before);
+        std::println!(
+            "100 heard repairs at a 2 Mbit/s cap of a 100 Mbit/s link: {yielded:?} yielded"
+        );
+        assert!(yielded <= Duration::from_millis(10), "{yielded:?}");
+        assert!(yielded >= Duration::from_millis(8), "{yielded:?}");
+    }
+
+    /// A 1 MiB image and a sender of it at `rate` capped at `cap`.
+    fn capped_sender(rate: u64, cap: u64) -> (Vec<u8>, Sender) {
+        let img = image(1 << 20);
+        let (m, signed) = manifest(&img, 64 * 1024, 1024);
+        let mut tx = Sender::new(SenderConfig::new(1, rate), &m, signed, Instant::ZERO);
+        tx.set_rate_cap(cap);
+        (img, tx)
     }
 
     /// Wire bits a sender sends from `from` to `to` (virtual time).
@@ -207,11 +307,8 @@ mod tests {
 
     #[test]
     fn r_car_4_r_pace_2_the_sender_keeps_to_the_cap_and_never_above_the_rate() {
-        let img = image(1 << 20);
-        let (m, signed) = manifest(&img, 64 * 1024, 1024);
         let rate = 20_000_000;
-        let mut tx = Sender::new(SenderConfig::new(1, rate), &m, signed, Instant::ZERO);
-        tx.set_rate_cap(2_000_000);
+        let (img, mut tx) = capped_sender(rate, 2_000_000);
         let capped = bits_between(&mut tx, &img, s(0), s(1));
         // A cap above the rate leaves the rate.
         tx.set_rate_cap(u64::MAX);
@@ -226,8 +323,7 @@ mod tests {
     #[test]
     fn r_pace_3_forged_or_stale_reports_slow_the_carousel_only_to_the_floor() {
         let rate = 100_000_000;
-        let mut p = Pace::new(rate, 1400, 64);
-        let mut fleet = Fleet::new(16);
+        let (mut p, mut fleet) = fresh(rate);
         report(&mut fleet, s(0), 1, 1, 0);
         let cap = p.cap_bps(s(0), &fleet, IMG);
         std::println!("a 1 kbit/s report with a full window: cap {cap} bit/s");

@@ -71,9 +71,7 @@ impl Pacer {
 
     /// Nanoseconds of link time one datagram of `len` payload bytes takes.
     pub fn cost_ns(&self, len: usize) -> u64 {
-        let bits = (len as u128 + u128::from(IP_UDP_OVERHEAD)) * 8;
-        let ns = bits * 1_000_000_000 / u128::from(self.rate_bps);
-        u64::try_from(ns).unwrap_or(u64::MAX)
+        cost_ns_at(len, self.rate_bps)
     }
 
     /// `true` when a datagram may go at `now`.
@@ -83,14 +81,36 @@ impl Pacer {
 
     /// Charge one datagram of `len` bytes sent at `now`.
     pub fn charge(&mut self, now: Instant, len: usize) {
+        self.charge_ns(now, self.cost_ns(len));
+    }
+
+    /// Charge one datagram of `len` bytes sent at `now` by someone else
+    /// sharing the link, at the link's `link_bps` rather than this pacer's
+    /// rate: when this pacer runs below the link (a carousel paced to the
+    /// fleet's flash, R-PACE-2), the other traffic takes only the link time
+    /// it used, not that time scaled up by the link-to-pace ratio.
+    pub fn charge_link(&mut self, now: Instant, len: usize, link_bps: u64) {
+        self.charge_ns(now, cost_ns_at(len, link_bps.max(self.rate_bps)));
+    }
+
+    /// Charge `cost` nanoseconds of sending time at `now`.
+    fn charge_ns(&mut self, now: Instant, cost: u64) {
         let now_ns = now.as_micros().saturating_mul(1000);
         // Credit saved during an idle gap is capped at the burst allowance.
         let base = self.next_ns.max(now_ns.saturating_sub(self.burst_ns));
-        self.next_ns = base.saturating_add(self.cost_ns(len));
+        self.next_ns = base.saturating_add(cost);
     }
 
     /// When the next datagram may go (rounded up to the microsecond).
     pub fn next_at(&self) -> Instant {
         Instant::from_micros(self.next_ns.div_ceil(1000))
     }
+}
+
+/// Nanoseconds one datagram of `len` payload bytes takes at `rate_bps` (at
+/// least 1), IPv4/UDP headers included.
+fn cost_ns_at(len: usize, rate_bps: u64) -> u64 {
+    let bits = (len as u128 + u128::from(IP_UDP_OVERHEAD)) * 8;
+    let ns = bits * 1_000_000_000 / u128::from(rate_bps.max(1));
+    u64::try_from(ns).unwrap_or(u64::MAX)
 }

@@ -241,6 +241,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     // Drops and refusals are summarised per kind, never logged per datagram.
     let mut drops = DropLog::new("send", clock.now());
     let mut handle = |sender: &mut Sender,
+                      pace: &mut Pace,
                       repairer: &mut Option<(RepairServer, SocketAddr)>,
                       drops: &mut DropLog,
                       now: proto::Instant,
@@ -265,6 +266,10 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
         // State changes reach the operator through the fleet's events (the view).
         match sender.handle_decoded(now, from, bytes, &decoded) {
             Ok(()) => {
+                if let Ok((_, Frame::Status(st))) = &decoded {
+                    // R-PACE-2: a report that lowers the cap acts at once.
+                    pace.note_report(now, sender.fleet(), image_id, st.device_id);
+                }
                 if let Some(f) = forward.as_deref_mut() {
                     f.accepted(now, bytes);
                 }
@@ -277,6 +282,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
         net::drain(&sock, &mut rbuf, |from, bytes| {
             handle(
                 &mut sender,
+                &mut pace,
                 &mut repairer,
                 &mut drops,
                 clock.now(),
@@ -448,6 +454,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
         net::wait(&sock, &clock, deadline, &mut rbuf, |from, bytes| {
             handle(
                 &mut sender,
+                &mut pace,
                 &mut repairer,
                 &mut drops,
                 clock.now(),
@@ -462,6 +469,7 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     net::drain(&sock, &mut rbuf, |from, bytes| {
         handle(
             &mut sender,
+            &mut pace,
             &mut repairer,
             &mut drops,
             clock.now(),

@@ -80,12 +80,16 @@ fn r_pace_2_a_slow_flash_fleet_finishes_near_its_flash_limit_with_little_on_the_
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // Issue 15's targets are 1.1 x the flash limit and 2 x the image. The
+    // bytes on the wire hardly move with the host's load, so that bound is
+    // tighter than the target; the wall moves most next to other tests on
+    // a 2-core host, so it keeps 3 s for start-up and the last reports.
     assert!(
         wall <= 1.1 * flash_limit + 3.0,
         "wall {wall:.1} s > 1.1 x {flash_limit:.1} s + 3 s\n{out}"
     );
     assert!(
-        on_wire <= 2.0,
+        on_wire <= 1.6,
         "{on_wire:.2} x the image on the wire\n{out}\n{rlog}"
     );
     // The sender names the devices that held the fleet back.

@@ -211,13 +211,21 @@ impl Transfer {
     }
 
     /// Carousel data at `block`/`chunk` moves the stream position; `true`
-    /// when it began a new pass (R-NACK-1).
+    /// when it began a new pass (R-NACK-1). A new pass falls back by more
+    /// than [`Transfer::reorder_slack`]; a frame that falls back less came
+    /// out of order (the network reordered it) and leaves the position
+    /// where it is: counted as a wrap it would tell R-NACK-1 and R-NACK-6
+    /// that every block went by.
     fn track_stream(&mut self, block: u32, chunk: u32) -> bool {
         let pos = self.global(block, chunk);
         if self.first_block.is_none() {
             self.first_block = Some(block);
         }
-        let wrapped = self.stream_pos.is_some_and(|p| pos < p);
+        let back = self.stream_pos.map_or(0, |p| p.saturating_sub(pos));
+        let wrapped = back > self.reorder_slack();
+        if back > 0 && !wrapped {
+            return false;
+        }
         if wrapped {
             self.wraps = self.wraps.saturating_add(1);
             // A new pass: every block in the window has now been passed
@@ -244,6 +252,16 @@ impl Transfer {
             }
         }
         wrapped
+    }
+
+    /// How far back, in chunks, a carousel frame may land behind the
+    /// stream position and still be taken for one the network reordered
+    /// rather than the start of a new pass: one block, or half a pass for
+    /// an image of one or two blocks. A device that hears nothing for
+    /// almost exactly a whole pass around a wrap does not see that wrap.
+    fn reorder_slack(&self) -> u32 {
+        let cpb = self.manifest.chunks_per_block();
+        cpb.min(self.manifest.block_count().saturating_mul(cpb) / 2)
     }
 
     /// The slot of `block`, or a new one for it: a free one, or (for

@@ -190,6 +190,9 @@ pub struct Receiver {
     last_progress_at: Instant,
     /// R-PACE-1: the shell's measured flash write rate, kbit/s (0: unknown).
     write_kbps: u32,
+    /// R-PACE-1: rate changes reported at once so far (the provisional
+    /// first one, and the one that replaces it).
+    write_rate_changes: u8,
     stats: ReceiverStats,
 }
 
@@ -218,6 +221,7 @@ impl Receiver {
             manifest_from: None,
             last_progress_at: now,
             write_kbps: 0,
+            write_rate_changes: 0,
             stats: ReceiverStats::default(),
         }
     }

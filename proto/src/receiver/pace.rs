@@ -7,14 +7,23 @@ use super::{Phase, Receiver};
 use crate::time::Instant;
 use crate::wire::WINDOW_FREE_NONE;
 
+/// R-PACE-1: rate changes that go out at once rather than with the next
+/// periodic Status: the provisional rate of the first write, then the
+/// measurement that replaces it.
+const AT_ONCE_CHANGES: u8 = 2;
+
 impl Receiver {
     /// The shell's measured flash write rate in kbit/s of image bytes
-    /// (R-PACE-1). The first measurement is reported at once: until the
-    /// sender hears it, the carousel runs at the full rate, faster than a
-    /// slow flash can take.
+    /// (R-PACE-1). The first rate (the shell's provisional one, from one
+    /// write) and the first different one after it are reported at once:
+    /// until the sender hears them the carousel runs faster than a slow
+    /// flash can take, or a fast fleet stays paced to one slow first write.
     pub fn set_write_rate(&mut self, now: Instant, kbps: u32) {
-        if self.write_kbps == 0 && kbps > 0 && self.status.due_at().is_some() {
-            self.status.report_now(now);
+        if kbps > 0 && kbps != self.write_kbps && self.write_rate_changes < AT_ONCE_CHANGES {
+            self.write_rate_changes += 1;
+            if self.status.due_at().is_some() {
+                self.status.report_now(now);
+            }
         }
         self.write_kbps = kbps;
     }

@@ -1605,9 +1605,49 @@ fn r_pace_1_status_carries_the_write_rate_at_once_and_the_free_window_slots() {
     let got = pace_fields(&mut rx, ms(20));
     std::println!("status after the first write rate: {got:?} (window {window})");
     assert_eq!(got, vec![(2048, (window - 1) as u16)]);
-    // Later measurements wait for the next regular report.
-    rx.set_write_rate(ms(30), 1024);
-    assert!(pace_fields(&mut rx, ms(30)).is_empty());
+    // The measurement that replaces the provisional first one goes at once
+    // too (a slow first write must not pace a fast fleet for a second)...
+    rx.set_write_rate(ms(30), 8192);
+    assert_eq!(
+        pace_fields(&mut rx, ms(30)),
+        vec![(8192, (window - 1) as u16)]
+    );
+    // ...later ones wait for the next regular report.
+    rx.set_write_rate(ms(40), 1024);
+    assert!(pace_fields(&mut rx, ms(40)).is_empty());
+}
+
+#[test]
+fn r_nack_1_carousel_frames_out_of_order_are_not_a_new_pass() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    // One pass that loses chunk 1 of block 3; the network swaps two
+    // neighbours and holds one frame back by three (within a block).
+    let mut pass = all_chunks(&f);
+    pass.retain(|&bc| bc != (3, 1));
+    pass.swap(1, 2);
+    let late = pass.remove(5);
+    pass.insert(8, late);
+    let mut t = 1;
+    for &(b, c) in &pass {
+        feed(&mut rx, &mut shell, ms(t), &data(&f, b, c, 0)).expect("data");
+        t += 1;
+    }
+    std::println!(
+        "one pass out of order: passes seen {}",
+        rx.stats().passes_seen
+    );
+    assert_eq!(rx.stats().passes_seen, 0, "no wrap yet");
+    assert!(!shell.done);
+    // The next pass brings the lost chunk: one wrap.
+    for (b, c) in all_chunks(&f).into_iter().take_while(|&bc| bc != (3, 2)) {
+        feed(&mut rx, &mut shell, ms(t), &data(&f, b, c, 0)).expect("data");
+        t += 1;
+    }
+    assert_eq!(rx.stats().passes_seen, 1);
+    assert!(shell.done && flash_equals_image(&f, &shell));
 }
 
 mod auth;

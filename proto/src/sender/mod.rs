@@ -236,9 +236,12 @@ impl Sender {
 
     /// Charge the carousel's pacer for a datagram of `len` bytes that a
     /// repair server sharing this sender's link sent at `now` (R-REP-7), so
-    /// that the two together keep to `rate_bps`.
+    /// that the two together keep to `rate_bps`. It costs the link time it
+    /// took at `rate_bps` also while the carousel is capped below it
+    /// (R-PACE-2): a carousel paced to a slow fleet's flash yields only the
+    /// link time the repairs used, not seconds of silence.
     pub fn charge_shared(&mut self, now: Instant, len: usize) {
-        self.pacer.charge(now, len);
+        self.pacer.charge_link(now, len, self.config.rate_bps);
     }
 
     /// Cap the carousel's rate at `cap_bps` (never above `rate_bps`): the
