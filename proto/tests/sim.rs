@@ -15,7 +15,12 @@
 //! block, the most chunks one receiver lost, the parity and source repairs
 //! sent and the NACKs received (`SIM_TRACE_TIMELINE=1`: every event);
 //! `parity_cell_from_env` runs one cell chosen by environment variables.
+//!
+//! Memory: a counting global allocator sees every allocation made inside a
+//! receiver's calls (`rx_call`), so a test can check the device-side rule
+//! that the receive path allocates up front and never while data arrives.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,6 +33,78 @@ use proto::rng::Rng;
 use proto::sender::{Sender, SenderConfig};
 use proto::wire::{self, Frame, FLAG_PARITY, FLAG_REPAIR, MAX_DATAGRAM};
 use proto::{Dest, Instant};
+
+/// The system allocator, counting what is allocated inside [`rx_call`] on
+/// this thread, per receiver (the first [`COUNTED`]).
+struct Counting;
+
+/// Receivers whose allocations are counted.
+const COUNTED: usize = 8;
+type Counts = std::cell::Cell<(u64, u64, u64)>;
+
+thread_local! {
+    /// The receiver whose call is running, if counted.
+    static IN_RX: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    /// Per receiver: (allocations, bytes allocated, bytes freed) inside its calls.
+    static RX_ALLOC: [Counts; COUNTED] = const { [const { std::cell::Cell::new((0, 0, 0)) }; COUNTED] };
+}
+
+fn note(allocated: usize, freed: usize) {
+    // `try_with`: allocations during thread teardown are not ours.
+    let _ = IN_RX.try_with(|on| {
+        let i = on.get();
+        let _ = RX_ALLOC.try_with(|c| {
+            if let Some(c) = c.get(i) {
+                let (n, a, f) = c.get();
+                let n = n + u64::from(allocated > 0);
+                c.set((n, a + allocated as u64, f + freed as u64));
+            }
+        });
+    });
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counters are
+// thread-local cells that never allocate.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size(), 0);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size(), 0);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(0, layout.size());
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size, layout.size());
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Run `f` (a call into receiver `i`), counting its allocations.
+fn rx_call<T>(i: usize, f: impl FnOnce() -> T) -> T {
+    IN_RX.with(|on| on.set(i));
+    let r = f();
+    IN_RX.with(|on| on.set(usize::MAX));
+    r
+}
+
+/// (allocations, bytes allocated, bytes freed) inside receiver `i`'s calls
+/// in this run so far (zeros beyond [`COUNTED`]).
+fn rx_allocs(i: usize) -> (u64, u64, u64) {
+    RX_ALLOC.with(|c| c.get(i).map_or((0, 0, 0), std::cell::Cell::get))
+}
 
 /// How each receiver loses datagrams.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +191,8 @@ struct Scenario {
     block_size: u32,
     chunk_size: u32,
     window_blocks: u32,
+    /// The receivers' window budget (R-PACE-4).
+    max_window_bytes: u64,
     /// NACK back-off shape and reach (R-NACK-2, R-NACK-4).
     backoff_shape: u32,
     backoff_rtts: u32,
@@ -135,6 +214,7 @@ impl Scenario {
             block_size: 65536,
             chunk_size: 1024,
             window_blocks: 8,
+            max_window_bytes: u64::MAX,
             backoff_shape: 1,
             backoff_rtts: 4,
         }
@@ -158,6 +238,11 @@ struct Outcome {
     parity_sent: u64,
     source_group: u64,
     source_unicast: u64,
+    /// Blocks the receivers rebuilt with parity.
+    blocks_decoded: u64,
+    /// Per receiver: [`rx_allocs`] at its manifest acceptance and at the end.
+    allocs_at_accept: Vec<Option<(u64, u64, u64)>>,
+    allocs_at_end: Vec<(u64, u64, u64)>,
 }
 
 /// Per-block detail of a run, printed when `SIM_TRACE` is set: what each
@@ -348,6 +433,9 @@ struct Devices<'a> {
     /// touched: timers cost O(log N) per step, not O(N).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     armed: Vec<Option<Instant>>,
+    /// Per receiver: [`rx_allocs`] once it had accepted the manifest and
+    /// allocated its window.
+    allocs_at_accept: Vec<Option<(u64, u64, u64)>>,
 }
 
 /// The datagrams in flight, in arrival order (ties in send order).
@@ -374,20 +462,23 @@ impl Devices<'_> {
     /// Drain receiver `i`'s events (writing its flash) and transmits, then
     /// re-arm its timer.
     fn service(&mut self, i: usize, now: Instant, rx: &mut Receiver, net: &mut Net) {
-        while let Some(ev) = rx.poll_event() {
+        while let Some(ev) = rx_call(i, || rx.poll_event()) {
             match ev {
-                Event::ManifestAccepted => rx.handle_scan_done(now),
+                Event::ManifestAccepted => {
+                    rx_call(i, || rx.handle_scan_done(now));
+                    self.allocs_at_accept[i].get_or_insert(rx_allocs(i));
+                }
                 Event::WriteBlock { index, data } => {
                     let off = index as usize * self.block_size;
                     self.good[i][index as usize] =
                         self.image.get(off..off + data.len()) == Some(data);
-                    rx.handle_flash_done(now, index, Ok(()));
+                    rx_call(i, || rx.handle_flash_done(now, index, Ok(())));
                 }
                 Event::VerifyImage => {
                     let bad: Vec<u32> = (0..self.good[i].len() as u32)
                         .filter(|&b| !self.good[i][b as usize])
                         .collect();
-                    rx.handle_verify_done(now, &bad);
+                    rx_call(i, || rx.handle_verify_done(now, &bad));
                 }
                 Event::Done => {
                     if !self.done[i] {
@@ -400,7 +491,7 @@ impl Devices<'_> {
                 Event::Foreign { .. } => {}
             }
         }
-        while let Some(t) = rx.poll_transmit(now, &mut net.buf) {
+        while let Some(t) = rx_call(i, || rx.poll_transmit(now, &mut net.buf)) {
             let to = match t.dest {
                 Dest::RepairServer => To::RepairServer(i),
                 Dest::Peer(a) if a == self.sender_addr => To::Sender(i),
@@ -408,7 +499,7 @@ impl Devices<'_> {
             };
             net.send(now, to, t.len);
         }
-        let t = rx.poll_timeout();
+        let t = rx_call(i, || rx.poll_timeout());
         if t != self.armed[i] {
             self.armed[i] = t;
             if let Some(t) = t {
@@ -455,6 +546,7 @@ fn run(s: &Scenario) -> Outcome {
             let mut c = ReceiverConfig::new(1000 + i as u64, "sim,board", "1.0.0", *kp.pk);
             c.rng_seed = s.seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
             c.window_blocks = s.window_blocks;
+            c.max_window_bytes = s.max_window_bytes;
             c.max_block_size = s.block_size;
             c.round_trip = LATENCY * 2;
             c.nack_backoff_rtts = s.backoff_rtts;
@@ -473,7 +565,9 @@ fn run(s: &Scenario) -> Outcome {
         done_count: 0,
         timers: BinaryHeap::new(),
         armed: vec![None; s.receivers],
+        allocs_at_accept: vec![None; s.receivers],
     };
+    RX_ALLOC.with(|c| c.iter().for_each(|c| c.set((0, 0, 0))));
     let mut down: Vec<Link> = (0..s.receivers)
         .map(|i| Link {
             rng: Rng::new(s.seed.wrapping_add(i as u64 * 31 + 1)),
@@ -522,7 +616,7 @@ fn run(s: &Scenario) -> Outcome {
                         } else {
                             let rx = &mut rxs[i];
                             let stored = rx.stats().chunks_stored;
-                            let _ = rx.handle_datagram(now, from, &bytes);
+                            let _ = rx_call(i, || rx.handle_datagram(now, from, &bytes));
                             if later && rx.stats().chunks_stored > stored {
                                 later_pass_chunks += 1;
                             }
@@ -533,7 +627,7 @@ fn run(s: &Scenario) -> Outcome {
                 To::Device(i) => {
                     if !down[i].lose(s.loss) {
                         let rx = &mut rxs[i];
-                        let _ = rx.handle_datagram(now, repair_addr, &bytes);
+                        let _ = rx_call(i, || rx.handle_datagram(now, repair_addr, &bytes));
                         dev.service(i, now, rx, &mut net);
                     }
                 }
@@ -582,7 +676,7 @@ fn run(s: &Scenario) -> Outcome {
             }
             dev.armed[i] = None;
             let rx = &mut rxs[i];
-            rx.handle_timeout(now);
+            rx_call(i, || rx.handle_timeout(now));
             dev.service(i, now, rx, &mut net);
         }
         if dev.done_count == s.receivers || now > limit {
@@ -627,6 +721,9 @@ fn run(s: &Scenario) -> Outcome {
         parity_sent: repair.stats().parity_sent,
         source_group: repair.stats().chunks_sent_group,
         source_unicast: repair.stats().chunks_sent_unicast,
+        blocks_decoded: rxs.iter().map(|r| r.stats().blocks_decoded).sum(),
+        allocs_at_accept: dev.allocs_at_accept,
+        allocs_at_end: (0..s.receivers).map(rx_allocs).collect(),
     }
 }
 
@@ -801,6 +898,7 @@ fn parity(receivers: usize, ppm: u64, k: u32, chunk_size: u32, blocks: u32, seed
         chunk_size,
         // About 1 MiB of 1024-byte chunks whatever the block size.
         window_blocks: (1024 / k).max(4),
+        max_window_bytes: u64::MAX,
         backoff_shape: 8,
         backoff_rtts: 20,
     }
@@ -1086,4 +1184,42 @@ fn parity_cell_from_env() {
     s.backoff_shape = var("SIM_SHAPE", u64::from(s.backoff_shape)) as u32;
     s.backoff_rtts = var("SIM_RTTS", u64::from(s.backoff_rtts)) as u32;
     parity_cell(&s);
+}
+
+/// R-PAR-3 and the device's memory rule: everything the receive path needs
+/// (window, bitmaps, parity map, chunk-hash lists, the erasure decoder's
+/// work space) is allocated when the manifest is accepted; NACKs, repairs
+/// and parity decodes then allocate nothing. The agent's geometry and
+/// window (64 KiB blocks of 1408-byte chunks, 16 blocks within 640 KiB: 9
+/// slots); four devices (so that repairs are parity) at 0, 1 and 5% loss.
+/// Prints what a receiver holds allocated at that point.
+#[test]
+fn the_receive_path_allocates_nothing_after_the_manifest_is_accepted() {
+    for ppm in [0, 10_000, 50_000] {
+        let mut s = Scenario::retransmit(4, 48 * 65536 + 1000, Loss::Bernoulli { ppm }, 90 + ppm);
+        s.mode = RepairMode::Parity;
+        s.chunk_size = 1408;
+        s.window_blocks = 16;
+        s.max_window_bytes = 640 * 1024;
+        s.rate_bps = 90_000_000;
+        let o = run(&s);
+        assert_eq!(o.identical, 4, "{o:?}");
+        for (i, (&at, &end)) in o.allocs_at_accept.iter().zip(&o.allocs_at_end).enumerate() {
+            let (n0, a0, f0) = at.expect("manifest accepted");
+            let (n1, a1, f1) = end;
+            println!(
+                "receiver {i} memory | loss {:.1}% | live at accept {} B ({} allocations) | after: {} allocations, {} B",
+                ppm as f64 / 10_000.0,
+                a0 - f0,
+                n0,
+                n1 - n0,
+                a1 - a0,
+            );
+            assert_eq!((n1 - n0, a1 - a0, f1 - f0), (0, 0, 0), "{o:?}");
+        }
+        println!("blocks rebuilt by parity: {}", o.blocks_decoded);
+        if ppm > 0 {
+            assert!(o.blocks_decoded > 0, "{o:?}");
+        }
+    }
 }
