@@ -164,7 +164,11 @@ impl Receiver {
             return Ok(());
         }
         let is_repair = header.flags & FLAG_REPAIR != 0;
-        let Some(s) = t.slot_for(now, l.block, is_repair, &mut self.stats) else {
+        // A list carried whole by this piece is checked before it claims a
+        // slot: one that matches its signed digest may evict (R-AUTH-5).
+        let authenticated = pieces(chunks, m.chunk_size) == 1
+            && want.is_some_and(|w| chunk_list_digest(l.hashes.0) == w);
+        let Some(s) = t.slot_for(now, l.block, is_repair, authenticated, &mut self.stats) else {
             self.stats.chunks_no_slot += 1;
             return Ok(());
         };

@@ -106,7 +106,7 @@ impl Receiver {
             self.stats.chunks_duplicate += 1;
             return Ok(None);
         }
-        let Some(s) = t.slot_for(now, d.block, is_repair, &mut self.stats) else {
+        let Some(s) = t.slot_for(now, d.block, is_repair, false, &mut self.stats) else {
             self.stats.chunks_no_slot += 1;
             return Ok(None);
         };
@@ -266,12 +266,16 @@ impl Transfer {
 
     /// The slot of `block`, or a new one for it: a free one, or (for
     /// carousel data only) the least recently active partly filled one
-    /// (R-WIN-1).
+    /// (R-WIN-1). Only an `authenticated` claim (a chunk-hash list that
+    /// matched its signed digest) may evict a slot whose list is verified,
+    /// and it takes one without a verified list first (R-AUTH-5): forged
+    /// carousel chunks cannot push the genuine stream out of the window.
     pub(super) fn slot_for(
         &mut self,
         now: Instant,
         block: u32,
         is_repair: bool,
+        authenticated: bool,
         stats: &mut ReceiverStats,
     ) -> Option<usize> {
         if let Some(s) = self.find_slot(block) {
@@ -281,12 +285,11 @@ impl Transfer {
             Some(s) => s,
             None if is_repair => return None,
             None => {
-                let victim = self
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, sl)| sl.state == SlotState::Filling)
-                    .min_by_key(|(_, sl)| sl.last_activity)
+                let victim = (0..self.slots.len())
+                    .filter(|&i| self.slots[i].state == SlotState::Filling)
+                    .map(|i| (i, self.list_verified(i)))
+                    .filter(|&(_, verified)| authenticated || !verified)
+                    .min_by_key(|&(i, verified)| (verified, self.slots[i].last_activity))
                     .map(|(i, _)| i)?;
                 self.reset_slot(victim);
                 stats.evictions += 1;

@@ -1,4 +1,4 @@
-//! Chunk authentication in the window (R-AUTH-2..4) and the anti-rollback
+//! Chunk authentication in the window (R-AUTH-2..5) and the anti-rollback
 //! floor (R-ROLL-1), with the receiver
 //! tests' fixture: a format 2 manifest, ChunkList frames built like the
 //! sender builds them.
@@ -100,6 +100,37 @@ fn r_auth_3_chunks_stored_before_the_list_are_checked_when_it_arrives() {
         shell.flash[1].as_deref(),
         Some(&f.image[BLOCK as usize..2 * BLOCK as usize])
     );
+}
+
+#[test]
+fn r_auth_5_forged_chunks_of_other_blocks_never_evict_a_kept_list() {
+    let f = fixture();
+    let mut rx = Receiver::new(config(), ms(0));
+    let mut shell = Shell::new(f.manifest.block_count());
+    start(&f, &mut rx, &mut shell, &[]);
+    feed(&mut rx, &mut shell, ms(1), &list(&f, 0)).expect("list");
+    // A flood of forged chunks for blocks 1..5 (more blocks than the 4
+    // window buffers), each more recent than block 0's list: before
+    // R-AUTH-5 the least recently active buffer, block 0's, was evicted.
+    for round in 0..3u64 {
+        for block in 1..f.manifest.block_count() {
+            let _ = feed(&mut rx, &mut shell, ms(2 + round), &forged(&f, block, 0));
+        }
+    }
+    let Phase::Receiving(t) = &rx.phase else {
+        panic!("receiving")
+    };
+    assert!(
+        t.find_slot(0).is_some(),
+        "block 0 keeps its buffer and list"
+    );
+    for c in 0..f.manifest.chunks_in_block(0) {
+        feed(&mut rx, &mut shell, ms(9), &data(&f, 0, c, 0)).expect("genuine chunk");
+    }
+    assert_eq!(shell.flash[0].as_deref(), Some(&f.image[..BLOCK as usize]));
+    // A genuine list may still take a buffer: from one without a kept list.
+    feed(&mut rx, &mut shell, ms(10), &list(&f, 4)).expect("list of block 4");
+    assert_eq!(rx.stats().chunk_lists_verified, 2);
 }
 
 #[test]
