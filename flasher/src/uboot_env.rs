@@ -36,6 +36,16 @@ use std::fmt;
 
 use crate::{Error, ErrorKind, Flash, FlashKind};
 
+mod config;
+mod format;
+
+pub use config::{parse_fw_env_config, EnvConfig, EnvLocation};
+use format::header_len;
+pub use format::{decode, encode, select_copy, Decoded};
+
+/// The variables: sorted by name, as U-Boot exports them.
+pub type Vars = BTreeMap<String, String>;
+
 /// The default fw_env.config path.
 pub const DEFAULT_FW_ENV_CONFIG: &str = "/etc/fw_env.config";
 
@@ -167,155 +177,6 @@ impl fmt::Display for EnvError {
 
 impl std::error::Error for EnvError {}
 
-/// Where one copy of the environment lives (one fw_env.config line).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EnvLocation {
-    /// The device as written in fw_env.config (`/dev/mtd1`, a file, or a
-    /// firmcast target spec such as `simnor:/tmp/env.bin`).
-    pub device: String,
-    /// Byte offset of the copy on the device.
-    pub offset: u64,
-    /// Size of the copy in bytes (header included).
-    pub env_size: u32,
-    /// Erase sector size; 0 = the device's eraseblock size.
-    pub sector_size: u32,
-    /// Sectors reserved for the copy (NAND: the spares for bad blocks); 0 = 1.
-    pub sectors: u32,
-}
-
-impl EnvLocation {
-    /// A location with the device's sector size and one sector.
-    #[must_use]
-    pub fn new(device: impl Into<String>, offset: u64, env_size: u32) -> Self {
-        EnvLocation {
-            device: device.into(),
-            offset,
-            env_size,
-            sector_size: 0,
-            sectors: 0,
-        }
-    }
-
-    /// `device at 0xOFFSET` for messages.
-    #[must_use]
-    pub fn describe(&self) -> String {
-        format!("{} at offset {:#x}", self.device, self.offset)
-    }
-}
-
-/// A parsed fw_env.config: one location, or two for a redundant environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvConfig {
-    /// The copies, in file order (copy 0, copy 1).
-    pub copies: Vec<EnvLocation>,
-}
-
-impl EnvConfig {
-    /// Whether there are two copies.
-    #[must_use]
-    pub fn redundant(&self) -> bool {
-        self.copies.len() == 2
-    }
-}
-
-/// `%lli`: decimal, `0x` hex or leading-0 octal, optionally negative.
-fn parse_c_int(s: &str) -> Option<i64> {
-    let (neg, t) = match s.strip_prefix('-') {
-        Some(t) => (true, t),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        i64::from_str_radix(h, 16).ok()?
-    } else if t.len() > 1 && t.starts_with('0') {
-        i64::from_str_radix(&t[1..], 8).ok()?
-    } else {
-        t.parse::<i64>().ok()?
-    };
-    Some(if neg { -v } else { v })
-}
-
-/// `%zx`: hexadecimal with or without `0x` (so `10000` means 0x10000, as in
-/// U-Boot's tools).
-fn parse_hex(s: &str) -> Option<u64> {
-    let t = s
-        .strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
-        .unwrap_or(s);
-    u64::from_str_radix(t, 16).ok()
-}
-
-/// Parses the fw_env.config format: per line `device offset env-size
-/// [sector-size [sectors]]`; `#` starts a comment line; lines with fewer than
-/// three fields are ignored (as libubootenv does); the first two valid lines
-/// are the copies. The offset is a C integer (decimal, `0x` hex); sizes are
-/// hexadecimal with or without `0x`. `source` names the file in errors.
-pub fn parse_fw_env_config(source: &str, text: &str) -> Result<EnvConfig, EnvError> {
-    let mut copies = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let f: Vec<&str> = t.split_whitespace().collect();
-        if f.len() < 3 {
-            continue;
-        }
-        let at = |what: &str, v: &str| {
-            EnvError::new(
-                EnvErrorKind::Config,
-                format!("{source} line {}: {what} `{v}` is not valid", n + 1),
-            )
-        };
-        let offset = parse_c_int(f[1]).ok_or_else(|| at("offset", f[1]))?;
-        if offset < 0 {
-            return Err(at("offset (negative offsets are not supported)", f[1]));
-        }
-        let env_size = parse_hex(f[2])
-            .and_then(|v| u32::try_from(v).ok())
-            .filter(|&v| v > 8)
-            .ok_or_else(|| at("environment size", f[2]))?;
-        let sector_size = match f.get(3) {
-            Some(v) => parse_hex(v)
-                .and_then(|x| u32::try_from(x).ok())
-                .ok_or_else(|| at("sector size", v))?,
-            None => 0,
-        };
-        let sectors = match f.get(4) {
-            Some(v) => parse_hex(v)
-                .and_then(|x| u32::try_from(x).ok())
-                .ok_or_else(|| at("number of sectors", v))?,
-            None => 0,
-        };
-        copies.push(EnvLocation {
-            device: f[0].to_string(),
-            offset: offset as u64,
-            env_size,
-            sector_size,
-            sectors,
-        });
-        if copies.len() == 2 {
-            break;
-        }
-    }
-    match copies.as_slice() {
-        [] => Err(EnvError::new(
-            EnvErrorKind::Config,
-            format!("{source}: no environment line (`device offset size [sector-size [sectors]]`)"),
-        )),
-        [a, b] if a.env_size != b.env_size => Err(EnvError::new(
-            EnvErrorKind::Config,
-            format!(
-                "{source}: the two copies differ in size ({:#x} and {:#x})",
-                a.env_size, b.env_size
-            ),
-        )),
-        _ => Ok(EnvConfig { copies }),
-    }
-}
-
-/// The variables: sorted by name, as U-Boot exports them.
-pub type Vars = BTreeMap<String, String>;
-
 /// Checks that U-Boot can store `name=value`.
 pub fn check_variable(name: &str, value: &str) -> Result<(), EnvError> {
     let bad = |why: &str| {
@@ -334,132 +195,6 @@ pub fn check_variable(name: &str, value: &str) -> Result<(), EnvError> {
         return Err(bad("value contains NUL"));
     }
     Ok(())
-}
-
-fn header_len(redundant: bool) -> usize {
-    if redundant {
-        5
-    } else {
-        4
-    }
-}
-
-/// Encodes one copy of `env_size` bytes: CRC, flag (when `flag` is `Some`,
-/// i.e. redundant), the sorted variables, `\0` terminator, `0xFF` padding.
-pub fn encode(
-    vars: &Vars,
-    env_size: usize,
-    flag: Option<u8>,
-    endian: Endian,
-) -> Result<Vec<u8>, EnvError> {
-    let h = header_len(flag.is_some());
-    if env_size < h + 2 {
-        return Err(EnvError::new(
-            EnvErrorKind::Geometry,
-            format!("environment size {env_size} is too small"),
-        ));
-    }
-    let mut out = vec![0xFFu8; env_size];
-    let data_len = env_size - h;
-    let mut at = h;
-    for (k, v) in vars {
-        check_variable(k, v)?;
-        let need = k.len() + 1 + v.len() + 1;
-        // Room for this entry and the final terminator.
-        if at + need + 1 > env_size {
-            return Err(EnvError::new(
-                EnvErrorKind::TooLarge,
-                format!("variable {k:?} does not fit: the environment holds {data_len} bytes of variables"),
-            ));
-        }
-        out[at..at + k.len()].copy_from_slice(k.as_bytes());
-        at += k.len();
-        out[at] = b'=';
-        at += 1;
-        out[at..at + v.len()].copy_from_slice(v.as_bytes());
-        at += v.len();
-        out[at] = 0;
-        at += 1;
-    }
-    out[at] = 0;
-    if vars.is_empty() {
-        out[at + 1] = 0;
-    }
-    let crc = proto::wire::crc32(&out[h..]);
-    out[..4].copy_from_slice(&endian.put(crc));
-    if let Some(f) = flag {
-        out[4] = f;
-    }
-    Ok(out)
-}
-
-/// One decoded copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded {
-    /// Whether the CRC matches.
-    pub crc_ok: bool,
-    /// The flag byte (redundant copies only).
-    pub flag: Option<u8>,
-    /// The variables (empty when the CRC does not match).
-    pub vars: Vars,
-}
-
-/// Decodes one copy (`bytes` is the whole copy, `env_size` bytes).
-/// Entries without `=` are skipped; a later duplicate wins; non-UTF-8 bytes
-/// are replaced (U-Boot environments are ASCII).
-#[must_use]
-pub fn decode(bytes: &[u8], redundant: bool, endian: Endian) -> Decoded {
-    let h = header_len(redundant);
-    if bytes.len() < h + 1 {
-        return Decoded {
-            crc_ok: false,
-            flag: None,
-            vars: Vars::new(),
-        };
-    }
-    let stored = endian.get([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let data = &bytes[h..];
-    let crc_ok = proto::wire::crc32(data) == stored;
-    let flag = redundant.then(|| bytes[4]);
-    let mut vars = Vars::new();
-    if crc_ok {
-        for entry in data.split(|&b| b == 0) {
-            if entry.is_empty() {
-                break;
-            }
-            let s = String::from_utf8_lossy(entry);
-            if let Some((k, v)) = s.split_once('=') {
-                if !k.is_empty() {
-                    vars.insert(k.to_string(), v.to_string());
-                }
-            }
-        }
-    }
-    Decoded { crc_ok, flag, vars }
-}
-
-/// Which copy is current given each copy's CRC validity and flag
-/// (libubootenv's and U-Boot's rules). `None`: no valid copy.
-#[must_use]
-pub fn select_copy(valid: [bool; 2], flags: [u8; 2], scheme: FlagScheme) -> Option<usize> {
-    match valid {
-        [false, false] => None,
-        [true, false] => Some(0),
-        [false, true] => Some(1),
-        [true, true] => {
-            let (f0, f1) = (flags[0], flags[1]);
-            Some(match scheme {
-                // 0xFF: written by a tool that did not know the scheme (an
-                // erased flag byte programmed later); it counts as the newer.
-                FlagScheme::Boolean if f1 == 0xFF => 1,
-                FlagScheme::Boolean if f0 == 0xFF => 0,
-                FlagScheme::Incremental if f0 == 0xFF && f1 == 0 => 1,
-                FlagScheme::Incremental if f1 == 0xFF && f0 == 0 => 0,
-                _ if f1 > f0 => 1,
-                _ => 0,
-            })
-        }
-    }
 }
 
 /// One copy: which device (index into the devices) and where on it.
