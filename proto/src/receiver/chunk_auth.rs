@@ -164,9 +164,11 @@ impl Receiver {
             return Ok(());
         }
         let is_repair = header.flags & FLAG_REPAIR != 0;
-        // A list carried whole by this piece is checked before it claims a
-        // slot: one that matches its signed digest may evict (R-AUTH-5).
-        let authenticated = pieces(chunks, m.chunk_size) == 1
+        // A list carried whole by this piece that needs a new slot is checked
+        // before it claims one: one that matches its signed digest may evict
+        // (R-AUTH-5). A block that has its slot is not hashed here.
+        let authenticated = t.find_slot(l.block).is_none()
+            && pieces(chunks, m.chunk_size) == 1
             && want.is_some_and(|w| chunk_list_digest(l.hashes.0) == w);
         let Some(s) = t.slot_for(now, l.block, is_repair, authenticated, &mut self.stats) else {
             self.stats.chunks_no_slot += 1;
