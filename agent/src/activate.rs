@@ -25,6 +25,7 @@ use flasher::ab::{AbError, Policy, Slot};
 use flasher::uboot_env::{EnvConfig, UbootEnv};
 use flasher::{Error, Flash, Geometry, ReadStatus};
 
+use crate::config::schema::key;
 use crate::config::{AbConfig, ConfigError};
 use crate::floor;
 
@@ -48,12 +49,13 @@ pub fn check_env_copies(
         .map_or_else(|| "(none)".to_string(), |l| l.describe());
     Err(ConfigError {
         file: config_file.to_path_buf(),
-        key: Some("ab.allow_single_copy_env".to_string()),
+        key: Some(key::ab::allow_single_copy_env.to_string()),
         line: None,
         message: format!(
-            "{} describes a single-copy U-Boot environment ({device}): a power cut while it is saved can leave no valid environment (the board then boots U-Boot's built-in default); add a second copy to {} or set ab.allow_single_copy_env = true to accept that",
+            "{} describes a single-copy U-Boot environment ({device}): a power cut while it is saved can leave no valid environment (the board then boots U-Boot's built-in default); add a second copy to {} or set {} = true to accept that",
             ab.env_config.display(),
-            ab.env_config.display()
+            ab.env_config.display(),
+            key::ab::allow_single_copy_env,
         ),
     })
 }

@@ -124,6 +124,11 @@ pub fn health_check(cfg: &Config) -> Result<(), String> {
 
 /// The secret half of the configured `device_key`, if any (R-STAT-4).
 pub fn device_secret(cfg: &Config) -> Option<ed25519_compact::SecretKey> {
+    // Without `device-key` the config refuses the key; saying so here keeps
+    // the key derivation (a base-point multiply) out of the build.
+    if !Feature::DeviceKey.enabled() {
+        return None;
+    }
     cfg.device_key
         .as_ref()
         .map(|(_, seed)| ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed)).sk)

@@ -46,11 +46,16 @@ impl WriteRate {
 }
 
 /// `bytes` in `took` in kbit/s, at least 1 (instant writes, e.g. a file in
-/// tmpfs, count as one microsecond).
+/// tmpfs, count as one microsecond). In u64: a 32-bit device has no 128-bit
+/// division, and the library routine that stands in for it costs 2 KB.
 fn kbps(bytes: u64, took: Duration) -> u32 {
-    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+    let micros = took
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(took.subsec_micros()))
+        .max(1);
     // bits per microsecond = Mbit/s; times 1000 = kbit/s.
-    let kbps = u128::from(bytes) * 8 * 1000 / u128::from(micros);
+    let kbps = bytes.saturating_mul(8 * 1000) / micros;
     u32::try_from(kbps).unwrap_or(u32::MAX).max(1)
 }
 

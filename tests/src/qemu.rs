@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use firmcast_agent::config::writer::AgentToml;
 
-use crate::{bin, path_str, run_ok, Proc, Release, Scratch};
+use crate::{bin, path_str, repair_args, run_ok, send_args, Net, Proc, Release, Scratch};
 
 /// Host address on the namespace's bridge.
 pub const HOST_IP: &str = "10.77.0.1";
@@ -241,43 +241,26 @@ impl NetNs {
 
     /// `firmcast repair` for `rel`, in the namespace.
     pub fn start_repair(&self, dir: &Scratch, rel: &Release) -> Proc {
-        self.start(
-            "repair",
-            &bin("firmcast"),
-            &[
-                "repair",
-                "--image",
-                path_str(&rel.image),
-                "--manifest",
-                path_str(&rel.manifest),
-                "--listen",
-                REPAIR_LISTEN,
-                "--interface",
-                HOST_IP,
-                "--repair-group",
-                REPAIR_GROUP,
-                "--duration",
-                "900",
-            ],
-            dir,
-        )
+        let net = guest_net();
+        let mut args = repair_args(&net, rel, HOST_IP);
+        args.extend_from_slice(&["--duration", "900"]);
+        self.start("repair", &bin("firmcast"), &args, dir)
     }
 
     /// `firmcast send` for `rel`, in the namespace, with extra arguments.
     pub fn start_sender(&self, dir: &Scratch, rel: &Release, extra: &[&str]) -> Proc {
-        let mut args = vec![
-            "send",
-            "--image",
-            path_str(&rel.image),
-            "--manifest",
-            path_str(&rel.manifest),
-            "--group",
-            GROUP,
-            "--interface",
-            HOST_IP,
-        ];
+        let mut args = send_args(rel, GROUP, HOST_IP);
         args.extend_from_slice(extra);
         self.start("sender", &bin("firmcast"), &args, dir)
+    }
+}
+
+/// The groups and the repair listener of the guest's link, as a [`Net`].
+fn guest_net() -> Net {
+    Net {
+        group: GROUP.to_string(),
+        repair_group: REPAIR_GROUP.to_string(),
+        repair_listen: REPAIR_LISTEN.to_string(),
     }
 }
 

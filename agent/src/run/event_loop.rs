@@ -33,8 +33,15 @@ const COALESCE_BELOW: usize = 8;
 const COALESCE: Duration = Duration::from_millis(3);
 
 pub(super) fn poll_ms(now: Instant, deadline: Option<Instant>) -> u16 {
-    // Round up so a deadline 0.4 ms away does not spin; wake at least once a second.
-    let ms = deadline.map_or(1000, |d| d.saturating_since(now).as_micros().div_ceil(1000));
+    // Round up so a deadline 0.4 ms away does not spin; wake at least once a
+    // second. In u64 (whole seconds + rounded-up microseconds): a u128
+    // division links a 2 KB library routine on 32-bit devices.
+    let ms = deadline.map_or(1000, |d| {
+        let wait = d.saturating_since(now);
+        wait.as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(wait.subsec_micros().div_ceil(1000)))
+    });
     ms.min(1000) as u16
 }
 

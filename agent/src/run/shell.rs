@@ -320,7 +320,7 @@ impl<F: Flash> Core<F> {
             self.rx.blocks_done(),
             self.manifest.as_ref().map_or(0, Manifest::block_count),
         );
-        log::debug!("receiver counters at stall: {:?}", self.rx.stats());
+        self.log_receive_counters();
         self.report_and_exit(
             now,
             ExitCode::Stalled,
@@ -451,6 +451,29 @@ impl<F: Flash> Core<F> {
             }
             _ => None,
         }
+    }
+
+    /// The receiver's counters, one line an operator can grep for
+    /// ("receive counters"), at the end of a run: updated or stalled.
+    fn log_receive_counters(&self) {
+        let st = self.rx.stats();
+        log::info!(
+            "receive counters: datagrams {}, chunks {} ({} repairs, {} parity, {} blocks decoded), duplicates {}, no-slot drops {}, evictions {}, NACKs {} ({} chunks, {} held back), passes seen {}, digest failures {}, forged chunks dropped {}",
+            st.datagrams,
+            st.chunks_stored,
+            st.repairs_stored,
+            st.parity_stored,
+            st.blocks_decoded,
+            st.chunks_duplicate,
+            st.chunks_no_slot,
+            st.evictions,
+            st.nacks_sent,
+            st.chunks_nacked,
+            st.nacks_suppressed,
+            st.passes_seen,
+            st.digest_failures,
+            st.chunks_forged
+        );
     }
 
     fn log_progress(&self) {
@@ -614,24 +637,7 @@ impl<F: Flash> Core<F> {
             self.stats.resumed,
             self.stats.bytes_written
         );
-        let st = self.rx.stats();
-        log::info!(
-            "receive counters: datagrams {}, chunks {} ({} repairs, {} parity, {} blocks decoded), duplicates {}, no-slot drops {}, evictions {}, NACKs {} ({} chunks, {} held back), passes seen {}, digest failures {}, forged chunks dropped {}",
-            st.datagrams,
-            st.chunks_stored,
-            st.repairs_stored,
-            st.parity_stored,
-            st.blocks_decoded,
-            st.chunks_duplicate,
-            st.chunks_no_slot,
-            st.evictions,
-            st.nacks_sent,
-            st.chunks_nacked,
-            st.nacks_suppressed,
-            st.passes_seen,
-            st.digest_failures,
-            st.chunks_forged
-        );
+        self.log_receive_counters();
         let mut code = ExitCode::Updated;
         if let Some(act) = self.activator.as_mut() {
             let info = self.manifest.as_ref().map(|m| ImageInfo {

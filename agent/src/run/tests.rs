@@ -437,6 +437,8 @@ fn poll_timeout_rounds_up_and_is_capped() {
     let now = Instant::from_micros(1_000);
     assert_eq!(poll_ms(now, Some(Instant::from_micros(1_400))), 1);
     assert_eq!(poll_ms(now, Some(Instant::from_micros(500))), 0);
+    assert_eq!(poll_ms(now, Some(Instant::from_micros(501_300))), 501);
+    assert_eq!(poll_ms(now, Some(Instant::from_micros(1_000_999))), 1000);
     assert_eq!(poll_ms(now, Some(Instant::from_micros(60_000_000))), 1000);
     assert_eq!(poll_ms(now, None), 1000);
 }
