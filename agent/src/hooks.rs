@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::activate::run_command;
+use crate::config::schema::key;
 use crate::config::Config;
 use crate::exit::ExitCode;
 
@@ -113,10 +114,13 @@ fn run(name: &str, argv: &[String], version: &str, exit: Option<ExitCode>) -> bo
 /// Before writing `version`: `Err` (exit 6) if `pre_install` refused it.
 pub fn pre_install(version: &str) -> Result<(), ExitCode> {
     let argv = HOOKS.get().map_or(&[][..], |h| &h.hooks.pre_install[..]);
-    if run("pre_install", argv, version, None) {
+    if run(key::hooks::name::pre_install, argv, version, None) {
         Ok(())
     } else {
-        log::error!("the pre_install hook refused version {version}; not installing it this run");
+        log::error!(
+            "the {} hook refused version {version}; not installing it this run",
+            key::hooks::name::pre_install
+        );
         Err(ExitCode::Activation)
     }
 }
@@ -131,9 +135,19 @@ pub fn finish(code: ExitCode) -> ExitCode {
     };
     let version = crate::state_file::offered_version().unwrap_or_default();
     if code == ExitCode::Updated {
-        run("post_install", &h.hooks.post_install, &version, Some(code));
+        run(
+            key::hooks::name::post_install,
+            &h.hooks.post_install,
+            &version,
+            Some(code),
+        );
     } else if code.is_failure() {
-        run("on_failure", &h.hooks.on_failure, &version, Some(code));
+        run(
+            key::hooks::name::on_failure,
+            &h.hooks.on_failure,
+            &version,
+            Some(code),
+        );
     }
     code
 }

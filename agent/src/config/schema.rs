@@ -271,6 +271,14 @@ macro_rules! schema {
                         #[doc = concat!("`", stringify!($table), ".", stringify!($tkey), "`")]
                         pub const $tkey: &str = concat!(stringify!($table), ".", stringify!($tkey));
                     )*
+                    /// The same keys by their name inside the table (a
+                    /// hook's name is its key's: `pre_install`).
+                    pub mod name {
+                        $(
+                            #[doc = concat!("`", stringify!($tkey), "`")]
+                            pub const $tkey: &str = stringify!($tkey);
+                        )*
+                    }
                 }
             )*
         }
