@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo doc (intra-doc links resolve)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 echo "== build binaries (the integration tests run them)"
 cargo build --workspace --bins
 echo "== packaging lint (Buildroot, Yocto, OpenWrt, init scripts, man pages, Cross.toml)"

@@ -14,7 +14,7 @@
 //! target) differ; a relative `file:`/`simnor:`/`simnand:` path is made
 //! absolute first ([`target_key`]), so agents started in different
 //! directories with the same relative spec (different files) differ too.
-//! [`derive`] is pure; [`HostFacts::read`] gathers its inputs.
+//! [`derive()`] is pure; [`HostFacts::read`] gathers its inputs.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -112,7 +112,7 @@ fn usable_mac(s: &str) -> Option<String> {
     (ok && s != "00:00:00:00:00:00" && s != "ff:ff:ff:ff:ff:ff").then_some(s)
 }
 
-/// The inputs of [`derive`] for the default id (no `device_id` configured).
+/// The inputs of [`derive()`] for the default id (no `device_id` configured).
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
     /// `device_id_file` and the first line read from it.

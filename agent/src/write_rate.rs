@@ -9,7 +9,7 @@ use std::time::Duration;
 /// within a few blocks.
 const BLOCKS: usize = 8;
 
-/// The last [`BLOCKS`] writes: bytes and time taken.
+/// The last `BLOCKS` (8) writes: bytes and time taken.
 #[derive(Debug, Default)]
 pub struct WriteRate {
     writes: [(u64, Duration); BLOCKS],
@@ -29,7 +29,7 @@ const SKIP_FIRST: usize = 1;
 impl WriteRate {
     /// Note a block of `bytes` written in `took`; returns the rate in kbit/s
     /// (at least 1): the first write's own rate (provisional), then the
-    /// average of the last [`BLOCKS`] writes after it.
+    /// average of the last `BLOCKS` writes after it.
     pub fn record(&mut self, bytes: usize, took: Duration) -> u32 {
         self.seen += 1;
         if self.seen <= SKIP_FIRST {

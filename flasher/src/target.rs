@@ -3,8 +3,8 @@
 //! | spec | target |
 //! |---|---|
 //! | `file:PATH` | [`FileFlash`]: plain file or block device (created with `size_hint` if missing) |
-//! | `simnor:PATH` | [`SimNor`]: opened if `PATH` exists, else created erased with `size_hint` bytes (64 KiB eraseblocks, write size 1) |
-//! | `simnand:PATH` | [`SimNand`]: same, created with 128 KiB eraseblocks and 2 KiB pages |
+//! | `simnor:PATH` | `SimNor`: opened if `PATH` exists, else created erased with `size_hint` bytes (64 KiB eraseblocks, write size 1) |
+//! | `simnand:PATH` | `SimNand`: same, created with 128 KiB eraseblocks and 2 KiB pages |
 //! | `mtd:NAME` | [`Mtd`] for the partition called `NAME` in `/proc/mtd` |
 //! | `mtd:/dev/mtdN` | [`Mtd`] for that device |
 //!

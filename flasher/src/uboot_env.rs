@@ -115,7 +115,7 @@ pub const FLAG_OBSOLETE: u8 = 0;
 pub enum EnvErrorKind {
     /// fw_env.config (or the location given) is malformed.
     Config,
-    /// The flash or file failed (see [`EnvError::flash`]).
+    /// The flash or file failed (see `EnvError::flash`).
     Flash,
     /// No copy has a valid CRC.
     NoValidCopy,

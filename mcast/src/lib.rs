@@ -9,7 +9,7 @@
 //!
 //! An IPv4 interface is named by its address, an IPv6 one by its index
 //! (found from its address, [`ifindex_of`]). The only `unsafe` is the one
-//! `setsockopt` for the IPv6 source-specific join in [`sys`].
+//! `setsockopt` for the IPv6 source-specific join in `sys`.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};

@@ -5,8 +5,8 @@
 //!
 //! Which code a transfer uses follows from its geometry (R-PAR-2): blocks of
 //! at most 128 chunks use a Cauchy Reed–Solomon code over GF(2^8)
-//! ([`cauchy`]), larger ones Leopard Reed–Solomon over GF(2^16)
-//! ([`leopard`]). Chosen by measurement (`cargo run --release -p
+//! (`cauchy`), larger ones Leopard Reed–Solomon over GF(2^16)
+//! (`leopard`). Chosen by measurement (`cargo run --release -p
 //! firmcast-proto --example fec_bench` prints it): on blocks of tens of
 //! chunks the GF(2^8) code decodes much faster than the GF(2^16) crate's
 //! table-light engine and needs no global tables, but it cannot code more

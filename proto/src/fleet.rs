@@ -17,7 +17,7 @@
 //! and never the operator's count.
 
 //!
-//! Outcomes (R-FLEET-4, [`outcome`]): a final state stays until another
+//! Outcomes (R-FLEET-4, `outcome`): a final state stays until another
 //! outcome or a report of a later attempt. With events enabled
 //! ([`Fleet::set_event_capacity`]) every accepted report also queues a
 //! [`FleetEvent`] for the operator's views and records.

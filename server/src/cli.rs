@@ -221,6 +221,8 @@ Examples:
   firmcast demo --keep --dir /tmp/fc           # keep flash files and logs
   firmcast demo --ipv6 --loss 20               # [ff15::77]:7854 via fd77::1
   firmcast demo --ipv6 --group '[ff3e::8000:1]:7854' --repair-group '[ff3e::8000:2]:7855'")]
+// The field docs are `--help` text: "[ff15::77]:7854" is an address, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct DemoArgs {
     /// Number of devices (agents) to run.
     #[arg(long, default_value_t = 5, value_name = "N")]

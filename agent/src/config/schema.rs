@@ -1,5 +1,5 @@
 //! The agent's config schema: every key of the board file, its table and
-//! its type, in one place ([`SCHEMA`]'s macro call below). From it come the
+//! its type, in one place (the `schema!` macro call below). From it come the
 //! `Raw*` structs and the reader that fills them (unknown keys and tables
 //! are errors), [`KEYS`] for the writer ([`super::writer`]), and the tests
 //! that hold the `--check-config` dump and board-configs/README.md to it.

@@ -9,7 +9,7 @@ use proto::receiver::ReceiverConfig;
 use crate::config::{Activation, Config};
 use crate::{confirm, resume};
 
-/// The settings of [`Core`], taken from the [`Config`].
+/// The settings of [`Core`](super::Core), taken from the [`Config`].
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
     /// This device's board.

@@ -3,7 +3,7 @@
 //! into the binary, no CDN) and its live data as JSON.
 //!
 //! Read-only and bounded: GET and HEAD only, a request of at most
-//! [`request::MAX_REQUEST`] bytes read within [`request::HEAD_TIME`], at most
+//! `request::MAX_REQUEST` bytes read within `request::HEAD_TIME`, at most
 //! [`MAX_CONNECTIONS`] at a time (more are answered 503 and closed), one
 //! request per connection. Device strings reach the page only as JSON
 //! strings, which the page puts in text nodes, never in markup; a strict
