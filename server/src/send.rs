@@ -328,9 +328,10 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
             start_wait_logged = pace.waiting();
             if start_wait_logged {
                 log::info!(
-                    "{} blocks sent and no device has reported yet: the carousel waits at {:.2} Mbit/s for a first report (R-PACE-5)",
+                    "{} blocks sent and no device has reported yet: the carousel runs at {:.2} Mbit/s until a first report, at most {} s (R-PACE-5)",
                     proto::pace::START_BLOCKS,
-                    cap as f64 / 1e6
+                    cap as f64 / 1e6,
+                    proto::pace::START_WAIT.as_secs()
                 );
             } else {
                 log::info!(
