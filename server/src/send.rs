@@ -173,8 +173,14 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
     // what they received (the rest of the pass would reach nobody).
     cfg.hold_when_received = goal.awaited();
     // R-PACE-2: the carousel keeps to what the fleet's flash can take.
-    let mut pace = Pace::new(args.rate, manifest.chunk_size, cfg.announce_every);
+    let mut pace = Pace::new(
+        args.rate,
+        manifest.block_size,
+        manifest.chunk_size,
+        cfg.announce_every,
+    );
     let mut pace_log = PaceLog::default();
+    let mut start_wait_logged = false;
     let mut sender = Sender::new(cfg, &manifest, signed, clock.now());
     sender.fleet_mut().set_event_capacity(FLEET_EVENTS);
     let mut view = View::new(args.json, expected);
@@ -316,8 +322,23 @@ pub(crate) fn run_fed(args: &SendArgs, feed: Feed<'_>) -> Result<u8, Error> {
         // The one place the carousel's rate is decided: the least of the
         // caps that apply (here the fleet's write pace, R-PACE-2).
         let now = clock.now();
-        let cap = pace.cap_bps(now, sender.fleet(), image_id);
+        let cap = pace.cap_bps(now, sender.fleet(), image_id, sender.stats().data);
         sender.set_rate_cap(cap);
+        if pace.waiting() != start_wait_logged {
+            start_wait_logged = pace.waiting();
+            if start_wait_logged {
+                log::info!(
+                    "{} blocks sent and no device has reported yet: the carousel runs at {:.2} Mbit/s until a first report, at most {} s (R-PACE-5)",
+                    proto::pace::START_BLOCKS,
+                    cap as f64 / 1e6,
+                    proto::pace::START_WAIT.as_secs()
+                );
+            } else {
+                log::info!(
+                    "the first report is in: the carousel keeps to the fleet's pace (R-PACE-2)"
+                );
+            }
+        }
         pace_log.note(now, cap, pace.slowest());
         let mut passes_met = false;
         let mut sends = 0usize;
