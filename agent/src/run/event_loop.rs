@@ -13,6 +13,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use proto::wire::MAX_DATAGRAM;
 use proto::Instant;
 
+use super::nap::Nap;
 use super::Core;
 use crate::config::Config;
 use crate::exit::ExitCode;
@@ -24,14 +25,6 @@ use crate::{net, rejoin};
 /// own socket buffer makes the repair server send them again (50 agents on
 /// two cores at 1% loss: 286,701 chunks asked for, 1.2 x the image repaired).
 const MAX_READS_PER_WAKEUP: usize = 512;
-/// After a wakeup that found fewer datagrams than this, nap for [`COALESCE`].
-const COALESCE_BELOW: usize = 8;
-/// The nap: at 20 Mbit/s (1,700 datagrams/s) about 5 datagrams, where 1 ms
-/// woke an agent for almost every one; fifty agents on two cores in
-/// bench/fleet then spent 11.7 ms of CPU per MB, 8.3 with 3 ms. Faster
-/// streams fill [`COALESCE_BELOW`] and never nap.
-const COALESCE: Duration = Duration::from_millis(3);
-
 pub(super) fn poll_ms(now: Instant, deadline: Option<Instant>) -> u16 {
     // Round up so a deadline 0.4 ms away does not spin; wake at least once a
     // second. In u64 (whole seconds + rounded-up microseconds): a u128
@@ -122,6 +115,7 @@ pub(super) fn drive<F: Flash>(
 
     let mut watchdog = rejoin::Watchdog::new(clock());
     let mut data_heard = 0u64;
+    let mut nap = Nap::new();
     loop {
         let now = clock();
         core.handle_timeout(now);
@@ -233,15 +227,10 @@ pub(super) fn drive<F: Flash>(
                 }
             }
         }
-        // A stream of datagrams would wake us once per datagram; a short nap
-        // after a thin wakeup lets the socket buffer collect a batch instead
-        // (the kernel buffer holds far more than COALESCE of traffic). Never
-        // past a protocol deadline: NACK timing is unchanged to within COALESCE.
-        if (1..COALESCE_BELOW).contains(&received) {
-            let now = clock();
-            if core.deadline().is_none_or(|d| d >= now + COALESCE * 2) {
-                std::thread::sleep(COALESCE);
-            }
+        // A thin wakeup: let the socket buffers collect a batch (nap.rs).
+        let now = clock();
+        if let Some(d) = nap.after_wakeup(received, now, core.deadline()) {
+            std::thread::sleep(d);
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - `event_loop.rs`: sockets, signals and `poll`, following the driving
 //!   contract of `proto`: after every input drain every output (events, then
 //!   transmits), then sleep until the next deadline or a readable socket.
+//! - `nap.rs`: how long the loop lets its sockets collect a batch after a
+//!   thin wakeup, sized to the stream.
 //! - `target.rs`: target-path helpers; `seed.rs`: the OS's randomness and clock.
 //!
 //! ```text
@@ -39,6 +41,7 @@ use crate::{confirm, floor, net};
 
 mod activation;
 mod event_loop;
+mod nap;
 mod seed;
 mod settings;
 mod shell;
