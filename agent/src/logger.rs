@@ -245,6 +245,13 @@ pub fn init(target: Target, verbose: bool) -> Target {
 mod tests {
     use super::*;
 
+    /// syslogd exits: its socket is shut down, not only closed here. A
+    /// process another test forks at this instant holds a copy of every fd
+    /// until its exec, and a closed copy leaves the socket taking lines.
+    fn stop_syslogd(server: UnixDatagram) {
+        server.shutdown(std::net::Shutdown::Both).expect("shutdown");
+    }
+
     #[test]
     fn stderr_format_has_seconds_millis_and_level() {
         let l = format_stderr(
@@ -340,7 +347,7 @@ mod tests {
             "syslog queue full: 5000 lines in without blocking, {failed} counted; next line: {got}"
         );
         // syslogd restarts: the old socket is gone, a new one is bound.
-        drop(server);
+        stop_syslogd(server);
         std::fs::remove_file(&path).expect("rm");
         assert!(!log.send("while down"));
         let server = UnixDatagram::bind(&path).expect("rebind");
@@ -367,7 +374,7 @@ mod tests {
         let mut log = Syslog::connect(&path, hour).expect("connect");
         assert!(log.send("one"));
         for round in 0..3 {
-            drop(server);
+            stop_syslogd(server);
             std::fs::remove_file(&path).expect("rm");
             server = UnixDatagram::bind(&path).expect("rebind");
             let line = format!("after restart {round}");
@@ -376,7 +383,7 @@ mod tests {
             assert_eq!(&buf[..n], line.as_bytes());
         }
         // Down: this line's one reconnect fails and the socket is dropped...
-        drop(server);
+        stop_syslogd(server);
         std::fs::remove_file(&path).expect("rm");
         let t0 = Instant::now();
         assert!(!log.send("down 0"));
