@@ -16,13 +16,14 @@ use std::time::Duration;
 use proto::Instant;
 
 /// A wakeup that read fewer datagrams than this is thin: nap after it.
-pub(super) const THIN_BELOW: usize = 8;
+const THIN_BELOW: usize = 8;
 /// A nap that collected fewer datagrams than this doubles.
 const BATCH_LOW: usize = 16;
 /// A nap that collected more datagrams than this halves.
 const BATCH_HIGH: usize = 64;
-/// The first nap, and the shortest worth a sleep.
+/// The first nap.
 const FIRST: Duration = Duration::from_millis(3);
+/// At least: a shorter nap is not worth a sleep.
 const SHORTEST: Duration = Duration::from_millis(1);
 /// At most: repairs wait in the socket buffer no longer than this.
 const LONGEST: Duration = Duration::from_millis(10);
@@ -124,9 +125,10 @@ mod tests {
             nap.after_wakeup(3, at(19), Some(at(27))),
             Some(Duration::from_millis(4))
         );
-        // Due in 1 ms: no nap at all, and the next wakeup does not count as
-        // one after a nap.
+        // Due in 1 ms: no nap at all, so the busy wakeup after it does not
+        // count as one after a nap: the nap is not halved.
         assert_eq!(nap.after_wakeup(3, at(23), Some(at(24))), None);
-        assert_eq!(nap.after_wakeup(3, at(24), None), Some(LONGEST));
+        assert_eq!(nap.after_wakeup(100, at(24), None), None);
+        assert_eq!(nap.after_wakeup(3, at(25), None), Some(LONGEST));
     }
 }
