@@ -1,30 +1,23 @@
 #!/usr/bin/env bash
 # Install what cross/build.sh needs on a Debian bookworm machine (no Docker):
-# cross gcc, musl for armhf/arm64/mipsel (multiarch) and for the host's amd64
-# (musl-tools: musl-gcc, for the optional x86_64-unknown-linux-musl build that
-# bench/fleet --agent runs on this host), Debian's own rustc/cargo
-# with the std sources (bookworm-security's rustc-web, used with
-# RUSTC_BOOTSTRAP=1 and -Zbuild-std), qemu-user-static for the cross unit
-# tests, and the musl sources for big-endian mips (no Debian musl:mips).
+# the cross gccs, Debian's own rustc/cargo with the std sources
+# (bookworm-security's rustc-web, used with RUSTC_BOOTSTRAP=1 and
+# -Zbuild-std), qemu-user-static for the cross unit tests, and the musl
+# sources: cross/build.sh builds musl once per target from Debian's source
+# package (Debian's musl-dev libc.a is position-independent, and there is
+# none for big-endian mips; cross/README.md).
 # Idempotent: a second run installs nothing.
 #
 #   scripts/setup-cross.sh        # as root
 set -euo pipefail
 
 if [[ $(id -u) -ne 0 ]]; then
-    echo "setup-cross: run as root (apt-get, dpkg --add-architecture)" >&2
+    echo "setup-cross: run as root (apt-get)" >&2
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-have_arch() { dpkg --print-foreign-architectures | grep -qx "$1"; }
-for a in armhf arm64 mipsel; do
-    if ! have_arch "$a"; then
-        dpkg --add-architecture "$a"
-    fi
-done
-
-# deb-src for `apt-get source musl` (big-endian mips musl is built from it).
+# deb-src for `apt-get source musl` (cross/build.sh builds musl from it).
 src=/etc/apt/sources.list.d/firmcast-deb-src.sources
 if [[ ! -f $src ]]; then
     cat >"$src" <<'SRC'
@@ -38,16 +31,15 @@ fi
 
 pkgs=(
     gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu gcc-mipsel-linux-gnu gcc-mips-linux-gnu
-    musl-dev:armhf musl-dev:arm64 musl-dev:mipsel musl-tools
     rustc-web cargo-web libstd-rust-web-dev rust-web-src
-    qemu-user-static dpkg-dev make
+    gcc qemu-user-static dpkg-dev make
 )
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-    # New architectures or packages: refresh the lists (a partial mirror
+    # New packages: refresh the lists (a partial mirror
     # error for one architecture is not fatal; the install says what is missing).
     apt-get -o DPkg::Lock::Timeout=600 update -qq || echo "setup-cross: apt-get update reported errors (continuing)" >&2
     echo "setup-cross: installing ${missing[*]}"
