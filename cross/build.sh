@@ -112,7 +112,12 @@ build_musl() {
     local src=$SUPPORT/musl-src-$t
     rm -rf "$src" && mkdir -p "$src"
     echo "== musl for $t from Debian's source package"
-    (cd "$src" && apt-get source -qq --download-only musl >/dev/null && dpkg-source -x --skip-patches ./musl_*.dsc musl >/dev/null)
+    # apt checks the downloaded files against the signed Sources index;
+    # dpkg-source's own check of the .dsc's inline signature has no keyring
+    # here and only prints gpgv noise, so it is skipped (--no-check). The
+    # download runs as root: apt's _apt user cannot write to this directory.
+    (cd "$src" && apt-get -o APT::Sandbox::User=root source -qq --download-only musl >/dev/null &&
+        dpkg-source -x --no-check --skip-patches ./musl_*.dsc musl >/dev/null)
     (cd "$src/musl" && ./configure --quiet --target="$gnu" --prefix="$prefix" --disable-shared \
         --enable-wrapper=gcc CROSS_COMPILE="$gnu-" CC="$gnu-gcc" CFLAGS="$(musl_cflags "$t")" >/dev/null &&
         make -s -j"$(nproc)" >/dev/null && make -s install >/dev/null)
