@@ -16,9 +16,6 @@
 //! `altbootcmd`) then falls back to the old slot if the new one does not
 //! boot; `firmcast-agent confirm` (confirm.rs) disarms that once healthy.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use std::path::{Path, PathBuf};
 
 use flasher::ab::{AbError, Policy, Slot};
@@ -28,6 +25,7 @@ use flasher::{Error, Flash, Geometry, ReadStatus};
 use crate::config::schema::key;
 use crate::config::{AbConfig, ConfigError};
 use crate::floor;
+use crate::spawn::CommandResult;
 
 /// R-LOCAL-5: a single-copy environment is refused unless the config says
 /// `ab.allow_single_copy_env = true`. Saving one copy erases it before
@@ -176,37 +174,6 @@ impl std::fmt::Display for ActivationError {
 
 impl std::error::Error for ActivationError {}
 
-/// How a command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandResult {
-    /// Exited with this status (0 = success).
-    Exited(i32),
-    /// Killed by this signal.
-    Signaled(i32),
-    /// Still running at the timeout; killed.
-    TimedOut,
-    /// Could not be started.
-    SpawnFailed(String),
-}
-
-impl CommandResult {
-    /// Exit status 0.
-    pub fn success(&self) -> bool {
-        *self == CommandResult::Exited(0)
-    }
-}
-
-impl std::fmt::Display for CommandResult {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CommandResult::Exited(c) => write!(f, "exit status {c}"),
-            CommandResult::Signaled(s) => write!(f, "killed by signal {s}"),
-            CommandResult::TimedOut => f.write_str("timed out (killed)"),
-            CommandResult::SpawnFailed(e) => write!(f, "could not start: {e}"),
-        }
-    }
-}
-
 /// `argv` with `{image}`, `{size}` and `{version}` replaced.
 pub fn expand(argv: &[String], image: &str, size: u64, version: &str) -> Vec<String> {
     argv.iter()
@@ -216,43 +183,6 @@ pub fn expand(argv: &[String], image: &str, size: u64, version: &str) -> Vec<Str
                 .replace("{version}", version)
         })
         .collect()
-}
-
-/// Runs `argv` (no shell), stdin closed, output inherited (it lands in the
-/// agent's log or console), killed after `timeout`. `env` adds variables.
-pub fn run_command(argv: &[String], env: &[(&str, String)], timeout: Duration) -> CommandResult {
-    use std::os::unix::process::ExitStatusExt;
-    let Some((prog, args)) = argv.split_first() else {
-        return CommandResult::SpawnFailed("empty command".into());
-    };
-    let mut cmd = Command::new(prog);
-    cmd.args(args).stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return CommandResult::SpawnFailed(format!("{prog}: {e}")),
-    };
-    let until = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => {
-                return match (st.code(), st.signal()) {
-                    (Some(c), _) => CommandResult::Exited(c),
-                    (None, Some(s)) => CommandResult::Signaled(s),
-                    (None, None) => CommandResult::Exited(-1),
-                }
-            }
-            Ok(None) if Instant::now() >= until => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return CommandResult::TimedOut;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return CommandResult::SpawnFailed(format!("{prog}: wait: {e}")),
-        }
-    }
 }
 
 /// For `--dry-run`: a [`Flash`] that reads the real target but only counts
@@ -377,31 +307,6 @@ pub(crate) mod tests {
         assert_eq!(
             expand(&argv, "/tmp/fw.img", 42, "2.0"),
             ["/sbin/sysupgrade", "-n", "/tmp/fw.img", "len=42,v=2.0"]
-        );
-    }
-
-    #[test]
-    fn commands_report_status_signal_and_timeout() {
-        let sh = |s: &str| vec!["/bin/sh".to_string(), "-c".to_string(), s.to_string()];
-        let t = Duration::from_secs(5);
-        assert_eq!(run_command(&sh("exit 0"), &[], t), CommandResult::Exited(0));
-        assert_eq!(run_command(&sh("exit 3"), &[], t), CommandResult::Exited(3));
-        assert_eq!(
-            run_command(&sh("test \"$X\" = y"), &[("X", "y".into())], t),
-            CommandResult::Exited(0)
-        );
-        assert_eq!(
-            run_command(&sh("kill -9 $$"), &[], t),
-            CommandResult::Signaled(9)
-        );
-        assert_eq!(
-            run_command(&sh("sleep 5"), &[], Duration::from_millis(100)),
-            CommandResult::TimedOut
-        );
-        let r = run_command(&["/nonexistent/cmd".to_string()], &[], t);
-        assert!(
-            matches!(&r, CommandResult::SpawnFailed(e) if e.contains("/nonexistent/cmd")),
-            "{r:?}"
         );
     }
 }

@@ -24,10 +24,11 @@ use proto::report::Reporter;
 use proto::wire::{self, DeviceState, Frame, ImageId, Reason, Status, MAX_DATAGRAM};
 use proto::Instant;
 
-use crate::activate::{self, run_command};
+use crate::activate;
 use crate::config::{AbConfig, Config};
 use crate::exit::ExitCode;
 use crate::features::Feature;
+use crate::spawn::run_command;
 
 /// What the confirm step found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,10 +26,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::activate::run_command;
 use crate::config::schema::key;
 use crate::config::Config;
 use crate::exit::ExitCode;
+use crate::spawn::run_command;
 
 /// Default `[hooks] timeout_secs`.
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;

@@ -34,6 +34,7 @@ pub mod quote;
 pub mod rejoin;
 pub mod resume;
 pub mod run;
+pub mod spawn;
 pub mod state_file;
 pub mod write_rate;
 

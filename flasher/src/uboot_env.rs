@@ -31,20 +31,19 @@
 //!
 //! Every error names the device and offset, or the variable, at fault.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::{Error, ErrorKind, Flash, FlashKind};
 
 mod config;
 mod format;
+mod vars;
 
 pub use config::{parse_fw_env_config, EnvConfig, EnvLocation};
 use format::header_len;
 pub use format::{decode, encode, select_copy, Decoded};
 
-/// The variables: sorted by name, as U-Boot exports them.
-pub type Vars = BTreeMap<String, String>;
+pub use vars::Vars;
 
 /// The default fw_env.config path.
 pub const DEFAULT_FW_ENV_CONFIG: &str = "/etc/fw_env.config";
@@ -412,7 +411,7 @@ impl<F: Flash> UbootEnv<F> {
     /// One variable.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str)
+        self.vars.get(name)
     }
 
     /// Sets a variable in memory ([`UbootEnv::save`] writes).

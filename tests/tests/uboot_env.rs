@@ -5,11 +5,10 @@
 //!
 //! Without `fw_printenv` on the PATH the tests say so on stderr and return.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flasher::uboot_env::{open_config_file, Endian};
+use flasher::uboot_env::{open_config_file, Endian, Vars};
 
 fn have_tools() -> bool {
     let ok = ["fw_printenv", "fw_setenv"]
@@ -67,7 +66,7 @@ fn fw_setenv(cfg: &Path, script: &str, defenv: Option<&Path>) {
     assert!(out.status.success(), "fw_setenv: {out:?}");
 }
 
-fn fw_printenv(cfg: &Path) -> BTreeMap<String, String> {
+fn fw_printenv(cfg: &Path) -> Vars {
     let out = Command::new("fw_printenv")
         .arg("-c")
         .arg(cfg)
@@ -105,7 +104,7 @@ fn roundtrip(redundant: bool) {
         fw_setenv(&cfg, "serial#=0042\n", None);
     }
     let theirs = fw_printenv(&cfg);
-    assert_eq!(theirs.get("boot_slot").map(String::as_str), Some("a"));
+    assert_eq!(theirs.get("boot_slot"), Some("a"));
     assert!(theirs.len() >= 7, "{theirs:?}");
 
     // 2. firmcast reads exactly what fw_printenv reads.
@@ -151,7 +150,7 @@ fn roundtrip(redundant: bool) {
     for i in 0..5 {
         env.set("round", &i.to_string()).expect("set");
         env.save().expect("save");
-        assert_eq!(fw_printenv(&cfg).get("round"), Some(&i.to_string()));
+        assert_eq!(fw_printenv(&cfg).get("round"), Some(i.to_string().as_str()));
     }
     eprintln!(
         "{} environment: {} variables equal both ways",

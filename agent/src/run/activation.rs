@@ -148,7 +148,7 @@ pub(super) fn prepare(cfg: &Config, dry_run: bool) -> Result<Prepared, ExitCode>
                     "command: running {argv:?} (timeout {} s)",
                     c.timeout.as_secs()
                 );
-                let r = activate::run_command(&argv, &env, c.timeout);
+                let r = crate::spawn::run_command(&argv, &env, c.timeout);
                 if r.success() {
                     Ok(format!(
                         "command {argv:?}: {r}; version {} activated",

@@ -104,7 +104,7 @@ pub fn run(cfg: &Config, dry_run: bool) -> ExitCode {
             log::info!("dry run: would reboot with {:?}", cfg.reboot_command);
         } else {
             log::info!("rebooting into the new image: {:?}", cfg.reboot_command);
-            let r = activate::run_command(&cfg.reboot_command, &[], Duration::from_secs(60));
+            let r = crate::spawn::run_command(&cfg.reboot_command, &[], Duration::from_secs(60));
             if !r.success() {
                 log::error!("reboot command {:?}: {r}", cfg.reboot_command);
             }

@@ -117,7 +117,7 @@ impl Board {
         assert!(env.is_valid(), "no valid copy left");
         env.vars()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 }

@@ -30,7 +30,7 @@ pub fn encode(
     let mut out = vec![0xFFu8; env_size];
     let data_len = env_size - h;
     let mut at = h;
-    for (k, v) in vars {
+    for (k, v) in vars.iter() {
         check_variable(k, v)?;
         let need = k.len() + 1 + v.len() + 1;
         // Room for this entry and the final terminator.

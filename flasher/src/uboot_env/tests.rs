@@ -6,7 +6,7 @@ use super::*;
 use crate::testutil::TempDir;
 use crate::{Faults, FileFlash, SimNand, SimNor};
 
-fn vars(list: &[(&str, &str)]) -> Vars {
+pub(super) fn vars(list: &[(&str, &str)]) -> Vars {
     list.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
@@ -363,7 +363,7 @@ fn power_cut_at_every_step(make: impl Fn(&std::path::Path) -> Box<dyn Flash>, ta
         let mut env =
             UbootEnv::open_redundant_on_one(make(&p), l0.clone(), l1.clone(), Endian::Little)
                 .expect("open");
-        for (k, v) in &old {
+        for (k, v) in old.iter() {
             env.set(k, v).expect("set");
         }
         env.save().expect("gen 1");
