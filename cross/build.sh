@@ -160,7 +160,8 @@ float_rustflags() {
 # smaller. musl is Thumb-2 too (Debian's arm-linux-gnueabihf-gcc default).
 # MIPS: LLVM's delay-slot filler may also take the instruction for a
 # branch's delay slot from the branch's successor block (off by default in
-# LLVM; gcc always does it). 1,100 fewer `nop`s, 4.5 KB of the mipsel agent.
+# LLVM; gcc always does it): 5,923 -> 3,760 `nop`s, 4,528 bytes of the
+# mipsel agent.
 isa_rustflags() {
     case $1 in
         armv7-*) echo "-C target-feature=+thumb-mode" ;;
@@ -337,7 +338,8 @@ fi
 # Thumb-2 and has no compact encoding LLVM can emit for Linux: the
 # per-crate arithmetic is in cross/README.md), and its budget is that plus
 # 8 KB.
-echo "== stripped sizes per feature set (budget, default set: armv7 <= 350000 bytes, mipsel <= 518000 bytes)"
+ARMV7_BUDGET=350000 MIPSEL_BUDGET=518000
+echo "== stripped sizes per feature set (budget, default set: armv7 <= $ARMV7_BUDGET bytes, mipsel <= $MIPSEL_BUDGET bytes)"
 over=0
 for t in "${targets[@]}"; do
     for set in "${sets[@]}"; do
@@ -346,8 +348,8 @@ for t in "${targets[@]}"; do
         printf '   %-34s %-8s %8d bytes %5d KiB\n' "$t" "$name" "${size[$t/$name]}" $((size[$t/$name] / 1024))
         if [[ $name == default ]]; then
             case $t in
-                armv7-*) ((size[$t/$name] <= 350000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
-                mipsel-*) ((size[$t/$name] <= 518000)) || { echo "   over budget: $t default" >&2; over=1; } ;;
+                armv7-*) ((size[$t/$name] <= ARMV7_BUDGET)) || { echo "   over budget: $t default" >&2; over=1; } ;;
+                mipsel-*) ((size[$t/$name] <= MIPSEL_BUDGET)) || { echo "   over budget: $t default" >&2; over=1; } ;;
             esac
         fi
     done

@@ -11,7 +11,7 @@
 //! environment map beside `posix_spawn`, all of which the agent never needs
 //! (flash on the device build).
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -119,11 +119,8 @@ fn spawn(argv: &[String], extra: &[(&str, String)]) -> Result<Pid, String> {
 /// `extra`, then those of `extra`.
 fn environment(extra: &[(&str, String)]) -> Result<Vec<CString>, String> {
     let mut envp = Vec::new();
-    let inherited = std::env::vars_os().filter(|(name, _)| {
-        !extra
-            .iter()
-            .any(|(e, _)| OsStr::new(e).as_bytes() == name.as_bytes())
-    });
+    let inherited = std::env::vars_os()
+        .filter(|(name, _)| !extra.iter().any(|(e, _)| e.as_bytes() == name.as_bytes()));
     for (name, value) in inherited {
         envp.push(assignment(name.as_bytes(), value.as_bytes())?);
     }
@@ -224,11 +221,17 @@ mod tests {
 
     #[test]
     fn child_starts_with_stdin_empty_sigpipe_default_and_nothing_blocked() {
-        // stdin is /dev/null: `read` sees end of file at once.
-        assert_eq!(
-            run_command(&sh("read line; test $? -ne 0"), &[], T),
-            CommandResult::Exited(0)
-        );
+        // stdin is /dev/null, whatever the agent's is: with this process's
+        // stdin a pipe holding a line, the child's `read` still sees end of
+        // file. (fd 0 is process-wide; no other test reads it.)
+        let saved = nix::unistd::dup(std::io::stdin()).expect("dup stdin");
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        nix::unistd::write(&w, b"a line\n").expect("write");
+        drop(w);
+        nix::unistd::dup2_stdin(&r).expect("stdin = pipe");
+        let read = run_command(&sh("read line; test $? -ne 0"), &[], T);
+        nix::unistd::dup2_stdin(&saved).expect("stdin restored");
+        assert_eq!(read, CommandResult::Exited(0));
         // No signal blocked although this thread blocks one (as the event
         // loop does for its signalfd): SigBlk in /proc/self/status is zero.
         let mut usr1 = SigSet::empty();

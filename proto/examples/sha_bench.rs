@@ -10,7 +10,7 @@
 //!
 //! Under qemu-user the absolute MB/s say little about a router; the ratio
 //! between two builds of the same target, run side by side, is the figure.
-#![allow(missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
