@@ -23,7 +23,7 @@ use flasher::uboot_env::{EnvConfig, UbootEnv};
 use flasher::{Error, Flash, Geometry, ReadStatus};
 
 use crate::config::schema::key;
-use crate::config::{AbConfig, ConfigError};
+use crate::config::{AbConfig, ConfigError, ConfigFault};
 use crate::floor;
 use crate::spawn::CommandResult;
 
@@ -45,7 +45,7 @@ pub fn check_env_copies(
         .copies
         .first()
         .map_or_else(|| "(none)".to_string(), |l| l.describe());
-    Err(ConfigError {
+    Err(ConfigFault {
         file: config_file.to_path_buf(),
         key: Some(key::ab::allow_single_copy_env.to_string()),
         line: None,
@@ -55,7 +55,8 @@ pub fn check_env_copies(
             ab.env_config.display(),
             key::ab::allow_single_copy_env,
         ),
-    })
+    }
+    .into())
 }
 
 /// The A/B policy ([`flasher::ab`]) over `ab`'s variables and slot values.

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ConfigFault};
 
 /// One optional part of the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub fn require(file: &Path, key: &str, feature: Feature) -> Result<(), ConfigErr
 }
 
 fn missing(file: &Path, key: &str, feature: Feature) -> ConfigError {
-    ConfigError {
+    ConfigFault {
         file: file.to_path_buf(),
         key: Some(key.to_string()),
         line: None,
@@ -99,6 +99,7 @@ fn missing(file: &Path, key: &str, feature: Feature) -> ConfigError {
             feature.name()
         ),
     }
+    .into()
 }
 
 #[cfg(test)]

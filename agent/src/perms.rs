@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::config::schema::key;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigFault};
 use crate::device_id::IdSource;
 
 const GROUP_OTHER_WRITE: u32 = 0o022;
@@ -44,11 +44,14 @@ pub fn check_path(
     path: &Path,
     check_file: bool,
 ) -> Result<(), ConfigError> {
-    let err = |p: &Path, why: String| ConfigError {
-        file: config.to_path_buf(),
-        key: key.map(str::to_string),
-        line: None,
-        message: why.replace("{path}", &p.display().to_string()),
+    let err = |p: &Path, why: String| -> ConfigError {
+        ConfigFault {
+            file: config.to_path_buf(),
+            key: key.map(str::to_string),
+            line: None,
+            message: why.replace("{path}", &p.display().to_string()),
+        }
+        .into()
     };
     // Resolve links and `..` so the directories checked are the real ones.
     let real = std::fs::canonicalize(path)

@@ -268,11 +268,20 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// A flasher error: what failed, where, and why.
+/// A flasher error: what failed, where, and why (the [`Fault`]'s fields,
+/// reached through `Deref`).
 ///
 /// `Display` is one line, e.g. `erase of eraseblock 12 failed: I/O error (errno 5)`.
+///
+/// Boxed: every read, erase and program returns `Result<_, Error>`, and a
+/// pointer comes back in a register where the fields took twelve words
+/// through memory, on the success path too.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
+pub struct Error(Box<Fault>);
+
+/// What an [`Error`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
     /// Why it failed.
     pub kind: ErrorKind,
     /// What was being done.
@@ -291,14 +300,14 @@ impl Error {
     /// A new error with no location.
     #[must_use]
     pub fn new(kind: ErrorKind, op: Op) -> Self {
-        Error {
+        Error(Box::new(Fault {
             kind,
             op,
             block: None,
             offset: None,
             errno: None,
             detail: None,
-        }
+        }))
     }
 
     /// An [`ErrorKind::Io`] error from a `std::io::Error`, keeping its errno.
@@ -341,6 +350,19 @@ impl Error {
             None => detail,
         });
         self
+    }
+}
+
+impl std::ops::Deref for Error {
+    type Target = Fault;
+    fn deref(&self) -> &Fault {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Error {
+    fn deref_mut(&mut self) -> &mut Fault {
+        &mut self.0
     }
 }
 

@@ -147,50 +147,51 @@ pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Confi
         ));
     }
 
-    let window_blocks = raw.window_blocks.unwrap_or(DEFAULT_WINDOW_BLOCKS);
-    if !(1..=1024).contains(&window_blocks) {
-        return Err(ConfigError::key(
-            file,
-            key::window_blocks,
-            "must be 1 to 1024",
-        ));
-    }
-    let max_buffer_bytes = raw.max_buffer_bytes.unwrap_or(DEFAULT_MAX_BUFFER_BYTES);
-    if !(64 * 1024..=1 << 30).contains(&max_buffer_bytes) {
-        return Err(ConfigError::key(
-            file,
-            key::max_buffer_bytes,
-            "must be 65536 to 1073741824",
-        ));
-    }
-    let max_block_size = raw.max_block_size.unwrap_or(DEFAULT_MAX_BLOCK_SIZE);
-    if !(proto::wire::MIN_CHUNK_SIZE..=proto::wire::MAX_BLOCK_SIZE).contains(&max_block_size) {
-        return Err(ConfigError::key(
-            file,
-            key::max_block_size,
-            format!(
-                "must be {} to {} bytes",
-                proto::wire::MIN_CHUNK_SIZE,
-                proto::wire::MAX_BLOCK_SIZE
-            ),
-        ));
-    }
-    let nack_backoff_ms = raw.nack_backoff_ms.unwrap_or(DEFAULT_NACK_BACKOFF_MS);
-    if !(2..=10_000).contains(&nack_backoff_ms) {
-        return Err(ConfigError::key(
-            file,
-            key::nack_backoff_ms,
-            "must be 2 to 10000 milliseconds",
-        ));
-    }
-    let nack_backoff_shape = raw.nack_backoff_shape.unwrap_or(DEFAULT_NACK_BACKOFF_SHAPE);
-    if !(1..=64).contains(&nack_backoff_shape) {
-        return Err(ConfigError::key(
-            file,
-            key::nack_backoff_shape,
-            "must be 1 to 64",
-        ));
-    }
+    let u32_of = |v: Option<u32>| v.map(u64::from);
+    // The ranges keep each value within u32 where the field is a u32.
+    let window_blocks = number(
+        file,
+        key::window_blocks,
+        u32_of(raw.window_blocks),
+        DEFAULT_WINDOW_BLOCKS.into(),
+        (1, 1024),
+        "",
+    )? as u32;
+    let max_buffer_bytes = number(
+        file,
+        key::max_buffer_bytes,
+        raw.max_buffer_bytes,
+        DEFAULT_MAX_BUFFER_BYTES,
+        (64 * 1024, 1 << 30),
+        "",
+    )?;
+    let max_block_size = number(
+        file,
+        key::max_block_size,
+        u32_of(raw.max_block_size),
+        DEFAULT_MAX_BLOCK_SIZE.into(),
+        (
+            proto::wire::MIN_CHUNK_SIZE.into(),
+            proto::wire::MAX_BLOCK_SIZE.into(),
+        ),
+        " bytes",
+    )? as u32;
+    let nack_backoff_ms = number(
+        file,
+        key::nack_backoff_ms,
+        raw.nack_backoff_ms,
+        DEFAULT_NACK_BACKOFF_MS,
+        (2, 10_000),
+        " milliseconds",
+    )?;
+    let nack_backoff_shape = number(
+        file,
+        key::nack_backoff_shape,
+        u32_of(raw.nack_backoff_shape),
+        DEFAULT_NACK_BACKOFF_SHAPE.into(),
+        (1, 64),
+        "",
+    )? as u32;
     let (device_id, device_id_source) = device_id_of(
         file,
         base,
@@ -265,14 +266,14 @@ pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Confi
                     "missing (e.g. run = [\"/sbin/sysupgrade\", \"{image}\"])",
                 ));
             }
-            let secs = r.timeout_secs.unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECS);
-            if secs == 0 {
-                return Err(ConfigError::key(
-                    file,
-                    key::command::timeout_secs,
-                    "must be at least 1",
-                ));
-            }
+            let secs = number(
+                file,
+                key::command::timeout_secs,
+                r.timeout_secs,
+                DEFAULT_COMMAND_TIMEOUT_SECS,
+                AT_LEAST_1,
+                "",
+            )?;
             Some(CommandConfig {
                 argv,
                 timeout: Duration::from_secs(secs),
@@ -295,14 +296,14 @@ pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Confi
         (_, None) => None,
     };
     let rc = raw.confirm.take().unwrap_or_default();
-    let health_secs = rc.timeout_secs.unwrap_or(DEFAULT_HEALTH_TIMEOUT_SECS);
-    if health_secs == 0 {
-        return Err(ConfigError::key(
-            file,
-            key::confirm::timeout_secs,
-            "must be at least 1",
-        ));
-    }
+    let health_secs = number(
+        file,
+        key::confirm::timeout_secs,
+        rc.timeout_secs,
+        DEFAULT_HEALTH_TIMEOUT_SECS,
+        AT_LEAST_1,
+        "",
+    )?;
     let confirm = ConfirmConfig {
         at_startup: rc.at_startup.unwrap_or(false),
         health_check: rc.health_check.unwrap_or_default(),
@@ -333,50 +334,47 @@ pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Confi
             "must be a user name (e.g. \"nobody\"), or \"root\" to keep root",
         ));
     }
-    let stall = raw.stall_timeout_secs.unwrap_or(DEFAULT_STALL_TIMEOUT_SECS);
-    if stall == 0 {
-        return Err(ConfigError::key(
-            file,
-            key::stall_timeout_secs,
-            "must be at least 1",
-        ));
-    }
-    let run_deadline = raw.run_deadline_secs.unwrap_or(DEFAULT_RUN_DEADLINE_SECS);
-    if run_deadline == 0 || run_deadline > 86_400 * 365 {
-        return Err(ConfigError::key(
-            file,
-            key::run_deadline_secs,
-            "must be 1 s to a year",
-        ));
-    }
-    let rcvbuf = raw.rcvbuf_bytes.unwrap_or(DEFAULT_RCVBUF_BYTES);
-    let rcvbuf_bytes = match usize::try_from(rcvbuf) {
-        Ok(n) if (1024..=1 << 30).contains(&n) => n,
-        _ => {
-            return Err(ConfigError::key(
-                file,
-                key::rcvbuf_bytes,
-                "must be 1024 to 1073741824",
-            ))
-        }
-    };
-    let boot_window_secs = raw.boot_window_secs.unwrap_or(DEFAULT_BOOT_WINDOW_SECS);
-    if boot_window_secs > 86_400 * 365 {
-        return Err(ConfigError::key(
-            file,
-            key::boot_window_secs,
-            "must be at most a year",
-        ));
-    }
+    let stall = number(
+        file,
+        key::stall_timeout_secs,
+        raw.stall_timeout_secs,
+        DEFAULT_STALL_TIMEOUT_SECS,
+        AT_LEAST_1,
+        "",
+    )?;
+    let run_deadline = number(
+        file,
+        key::run_deadline_secs,
+        raw.run_deadline_secs,
+        DEFAULT_RUN_DEADLINE_SECS,
+        (1, A_YEAR_SECS),
+        " s (a year)",
+    )?;
+    let rcvbuf_bytes = number(
+        file,
+        key::rcvbuf_bytes,
+        raw.rcvbuf_bytes,
+        DEFAULT_RCVBUF_BYTES,
+        (1024, 1 << 30),
+        "",
+    )? as usize;
+    let boot_window_secs = number(
+        file,
+        key::boot_window_secs,
+        raw.boot_window_secs,
+        DEFAULT_BOOT_WINDOW_SECS,
+        (0, A_YEAR_SECS),
+        " s (a year)",
+    )?;
     let t = raw.test.take().unwrap_or_default();
-    let rx_loss_permille = t.rx_loss_permille.unwrap_or(0);
-    if rx_loss_permille > 1000 {
-        return Err(ConfigError::key(
-            file,
-            key::test::rx_loss_permille,
-            "must be 0 to 1000",
-        ));
-    }
+    let rx_loss_permille = number(
+        file,
+        key::test::rx_loss_permille,
+        u32_of(t.rx_loss_permille),
+        0,
+        (0, 1000),
+        "",
+    )? as u32;
     let test = TestOptions {
         rx_loss_permille,
         rx_loss_seed: t.rx_loss_seed.unwrap_or(1),
@@ -428,16 +426,14 @@ pub(super) fn build(path: &Path, mut raw: Raw, host: &HostFacts) -> Result<Confi
 }
 
 fn hooks_config(file: &Path, r: RawHooks) -> Result<HooksConfig, ConfigError> {
-    let secs = r
-        .timeout_secs
-        .unwrap_or(crate::hooks::DEFAULT_HOOK_TIMEOUT_SECS);
-    if secs == 0 {
-        return Err(ConfigError::key(
-            file,
-            key::hooks::timeout_secs,
-            "must be at least 1",
-        ));
-    }
+    let secs = number(
+        file,
+        key::hooks::timeout_secs,
+        r.timeout_secs,
+        crate::hooks::DEFAULT_HOOK_TIMEOUT_SECS,
+        AT_LEAST_1,
+        "",
+    )?;
     let argv = |key: &str, v: Option<Vec<String>>| match v {
         Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => Err(ConfigError::key(
             file,
@@ -505,9 +501,9 @@ fn device_id_of(
 fn ab_config(file: &Path, base: &Path, r: RawAb) -> Result<AbConfig, ConfigError> {
     let slot = |key: &str, v: Option<String>| -> Result<String, ConfigError> {
         let v = required(file, key, v, "a target spec, e.g. \"mtd:firmware_a\"")?;
-        check_target(file, &v).map_err(|e| ConfigError {
-            key: Some(key.to_string()),
-            ..e
+        check_target(file, &v).map_err(|mut e| {
+            e.key = Some(key.to_string());
+            e
         })?;
         Ok(v)
     };
@@ -584,6 +580,34 @@ fn ab_config(file: &Path, base: &Path, r: RawAb) -> Result<AbConfig, ConfigError
         env_endian,
         allow_single_copy_env: r.allow_single_copy_env.unwrap_or(false),
     })
+}
+
+/// A whole number of seconds from 1 up.
+const AT_LEAST_1: (u64, u64) = (1, u64::MAX);
+/// The longest boot window or run deadline: a year, in seconds.
+const A_YEAR_SECS: u64 = 86_400 * 365;
+
+/// A number key: `value`, or `default` when it is not set; outside
+/// `min..=max` an error naming the key and the range (`unit` after it).
+#[inline(never)]
+fn number(
+    file: &Path,
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    (min, max): (u64, u64),
+    unit: &str,
+) -> Result<u64, ConfigError> {
+    let n = value.unwrap_or(default);
+    if (min..=max).contains(&n) {
+        return Ok(n);
+    }
+    let why = if max == u64::MAX {
+        format!("must be at least {min}{unit}")
+    } else {
+        format!("must be {min} to {max}{unit}")
+    };
+    Err(ConfigError::key(file, key, why))
 }
 
 fn required(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::build::build;
 use super::schema::read_raw;
-use super::{toml_subset, Config, ConfigError};
+use super::{toml_subset, Config, ConfigError, ConfigFault};
 use crate::device_id::HostFacts;
 
 /// Read and resolve the config file at `path`.
@@ -15,11 +15,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 pub(super) fn read_config(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        key: None,
-        line: None,
-        message: format!("cannot read: {e}"),
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigFault {
+            file: path.to_path_buf(),
+            key: None,
+            line: None,
+            message: format!("cannot read: {e}"),
+        }
+        .into()
     })
 }
 
@@ -32,11 +35,13 @@ pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, ConfigEr
 /// Resolve `text` (the content of `path`); relative paths in it are relative
 /// to the file's directory. `host` feeds the default device id.
 pub fn parse_with(path: &Path, text: &str, host: &HostFacts) -> Result<Config, ConfigError> {
-    let doc = toml_subset::parse(text).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        key: e.key,
-        line: Some(e.line),
-        message: e.kind.to_string(),
+    let doc = toml_subset::parse(text).map_err(|e| {
+        ConfigError::from(ConfigFault {
+            file: path.to_path_buf(),
+            key: e.key,
+            line: Some(e.line),
+            message: e.kind.to_string(),
+        })
     })?;
     let raw = read_raw(path, &doc)?;
     build(path, raw, host).map_err(|mut e| {

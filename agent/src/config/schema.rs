@@ -7,13 +7,13 @@
 //! A table of keys rather than a serde `Deserializer` over the TOML subset:
 //! the agent links serde only through postcard's wire structs, and a
 //! derive per table plus a `Deserializer`/`MapAccess`/`SeqAccess` set is
-//! more code in the device binary than these match arms (measure with
+//! more code in the device binary than a reader per key (measure with
 //! `cross/build.sh`).
 
 use std::path::Path;
 
 use super::toml_subset::{Document, Entry, Value};
-use super::ConfigError;
+use super::{ConfigError, ConfigFault};
 
 /// How a key's value is written in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,12 +76,13 @@ impl Field<'_> {
         } else {
             format!("{}.{}", self.table, self.entry.key)
         };
-        ConfigError {
+        ConfigFault {
             file: self.file.to_path_buf(),
             key: Some(key),
             line: Some(self.entry.line),
             message: message.into(),
         }
+        .into()
     }
 
     fn expected(&self, what: &str) -> ConfigError {
@@ -98,11 +99,11 @@ impl Field<'_> {
         } else {
             format!(" in [{}]", self.table)
         };
-        ConfigError {
-            key: Some(self.entry.key.clone()),
-            message: format!("unknown key{within} (see board-configs/README.md for the schema)"),
-            ..self.err("")
-        }
+        let mut e = self.err(format!(
+            "unknown key{within} (see board-configs/README.md for the schema)"
+        ));
+        e.key = Some(self.entry.key.clone());
+        e
     }
 
     // The readers below store into the `Raw*` field themselves, out of
@@ -201,6 +202,62 @@ fn parse_hex_u64(s: &str) -> Result<u64, &'static str> {
     u64::from_str_radix(t, 16).map_err(|_| "not a hex number")
 }
 
+/// Reads one key's value into its field of the `Raw` struct.
+type Reader<R> = fn(&Field, &mut R) -> Result<(), ConfigError>;
+
+/// The position of `table.name` in [`KEYS`].
+fn key_index(table: &str, name: &str) -> Option<usize> {
+    KEYS.iter().position(|k| k.table == table && k.name == name)
+}
+
+/// [`read_raw`]'s loop, over the schema's tables of readers: one key lookup
+/// and an indirect call per entry, where a `match` per key name compiled to
+/// a string comparison and a call per key of the schema.
+fn read_with<R: Default>(
+    file: &Path,
+    doc: &Document,
+    readers: &[Reader<R>],
+    begin_table: &[fn(&mut R)],
+) -> Result<R, ConfigError> {
+    let mut raw = R::default();
+    for entry in &doc.root {
+        let f = Field {
+            file,
+            table: "",
+            entry,
+        };
+        match key_index("", &entry.key).and_then(|i| readers.get(i)) {
+            Some(read) => read(&f, &mut raw)?,
+            None if TABLES.contains(&entry.key.as_str()) => {
+                return Err(f.expected(&format!("a [{}] table", entry.key)))
+            }
+            None => return Err(f.unknown()),
+        }
+    }
+    for table in &doc.tables {
+        let begin = TABLES
+            .iter()
+            .position(|t| *t == table.name)
+            .and_then(|i| begin_table.get(i));
+        let Some(begin) = begin else {
+            return Err(unknown_table(file, &table.name, table.line));
+        };
+        begin(&mut raw);
+        for entry in &table.entries {
+            let f = Field {
+                file,
+                table: &table.name,
+                entry,
+            };
+            match key_index(&table.name, &entry.key).and_then(|i| readers.get(i)) {
+                Some(read) => read(&f, &mut raw)?,
+                None => return Err(f.unknown()),
+            }
+        }
+    }
+    Ok(raw)
+}
+
 // The Rust type each reader of `Field` yields, and the file form it reads.
 macro_rules! kind_type {
     (string) => { String };
@@ -292,42 +349,24 @@ macro_rules! schema {
         /// The tables of the board file.
         pub const TABLES: &[&str] = &[ $( stringify!($table) ),* ];
 
+        /// How each key of [`KEYS`] (same order) is read into [`Raw`]; a
+        /// table's key only once its table has been begun ([`BEGIN_TABLE`]).
+        const READERS: &[Reader<$raw>] = &[
+            $( |f, raw| f.$kind(&mut raw.$key), )*
+            $( $( |f, raw| match raw.$table.as_mut() {
+                Some(t) => f.$tkind(&mut t.$tkey),
+                None => Ok(()),
+            }, )* )*
+        ];
+
+        /// A `[table]` header of [`TABLES`] (same order) begins that table.
+        const BEGIN_TABLE: &[fn(&mut $raw)] = &[
+            $( |raw| raw.$table = Some($ty::default()), )*
+        ];
+
         /// The parsed file into [`Raw`].
         pub(super) fn read_raw(file: &Path, doc: &Document) -> Result<$raw, ConfigError> {
-            let mut raw = $raw::default();
-            for entry in &doc.root {
-                let f = Field { file, table: "", entry };
-                match entry.key.as_str() {
-                    $( stringify!($key) => f.$kind(&mut raw.$key)?, )*
-                    t if TABLES.contains(&t) => {
-                        return Err(f.expected(&format!("a [{t}] table")))
-                    }
-                    _ => return Err(f.unknown()),
-                }
-            }
-            for table in &doc.tables {
-                let fields = table.entries.iter().map(|entry| Field {
-                    file,
-                    table: &table.name,
-                    entry,
-                });
-                match table.name.as_str() {
-                    $(
-                        stringify!($table) => {
-                            let mut r = $ty::default();
-                            for f in fields {
-                                match f.entry.key.as_str() {
-                                    $( stringify!($tkey) => f.$tkind(&mut r.$tkey)?, )*
-                                    _ => return Err(f.unknown()),
-                                }
-                            }
-                            raw.$table = Some(r);
-                        }
-                    )*
-                    _ => return Err(unknown_table(file, &table.name, table.line)),
-                }
-            }
-            Ok(raw)
+            read_with(file, doc, READERS, BEGIN_TABLE)
         }
     };
 }
@@ -408,12 +447,13 @@ fn unknown_table(file: &Path, name: &str, line: usize) -> ConfigError {
         Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
         _ => list.join(""),
     };
-    ConfigError {
+    ConfigFault {
         file: file.to_path_buf(),
         key: Some(name.to_string()),
         line: Some(line),
         message: format!("unknown table (the tables are {list}; see board-configs/README.md)"),
     }
+    .into()
 }
 
 #[cfg(test)]

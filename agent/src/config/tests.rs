@@ -170,6 +170,29 @@ fn unknown_key_is_an_error_naming_it() {
     assert_eq!(e.key.as_deref(), Some("other"), "{e}");
 }
 
+/// Keys are known per table: a top-level key inside a table, a table's key
+/// at the top level, or a table's name used as a key are each an error
+/// naming it; an empty table is a table all the same.
+#[test]
+fn keys_belong_to_their_table() {
+    let base = minimal_without("");
+    let e = p(&format!("{base}[hooks]\nboard = \"x\"\n")).expect_err("board in [hooks]");
+    assert_eq!(e.key.as_deref(), Some("board"), "{e}");
+    assert!(e.message.contains("unknown key in [hooks]"), "{e}");
+    let e = p(&format!("{base}timeout_secs = 5\n")).expect_err("a [hooks] key at the top");
+    assert_eq!(e.key.as_deref(), Some("timeout_secs"), "{e}");
+    let e = p(&format!("{base}hooks = \"x\"\n")).expect_err("a table name as a key");
+    assert!(e.message.contains("a [hooks] table"), "{e}");
+    let e = p(&format!("{base}[command]\n")).expect_err("[command] without its activation");
+    assert_eq!(e.key.as_deref(), Some("command"), "{e}");
+    let c = p(&format!(
+        "{base}[hooks]\ntimeout_secs = 7\n[test]\nblock_delay_ms = 3\n"
+    ))
+    .expect("hooks and test keys");
+    assert_eq!(c.hooks.timeout, Duration::from_secs(7));
+    assert_eq!(c.test.block_delay, Duration::from_millis(3));
+}
+
 #[test]
 fn wrong_types_name_the_key() {
     let e = p(&format!(
