@@ -300,7 +300,7 @@ pub struct Config {
 
 /// A configuration error: one line naming the file and, where it can, the
 /// key. Boxed: `build` and the reader pass it up through dozens of `?`, and
-/// a pointer moves in one register where the fields took eleven words.
+/// each moves a pointer in a register instead of the four fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(Box<ConfigFault>);
 

@@ -274,8 +274,8 @@ impl fmt::Display for ErrorKind {
 /// `Display` is one line, e.g. `erase of eraseblock 12 failed: I/O error (errno 5)`.
 ///
 /// Boxed: every read, erase and program returns `Result<_, Error>`, and a
-/// pointer comes back in a register where the fields took twelve words
-/// through memory, on the success path too.
+/// pointer comes back in a register instead of the six fields through
+/// memory, on the success path too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(Box<Fault>);
 

@@ -55,7 +55,7 @@ impl Key {
 /// The key named `path` (`"board"`, `"ab.slot_a"`), if the schema has it.
 pub fn lookup(path: &str) -> Option<&'static Key> {
     let (table, name) = path.split_once('.').unwrap_or(("", path));
-    KEYS.iter().find(|k| k.table == table && k.name == name)
+    key_index(table, name).and_then(|i| KEYS.get(i))
 }
 
 /// One `key = value` of the file on its way into a `Raw*` field; its errors
