@@ -7,7 +7,7 @@
 //! transaction survives the process being killed and the host losing power.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -45,6 +45,9 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX reports_rollout ON reports(image_id, device, seq);",
 ];
 
+/// How long a tool waits for another one's lock on the record.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Open (creating if `create`) the fleet record at `path`, in WAL mode and
 /// migrated to the current schema.
 pub fn open(path: &Path, create: bool) -> Result<Connection, Error> {
@@ -58,10 +61,8 @@ pub fn open(path: &Path, create: bool) -> Result<Connection, Error> {
     // A path that cannot be opened is the operator's to fix (exit 2).
     let mut conn =
         Connection::open(path).map_err(|e| config(format!("--db {}: {e}", show(path))))?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(ctx)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(ctx)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(ctx)?;
+    let mode = wal_mode(&conn).map_err(ctx)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(runtime(format!(
             "fleet record {}: cannot use WAL journal (got {mode})",
@@ -79,6 +80,26 @@ pub fn open(path: &Path, create: bool) -> Result<Connection, Error> {
         )),
     })?;
     Ok(conn)
+}
+
+/// `PRAGMA journal_mode = WAL`, retried while another connection holds a
+/// lock: the switch upgrades a read lock to an exclusive one, and there
+/// SQLite returns SQLITE_BUSY at once instead of calling the busy handler
+/// (waiting could deadlock), so tools started together on a new record
+/// would fail. Bounded by [`BUSY_TIMEOUT`], like every other wait.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let until = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && Instant::now() < until =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Why a migration failed.
