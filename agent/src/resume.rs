@@ -19,7 +19,8 @@
 //! delays the end of every update, by seconds on a MIPS router's CPU.
 
 use flasher::{uniform_byte, Flash, ImageWriter};
-use proto::manifest::Manifest;
+use proto::manifest::{BlockHasher, Manifest, DIGEST_LEN};
+use proto::wire::CRC32;
 
 /// What the resume scan found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,8 +53,13 @@ impl Fingerprints {
 
     /// Block `index` held `data` when it matched its digest.
     pub fn record(&mut self, index: u32, data: &[u8]) {
+        self.record_crc(index, CRC32.checksum(data));
+    }
+
+    /// Block `index` matched its digest, and its bytes' CRC-32 was `crc`.
+    pub fn record_crc(&mut self, index: u32, crc: u32) {
         if let Some(c) = self.crcs.get_mut(index as usize) {
-            *c = Some(proto::wire::CRC32.checksum(data));
+            *c = Some(crc);
         }
     }
 
@@ -157,14 +163,15 @@ impl Scanner {
     ) {
         let end = self.next.saturating_add(max).min(self.total);
         for i in self.next..end {
-            let ok = match writer.read_block_here(i) {
-                Ok(block) => {
-                    let ok = self.uniform.block_matches(manifest, i, block);
-                    if ok {
-                        prints.record(i, block);
+            let mut sum = BlockSum::new(manifest);
+            let ok = match writer.read_block_pieces(i, |piece| sum.add(piece)) {
+                Ok(_) => match sum.finish(manifest, i, &mut self.uniform) {
+                    Some(crc) => {
+                        prints.record_crc(i, crc);
+                        true
                     }
-                    ok
-                }
+                    None => false,
+                },
                 Err(e) => {
                     log::debug!("resume: block {i} unreadable ({e}); it will be received again");
                     self.unreadable += 1;
@@ -186,34 +193,100 @@ impl Scanner {
     }
 }
 
-/// Checks a block against the manifest, but hashes a uniform block (every
-/// byte the same: erased flash is all 0xFF, a freshly created file target all
-/// 0x00) only once per (length, byte): a fresh target is all uniform, and
-/// hashing it block by block kept the agent from reading its socket right
-/// after the manifest, so it missed the start of the first pass.
+/// The digest of a uniform block (every byte the same: erased flash is all
+/// 0xFF, a freshly created file target all 0x00), computed once per
+/// (length, byte): a fresh target is all uniform, and hashing it block by
+/// block kept the agent from reading its socket right after the manifest,
+/// so it missed the start of the first pass.
 #[derive(Default)]
 struct UniformDigest {
-    /// (block length, the byte, SHA-256 of that many such bytes)
-    cached: Option<(usize, u8, [u8; proto::manifest::DIGEST_LEN])>,
+    /// (block length, the byte, its digest)
+    cached: Option<(usize, u8, [u8; DIGEST_LEN])>,
 }
 
 impl UniformDigest {
-    fn block_matches(&mut self, manifest: &Manifest, index: u32, data: &[u8]) -> bool {
-        let Some(byte) = uniform_byte(data) else {
-            return manifest.block_matches(index, data);
-        };
-        if data.len() != manifest.block_len(index) {
-            return manifest.block_matches(index, data);
-        }
-        let digest = match self.cached {
-            Some((len, b, d)) if len == data.len() && b == byte => d,
+    fn digest(&mut self, manifest: &Manifest, len: usize, byte: u8) -> [u8; DIGEST_LEN] {
+        match self.cached {
+            Some((l, b, d)) if l == len && b == byte => d,
             _ => {
-                let d = manifest.digest_of(data);
-                self.cached = Some((data.len(), byte, d));
+                let mut h = manifest.block_hasher();
+                feed_uniform(len, byte, |run| h.update(run));
+                let d = h.finish();
+                self.cached = Some((len, byte, d));
                 d
             }
-        };
-        manifest.digest(index) == Some(&digest)
+        }
+    }
+}
+
+/// Hands `len` bytes of `byte` to `f`, a few hundred at a time.
+fn feed_uniform(len: usize, byte: u8, mut f: impl FnMut(&[u8])) {
+    let run = [byte; 256];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(run.len());
+        f(&run[..n]);
+        left -= n;
+    }
+}
+
+/// One block read from flash in pieces, summed as it comes: its digest and
+/// CRC-32, except that while every byte so far is the same the bytes are
+/// only counted (a uniform block's digest comes from [`UniformDigest`]).
+struct BlockSum {
+    /// `Some((byte, n))`: the first `n` bytes were all `byte`, nothing fed
+    /// to `hasher` and `crc` yet.
+    uniform: Option<(u8, usize)>,
+    hasher: BlockHasher,
+    crc: u32,
+}
+
+impl BlockSum {
+    fn new(manifest: &Manifest) -> Self {
+        BlockSum {
+            uniform: Some((0, 0)),
+            hasher: manifest.block_hasher(),
+            crc: 0,
+        }
+    }
+
+    fn add(&mut self, piece: &[u8]) {
+        if let Some((byte, n)) = self.uniform {
+            match uniform_byte(piece) {
+                Some(b) if b == byte || n == 0 => {
+                    self.uniform = Some((b, n + piece.len()));
+                    return;
+                }
+                _ => {
+                    self.uniform = None;
+                    feed_uniform(n, byte, |run| self.feed(run));
+                }
+            }
+        }
+        self.feed(piece);
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.crc = CRC32.append(self.crc, data);
+    }
+
+    /// The block's CRC-32 when it is block `index` of `manifest`.
+    fn finish(self, manifest: &Manifest, index: u32, cache: &mut UniformDigest) -> Option<u32> {
+        let expected = manifest.digest(index)?;
+        match self.uniform {
+            Some((byte, len)) if len == manifest.block_len(index) && len > 0 => {
+                if cache.digest(manifest, len, byte) != *expected {
+                    return None;
+                }
+                let mut crc = 0;
+                feed_uniform(len, byte, |run| crc = CRC32.append(crc, run));
+                Some(crc)
+            }
+            // A short read of a uniform block: no digest matches it.
+            Some(_) => None,
+            None => (self.hasher.finish() == *expected).then_some(self.crc),
+        }
     }
 }
 
@@ -263,10 +336,18 @@ pub fn verify<F: Flash>(
             continue;
         }
         out.read += 1;
-        let ok = match writer.read_block_here(i) {
-            Ok(block) => match prints.get(i) {
-                Some(crc) => proto::wire::CRC32.checksum(block) == crc,
-                None => manifest.block_matches(i, block),
+        let print = prints.get(i);
+        let (mut crc, mut hasher) = (0, manifest.block_hasher());
+        let read = writer.read_block_pieces(i, |piece| match print {
+            Some(_) => crc = CRC32.append(crc, piece),
+            None => hasher.update(piece),
+        });
+        let ok = match read {
+            Ok(len) => match print {
+                Some(want) => crc == want,
+                None => {
+                    len == manifest.block_len(i) && manifest.digest(i) == Some(&hasher.finish())
+                }
             },
             Err(e) => {
                 log::warn!("verify: block {i} unreadable: {e}");
@@ -477,6 +558,50 @@ pub(crate) mod tests {
         let stale = verify(&mut w, &m, &none, FinalReadBack::Stale);
         assert_eq!(stale, Verified::default());
         assert_eq!(scan(&mut w, &m, true).present, [0, 1, 2, 3]);
+    }
+
+    /// Blocks far larger than the writer's read-back piece
+    /// ([`flasher::writer::READ_PIECE`]): a block that starts with a long
+    /// run of one byte and then differs, a uniform block, an ordinary one
+    /// and a short tail are found by the scan with the fingerprints of
+    /// their whole bytes, and a bit flipped deep inside one is caught.
+    #[test]
+    fn blocks_read_in_pieces_match_as_whole_blocks() {
+        let bs = 65_536usize;
+        let mut img = image(3 * bs + 10_000);
+        img[..20_000].fill(0xFF);
+        img[bs..2 * bs].fill(0x00);
+        let (m, _) = signed(&img, bs as u32, "2.0");
+        let mut flash = MemFlash::new(4 * bs);
+        flash.bytes[..img.len()].copy_from_slice(&img);
+        let opts = WriterOptions {
+            header_last: false,
+            verify: true,
+        };
+        let mut w = ImageWriter::new(flash, img.len() as u64, bs as u32, opts).expect("writer");
+        let mut prints = Fingerprints::new(&m);
+        let mut sc = Scanner::new(&m, false);
+        let mut present = Vec::new();
+        sc.step(&mut w, &m, u32::MAX, &mut prints, |i| present.push(i));
+        assert_eq!(present, [0, 1, 2, 3]);
+        for (i, block) in img.chunks(bs).enumerate() {
+            assert_eq!(
+                prints.get(i as u32),
+                Some(CRC32.checksum(block)),
+                "block {i}"
+            );
+        }
+        let all = verify(&mut w, &m, &prints, FinalReadBack::All);
+        assert_eq!((all.bad.len(), all.read), (0, 4));
+        // One bit deep in block 0's run of 0xFF, one in block 2's last piece.
+        w.flash_mut().bytes[19_000] ^= 0x01;
+        w.flash_mut().bytes[3 * bs - 3] ^= 0x01;
+        let all = verify(&mut w, &m, &prints, FinalReadBack::All);
+        assert_eq!(all.bad, [0, 2]);
+        let none = Fingerprints::new(&m);
+        let all = verify(&mut w, &m, &none, FinalReadBack::All);
+        assert_eq!(all.bad, [0, 2], "against the manifest's digests");
+        assert_eq!(scan(&mut w, &m, false).present, [1, 3]);
     }
 
     #[test]

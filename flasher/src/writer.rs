@@ -31,7 +31,10 @@
 //!   eraseblocks is stamped again (module `ledger`). The agent's final
 //!   read-back reads only the blocks that are not.
 //!
-//! Buffers are allocated in `new`; writing allocates nothing.
+//! Buffers are allocated in `new`; writing allocates nothing. Reading back
+//! (verify, the erased check, [`ImageWriter::read_block_pieces`]) goes
+//! through one buffer of [`READ_PIECE`] bytes, not a whole image block: on a
+//! device with 1 MiB for the agent, a 64 KiB block is 6% of it.
 
 mod ledger;
 
@@ -246,6 +249,12 @@ fn round_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
 }
 
+/// Bytes read from flash at a time when reading back (rounded up to the
+/// page): an eighth of a default 64 KiB block's RAM, for eight system calls
+/// instead of one (bench/README.md, "The flash writer reads back in
+/// pieces").
+pub const READ_PIECE: usize = 8 * 1024;
+
 /// Writes an image of `image_len` bytes in blocks of `block_size` onto a
 /// [`Flash`], skipping bad blocks; see the module docs for the rules.
 pub struct ImageWriter<F: Flash> {
@@ -257,8 +266,9 @@ pub struct ImageWriter<F: Flash> {
     needed: u32,
     /// Per logical eraseblock: erased in this run (the shared-eraseblock case).
     erased: Vec<bool>,
-    /// One image block: read-back for verify, and the `0xFF` fill on plain files.
-    block_buf: Vec<u8>,
+    /// [`READ_PIECE`] bytes (or one page, if larger): the read-back of
+    /// verify and the erased check, and the `0xFF` fill on plain files.
+    piece_buf: Vec<u8>,
     /// One page, for padding the short last block.
     page_buf: Vec<u8>,
     /// One eraseblock, for read-modify-write when blocks share an eraseblock.
@@ -347,7 +357,7 @@ impl<F: Flash> ImageWriter<F> {
             opts,
             needed,
             erased: vec![false; needed as usize],
-            block_buf: vec![0; round_up(u64::from(bs), u64::from(ws)) as usize],
+            piece_buf: vec![0; round_up(READ_PIECE as u64, u64::from(ws)) as usize],
             page_buf: vec![0xFF; ws as usize],
             erase_buf: if shares_eraseblocks {
                 vec![0; es as usize]
@@ -382,6 +392,18 @@ impl<F: Flash> ImageWriter<F> {
     pub fn block_count(&self) -> u32 {
         // `new` bounds the count to u32.
         self.image_len.div_ceil(u64::from(self.block_size)) as u32
+    }
+
+    /// The eraseblock size when image blocks are smaller than the
+    /// eraseblocks they share (flash, not a plain file): each write then
+    /// reads, erases and rewrites the eraseblock unless this run erased it
+    /// and the block's place still reads erased, so an eraseblock may be
+    /// erased once per block in it, and the writer holds an eraseblock-sized
+    /// buffer for its neighbours. `None` when every block covers whole
+    /// eraseblocks.
+    #[must_use]
+    pub fn shared_eraseblock_size(&self) -> Option<u32> {
+        (!self.erase_buf.is_empty()).then_some(self.m.geo.erase_size)
     }
 
     /// Bad physical eraseblocks skipped by the current map.
@@ -424,15 +446,51 @@ impl<F: Flash> ImageWriter<F> {
         Ok(len)
     }
 
-    /// Reads image block `index` into the writer's own block buffer (the one
-    /// the write verification reads back into) and returns the block: the
-    /// resume scan and the final read-back need no second block-sized buffer
-    /// in the device's RAM.
-    pub fn read_block_here(&mut self, index: u32) -> Result<&[u8], Error> {
-        let mut buf = core::mem::take(&mut self.block_buf);
-        let r = self.read_block(index, &mut buf);
-        self.block_buf = buf;
-        Ok(&self.block_buf[..r?])
+    /// Reads image block `index` a piece at a time into the writer's own
+    /// read-back buffer, hands each piece to `piece` in order, and returns
+    /// the block's length: the resume scan, the final read-back and the
+    /// already-there check hash or compare a block without a block-sized
+    /// buffer in the device's RAM. Counts as a [`ImageWriter::read_block`]
+    /// for [`ImageWriter::confirm_read_back`] once every piece was read.
+    pub fn read_block_pieces(
+        &mut self,
+        index: u32,
+        mut piece: impl FnMut(&[u8]),
+    ) -> Result<usize, Error> {
+        let (start, len) = self.block_range(Op::Read, index)?;
+        self.read_pieces(start, len, |_, p| {
+            piece(p);
+            true
+        })?;
+        self.m.ledger.read(index);
+        Ok(len)
+    }
+
+    /// Reads logical `[start, start + len)` a piece at a time and hands
+    /// each piece and its offset from `start` to `f`, until `f` says stop.
+    /// Returns whether every piece was read.
+    fn read_pieces(
+        &mut self,
+        start: u64,
+        len: usize,
+        mut f: impl FnMut(usize, &[u8]) -> bool,
+    ) -> Result<bool, Error> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(self.piece_buf.len());
+            let buf = &mut self.piece_buf[..n];
+            self.m.read(start + done as u64, buf)?;
+            if !f(done, buf) {
+                return Ok(false);
+            }
+            done += n;
+        }
+        Ok(true)
+    }
+
+    /// Whether logical `[start, start + len)` reads all `0xFF`.
+    fn reads_erased(&mut self, start: u64, len: usize) -> Result<bool, Error> {
+        self.read_pieces(start, len, |_, p| p.iter().all(|&b| b == 0xFF))
     }
 
     /// The caller found the bytes of its last [`ImageWriter::read_block`] of
@@ -476,9 +534,14 @@ impl<F: Flash> ImageWriter<F> {
         let padded = round_up(len as u64, ws);
         match self.m.geo.kind {
             FlashKind::Plain => {
-                let buf = &mut self.block_buf[..len];
-                buf.fill(0xFF);
-                self.m.program(0, buf)
+                self.piece_buf.fill(0xFF);
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(self.piece_buf.len());
+                    self.m.program(done as u64, &self.piece_buf[..n])?;
+                    done += n;
+                }
+                Ok(())
             }
             _ if u64::from(self.block_size) >= es => {
                 for l in 0..padded.div_ceil(es) as u32 {
@@ -488,9 +551,7 @@ impl<F: Flash> ImageWriter<F> {
                 Ok(())
             }
             _ => {
-                let buf = &mut self.block_buf[..padded as usize];
-                self.m.read(0, buf)?;
-                if buf.iter().all(|&b| b == 0xFF) {
+                if self.reads_erased(0, padded as usize)? {
                     return Ok(());
                 }
                 self.read_modify_erase(0, 0, padded as usize)
@@ -581,11 +642,7 @@ impl<F: Flash> ImageWriter<F> {
         }
         // Several image blocks share this eraseblock.
         let l = (start / es) as u32;
-        let direct = self.erased[l as usize] && {
-            let buf = &mut self.block_buf[..padded as usize];
-            self.m.read(start, buf)?;
-            buf.iter().all(|&b| b == 0xFF)
-        };
+        let direct = self.erased[l as usize] && self.reads_erased(start, padded as usize)?;
         if !direct {
             self.read_modify_erase(l, (start % es) as usize, padded as usize)?;
         }
@@ -593,17 +650,26 @@ impl<F: Flash> ImageWriter<F> {
     }
 
     fn verify(&mut self, start: u64, data: &[u8]) -> Result<(), Error> {
-        let buf = &mut self.block_buf[..data.len()];
-        if let Err(mut e) = self.m.read(start, buf) {
+        let mut differs_at = None;
+        // The word-wise compare first: the byte-by-byte search that names
+        // the offset was 17% of an agent's CPU when it ran on every block.
+        let read = self.read_pieces(start, data.len(), |at, piece| {
+            let want = &data[at..at + piece.len()];
+            if crate::same_bytes(piece, want) {
+                return true;
+            }
+            differs_at = piece
+                .iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .map(|i| at + i);
+            false
+        });
+        if let Err(mut e) = read {
             e.op = Op::Verify;
             return Err(e);
         }
-        // The whole-block compare first: the byte-by-byte search that names
-        // the offset was 17% of an agent's CPU when it ran on every block.
-        if crate::same_bytes(buf, data) {
-            return Ok(());
-        }
-        if let Some(i) = buf.iter().zip(data).position(|(a, b)| a != b) {
+        if let Some(i) = differs_at {
             let (p, phys) = self.m.locate(start + i as u64);
             return Err(Error::new(ErrorKind::VerifyMismatch, Op::Verify)
                 .with_block(p)

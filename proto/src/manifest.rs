@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -129,7 +130,9 @@ pub struct Manifest {
     pub min_version: heapless::String<MAX_VERSION_LEN>,
     /// Format 2: block digests are over chunk-hash lists (R-AUTH-1).
     chunk_auth: bool,
-    digests: Vec<[u8; DIGEST_LEN]>,
+    /// Shared by clones: a device's receiver and its flash shell each hold
+    /// the manifest, and a 32 MiB image has 16 KiB of digests.
+    digests: Arc<[[u8; DIGEST_LEN]]>,
 }
 
 /// The key id of a public key: first 8 bytes of its SHA-256.
@@ -170,11 +173,71 @@ pub fn chunk_list_digest(list: &[u8]) -> [u8; DIGEST_LEN] {
 /// hashes of its `chunk_size` chunks (the last one short), computed without
 /// holding the list.
 pub fn chunked_block_digest(chunk_size: u32, data: &[u8]) -> [u8; DIGEST_LEN] {
-    let mut list = Sha256::new();
-    for chunk in data.chunks(chunk_size.max(1) as usize) {
-        list.update(chunk_hash(chunk));
+    let mut h = BlockHasher::chunked(chunk_size);
+    h.update(data);
+    h.finish()
+}
+
+/// A block's digest computed over its bytes in pieces of any length (a
+/// block read back from flash a few KiB at a time): the same value as
+/// [`block_digest`] or [`chunked_block_digest`] over the whole block.
+#[derive(Clone)]
+pub struct BlockHasher {
+    /// Format 2: the chunk size, and the bytes of the current chunk hashed
+    /// so far into `chunk`. `None`: format 1, one SHA-256 over the block.
+    chunked: Option<(usize, usize)>,
+    chunk: Sha256,
+    /// Format 1: the block's SHA-256; format 2: the chunk-hash list's.
+    outer: Sha256,
+}
+
+impl BlockHasher {
+    /// A format 1 block digest: SHA-256 of the bytes.
+    pub fn plain() -> Self {
+        BlockHasher {
+            chunked: None,
+            chunk: Sha256::new(),
+            outer: Sha256::new(),
+        }
     }
-    list.finalize().into()
+
+    /// A format 2 block digest over chunks of `chunk_size` bytes.
+    pub fn chunked(chunk_size: u32) -> Self {
+        BlockHasher {
+            chunked: Some((chunk_size.max(1) as usize, 0)),
+            ..BlockHasher::plain()
+        }
+    }
+
+    /// The next bytes of the block.
+    pub fn update(&mut self, mut data: &[u8]) {
+        let Some((size, filled)) = &mut self.chunked else {
+            self.outer.update(data);
+            return;
+        };
+        while !data.is_empty() {
+            let n = (*size - *filled).min(data.len());
+            self.chunk.update(&data[..n]);
+            *filled += n;
+            data = &data[n..];
+            if *filled == *size {
+                let d = self.chunk.finalize_reset();
+                self.outer.update(&d[..CHUNK_HASH_LEN]);
+                *filled = 0;
+            }
+        }
+    }
+
+    /// The block's digest.
+    pub fn finish(mut self) -> [u8; DIGEST_LEN] {
+        if let Some((_, filled)) = self.chunked {
+            if filled > 0 {
+                let d = self.chunk.finalize();
+                self.outer.update(&d[..CHUNK_HASH_LEN]);
+            }
+        }
+        self.outer.finalize().into()
+    }
 }
 
 impl Manifest {
@@ -240,6 +303,16 @@ impl Manifest {
             chunked_block_digest(self.chunk_size, data)
         } else {
             block_digest(data)
+        }
+    }
+
+    /// A [`BlockHasher`] that computes [`Manifest::digest_of`] over a block
+    /// fed in pieces.
+    pub fn block_hasher(&self) -> BlockHasher {
+        if self.chunk_auth {
+            BlockHasher::chunked(self.chunk_size)
+        } else {
+            BlockHasher::plain()
         }
     }
 
@@ -474,6 +547,10 @@ mod tests {
         assert!(m.block_matches(2, &image[8192..]));
         assert_eq!(m.key_id, key_id(&kp.pk));
         assert_eq!(m.image_id, image_id(&signed));
+        assert!(
+            Arc::ptr_eq(&m.digests, &m.clone().digests),
+            "a clone shares the digests"
+        );
         assert_eq!(Manifest::decode_unverified(&signed), Ok(m));
     }
 

@@ -5,12 +5,16 @@
 //!   chunk sizes that do not divide the block size, and the manifest's
 //!   accessors agree with it (its chunks cover each block exactly);
 //! - `verify` and `decode_unverified` never panic on arbitrary bytes, nor on
-//!   an arbitrary body behind a genuine signature, and agree with each other.
+//!   an arbitrary body behind a genuine signature, and agree with each other;
+//! - a block's digest fed in pieces of any length ([`BlockHasher`], the
+//!   read-back from flash) equals its digest over the whole block, in both
+//!   formats.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proto::manifest::{
-    sign, Manifest, ManifestError, ManifestSpec, MANIFEST_FORMAT, MANIFEST_MAGIC,
+    block_digest, chunk_hash, chunk_list_digest, sign, BlockHasher, Manifest, ManifestError,
+    ManifestSpec, MANIFEST_FORMAT, MANIFEST_MAGIC,
 };
 use proto::wire::{MAX_BLOCK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
@@ -40,8 +44,38 @@ fn check_accessors(m: &Manifest) {
     }
 }
 
+/// Format 2's rule spelled out (R-AUTH-1): the list of chunk hashes, then
+/// its SHA-256.
+fn chunk_list_of(chunk_size: usize, data: &[u8]) -> [u8; 32] {
+    let list: Vec<u8> = data.chunks(chunk_size).flat_map(chunk_hash).collect();
+    chunk_list_digest(&list)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// [`BlockHasher`] over `data` cut at arbitrary points equals the digest
+    /// of the whole block, whether or not the cuts fall on chunk edges.
+    #[test]
+    fn block_digest_in_pieces_is_the_whole_blocks(
+        data in vec(any::<u8>(), 0..3000),
+        chunk_size in 1usize..700,
+        cuts in vec(0usize..3000, 0..8),
+    ) {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        cuts.push(data.len());
+        cuts.sort_unstable();
+        let mut plain = BlockHasher::plain();
+        let mut chunked = BlockHasher::chunked(chunk_size as u32);
+        let mut at = 0;
+        for cut in cuts {
+            plain.update(&data[at..cut]);
+            chunked.update(&data[at..cut]);
+            at = cut;
+        }
+        prop_assert_eq!(plain.finish(), block_digest(&data));
+        prop_assert_eq!(chunked.finish(), chunk_list_of(chunk_size, &data));
+    }
 
     /// R-MAN-1/R-MAN-2/R-WIRE-6: any valid geometry signs and verifies.
     #[test]

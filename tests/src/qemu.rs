@@ -253,6 +253,71 @@ impl NetNs {
         args.extend_from_slice(extra);
         self.start("sender", &bin("firmcast"), &args, dir)
     }
+
+    /// Drops `permille` / 1000 of the UDP datagrams leaving the bridge for
+    /// the guest's tap (nftables `numgen random` in the bridge family's
+    /// output hook: the sender and the repair server are not told), as a
+    /// lossy LAN in front of the device would.
+    pub fn drop_udp_to_guest(&self, permille: u32) {
+        let nft = |args: &[&str]| {
+            let mut full = vec!["netns", "exec", self.name.as_str(), "nft"];
+            full.extend_from_slice(args);
+            run_ok(Command::new("ip").args(&full), "nft");
+        };
+        nft(&["add", "table", "bridge", "fcemu_loss"]);
+        nft(&[
+            "add",
+            "chain",
+            "bridge",
+            "fcemu_loss",
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ]);
+        let limit = permille.to_string();
+        nft(&[
+            "add",
+            "rule",
+            "bridge",
+            "fcemu_loss",
+            "out",
+            "oifname",
+            "tap0",
+            "meta",
+            "l4proto",
+            "udp",
+            "numgen",
+            "random",
+            "mod",
+            "1000",
+            "<",
+            &limit,
+            "counter",
+            "drop",
+        ]);
+    }
+
+    /// Datagrams [`NetNs::drop_udp_to_guest`] dropped so far.
+    pub fn udp_dropped_to_guest(&self) -> u64 {
+        let out = run_ok(
+            Command::new("ip").args([
+                "netns",
+                "exec",
+                &self.name,
+                "nft",
+                "list",
+                "chain",
+                "bridge",
+                "fcemu_loss",
+                "out",
+            ]),
+            "nft list",
+        );
+        out.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// The groups and the repair listener of the guest's link, as a [`Net`].

@@ -597,3 +597,96 @@ fn arm_virt_nandsim_full_update() {
         t0.elapsed().as_secs_f64()
     ));
 }
+
+/// The device's memory bound: the arm board's NAND (nandsim, 128 KiB
+/// eraseblocks) with what an integrator ships for it (manifests with
+/// `--block-size 128K`, one eraseblock; the agent's default window, buffer
+/// budget and socket buffer), with 5% of the UDP to the device lost on its
+/// LAN, so that blocks wait in the window for their repairs. The agent's
+/// peak RSS (the kernel's VmHWM) stays within 1 MiB (issue 15's target),
+/// and the update completes.
+#[test]
+fn arm_virt_nand_defaults_under_loss_stay_within_a_mebibyte() {
+    let Some(emu) = require(
+        Arch::Armhf,
+        "arm_virt_nand_defaults_under_loss_stay_within_a_mebibyte",
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let dir = Scratch::new("emu-rss");
+    let base = emu.initramfs(&dir);
+    let erase = NAND_ERASE as usize;
+    let rel = release_with_block(&dir, 4096 * KIB + 999, 601, "128K");
+    let blocks = rel.bytes.len().div_ceil(erase);
+    let ns = NetNs::new();
+    ns.drop_udp_to_guest(50);
+    let _repair = ns.start_repair(&dir, &rel);
+    let mut sender = ns.start_sender(
+        &dir,
+        &rel,
+        &["--rate", "20M", "--until-done", "1", "--duration", "300"],
+    );
+    let medium = Medium::Nandsim {
+        bad_blocks: vec![],
+        parts: vec![],
+    };
+    let window = firmcast_agent::config::DEFAULT_WINDOW_BLOCKS.to_string();
+    let rcvbuf = firmcast_agent::config::DEFAULT_RCVBUF_BYTES.to_string();
+    let toml = with(
+        agent_toml_common("none"),
+        &[
+            ("target", "mtd:/dev/mtd0"),
+            ("window_blocks", window.as_str()),
+            ("rcvbuf_bytes", rcvbuf.as_str()),
+        ],
+    );
+    let mut g = Guest::boot(
+        &emu,
+        &ns,
+        &dir,
+        "rss",
+        &base,
+        &Boot {
+            medium: &medium,
+            agent_toml: &toml,
+            public_key: &rel.public_key,
+            current_version: "1.0.0",
+            readback_len: Some(rel.bytes.len() as u64),
+            dump_len: ((blocks + 4) * erase) as u64,
+            ab: None,
+        },
+    );
+    g.expect("FCEMU: done", RUN);
+    let console = g.console();
+    let (rc, hwm) = g.agent_exit().expect("agent exit line");
+    assert_eq!(rc, 10, "agent exit code (10: updated); console:\n{console}");
+    assert_eq!(
+        g.readback_sha256().as_deref(),
+        Some(sha256_file(&rel.image).as_str()),
+        "mtd-utils read-back differs from the image; console:\n{console}"
+    );
+    g.power_cut();
+    let dropped = ns.udp_dropped_to_guest();
+    assert!(dropped > 0, "the LAN lost nothing; console:\n{console}");
+    assert_eq!(
+        sender.expect_exit(Duration::from_secs(30)),
+        0,
+        "sender:\n{}",
+        sender.output()
+    );
+    let counters = console
+        .lines()
+        .find(|l| l.contains("receive counters:"))
+        .unwrap_or("(no receive counters line)");
+    report(&format!(
+        "scenario 6 (arm virt, nandsim, 128 KiB blocks, agent defaults, 5% loss, {} bytes, agent {} bytes): {:.1} s, {dropped} datagrams dropped, agent VmHWM {hwm} kB; {counters}",
+        rel.bytes.len(),
+        fs::metadata(&emu.agent).map_or(0, |m| m.len()),
+        t0.elapsed().as_secs_f64()
+    ));
+    assert!(
+        hwm <= 1024,
+        "agent VmHWM {hwm} kB > 1024; console:\n{console}"
+    );
+}

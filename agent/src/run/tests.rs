@@ -498,3 +498,30 @@ fn a_block_not_yet_scanned_is_not_rewritten_when_the_flash_holds_it() {
         "{writes:?}"
     );
 }
+
+/// The already-there check of a block larger than the writer's read-back
+/// piece compares every piece: a block that differs only in its last byte
+/// is written.
+#[test]
+fn the_already_there_check_compares_a_large_block_to_its_last_byte() {
+    let bs = 65_536usize;
+    let img = image(bs * 2);
+    let mut flash = MemFlash::new(bs * 2);
+    flash.bytes.copy_from_slice(&img);
+    flash.bytes[2 * bs - 1] ^= 0x80;
+    let opts = WriterOptions {
+        header_last: false,
+        verify: true,
+    };
+    let mut writer =
+        Some(ImageWriter::new(flash, img.len() as u64, bs as u32, opts).expect("writer"));
+    let mut invalidated = false;
+    let r = write_block(&mut writer, &mut invalidated, false, true, 0, &img[..bs]);
+    assert_eq!(r.expect("read"), Written::AlreadyThere);
+    let r = write_block(&mut writer, &mut invalidated, false, true, 1, &img[bs..]);
+    assert_eq!(r.expect("write"), Written::Flashed);
+    let w = writer.as_mut().expect("writer");
+    let writes = &w.flash_mut().writes;
+    assert!(writes.iter().all(|&(at, _)| at >= bs as u64), "{writes:?}");
+    assert_eq!(writes.iter().map(|&(_, n)| n).sum::<usize>(), bs);
+}

@@ -300,6 +300,7 @@ fn nand_erase_eio_in_shared_eraseblock_marks_bad() {
         ..Faults::default()
     });
     let mut w = ImageWriter::new(nand, image.len() as u64, 1024, opts(false)).expect("writer");
+    assert_eq!(w.shared_eraseblock_size(), Some(4096));
     let mut failed = None;
     for i in 0..w.block_count() {
         if let Err(e) = w.write_block(i, block(&image, 1024, i)) {
@@ -365,17 +366,22 @@ fn nor_eio_is_reported_not_marked() {
     assert!(w.flash().bad_blocks().is_empty());
 }
 
-/// Reads flip a bit, so read-back never matches.
-struct Flaky<F>(F);
+/// Reads flip one bit of the byte at flash offset `at`, wherever a read
+/// covering it starts.
+struct FlipAt<F>(F, u64);
 
-impl<F: Flash> Flash for Flaky<F> {
+impl<F: Flash> Flash for FlipAt<F> {
     fn geometry(&self) -> Geometry {
         self.0.geometry()
     }
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadStatus, Error> {
         let r = self.0.read(offset, buf)?;
-        if let Some(b) = buf.get_mut(3) {
-            *b ^= 0x10;
+        if let Some(b) = self
+            .1
+            .checked_sub(offset)
+            .and_then(|i| buf.get_mut(i as usize))
+        {
+            *b ^= 0x01;
         }
         Ok(r)
     }
@@ -393,13 +399,56 @@ impl<F: Flash> Flash for Flaky<F> {
     }
 }
 
+/// A block larger than the read-back buffer is read back piece by piece:
+/// a difference deep inside it is found at its offset, and
+/// `read_block_pieces` hands over the whole block in order.
+#[test]
+fn blocks_larger_than_a_read_piece_are_read_back_in_pieces() {
+    let dir = TempDir::new("w-pieces");
+    let p = dir.join("nor.bin");
+    let bs = 65_536u32;
+    let nor = SimNor::create(&p, 4 * u64::from(bs), bs, 1).expect("create");
+    let image = random_bytes(51, 2 * bs as usize - 1000);
+    let flip = u64::from(bs) + 5 * READ_PIECE as u64 + 17;
+    let mut w =
+        ImageWriter::new(FlipAt(nor, flip), image.len() as u64, bs, opts(false)).expect("writer");
+    w.write_block(0, block(&image, bs, 0)).expect("block 0");
+    let e = w
+        .write_block(1, block(&image, bs, 1))
+        .expect_err("mismatch");
+    assert_eq!(
+        (e.kind, e.block, e.offset),
+        (ErrorKind::VerifyMismatch, Some(1), Some(flip))
+    );
+    let mut pieces = Vec::new();
+    let mut got = Vec::new();
+    let len = w
+        .read_block_pieces(0, |piece| {
+            pieces.push(piece.len());
+            got.extend_from_slice(piece);
+        })
+        .expect("read block 0");
+    assert_eq!(len, bs as usize);
+    assert_eq!(got, block(&image, bs, 0));
+    assert!(pieces.len() > 1 && pieces.iter().all(|&n| n <= READ_PIECE));
+    got.clear();
+    let len = w
+        .read_block_pieces(1, |piece| got.extend_from_slice(piece))
+        .expect("read block 1");
+    assert_eq!(len, image.len() - bs as usize);
+    assert_eq!(got.len(), len);
+    let i = (flip - u64::from(bs)) as usize;
+    assert_eq!(got[i], block(&image, bs, 1)[i] ^ 0x01, "the flipped byte");
+}
+
 #[test]
 fn verify_catches_mismatch() {
     let dir = TempDir::new("w-verify");
     let p = dir.join("nand.bin");
     let nand = SimNand::create(&p, 8 * 4096, 4096, 512, &[]).expect("create");
     let image = random_bytes(50, 8192);
-    let mut w = ImageWriter::new(Flaky(nand), 8192, 4096, opts(false)).expect("writer");
+    let mut w = ImageWriter::new(FlipAt(nand, 4096 + 3), 8192, 4096, opts(false)).expect("writer");
+    assert_eq!(w.shared_eraseblock_size(), None, "one block per eraseblock");
     let e = w
         .write_block(1, block(&image, 4096, 1))
         .expect_err("mismatch");
@@ -415,7 +464,7 @@ fn verify_catches_mismatch() {
     // Without verify the write goes through.
     let nand = w.into_inner().0;
     let mut w = ImageWriter::new(
-        Flaky(nand),
+        FlipAt(nand, 3),
         8192,
         4096,
         WriterOptions {

@@ -37,8 +37,13 @@ static TABLES: [[u32; 256]; 4] = tables();
 
 /// The CRC-32 of `data` (same value as `crc32fast::hash`).
 pub fn hash(data: &[u8]) -> u32 {
+    append(0, data)
+}
+
+/// The CRC-32 of bytes whose CRC-32 is `crc`, followed by `data`.
+pub fn append(crc: u32, data: &[u8]) -> u32 {
     let t = &TABLES;
-    let mut crc = !0u32;
+    let mut crc = !crc;
     let mut words = data.chunks_exact(4);
     for w in &mut words {
         let v = crc ^ u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
@@ -68,6 +73,14 @@ mod tests {
                     crc32fast::hash(s),
                     "start {start} len {len}"
                 );
+                for cut in [0, len / 3, len] {
+                    let (a, b) = s.split_at(cut);
+                    assert_eq!(
+                        super::append(super::hash(a), b),
+                        crc32fast::hash(s),
+                        "start {start} len {len} cut {cut}"
+                    );
+                }
             }
         }
     }

@@ -52,6 +52,20 @@ impl Crc32 {
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         return super::crc_compact::hash(data);
     }
+
+    /// The CRC-32 of some bytes whose CRC-32 is `crc`, followed by `data`:
+    /// `append(checksum(a), b) == checksum(a ++ b)`, and `append(0, b) ==
+    /// checksum(b)`. For a block read back from flash in pieces.
+    pub fn append(&self, crc: u32, data: &[u8]) -> u32 {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        return {
+            let mut h = crc32fast::Hasher::new_with_initial(crc);
+            h.update(data);
+            h.finalize()
+        };
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        return super::crc_compact::append(crc, data);
+    }
 }
 
 /// Identifies one signed image: the first 8 bytes of SHA-256 over the signed manifest.

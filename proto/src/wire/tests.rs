@@ -343,6 +343,18 @@ fn golden_header_layout_matches_diagram() {
     assert_eq!(CRC32.checksum(b"123456789"), 0xCBF4_3926);
 }
 
+/// A CRC carried across pieces is the whole input's (the read-back of a
+/// block from flash in pieces).
+#[test]
+fn crc_appended_piece_by_piece_is_the_wholes() {
+    let data: Vec<u8> = (0..5000u32).map(|i| (i * 37 + 11) as u8).collect();
+    assert_eq!(CRC32.append(0, b"123456789"), 0xCBF4_3926);
+    for piece in [1usize, 7, 4096, 5000] {
+        let crc = data.chunks(piece).fold(0, |c, p| CRC32.append(c, p));
+        assert_eq!(crc, CRC32.checksum(&data), "pieces of {piece}");
+    }
+}
+
 // --- malformed input: each class is an error, never a panic ----------------
 
 #[test]

@@ -55,10 +55,7 @@ pub(crate) fn write_block<F: Flash>(
         return Err(flasher::Error::new(ErrorKind::NotFound, flasher::Op::Write)
             .with_detail("no target open"));
     };
-    if unscanned
-        && w.read_block_here(index)
-            .is_ok_and(|block| flasher::same_bytes(block, data))
-    {
+    if unscanned && holds(w, index, data) {
         return Ok(Written::AlreadyThere);
     }
     if in_place && !*header_invalidated {
@@ -70,6 +67,18 @@ pub(crate) fn write_block<F: Flash>(
     let r = w.write_block(index, data).map(|()| Written::Flashed);
     crate::phase::mark(format_args!("block {index} on flash"));
     r
+}
+
+/// Whether block `index` on flash reads exactly `data` (an unreadable block
+/// does not).
+fn holds<F: Flash>(w: &mut ImageWriter<F>, index: u32, data: &[u8]) -> bool {
+    let (mut same, mut at) = (true, 0);
+    let read = w.read_block_pieces(index, |piece| {
+        let want = data.get(at..at + piece.len());
+        same = same && want.is_some_and(|want| flasher::same_bytes(piece, want));
+        at += piece.len();
+    });
+    read.is_ok_and(|len| same && len == data.len())
 }
 
 impl<F: Flash> Core<F> {
@@ -127,6 +136,13 @@ impl<F: Flash> Core<F> {
                 "target {}: {} bad eraseblocks skipped",
                 self.s.target,
                 writer.bad_blocks_skipped()
+            );
+        }
+        if let Some(es) = writer.shared_eraseblock_size() {
+            log::warn!(
+                "target {}: image blocks of {} bytes share its {es}-byte eraseblocks: an eraseblock may be erased once per block in it, and {es} bytes of RAM hold its other blocks; sign images for it with `firmcast manifest --block-size {es}`",
+                self.s.target,
+                m.block_size
             );
         }
         self.scan_found = 0;
