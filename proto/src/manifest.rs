@@ -299,11 +299,9 @@ impl Manifest {
     /// The digest this manifest gives a block holding `data`: its SHA-256
     /// (format 1) or the SHA-256 of its chunk-hash list (format 2).
     pub fn digest_of(&self, data: &[u8]) -> [u8; DIGEST_LEN] {
-        if self.chunk_auth {
-            chunked_block_digest(self.chunk_size, data)
-        } else {
-            block_digest(data)
-        }
+        let mut h = self.block_hasher();
+        h.update(data);
+        h.finish()
     }
 
     /// A [`BlockHasher`] that computes [`Manifest::digest_of`] over a block
