@@ -179,6 +179,9 @@ impl Scanner {
                 }
             };
             if !ok {
+                // It will be written: a neighbour's write may leave its place
+                // erased rather than keep its old bytes.
+                writer.mark_to_write(i);
                 continue;
             }
             writer.confirm_read_back(i);
@@ -368,10 +371,13 @@ pub(crate) mod tests {
     use super::*;
     use flasher::{Error, ErrorKind, FlashKind, Geometry, Op, ReadStatus, WriterOptions};
 
-    /// A plain in-memory flash (no physics), for tests of the shell.
+    /// An in-memory flash without physics, for tests of the shell: a
+    /// plain file (4 KiB "eraseblocks"), or NOR with eraseblocks of a given size.
     #[derive(Debug, Clone)]
     pub struct MemFlash {
         pub bytes: Vec<u8>,
+        pub kind: FlashKind,
+        pub erase_size: u32,
         /// Writes covering this offset fail with EIO.
         pub fail_write_at: Option<u64>,
         /// The first write covering this offset fails with NewBadBlock (once).
@@ -384,9 +390,19 @@ pub(crate) mod tests {
         pub fn new(size: usize) -> Self {
             MemFlash {
                 bytes: vec![0xFF; size],
+                kind: FlashKind::Plain,
+                erase_size: 4096,
                 fail_write_at: None,
                 new_bad_at: None,
                 writes: Vec::new(),
+            }
+        }
+
+        pub fn nor(size: usize, erase_size: u32) -> Self {
+            MemFlash {
+                kind: FlashKind::Nor,
+                erase_size,
+                ..MemFlash::new(size)
             }
         }
     }
@@ -394,9 +410,9 @@ pub(crate) mod tests {
     impl Flash for MemFlash {
         fn geometry(&self) -> Geometry {
             Geometry {
-                kind: FlashKind::Plain,
+                kind: self.kind,
                 size: self.bytes.len() as u64,
-                erase_size: 4096,
+                erase_size: self.erase_size,
                 write_size: 1,
             }
         }
@@ -410,8 +426,9 @@ pub(crate) mod tests {
             Ok(ReadStatus::Clean)
         }
         fn erase_block(&mut self, block: u32) -> Result<(), Error> {
-            let o = block as usize * 4096;
-            self.bytes[o..o + 4096].fill(0xFF);
+            let es = self.erase_size as usize;
+            let o = block as usize * es;
+            self.bytes[o..o + es].fill(0xFF);
             Ok(())
         }
         fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {

@@ -12,7 +12,10 @@
 //!   whole eraseblocks erases each and writes it. Several blocks sharing one
 //!   eraseblock are written directly when the eraseblock was erased in this
 //!   run and the target still reads `0xFF`; otherwise read-modify-write (the
-//!   other blocks in it are preserved, the new block is programmed last). The
+//!   other blocks in it are preserved, the new block is programmed last),
+//!   except blocks the caller marked to be written
+//!   ([`ImageWriter::mark_to_write`]): their places are left erased, so each
+//!   eraseblock is erased once when its blocks are all to be written. The
 //!   short last block is padded with `0xFF` to the page. All-`0xFF` NAND pages
 //!   are not programmed, so they stay programmable.
 //! - **New bad blocks.** On NAND an erase or write failing with EIO marks the
@@ -71,6 +74,8 @@ struct Mapped<F> {
     skipped: u32,
     /// Every erase and program is stamped here first.
     ledger: ReadBackLedger,
+    /// Eraseblocks erased by this writer.
+    erases: u64,
 }
 
 impl<F: Flash> Mapped<F> {
@@ -143,6 +148,7 @@ impl<F: Flash> Mapped<F> {
 
     fn erase(&mut self, logical_block: u32) -> Result<(), Error> {
         self.ledger.touch(logical_block);
+        self.erases += 1;
         let p = self.map[logical_block as usize];
         match self.flash.erase_block(p) {
             Ok(()) => Ok(()),
@@ -245,6 +251,99 @@ fn program_padded<F: Flash>(
     Ok(())
 }
 
+/// The byte ranges of one logical eraseblock (offsets within it) whose old
+/// contents a read-modify-write keeps, adjacent ones merged: the eraseblock
+/// is `block_size` slots, and a slot loses the padded place of its image
+/// block when that block is the one being written or is marked to be
+/// written. Bytes past the image are kept.
+#[derive(Debug, Clone)]
+struct KeptRuns<'a> {
+    to_write: &'a [bool],
+    /// Image block in the eraseblock's first slot.
+    first_block: u64,
+    slot: usize,
+    slots: usize,
+    block_size: usize,
+    /// Padded length of the image's last block, and its index.
+    last_padded: usize,
+    last_block: u64,
+    skip_at: usize,
+    skip_len: usize,
+}
+
+impl<'a> KeptRuns<'a> {
+    /// Runs of logical eraseblock `l` of `geo`, for an image of
+    /// `image_len` bytes in blocks of `block_size`.
+    fn new(
+        to_write: &'a [bool],
+        geo: &Geometry,
+        (image_len, block_size): (u64, u32),
+        l: u32,
+        (skip_at, skip_len): (usize, usize),
+    ) -> Self {
+        let es = u64::from(geo.erase_size);
+        let bs = u64::from(block_size);
+        let ws = u64::from(geo.write_size);
+        let blocks = image_len.div_ceil(bs);
+        let last_block = blocks.saturating_sub(1);
+        let last_padded = round_up(image_len - last_block * bs, ws) as usize;
+        KeptRuns {
+            to_write,
+            first_block: u64::from(l) * es / bs,
+            slot: 0,
+            slots: (es / bs) as usize,
+            block_size: bs as usize,
+            last_padded,
+            last_block: if blocks == 0 { u64::MAX } else { last_block },
+            skip_at,
+            skip_len,
+        }
+    }
+
+    /// What slot `j` keeps, as offsets within the eraseblock.
+    fn kept(&self, j: usize) -> std::ops::Range<usize> {
+        let at = j * self.block_size;
+        let index = self.first_block + j as u64;
+        let marked = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.to_write.get(i))
+            .is_some_and(|&t| t);
+        let dropped = if at == self.skip_at {
+            self.skip_len
+        } else if !marked {
+            0
+        } else if index == self.last_block {
+            self.last_padded
+        } else {
+            self.block_size
+        };
+        (at + dropped.min(self.block_size))..(at + self.block_size)
+    }
+}
+
+impl Iterator for KeptRuns<'_> {
+    type Item = std::ops::Range<usize>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut run: Option<std::ops::Range<usize>> = None;
+        while self.slot < self.slots {
+            let k = self.kept(self.slot);
+            match &mut run {
+                _ if k.is_empty() => {
+                    if run.is_some() {
+                        self.slot += 1;
+                        return run;
+                    }
+                }
+                Some(r) if r.end == k.start => r.end = k.end,
+                Some(_) => return run,
+                None => run = Some(k),
+            }
+            self.slot += 1;
+        }
+        run
+    }
+}
+
 fn round_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
 }
@@ -273,6 +372,9 @@ pub struct ImageWriter<F: Flash> {
     page_buf: Vec<u8>,
     /// One eraseblock, for read-modify-write when blocks share an eraseblock.
     erase_buf: Vec<u8>,
+    /// Per image block, when blocks share eraseblocks: marked to be written
+    /// ([`ImageWriter::mark_to_write`]) and not written since.
+    to_write: Vec<bool>,
 }
 
 impl<F: Flash + std::fmt::Debug> std::fmt::Debug for ImageWriter<F> {
@@ -347,6 +449,7 @@ impl<F: Flash> ImageWriter<F> {
             map: Vec::with_capacity(needed as usize),
             skipped: 0,
             ledger: ReadBackLedger::new(needed, u64::from(es), image_len, u64::from(bs)),
+            erases: 0,
         };
         m.build_map(needed)?;
         let shares_eraseblocks = geo.kind != FlashKind::Plain && bs < es;
@@ -361,6 +464,12 @@ impl<F: Flash> ImageWriter<F> {
             page_buf: vec![0xFF; ws as usize],
             erase_buf: if shares_eraseblocks {
                 vec![0; es as usize]
+            } else {
+                Vec::new()
+            },
+            to_write: if shares_eraseblocks {
+                // `image_len` was bounded to 2^32 blocks above.
+                vec![false; image_len.div_ceil(u64::from(bs)) as usize]
             } else {
                 Vec::new()
             },
@@ -397,10 +506,11 @@ impl<F: Flash> ImageWriter<F> {
     /// The eraseblock size when image blocks are smaller than the
     /// eraseblocks they share (flash, not a plain file): each write then
     /// reads, erases and rewrites the eraseblock unless this run erased it
-    /// and the block's place still reads erased, so an eraseblock may be
-    /// erased once per block in it, and the writer holds an eraseblock-sized
-    /// buffer for its neighbours. `None` when every block covers whole
-    /// eraseblocks.
+    /// and the block's place still reads erased. Neighbours marked
+    /// [`ImageWriter::mark_to_write`] are left erased; any other neighbour
+    /// is kept, in an eraseblock-sized buffer, and costs its eraseblock one
+    /// more erase when its own write comes. `None` when every block covers
+    /// whole eraseblocks.
     #[must_use]
     pub fn shared_eraseblock_size(&self) -> Option<u32> {
         (!self.erase_buf.is_empty()).then_some(self.m.geo.erase_size)
@@ -410,6 +520,24 @@ impl<F: Flash> ImageWriter<F> {
     #[must_use]
     pub fn bad_blocks_skipped(&self) -> u32 {
         self.m.skipped
+    }
+
+    /// Eraseblocks this writer has erased (flash wear; 0 on a plain file).
+    #[must_use]
+    pub fn erases(&self) -> u64 {
+        self.m.erases
+    }
+
+    /// The caller read image block `index` and found it wrong, and will
+    /// write it in this run: until it does, a read-modify-write of an
+    /// eraseblock the block shares leaves the block's place erased instead
+    /// of rewriting its old bytes, so its own write programs it without a
+    /// second erase. Its old bytes may be lost from then on. Nothing happens
+    /// when blocks cover whole eraseblocks, or for an index past the image.
+    pub fn mark_to_write(&mut self, index: u32) {
+        if let Some(t) = self.to_write.get_mut(index as usize) {
+            *t = true;
+        }
     }
 
     /// Logical offset and length of image block `index`.
@@ -559,25 +687,39 @@ impl<F: Flash> ImageWriter<F> {
         }
     }
 
-    /// Reads logical eraseblock `l`, erases it, and rewrites everything but
-    /// `[skip_at, skip_at + skip_len)` (offsets within the eraseblock).
+    /// Reads what logical eraseblock `l` keeps, erases it, and rewrites
+    /// that: everything but `[skip_at, skip_at + skip_len)` (offsets within
+    /// the eraseblock; the block about to be written) and the places of
+    /// blocks marked to be written. When nothing is kept nothing is read.
     fn read_modify_erase(&mut self, l: u32, skip_at: usize, skip_len: usize) -> Result<(), Error> {
         let es = self.m.erase_size();
         let base = u64::from(l) * es;
-        if let Err(e) = self.m.read(base, &mut self.erase_buf) {
-            if e.kind != ErrorKind::Uncorrectable {
-                return Err(e);
+        let image = (self.image_len, self.block_size);
+        let runs = KeptRuns::new(&self.to_write, &self.m.geo, image, l, (skip_at, skip_len));
+        let mut lost = None;
+        for r in runs.clone() {
+            if let Err(e) = self
+                .m
+                .read(base + r.start as u64, &mut self.erase_buf[r.clone()])
+            {
+                if e.kind != ErrorKind::Uncorrectable {
+                    return Err(e);
+                }
+                // Unreadable neighbours are lost either way; their digests
+                // will not match on the next scan and they get written again.
+                self.erase_buf[r].fill(0xFF);
+                lost.get_or_insert(e);
             }
-            // Unreadable neighbours are lost either way; their digests will not
-            // match on the next scan and they get written again.
-            log::warn!("{e}; rewriting logical eraseblock {l} without its old contents");
-            self.erase_buf.fill(0xFF);
+        }
+        if let Some(e) = lost {
+            log::warn!("{e}; rewriting logical eraseblock {l} without what could not be read");
         }
         self.m.erase(l)?;
         self.erased[l as usize] = true;
-        let end = skip_at + skip_len;
-        self.m.program(base, &self.erase_buf[..skip_at])?;
-        self.m.program(base + end as u64, &self.erase_buf[end..])
+        for r in runs {
+            self.m.program(base + r.start as u64, &self.erase_buf[r])?;
+        }
+        Ok(())
     }
 
     /// Erases what image block `index` occupies (just before writing it),
@@ -606,6 +748,9 @@ impl<F: Flash> ImageWriter<F> {
         }
         let r = self.write_inner(start, data);
         self.after(r)?;
+        if let Some(t) = self.to_write.get_mut(index as usize) {
+            *t = false;
+        }
         if self.opts.verify {
             self.verify(start, data)?;
             self.m.ledger.written_and_checked(index);
@@ -684,6 +829,8 @@ impl<F: Flash> ImageWriter<F> {
         match r {
             Err(e) if e.kind == ErrorKind::NewBadBlock => {
                 self.erased.fill(false);
+                // Every later block moved: the caller scans again.
+                self.to_write.fill(false);
                 self.m.build_map(self.needed)?;
                 Err(e)
             }

@@ -413,6 +413,10 @@ pub struct Boot<'a> {
     pub dump_len: u64,
     /// A/B slots and the U-Boot environment (nandsim with partitions).
     pub ab: Option<&'a AbSetup<'a>>,
+    /// nandsim: what `/dev/mtd0` holds before the agent starts (the old
+    /// image, written with `nandwrite` as a factory would). block2mtd's
+    /// disk holds its old image already.
+    pub old_image: Option<&'a [u8]>,
 }
 
 /// A running guest; qemu is killed (SIGKILL, a power cut) on drop.
@@ -465,6 +469,10 @@ impl Guest {
                     list(parts)
                 ));
             }
+        }
+        if let Some(old) = b.old_image {
+            fs::write(ov.join("etc/old.img"), old).expect("old.img");
+            env.push_str("FC_OLD_IMAGE=/etc/old.img\n");
         }
         if let Some(ab) = b.ab {
             fs::write(ov.join("etc/slot-a.img"), ab.slot_a).expect("slot-a.img");

@@ -82,6 +82,8 @@ pub struct CoreStats {
     pub already_there: u32,
     /// Receiver restarts after a new bad block.
     pub restarts: u32,
+    /// Eraseblocks erased by the writers of earlier restarts.
+    pub erases_before_restart: u64,
 }
 
 /// The network-free part of the agent. See the module docs.
@@ -632,8 +634,10 @@ impl<F: Flash> Core<F> {
         });
         let ms = now.saturating_since(self.accepted_at).as_millis().max(1) as u64;
         let kib_s = self.stats.bytes_written * 1000 / ms / 1024;
+        let erases =
+            self.stats.erases_before_restart + self.writer.as_ref().map_or(0, ImageWriter::erases);
         log::info!(
-            "update complete: version {version}, {blocks} blocks ({} resumed), {} bytes in {ms} ms, {kib_s} KiB/s",
+            "update complete: version {version}, {blocks} blocks ({} resumed), {} bytes in {ms} ms, {kib_s} KiB/s, {erases} eraseblocks erased",
             self.stats.resumed,
             self.stats.bytes_written
         );

@@ -268,6 +268,23 @@ fn resume_skips_blocks_on_flash_and_rewrites_the_header_last() {
 }
 
 #[test]
+fn blocks_sharing_an_eraseblock_cost_it_one_erase() {
+    // Four blocks to a 16 KiB NOR eraseblock, over an old image: the scan
+    // marks every block to be written, so the in-place header's erase and
+    // each later eraseblock's first write leave the neighbours erased.
+    let img = image(BLOCK as usize * 6 + 100);
+    let mut flash = MemFlash::nor(64 * 1024, 4 * BLOCK);
+    flash.bytes[..img.len()].fill(0x5A);
+    let mut h = Harness::new(settings(), "2.0", pk(), flash);
+    assert_eq!(h.run(Duration::from_secs(60)), Some(ExitCode::Updated));
+    assert_eq!(h.core.stats().blocks_written, 7);
+    assert_eq!(&h.flash()[..img.len()], &img[..]);
+    let w = h.core.writer_mut().expect("writer");
+    assert_eq!(w.shared_eraseblock_size(), Some(4 * BLOCK));
+    assert_eq!(w.erases(), 2, "one erase per eraseblock");
+}
+
+#[test]
 fn resume_without_in_place_counts_the_header() {
     let img = image(BLOCK as usize * 6 + 100);
     let mut flash = MemFlash::new(64 * 1024);

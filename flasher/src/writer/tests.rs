@@ -517,7 +517,9 @@ fn plain_file_header_last() {
 }
 
 /// The in-place update: invalidate the header, blocks 1..n, block 0 last.
-/// With `resume`, first scan and skip blocks that already match.
+/// With `resume`, first scan and skip blocks that already match. Every
+/// block it will write is marked so ([`ImageWriter::mark_to_write`]), as the
+/// agent's scan does.
 fn update<F: Flash>(
     w: &mut ImageWriter<F>,
     new: &[u8],
@@ -535,6 +537,9 @@ fn update<F: Flash>(
         if have.iter().all(|&h| h) {
             return Ok(());
         }
+    }
+    for i in (0..n).filter(|&i| !have[i as usize]) {
+        w.mark_to_write(i);
     }
     w.invalidate_header()?;
     for i in 1..n {
@@ -741,4 +746,87 @@ fn nothing_counts_as_read_back_without_verify_or_after_a_remap() {
         (0..w.block_count()).all(|i| !w.is_read_back(i)),
         "a new map: every block must be read again"
     );
+}
+
+/// Writes `new` over `old` on a NAND of 8 KiB eraseblocks in 2 KiB blocks
+/// (four to an eraseblock), in `order`, with the blocks in `marked` marked
+/// to be written first; returns the flash's contents and the erases.
+fn shared_eraseblock_update(order: &[u32], marked: &[u32], seed: u64) -> (Vec<u8>, Vec<u8>, u64) {
+    let dir = TempDir::new("w-shared-eb");
+    let old = random_bytes(seed, 4 * 8192 - 1000);
+    let new = random_bytes(seed + 1, old.len());
+    let p = dir.join("nand.bin");
+    let nand = SimNand::create(&p, 8 * 8192, 8192, 512, &[]).expect("create");
+    let mut w = ImageWriter::new(nand, old.len() as u64, 2048, opts(false)).expect("writer");
+    write_all(&mut w, &old, 2048);
+    let mut w =
+        ImageWriter::new(w.into_inner(), new.len() as u64, 2048, opts(false)).expect("writer");
+    for &i in marked {
+        w.mark_to_write(i);
+    }
+    for &i in order {
+        w.write_block(i, block(&new, 2048, i)).expect("write");
+    }
+    let erases = w.erases();
+    (read_all(&mut w, 2048), new, erases)
+}
+
+#[test]
+fn blocks_marked_to_write_cost_their_eraseblock_one_erase() {
+    let n = 16u32;
+    let in_order: Vec<u32> = (0..n).collect();
+    // Odd blocks first, backwards, then the even ones: repairs come in any order.
+    let shuffled: Vec<u32> = (0..n)
+        .rev()
+        .filter(|i| i % 2 == 1)
+        .chain((0..n).filter(|i| i % 2 == 0))
+        .collect();
+    for order in [&in_order, &shuffled] {
+        let (got, new, erases) = shared_eraseblock_update(order, &in_order, 60);
+        assert!(got == new, "order {order:?}");
+        assert_eq!(erases, 4, "order {order:?}: one erase per eraseblock");
+    }
+    // Unmarked, every neighbour is kept: one erase per block.
+    let (got, new, erases) = shared_eraseblock_update(&in_order, &[], 62);
+    assert!(got == new);
+    assert_eq!(erases, 16);
+}
+
+#[test]
+fn blocks_not_marked_to_write_are_kept_in_a_shared_eraseblock() {
+    // Blocks 1, 6, 7 and 15 (the short last) already hold the new image:
+    // written first in this run, unmarked; the rest are marked and written
+    // out of order, and must not wipe them.
+    let there = [1u32, 6, 7, 15];
+    let rest: Vec<u32> = (0..16).rev().filter(|i| !there.contains(i)).collect();
+    let order: Vec<u32> = there.iter().copied().chain(rest.iter().copied()).collect();
+    let (got, new, erases) = shared_eraseblock_update(&order, &rest, 64);
+    assert!(got == new);
+    // Once per eraseblock, and once more for eraseblock 1: block 6's write
+    // kept block 7's old bytes (7 is not marked), so 7's own write erased
+    // it again. The marked blocks never cost an erase of their own.
+    assert_eq!(erases, 4 + 1);
+}
+
+#[test]
+fn a_marked_short_last_block_keeps_what_lies_past_the_image() {
+    // The image ends inside its last eraseblock: the bytes past it are not
+    // the image's and survive the erase of a marked last block's eraseblock.
+    let dir = TempDir::new("w-shared-tail");
+    let p = dir.join("nand.bin");
+    let mut nand = SimNand::create(&p, 4 * 8192, 8192, 512, &[]).expect("create");
+    // From the page after the image's last byte to the eraseblock's end.
+    let tail = random_bytes(70, 8192 - 2560);
+    nand.erase_block(1).expect("erase");
+    nand.write(8192 + 2560, &tail).expect("tail");
+    let image = random_bytes(71, 8192 + 2048 + 300);
+    let mut w = ImageWriter::new(nand, image.len() as u64, 2048, opts(false)).expect("writer");
+    for i in 0..w.block_count() {
+        w.mark_to_write(i);
+    }
+    write_all(&mut w, &image, 2048);
+    assert!(read_all(&mut w, 2048) == image);
+    let mut past = vec![0u8; tail.len()];
+    w.flash_mut().read(8192 + 2560, &mut past).expect("read");
+    assert!(past == tail, "bytes past the image were lost");
 }

@@ -140,7 +140,7 @@ impl<F: Flash> Core<F> {
         }
         if let Some(es) = writer.shared_eraseblock_size() {
             log::warn!(
-                "target {}: image blocks of {} bytes share its {es}-byte eraseblocks: an eraseblock may be erased once per block in it, and {es} bytes of RAM hold its other blocks; sign images for it with `firmcast manifest --block-size {es}`",
+                "target {}: image blocks of {} bytes share its {es}-byte eraseblocks: a block kept while a neighbour is written (already on flash, or not yet scanned) costs its eraseblock one more erase and {es} bytes of RAM; sign images for it with `firmcast manifest --block-size {es}`",
                 self.s.target,
                 m.block_size
             );
@@ -274,6 +274,7 @@ impl<F: Flash> Core<F> {
             return;
         }
         // Keep the target open; the next manifest builds a new writer (and map) on it.
+        self.stats.erases_before_restart += self.writer.as_ref().map_or(0, ImageWriter::erases);
         self.spare_flash = self.writer.take().map(ImageWriter::into_inner);
         self.manifest = None;
         self.header_invalidated = false;
