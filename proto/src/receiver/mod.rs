@@ -10,7 +10,8 @@
 //!
 //! Memory is fixed when the manifest is accepted: `window_blocks` block
 //! buffers with a chunk bitmap each, and one bit per image block. Nothing is
-//! allocated per datagram. The shell drives it by the crate's contract:
+//! allocated per datagram; the block buffers are given back when the update
+//! is done ([`Receiver::window_bytes`]). The shell drives it by the crate's contract:
 //! `handle_*`, then drain [`Receiver::poll_event`] and
 //! [`Receiver::poll_transmit`], then sleep until [`Receiver::poll_timeout`].
 //!
@@ -256,6 +257,12 @@ impl Receiver {
             }
             _ => None,
         }
+    }
+
+    /// Bytes of the receive window's block buffers now: allocated when the
+    /// manifest is accepted, given back when the update is done.
+    pub fn window_bytes(&self) -> usize {
+        self.transfer().map_or(0, Transfer::window_bytes)
     }
 
     /// The accepted manifest, once there is one.

@@ -182,6 +182,7 @@ impl Receiver {
             return;
         };
         if bad_blocks.is_empty() {
+            t.release_window();
             self.enter(now, Phase::Done(t));
             return;
         }

@@ -242,14 +242,26 @@ fn lossless_stream_is_written_verified_and_reported_done() {
     let f = fixture();
     let mut rx = Receiver::new(config(), ms(0));
     let mut shell = Shell::new(f.manifest.block_count());
+    assert_eq!(rx.window_bytes(), 0, "no window before a manifest");
     start(&f, &mut rx, &mut shell, &[]);
     assert_eq!(rx.state(), DeviceState::Receiving);
+    assert_eq!(rx.window_bytes(), 4 * f.manifest.padded_block_len());
     for (b, c) in all_chunks(&f) {
         feed(&mut rx, &mut shell, ms(1), &data(&f, b, c, 0)).expect("data");
     }
     assert!(shell.done);
     assert!(flash_equals_image(&f, &shell));
     assert!(shell.nacks.is_empty(), "no loss, no NACK");
+    // Done: the window's memory goes back before the shell activates.
+    assert_eq!(rx.window_bytes(), 0);
+    for (b, c) in all_chunks(&f).into_iter().take(3) {
+        let _ = feed(&mut rx, &mut shell, ms(2), &data(&f, b, c, 0));
+    }
+    assert_eq!(
+        rx.state(),
+        DeviceState::Done,
+        "data after done changes nothing"
+    );
     // R-STAT-1: final reports go to the repair server and to the sender.
     let mut t = 1;
     while !rx.is_finished() {

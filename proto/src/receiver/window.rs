@@ -166,6 +166,26 @@ impl Transfer {
         }
     }
 
+    /// The update is done and nothing more is received into the window:
+    /// give back its block buffers and their bookkeeping, so that what the
+    /// shell does next (an A/B activation saves a U-Boot environment of up
+    /// to an eraseblock, twice over with its read-back) does not come on top
+    /// of them. The manifest and the done bitmap stay.
+    pub(super) fn release_window(&mut self) {
+        self.data = Vec::new();
+        self.bits = Vec::new();
+        self.parity_at = Vec::new();
+        self.parity_bits = Vec::new();
+        self.decoder = None;
+        self.slots = Vec::new();
+        self.lists = None;
+    }
+
+    /// Bytes of the window's block buffers.
+    pub(super) fn window_bytes(&self) -> usize {
+        self.data.len()
+    }
+
     pub(super) fn slot_bits(&self, s: usize) -> &[u64] {
         &self.bits[s * self.words_per_slot..(s + 1) * self.words_per_slot]
     }
