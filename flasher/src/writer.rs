@@ -148,10 +148,12 @@ impl<F: Flash> Mapped<F> {
 
     fn erase(&mut self, logical_block: u32) -> Result<(), Error> {
         self.ledger.touch(logical_block);
-        self.erases += 1;
         let p = self.map[logical_block as usize];
         match self.flash.erase_block(p) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.erases += 1;
+                Ok(())
+            }
             Err(e) => Err(self.went_bad(e, p)),
         }
     }
@@ -259,65 +261,59 @@ fn program_padded<F: Flash>(
 #[derive(Debug, Clone)]
 struct KeptRuns<'a> {
     to_write: &'a [bool],
-    /// Image block in the eraseblock's first slot.
+    /// Image block in the eraseblock's first slot, and the next slot.
     first_block: u64,
     slot: usize,
     slots: usize,
-    block_size: usize,
-    /// Padded length of the image's last block, and its index.
-    last_padded: usize,
-    last_block: u64,
-    skip_at: usize,
-    skip_len: usize,
+    block_size: u64,
+    write_size: u64,
+    image_len: u64,
+    /// The image block being written.
+    writing: u64,
 }
 
 impl<'a> KeptRuns<'a> {
-    /// Runs of logical eraseblock `l` of `geo`, for an image of
-    /// `image_len` bytes in blocks of `block_size`.
+    /// Runs of logical eraseblock `l` of `geo` while image block `writing`
+    /// (of an image of `image_len` bytes in blocks of `block_size`, which
+    /// divides the eraseblock) is written.
     fn new(
         to_write: &'a [bool],
         geo: &Geometry,
         (image_len, block_size): (u64, u32),
         l: u32,
-        (skip_at, skip_len): (usize, usize),
+        writing: u32,
     ) -> Self {
         let es = u64::from(geo.erase_size);
         let bs = u64::from(block_size);
-        let ws = u64::from(geo.write_size);
-        let blocks = image_len.div_ceil(bs);
-        let last_block = blocks.saturating_sub(1);
-        let last_padded = round_up(image_len - last_block * bs, ws) as usize;
         KeptRuns {
             to_write,
             first_block: u64::from(l) * es / bs,
             slot: 0,
             slots: (es / bs) as usize,
-            block_size: bs as usize,
-            last_padded,
-            last_block: if blocks == 0 { u64::MAX } else { last_block },
-            skip_at,
-            skip_len,
+            block_size: bs,
+            write_size: u64::from(geo.write_size),
+            image_len,
+            writing: u64::from(writing),
         }
     }
 
     /// What slot `j` keeps, as offsets within the eraseblock.
     fn kept(&self, j: usize) -> std::ops::Range<usize> {
-        let at = j * self.block_size;
         let index = self.first_block + j as u64;
         let marked = usize::try_from(index)
             .ok()
             .and_then(|i| self.to_write.get(i))
             .is_some_and(|&t| t);
-        let dropped = if at == self.skip_at {
-            self.skip_len
-        } else if !marked {
-            0
-        } else if index == self.last_block {
-            self.last_padded
+        let dropped = if index == self.writing || marked {
+            // The block's padded place; 0 past the image. The block size is
+            // a multiple of the page, so this is at most the slot.
+            let len = self.image_len.saturating_sub(index * self.block_size);
+            round_up(len.min(self.block_size), self.write_size)
         } else {
-            self.block_size
+            0
         };
-        (at + dropped.min(self.block_size))..(at + self.block_size)
+        let at = j as u64 * self.block_size;
+        (at + dropped) as usize..(at + self.block_size) as usize
     }
 }
 
@@ -327,16 +323,12 @@ impl Iterator for KeptRuns<'_> {
         let mut run: Option<std::ops::Range<usize>> = None;
         while self.slot < self.slots {
             let k = self.kept(self.slot);
-            match &mut run {
-                _ if k.is_empty() => {
-                    if run.is_some() {
-                        self.slot += 1;
-                        return run;
-                    }
-                }
-                Some(r) if r.end == k.start => r.end = k.end,
-                Some(_) => return run,
+            match run.as_mut() {
+                None if k.is_empty() => {}
                 None => run = Some(k),
+                Some(r) if !k.is_empty() && r.end == k.start => r.end = k.end,
+                // This slot starts the next run.
+                Some(_) => break,
             }
             self.slot += 1;
         }
@@ -682,20 +674,20 @@ impl<F: Flash> ImageWriter<F> {
                 if self.reads_erased(0, padded as usize)? {
                     return Ok(());
                 }
-                self.read_modify_erase(0, 0, padded as usize)
+                self.read_modify_erase(0, 0)
             }
         }
     }
 
     /// Reads what logical eraseblock `l` keeps, erases it, and rewrites
-    /// that: everything but `[skip_at, skip_at + skip_len)` (offsets within
-    /// the eraseblock; the block about to be written) and the places of
-    /// blocks marked to be written. When nothing is kept nothing is read.
-    fn read_modify_erase(&mut self, l: u32, skip_at: usize, skip_len: usize) -> Result<(), Error> {
+    /// that: everything but the places of image block `writing` (about to
+    /// be written) and of blocks marked to be written. When nothing is kept
+    /// nothing is read.
+    fn read_modify_erase(&mut self, l: u32, writing: u32) -> Result<(), Error> {
         let es = self.m.erase_size();
         let base = u64::from(l) * es;
         let image = (self.image_len, self.block_size);
-        let runs = KeptRuns::new(&self.to_write, &self.m.geo, image, l, (skip_at, skip_len));
+        let runs = KeptRuns::new(&self.to_write, &self.m.geo, image, l, writing);
         let mut lost = None;
         for r in runs.clone() {
             if let Err(e) = self
@@ -746,7 +738,7 @@ impl<F: Flash> ImageWriter<F> {
         if header {
             self.m.flash.sync()?;
         }
-        let r = self.write_inner(start, data);
+        let r = self.write_inner(index, start, data);
         self.after(r)?;
         if let Some(t) = self.to_write.get_mut(index as usize) {
             *t = false;
@@ -761,7 +753,7 @@ impl<F: Flash> ImageWriter<F> {
         Ok(())
     }
 
-    fn write_inner(&mut self, start: u64, data: &[u8]) -> Result<(), Error> {
+    fn write_inner(&mut self, index: u32, start: u64, data: &[u8]) -> Result<(), Error> {
         let es = self.m.erase_size();
         let ws = u64::from(self.m.geo.write_size);
         let padded = round_up(data.len() as u64, ws);
@@ -789,7 +781,7 @@ impl<F: Flash> ImageWriter<F> {
         let l = (start / es) as u32;
         let direct = self.erased[l as usize] && self.reads_erased(start, padded as usize)?;
         if !direct {
-            self.read_modify_erase(l, (start % es) as usize, padded as usize)?;
+            self.read_modify_erase(l, index)?;
         }
         program_padded(&mut self.m, &mut self.page_buf, start, data)
     }
