@@ -66,7 +66,7 @@ impl Receiver {
             // R-NACK-5: the repair server answers with parity; from now on a
             // block is NACKed whole, with its whole loss count.
             t.whole_blocks = true;
-        } else if !is_repair && t.track_stream(d.block, d.chunk) {
+        } else if !is_repair && t.track_stream(now, d.block, d.chunk) {
             self.stats.passes_seen += 1;
         }
         if let Some(s) = self.store(now, is_repair, is_parity, offset, d)? {
@@ -111,7 +111,8 @@ impl Receiver {
             return Ok(None);
         };
         if is_parity && t.slots[s].state == SlotState::Filling {
-            let due = parity_heard(&self.config, &mut self.rng, &mut t.slots[s], now);
+            let cap = t.span.backoff_cap();
+            let due = parity_heard(&self.config, cap, &mut self.rng, &mut t.slots[s], now);
             self.nack_at = earliest(self.nack_at, due);
         }
         if t.slots[s].state != SlotState::Filling {
@@ -216,7 +217,7 @@ impl Transfer {
     /// out of order (the network reordered it) and leaves the position
     /// where it is: counted as a wrap it would tell R-NACK-1 and R-NACK-6
     /// that every block went by.
-    fn track_stream(&mut self, block: u32, chunk: u32) -> bool {
+    fn track_stream(&mut self, now: Instant, block: u32, chunk: u32) -> bool {
         let pos = self.global(block, chunk);
         if self.first_block.is_none() {
             self.first_block = Some(block);
@@ -242,6 +243,9 @@ impl Transfer {
             }
         }
         self.stream_pos = Some(pos);
+        let window_chunks =
+            (self.slots.len() as u32).saturating_mul(self.manifest.chunks_per_block());
+        self.span.observe(now, pos, window_chunks, wrapped);
         for sl in self
             .slots
             .iter_mut()

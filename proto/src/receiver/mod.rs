@@ -493,6 +493,7 @@ mod fetch;
 mod nack;
 mod pace;
 mod phase;
+mod span;
 mod status;
 mod window;
 mod window_budget;

@@ -39,7 +39,7 @@ impl Receiver {
             if !fresh || (sl.nack_due.is_some() && !sl.due_is_retry) {
                 continue;
             }
-            let at = now + backoff(cfg, &mut self.rng);
+            let at = now + backoff(cfg, t.span.backoff_cap(), &mut self.rng);
             let due = sl.nack_due.map_or(at, |d| d.min(at));
             sl.nack_due = Some(due);
             sl.due_is_retry = false;
@@ -97,7 +97,7 @@ impl Receiver {
             };
             t.reset_slot(s);
             // Its own NACK back-off (R-NACK-2).
-            let due = now + backoff(&self.config, &mut self.rng);
+            let due = now + backoff(&self.config, t.span.backoff_cap(), &mut self.rng);
             t.slots[s] = Slot {
                 state: SlotState::Filling,
                 block,
@@ -146,7 +146,7 @@ impl Receiver {
                 // R-NACK-4: repairs for this block are arriving; ask, if still
                 // needed, once they stop, after a fresh back-off.
                 self.stats.nacks_suppressed += 1;
-                let at = sl.quiet_until + backoff(cfg, &mut self.rng);
+                let at = sl.quiet_until + backoff(cfg, t.span.backoff_cap(), &mut self.rng);
                 let sl = &mut t.slots[s];
                 sl.nack_due = Some(at);
                 sl.due_is_retry = false;
@@ -189,7 +189,7 @@ impl Receiver {
             }
             // R-NACK-3: the retry waits nack_retry plus a back-off, so the
             // retries of a fleet spread out like its first NACKs.
-            let next = now + cfg.nack_retry + backoff(cfg, &mut self.rng);
+            let next = now + cfg.nack_retry + backoff(cfg, t.span.backoff_cap(), &mut self.rng);
             let sl = &mut t.slots[s];
             sl.nacks += 1;
             sl.scanned = sl.scanned.max(horizon);
@@ -211,12 +211,17 @@ impl Receiver {
 
 /// A random NACK back-off (R-NACK-2): in `[nack_delay_min, top]`, where
 /// `top` is `nack_delay_max` or `nack_backoff_rtts` round trips if that is
-/// longer; the largest of `nack_backoff_shape` uniform draws, so that in a
-/// large fleet the earliest NACKs are few.
-pub(super) fn backoff(cfg: &ReceiverConfig, rng: &mut Rng) -> Duration {
+/// longer, but no more than `cap` (a quarter of the window's span once it
+/// is measured: [`super::span::WindowSpan`]); the largest of
+/// `nack_backoff_shape` uniform draws, so that in a large fleet the
+/// earliest NACKs are few. Not inlined: six callers, and the device agent
+/// counts its bytes.
+#[inline(never)]
+pub(super) fn backoff(cfg: &ReceiverConfig, cap: Option<Duration>, rng: &mut Rng) -> Duration {
     let top = cfg
         .nack_delay_max
         .max(cfg.round_trip.saturating_mul(cfg.nack_backoff_rtts));
+    let top = cap.map_or(top, |cap| top.min(cap).max(cfg.nack_delay_min));
     let mut d = cfg.nack_delay_min;
     for _ in 0..cfg.nack_backoff_shape.clamp(1, 64) {
         d = d.max(rng.duration_between(cfg.nack_delay_min, top));
@@ -232,6 +237,7 @@ pub(super) fn backoff(cfg: &ReceiverConfig, rng: &mut Rng) -> Duration {
 /// time when it was pulled in.
 pub(super) fn parity_heard(
     cfg: &ReceiverConfig,
+    cap: Option<Duration>,
     rng: &mut Rng,
     slot: &mut Slot,
     now: Instant,
@@ -245,7 +251,7 @@ pub(super) fn parity_heard(
     if !slot.due_is_retry {
         return None;
     }
-    let at = slot.quiet_until + backoff(cfg, rng);
+    let at = slot.quiet_until + backoff(cfg, cap, rng);
     if slot.nack_due.is_some_and(|due| at < due) {
         slot.nack_due = Some(at);
         return Some(at);

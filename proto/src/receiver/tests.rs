@@ -1317,13 +1317,53 @@ fn r_nack_2_shaped_backoff_stays_in_bounds_and_reaches_the_round_trips() {
     let mut rng = Rng::new(3);
     let mut late = 0;
     for _ in 0..1000 {
-        let d = backoff(&cfg, &mut rng);
+        let d = backoff(&cfg, None, &mut rng);
         assert!(d >= cfg.nack_delay_min && d <= Duration::from_millis(40));
         if d > Duration::from_millis(20) {
             late += 1;
         }
     }
     assert!(late > 950, "max of 8 draws: early NACKs are rare ({late})");
+}
+
+/// R-NACK-2: once the stream has brought a window's worth of chunks, the
+/// back-off stays within a quarter of the time that took, whatever
+/// `nack_delay_max` says: a NACK later than that would have its repair
+/// arrive after the blocks streamed meanwhile had evicted the block.
+#[test]
+fn r_nack_2_backoff_stays_within_a_quarter_of_the_window_span() {
+    let f = fixture();
+    let mut cfg = config();
+    // A large fleet's back-off (board-configs/): up to 40 ms, late draws.
+    cfg.nack_delay_max = Duration::from_millis(40);
+    cfg.nack_backoff_shape = 8;
+    // The window's 4 slots hold 16 chunks. Blocks 0-3 stream whole, one
+    // chunk every `per_chunk_ms`; block 4 then loses chunk 1.
+    let due_after_hole = |per_chunk_ms: u64| {
+        let mut rx = Receiver::new(cfg.clone(), ms(0));
+        let mut shell = Shell::new(f.manifest.block_count());
+        start(&f, &mut rx, &mut shell, &[]);
+        let mut at = ms(0);
+        for (i, (b, c)) in (0..4)
+            .flat_map(|b| (0..4).map(move |c| (b, c)))
+            .chain([(4, 0), (4, 2)])
+            .enumerate()
+        {
+            at = ms(i as u64 * per_chunk_ms);
+            feed(&mut rx, &mut shell, at, &data(&f, b, c, 0)).expect("data");
+        }
+        let due = rx.poll_timeout().expect("a NACK is due");
+        due.saturating_since(at)
+    };
+    // 1 ms a chunk: the 16 chunks took 16 ms, so the back-off is 2-4 ms.
+    let fast = due_after_hole(1);
+    assert!(
+        fast >= Duration::from_millis(2) && fast <= Duration::from_millis(4),
+        "{fast:?}"
+    );
+    // 10 ms a chunk: a 160 ms span leaves the configured 40 ms alone.
+    let slow = due_after_hole(10);
+    assert!(slow > Duration::from_millis(10), "{slow:?}");
 }
 
 /// Fire every timer due up to `until`, draining after each.

@@ -6,6 +6,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::chunk_auth;
+use super::span::WindowSpan;
 use crate::fec::{self, BlockDecoder};
 use crate::manifest::Manifest;
 use crate::time::Instant;
@@ -81,6 +82,9 @@ pub(super) struct Transfer {
     pub(super) done_count: u32,
     /// Global chunk index of the last carousel datagram, and its pass.
     pub(super) stream_pos: Option<u32>,
+    /// How long the stream takes to bring a window's worth of chunks
+    /// (R-NACK-2's cap on the back-off).
+    pub(super) span: WindowSpan,
     /// Block of the first carousel datagram stored or skipped in this
     /// transfer, and wraps of the stream since: which blocks have gone by
     /// while this device listened (R-NACK-6).
@@ -158,6 +162,7 @@ impl Transfer {
             done: vec![0u64; done_words],
             done_count: 0,
             stream_pos: None,
+            span: WindowSpan::default(),
             late_until: None,
             whole_blocks: false,
             verify_attempts: 0,

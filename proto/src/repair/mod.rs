@@ -57,7 +57,10 @@ pub enum RepairMode {
 /// Configuration of a [`RepairServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepairConfig {
-    /// Aggregation window, from the first NACK of a batch.
+    /// Aggregation window, from the first NACK of a batch (R-REP-4). Short:
+    /// a repair that goes out early is overheard by the devices still
+    /// backing off, which then NACK only what it left (R-NACK-4); a long
+    /// window collects their NACKs instead.
     pub aggregate: Duration,
     /// Cap on repair traffic, bits per second (IPv4/UDP headers included).
     pub rate_bps: u64,
@@ -86,12 +89,12 @@ pub struct RepairConfig {
 }
 
 impl Default for RepairConfig {
-    /// 10 ms window, 100 Mbit/s, 256 chunks per NACK, 20 ms holdoff,
+    /// 2 ms window, 100 Mbit/s, 256 chunks per NACK, 20 ms holdoff,
     /// 65536 pending chunks, 65536 devices, 1024 sources, 25% of the
     /// rate per source, 50% beside a sending carousel.
     fn default() -> Self {
         RepairConfig {
-            aggregate: Duration::from_millis(10),
+            aggregate: Duration::from_millis(2),
             rate_bps: 100_000_000,
             max_chunks_per_nack: 256,
             resend_holdoff: Duration::from_millis(20),

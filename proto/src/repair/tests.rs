@@ -240,7 +240,7 @@ fn r_par_5_a_crowd_that_forms_within_the_batch_gets_parity_only() {
     r.handle_datagram(t0, dev(1), &nack_bytes(1, m.image_id, 1, &[(0, 3)]))
         .expect("nack");
     // ... a second device's NACK inside the aggregation window makes one.
-    let t1 = t0 + Duration::from_millis(3);
+    let t1 = t0 + RepairConfig::default().aggregate / 2;
     r.handle_datagram(t1, dev(2), &nack_bytes(1, m.image_id, 2, &[(1, 2)]))
         .expect("nack");
     let (sent, _) = drain_parity(&mut r, &img, &m, t1, t1 + Duration::from_millis(20));
@@ -320,20 +320,12 @@ fn r_rep_4_5_two_devices_same_chunk_one_group_send() {
     // Inside the window: nothing goes yet.
     let mut buf = vec![0u8; MAX_DATAGRAM];
     assert!(r.poll_transmit(t0, &img, &mut buf).is_none());
-    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(10)));
-    r.handle_datagram(
-        t0 + Duration::from_millis(4),
-        dev(2),
-        &nack_bytes(22, m.image_id, 2, &[(9, 1)]),
-    )
-    .expect("nack 2");
-    let (sent, _) = drain(
-        &mut r,
-        &img,
-        &m,
-        t0 + Duration::from_millis(4),
-        t0 + Duration::from_secs(1),
-    );
+    let aggregate = RepairConfig::default().aggregate;
+    assert_eq!(r.poll_timeout(), Some(t0 + aggregate));
+    let t1 = t0 + aggregate / 2;
+    r.handle_datagram(t1, dev(2), &nack_bytes(22, m.image_id, 2, &[(9, 1)]))
+        .expect("nack 2");
+    let (sent, _) = drain(&mut r, &img, &m, t1, t0 + Duration::from_secs(1));
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].dest, Dest::Group);
     assert_eq!((sent[0].block, sent[0].chunk), (1, 1));
