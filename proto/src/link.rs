@@ -15,9 +15,11 @@
 //! group), so what is heard only ever *lowers* a rate, and by a bounded
 //! amount: forged repairs take the carousel down to its
 //! `100 - shared_repair_percent` floor at most (as R-REP-9 does inline), and a
-//! forged Announce cannot raise the repair server above its own `--rate`.
+//! forged Announce cannot raise the repair server above its own `--rate`
+//! (without one: the default, or the link's rate as measured, which forged
+//! carousel Data raises only by its own traffic).
 
-use crate::pacer::Pacer;
+use crate::pacer::{Pacer, IP_UDP_OVERHEAD};
 use crate::time::Instant;
 use crate::wire::{self, Frame, FrameKind, Header, FLAG_REPAIR};
 
@@ -92,13 +94,23 @@ impl HeardRepairs {
     }
 }
 
-/// The repair server's side (R-REP-12): the carousel's announced rate and
-/// whether it is sending, from what is heard on the data group.
+/// Over how long the repair server measures the carousel's rate (R-REP-12).
+const HEARD_RATE_WINDOW_US: u64 = 250_000;
+
+/// The repair server's side (R-REP-12): the carousel's announced rate, the
+/// rate its Data frames are heard at, and whether it is sending, from what
+/// is heard on the data group.
 #[derive(Debug, Clone)]
 pub struct CarouselWatch {
     image_id: wire::ImageId,
     announced_bps: Option<u64>,
     last_data: Option<Instant>,
+    /// The measurement under way: when it began, and the bytes (with
+    /// IPv4/UDP headers) of carousel Data heard and repairs sent since.
+    measuring: Option<(Instant, u64)>,
+    /// The link's rate over the last whole measurement: the carousel's
+    /// Data heard and the repairs sent.
+    heard_bps: u64,
 }
 
 impl CarouselWatch {
@@ -108,6 +120,8 @@ impl CarouselWatch {
             image_id,
             announced_bps: None,
             last_data: None,
+            measuring: None,
+            heard_bps: 0,
         }
     }
 
@@ -118,7 +132,10 @@ impl CarouselWatch {
             return;
         }
         match h.kind {
-            FrameKind::Data if h.flags & FLAG_REPAIR == 0 => self.last_data = Some(now),
+            FrameKind::Data if h.flags & FLAG_REPAIR == 0 => {
+                self.last_data = Some(now);
+                self.measure(now, bytes.len());
+            }
             FrameKind::Announce => {
                 // The latest genuine Announce (every `announce_every`
                 // datagrams) replaces a forged one.
@@ -130,14 +147,45 @@ impl CarouselWatch {
         }
     }
 
+    /// The repair server sent a repair of `len` bytes at `now`: on the same
+    /// link as the carousel, so it counts towards the rate measured there.
+    pub fn repair_sent(&mut self, now: Instant, len: usize) {
+        self.measure(now, len);
+    }
+
+    fn measure(&mut self, now: Instant, len: usize) {
+        let (began, bytes) = self.measuring.get_or_insert((now, 0));
+        *bytes = bytes.saturating_add(len as u64 + IP_UDP_OVERHEAD);
+        let elapsed = now.as_micros().saturating_sub(began.as_micros());
+        if elapsed >= HEARD_RATE_WINDOW_US {
+            self.heard_bps = bytes.saturating_mul(8_000_000) / elapsed;
+            self.measuring = None;
+        }
+    }
+
     /// The rate repairs keep to: the carousel's announced rate once one was
-    /// heard, never above the operator's `cap`, or without one above
-    /// `fallback` (the default rate): an unsigned Announce only lowers it.
-    pub fn rate_bps(&self, cap: Option<u64>, fallback: u64) -> u64 {
-        let ceiling = cap.unwrap_or(fallback);
+    /// heard, never above the operator's `cap`; without one, never above
+    /// `fallback` (the default rate) or, while the carousel is sending, the
+    /// rate measured on the link (its Data heard, the repairs sent) if that
+    /// is higher. Unsigned frames only lower it, or raise it as far as their
+    /// own traffic goes: beside a sending carousel repairs take at most
+    /// their share of the rate (R-REP-9), so at most as much as the
+    /// carousel's Data heard.
+    pub fn rate_bps(&self, now: Instant, cap: Option<u64>, fallback: u64) -> u64 {
+        let ceiling = cap.unwrap_or(if self.sending(now) {
+            fallback.max(self.heard_bps)
+        } else {
+            fallback
+        });
         self.announced_bps
             .map_or(ceiling, |a| a.min(ceiling))
             .max(1)
+    }
+
+    /// The link's rate over the last whole measurement (carousel Data heard
+    /// and repairs sent, with IPv4/UDP headers); 0 before one.
+    pub fn heard_bps(&self) -> u64 {
+        self.heard_bps
     }
 
     /// The announced carousel rate, once heard.
@@ -155,7 +203,6 @@ impl CarouselWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pacer::IP_UDP_OVERHEAD;
     use crate::repair::tests::ForgedNacks;
     use crate::repair::{RepairConfig, RepairMode, RepairServer};
     use crate::sender::testutil::{image, manifest};
@@ -206,12 +253,13 @@ mod tests {
         while now < end {
             nacks.feed(now, &mut r, m.image_id);
             if listen {
-                r.set_rate(watch.rate_bps(None, repair_fallback));
+                r.set_rate(watch.rate_bps(now, None, repair_fallback));
                 r.set_carousel_sending(watch.sending(now));
             }
             r.handle_timeout(now);
             while let Some(t) = r.poll_transmit(now, &img, &mut buf) {
                 sent.repairs += t.len as u64 + IP_UDP_OVERHEAD;
+                watch.repair_sent(now, t.len);
                 if !listen {
                     continue;
                 }
@@ -326,51 +374,124 @@ mod tests {
         assert_eq!(ear.hear(later, &buf[..n]), Some(n));
     }
 
+    /// `watch` hears an Announce of `image` at `kbps` at `now`.
+    fn hear_announce(watch: &mut CarouselWatch, now: Instant, image: wire::ImageId, kbps: u32) {
+        let a = Frame::Announce(Announce {
+            board: "acme,rt1",
+            version: "2.1.0",
+            image_len: 1 << 20,
+            block_size: 65536,
+            chunk_size: 1408,
+            manifest_len: 500,
+            rate_kbps: kbps,
+            pass: 0,
+        });
+        let mut buf = [0u8; 256];
+        let n = wire::encode(1, image, 0, &a, &mut buf).expect("announce");
+        watch.hear(now, &buf[..n]);
+    }
+
     #[test]
     fn r_rep_12_an_announce_only_lowers_the_repair_rate_and_the_latest_counts() {
         let id = wire::ImageId([3; 8]);
         let mut watch = CarouselWatch::new(id);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut announce = |watch: &mut CarouselWatch, image: wire::ImageId, kbps: u32| {
-            let a = Frame::Announce(Announce {
-                board: "acme,rt1",
-                version: "2.1.0",
-                image_len: 1 << 20,
-                block_size: 65536,
-                chunk_size: 1408,
-                manifest_len: 500,
-                rate_kbps: kbps,
-                pass: 0,
-            });
-            let n = wire::encode(1, image, 0, &a, &mut buf).expect("announce");
-            watch.hear(Instant::ZERO, &buf[..n]);
+        let announce = |watch: &mut CarouselWatch, image: wire::ImageId, kbps: u32| {
+            hear_announce(watch, Instant::ZERO, image, kbps);
         };
-        assert_eq!(watch.rate_bps(None, 50_000_000), 50_000_000);
-        assert_eq!(watch.rate_bps(Some(20_000_000), 50_000_000), 20_000_000);
+        assert_eq!(watch.rate_bps(Instant::ZERO, None, 50_000_000), 50_000_000);
+        assert_eq!(
+            watch.rate_bps(Instant::ZERO, Some(20_000_000), 50_000_000),
+            20_000_000
+        );
         announce(&mut watch, id, 30_000);
         assert_eq!(
-            watch.rate_bps(None, 50_000_000),
+            watch.rate_bps(Instant::ZERO, None, 50_000_000),
             30_000_000,
             "follows the carousel"
         );
         announce(&mut watch, id, 95_000);
         assert_eq!(
-            watch.rate_bps(None, 50_000_000),
+            watch.rate_bps(Instant::ZERO, None, 50_000_000),
             50_000_000,
             "never above the default without --rate"
         );
         assert_eq!(
-            watch.rate_bps(Some(20_000_000), 50_000_000),
+            watch.rate_bps(Instant::ZERO, Some(20_000_000), 50_000_000),
             20_000_000,
             "never above --rate"
         );
         announce(&mut watch, id, 4_000_000); // forged: 4 Gbit/s
-        assert_eq!(watch.rate_bps(Some(20_000_000), 50_000_000), 20_000_000);
-        assert_eq!(watch.rate_bps(None, 50_000_000), 50_000_000);
+        assert_eq!(
+            watch.rate_bps(Instant::ZERO, Some(20_000_000), 50_000_000),
+            20_000_000
+        );
+        assert_eq!(watch.rate_bps(Instant::ZERO, None, 50_000_000), 50_000_000);
         announce(&mut watch, wire::ImageId([4; 8]), 1); // another image's
         assert_eq!(watch.announced_bps(), Some(4_000_000_000));
         announce(&mut watch, id, 19_000); // the genuine one again
-        assert_eq!(watch.rate_bps(Some(20_000_000), 50_000_000), 19_000_000);
+        assert_eq!(
+            watch.rate_bps(Instant::ZERO, Some(20_000_000), 50_000_000),
+            19_000_000
+        );
         assert!(!watch.sending(Instant::ZERO), "no carousel Data heard yet");
+    }
+
+    #[test]
+    fn r_rep_12_without_rate_the_repair_rate_follows_the_link_as_measured() {
+        let id = wire::ImageId([3; 8]);
+        let fallback = 50_000_000;
+        let mut watch = CarouselWatch::new(id);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let payload = [0u8; 1408];
+        let frame = Frame::Data(Data {
+            block: 0,
+            chunk: 0,
+            payload: wire::Bytes(&payload),
+        });
+        let n = wire::encode(1, id, 0, &frame, &mut buf).expect("data");
+        let bits = (n as u64 + IP_UDP_OVERHEAD) * 8;
+        let announce = |watch: &mut CarouselWatch, now: Instant, kbps: u32| {
+            hear_announce(watch, now, id, kbps);
+        };
+        announce(&mut watch, Instant::ZERO, 95_000);
+        // Carousel Data at 70 Mbit/s and repairs sent at 25 Mbit/s for a
+        // second: the link carries 95 Mbit/s, the announced rate.
+        let mut now = Instant::ZERO;
+        let (mut carousel_due, mut repair_due) = (0u64, 0u64);
+        while now.as_micros() < 1_000_000 {
+            let t = now.as_micros();
+            if t >= carousel_due {
+                watch.hear(now, &buf[..n]);
+                carousel_due += bits * 1_000_000 / 70_000_000;
+            }
+            if t >= repair_due {
+                watch.repair_sent(now, n);
+                repair_due += bits * 1_000_000 / 25_000_000;
+            }
+            now = Instant::from_micros(carousel_due.min(repair_due));
+        }
+        let rate = watch.rate_bps(now, None, fallback);
+        assert!(
+            (94_000_000..=95_000_000).contains(&rate),
+            "the link as measured, up to the Announce: {rate}"
+        );
+        assert_eq!(
+            watch.rate_bps(now, Some(20_000_000), fallback),
+            20_000_000,
+            "--rate caps"
+        );
+        // A forged Announce still only lowers it.
+        announce(&mut watch, now, 30_000);
+        assert_eq!(watch.rate_bps(now, None, fallback), 30_000_000);
+        // Once the carousel is quiet, the measurement no longer counts.
+        announce(&mut watch, now, 95_000);
+        let quiet = Instant::from_micros(now.as_micros() + CAROUSEL_QUIET_US);
+        assert_eq!(watch.rate_bps(quiet, None, fallback), fallback);
+        // Repairs sent alone (forged NACKs, no carousel) never raise it.
+        for i in 0..10_000u64 {
+            watch.repair_sent(Instant::from_micros(quiet.as_micros() + i * 10), n);
+        }
+        let later = Instant::from_micros(quiet.as_micros() + 100_000);
+        assert_eq!(watch.rate_bps(later, None, fallback), fallback);
     }
 }

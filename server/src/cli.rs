@@ -569,8 +569,10 @@ pub struct RepairArgs {
     /// --source 10.0.0.1.
     #[arg(long, value_name = "IP")]
     pub source: Option<IpAddr>,
-    /// Cap on repair traffic in bits per second (default 50M). Repairs follow
-    /// the carousel's announced rate, never above this cap. A unit is
+    /// Cap on repair traffic in bits per second. Repairs follow the
+    /// carousel's announced rate, never above this cap. Without it the cap
+    /// is 50M, or the rate measured on the link while the carousel sends
+    /// if that is higher (a forged Announce cannot raise it). A unit is
     /// required: 50M, 800K, 1G.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: Option<u64>,

@@ -104,7 +104,7 @@ pub fn run(args: &RepairArgs) -> Result<u8, Error> {
             &sock,
             repair_group,
             &mut send_errors,
-            |_, _| {},
+            |now, len| carousel.repair_sent(now, len),
         );
         let _ = drops.tick(clock.now(), Some(server.stats()));
         view.drain(server.fleet_mut(), &hub);

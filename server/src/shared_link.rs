@@ -83,6 +83,9 @@ pub struct CarouselSocket {
     cap: Option<u64>,
     /// The rate before any Announce was heard (without `--rate`).
     fallback: u64,
+    /// The rate last logged: the heard rate moves a little every
+    /// measurement, and only a change of a tenth or more is logged.
+    logged: u64,
 }
 
 impl CarouselSocket {
@@ -100,12 +103,20 @@ impl CarouselSocket {
             watch: CarouselWatch::new(image_id),
             cap,
             fallback,
+            logged: 0,
         })
+    }
+
+    /// A repair of `len` bytes left at `now` (R-REP-12: the link's rate
+    /// counts it).
+    pub fn repair_sent(&mut self, now: proto::Instant, len: usize) {
+        self.watch.repair_sent(now, len);
     }
 
     /// The rate before anything is heard.
     pub fn initial_rate(&self) -> u64 {
-        self.watch.rate_bps(self.cap, self.fallback)
+        self.watch
+            .rate_bps(proto::Instant::ZERO, self.cap, self.fallback)
     }
 
     /// Read what was heard and set the server's rate and whether the
@@ -118,11 +129,13 @@ impl CarouselSocket {
     ) -> Result<(), Error> {
         let watch = &mut self.watch;
         net::drain(&self.sock, buf, |_, bytes| watch.hear(clock.now(), bytes))?;
-        let rate = self.watch.rate_bps(self.cap, self.fallback);
-        if rate != server.rate_bps() {
+        let rate = self.watch.rate_bps(clock.now(), self.cap, self.fallback);
+        if rate.abs_diff(self.logged) >= self.logged / 10 && rate != self.logged {
+            self.logged = rate;
             log::info!(
-                "pacing repairs at {rate} bit/s (carousel announced {} bit/s, --rate {})",
+                "pacing repairs at {rate} bit/s (carousel announced {} bit/s, heard at {} bit/s, --rate {})",
                 self.watch.announced_bps().unwrap_or(0),
+                self.watch.heard_bps(),
                 self.cap.map_or("not given".to_string(), |c| c.to_string())
             );
         }
