@@ -374,6 +374,40 @@ mod tests {
         assert_eq!(ear.hear(later, &buf[..n]), Some(n));
     }
 
+    #[test]
+    fn r_rep_12_beside_a_carousel_faster_than_the_default_a_flood_still_keeps_to_one_rate() {
+        // A carousel at 95 Mbit/s, a repair server without --rate (default
+        // 50 Mbit/s) and a flood of forged NACKs: the server's ceiling is the
+        // link as measured, above the default, and still the two keep to
+        // the carousel's rate with the carousel keeping its half.
+        let (rate, fallback, secs) = (95_000_000, 50_000_000, 1);
+        let budget = rate * secs / 8;
+        let (alone, _) = separate(rate, fallback, secs, 0, true);
+        let (after, learned) = separate(rate, fallback, secs, 50, true);
+        let total = after.carousel + after.repairs;
+        std::println!(
+            "R-REP-12 a flood of forged NACKs beside a carousel at {rate} bit/s, repair server \
+             without --rate: link {total} bytes in {secs} s ({:.2} x the budget), carousel {:.0}% \
+             of alone, repairs {} bytes; repairs paced at {learned} bit/s",
+            total as f64 / budget as f64,
+            after.carousel as f64 * 100.0 / alone.carousel as f64,
+            after.repairs,
+        );
+        assert!(learned > fallback && learned <= rate, "paced at {learned}");
+        assert!(
+            total <= budget * 103 / 100,
+            "within the rate: {total} > {budget}"
+        );
+        assert!(
+            after.carousel * 100 >= alone.carousel * 48,
+            "carousel keeps its share: {} of {}",
+            after.carousel,
+            alone.carousel
+        );
+        // More than the default's share would have let through.
+        assert!(after.repairs * 8 > fallback / 2 * secs * 12 / 10);
+    }
+
     /// `watch` hears an Announce of `image` at `kbps` at `now`.
     fn hear_announce(watch: &mut CarouselWatch, now: Instant, image: wire::ImageId, kbps: u32) {
         let a = Frame::Announce(Announce {
