@@ -99,9 +99,10 @@ fi
 if ! command -v shellcheck >/dev/null; then
     skip "shellcheck not installed"
 else
-    # The init scripts run under BusyBox ash or OpenWrt's rc.common: POSIX sh.
+    # The init scripts run under BusyBox ash or OpenWrt's rc.common: POSIX sh
+    # (so does the emulated device's /init, tests/emulated/init).
     for f in packaging/buildroot/package/firmcast/S80firmcast packaging/openwrt/firmcast/files/firmcast.init \
-        scripts/lint-packaging.sh; do
+        tests/emulated/init scripts/lint-packaging.sh; do
         say "shellcheck $f"
         shell="sh"; [[ $f == *.sh ]] && shell="bash"
         out=$(shellcheck -s "$shell" "$f" 2>&1) || true
