@@ -331,17 +331,22 @@ mod tests {
         }
     }
 
+    /// A Data frame carrying `payload` as chunk 0 of block 0.
+    fn chunk_zero(payload: &[u8]) -> Frame<'_> {
+        Frame::Data(Data {
+            block: 0,
+            chunk: 0,
+            payload: wire::Bytes(payload),
+        })
+    }
+
     #[test]
     fn r_rep_11_forged_repairs_beyond_the_share_are_not_yielded_for() {
         let rate = 10_000_000;
         let mut ear = HeardRepairs::new(wire::ImageId([1; 8]), rate, 50, Instant::ZERO);
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let payload = [0u8; 1024];
-        let frame = Frame::Data(Data {
-            block: 0,
-            chunk: 0,
-            payload: wire::Bytes(&payload),
-        });
+        let frame = chunk_zero(&payload);
         let n =
             wire::encode(1, wire::ImageId([1; 8]), FLAG_REPAIR, &frame, &mut buf).expect("data");
         // Ten times the link of repairs heard in one second: at most the
@@ -477,12 +482,7 @@ mod tests {
         let mut watch = CarouselWatch::new(id);
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let payload = [0u8; 1408];
-        let frame = Frame::Data(Data {
-            block: 0,
-            chunk: 0,
-            payload: wire::Bytes(&payload),
-        });
-        let n = wire::encode(1, id, 0, &frame, &mut buf).expect("data");
+        let n = wire::encode(1, id, 0, &chunk_zero(&payload), &mut buf).expect("data");
         let bits = (n as u64 + IP_UDP_OVERHEAD) * 8;
         let announce = |watch: &mut CarouselWatch, now: Instant, kbps: u32| {
             hear_announce(watch, now, id, kbps);
