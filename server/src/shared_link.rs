@@ -84,7 +84,7 @@ pub struct CarouselSocket {
     /// The rate before any Announce was heard (without `--rate`).
     fallback: u64,
     /// The rate last logged: the heard rate moves a little every
-    /// measurement, and only a change of a tenth or more is logged.
+    /// measurement, and only a change of more than a tenth is logged.
     logged: u64,
 }
 
@@ -98,12 +98,14 @@ impl CarouselSocket {
         cap: Option<u64>,
         fallback: u64,
     ) -> Result<Self, Error> {
+        let watch = CarouselWatch::new(image_id);
         Ok(CarouselSocket {
             sock: net::group_listener(group, source, interface, WATCH_RCVBUF)?,
-            watch: CarouselWatch::new(image_id),
+            // The start-up line names the initial rate.
+            logged: watch.rate_bps(proto::Instant::ZERO, cap, fallback),
+            watch,
             cap,
             fallback,
-            logged: 0,
         })
     }
 
@@ -130,7 +132,7 @@ impl CarouselSocket {
         let watch = &mut self.watch;
         net::drain(&self.sock, buf, |_, bytes| watch.hear(clock.now(), bytes))?;
         let rate = self.watch.rate_bps(clock.now(), self.cap, self.fallback);
-        if rate.abs_diff(self.logged) >= self.logged / 10 && rate != self.logged {
+        if rate.abs_diff(self.logged) > self.logged / 10 {
             self.logged = rate;
             log::info!(
                 "pacing repairs at {rate} bit/s (carousel announced {} bit/s, heard at {} bit/s, --rate {})",
