@@ -12,7 +12,8 @@
 #                                     # build for this x86_64 host, e.g. for
 #                                     # bench/fleet --agent (not a device target)
 #   cross/build.sh --test [TARGET...] # also run agent/flasher/proto unit tests
-#                                     # under qemu-user-static (default: armv7, mipsel)
+#                                     # under qemu-user-static (default: armv7, mipsel;
+#                                     # aarch64, when built: the gf8 kernel's tests)
 #
 # Output: target/cross-build/out/<triple>/firmcast-agent (CARGO_TARGET_DIR is
 # target/cross-build, separate from the host build's target/), and one
@@ -331,6 +332,14 @@ if ((run_tests)); then
                 "${profile_config[@]}" -p firmcast-proto --example sha_bench
         fi
     done
+    # The parity code's NEON kernel (gf8) runs only on aarch64, which has no
+    # emulated device: its unit tests under qemu-user when aarch64 is built.
+    a64=aarch64-unknown-linux-musl
+    if [[ " ${targets[*]} " == *" $a64 "* ]]; then
+        setup_target "$a64"
+        echo "== gf8 unit tests for $a64 under $(spec "$a64" | cut -d' ' -f2)"
+        "$CARGO" test --ignore-rust-version --target "$a64" -Zbuild-std -p firmcast-gf8 --lib
+    fi
 fi
 
 # The budget applies to the default device features: issue 17's 350 KB on
