@@ -5,9 +5,9 @@
 //!
 //! In bulk a product is a look-up: where the CPU has a byte shuffle (`gf8`:
 //! x86_64 with SSSE3, aarch64) sixteen at a time in two 16-entry tables, c
-//! times each nibble; elsewhere one at a time in a 256-entry table. Parity
-//! decode is most of a device's CPU under loss, and the byte loop was 35%
-//! of the x86_64 agent's at 5% (bench/README.md).
+//! times each nibble; elsewhere one at a time in a 256-entry table. Under
+//! loss parity decode is a large share of a device's CPU, and the byte loop
+//! was most of it (bench/README.md, "Figures behind code comments").
 
 /// exp[i] = 2^i, doubled so that `exp[log a + log b]` needs no reduction.
 const EXP: [u8; 512] = exp_table();
