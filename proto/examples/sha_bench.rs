@@ -1,7 +1,10 @@
-//! SHA-256 throughput, the agent's per-block hash (R-VER: every block
-//! hashed on receipt and again on read-back), relative to a memcpy of the
-//! same block in the same run. Used to choose sha2's opt-level for the
-//! device build (cross/README.md, "Where the bytes go"):
+//! SHA-256 throughput relative to a memcpy of the same block in the same
+//! run: over a whole block (a format 1 manifest's digest, the resume scan)
+//! and chunk by chunk (a format 2 manifest, the default: the receiver hashes
+//! every chunk on arrival, R-AUTH-3), the latter also as milliseconds of CPU
+//! per MB received, the floor under the agent's CPU per MB that a receiver
+//! which authenticates nothing does not pay. Used to choose sha2's opt-level
+//! for the device build (cross/README.md, "Where the bytes go"):
 //!
 //! ```text
 //! cargo run --release -p firmcast-proto --example sha_bench
@@ -19,6 +22,9 @@ use sha2::{Digest, Sha256};
 
 /// The product's default block size (`firmcast manifest --block-size`).
 const BLOCK: usize = 64 * 1024;
+
+/// The product's default chunk size (`firmcast manifest --chunk-size`).
+const CHUNK: usize = 1408;
 
 /// Median seconds per call of `f` over `runs` timed runs of `reps` calls.
 fn median_secs(runs: usize, reps: usize, mut f: impl FnMut()) -> f64 {
@@ -45,6 +51,11 @@ fn main() {
         copy.copy_from_slice(black_box(&data));
         black_box(&copy);
     });
+    let per_chunk = median_secs(9, 8, || {
+        for chunk in black_box(&data).chunks(CHUNK) {
+            black_box(proto::manifest::chunk_hash(chunk));
+        }
+    });
     let mb = BLOCK as f64 / 1e6;
     println!(
         "sha_bench: SHA-256 of a {} KiB block: {:.1} MB/s, memcpy {:.0} MB/s, hash/memcpy time {:.1}",
@@ -52,5 +63,10 @@ fn main() {
         mb / hash,
         mb / memcpy,
         hash / memcpy
+    );
+    println!(
+        "sha_bench: SHA-256 of each {CHUNK}-byte chunk of it (R-AUTH-3): {:.1} MB/s, {:.2} ms of CPU per MB",
+        mb / per_chunk,
+        per_chunk / mb * 1e3
     );
 }
